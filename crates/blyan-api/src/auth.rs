@@ -1,0 +1,321 @@
+//! The sign-in routes: nonce → EIP-4361 message → signature → access + refresh tokens; refresh,
+//! sign-out, API keys.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth_store::{ApiKeyInfo, AuthStore};
+use crate::config::AuthConfig;
+use crate::extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn, rate_limit};
+use crate::jwt::{JwtKeys, unix_seconds};
+use crate::server::AppState;
+use crate::signin::{SignIn, WalletAddress};
+use crate::{Error, Result};
+
+/// Everything sign-in needs, held by [`AppState`].
+#[derive(Debug)]
+pub(crate) struct Auth {
+    pub signin: SignIn,
+    pub jwt: JwtKeys,
+    pub store: AuthStore,
+    pub refresh_ttl: Duration,
+}
+
+impl Auth {
+    pub(crate) fn open(data_dir: &Path, config: &AuthConfig) -> Result<Self> {
+        Ok(Self {
+            signin: SignIn::new(
+                config.domains.clone(),
+                config.chain_id,
+                Duration::from_secs(config.nonce_ttl_seconds),
+            ),
+            jwt: JwtKeys::load_or_create(
+                data_dir,
+                Duration::from_secs(config.access_token_ttl_seconds),
+            )?,
+            store: AuthStore::open(data_dir)?,
+            refresh_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
+        })
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Body of `GET /auth/nonce`: what the sign-in message must contain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NonceResponse {
+    /// The nonce to put in the message (single use).
+    pub nonce: String,
+    /// The domain the message must name.
+    pub domain: String,
+    /// The chain id the message must name.
+    pub chain_id: u64,
+    /// When the nonce was issued (RFC 3339); a good `Issued At` for the message.
+    pub issued_at: String,
+    /// When the nonce stops being accepted (RFC 3339).
+    pub expires_at: String,
+    /// The `address` asked about, EIP-55 checksummed as the message must write it.
+    #[schema(value_type = Option<String>)]
+    pub address: Option<WalletAddress>,
+}
+
+/// Query of `GET /auth/nonce`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct NonceQuery {
+    /// A wallet address in any case; answered back checksummed (wallets often report lower case,
+    /// while a sign-in message must carry the EIP-55 form).
+    address: Option<String>,
+}
+
+/// Body of `POST /auth/verify`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyRequest {
+    /// The EIP-4361 message, exactly as signed.
+    pub message: String,
+    /// The `personal_sign` signature, hex.
+    pub signature: String,
+}
+
+/// Tokens issued by sign-in and refresh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The signed-in wallet (EIP-55).
+    #[schema(value_type = String)]
+    pub wallet: WalletAddress,
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    /// Exchange at `POST /auth/refresh` for new tokens; single use.
+    pub refresh_token: String,
+    /// Seconds the refresh token lives.
+    pub refresh_expires_in: u64,
+}
+
+/// Body of `POST /auth/refresh`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token from the last sign-in or refresh.
+    pub refresh_token: String,
+}
+
+/// Body of `GET /auth/session`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// The signed-in wallet.
+    #[schema(value_type = String)]
+    pub wallet: WalletAddress,
+    /// `access_token` or `api_key`.
+    pub credential: String,
+}
+
+/// Body of `POST /auth/api-keys`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateApiKeyRequest {
+    /// A label for the key.
+    pub name: String,
+}
+
+/// A new API key: `key` is shown only in this answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// Identifier, for revoking.
+    pub id: String,
+    /// The label.
+    pub name: String,
+    /// The key; send as `Authorization: Bearer <key>`. Not stored by the node.
+    pub key: String,
+}
+
+fn tokens(
+    state: &AppState,
+    wallet: WalletAddress,
+    sid: &str,
+    refresh_token: String,
+    now: SystemTime,
+) -> Result<TokenResponse> {
+    let (access_token, _) = state.auth.jwt.issue(&wallet, sid, now)?;
+    Ok(TokenResponse {
+        wallet,
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: state.auth.jwt.ttl().as_secs(),
+        refresh_token,
+        refresh_expires_in: state.auth.refresh_ttl.as_secs(),
+    })
+}
+
+/// A fresh single-use nonce for a sign-in message.
+#[utoipa::path(get, path = "/auth/nonce", tag = "auth", params(NonceQuery),
+    responses((status = 200, body = NonceResponse), (status = 429, description = "rate_limited")))]
+pub(crate) async fn nonce(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<NonceQuery>,
+) -> Result<axum::Json<NonceResponse>> {
+    rate_limit(&state, &caller)?;
+    let address = query
+        .address
+        .map(|text| {
+            text.to_ascii_lowercase()
+                .parse::<WalletAddress>()
+                .map_err(|error| Error::InvalidRequest {
+                    field: "address".to_owned(),
+                    reason: error.to_string(),
+                })
+        })
+        .transpose()?;
+    let challenge = state.auth.signin.challenge(SystemTime::now())?;
+    Ok(axum::Json(NonceResponse {
+        nonce: challenge.nonce.nonce,
+        domain: challenge.domain,
+        chain_id: challenge.chain_id,
+        issued_at: rfc3339(challenge.nonce.issued_at),
+        expires_at: rfc3339(challenge.nonce.expires_at),
+        address,
+    }))
+}
+
+/// Signs in with an EIP-4361 message and its signature; spends the message's nonce.
+#[utoipa::path(post, path = "/auth/verify", tag = "auth", request_body = VerifyRequest,
+    responses((status = 200, body = TokenResponse),
+        (status = 401, description = "nonce_unknown, nonce_expired, nonce_replayed, siwe_domain_mismatch, siwe_uri_mismatch, siwe_chain_id_mismatch, siwe_issued_at_invalid, siwe_expired, siwe_not_yet_valid, bad_signature, contract_wallet_unsupported"),
+        (status = 400, description = "siwe_malformed, malformed_json")))]
+pub(crate) async fn verify(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(request): ApiJson<VerifyRequest>,
+) -> Result<axum::Json<TokenResponse>> {
+    rate_limit(&state, &caller)?;
+    let now = SystemTime::now();
+    let wallet = state
+        .auth
+        .signin
+        .verify(&request.message, &request.signature, now)?;
+    let (sid, refresh) = state
+        .auth
+        .store
+        .create_session(&wallet, now + state.auth.refresh_ttl, now)?;
+    tracing::info!(%wallet, %sid, "signed in");
+    Ok(axum::Json(tokens(&state, wallet, &sid, refresh, now)?))
+}
+
+/// Exchanges a refresh token for new tokens (the old refresh token is spent).
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "refresh_invalid")))]
+pub(crate) async fn refresh(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<axum::Json<TokenResponse>> {
+    rate_limit(&state, &caller)?;
+    let now = SystemTime::now();
+    let (sid, wallet, next) =
+        state
+            .auth
+            .store
+            .rotate_refresh(&request.refresh_token, now + state.auth.refresh_ttl, now)?;
+    Ok(axum::Json(tokens(&state, wallet, &sid, next, now)?))
+}
+
+/// Signs the session of the presented access token out: its access and refresh tokens stop
+/// working.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, description = "token_missing, token_invalid, token_expired, token_revoked")))]
+pub(crate) async fn logout(State(state): State<Arc<AppState>>, caller: SignedIn) -> Result<StatusCode> {
+    let Credential::AccessToken { sid } = &caller.credential else {
+        return Err(Error::InvalidRequest {
+            field: "Authorization".to_owned(),
+            reason: "an API key has no session to sign out; revoke it instead".to_owned(),
+        });
+    };
+    state.auth.store.revoke_session(sid, SystemTime::now())?;
+    tracing::info!(wallet = %caller.wallet, %sid, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the presented credentials belong to.
+#[utoipa::path(get, path = "/auth/session", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionResponse), (status = 401, description = "token_missing, token_invalid, token_expired, token_revoked, api_key_invalid")))]
+pub(crate) async fn session(caller: SignedIn) -> axum::Json<SessionResponse> {
+    axum::Json(SessionResponse {
+        wallet: caller.wallet,
+        credential: match caller.credential {
+            Credential::AccessToken { .. } => "access_token",
+            Credential::ApiKey => "api_key",
+        }
+        .to_owned(),
+    })
+}
+
+/// Creates an API key for the signed-in wallet; the key is shown once.
+#[utoipa::path(post, path = "/auth/api-keys", tag = "auth", security(("bearer" = [])),
+    request_body = CreateApiKeyRequest,
+    responses((status = 201, body = CreatedApiKey), (status = 401, description = "token_missing")))]
+pub(crate) async fn create_api_key(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+    ApiJson(request): ApiJson<CreateApiKeyRequest>,
+) -> Result<(StatusCode, axum::Json<CreatedApiKey>)> {
+    let (info, key) = state
+        .auth
+        .store
+        .create_api_key(&caller.wallet, &request.name, SystemTime::now())?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedApiKey {
+            id: info.id,
+            name: info.name,
+            key,
+        }),
+    ))
+}
+
+/// The signed-in wallet's live API keys (without the keys themselves).
+#[utoipa::path(get, path = "/auth/api-keys", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ApiKeyInfo>)))]
+pub(crate) async fn list_api_keys(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+) -> Result<axum::Json<Vec<ApiKeyInfo>>> {
+    Ok(axum::Json(state.auth.store.list_api_keys(&caller.wallet)?))
+}
+
+/// Revokes one of the signed-in wallet's API keys.
+#[utoipa::path(delete, path = "/auth/api-keys/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204), (status = 404, description = "not_found")))]
+pub(crate) async fn revoke_api_key(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode> {
+    if state
+        .auth
+        .store
+        .revoke_api_key(&caller.wallet, &id, SystemTime::now())?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound {
+            path: format!("/auth/api-keys/{id}"),
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, for responses.
+pub(crate) fn now_unix_seconds() -> u64 {
+    unix_seconds(SystemTime::now())
+}

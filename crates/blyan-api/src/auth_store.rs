@@ -1,0 +1,405 @@
+//! Sign-in sessions, refresh tokens and API keys, in a SQLite file under the data directory.
+//!
+//! Secrets are never stored: a refresh token or API key is kept as its blake3 hash and shown to
+//! its owner once. Refresh tokens rotate: each use spends the token and returns a new one; using
+//! a spent token again means it was stolen, so the whole session is signed out.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use rand::RngCore as _;
+use rusqlite::{Connection, OptionalExtension as _, params};
+use serde::Serialize;
+
+use crate::jwt::unix_seconds;
+use crate::signin::WalletAddress;
+use crate::{Error, Result};
+
+/// File under the data directory.
+const AUTH_STORE_FILE: &str = "api-auth.sqlite";
+
+/// Most live API keys one wallet may hold.
+pub const API_KEYS_PER_WALLET_MAX: u32 = 32;
+
+/// Longest API key name, in characters.
+pub const API_KEY_NAME_CHARS_MAX: usize = 64;
+
+/// Prefix of every API key, so a leaked one is recognisable (and told apart from a JWT).
+pub const API_KEY_PREFIX: &str = "bly_";
+
+/// Prefix of every refresh token.
+pub const REFRESH_TOKEN_PREFIX: &str = "blyr_";
+
+/// Random bytes in an API key or refresh token.
+const SECRET_RANDOM_BYTES: usize = 32;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    wallet TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    sid TEXT NOT NULL REFERENCES sessions(sid),
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    wallet TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_wallet ON api_keys(wallet);
+";
+
+/// An API key as listed to its owner (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyInfo {
+    /// Identifier, for revoking.
+    pub id: String,
+    /// The owner's label.
+    pub name: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// The durable half of sign-in state.
+#[derive(Debug)]
+pub(crate) struct AuthStore {
+    connection: Mutex<Connection>,
+}
+
+fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0_u8; SECRET_RANDOM_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+fn random_id() -> String {
+    let mut bytes = [0_u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn hash_secret(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
+
+fn seconds_i64(time: SystemTime) -> i64 {
+    i64::try_from(unix_seconds(time)).unwrap_or(i64::MAX)
+}
+
+impl AuthStore {
+    /// Opens (creating) the store under `data_dir`.
+    pub(crate) fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::DataFile {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let connection = Connection::open(data_dir.join(AUTH_STORE_FILE))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // SQLite rolls back an unfinished transaction of a panicked holder: the file stays
+        // consistent, so a poisoned lock is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a session for `wallet`: its id and its first refresh token.
+    pub(crate) fn create_session(
+        &self,
+        wallet: &WalletAddress,
+        refresh_expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(String, String)> {
+        let sid = random_id();
+        let refresh = random_secret(REFRESH_TOKEN_PREFIX);
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "DELETE FROM refresh_tokens WHERE expires_at < ?1",
+            params![seconds_i64(now)],
+        )?;
+        transaction.execute(
+            "INSERT INTO sessions (sid, wallet, created_at) VALUES (?1, ?2, ?3)",
+            params![sid, wallet.to_string(), seconds_i64(now)],
+        )?;
+        transaction.execute(
+            "INSERT INTO refresh_tokens (token_hash, sid, expires_at) VALUES (?1, ?2, ?3)",
+            params![hash_secret(&refresh), sid, seconds_i64(refresh_expires_at)],
+        )?;
+        transaction.commit()?;
+        Ok((sid, refresh))
+    }
+
+    /// Whether session `sid` is signed out (an unknown session counts as signed out).
+    pub(crate) fn session_revoked(&self, sid: &str) -> Result<bool> {
+        let revoked: Option<Option<i64>> = self
+            .lock()
+            .query_row(
+                "SELECT revoked_at FROM sessions WHERE sid = ?1",
+                params![sid],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(!matches!(revoked, Some(None)))
+    }
+
+    /// Signs session `sid` out: its access and refresh tokens stop working.
+    pub(crate) fn revoke_session(&self, sid: &str, now: SystemTime) -> Result<()> {
+        self.lock().execute(
+            "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL",
+            params![sid, seconds_i64(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Spends `refresh` and returns its session, wallet and the next refresh token.
+    pub(crate) fn rotate_refresh(
+        &self,
+        refresh: &str,
+        next_expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(String, WalletAddress, String)> {
+        let now_seconds = seconds_i64(now);
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let found: Option<(String, i64, Option<i64>, String, Option<i64>)> = transaction
+            .query_row(
+                "SELECT r.sid, r.expires_at, r.used_at, s.wallet, s.revoked_at
+                 FROM refresh_tokens r JOIN sessions s ON s.sid = r.sid
+                 WHERE r.token_hash = ?1",
+                params![hash_secret(refresh)],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            )
+            .optional()?;
+        let Some((sid, expires_at, used_at, wallet, revoked_at)) = found else {
+            return Err(Error::RefreshInvalid);
+        };
+        if used_at.is_some() {
+            // A spent token came back: someone else holds a copy. End the session for both.
+            transaction.execute(
+                "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL",
+                params![sid, now_seconds],
+            )?;
+            transaction.commit()?;
+            tracing::warn!(%sid, "refresh token reused: session signed out");
+            return Err(Error::RefreshInvalid);
+        }
+        if revoked_at.is_some() || expires_at <= now_seconds {
+            return Err(Error::RefreshInvalid);
+        }
+        let wallet: WalletAddress = wallet.parse().map_err(|_| Error::RefreshInvalid)?;
+        let next = random_secret(REFRESH_TOKEN_PREFIX);
+        transaction.execute(
+            "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+            params![hash_secret(refresh), now_seconds],
+        )?;
+        transaction.execute(
+            "INSERT INTO refresh_tokens (token_hash, sid, expires_at) VALUES (?1, ?2, ?3)",
+            params![hash_secret(&next), sid, seconds_i64(next_expires_at)],
+        )?;
+        transaction.commit()?;
+        Ok((sid, wallet, next))
+    }
+
+    /// Creates an API key for `wallet`: its listing and the key, which is never shown again.
+    pub(crate) fn create_api_key(
+        &self,
+        wallet: &WalletAddress,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(ApiKeyInfo, String)> {
+        if name.chars().count() > API_KEY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+            return Err(Error::InvalidRequest {
+                field: "name".to_owned(),
+                reason: format!(
+                    "at most {API_KEY_NAME_CHARS_MAX} printable characters"
+                ),
+            });
+        }
+        let key = random_secret(API_KEY_PREFIX);
+        let info = ApiKeyInfo {
+            id: random_id(),
+            name: name.to_owned(),
+            prefix: key.chars().take(API_KEY_PREFIX.len() + 6).collect(),
+            created_at: unix_seconds(now),
+        };
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live: u32 = transaction.query_row(
+            "SELECT COUNT(*) FROM api_keys WHERE wallet = ?1 AND revoked_at IS NULL",
+            params![wallet.to_string()],
+            |row| row.get(0),
+        )?;
+        if live >= API_KEYS_PER_WALLET_MAX {
+            return Err(Error::InvalidRequest {
+                field: "name".to_owned(),
+                reason: format!(
+                    "this wallet already holds {API_KEYS_PER_WALLET_MAX} API keys; revoke one first"
+                ),
+            });
+        }
+        transaction.execute(
+            "INSERT INTO api_keys (id, key_hash, wallet, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                info.id,
+                hash_secret(&key),
+                wallet.to_string(),
+                info.name,
+                seconds_i64(now)
+            ],
+        )?;
+        transaction.commit()?;
+        Ok((info, key))
+    }
+
+    /// The live API keys of `wallet`, oldest first.
+    pub(crate) fn list_api_keys(&self, wallet: &WalletAddress) -> Result<Vec<ApiKeyInfo>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, name, created_at FROM api_keys
+             WHERE wallet = ?1 AND revoked_at IS NULL ORDER BY created_at, id",
+        )?;
+        let rows = statement.query_map(params![wallet.to_string()], |row| {
+            let created_at: i64 = row.get(2)?;
+            Ok(ApiKeyInfo {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                prefix: API_KEY_PREFIX.to_owned(),
+                created_at: u64::try_from(created_at).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Revokes key `id` of `wallet`; false when it has no such live key.
+    pub(crate) fn revoke_api_key(&self, wallet: &WalletAddress, id: &str, now: SystemTime) -> Result<bool> {
+        let changed = self.lock().execute(
+            "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND wallet = ?2 AND revoked_at IS NULL",
+            params![id, wallet.to_string(), seconds_i64(now)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// The wallet owning live API key `key`.
+    pub(crate) fn api_key_wallet(&self, key: &str) -> Result<WalletAddress> {
+        let wallet: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT wallet FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                params![hash_secret(key)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        wallet
+            .and_then(|wallet| wallet.parse().ok())
+            .ok_or(Error::ApiKeyInvalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn wallet() -> WalletAddress {
+        "0x6Da01670d8fc844e736095918bbE11fE8D564163".parse().unwrap()
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_and_a_reuse_signs_the_session_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let later = now + Duration::from_secs(3600);
+        let (sid, first) = store.create_session(&wallet(), later, now).unwrap();
+        assert!(!store.session_revoked(&sid).unwrap());
+        let (same_sid, got_wallet, second) = store.rotate_refresh(&first, later, now).unwrap();
+        assert_eq!((same_sid.as_str(), got_wallet), (sid.as_str(), wallet()));
+        let error = store.rotate_refresh(&first, later, now).unwrap_err();
+        assert_eq!(error.code(), "refresh_invalid");
+        assert!(store.session_revoked(&sid).unwrap(), "reuse must sign out");
+        assert_eq!(
+            store.rotate_refresh(&second, later, now).unwrap_err().code(),
+            "refresh_invalid"
+        );
+    }
+
+    #[test]
+    fn expired_or_signed_out_refresh_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let (_, token) = store
+            .create_session(&wallet(), now + Duration::from_secs(10), now)
+            .unwrap();
+        let error = store
+            .rotate_refresh(&token, now, now + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(error.code(), "refresh_invalid");
+        let (sid, token) = store
+            .create_session(&wallet(), now + Duration::from_secs(10), now)
+            .unwrap();
+        store.revoke_session(&sid, now).unwrap();
+        assert!(store.session_revoked(&sid).unwrap());
+        assert_eq!(store.rotate_refresh(&token, now, now).unwrap_err().code(), "refresh_invalid");
+        assert!(store.session_revoked("no-such-session").unwrap());
+    }
+
+    #[test]
+    fn api_keys_are_hashed_listed_and_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let (info, key) = store.create_api_key(&wallet(), "bot", now).unwrap();
+        assert!(key.starts_with(API_KEY_PREFIX));
+        assert!(info.prefix.len() < key.len());
+        assert_eq!(store.api_key_wallet(&key).unwrap(), wallet());
+        assert_eq!(store.list_api_keys(&wallet()).unwrap().len(), 1);
+        // The key itself is nowhere in the file.
+        drop(store);
+        let bytes = std::fs::read(dir.path().join(AUTH_STORE_FILE)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&key[API_KEY_PREFIX.len()..]));
+        let store = AuthStore::open(dir.path()).unwrap();
+        assert!(store.revoke_api_key(&wallet(), &info.id, now).unwrap());
+        assert!(!store.revoke_api_key(&wallet(), &info.id, now).unwrap());
+        assert_eq!(store.api_key_wallet(&key).unwrap_err().code(), "api_key_invalid");
+    }
+
+    #[test]
+    fn api_keys_per_wallet_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        for index in 0..API_KEYS_PER_WALLET_MAX {
+            store.create_api_key(&wallet(), &format!("k{index}"), now).unwrap();
+        }
+        let error = store.create_api_key(&wallet(), "one-too-many", now).unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
+        let name_at_bound = "n".repeat(API_KEY_NAME_CHARS_MAX);
+        let other: WalletAddress = "0x0000000000000000000000000000000000000001".parse().unwrap();
+        store.create_api_key(&other, &name_at_bound, now).unwrap();
+        let name_past_bound = "n".repeat(API_KEY_NAME_CHARS_MAX + 1);
+        assert!(store.create_api_key(&other, &name_past_bound, now).is_err());
+    }
+}

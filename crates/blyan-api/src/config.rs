@@ -1,0 +1,625 @@
+//! `node.yaml`: the node's typed, validated configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The shipped defaults, the same text as `config/node.yaml`.
+pub const NODE_CONFIG_DEFAULT_YAML: &str = include_str!("../../../config/node.yaml");
+
+/// Smallest expert cache the node accepts: one tiny expert must fit.
+pub const CACHE_EXPERT_BYTES_MIN: u64 = 1 << 20;
+
+/// Leading zero bits of proof of work beyond which no block could ever be found.
+pub const POW_DIFFICULTY_BITS_MAX: u32 = 64;
+
+/// Everything a node reads from `node.yaml`. Field names are the YAML keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory of the chain store, the embedded ledger and keys.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Which ledger backend holds balances.
+    pub ledger: LedgerConfig,
+    /// The expert cache.
+    pub cache: CacheConfig,
+    /// The chain store.
+    pub chain: ChainConfig,
+    /// Proof-of-Learning.
+    pub pol: PolConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The HTTP API: sign-in, limits, free tier.
+    pub api: ApiConfig,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The backend.
+    pub backend: LedgerBackend,
+    /// Connection string, required when `backend` is `postgres`.
+    pub postgres_url: Option<String>,
+}
+
+/// The ledger backends a node can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LedgerBackend {
+    /// A file under the data directory; needs no server.
+    Embedded,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The expert cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Upper bound on expert weight bytes held at once.
+    pub expert_bytes_max: u64,
+}
+
+/// The chain store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Whether an acknowledged block must survive power loss.
+    pub durability: Durability,
+    /// Leading zero bits a block hash needs; 0 turns proof of work off.
+    pub pow_difficulty_bits: u32,
+}
+
+/// Write durability of the chain store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Durability {
+    /// The write-ahead log is fsynced before a block is acknowledged.
+    Synced,
+    /// Acknowledged blocks survive a process crash, not a machine crash.
+    Unsynced,
+}
+
+/// Proof-of-Learning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolConfig {
+    /// Whether expert blocks need a Proof-of-Learning acceptance.
+    pub enabled: bool,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` env-filter directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub body_bytes_max: u64,
+    /// Sign-In with Ethereum and tokens.
+    pub auth: AuthConfig,
+    /// Request rates on the expensive endpoints (chat, sign-in).
+    pub rate_limit: RateLimitConfig,
+    /// What anonymous callers may use without paying.
+    pub free_tier: FreeTierConfig,
+}
+
+/// Sign-In with Ethereum (EIP-4361) and the tokens issued after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `host[:port]` values a sign-in message may name as its domain. Empty: the address the
+    /// node is bound to (and `localhost:PORT` when that is a loopback address).
+    pub domains: Vec<String>,
+    /// The EIP-155 chain id a sign-in message must name.
+    pub chain_id: u64,
+    /// Seconds a sign-in nonce stays usable.
+    pub nonce_ttl_seconds: u64,
+    /// Seconds an access token (JWT) stays valid.
+    pub access_token_ttl_seconds: u64,
+    /// Seconds a refresh token stays valid.
+    pub refresh_token_ttl_seconds: u64,
+}
+
+/// Token-bucket limits on the expensive endpoints; a refused request gets 429 and `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute from one IP address (also the burst size).
+    pub per_ip_per_minute: u32,
+    /// Requests per minute from one signed-in wallet (also the burst size).
+    pub per_wallet_per_minute: u32,
+}
+
+/// The free tier: chat for callers that are not signed in, limited per IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreeTierConfig {
+    /// Whether anonymous callers may chat at all.
+    pub enabled: bool,
+    /// Chat requests per hour from one IP address.
+    pub requests_per_hour_per_ip: u32,
+    /// Most completion tokens one free request may generate.
+    pub completion_tokens_max: u32,
+}
+
+/// Smallest accepted `api.body_bytes_max`: a sign-in message with its signature must fit.
+pub const API_BODY_BYTES_MIN: u64 = 4096;
+
+/// Largest accepted `api.body_bytes_max`: bodies are buffered in memory.
+pub const API_BODY_BYTES_MAX: u64 = 16 << 20;
+
+/// Longest accepted token or nonce lifetime, in seconds (30 days).
+pub const AUTH_TTL_SECONDS_MAX: u64 = 30 * 24 * 3600;
+
+/// A partial `node.yaml`: every field optional, so a file may set only what it changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeConfigPatch {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    ledger: Option<LedgerPatch>,
+    cache: Option<CachePatch>,
+    chain: Option<ChainPatch>,
+    pol: Option<PolPatch>,
+    log: Option<LogPatch>,
+    api: Option<ApiPatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiPatch {
+    body_bytes_max: Option<u64>,
+    auth: Option<AuthPatch>,
+    rate_limit: Option<RateLimitPatch>,
+    free_tier: Option<FreeTierPatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthPatch {
+    domains: Option<Vec<String>>,
+    chain_id: Option<u64>,
+    nonce_ttl_seconds: Option<u64>,
+    access_token_ttl_seconds: Option<u64>,
+    refresh_token_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitPatch {
+    per_ip_per_minute: Option<u32>,
+    per_wallet_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreeTierPatch {
+    enabled: Option<bool>,
+    requests_per_hour_per_ip: Option<u32>,
+    completion_tokens_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerPatch {
+    backend: Option<LedgerBackend>,
+    postgres_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CachePatch {
+    expert_bytes_max: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainPatch {
+    durability: Option<Durability>,
+    pow_difficulty_bits: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolPatch {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogPatch {
+    format: Option<LogFormat>,
+    filter: Option<String>,
+}
+
+impl NodeConfig {
+    /// The shipped defaults (`config/node.yaml` as compiled in).
+    pub fn defaults() -> Self {
+        let patch = parse_patch(NODE_CONFIG_DEFAULT_YAML, Path::new("<built-in node.yaml>"))
+            .expect("the shipped node.yaml parses: a unit test checks it");
+        let config = Self::from_complete_patch(patch)
+            .expect("the shipped node.yaml sets every field: a unit test checks it");
+        config
+            .validate(Path::new("<built-in node.yaml>"))
+            .expect("the shipped node.yaml is valid: a unit test checks it");
+        config
+    }
+
+    /// Reads `path` over the shipped defaults. A missing file yields the defaults; a file that
+    /// exists but is malformed or invalid is an error naming the field.
+    pub fn load(path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_yaml_str(&text, path),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no node config file, using the shipped defaults");
+                Ok(Self::defaults())
+            }
+            Err(source) => Err(Error::ConfigRead {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses YAML text over the shipped defaults; `origin` names the text in errors.
+    pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self> {
+        let patch = parse_patch(text, origin)?;
+        let mut config = Self::defaults();
+        config.apply(patch);
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn from_complete_patch(patch: NodeConfigPatch) -> Option<Self> {
+        let ledger = patch.ledger?;
+        let cache = patch.cache?;
+        let chain = patch.chain?;
+        let log = patch.log?;
+        let api = patch.api?;
+        let auth = api.auth?;
+        let rate_limit = api.rate_limit?;
+        let free_tier = api.free_tier?;
+        Some(Self {
+            data_dir: patch.data_dir?,
+            listen: patch.listen?,
+            ledger: LedgerConfig {
+                backend: ledger.backend?,
+                postgres_url: ledger.postgres_url,
+            },
+            cache: CacheConfig {
+                expert_bytes_max: cache.expert_bytes_max?,
+            },
+            chain: ChainConfig {
+                durability: chain.durability?,
+                pow_difficulty_bits: chain.pow_difficulty_bits?,
+            },
+            pol: PolConfig {
+                enabled: patch.pol?.enabled?,
+            },
+            log: LogConfig {
+                format: log.format?,
+                filter: log.filter?,
+            },
+            api: ApiConfig {
+                body_bytes_max: api.body_bytes_max?,
+                auth: AuthConfig {
+                    domains: auth.domains?,
+                    chain_id: auth.chain_id?,
+                    nonce_ttl_seconds: auth.nonce_ttl_seconds?,
+                    access_token_ttl_seconds: auth.access_token_ttl_seconds?,
+                    refresh_token_ttl_seconds: auth.refresh_token_ttl_seconds?,
+                },
+                rate_limit: RateLimitConfig {
+                    per_ip_per_minute: rate_limit.per_ip_per_minute?,
+                    per_wallet_per_minute: rate_limit.per_wallet_per_minute?,
+                },
+                free_tier: FreeTierConfig {
+                    enabled: free_tier.enabled?,
+                    requests_per_hour_per_ip: free_tier.requests_per_hour_per_ip?,
+                    completion_tokens_max: free_tier.completion_tokens_max?,
+                },
+            },
+        })
+    }
+
+    fn apply(&mut self, patch: NodeConfigPatch) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        set(&mut self.data_dir, patch.data_dir);
+        set(&mut self.listen, patch.listen);
+        if let Some(ledger) = patch.ledger {
+            set(&mut self.ledger.backend, ledger.backend);
+            if ledger.postgres_url.is_some() {
+                self.ledger.postgres_url = ledger.postgres_url;
+            }
+        }
+        if let Some(cache) = patch.cache {
+            set(&mut self.cache.expert_bytes_max, cache.expert_bytes_max);
+        }
+        if let Some(chain) = patch.chain {
+            set(&mut self.chain.durability, chain.durability);
+            set(&mut self.chain.pow_difficulty_bits, chain.pow_difficulty_bits);
+        }
+        if let Some(pol) = patch.pol {
+            set(&mut self.pol.enabled, pol.enabled);
+        }
+        if let Some(log) = patch.log {
+            set(&mut self.log.format, log.format);
+            set(&mut self.log.filter, log.filter);
+        }
+        if let Some(api) = patch.api {
+            set(&mut self.api.body_bytes_max, api.body_bytes_max);
+            if let Some(auth) = api.auth {
+                let slot = &mut self.api.auth;
+                set(&mut slot.domains, auth.domains);
+                set(&mut slot.chain_id, auth.chain_id);
+                set(&mut slot.nonce_ttl_seconds, auth.nonce_ttl_seconds);
+                set(&mut slot.access_token_ttl_seconds, auth.access_token_ttl_seconds);
+                set(&mut slot.refresh_token_ttl_seconds, auth.refresh_token_ttl_seconds);
+            }
+            if let Some(rate_limit) = api.rate_limit {
+                let slot = &mut self.api.rate_limit;
+                set(&mut slot.per_ip_per_minute, rate_limit.per_ip_per_minute);
+                set(&mut slot.per_wallet_per_minute, rate_limit.per_wallet_per_minute);
+            }
+            if let Some(free_tier) = api.free_tier {
+                let slot = &mut self.api.free_tier;
+                set(&mut slot.enabled, free_tier.enabled);
+                set(&mut slot.requests_per_hour_per_ip, free_tier.requests_per_hour_per_ip);
+                set(&mut slot.completion_tokens_max, free_tier.completion_tokens_max);
+            }
+        }
+    }
+
+    /// Checks relations serde cannot: bounds and fields required by other fields.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
+        let invalid = |field: &str, reason: String| Error::ConfigInvalid {
+            path: origin.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        if self.ledger.backend == LedgerBackend::Postgres && self.ledger.postgres_url.is_none() {
+            return Err(invalid(
+                "ledger.postgres_url",
+                "is required when ledger.backend is postgres".into(),
+            ));
+        }
+        if self.cache.expert_bytes_max < CACHE_EXPERT_BYTES_MIN {
+            return Err(invalid(
+                "cache.expert_bytes_max",
+                format!(
+                    "{} is below the minimum of {CACHE_EXPERT_BYTES_MIN} bytes",
+                    self.cache.expert_bytes_max
+                ),
+            ));
+        }
+        if self.chain.pow_difficulty_bits > POW_DIFFICULTY_BITS_MAX {
+            return Err(invalid(
+                "chain.pow_difficulty_bits",
+                format!(
+                    "{} is above the maximum of {POW_DIFFICULTY_BITS_MAX}",
+                    self.chain.pow_difficulty_bits
+                ),
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid("log.filter", error.to_string()));
+        }
+        self.validate_api(&invalid)
+    }
+
+    fn validate_api(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
+        let api = &self.api;
+        if !(API_BODY_BYTES_MIN..=API_BODY_BYTES_MAX).contains(&api.body_bytes_max) {
+            return Err(invalid(
+                "api.body_bytes_max",
+                format!(
+                    "{} is outside {API_BODY_BYTES_MIN}..={API_BODY_BYTES_MAX} bytes",
+                    api.body_bytes_max
+                ),
+            ));
+        }
+        for (index, domain) in api.auth.domains.iter().enumerate() {
+            let well_formed = !domain.is_empty()
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !well_formed {
+                return Err(invalid(
+                    &format!("api.auth.domains[{index}]"),
+                    format!("`{domain}` is not a host[:port]"),
+                ));
+            }
+        }
+        let ttls = [
+            ("api.auth.nonce_ttl_seconds", api.auth.nonce_ttl_seconds),
+            ("api.auth.access_token_ttl_seconds", api.auth.access_token_ttl_seconds),
+            ("api.auth.refresh_token_ttl_seconds", api.auth.refresh_token_ttl_seconds),
+        ];
+        for (field, seconds) in ttls {
+            if !(1..=AUTH_TTL_SECONDS_MAX).contains(&seconds) {
+                return Err(invalid(
+                    field,
+                    format!("{seconds} is outside 1..={AUTH_TTL_SECONDS_MAX} seconds"),
+                ));
+            }
+        }
+        let rates = [
+            ("api.rate_limit.per_ip_per_minute", api.rate_limit.per_ip_per_minute),
+            ("api.rate_limit.per_wallet_per_minute", api.rate_limit.per_wallet_per_minute),
+        ];
+        for (field, rate) in rates {
+            if rate == 0 {
+                return Err(invalid(field, "must be at least 1".into()));
+            }
+        }
+        if api.free_tier.enabled
+            && (api.free_tier.requests_per_hour_per_ip == 0
+                || api.free_tier.completion_tokens_max == 0)
+        {
+            let field = if api.free_tier.requests_per_hour_per_ip == 0 {
+                "api.free_tier.requests_per_hour_per_ip"
+            } else {
+                "api.free_tier.completion_tokens_max"
+            };
+            return Err(invalid(field, "must be at least 1 while the free tier is enabled".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_patch(text: &str, origin: &Path) -> Result<NodeConfigPatch> {
+    // An empty file is a file that changes nothing.
+    if text.trim().is_empty() {
+        return Ok(NodeConfigPatch::default());
+    }
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        Error::ConfigInvalid {
+            path: origin.to_owned(),
+            field,
+            reason: error.into_inner().to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_rejected(yaml: &str, field: &str) {
+        let error = NodeConfig::from_yaml_str(yaml, Path::new("test.yaml"))
+            .expect_err("the config must be refused");
+        match &error {
+            Error::ConfigInvalid { field: got, .. } => assert_eq!(got, field, "{error}"),
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(error.to_string().contains(field), "{error}");
+    }
+
+    #[test]
+    fn shipped_defaults_parse_and_are_complete() {
+        let patch = parse_patch(NODE_CONFIG_DEFAULT_YAML, Path::new("node.yaml")).unwrap();
+        let config = NodeConfig::from_complete_patch(patch).expect("every field set");
+        assert_eq!(config, NodeConfig::defaults());
+        assert_eq!(config.listen.port(), 8700);
+        assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
+        assert!(!config.pol.enabled);
+    }
+
+    #[test]
+    fn the_file_in_config_is_the_compiled_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/node.yaml");
+        assert_eq!(NodeConfig::load(&path).unwrap(), NodeConfig::defaults());
+    }
+
+    #[test]
+    fn a_partial_file_overrides_only_what_it_names() {
+        let config = NodeConfig::from_yaml_str(
+            "listen: 0.0.0.0:9000\ncache:\n  expert_bytes_max: 2097152\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.cache.expert_bytes_max, 2 << 20);
+        assert_eq!(config.data_dir, NodeConfig::defaults().data_dir);
+    }
+
+    #[test]
+    fn a_missing_file_falls_back_to_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::load(&dir.path().join("absent.yaml")).unwrap();
+        assert_eq!(config, NodeConfig::defaults());
+    }
+
+    #[test]
+    fn malformed_fields_are_named() {
+        check_rejected("listen: not-an-address\n", "listen");
+        check_rejected("ledger:\n  backend: oracle\n", "ledger.backend");
+        check_rejected("cache:\n  expert_bytes_max: -1\n", "cache.expert_bytes_max");
+        check_rejected("chain:\n  durability: sometimes\n", "chain.durability");
+        check_rejected("pol:\n  enabled: maybe\n", "pol.enabled");
+        check_rejected("cache:\n  expert_byte_max: 5\n", "cache");
+        check_rejected("colour: blue\n", ".");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        check_rejected("ledger:\n  backend: postgres\n", "ledger.postgres_url");
+        check_rejected("cache:\n  expert_bytes_max: 1048575\n", "cache.expert_bytes_max");
+        check_rejected("chain:\n  pow_difficulty_bits: 65\n", "chain.pow_difficulty_bits");
+        check_rejected("log:\n  filter: 'info,=='\n", "log.filter");
+        check_rejected("data_dir: ''\n", "data_dir");
+        check_rejected("api:\n  body_bytes_max: 4095\n", "api.body_bytes_max");
+        check_rejected("api:\n  auth:\n    domains: ['a b']\n", "api.auth.domains[0]");
+        check_rejected("api:\n  auth:\n    nonce_ttl_seconds: 0\n", "api.auth.nonce_ttl_seconds");
+        check_rejected(
+            "api:\n  auth:\n    access_token_ttl_seconds: 2592001\n",
+            "api.auth.access_token_ttl_seconds",
+        );
+        check_rejected("api:\n  rate_limit:\n    per_ip_per_minute: 0\n", "api.rate_limit.per_ip_per_minute");
+        check_rejected(
+            "api:\n  free_tier:\n    requests_per_hour_per_ip: 0\n",
+            "api.free_tier.requests_per_hour_per_ip",
+        );
+        NodeConfig::from_yaml_str(
+            "api:\n  free_tier:\n    enabled: false\n    requests_per_hour_per_ip: 0\n",
+            Path::new("t"),
+        )
+        .expect("a disabled free tier may have zero quota");
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        let at_min = format!("cache:\n  expert_bytes_max: {CACHE_EXPERT_BYTES_MIN}\n");
+        NodeConfig::from_yaml_str(&at_min, Path::new("t")).unwrap();
+        let at_max = format!("chain:\n  pow_difficulty_bits: {POW_DIFFICULTY_BITS_MAX}\n");
+        NodeConfig::from_yaml_str(&at_max, Path::new("t")).unwrap();
+        for bytes in [API_BODY_BYTES_MIN, API_BODY_BYTES_MAX] {
+            NodeConfig::from_yaml_str(&format!("api:\n  body_bytes_max: {bytes}\n"), Path::new("t"))
+                .unwrap();
+        }
+        check_rejected(
+            &format!("api:\n  body_bytes_max: {}\n", API_BODY_BYTES_MAX + 1),
+            "api.body_bytes_max",
+        );
+        let ttl = format!("api:\n  auth:\n    refresh_token_ttl_seconds: {AUTH_TTL_SECONDS_MAX}\n");
+        NodeConfig::from_yaml_str(&ttl, Path::new("t")).unwrap();
+    }
+}

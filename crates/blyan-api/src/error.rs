@@ -1,0 +1,351 @@
+//! The crate's one error type, and how each variant answers over HTTP.
+//!
+//! Every refusal the API gives is a variant here; [`Error::code`] is its stable machine-readable
+//! name (clients branch on it, so a code is never renamed) and the body is always
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use std::path::PathBuf;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Errors of the node's API layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file exists but could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A config field is malformed or out of bounds; `field` is its dotted path.
+    #[error("invalid config {path}: field `{field}`: {reason}")]
+    ConfigInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field (`.` for the document itself).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The logging subscriber could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server stopped with an I/O error.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// A file of the node's data directory could not be read or written.
+    #[error("data file {path}: {source}")]
+    DataFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API's own store (sessions, API keys) failed.
+    #[error("auth store: {0}")]
+    AuthStore(#[from] rusqlite::Error),
+    /// A JSON body that does not parse or does not match the request's schema.
+    #[error("malformed JSON body: {reason}")]
+    MalformedJson {
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// A request body above `api.body_bytes_max`.
+    #[error("request body exceeds {limit_bytes} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// A request that parses but asks for something impossible.
+    #[error("invalid request: {field}: {reason}")]
+    InvalidRequest {
+        /// The offending field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No route has this path.
+    #[error("no route {path}")]
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The sign-in nonce was never issued by this node (or was forgotten after expiring).
+    #[error("unknown sign-in nonce")]
+    NonceUnknown,
+    /// The sign-in nonce was issued but its lifetime has passed.
+    #[error("sign-in nonce expired")]
+    NonceExpired,
+    /// The sign-in nonce was already used: a replayed message or signature.
+    #[error("sign-in nonce already used")]
+    NonceReplayed,
+    /// Too many outstanding nonces; try again shortly.
+    #[error("too many pending sign-ins")]
+    NonceStoreFull,
+    /// The sign-in message is not an EIP-4361 message.
+    #[error("malformed sign-in message: {reason}")]
+    SiweMalformed {
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// The message names another site: it was signed for `got`, this node is `expected`.
+    #[error("sign-in message is for domain {got}, this node accepts {expected}")]
+    SiweDomainMismatch {
+        /// The message's domain.
+        got: String,
+        /// The domains this node accepts.
+        expected: String,
+    },
+    /// The message's URI does not point at its domain.
+    #[error("sign-in message URI {uri} does not belong to domain {domain}")]
+    SiweUriMismatch {
+        /// The message's URI.
+        uri: String,
+        /// The message's domain.
+        domain: String,
+    },
+    /// The message names another chain id.
+    #[error("sign-in message is for chain id {got}, expected {expected}")]
+    SiweChainIdMismatch {
+        /// The message's chain id.
+        got: u64,
+        /// The node's.
+        expected: u64,
+    },
+    /// The message's issued-at time is in the future or older than its nonce allows.
+    #[error("sign-in message issued-at {issued_at} is not within the nonce's lifetime")]
+    SiweIssuedAtInvalid {
+        /// The message's issued-at time.
+        issued_at: String,
+    },
+    /// The message's expiration time has passed.
+    #[error("sign-in message expired at {expiration}")]
+    SiweExpired {
+        /// The message's expiration time.
+        expiration: String,
+    },
+    /// The message's not-before time has not come yet.
+    #[error("sign-in message is not valid before {not_before}")]
+    SiweNotYetValid {
+        /// The message's not-before time.
+        not_before: String,
+    },
+    /// The signature does not recover to the message's address.
+    #[error("signature does not match the sign-in message's address")]
+    BadSignature,
+    /// A smart-contract wallet signature (EIP-1271 / EIP-6492): checking it needs an Ethereum RPC
+    /// this node does not have, so only externally owned accounts can sign in.
+    #[error("contract wallet signatures ({kind}) cannot be verified by this node; sign with an externally owned account")]
+    ContractWalletUnsupported {
+        /// Which kind was recognised.
+        kind: &'static str,
+    },
+    /// The endpoint needs a signed-in wallet and no credentials came.
+    #[error("sign-in required: send `Authorization: Bearer <token or API key>`")]
+    TokenMissing,
+    /// The access token is malformed, forged, tampered with, or for another audience.
+    #[error("invalid access token: {reason}")]
+    TokenInvalid {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The access token's lifetime has passed; use the refresh token.
+    #[error("access token expired")]
+    TokenExpired,
+    /// The access token's session was signed out.
+    #[error("session signed out")]
+    TokenRevoked,
+    /// The refresh token is unknown, expired, already used or signed out.
+    #[error("invalid refresh token")]
+    RefreshInvalid,
+    /// The API key is unknown or revoked.
+    #[error("invalid API key")]
+    ApiKeyInvalid,
+    /// Too many requests from this caller; `retry_after_seconds` says when one will be accepted.
+    #[error("rate limit of {scope} exceeded; retry after {retry_after_seconds} s")]
+    RateLimited {
+        /// `ip` or `wallet`.
+        scope: &'static str,
+        /// Seconds until the next request is accepted.
+        retry_after_seconds: u64,
+    },
+    /// The anonymous free tier's quota for this IP address is used up.
+    #[error("free tier quota used up; retry after {retry_after_seconds} s or sign in")]
+    FreeTierExhausted {
+        /// Seconds until the next free request is accepted.
+        retry_after_seconds: u64,
+    },
+    /// The free tier is turned off on this node: sign in to chat.
+    #[error("this node has no free tier; sign in with a wallet")]
+    FreeTierDisabled,
+}
+
+/// Result of the API layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The stable machine-readable code of this error, sent as `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ConfigRead { .. } | Self::ConfigInvalid { .. } | Self::Logging(_) => "config",
+            Self::Bind { .. } | Self::Serve(_) | Self::DataFile { .. } | Self::AuthStore(_) => {
+                "internal"
+            }
+            Self::MalformedJson { .. } => "malformed_json",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NonceUnknown => "nonce_unknown",
+            Self::NonceExpired => "nonce_expired",
+            Self::NonceReplayed => "nonce_replayed",
+            Self::NonceStoreFull => "nonce_store_full",
+            Self::SiweMalformed { .. } => "siwe_malformed",
+            Self::SiweDomainMismatch { .. } => "siwe_domain_mismatch",
+            Self::SiweUriMismatch { .. } => "siwe_uri_mismatch",
+            Self::SiweChainIdMismatch { .. } => "siwe_chain_id_mismatch",
+            Self::SiweIssuedAtInvalid { .. } => "siwe_issued_at_invalid",
+            Self::SiweExpired { .. } => "siwe_expired",
+            Self::SiweNotYetValid { .. } => "siwe_not_yet_valid",
+            Self::BadSignature => "bad_signature",
+            Self::ContractWalletUnsupported { .. } => "contract_wallet_unsupported",
+            Self::TokenMissing => "token_missing",
+            Self::TokenInvalid { .. } => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::RefreshInvalid => "refresh_invalid",
+            Self::ApiKeyInvalid => "api_key_invalid",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::FreeTierExhausted { .. } => "free_tier_exhausted",
+            Self::FreeTierDisabled => "free_tier_disabled",
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ConfigRead { .. }
+            | Self::ConfigInvalid { .. }
+            | Self::Logging(_)
+            | Self::Bind { .. }
+            | Self::Serve(_)
+            | Self::DataFile { .. }
+            | Self::AuthStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MalformedJson { .. }
+            | Self::InvalidRequest { .. }
+            | Self::SiweMalformed { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NonceUnknown
+            | Self::NonceExpired
+            | Self::NonceReplayed
+            | Self::SiweDomainMismatch { .. }
+            | Self::SiweUriMismatch { .. }
+            | Self::SiweChainIdMismatch { .. }
+            | Self::SiweIssuedAtInvalid { .. }
+            | Self::SiweExpired { .. }
+            | Self::SiweNotYetValid { .. }
+            | Self::BadSignature
+            | Self::ContractWalletUnsupported { .. }
+            | Self::TokenMissing
+            | Self::TokenInvalid { .. }
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::RefreshInvalid
+            | Self::ApiKeyInvalid
+            | Self::FreeTierDisabled => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } | Self::FreeTierExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::NonceStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the `Retry-After` header.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            }
+            | Self::FreeTierExhausted {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            Self::NonceStoreFull => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The JSON body sent for this error.
+    pub fn body(&self) -> serde_json::Value {
+        // Internal failures are logged in full but answered without details a caller could use.
+        let message = if self.status().is_server_error() && !matches!(self, Self::NonceStoreFull)
+        {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        serde_json::json!({ "error": { "code": self.code(), "message": message } })
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code = self.code(), "request failed");
+        } else {
+            tracing::debug!(error = %self, code = self.code(), "request refused");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let response = Error::RateLimited {
+            scope: "ip",
+            retry_after_seconds: 7,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_details() {
+        let error = Error::DataFile {
+            path: "/secret/path".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        let body = error.body().to_string();
+        assert!(!body.contains("secret"), "{body}");
+        assert!(body.contains("\"internal\""), "{body}");
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP server: state, routing, binding, graceful shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::Uri;
+use axum::middleware::from_fn_with_state;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Auth};
+use crate::config::NodeConfig;
+use crate::metrics::{self, Metrics};
+use crate::openapi;
+use crate::page;
+use crate::rate_limit::RateLimiter;
+use crate::routes::ApiRoutes;
+use crate::signin::WalletAddress;
+use crate::{Error, Result};
+
+/// Rate-limit buckets of the expensive endpoints.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub per_ip: RateLimiter<IpAddr>,
+    pub per_wallet: RateLimiter<WalletAddress>,
+    pub free_tier: RateLimiter<IpAddr>,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The configuration the node runs with.
+    pub config: NodeConfig,
+    started: Instant,
+    pub(crate) auth: Auth,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for a node started now: opens the sign-in store and the token secret under
+    /// `config.data_dir` (creating them on first start).
+    pub fn new(config: NodeConfig) -> Result<Self> {
+        let auth = Auth::open(&config.data_dir, &config.api.auth)?;
+        let minute = Duration::from_secs(60);
+        let limits = Limits {
+            per_ip: RateLimiter::new(config.api.rate_limit.per_ip_per_minute, minute),
+            per_wallet: RateLimiter::new(config.api.rate_limit.per_wallet_per_minute, minute),
+            free_tier: RateLimiter::new(
+                config.api.free_tier.requests_per_hour_per_ip,
+                Duration::from_secs(3600),
+            ),
+        };
+        Ok(Self {
+            config,
+            started: Instant::now(),
+            auth,
+            limits,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// Copies the model's cache counters into the metrics (called before each scrape).
+    pub(crate) fn refresh_model_metrics(&self) {}
+}
+
+/// Body of `GET /health`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` while the node serves.
+    pub status: String,
+    /// The node's version.
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime_seconds: u64,
+}
+
+/// Liveness and version.
+#[utoipa::path(get, path = "/health", tag = "node", responses((status = 200, body = Health)))]
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+    })
+}
+
+/// Every route of the node, with its table (see [`ApiRoutes`]).
+pub fn api_routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .get("/health", health)
+        .get("/metrics", metrics::metrics)
+        .get("/openapi.json", openapi::openapi_json)
+        .get("/", page::index)
+        .get("/assets/{file}", page::asset)
+        .get("/auth/nonce", auth::nonce)
+        .post("/auth/verify", auth::verify)
+        .post("/auth/refresh", auth::refresh)
+        .post("/auth/logout", auth::logout)
+        .get("/auth/session", auth::session)
+        .post("/auth/api-keys", auth::create_api_key)
+        .get("/auth/api-keys", auth::list_api_keys)
+        .delete("/auth/api-keys/{id}", auth::revoke_api_key)
+}
+
+async fn not_found(uri: Uri) -> Error {
+    Error::NotFound {
+        path: uri.path().chars().take(256).collect(),
+    }
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+/// All routes of the node, ready to serve.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (routes, _) = api_routes().into_parts();
+    let body_bytes_max =
+        usize::try_from(state.config.api.body_bytes_max).unwrap_or(usize::MAX);
+    routes
+        .route_layer(from_fn_with_state(state.clone(), metrics::track))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A bound, not yet serving, HTTP server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds `state.config.listen`. When the config names no sign-in domain, the bound address
+    /// becomes the one sign-in messages must name.
+    pub async fn bind(state: AppState) -> Result<Self> {
+        let addr = state.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(Error::Serve)?;
+        state.auth.signin.accept_bound_address(bound);
+        Ok(Self {
+            listener,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The address actually bound (differs from the config when it asked for port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    /// The state the server's handlers share.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains open connections.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "serving HTTP");
+        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn health_answers_over_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        let server = Server::bind(AppState::new(config).unwrap()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let health: Health = reqwest::get(format!("http://{addr}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health.status, "ok");
+        assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,229 @@
+//! A node on a temp data dir serving real HTTP on loopback, and a test wallet that signs the way
+//! a browser wallet does (EIP-191 `personal_sign` with a secp256k1 key).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use blyan_api::{AppState, NodeConfig, Server, TokenResponse};
+use k256::ecdsa::SigningKey;
+use serde_json::Value;
+use sha3::{Digest as _, Keccak256};
+
+/// A running node; stopped when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<blyan_api::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// A node with the shipped defaults on `127.0.0.1:0`, changed by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = NodeConfig::defaults();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.data_dir = dir.path().to_owned();
+        // Tests make many requests from one address; the limits get their own test.
+        config.api.rate_limit.per_ip_per_minute = 10_000;
+        config.api.rate_limit.per_wallet_per_minute = 10_000;
+        config.api.free_tier.requests_per_hour_per_ip = 10_000;
+        edit(&mut config);
+        let state = AppState::new(config).expect("node state opens");
+        let server = Server::bind(state).await.expect("bind loopback");
+        let addr = server.local_addr().expect("bound address");
+        let state = Arc::clone(server.state());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        Node {
+            addr,
+            state,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn start() -> Node {
+        Self::start_with(|_| {}).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The host[:port] a sign-in message for this node names.
+    pub fn domain(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        into_json(request.send().await.expect("GET answers")).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        into_json(request.send().await.expect("POST answers")).await
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// Asserts an error answer with this status and code.
+#[track_caller]
+pub fn check_refused(answer: &(u16, Value), status: u16, expected_code: &str) {
+    assert_eq!(
+        (answer.0, code(&answer.1)),
+        (status, expected_code),
+        "body: {}",
+        answer.1
+    );
+    assert!(
+        answer.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        answer.1
+    );
+}
+
+/// A wallet holding a test key.
+pub struct TestWallet {
+    pub key: SigningKey,
+    pub address: String,
+}
+
+pub fn rfc3339(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats")
+}
+
+/// Fields of a sign-in message, to be varied by tests.
+pub struct MessageFields {
+    pub domain: String,
+    pub uri: String,
+    pub chain_id: u64,
+    pub nonce: String,
+    pub issued_at: SystemTime,
+    pub expiration: Option<SystemTime>,
+}
+
+impl TestWallet {
+    pub fn new(seed: u8) -> TestWallet {
+        let key = SigningKey::from_slice(&[seed; 32]).expect("valid scalar");
+        let point = key.verifying_key().to_encoded_point(false);
+        let hash = Keccak256::digest(&point.as_bytes()[1..]);
+        let mut bytes = [0_u8; 20];
+        bytes.copy_from_slice(&hash[12..]);
+        let address = blyan_api::WalletAddress::from_bytes(bytes).to_string();
+        TestWallet { key, address }
+    }
+
+    /// `personal_sign`: the EIP-191 prefixed keccak of `message`, signed recoverably; hex with
+    /// `v` = 27/28 as wallets return it.
+    pub fn personal_sign(&self, message: &[u8]) -> String {
+        let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
+        prefixed.extend_from_slice(message);
+        let (signature, recovery) = self
+            .key
+            .sign_digest_recoverable(Keccak256::new_with_prefix(&prefixed))
+            .expect("signs");
+        let mut bytes = signature.to_bytes().to_vec();
+        bytes.push(27 + recovery.to_byte());
+        format!("0x{}", hex::encode(bytes))
+    }
+
+    pub fn message(&self, fields: &MessageFields) -> String {
+        let mut text = format!(
+            "{} wants you to sign in with your Ethereum account:\n{}\n\nSign in to Blyan.\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {}\nIssued At: {}",
+            fields.domain,
+            self.address,
+            fields.uri,
+            fields.chain_id,
+            fields.nonce,
+            rfc3339(fields.issued_at)
+        );
+        if let Some(expiration) = fields.expiration {
+            text.push_str(&format!("\nExpiration Time: {}", rfc3339(expiration)));
+        }
+        text
+    }
+
+    /// Good fields for `node` with a fresh nonce from it.
+    pub async fn fields(&self, node: &Node) -> MessageFields {
+        let (status, nonce) = node.get("/auth/nonce", None).await;
+        assert_eq!(status, 200, "{nonce}");
+        let now = SystemTime::now();
+        MessageFields {
+            domain: node.domain(),
+            uri: format!("http://{}/", node.domain()),
+            chain_id: nonce["chain_id"].as_u64().expect("chain id"),
+            nonce: nonce["nonce"].as_str().expect("nonce").to_owned(),
+            issued_at: now,
+            expiration: Some(now + Duration::from_secs(600)),
+        }
+    }
+
+    /// Sends a signed message to `POST /auth/verify`.
+    pub async fn verify(&self, node: &Node, message: &str, signature: &str) -> (u16, Value) {
+        node.post(
+            "/auth/verify",
+            &serde_json::json!({ "message": message, "signature": signature }),
+            None,
+        )
+        .await
+    }
+
+    /// Signs in to `node`: the tokens.
+    pub async fn sign_in(&self, node: &Node) -> TokenResponse {
+        let message = self.message(&self.fields(node).await);
+        let signature = self.personal_sign(message.as_bytes());
+        let (status, body) = self.verify(node, &message, &signature).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_value(body).expect("token response")
+    }
+}

@@ -1,0 +1,179 @@
+//! How a store behaves: durability, proof of work, fork rules, payload limit, PoL switch.
+//! Plain data with serde defaults, so it sits in the node's YAML config.
+
+use crate::chain::ChainId;
+use crate::error::{Error, Result};
+
+/// Hard ceiling on one payload (4 GiB): the largest expert this format stores. A store's
+/// `payload_bytes_max` may only lower it.
+pub const BLOCK_PAYLOAD_BYTES_MAX: u64 = 4 << 30;
+
+/// Highest proof-of-work difficulty a config may ask for, in leading zero bits of the block
+/// hash. 64 bits is ~1.8e19 hashes: beyond it a chain could never grow.
+pub const POW_DIFFICULTY_BITS_MAX: u32 = 64;
+
+/// Default size at which a payload segment file is sealed and a new one started (1 GiB).
+pub const SEGMENT_BYTES_TARGET: u64 = 1 << 30;
+
+/// Smallest segment size a config may ask for (tests use it to exercise sealing).
+pub const SEGMENT_BYTES_TARGET_MIN: u64 = 4096;
+
+/// Whether an acknowledged append survives power loss, or only a crash of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Durability {
+    /// Payload bytes are fsynced and the RocksDB WAL synced before `append` returns: an
+    /// acknowledged block survives `kill -9` and power loss.
+    #[default]
+    Synced,
+    /// Nothing is fsynced: an acknowledged block survives `kill -9` (the page cache holds it)
+    /// but the newest blocks may be lost on power loss. Never a half block: on reopen, payload
+    /// bytes no index names are reclaimed.
+    Unsynced,
+}
+
+/// Whether a chain may hold two children of one parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ForkRule {
+    /// One block per height: a second child of a parent is [`Error::Fork`].
+    #[default]
+    Linear,
+    /// Any stored block may gain more children; the tip is the first block seen at the greatest
+    /// height.
+    AllowForks,
+}
+
+/// The fork rule of each chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForkRules {
+    /// Chain A.
+    pub meta: ForkRule,
+    /// Chain B.
+    pub parameters: ForkRule,
+    /// Chain D.
+    pub dataset: ForkRule,
+}
+
+impl ForkRules {
+    /// The rule of `chain`.
+    pub fn get(&self, chain: ChainId) -> ForkRule {
+        match chain {
+            ChainId::Meta => self.meta,
+            ChainId::Parameters => self.parameters,
+            ChainId::Dataset => self.dataset,
+        }
+    }
+}
+
+/// Settings of a [`crate::ChainStore`]. `Default` is the production setting: synced, no proof
+/// of work, linear chains, the full payload limit, Proof-of-Learning off.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// Leading zero bits every non-genesis block hash must have; 0 turns proof of work off.
+    pub pow_difficulty_bits: u32,
+    /// Fork rule per chain.
+    pub fork_rules: ForkRules,
+    /// Largest payload accepted, at most [`BLOCK_PAYLOAD_BYTES_MAX`].
+    pub payload_bytes_max: u64,
+    /// A payload segment is sealed once the next payload would end past this size, within
+    /// [`SEGMENT_BYTES_TARGET_MIN`]..=[`BLOCK_PAYLOAD_BYTES_MAX`]. A larger payload gets a
+    /// segment of its own.
+    pub segment_bytes_target: u64,
+    /// When on, every expert block must pass the store's [`crate::PolAcceptance`] hook before it
+    /// is appended; opening a store with this on and no hook fails.
+    pub proof_of_learning: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Synced,
+            pow_difficulty_bits: 0,
+            fork_rules: ForkRules::default(),
+            payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX,
+            segment_bytes_target: SEGMENT_BYTES_TARGET,
+            proof_of_learning: false,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks every field is within its limit; the error names the field.
+    pub fn check(&self) -> Result<()> {
+        if self.pow_difficulty_bits > POW_DIFFICULTY_BITS_MAX {
+            return Err(Error::Config {
+                field: "pow_difficulty_bits",
+                reason: format!(
+                    "{} is above POW_DIFFICULTY_BITS_MAX ({POW_DIFFICULTY_BITS_MAX})",
+                    self.pow_difficulty_bits
+                ),
+            });
+        }
+        if self.payload_bytes_max > BLOCK_PAYLOAD_BYTES_MAX {
+            return Err(Error::Config {
+                field: "payload_bytes_max",
+                reason: format!(
+                    "{} is above BLOCK_PAYLOAD_BYTES_MAX ({BLOCK_PAYLOAD_BYTES_MAX})",
+                    self.payload_bytes_max
+                ),
+            });
+        }
+        if !(SEGMENT_BYTES_TARGET_MIN..=BLOCK_PAYLOAD_BYTES_MAX).contains(&self.segment_bytes_target) {
+            return Err(Error::Config {
+                field: "segment_bytes_target",
+                reason: format!(
+                    "{} is outside {SEGMENT_BYTES_TARGET_MIN}..={BLOCK_PAYLOAD_BYTES_MAX}",
+                    self.segment_bytes_target
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_hold_at_the_bound_and_fail_one_past() {
+        let mut config = StoreConfig { pow_difficulty_bits: POW_DIFFICULTY_BITS_MAX, ..StoreConfig::default() };
+        config.check().unwrap();
+        config.pow_difficulty_bits += 1;
+        assert!(matches!(config.check(), Err(Error::Config { field: "pow_difficulty_bits", .. })));
+
+        let mut config = StoreConfig { payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX, ..StoreConfig::default() };
+        config.check().unwrap();
+        config.payload_bytes_max += 1;
+        assert!(matches!(config.check(), Err(Error::Config { field: "payload_bytes_max", .. })));
+
+        for (target, ok) in [
+            (SEGMENT_BYTES_TARGET_MIN, true),
+            (SEGMENT_BYTES_TARGET_MIN - 1, false),
+            (BLOCK_PAYLOAD_BYTES_MAX, true),
+            (BLOCK_PAYLOAD_BYTES_MAX + 1, false),
+        ] {
+            let config = StoreConfig { segment_bytes_target: target, ..StoreConfig::default() };
+            assert_eq!(config.check().is_ok(), ok, "{target}");
+        }
+    }
+
+    #[test]
+    fn config_reads_from_partial_json_with_defaults() {
+        let config: StoreConfig =
+            serde_json::from_str(r#"{"durability":"unsynced","fork_rules":{"dataset":"allow_forks"}}"#)
+                .unwrap();
+        assert_eq!(config.durability, Durability::Unsynced);
+        assert_eq!(config.fork_rules.get(ChainId::Dataset), ForkRule::AllowForks);
+        assert_eq!(config.fork_rules.get(ChainId::Meta), ForkRule::Linear);
+        assert_eq!(config.payload_bytes_max, BLOCK_PAYLOAD_BYTES_MAX);
+        assert!(serde_json::from_str::<StoreConfig>(r#"{"durabilty":"synced"}"#).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! The crate's one error type. Each validation failure is its own variant carrying the hashes
+//! and numbers that explain it, so callers (the HTTP API, sync) can report the precise reason.
+
+use std::path::PathBuf;
+
+use crate::address::Address;
+use crate::chain::{BlockKind, ChainId};
+use crate::expert::ExpertName;
+use crate::hash::{BlockHash, PayloadHash};
+use crate::key::SignatureFault;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `blyan-chain`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- parsing at the boundary ----
+    /// Text that is not a 32-byte hex hash.
+    #[error("invalid hash {input:?}: {reason}")]
+    InvalidHash { input: String, reason: &'static str },
+    /// Text that is not an Ethereum address, or whose EIP-55 checksum is wrong.
+    #[error("invalid address {input:?}: {reason}")]
+    InvalidAddress { input: String, reason: &'static str },
+    /// Text that is not a 65-byte hex signature.
+    #[error("invalid signature {input:?}{}", fault.map(|f| format!(": {f}")).unwrap_or_default())]
+    InvalidSignatureText { input: String, fault: Option<SignatureFault> },
+    /// A private key that is malformed or outside the curve order.
+    #[error("invalid private key: {reason}")]
+    InvalidKey { reason: &'static str },
+    /// A key file whose content is not a key.
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    /// A chain name or letter that names no chain.
+    #[error("unknown chain {input:?} (expected A/meta, B/parameters or D/dataset)")]
+    InvalidChain { input: String },
+    /// Text that is not `layer{L}.expert{E}` within the limits.
+    #[error("invalid expert name {input:?}: {reason}")]
+    InvalidExpertName { input: String, reason: &'static str },
+    /// A config field outside its limit.
+    #[error("config field `{field}`: {reason}")]
+    Config { field: &'static str, reason: String },
+
+    // ---- a block on its own ----
+    /// Bytes that are not a canonical encoding of `what`.
+    #[error("bad encoding of {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    /// A header layout this code does not know.
+    #[error("header format version {got} is not supported (this build reads {supported})")]
+    UnsupportedVersion { got: u16, supported: u16 },
+    /// An input larger than its named limit.
+    #[error("{what}: {got} is above the limit {max}")]
+    LimitExceeded { what: &'static str, got: u64, max: u64 },
+    /// A header whose hash is not the one claimed for it.
+    #[error("header hashes to {got}, but {expected} was claimed")]
+    HeaderHashMismatch { got: BlockHash, expected: BlockHash },
+    /// A non-genesis block without a signature.
+    #[error("block {block} is not signed")]
+    MissingSignature { block: BlockHash },
+    /// A signature that does not verify.
+    #[error("block {block} has a bad signature: {fault}")]
+    BadSignature { block: BlockHash, fault: SignatureFault },
+    /// A valid signature by someone other than the header's author.
+    #[error("block {block} names author {author} but was signed by {signer}")]
+    WrongSigner { block: BlockHash, author: Address, signer: Address },
+    /// A payload whose length differs from the header's `payload_bytes`.
+    #[error("payload of block {block} is {got} bytes, the header says {expected}")]
+    PayloadLengthMismatch { block: BlockHash, got: u64, expected: u64 },
+    /// A payload whose blake3 differs from the header's `payload_hash`.
+    #[error("payload of block {block} hashes to {got}, the header says {expected}")]
+    PayloadHashMismatch { block: BlockHash, got: PayloadHash, expected: PayloadHash },
+    /// The reader a streamed payload came from failed.
+    #[error("reading the payload of block {block}: {source}")]
+    PayloadRead { block: BlockHash, source: std::io::Error },
+    /// A payload above the store's `payload_bytes_max`.
+    #[error("payload of block {block} is {bytes} bytes, above the limit {max}")]
+    PayloadTooLarge { block: BlockHash, bytes: u64, max: u64 },
+    /// A kind of block its chain does not hold.
+    #[error("block {block}: chain {chain} does not hold {kind} blocks")]
+    KindNotAllowed { block: BlockHash, chain: ChainId, kind: BlockKind },
+    /// Genesis not at height 0 without parent, or a height-0/parentless block that is not genesis.
+    #[error(
+        "block {block}: a {kind} block at height {height} (has parent: {has_parent}); only genesis \
+         blocks, and all of them, sit at height 0 without a parent"
+    )]
+    GenesisPlacement { block: BlockHash, kind: BlockKind, height: u64, has_parent: bool },
+    /// A genesis block other than the one this store's covenant defines.
+    #[error("genesis of chain {chain} is {got}, this store's covenant defines {expected}")]
+    GenesisMismatch { chain: ChainId, got: BlockHash, expected: BlockHash },
+    /// More `depends_on` entries than [`crate::DEPENDS_ON_COUNT_MAX`].
+    #[error("block {block} lists {count} dependencies, above the limit {max}")]
+    TooManyDependencies { block: BlockHash, count: u64, max: u32 },
+    /// The same block twice in `depends_on`.
+    #[error("block {block} lists dependency {dependency} twice")]
+    DuplicateDependency { block: BlockHash, dependency: BlockHash },
+    /// Metadata that does not fit the block's kind or exceeds a limit.
+    #[error("block {block} ({kind}): invalid metadata: {reason}")]
+    MetaInvalid { block: BlockHash, kind: BlockKind, reason: &'static str },
+    /// A block hash with fewer leading zero bits than the store's difficulty.
+    #[error(
+        "block {block} has {leading_zero_bits} leading zero bits, proof of work needs {difficulty_bits}"
+    )]
+    InsufficientWork { block: BlockHash, leading_zero_bits: u32, difficulty_bits: u32 },
+
+    // ---- a block against the store ----
+    /// A block the store already holds.
+    #[error("block {block} is already stored")]
+    AlreadyExists { block: BlockHash },
+    /// A `prev_hash` naming no stored block.
+    #[error("block {block}: parent {parent} is not stored")]
+    UnknownParent { block: BlockHash, parent: BlockHash },
+    /// A `prev_hash` naming a block of another chain.
+    #[error("block {block} on chain {chain}: parent {parent} is on chain {parent_chain}")]
+    ParentOnOtherChain { block: BlockHash, chain: ChainId, parent: BlockHash, parent_chain: ChainId },
+    /// A height other than the parent's + 1.
+    #[error("block {block} claims height {height}, its parent's height + 1 is {expected}")]
+    HeightGap { block: BlockHash, height: u64, expected: u64 },
+    /// A second child of one parent on a chain whose fork rule is linear.
+    #[error("block {block} forks chain {chain} at height {height}, where {existing} is stored")]
+    Fork { block: BlockHash, chain: ChainId, height: u64, existing: BlockHash },
+    /// A `depends_on` entry naming no stored block.
+    #[error("block {block}: dependency {dependency} is not stored")]
+    UnknownDependency { block: BlockHash, dependency: BlockHash },
+    /// A dependency stamped later than the block that depends on it.
+    #[error(
+        "block {block} (time {timestamp_ms} ms) depends on {dependency}, stamped later \
+         ({dependency_timestamp_ms} ms)"
+    )]
+    DependencyLater {
+        block: BlockHash,
+        dependency: BlockHash,
+        dependency_timestamp_ms: u64,
+        timestamp_ms: u64,
+    },
+    /// A block stamped earlier than its parent.
+    #[error(
+        "block {block} (time {timestamp_ms} ms) is stamped before its parent {parent} \
+         ({parent_timestamp_ms} ms)"
+    )]
+    TimestampBeforeParent {
+        block: BlockHash,
+        parent: BlockHash,
+        parent_timestamp_ms: u64,
+        timestamp_ms: u64,
+    },
+    /// An expert block whose version is not the expert's current version + 1.
+    #[error("block {block}: {expert} version {got}, the next version is {expected}")]
+    ExpertVersionMismatch { block: BlockHash, expert: ExpertName, got: u32, expected: u32 },
+    /// Proof-of-Learning refused an expert block.
+    #[error("block {block} refused by Proof-of-Learning: {reason}")]
+    PolRejected { block: BlockHash, reason: String },
+    /// `proof_of_learning` is on but no hook was given to the store.
+    #[error("config turns proof_of_learning on, but no PolAcceptance hook was given")]
+    PolHookMissing,
+
+    // ---- the store itself ----
+    /// RocksDB failed.
+    #[error("database {operation}: {source}")]
+    Database { operation: &'static str, source: rocksdb::Error },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Stored data that contradicts itself. Reported, never repaired silently.
+    #[error("store corruption: {what}")]
+    Corruption { what: String },
+    /// An earlier write failed; the store refuses writes until it is reopened.
+    #[error("store refuses writes after an earlier write failure; reopen it")]
+    Poisoned,
+    /// A store written by an unknown version of this crate.
+    #[error("store format {got} is not supported (this build reads {supported})")]
+    StoreFormat { got: u32, supported: u32 },
+    /// An export file that is not well formed.
+    #[error("export file, at byte {offset}: {reason}")]
+    ExportFormat { offset: u64, reason: String },
+    /// An export for a chain that has no block in the asked range.
+    #[error("chain {chain} has no block at height {height}")]
+    NoSuchHeight { chain: ChainId, height: u64 },
+}
+
+impl Error {
+    /// The block this error is about, when it is about one.
+    pub fn block(&self) -> Option<BlockHash> {
+        match self {
+            Error::MissingSignature { block }
+            | Error::BadSignature { block, .. }
+            | Error::WrongSigner { block, .. }
+            | Error::PayloadLengthMismatch { block, .. }
+            | Error::PayloadHashMismatch { block, .. }
+            | Error::PayloadTooLarge { block, .. }
+            | Error::PayloadRead { block, .. }
+            | Error::KindNotAllowed { block, .. }
+            | Error::GenesisPlacement { block, .. }
+            | Error::TooManyDependencies { block, .. }
+            | Error::DuplicateDependency { block, .. }
+            | Error::MetaInvalid { block, .. }
+            | Error::InsufficientWork { block, .. }
+            | Error::AlreadyExists { block }
+            | Error::UnknownParent { block, .. }
+            | Error::ParentOnOtherChain { block, .. }
+            | Error::HeightGap { block, .. }
+            | Error::Fork { block, .. }
+            | Error::UnknownDependency { block, .. }
+            | Error::DependencyLater { block, .. }
+            | Error::TimestampBeforeParent { block, .. }
+            | Error::ExpertVersionMismatch { block, .. }
+            | Error::PolRejected { block, .. } => Some(*block),
+            Error::HeaderHashMismatch { expected, .. } => Some(*expected),
+            Error::GenesisMismatch { got, .. } => Some(*got),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is the fault of the submitted block (an HTTP 4xx) rather than of this
+    /// store or machine (a 5xx).
+    pub fn is_invalid_block(&self) -> bool {
+        !matches!(
+            self,
+            Error::Database { .. }
+                | Error::Io { .. }
+                | Error::Corruption { .. }
+                | Error::Poisoned
+                | Error::StoreFormat { .. }
+                | Error::PolHookMissing
+                | Error::Config { .. }
+                | Error::KeyFile { .. }
+        )
+    }
+}
+
+pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+pub(crate) fn db_error(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
+    move |source| Error::Database { operation, source }
+}

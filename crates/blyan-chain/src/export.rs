@@ -1,0 +1,258 @@
+//! Export and import of a chain segment as one file, for sync and backups.
+//!
+//! File layout (integers little endian):
+//!
+//! ```text
+//! magic "BLYEXP01" (8) ‖ chain letter (1) ‖ zero (7) ‖ from_height (u64) ‖ to_height (u64)
+//! repeated: 0x01 ‖ block in encode_block form (hash ‖ header length u32 ‖ header ‖ payload)
+//! trailer:  0x00 ‖ block count (u64) ‖ blake3 of the concatenated block hashes (32)
+//! ```
+//!
+//! Blocks are in (height, hash) order, so every parent precedes its children. Import checks
+//! each block exactly as an append does (signature, hashes, links) and the trailer's count and
+//! hash, so a truncated or reordered file is reported. Import is block-atomic, not file-atomic:
+//! the valid blocks before a bad one stay imported.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::chain::ChainId;
+use crate::error::{Error, Result, io_error};
+use crate::hash::BlockHash;
+use crate::header::{BLOCK_PREFIX_BYTES, decode_block_prefix, decode_claimed_header};
+use crate::schema::{CF_BY_HEIGHT, height_prefix, parse_height_key};
+use crate::store::ChainStore;
+
+const EXPORT_MAGIC: [u8; 8] = *b"BLYEXP01";
+const FILE_HEADER_BYTES: usize = 32;
+const TAG_BLOCK: u8 = 1;
+const TAG_END: u8 = 0;
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExportSummary {
+    /// The exported chain.
+    pub chain: ChainId,
+    /// First height asked for.
+    pub from_height: u64,
+    /// Last height asked for (inclusive).
+    pub to_height: u64,
+    /// Blocks written.
+    pub blocks: u64,
+    /// Payload bytes written.
+    pub payload_bytes: u64,
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportSummary {
+    /// The chain the file holds.
+    pub chain: ChainId,
+    /// Blocks in the file.
+    pub blocks: u64,
+    /// Blocks appended to the store.
+    pub imported: u64,
+    /// Blocks the store already held (skipped).
+    pub already_present: u64,
+    /// Payload bytes appended.
+    pub payload_bytes: u64,
+}
+
+/// Counts bytes read, for error offsets.
+struct Counting<R> {
+    inner: R,
+    offset: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
+impl<R: Read> Counting<R> {
+    fn read_exact_or(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        let offset = self.offset;
+        self.read_exact(buf).map_err(|error| Error::ExportFormat {
+            offset,
+            reason: format!("reading {what}: {error}"),
+        })
+    }
+}
+
+impl ChainStore {
+    /// Writes the blocks of `chain` with heights in `from_height..=to_height` to `out`, payloads
+    /// straight from their mappings. Heights past the tip are simply absent.
+    pub fn export(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+        to_height: u64,
+        mut out: impl Write,
+    ) -> Result<ExportSummary> {
+        let io = |source| Error::Io { path: "<export stream>".into(), source };
+        let mut file_header = [0u8; FILE_HEADER_BYTES];
+        file_header[..8].copy_from_slice(&EXPORT_MAGIC);
+        file_header[8] = chain.letter();
+        file_header[16..24].copy_from_slice(&from_height.to_le_bytes());
+        file_header[24..32].copy_from_slice(&to_height.to_le_bytes());
+        out.write_all(&file_header).map_err(io)?;
+
+        let mut summary = ExportSummary { chain, from_height, to_height, blocks: 0, payload_bytes: 0 };
+        let mut hashes = blake3::Hasher::new();
+        let start = height_prefix(chain, from_height);
+        let end = match to_height.checked_add(1) {
+            Some(next) => height_prefix(chain, next).to_vec(),
+            None => vec![chain.letter() + 1],
+        };
+        for item in self.scan(CF_BY_HEIGHT, &start, &end) {
+            let (key, _) = item?;
+            let (_, _, hash) = parse_height_key(&key)?;
+            let header = self.header(&hash)?.ok_or_else(|| Error::Corruption {
+                what: format!("by_height names {hash}, which has no header"),
+            })?;
+            let payload = self.payload(&hash)?.ok_or_else(|| Error::Corruption {
+                what: format!("block {hash} has no payload record"),
+            })?;
+            let header_bytes = header.encode();
+            out.write_all(&[TAG_BLOCK]).map_err(io)?;
+            out.write_all(hash.as_bytes()).map_err(io)?;
+            out.write_all(&(header_bytes.len() as u32).to_le_bytes()).map_err(io)?;
+            out.write_all(&header_bytes).map_err(io)?;
+            out.write_all(&payload).map_err(io)?;
+            hashes.update(hash.as_bytes());
+            summary.blocks += 1;
+            summary.payload_bytes += payload.len() as u64;
+        }
+        out.write_all(&[TAG_END]).map_err(io)?;
+        out.write_all(&summary.blocks.to_le_bytes()).map_err(io)?;
+        out.write_all(hashes.finalize().as_bytes()).map_err(io)?;
+        out.flush().map_err(io)?;
+        tracing::info!(%chain, from_height, to_height, blocks = summary.blocks, "chain exported");
+        Ok(summary)
+    }
+
+    /// [`ChainStore::export`] into a new file at `path` (replaced if it exists), fsynced.
+    pub fn export_file(&self, chain: ChainId, from_height: u64, to_height: u64, path: &Path) -> Result<ExportSummary> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let summary = self.export(chain, from_height, to_height, &mut out).map_err(|error| match error {
+            Error::Io { source, .. } => Error::Io { path: path.to_path_buf(), source },
+            other => other,
+        })?;
+        let file = out.into_inner().map_err(|error| Error::Io { path: path.to_path_buf(), source: error.into_error() })?;
+        file.sync_all().map_err(io_error(path))?;
+        Ok(summary)
+    }
+
+    /// Imports an export stream: every block not yet stored is validated and appended (its
+    /// payload streamed into the store), blocks already stored are skipped. The trailer must
+    /// match the blocks read.
+    pub fn import(&self, input: impl Read) -> Result<ImportSummary> {
+        let mut input = Counting { inner: input, offset: 0 };
+        let mut file_header = [0u8; FILE_HEADER_BYTES];
+        input.read_exact_or(&mut file_header, "the file header")?;
+        if file_header[..8] != EXPORT_MAGIC {
+            return Err(Error::ExportFormat { offset: 0, reason: "not a Blyan chain export (bad magic)".into() });
+        }
+        let chain = ChainId::from_letter(file_header[8]).ok_or_else(|| Error::ExportFormat {
+            offset: 8,
+            reason: format!("unknown chain letter {}", file_header[8]),
+        })?;
+        let mut summary = ImportSummary { chain, blocks: 0, imported: 0, already_present: 0, payload_bytes: 0 };
+        let mut hashes = blake3::Hasher::new();
+        loop {
+            let mut tag = [0u8; 1];
+            input.read_exact_or(&mut tag, "a record tag")?;
+            match tag[0] {
+                TAG_BLOCK => {
+                    let hash = self.import_block(&mut input, chain, &mut summary)?;
+                    hashes.update(hash.as_bytes());
+                    summary.blocks += 1;
+                }
+                TAG_END => break,
+                other => {
+                    return Err(Error::ExportFormat {
+                        offset: input.offset - 1,
+                        reason: format!("unknown record tag {other}"),
+                    });
+                }
+            }
+        }
+        let mut trailer = [0u8; 40];
+        input.read_exact_or(&mut trailer, "the trailer")?;
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&trailer[..8]);
+        let count = u64::from_le_bytes(count);
+        if count != summary.blocks || trailer[8..] != *hashes.finalize().as_bytes() {
+            return Err(Error::ExportFormat {
+                offset: input.offset - 40,
+                reason: format!("trailer names {count} blocks that differ from the {} read", summary.blocks),
+            });
+        }
+        let mut extra = [0u8; 1];
+        let extra_read = input.read(&mut extra).map_err(|error| Error::ExportFormat {
+            offset: input.offset,
+            reason: format!("reading past the trailer: {error}"),
+        })?;
+        if extra_read != 0 {
+            return Err(Error::ExportFormat { offset: input.offset - 1, reason: "bytes after the trailer".into() });
+        }
+        tracing::info!(%chain, imported = summary.imported, skipped = summary.already_present, "chain imported");
+        Ok(summary)
+    }
+
+    fn import_block<R: Read>(
+        &self,
+        input: &mut Counting<R>,
+        chain: ChainId,
+        summary: &mut ImportSummary,
+    ) -> Result<BlockHash> {
+        let record_offset = input.offset;
+        let mut prefix = [0u8; BLOCK_PREFIX_BYTES];
+        input.read_exact_or(&mut prefix, "a block prefix")?;
+        let (claimed, header_len) = decode_block_prefix(&prefix)?;
+        let mut header_bytes = vec![0u8; header_len];
+        input.read_exact_or(&mut header_bytes, "a block header")?;
+        let header = decode_claimed_header(claimed, &header_bytes)?;
+        if header.chain != chain {
+            return Err(Error::ExportFormat {
+                offset: record_offset,
+                reason: format!("block {claimed} is on chain {}, the file holds chain {chain}", header.chain),
+            });
+        }
+        if self.contains(&claimed)? {
+            let skipped = std::io::copy(&mut input.by_ref().take(header.payload_bytes), &mut std::io::sink())
+                .map_err(|error| Error::ExportFormat {
+                    offset: input.offset,
+                    reason: format!("reading the payload of {claimed}: {error}"),
+                })?;
+            if skipped != header.payload_bytes {
+                return Err(Error::ExportFormat {
+                    offset: input.offset,
+                    reason: format!("payload of {claimed} is cut short"),
+                });
+            }
+            summary.already_present += 1;
+        } else {
+            self.append_reader(&header, input.by_ref().take(header.payload_bytes))?;
+            summary.imported += 1;
+            summary.payload_bytes += header.payload_bytes;
+        }
+        Ok(claimed)
+    }
+
+    /// [`ChainStore::import`] from the file at `path`.
+    pub fn import_file(&self, path: &Path) -> Result<ImportSummary> {
+        let file = File::open(path).map_err(io_error(path))?;
+        self.import(BufReader::with_capacity(1 << 20, file))
+    }
+}

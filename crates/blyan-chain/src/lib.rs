@@ -1,0 +1,92 @@
+//! # blyan-chain: a signed DAG block store that never loses or half-writes a block
+//!
+//! Blyan's model, data and proofs live as blocks on three chains: **A** meta (architecture,
+//! the covenant), **B** parameters (one block per expert version, routers, shared weights) and
+//! **D** dataset. Each block has a parent on its own chain (`prev_hash`) and may depend on blocks
+//! of any chain (`depends_on`), so together they form a DAG. This crate owns the block format,
+//! its canonical encoding and hash, author signatures, validation, and the store.
+//!
+//! ## Invariants
+//! - A header has exactly one encoding (bincode 2, one fixed config, see [`canonical_config`])
+//!   and its hash is blake3 of that encoding minus the signature. The payload is committed by
+//!   its own blake3 and length, so a header verifies without its payload.
+//! - Every stored non-genesis block is signed (EIP-191 over its hash) by its `author`, an
+//!   Ethereum address; genesis blocks are fixed by the covenant ([`GenesisSpec`]).
+//! - Every stored block's parent and dependencies were stored before it: the graph is acyclic.
+//!   On a linear chain no parent has two children.
+//! - What [`ChainStore::append`] acknowledged survives `kill -9` (and power loss under the
+//!   default [`Durability::Synced`]); a crash never leaves half a block visible.
+//! - Payload bytes are never copied on read: a [`PayloadHandle`] maps them from an immutable,
+//!   64-byte-aligned segment file.
+//!
+//! ## Must not depend on
+//! Any other blyan crate, libtorch, tokio or HTTP. Proof-of-Learning plugs in through the
+//! [`PolAcceptance`] trait, implemented higher up.
+//!
+//! ## Where to start reading
+//! [`BlockHeader`] (format and hash), [`Validator`] (stateless rules), [`ChainStore`] (append,
+//! lookups, [`ChainStore::verify`], export/import), [`PayloadHandle`] (zero-copy bytes). The
+//! storage design and its measurements are in `docs/chain-storage.md`.
+//!
+//! ## Example
+//! ```
+//! use blyan_chain::{AuthorKey, BlockHeader, BlockKind, ChainId, ChainStore, StoreConfig};
+//!
+//! # fn main() -> blyan_chain::Result<()> {
+//! # let dir = tempfile::tempdir().expect("temp dir");
+//! let store = ChainStore::open(dir.path(), StoreConfig::default())?; // creates genesis
+//! let key = AuthorKey::generate();
+//! let payload = b"a data entry";
+//! let tip = store.tip(ChainId::Dataset);
+//! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_800_000_000_000);
+//! header.sign(&key);
+//! let hash = store.append(&header, payload)?;
+//! assert_eq!(&*store.payload(&hash)?.expect("just appended"), payload);
+//! assert!(store.verify(|_| {})?.is_ok());
+//! # Ok(())
+//! # }
+//! ```
+
+mod address;
+mod chain;
+mod config;
+mod error;
+mod expert;
+mod export;
+mod genesis;
+mod hash;
+mod header;
+mod key;
+mod pol;
+mod schema;
+mod segment;
+mod store;
+mod validate;
+mod verify;
+
+pub use address::{Address, keccak256};
+pub use chain::{BlockKind, ChainId};
+pub use config::{
+    BLOCK_PAYLOAD_BYTES_MAX, Durability, ForkRule, ForkRules, POW_DIFFICULTY_BITS_MAX,
+    SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
+};
+pub use error::{Error, Result};
+pub use expert::{EXPERT_INDEX_MAX, EXPERT_LAYER_INDEX_MAX, ExpertName};
+pub use export::{ExportSummary, ImportSummary};
+pub use genesis::{COVENANT_TEXT, GENESIS_TIMESTAMP_MS, GenesisBlock, GenesisSpec};
+pub use hash::{BlockHash, PayloadHash, RAYON_HASH_BYTES_MIN, hash_payload};
+pub use header::{
+    BLOCK_PREFIX_BYTES, BlockHeader, BlockMeta, CanonicalConfig, ChainTip, DEPENDS_ON_COUNT_MAX,
+    DecodedBlock, HEADER_BYTES_MAX, HEADER_FORMAT_VERSION, SealedHeader, TENSOR_METAS_COUNT_MAX,
+    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, TensorDtype, TensorMeta, canonical_config, decode_block,
+    encode_block,
+};
+pub use key::{AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash};
+pub use pol::{ExpertCandidate, PolAcceptance, PolRejection};
+pub use schema::{Relation, STORE_FORMAT_VERSION};
+pub use segment::{PAYLOAD_ALIGN_BYTES, PayloadHandle};
+pub use store::{
+    BLOCKS_PAGE_COUNT_MAX, ChainInfo, ChainStore, Dependent, ExpertVersion, StoreInfo,
+};
+pub use validate::Validator;
+pub use verify::{BadBlock, VerifyProgress, VerifyReport};

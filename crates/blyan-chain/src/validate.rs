@@ -1,0 +1,181 @@
+//! Checks that need no store: a header on its own, and a payload against its header.
+//! The checks that need the store (parent, height, fork, dependencies, expert versions) live in
+//! `store.rs`, under the append lock.
+
+use crate::chain::{BlockKind, ChainId};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::genesis::GenesisSpec;
+use crate::hash::{BlockHash, hash_payload};
+use crate::header::{
+    BlockHeader, DEPENDS_ON_COUNT_MAX, HEADER_BYTES_MAX, HEADER_FORMAT_VERSION,
+    TENSOR_METAS_COUNT_MAX, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, canonical_config,
+};
+
+/// The stateless rules of one store: its config and its genesis hashes. Cheap to clone; the
+/// API and the fuzz target use it without a store.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    config: StoreConfig,
+    genesis: [BlockHash; ChainId::ALL.len()],
+}
+
+impl Validator {
+    /// Rules for `config` (checked) and the genesis made from `genesis`.
+    pub fn new(config: StoreConfig, genesis: &GenesisSpec) -> Result<Self> {
+        config.check()?;
+        Ok(Self { config, genesis: genesis.hashes() })
+    }
+
+    /// The config these rules enforce.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The expected genesis hash of `chain`.
+    pub fn genesis_hash(&self, chain: ChainId) -> BlockHash {
+        self.genesis[chain.index()]
+    }
+
+    /// Checks everything about `header` that needs neither the store nor the payload, and
+    /// returns its hash. Cheap checks come first; signature recovery (~0.2 ms) last.
+    pub fn check_header(&self, header: &BlockHeader) -> Result<BlockHash> {
+        if header.format_version != HEADER_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                got: header.format_version,
+                supported: HEADER_FORMAT_VERSION,
+            });
+        }
+        let block = header.hash();
+        let encoded_bytes = encoded_len(header);
+        if encoded_bytes > u64::from(HEADER_BYTES_MAX) {
+            return Err(Error::LimitExceeded {
+                what: "header bytes",
+                got: encoded_bytes,
+                max: u64::from(HEADER_BYTES_MAX),
+            });
+        }
+        if !header.chain.allows(header.kind) {
+            return Err(Error::KindNotAllowed { block, chain: header.chain, kind: header.kind });
+        }
+        let is_genesis = header.kind == BlockKind::Genesis;
+        if is_genesis != (header.height == 0) || is_genesis != header.prev_hash.is_none() {
+            return Err(Error::GenesisPlacement {
+                block,
+                kind: header.kind,
+                height: header.height,
+                has_parent: header.prev_hash.is_some(),
+            });
+        }
+        check_dependencies(block, header)?;
+        check_meta(block, header)?;
+        if header.payload_bytes > self.config.payload_bytes_max {
+            return Err(Error::PayloadTooLarge {
+                block,
+                bytes: header.payload_bytes,
+                max: self.config.payload_bytes_max,
+            });
+        }
+        if is_genesis {
+            // Genesis blocks are fixed by the covenant, not signed: equality is the whole check.
+            let expected = self.genesis_hash(header.chain);
+            if block != expected {
+                return Err(Error::GenesisMismatch { chain: header.chain, got: block, expected });
+            }
+            return Ok(block);
+        }
+        let difficulty_bits = self.config.pow_difficulty_bits;
+        if difficulty_bits > 0 && block.leading_zero_bits() < difficulty_bits {
+            return Err(Error::InsufficientWork {
+                block,
+                leading_zero_bits: block.leading_zero_bits(),
+                difficulty_bits,
+            });
+        }
+        let signature = header.signature.ok_or(Error::MissingSignature { block })?;
+        let signer = signature
+            .recover_eip191(block.as_bytes())
+            .map_err(|fault| Error::BadSignature { block, fault })?;
+        if signer != header.author {
+            return Err(Error::WrongSigner { block, author: header.author, signer });
+        }
+        Ok(block)
+    }
+
+    /// Checks `payload` is exactly what `header` (whose hash is `block`) commits to.
+    pub fn check_payload(&self, block: BlockHash, header: &BlockHeader, payload: &[u8]) -> Result<()> {
+        if payload.len() as u64 != header.payload_bytes {
+            return Err(Error::PayloadLengthMismatch {
+                block,
+                got: payload.len() as u64,
+                expected: header.payload_bytes,
+            });
+        }
+        let got = hash_payload(payload);
+        if got != header.payload_hash {
+            return Err(Error::PayloadHashMismatch { block, got, expected: header.payload_hash });
+        }
+        Ok(())
+    }
+}
+
+fn encoded_len(header: &BlockHeader) -> u64 {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(header, &mut counter, canonical_config())
+        .expect("counting encoded bytes cannot fail");
+    counter.bytes_written as u64
+}
+
+fn check_dependencies(block: BlockHash, header: &BlockHeader) -> Result<()> {
+    let count = header.depends_on.len() as u64;
+    if count > u64::from(DEPENDS_ON_COUNT_MAX) {
+        return Err(Error::TooManyDependencies { block, count, max: DEPENDS_ON_COUNT_MAX });
+    }
+    for (index, dependency) in header.depends_on.iter().enumerate() {
+        if header.depends_on[..index].contains(dependency) {
+            return Err(Error::DuplicateDependency { block, dependency: *dependency });
+        }
+    }
+    Ok(())
+}
+
+fn check_meta(block: BlockHash, header: &BlockHeader) -> Result<()> {
+    let meta = &header.meta;
+    let invalid = |reason: &'static str| Error::MetaInvalid { block, kind: header.kind, reason };
+    if meta.tensors.len() as u64 > u64::from(TENSOR_METAS_COUNT_MAX) {
+        return Err(invalid("more tensors than TENSOR_METAS_COUNT_MAX"));
+    }
+    for tensor in &meta.tensors {
+        if tensor.name.is_empty() || tensor.name.len() as u64 > u64::from(TENSOR_NAME_BYTES_MAX) {
+            return Err(invalid("tensor name empty or longer than TENSOR_NAME_BYTES_MAX"));
+        }
+        if tensor.shape.len() as u64 > u64::from(TENSOR_RANK_MAX) {
+            return Err(invalid("tensor rank above TENSOR_RANK_MAX"));
+        }
+    }
+    match header.kind {
+        BlockKind::Expert => {
+            let expert = meta.expert.ok_or_else(|| invalid("an expert block must name its expert"))?;
+            if meta.layer.is_some_and(|layer| layer != expert.layer()) {
+                return Err(invalid("layer differs from the expert name's layer"));
+            }
+            if meta.version == 0 {
+                return Err(invalid("expert versions start at 1"));
+            }
+        }
+        BlockKind::Router => {
+            if meta.layer.is_none() {
+                return Err(invalid("a router block must name its layer"));
+            }
+            if meta.expert.is_some() {
+                return Err(invalid("only expert blocks name an expert"));
+            }
+        }
+        _ => {
+            if meta.expert.is_some() {
+                return Err(invalid("only expert blocks name an expert"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The `Ledger` trait both stores implement, and what they share.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::account::AccountId;
+use crate::clock::{Clock, SystemClock};
+use crate::embedded::EmbeddedLedger;
+use crate::error::Result;
+use crate::ops::{self, EXPIRY_BATCH_LEN};
+use crate::payment::{Capture, Hold, HoldId, Quote};
+use crate::pg::PgLedger;
+use crate::request::{
+    AuthorizeRequest, BurnRequest, CaptureRequest, HistoryQuery, LearningRewardRequest,
+    MintRequest, QuoteRequest, ReleaseRequest, TransferRequest, ValidationRewardRequest,
+};
+use crate::store::{Command, Ctx, Store};
+use crate::tokenomics::Tokenomics;
+use crate::transaction::{Balance, HistoryPage, IntegrityReport, Supply, Transaction, TxId};
+
+/// Default size of the PostgreSQL connection pool.
+pub const PG_POOL_SIZE_DEFAULT: usize = 16;
+
+/// Settings shared by both stores' constructors.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// Where the ledger reads the time (a [`crate::ManualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Most PostgreSQL connections (ignored by the embedded store).
+    pub pg_pool_size: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> LedgerOptions {
+        LedgerOptions { clock: Arc::new(SystemClock), pg_pool_size: PG_POOL_SIZE_DEFAULT }
+    }
+}
+
+/// A double-entry BLY ledger. Every method that moves money takes a request carrying an
+/// idempotency key; a refusal (`LedgerError::is_refusal`) moved nothing.
+///
+/// Implemented by [`PgLedger`], [`EmbeddedLedger`] and [`AnyLedger`]; the futures are `Send`,
+/// so handlers can `.await` them on any runtime thread.
+pub trait Ledger: Send + Sync {
+    /// Moves `amount` between two accounts.
+    fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Several transfers in one store transaction: all recorded, or none
+    /// (`LedgerError::BatchItem` names the one that failed).
+    fn transfer_batch(
+        &self,
+        requests: Vec<TransferRequest>,
+    ) -> impl Future<Output = Result<Vec<Transaction>>> + Send;
+
+    /// Destroys tokens of an account.
+    fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Issues new tokens within the yearly inflation allowance and the supply cap.
+    fn mint(&self, request: MintRequest) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Pays a validator per validated sample (from the reward pool; shortfall minted).
+    fn reward_validation(
+        &self,
+        request: ValidationRewardRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Pays a learner per accepted improvement (from the reward pool; shortfall minted).
+    fn reward_learning(
+        &self,
+        request: LearningRewardRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Prices estimated inference tokens; valid for the quote TTL.
+    fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send;
+
+    /// Holds a quote's amount plus tolerance from the payer in escrow.
+    fn authorize(&self, request: AuthorizeRequest) -> impl Future<Output = Result<Hold>> + Send;
+
+    /// Charges a hold for the actual tokens: fee burned and paid out, remainder released.
+    fn capture(&self, request: CaptureRequest) -> impl Future<Output = Result<Capture>> + Send;
+
+    /// Voids a hold: everything returns to the payer.
+    fn release(&self, request: ReleaseRequest) -> impl Future<Output = Result<Hold>> + Send;
+
+    /// Releases every hold past its TTL to its payer; returns their ids. The node calls this
+    /// periodically; constructors call it at start.
+    fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send;
+
+    /// An account's available and held balance (zero for an account never seen).
+    fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send;
+
+    /// A page of an account's entries, newest first.
+    fn history(
+        &self,
+        account: AccountId,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryPage>> + Send;
+
+    /// A transaction by id.
+    fn transaction(&self, id: TxId) -> impl Future<Output = Result<Option<Transaction>>> + Send;
+
+    /// A hold by id, as it stands now.
+    fn hold(&self, id: HoldId) -> impl Future<Output = Result<Option<Hold>>> + Send;
+
+    /// Minted, burned and circulating supply.
+    fn supply(&self) -> impl Future<Output = Result<Supply>> + Send;
+
+    /// Checks every invariant against the stored data (balanced transactions, balances equal
+    /// to their entries, no negative balance, balances summing to zero, escrow equal to the
+    /// authorized holds); `LedgerError::Integrity` lists what is broken.
+    fn verify_integrity(&self) -> impl Future<Output = Result<IntegrityReport>> + Send;
+
+    /// The tokenomics this ledger applies.
+    fn tokenomics(&self) -> &Tokenomics;
+}
+
+/// The shared half of each store's ledger: the rules' context and the store.
+pub(crate) struct Core<S> {
+    store: S,
+    ctx: Arc<Ctx>,
+}
+
+impl<S: Store> Core<S> {
+    /// Records the genesis (once: a second start finds it and checks it matches) and expires
+    /// holds that went stale while the ledger was closed.
+    pub(crate) async fn start(
+        store: S,
+        tokenomics: Tokenomics,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Core<S>> {
+        let core = Core { store, ctx: Arc::new(Ctx { tokenomics, clock }) };
+        core.run(ops::Genesis).await?;
+        let expired = core.expire_all().await?;
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "expired stale holds at start");
+        }
+        Ok(core)
+    }
+
+    pub(crate) fn run<C: Command>(
+        &self,
+        command: C,
+    ) -> impl Future<Output = Result<C::Output>> + Send + '_ {
+        self.store.run(&self.ctx, command)
+    }
+
+    async fn expire_all(&self) -> Result<Vec<HoldId>> {
+        let mut expired = Vec::new();
+        loop {
+            let batch = self.run(ops::ExpireHolds).await?;
+            let done = batch.len() < EXPIRY_BATCH_LEN as usize;
+            expired.extend(batch);
+            if done {
+                return Ok(expired);
+            }
+        }
+    }
+}
+
+/// Gives the blanket [`Ledger`] implementation access to a store's [`Core`].
+pub(crate) trait HasCore: Send + Sync {
+    type S: Store;
+    fn core(&self) -> &Core<Self::S>;
+}
+
+// The two stores' ledgers share every method through their `Core`.
+macro_rules! ledger_via_core {
+    ($($ty:ty),*) => {$(
+        impl Ledger for $ty {
+            fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn transfer_batch(&self, requests: Vec<TransferRequest>) -> impl Future<Output = Result<Vec<Transaction>>> + Send {
+                self.core().run(ops::TransferBatch(requests))
+            }
+            fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn mint(&self, request: MintRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn reward_validation(&self, request: ValidationRewardRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn reward_learning(&self, request: LearningRewardRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send {
+                self.core().run(request)
+            }
+            fn authorize(&self, request: AuthorizeRequest) -> impl Future<Output = Result<Hold>> + Send {
+                self.core().run(request)
+            }
+            fn capture(&self, request: CaptureRequest) -> impl Future<Output = Result<Capture>> + Send {
+                self.core().run(request)
+            }
+            fn release(&self, request: ReleaseRequest) -> impl Future<Output = Result<Hold>> + Send {
+                self.core().run(request)
+            }
+            fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send {
+                self.core().expire_all()
+            }
+            fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send {
+                self.core().run(ops::GetBalance(account))
+            }
+            fn history(&self, account: AccountId, query: HistoryQuery) -> impl Future<Output = Result<HistoryPage>> + Send {
+                self.core().run(ops::GetHistory(account, query))
+            }
+            fn transaction(&self, id: TxId) -> impl Future<Output = Result<Option<Transaction>>> + Send {
+                self.core().run(ops::GetTransaction(id))
+            }
+            fn hold(&self, id: HoldId) -> impl Future<Output = Result<Option<Hold>>> + Send {
+                self.core().run(ops::GetHold(id))
+            }
+            fn supply(&self) -> impl Future<Output = Result<Supply>> + Send {
+                self.core().run(ops::GetSupply)
+            }
+            fn verify_integrity(&self) -> impl Future<Output = Result<IntegrityReport>> + Send {
+                self.core().run(ops::VerifyIntegrity)
+            }
+            fn tokenomics(&self) -> &Tokenomics {
+                &self.core().ctx.tokenomics
+            }
+        }
+    )*};
+}
+
+ledger_via_core!(PgLedger, EmbeddedLedger);
+
+/// Either store, chosen at run time (by the node's configuration).
+pub enum AnyLedger {
+    /// PostgreSQL.
+    Pg(PgLedger),
+    /// The embedded SQLite file.
+    Embedded(EmbeddedLedger),
+}
+
+macro_rules! any_ledger {
+    ($self:ident, $ledger:ident => $call:expr) => {
+        async move {
+            match $self {
+                AnyLedger::Pg($ledger) => $call.await,
+                AnyLedger::Embedded($ledger) => $call.await,
+            }
+        }
+    };
+}
+
+impl Ledger for AnyLedger {
+    fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transaction>> + Send {
+        any_ledger!(self, l => l.transfer(request))
+    }
+    fn transfer_batch(
+        &self,
+        requests: Vec<TransferRequest>,
+    ) -> impl Future<Output = Result<Vec<Transaction>>> + Send {
+        any_ledger!(self, l => l.transfer_batch(requests))
+    }
+    fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send {
+        any_ledger!(self, l => l.burn(request))
+    }
+    fn mint(&self, request: MintRequest) -> impl Future<Output = Result<Transaction>> + Send {
+        any_ledger!(self, l => l.mint(request))
+    }
+    fn reward_validation(
+        &self,
+        request: ValidationRewardRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send {
+        any_ledger!(self, l => l.reward_validation(request))
+    }
+    fn reward_learning(
+        &self,
+        request: LearningRewardRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send {
+        any_ledger!(self, l => l.reward_learning(request))
+    }
+    fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send {
+        any_ledger!(self, l => l.quote(request))
+    }
+    fn authorize(&self, request: AuthorizeRequest) -> impl Future<Output = Result<Hold>> + Send {
+        any_ledger!(self, l => l.authorize(request))
+    }
+    fn capture(&self, request: CaptureRequest) -> impl Future<Output = Result<Capture>> + Send {
+        any_ledger!(self, l => l.capture(request))
+    }
+    fn release(&self, request: ReleaseRequest) -> impl Future<Output = Result<Hold>> + Send {
+        any_ledger!(self, l => l.release(request))
+    }
+    fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send {
+        any_ledger!(self, l => l.expire_holds())
+    }
+    fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send {
+        any_ledger!(self, l => l.balance(account))
+    }
+    fn history(
+        &self,
+        account: AccountId,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryPage>> + Send {
+        any_ledger!(self, l => l.history(account, query))
+    }
+    fn transaction(&self, id: TxId) -> impl Future<Output = Result<Option<Transaction>>> + Send {
+        any_ledger!(self, l => l.transaction(id))
+    }
+    fn hold(&self, id: HoldId) -> impl Future<Output = Result<Option<Hold>>> + Send {
+        any_ledger!(self, l => l.hold(id))
+    }
+    fn supply(&self) -> impl Future<Output = Result<Supply>> + Send {
+        any_ledger!(self, l => l.supply())
+    }
+    fn verify_integrity(&self) -> impl Future<Output = Result<IntegrityReport>> + Send {
+        any_ledger!(self, l => l.verify_integrity())
+    }
+    fn tokenomics(&self) -> &Tokenomics {
+        match self {
+            AnyLedger::Pg(l) => l.tokenomics(),
+            AnyLedger::Embedded(l) => l.tokenomics(),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! blyan-ledger: the double-entry BLY ledger that pays Blyan's contributors and charges its
+//! users.
+//!
+//! # What it owns
+//! Accounts (user wallets by Ethereum address, and the system accounts: mint, burn, fee escrow,
+//! treasury, reward pool, team, foundation), transactions made of entries, inference payments
+//! (quote → authorize → capture / release / expiry), rewards and burns as set by
+//! `config/tokenomics.yaml`, issuance within the yearly inflation allowance and the supply cap,
+//! and the schema migrations of its two stores: PostgreSQL (`migrations/`) for production and
+//! an embedded SQLite file (`migrations/sqlite/`) for a node run with no database server.
+//!
+//! # Invariants
+//! - The entries of every transaction sum to zero; balances are changed only by entries, in
+//!   the same database transaction, and always equal the sum of their entries.
+//! - No balance goes below zero except the mint's, which is minus everything ever minted; so
+//!   the sum of all other balances is `minted − burned`.
+//! - Amounts are integers of 10^-6 BLY ([`Amount`]); there are no floats anywhere.
+//! - A request retried with the same idempotency key returns its first outcome and moves money
+//!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
+//! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
+//!   supply is minted once.
+//!
+//! The rules are written once (`ops.rs`) against a small store interface (`store.rs`); each
+//! store's schema enforces the invariants again with `CHECK`s, triggers and foreign keys, and
+//! one conformance suite runs against both.
+//!
+//! # What it must not depend on
+//! No other Blyan crate: it knows nothing of tensors, RocksDB or the chain. Ethereum addresses
+//! are parsed here (Keccak-256 for EIP-55) rather than borrowed from `blyan-chain`.
+//!
+//! # Where to start reading
+//! [`Ledger`] (the operations), [`EmbeddedLedger`] and [`PgLedger`] (the stores),
+//! [`Tokenomics`] (the numbers), [`Amount`] and [`AccountId`] (the values).
+//!
+//! # Example
+//! ```no_run
+//! use blyan_ledger::{
+//!     AccountId, Amount, AuthorizeRequest, CaptureRequest, EmbeddedLedger, IdempotencyKey,
+//!     Ledger, QuoteRequest, SystemAccount, Tokenomics, TransferRequest,
+//! };
+//!
+//! # async fn run() -> blyan_ledger::Result<()> {
+//! let tokenomics = Tokenomics::load("config/tokenomics.yaml")?;
+//! let ledger = EmbeddedLedger::open("ledger.sqlite", tokenomics).await?;
+//! let alice = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse()?;
+//! ledger
+//!     .transfer(TransferRequest {
+//!         key: IdempotencyKey::new("welcome-alice")?,
+//!         from: SystemAccount::Treasury.into(),
+//!         to: AccountId::User(alice),
+//!         amount: "100".parse::<Amount>()?,
+//!         memo: "welcome".into(),
+//!     })
+//!     .await?;
+//! let quote = ledger
+//!     .quote(QuoteRequest { key: IdempotencyKey::new("q-1")?, payer: alice, estimated_tokens: 500 })
+//!     .await?;
+//! let hold = ledger
+//!     .authorize(AuthorizeRequest { key: IdempotencyKey::new("a-1")?, quote: quote.id })
+//!     .await?;
+//! let capture = ledger
+//!     .capture(CaptureRequest {
+//!         key: IdempotencyKey::new("c-1")?,
+//!         hold: hold.id,
+//!         actual_tokens: 420,
+//!         server: None,
+//!     })
+//!     .await?;
+//! assert_eq!(capture.charged, "0.42".parse()?);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod account;
+mod amount;
+mod clock;
+mod embedded;
+mod error;
+mod ledger;
+mod migrate;
+mod ops;
+mod payment;
+mod pg;
+mod request;
+mod store;
+mod tokenomics;
+mod transaction;
+
+pub use account::{AccountId, Address, SystemAccount};
+pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use embedded::EmbeddedLedger;
+pub use error::{LedgerError, Result};
+pub use ledger::{AnyLedger, Ledger, LedgerOptions, PG_POOL_SIZE_DEFAULT};
+pub use migrate::{Migration, PG_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
+pub use pg::{PgLedger, migrate_postgres};
+pub use request::{
+    AuthorizeRequest, BurnRequest, CaptureRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery,
+    IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest,
+    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest,
+    ValidationRewardRequest,
+};
+pub use tokenomics::{
+    Allocation, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX, INFERENCE_TOKENS_MAX,
+    InferenceConfig, PAYMENT_TTL_SECONDS_MAX, PaymentsConfig, RewardsConfig,
+    SHIPPED_TOKENOMICS_YAML, SupplyConfig, Tokenomics, VALIDATION_SAMPLES_MAX,
+};
+pub use transaction::{
+    Balance, Direction, Entry, EntryId, HistoryItem, HistoryPage, IntegrityReport, Supply,
+    Transaction, TxId, TxKind,
+};
+
+/// Length of an inflation year in milliseconds (365 days, counted from genesis).
+pub const INFLATION_YEAR_MS: u64 = ops::INFLATION_YEAR_MS;

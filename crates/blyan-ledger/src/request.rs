@@ -1,0 +1,232 @@
+//! Requests that move money. Each carries an idempotency key: a retry with the same key and
+//! the same request returns the first outcome and never moves money twice.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountId, Address};
+use crate::amount::Amount;
+use crate::error::{LedgerError, Result};
+use crate::payment::{HoldId, QuoteId};
+
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Longest memo, in bytes.
+pub const MEMO_BYTES_MAX: usize = 256;
+/// Most transfers in one batch.
+pub const TRANSFER_BATCH_LEN_MAX: usize = 1000;
+
+/// A caller-chosen key that makes a request safe to retry: 1 to [`IDEMPOTENCY_KEY_BYTES_MAX`]
+/// characters of `A-Z a-z 0-9 . _ : -` (a UUID fits). Keys are global: one key, one request.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates a key.
+    pub fn new(key: impl Into<String>) -> Result<IdempotencyKey> {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("empty".to_owned())
+        } else if key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+            Some(format!("{} bytes, at most {IDEMPOTENCY_KEY_BYTES_MAX}", key.len()))
+        } else if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+            Some("only A-Z a-z 0-9 . _ : - are allowed".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(LedgerError::IdempotencyKeyFormat { reason }),
+            None => Ok(IdempotencyKey(key)),
+        }
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A key only the ledger uses (its `/` cannot appear in callers' keys).
+    pub(crate) fn internal(name: &str) -> IdempotencyKey {
+        IdempotencyKey(format!("ledger/{name}"))
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = LedgerError;
+    fn try_from(key: String) -> Result<IdempotencyKey> {
+        IdempotencyKey::new(key)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(key: IdempotencyKey) -> String {
+        key.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Move `amount` from one account to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Payer (a wallet, or the treasury, reward pool, team or foundation).
+    pub from: AccountId,
+    /// Payee (created on first credit).
+    pub to: AccountId,
+    /// More than zero.
+    pub amount: Amount,
+    /// At most [`MEMO_BYTES_MAX`] bytes.
+    pub memo: String,
+}
+
+/// Destroy `amount` from an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BurnRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Whose tokens are burned.
+    pub from: AccountId,
+    /// More than zero.
+    pub amount: Amount,
+    /// At most [`MEMO_BYTES_MAX`] bytes.
+    pub memo: String,
+}
+
+/// Issue `amount` new tokens, within the yearly inflation allowance and the supply cap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Who receives them.
+    pub to: AccountId,
+    /// More than zero.
+    pub amount: Amount,
+    /// At most [`MEMO_BYTES_MAX`] bytes.
+    pub memo: String,
+}
+
+/// Price `estimated_tokens` of inference for `payer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Who will pay.
+    pub payer: Address,
+    /// 1 to `INFERENCE_TOKENS_MAX`.
+    pub estimated_tokens: u64,
+}
+
+/// Hold a quote's amount (plus tolerance) from its payer into escrow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// An unexpired, unauthorized quote.
+    pub quote: QuoteId,
+}
+
+/// Charge a hold for the tokens actually served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// An authorized, unexpired hold.
+    pub hold: HoldId,
+    /// Tokens actually served (0 to `INFERENCE_TOKENS_MAX`); their price must not exceed the
+    /// quote by more than the capture tolerance.
+    pub actual_tokens: u64,
+    /// The serving node paid the fee's non-burned share; `None` pays the reward pool.
+    pub server: Option<Address>,
+}
+
+/// Void a hold: all of it returns to the payer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// An authorized hold.
+    pub hold: HoldId,
+}
+
+/// Reward a validator for validated samples.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationRewardRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Who validated.
+    pub validator: Address,
+    /// 1 to `VALIDATION_SAMPLES_MAX`.
+    pub samples: u64,
+}
+
+/// Reward a learner for an accepted Proof-of-Learning improvement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearningRewardRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Who produced the improved expert.
+    pub learner: Address,
+    /// Improvement in basis points (100 = 1 %), 1 to `IMPROVEMENT_BPS_MAX`.
+    pub improvement_bps: u32,
+}
+
+/// Pages through an account's history, newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Only entries older than this (the previous page's `next`); `None` starts at the newest.
+    pub before: Option<crate::transaction::EntryId>,
+    /// 1 to [`HISTORY_PAGE_LEN_MAX`] items.
+    pub limit: u32,
+}
+
+/// Most items in one history page.
+pub const HISTORY_PAGE_LEN_MAX: u32 = 500;
+
+pub(crate) fn check_memo(memo: &str) -> Result<()> {
+    crate::tokenomics::check_limit(
+        "memo bytes",
+        memo.len() as u64,
+        MEMO_BYTES_MAX as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_bounds() {
+        assert!(IdempotencyKey::new("a".repeat(IDEMPOTENCY_KEY_BYTES_MAX)).is_ok());
+        assert!(IdempotencyKey::new("a".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1)).is_err());
+        assert!(IdempotencyKey::new("").is_err());
+        assert!(IdempotencyKey::new("ledger/genesis").is_err());
+        assert!(IdempotencyKey::new("a b").is_err());
+        assert!(IdempotencyKey::new("550e8400-e29b-41d4-a716-446655440000").is_ok());
+        let json = serde_json::to_string(&IdempotencyKey::new("k:1").unwrap()).unwrap();
+        assert_eq!(json, "\"k:1\"");
+        assert!(serde_json::from_str::<IdempotencyKey>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn memo_bound() {
+        assert!(check_memo(&"m".repeat(MEMO_BYTES_MAX)).is_ok());
+        assert!(matches!(
+            check_memo(&"m".repeat(MEMO_BYTES_MAX + 1)),
+            Err(LedgerError::LimitExceeded { .. })
+        ));
+    }
+}

@@ -1,0 +1,212 @@
+//! The seam between the ledger's rules (`ops.rs`, written once) and the two stores.
+//!
+//! A store runs a [`Command`] inside one database transaction and gives it a [`StoreTx`]: the
+//! few primitive reads and writes the rules are written against. Both backends implement the
+//! same primitives with the same locking discipline, so the rules, the idempotency protocol and
+//! the invariants are shared, and the schema of each backend enforces the invariants again.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::account::{AccountId, Address};
+use crate::amount::Amount;
+use crate::clock::{Clock, UnixMillis};
+use crate::error::Result;
+use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
+use crate::tokenomics::Tokenomics;
+use crate::transaction::{EntryId, HistoryItem, Transaction, TxKind};
+
+/// What every command sees besides the store: the rules' parameters and the time.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub tokenomics: Tokenomics,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One unit of work run inside one store transaction. `Clone` so a store can run it again
+/// after a deadlock or serialization failure that rolled the first attempt back.
+pub(crate) trait Command: Clone + Send + Sync + 'static {
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Whether the command only reads (stores may run it without write locks).
+    const READ_ONLY: bool = false;
+
+    fn apply<T: StoreTx>(
+        self,
+        tx: &mut T,
+        ctx: &Ctx,
+    ) -> impl Future<Output = Result<Self::Output>> + Send;
+}
+
+/// Runs commands. Implemented by the PostgreSQL and SQLite stores.
+pub(crate) trait Store: Send + Sync + 'static {
+    fn run<C: Command>(
+        &self,
+        ctx: &Arc<Ctx>,
+        command: C,
+    ) -> impl Future<Output = Result<C::Output>> + Send;
+}
+
+/// An idempotency key already used.
+pub(crate) struct KeyRow {
+    pub request: String,
+    pub outcome: Option<String>,
+}
+
+/// A quote to store.
+pub(crate) struct NewQuote {
+    pub payer: Address,
+    pub estimated_tokens: u64,
+    pub amount: Amount,
+    pub hold_amount: Amount,
+    pub created_at_ms: UnixMillis,
+    pub expires_at_ms: UnixMillis,
+}
+
+/// A hold to store.
+pub(crate) struct NewHold {
+    pub quote: QuoteId,
+    pub payer: Address,
+    pub quoted: Amount,
+    pub amount: Amount,
+    pub created_at_ms: UnixMillis,
+    pub expires_at_ms: UnixMillis,
+    pub authorize_tx: crate::transaction::TxId,
+}
+
+/// Raw facts `verify_integrity` judges.
+#[derive(Debug, Default)]
+pub(crate) struct AuditFacts {
+    pub accounts: u64,
+    pub transactions: u64,
+    pub entries: u64,
+    /// Transactions whose entries do not sum to zero, or that have fewer than two entries.
+    pub unbalanced: Vec<u64>,
+    /// Entries whose transaction row is missing.
+    pub orphan_entries: u64,
+    /// Accounts whose stored balance differs from the sum of their entries.
+    pub drifted: Vec<String>,
+    /// Accounts below zero other than the mint.
+    pub negative: Vec<String>,
+    /// Sum of all balances (zero in a double-entry ledger).
+    pub balance_sum: i128,
+    /// Balance of the fee escrow.
+    pub escrow: i64,
+    /// Sum of authorized holds.
+    pub held: i64,
+    /// Balance of the mint account (minus the total ever minted).
+    pub mint: i64,
+    /// Balance of the burn account.
+    pub burn: i64,
+}
+
+/// The primitives the rules need, inside one store transaction.
+///
+/// Locking discipline, the same in both stores (SQLite has one writer, so its locks are
+/// trivially held; PostgreSQL takes row locks): an idempotency key first, then at most one
+/// quote or a set of holds, then accounts in ascending key order in one statement.
+pub(crate) trait StoreTx: Send {
+    /// Reserves `key` for `request`. `None` when reserved now; the stored row when the key was
+    /// used before (waits for a concurrent holder of the key to finish).
+    fn claim_key(
+        &mut self,
+        key: &str,
+        request: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<KeyRow>>> + Send;
+
+    /// Records the outcome of the request that reserved `key`.
+    fn finish_key(&mut self, key: &str, outcome: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Locks `accounts` (sorted, unique) for update, first creating the user accounts among
+    /// `create` that do not exist. Returns the balances of the accounts that exist.
+    fn lock_accounts(
+        &mut self,
+        accounts: &[AccountId],
+        create: &[AccountId],
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<BTreeMap<AccountId, i64>>> + Send;
+
+    /// Records a transaction with its entries (signed deltas summing to zero); the stores'
+    /// triggers apply the deltas to the balances.
+    fn insert_transaction(
+        &mut self,
+        kind: TxKind,
+        key: Option<&str>,
+        memo: &str,
+        now: UnixMillis,
+        entries: &[(AccountId, i64)],
+    ) -> impl Future<Output = Result<crate::transaction::TxId>> + Send;
+
+    fn insert_quote(&mut self, quote: &NewQuote) -> impl Future<Output = Result<QuoteId>> + Send;
+
+    /// The quote and the hold that authorized it, if any; locked when `lock`.
+    fn quote(
+        &mut self,
+        id: QuoteId,
+        lock: bool,
+    ) -> impl Future<Output = Result<Option<(Quote, Option<HoldId>)>>> + Send;
+
+    fn insert_hold(&mut self, hold: &NewHold) -> impl Future<Output = Result<HoldId>> + Send;
+
+    /// The hold; locked when `lock`.
+    fn hold(&mut self, id: HoldId, lock: bool) -> impl Future<Output = Result<Option<Hold>>> + Send;
+
+    fn settle_hold(
+        &mut self,
+        id: HoldId,
+        status: HoldStatus,
+        settle_tx: crate::transaction::TxId,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Authorized holds expired at `now`, oldest first, locked (skipping ones locked by
+    /// others).
+    fn lock_stale_holds(
+        &mut self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Hold>>> + Send;
+
+    fn meta(&mut self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    fn set_meta(&mut self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// `(base circulating supply, minted so far)` of an inflation year. Callers hold the mint
+    /// account's lock, which serialises every issuance.
+    fn inflation_year(&mut self, year: u64) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send;
+
+    fn put_inflation_year(
+        &mut self,
+        year: u64,
+        base: i64,
+        minted: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Circulating supply counting only transactions recorded at or before `at`.
+    fn circulating_at(&mut self, at: UnixMillis) -> impl Future<Output = Result<i64>> + Send;
+
+    /// An account's stored balance, `None` when it does not exist.
+    fn balance(&mut self, account: &AccountId) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Sum of a payer's authorized holds.
+    fn held(&mut self, payer: &Address) -> impl Future<Output = Result<i64>> + Send;
+
+    fn transaction(
+        &mut self,
+        id: crate::transaction::TxId,
+    ) -> impl Future<Output = Result<Option<Transaction>>> + Send;
+
+    /// Entries of `account` older than `before`, newest first.
+    fn history(
+        &mut self,
+        account: &AccountId,
+        before: Option<EntryId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<HistoryItem>>> + Send;
+
+    fn audit(&mut self) -> impl Future<Output = Result<AuditFacts>> + Send;
+}

@@ -1,0 +1,311 @@
+//! Faults: connections dropped and processes killed mid-transaction leave no partial
+//! transaction; the schema itself refuses unbalanced and negative writes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use blyan_ledger::{
+    Amount, AuthorizeRequest, EmbeddedLedger, HoldStatus, Ledger, LedgerOptions, ManualClock,
+    QuoteRequest, TransferRequest,
+};
+
+use crate::pg;
+use crate::support::*;
+
+const CHILD_DB_ENV: &str = "BLYAN_LEDGER_CHILD_DB";
+const CHILD_MODE_ENV: &str = "BLYAN_LEDGER_CHILD_MODE";
+const CHILD_BATCH_LEN: u32 = 50;
+
+// ---- PostgreSQL -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_backend_terminated_mid_transaction_leaves_nothing() {
+    let f = Fixture::new(Backend::Pg).await;
+    let ledger = f.open().await;
+    fund(&ledger, user(1), "100").await;
+    let before = snapshot(&ledger, &[user(1), user(2), TREASURY]).await;
+
+    // Half of a transaction, written by hand, then its backend is terminated.
+    let victim = pg::connect(&f.location).await;
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    victim
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900001, 'transfer', 'half', 0);
+             INSERT INTO entries (tx_id, account, amount) VALUES (900001, (SELECT account FROM accounts WHERE account LIKE '0x%' LIMIT 1), -5000000);",
+        )
+        .await
+        .unwrap();
+    let admin = pg::connect(&f.location).await;
+    let terminated: bool =
+        admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    assert!(terminated);
+    assert!(victim.batch_execute("COMMIT").await.is_err(), "the connection is gone");
+
+    assert_eq!(snapshot(&ledger, &[user(1), user(2), TREASURY]).await, before);
+    assert_eq!(ledger.transaction(blyan_ledger::TxId(900001)).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_connections_killed_under_load_lose_and_duplicate_nothing() {
+    const TASKS: u32 = 8;
+    const TRANSFERS: u32 = 40;
+    let f = Fixture::new(Backend::Pg).await;
+    let ledger = Arc::new(f.open().await);
+    fund(&*ledger, user(1), "1000").await;
+
+    let killer_url = f.location.clone();
+    let killer = tokio::spawn(async move {
+        let admin = pg::connect(&killer_url).await;
+        let mut killed = 0u64;
+        for _ in 0..30 {
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            let rows = admin
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            killed += rows.len() as u64;
+        }
+        killed
+    });
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let ledger = Arc::clone(&ledger);
+        tasks.push(tokio::spawn(async move {
+            let mut retries = 0u32;
+            for i in 0..TRANSFERS {
+                let request = TransferRequest {
+                    key: key(format!("load-{t}-{i}")),
+                    from: user(1),
+                    to: user(10 + t),
+                    amount: bly("1"),
+                    memo: String::new(),
+                };
+                // The outcome of a request whose connection died is unknown: retry it with the
+                // same key until the ledger answers.
+                loop {
+                    match ledger.transfer(request.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if !e.is_refusal() && retries < 10_000 => retries += 1,
+                        Err(e) => panic!("transfer {t}/{i}: {e}"),
+                    }
+                }
+            }
+            retries
+        }));
+    }
+    let mut retries = 0;
+    for task in tasks {
+        retries += task.await.unwrap();
+    }
+    let killed = killer.await.unwrap();
+    assert!(killed > 0, "the killer terminated some backends");
+    for t in 0..TASKS {
+        assert_eq!(available(&*ledger, user(10 + t)).await, bly(&TRANSFERS.to_string()), "once each");
+    }
+    let spent = Amount::from_bly(u64::from(TASKS * TRANSFERS)).unwrap();
+    assert_eq!(available(&*ledger, user(1)).await, bly("1000").checked_sub(spent).unwrap());
+    ledger.verify_integrity().await.unwrap();
+    eprintln!("terminated {killed} backends; {retries} retried requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_schema_refuses_unbalanced_and_negative_writes() {
+    let f = Fixture::new(Backend::Pg).await;
+    let ledger = f.open().await;
+    fund(&ledger, user(1), "1").await;
+    let client = pg::connect(&f.location).await;
+    let alice = user(1).to_string();
+    // Unbalanced: refused at COMMIT by the deferred trigger.
+    let unbalanced = format!(
+        "BEGIN;
+         INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900001, 'transfer', '', 0);
+         INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -1);
+         COMMIT;"
+    );
+    let err = client.batch_execute(&unbalanced).await.unwrap_err();
+    assert!(err.to_string().contains("unbalanced") || format!("{err:?}").contains("unbalanced"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.ok();
+    // Balanced but overdrawing a user: refused by the CHECK.
+    let overdraw = format!(
+        "BEGIN;
+         INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900002, 'transfer', '', 0);
+         INSERT INTO entries (tx_id, account, amount) VALUES (900002, '{alice}', -2000000), (900002, 'system:treasury', 2000000);
+         COMMIT;"
+    );
+    let err = client.batch_execute(&overdraw).await.unwrap_err();
+    assert!(format!("{err:?}").contains("balance_not_negative"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.ok();
+    // Entries are append-only.
+    let err = client.batch_execute("UPDATE entries SET amount = amount * 2").await.unwrap_err();
+    assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+    ledger.verify_integrity().await.unwrap();
+    assert_eq!(available(&ledger, user(1)).await, bly("1"));
+}
+
+// ---- Embedded -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
+    let f = Fixture::new(Backend::Embedded).await;
+    let ledger = f.open().await;
+    fund(&ledger, user(1), "1").await;
+    let alice = user(1).to_string();
+    let connection = rusqlite::Connection::open(&f.location).unwrap();
+    connection.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    // Entries with no transaction row: the deferred foreign key refuses the COMMIT.
+    let orphan = format!(
+        "BEGIN; INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -1); COMMIT;"
+    );
+    let err = connection.execute_batch(&orphan).unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    connection.execute_batch("ROLLBACK").unwrap();
+    // A transaction row over unbalanced entries: refused by its trigger.
+    let unbalanced = format!(
+        "BEGIN;
+         INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -1);
+         INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900001, 'transfer', '', 0);"
+    );
+    let err = connection.execute_batch(&unbalanced).unwrap_err();
+    assert!(err.to_string().contains("unbalanced"), "{err}");
+    connection.execute_batch("ROLLBACK").unwrap();
+    let overdraw = format!(
+        "BEGIN; INSERT INTO entries (tx_id, account, amount) VALUES (900002, '{alice}', -2000000);"
+    );
+    let err = connection.execute_batch(&overdraw).unwrap_err();
+    assert!(err.to_string().contains("balance_not_negative"), "{err}");
+    connection.execute_batch("ROLLBACK").unwrap();
+    let err = connection.execute_batch("UPDATE entries SET amount = amount * 2").unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    drop(connection);
+    ledger.verify_integrity().await.unwrap();
+    assert_eq!(available(&ledger, user(1)).await, bly("1"));
+}
+
+/// Runs this test binary's `embedded_child_process` in `mode` on `db`; kills it (SIGKILL) once
+/// it prints a line starting with `kill_at`. Returns the last `committed` count it printed.
+fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--ignored", "--exact", "faults::embedded_child_process", "--nocapture"])
+        .env(CHILD_DB_ENV, db)
+        .env(CHILD_MODE_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut last_committed = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("CHILD committed ") {
+            last_committed = Some(n.trim().parse().unwrap());
+        }
+        if line.starts_with(kill_at) {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child was killed, it did not finish: {status}");
+    last_committed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_process_killed_mid_transaction_leaves_nothing() {
+    let f = Fixture::new(Backend::Embedded).await;
+    let ledger = f.open().await;
+    let (alice, bob) = (user(1), user(2));
+    fund(&ledger, alice, "1000").await;
+    let quote = ledger
+        .quote(QuoteRequest { key: key("q"), payer: addr(1), estimated_tokens: 1000 })
+        .await
+        .unwrap();
+    let hold = ledger.authorize(AuthorizeRequest { key: key("a"), quote: quote.id }).await.unwrap();
+    let before = snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await;
+    drop(ledger);
+
+    // 1. Killed while holding a hand-written half transaction open.
+    run_child_and_kill(&f.location, "raw", "CHILD mid-transaction");
+    let ledger = f.open().await;
+    assert_eq!(snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await, before);
+    drop(ledger);
+
+    // 2. Killed while committing batches of transfers in a loop.
+    let committed = run_child_and_kill(&f.location, "ledger", "CHILD committed 5").unwrap();
+    assert!(committed >= 5);
+    // Reopened ten minutes later: balances whole batches only, and the stale hold expired.
+    f.clock.advance_ms(600_000);
+    let ledger = f.open().await;
+    ledger.verify_integrity().await.unwrap();
+    let moved = available(&ledger, bob).await;
+    let batch = Amount::from_units(u64::from(CHILD_BATCH_LEN) * 10_000).unwrap();
+    assert_eq!(moved.units() % batch.units(), 0, "whole batches only: {moved}");
+    assert!(moved.units() >= batch.units() * u64::from(committed));
+    assert_eq!(
+        available(&ledger, alice).await.checked_add(moved).unwrap(),
+        bly("1000"),
+        "nothing lost, nothing made"
+    );
+    assert_eq!(ledger.hold(hold.id).await.unwrap().unwrap().status, HoldStatus::Expired);
+    assert_eq!(ledger.balance(alice).await.unwrap().held, Amount::ZERO);
+    // Replaying the last acknowledged batch moves nothing.
+    let replay = child_batch(committed);
+    ledger.transfer_batch(replay).await.unwrap();
+    assert_eq!(available(&ledger, bob).await, moved);
+}
+
+fn child_batch(batch: u32) -> Vec<TransferRequest> {
+    (0..CHILD_BATCH_LEN)
+        .map(|i| TransferRequest {
+            key: key(format!("child-{batch}-{i}")),
+            from: user(1),
+            to: user(2),
+            amount: Amount::from_units(10_000).unwrap(),
+            memo: String::new(),
+        })
+        .collect()
+}
+
+/// The process the embedded fault test kills; it does nothing unless started by that test.
+#[test]
+#[ignore = "run as a child process by embedded_process_killed_mid_transaction_leaves_nothing"]
+fn embedded_child_process() {
+    let (Ok(db), Ok(mode)) = (std::env::var(CHILD_DB_ENV), std::env::var(CHILD_MODE_ENV)) else {
+        panic!("run by the fault test only ({CHILD_DB_ENV} and {CHILD_MODE_ENV} unset)");
+    };
+    use std::io::Write;
+    if mode == "raw" {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', -5000000);
+                 INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', 5000000);",
+                user(1),
+                user(2)
+            ))
+            .unwrap();
+        println!("CHILD mid-transaction");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        panic!("the parent should have killed this process");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let options =
+            LedgerOptions { clock: Arc::new(ManualClock::new(T0_MS)), pg_pool_size: 1 };
+        let ledger = EmbeddedLedger::open_with(&db, tokenomics(), options).await.unwrap();
+        for batch in 1..100_000 {
+            ledger.transfer_batch(child_batch(batch)).await.unwrap();
+            println!("CHILD committed {batch}");
+            std::io::stdout().flush().unwrap();
+        }
+    });
+    panic!("the parent should have killed this process");
+}

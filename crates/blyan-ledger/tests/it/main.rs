@@ -1,0 +1,10 @@
+//! blyan-ledger's integration tests: one binary, a module per scenario.
+#![allow(clippy::unwrap_used)]
+
+mod concurrency;
+mod conformance;
+mod faults;
+mod migrations;
+mod pg;
+mod support;
+mod tokenomics;

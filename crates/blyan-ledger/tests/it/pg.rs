@@ -1,0 +1,206 @@
+//! A PostgreSQL for the tests (and the benches, which include this file).
+//!
+//! `BLYAN_TEST_DATABASE_URL` set: that server is used (the tests create their own databases
+//! on it). Otherwise a throwaway server is started once per test binary: `initdb` + `pg_ctl`
+//! from Debian's `/usr/lib/postgresql/*/bin`, data and unix socket in a temp dir (no TCP
+//! listener, so no port can clash), fsync off. As root, the commands run as the `postgres`
+//! user (initdb refuses root). A watcher process stops the server and removes the dir when the
+//! test binary exits, however it exits. Nothing is skipped: when no server can be had, the
+//! test that asked for one panics and says why.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Where the tests' databases live.
+pub struct PgServer {
+    /// A `key=value` connection string without `dbname`, or a URL whose database is replaced.
+    base: String,
+    /// The server's bin dir, when this harness started it (pgbench lives there).
+    pub bin: Option<PathBuf>,
+    /// The socket dir, when this harness started it.
+    pub socket_dir: Option<PathBuf>,
+}
+
+static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// The shared server, started on first use.
+pub fn server() -> &'static PgServer {
+    match SERVER.get_or_init(start) {
+        Ok(server) => server,
+        Err(why) => panic!("no PostgreSQL for the ledger tests: {why}"),
+    }
+}
+
+impl PgServer {
+    /// The connection string for database `name`.
+    pub fn url(&self, name: &str) -> String {
+        if self.base.starts_with("postgres://") || self.base.starts_with("postgresql://") {
+            let (head, query) = match self.base.split_once('?') {
+                Some((h, q)) => (h, format!("?{q}")),
+                None => (self.base.as_str(), String::new()),
+            };
+            let scheme_end = head.find("://").map_or(0, |i| i + 3);
+            let host_end = head[scheme_end..].find('/').map_or(head.len(), |i| scheme_end + i);
+            format!("{}/{name}{query}", &head[..host_end])
+        } else {
+            format!("{} dbname={name}", self.base)
+        }
+    }
+
+    /// A new, empty database; returns its connection string.
+    pub async fn fresh_database(&self) -> String {
+        let name = format!(
+            "ledger_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        );
+        let admin = connect(&self.url("postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        self.url(&name)
+    }
+}
+
+/// A plain client on `url`, its connection driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+fn start() -> Result<PgServer, String> {
+    if let Ok(url) = std::env::var("BLYAN_TEST_DATABASE_URL") {
+        return Ok(PgServer { base: url, bin: find_bin_dir().ok(), socket_dir: None });
+    }
+    let bin = find_bin_dir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("blyan-ledger-pg-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?
+        .keep();
+    let as_postgres = is_root()?;
+    if as_postgres {
+        let ids = |flag: &str| -> Result<u32, String> {
+            let out = Command::new("id")
+                .args([flag, "postgres"])
+                .output()
+                .map_err(|e| format!("id {flag} postgres: {e}"))?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+                "running as root and there is no `postgres` user for initdb (install Debian's \
+                 postgresql package)"
+                    .to_owned()
+            })
+        };
+        let (uid, gid) = (ids("-u")?, ids("-g")?);
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    let data = dir.join("data");
+    let run = |program: &Path, args: &[&str]| -> Result<(), String> {
+        let mut command = if as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} {args:?} failed: {}{}",
+                program.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    };
+    let data_text = data.to_string_lossy().into_owned();
+    let dir_text = dir.to_string_lossy().into_owned();
+    run(
+        &bin.join("initdb"),
+        &["-D", &data_text, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+    )?;
+    let options = format!(
+        "-k {dir_text} -c listen_addresses= -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB -p 5432"
+    );
+    let log = dir.join("server.log").to_string_lossy().into_owned();
+    run(&bin.join("pg_ctl"), &["-D", &data_text, "-l", &log, "-o", &options, "-w", "start"])?;
+    spawn_stopper(&bin, &data_text, &dir_text, as_postgres)?;
+    Ok(PgServer {
+        base: format!("host={dir_text} port=5432 user=postgres"),
+        bin: Some(bin),
+        socket_dir: Some(dir),
+    })
+}
+
+/// A detached shell that waits for this process to exit, then stops the server and removes
+/// its directory.
+fn spawn_stopper(bin: &Path, data: &str, dir: &str, as_postgres: bool) -> Result<(), String> {
+    let pg_ctl = bin.join("pg_ctl").to_string_lossy().into_owned();
+    let stop = if as_postgres {
+        format!("runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop")
+    } else {
+        format!("{pg_ctl} -D {data} -m immediate stop")
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop}; rm -rf {dir}",
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn the server's stopper: {e}"))?;
+    Ok(())
+}
+
+fn is_root() -> Result<bool, String> {
+    let out = Command::new("id").arg("-u").output().map_err(|e| format!("id -u: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
+fn find_bin_dir() -> Result<PathBuf, String> {
+    let root = Path::new("/usr/lib/postgresql");
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        format!(
+            "{} unreadable ({e}): install Debian's postgresql package or set \
+             BLYAN_TEST_DATABASE_URL",
+            root.display()
+        )
+    })?;
+    let mut versions: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        format!(
+            "no initdb under {}/*/bin: install Debian's postgresql package or set \
+             BLYAN_TEST_DATABASE_URL",
+            root.display()
+        )
+    })
+}

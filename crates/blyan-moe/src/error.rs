@@ -1,0 +1,225 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use crate::expert::ExpertId;
+
+/// Everything that can go wrong loading, checking, running or publishing a model.
+///
+/// Variants carry the data that explains them: the tensor, the expert, the file or the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MoeError {
+    /// libtorch refused an operation (shape mismatch inside a kernel, out of memory, …).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// A file is larger than this crate accepts for its kind.
+    #[error("{path} is {bytes} bytes; at most {bytes_max} are accepted")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// The limit for this kind of file.
+        bytes_max: u64,
+    },
+
+    /// `config.json` (or the meta block's copy of it) is not valid JSON of the expected shape.
+    #[error("config.json: {0}")]
+    ConfigJson(serde_json::Error),
+
+    /// A configuration field has a value the model cannot run with.
+    #[error("config field `{field}`: {reason}")]
+    Config {
+        /// The Hugging Face field name.
+        field: &'static str,
+        /// Why the value is refused.
+        reason: String,
+    },
+
+    /// The checkpoint is not a Mixtral causal language model.
+    #[error("unsupported architecture {found:?} (model_type {model_type:?}): only MixtralForCausalLM is supported")]
+    UnsupportedArchitecture {
+        /// The `architectures` list of the config.
+        found: Vec<String>,
+        /// The `model_type` of the config.
+        model_type: String,
+    },
+
+    /// A tensor the architecture needs is absent.
+    #[error("tensor `{name}` is missing")]
+    MissingTensor {
+        /// Hugging Face tensor name.
+        name: String,
+    },
+
+    /// A tensor has a different shape than the configuration implies.
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    WrongShape {
+        /// Hugging Face tensor name.
+        name: String,
+        /// Shape found.
+        got: Vec<u64>,
+        /// Shape the configuration implies.
+        expected: Vec<u64>,
+    },
+
+    /// A tensor is stored in a dtype the model does not load.
+    #[error("tensor `{name}` has dtype {dtype}; supported: F32, F16, BF16")]
+    UnsupportedDtype {
+        /// Hugging Face tensor name.
+        name: String,
+        /// The dtype as the file names it.
+        dtype: String,
+    },
+
+    /// The checkpoint holds a tensor that is no part of the architecture; exporting would drop it.
+    #[error("tensor `{name}` is not part of the Mixtral architecture")]
+    UnexpectedTensor {
+        /// Hugging Face tensor name.
+        name: String,
+    },
+
+    /// Two files of a checkpoint both hold the same tensor.
+    #[error("tensor `{name}` is stored twice, in {first} and {second}")]
+    DuplicateTensor {
+        /// Hugging Face tensor name.
+        name: String,
+        /// One file holding it.
+        first: PathBuf,
+        /// The other file.
+        second: PathBuf,
+    },
+
+    /// A safetensors file could not be parsed or written.
+    #[error("safetensors {path}: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the safetensors library reported.
+        reason: String,
+    },
+
+    /// `model.safetensors.index.json` is malformed or names files that are absent.
+    #[error("shard index {path}: {reason}")]
+    ShardIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A file a checkpoint must have is absent.
+    #[error("{path} is missing")]
+    MissingFile {
+        /// The file expected.
+        path: PathBuf,
+    },
+
+    /// A checkpoint directory has no weights at all.
+    #[error("{dir}: no model.safetensors nor model.safetensors.index.json")]
+    NoWeights {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+
+    /// An expert the request routed to is not available from the weight source.
+    #[error("expert {expert} is missing from the model's weights")]
+    MissingExpert {
+        /// The expert.
+        expert: ExpertId,
+    },
+
+    /// An expert name did not parse as `layer{L}.expert{E}`.
+    #[error("`{name}` is not an expert name (expected layer{{L}}.expert{{E}})")]
+    BadExpertName {
+        /// The text that failed to parse.
+        name: String,
+    },
+
+    /// The tokenizer could not be built, or could not encode or decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// A prompt tokenized to nothing.
+    #[error("the prompt is empty after tokenization")]
+    EmptyPrompt,
+
+    /// Prompt plus requested tokens exceed what the model may attend to.
+    #[error("prompt of {prompt_tokens} tokens plus {max_tokens} new tokens exceeds the context of {context_tokens_max} tokens")]
+    ContextTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: u64,
+        /// Tokens requested.
+        max_tokens: u64,
+        /// `max_position_embeddings` of the model.
+        context_tokens_max: u64,
+    },
+
+    /// A token id outside the vocabulary was given to the model.
+    #[error("token id {id} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        vocab_size: u32,
+    },
+
+    /// A sampling parameter is out of its range.
+    #[error("sampling parameter `{field}` = {value}: {reason}")]
+    InvalidSampling {
+        /// Parameter name, as the HTTP API spells it.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The accepted range.
+        reason: String,
+    },
+
+    /// A thread panicked while holding the model; the model's state can no longer be trusted.
+    #[error("the model lock is poisoned by an earlier panic")]
+    ModelPoisoned,
+
+    /// The chain holds no model architecture block.
+    #[error("the chain holds no model: no architecture block on the meta chain")]
+    NoModelOnChain,
+
+    /// A meta (architecture) block's payload is malformed.
+    #[error("architecture block {block}: {reason}")]
+    BadMetaBlock {
+        /// Hex hash of the block.
+        block: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A shared-weight block the architecture lists is not on the chain.
+    #[error("shared-weight block `{name}` is not on the chain")]
+    MissingSharedBlock {
+        /// The block's name, e.g. `layer0.attention`.
+        name: String,
+    },
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = MoeError> = std::result::Result<T, E>;
+
+impl MoeError {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Expert identities, an expert's weights, and the names of every tensor of the architecture.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tch::Tensor;
+
+use crate::config::Config;
+use crate::error::{MoeError, Result};
+
+/// One expert of one layer: `layer{L}.expert{E}`, the name its block carries on the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExpertId {
+    /// Decoder layer, from 0.
+    pub layer: u32,
+    /// Expert within the layer, from 0.
+    pub expert: u32,
+}
+
+impl ExpertId {
+    /// The expert `expert` of layer `layer`.
+    pub fn new(layer: u32, expert: u32) -> Self {
+        Self { layer, expert }
+    }
+
+    /// Every expert of a configuration, layer by layer, in ascending order.
+    pub fn all(config: &Config) -> impl Iterator<Item = ExpertId> + use<> {
+        let experts = config.num_local_experts;
+        (0..config.num_hidden_layers)
+            .flat_map(move |layer| (0..experts).map(move |expert| ExpertId::new(layer, expert)))
+    }
+}
+
+impl fmt::Display for ExpertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "layer{}.expert{}", self.layer, self.expert)
+    }
+}
+
+impl FromStr for ExpertId {
+    type Err = MoeError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        let bad = || MoeError::BadExpertName {
+            name: name.to_owned(),
+        };
+        let (layer, expert) = name.split_once('.').ok_or_else(bad)?;
+        let layer = layer.strip_prefix("layer").ok_or_else(bad)?;
+        let expert = expert.strip_prefix("expert").ok_or_else(bad)?;
+        let number = |digits: &str| -> Result<u32> {
+            // Canonical decimal only, so one expert has one name.
+            if digits.is_empty()
+                || !digits.bytes().all(|byte| byte.is_ascii_digit())
+                || (digits.len() > 1 && digits.starts_with('0'))
+            {
+                return Err(bad());
+            }
+            digits.parse().map_err(|_| bad())
+        };
+        Ok(Self::new(number(layer)?, number(expert)?))
+    }
+}
+
+/// The three matrices of one SwiGLU expert, as the model computes with them.
+///
+/// `w1` (gate) and `w3` (up) are `[intermediate, hidden]`, `w2` (down) is
+/// `[hidden, intermediate]`: `w2 · (silu(w1 · x) ⊙ w3 · x)`.
+#[derive(Debug)]
+pub struct ExpertWeights {
+    /// Gate projection.
+    pub w1: Tensor,
+    /// Down projection.
+    pub w2: Tensor,
+    /// Up projection.
+    pub w3: Tensor,
+}
+
+impl ExpertWeights {
+    /// Bytes of tensor data the three matrices hold.
+    pub fn bytes(&self) -> u64 {
+        [&self.w1, &self.w2, &self.w3]
+            .iter()
+            .map(|tensor| tensor_bytes(tensor))
+            .sum()
+    }
+
+    /// Handles sharing the same storage: what the cache hands out without copying.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            w1: self.w1.shallow_clone(),
+            w2: self.w2.shallow_clone(),
+            w3: self.w3.shallow_clone(),
+        }
+    }
+
+    /// Applies the expert to `xs` (`[tokens, hidden]`).
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // current_hidden_states = self.act_fn(gate) * up
+        let gate = xs.f_linear::<Tensor>(&self.w1, None)?.f_silu()?;
+        let up = xs.f_linear::<Tensor>(&self.w3, None)?;
+        Ok(gate.f_mul(&up)?.f_linear::<Tensor>(&self.w2, None)?)
+    }
+}
+
+/// Bytes of data a tensor holds.
+pub(crate) fn tensor_bytes(tensor: &Tensor) -> u64 {
+    let elements = u64::try_from(tensor.numel()).unwrap_or(u64::MAX);
+    let element_bytes = u64::try_from(tensor.kind().elt_size_in_bytes()).unwrap_or(u64::MAX);
+    elements.saturating_mul(element_bytes)
+}
+
+/// Which matrix of an expert a tensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExpertMatrix {
+    /// Gate projection `w1`.
+    W1,
+    /// Down projection `w2`.
+    W2,
+    /// Up projection `w3`.
+    W3,
+}
+
+impl ExpertMatrix {
+    /// The three, in file order.
+    pub const ALL: [ExpertMatrix; 3] = [Self::W1, Self::W2, Self::W3];
+
+    /// `w1`, `w2` or `w3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::W1 => "w1",
+            Self::W2 => "w2",
+            Self::W3 => "w3",
+        }
+    }
+}
+
+/// The Hugging Face name of one matrix of one expert.
+pub fn expert_tensor_name(id: ExpertId, matrix: ExpertMatrix) -> String {
+    format!(
+        "model.layers.{}.block_sparse_moe.experts.{}.{}.weight",
+        id.layer,
+        id.expert,
+        matrix.as_str()
+    )
+}
+
+/// A group of shared (non-expert) tensors that travels as one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SharedGroup {
+    /// The token embedding.
+    Embedding,
+    /// One layer's attention projections and its two norms.
+    Attention {
+        /// The layer.
+        layer: u32,
+    },
+    /// One layer's router (`block_sparse_moe.gate`).
+    Router {
+        /// The layer.
+        layer: u32,
+    },
+    /// The final norm and the LM head.
+    Head,
+}
+
+impl SharedGroup {
+    /// The group's name: `embed`, `layer{L}.attention`, `layer{L}.router` or `head`.
+    pub fn name(self) -> String {
+        match self {
+            Self::Embedding => "embed".to_owned(),
+            Self::Attention { layer } => format!("layer{layer}.attention"),
+            Self::Router { layer } => format!("layer{layer}.router"),
+            Self::Head => "head".to_owned(),
+        }
+    }
+}
+
+/// What part of the model a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorRole {
+    /// Loaded once: embeddings, attention, norms, routers, LM head.
+    Shared(SharedGroup),
+    /// Loaded on demand with its expert.
+    Expert {
+        /// The expert.
+        id: ExpertId,
+        /// Which of its matrices.
+        matrix: ExpertMatrix,
+    },
+}
+
+/// One tensor the architecture needs: its Hugging Face name, shape and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Hugging Face name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// Shape the configuration implies.
+    pub shape: Vec<u64>,
+    /// Where it belongs.
+    pub role: TensorRole,
+}
+
+/// Every tensor of a Mixtral checkpoint with this configuration, in a fixed order.
+pub fn parameter_layout(config: &Config) -> Vec<TensorSpec> {
+    let hidden = u64::from(config.hidden_size);
+    let inner = u64::from(config.intermediate_size);
+    let vocab = u64::from(config.vocab_size);
+    let head_dim = u64::from(config.head_dim());
+    let query = u64::from(config.num_attention_heads) * head_dim;
+    let key_value = u64::from(config.num_key_value_heads()) * head_dim;
+    let experts = u64::from(config.num_local_experts);
+
+    let mut specs = Vec::new();
+    let mut shared = |name: String, shape: Vec<u64>, group: SharedGroup| {
+        specs.push(TensorSpec {
+            name,
+            shape,
+            role: TensorRole::Shared(group),
+        });
+    };
+    shared(
+        "model.embed_tokens.weight".to_owned(),
+        vec![vocab, hidden],
+        SharedGroup::Embedding,
+    );
+    for layer in 0..config.num_hidden_layers {
+        let prefix = format!("model.layers.{layer}");
+        let attention = SharedGroup::Attention { layer };
+        for (name, shape) in [
+            ("self_attn.q_proj", vec![query, hidden]),
+            ("self_attn.k_proj", vec![key_value, hidden]),
+            ("self_attn.v_proj", vec![key_value, hidden]),
+            ("self_attn.o_proj", vec![hidden, query]),
+            ("input_layernorm", vec![hidden]),
+            ("post_attention_layernorm", vec![hidden]),
+        ] {
+            shared(format!("{prefix}.{name}.weight"), shape, attention);
+        }
+        shared(
+            format!("{prefix}.block_sparse_moe.gate.weight"),
+            vec![experts, hidden],
+            SharedGroup::Router { layer },
+        );
+    }
+    shared("model.norm.weight".to_owned(), vec![hidden], SharedGroup::Head);
+    if !config.tie_word_embeddings {
+        shared(
+            "lm_head.weight".to_owned(),
+            vec![vocab, hidden],
+            SharedGroup::Head,
+        );
+    }
+    for id in ExpertId::all(config) {
+        for matrix in ExpertMatrix::ALL {
+            let shape = match matrix {
+                ExpertMatrix::W1 | ExpertMatrix::W3 => vec![inner, hidden],
+                ExpertMatrix::W2 => vec![hidden, inner],
+            };
+            specs.push(TensorSpec {
+                name: expert_tensor_name(id, matrix),
+                shape,
+                role: TensorRole::Expert { id, matrix },
+            });
+        }
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn expert_names_parse_and_print() {
+        let id: ExpertId = "layer3.expert7".parse().expect("valid");
+        assert_eq!(id, ExpertId::new(3, 7));
+        assert_eq!(id.to_string(), "layer3.expert7");
+        for bad in [
+            "layer3",
+            "layer.expert1",
+            "layer1.expert",
+            "layer01.expert1",
+            "layer1.expert+1",
+            "Layer1.expert1",
+            "layer1.expert1.w1",
+            "layer99999999999.expert0",
+        ] {
+            assert!(
+                matches!(bad.parse::<ExpertId>(), Err(MoeError::BadExpertName { .. })),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn expert_name_round_trips(layer in any::<u32>(), expert in any::<u32>()) {
+            let id = ExpertId::new(layer, expert);
+            prop_assert_eq!(id.to_string().parse::<ExpertId>().expect("parses"), id);
+        }
+    }
+
+    #[test]
+    fn layout_counts_every_tensor_once() {
+        let config = Config::seed();
+        let layout = parameter_layout(&config);
+        let experts = (config.num_hidden_layers * config.num_local_experts * 3) as usize;
+        let shared_per_layer = 7;
+        assert_eq!(
+            layout.len(),
+            experts + 3 + shared_per_layer * config.num_hidden_layers as usize
+        );
+        let mut names: Vec<_> = layout.iter().map(|spec| spec.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), layout.len());
+    }
+
+    #[test]
+    fn tied_embeddings_have_no_lm_head() {
+        let mut config = Config::seed();
+        config.tie_word_embeddings = true;
+        assert!(
+            parameter_layout(&config)
+                .iter()
+                .all(|spec| spec.name != "lm_head.weight")
+        );
+    }
+}

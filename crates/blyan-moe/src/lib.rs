@@ -1,0 +1,84 @@
+//! blyan-moe: the Mixtral-style mixture-of-experts model whose experts are chain blocks.
+//!
+//! This crate owns the model (embedding, decoder layers with RMSNorm, rotary grouped-query
+//! attention and a KV cache, a router choosing the top-k of E SwiGLU experts, final norm, LM
+//! head), the expert cache, text generation, and the conversions between a Hugging Face
+//! checkpoint and chain blocks.
+//!
+//! # Invariants
+//! - The model never knows where its bytes come from: every weight arrives through
+//!   [`WeightSource`] by its Hugging Face name (a safetensors checkpoint, the chain, a seeded
+//!   random initialisation).
+//! - Hyper-parameters are a [`Config`] with the field names of Hugging Face's `config.json`,
+//!   and the forward pass mirrors transformers' `modeling_mixtral.py` step by step: our logits
+//!   match the reference's in float32 (the parity test runs the reference in CI).
+//! - Routing is deterministic: top-k by `total_cmp`, ties to the lower expert index, experts
+//!   applied in ascending order. The same prompt, seed and weights give the same tokens.
+//! - Experts are loaded on demand through an [`ExpertCache`] with a byte budget; an expert the
+//!   weights lack is [`MoeError::MissingExpert`] naming it, never a silent zero.
+//! - Import checks a checkpoint completely (architecture, every tensor, shapes, dtypes) before
+//!   anything is written; export writes the same tensor bytes back.
+//!
+//! It must not depend on the node, the HTTP layer or the ledger; it speaks no network.
+//!
+//! # Where to start reading
+//! [`Model`] (the forward pass), [`Generator`] and [`TokenStream`] (generation),
+//! [`WeightSource`] (where weights come from), [`ExpertCache`] (experts on demand).
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use blyan_moe::{CancelToken, Config, Generator, Model, ModelOptions, RandomInit, SamplingParams, Tokenizer};
+//!
+//! let config = Config::seed();
+//! let weights = Arc::new(RandomInit::new(&config, 7));
+//! let model = Model::load(&config, weights, ModelOptions::default())?;
+//! let generator = Generator::new(model, Tokenizer::byte_level(), true);
+//! let mut text = String::new();
+//! for delta in generator.stream("hello", SamplingParams::greedy(8), CancelToken::new())? {
+//!     text.push_str(&delta?.text);
+//! }
+//! # Ok::<(), blyan_moe::MoeError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod cache;
+mod checkpoint;
+mod config;
+mod error;
+mod expert;
+mod generate;
+mod model;
+mod rng;
+mod tokenizer;
+mod weights;
+
+pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
+pub use checkpoint::{
+    CONFIG_FILE_NAME, Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExportSummary,
+    GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME, export_checkpoint,
+};
+pub use config::{
+    ARCHITECTURE, CONFIG_JSON_BYTES_MAX, CONTEXT_TOKENS_MAX, Config, EXPERTS_MAX, HEADS_MAX,
+    HIDDEN_SIZE_MAX, INTERMEDIATE_SIZE_MAX, LAYERS_MAX, MODEL_TYPE, RopeParameters, TokenIds,
+    VOCAB_SIZE_MAX,
+};
+pub use error::{MoeError, Result};
+pub use expert::{
+    ExpertId, ExpertMatrix, ExpertWeights, SharedGroup, TensorRole, TensorSpec,
+    expert_tensor_name, parameter_layout,
+};
+pub use generate::{
+    CancelToken, Delta, FinishReason, GENERATED_TOKENS_MAX, Generation, Generator, ModelInfo,
+    STOP_TOKENS_MAX, SamplingParams, TEMPERATURE_MAX, TokenStream,
+};
+pub use model::{ExpertUsage, KvCache, Logits, Model, ModelOptions};
+pub use tokenizer::{
+    BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,
+    TOKENIZER_JSON_BYTES_MAX, Tokenizer,
+};
+pub use weights::{
+    RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,
+    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, TensorInfo, WeightSource,
+    dtype_of_kind, kind_of_dtype, tensor_to_bytes,
+};

@@ -1,0 +1,670 @@
+//! The Mixtral decoder in libtorch: embedding, decoder layers (RMSNorm, rotary grouped-query
+//! attention with a KV cache, routed SwiGLU experts), final norm, LM head.
+//!
+//! Each step mirrors a line of transformers' `modeling_mixtral.py` (quoted where it matters) and
+//! uses the same kernels in the same order, so our logits match the reference's in float32.
+
+use std::sync::Arc;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::cache::ExpertCache;
+use crate::config::Config;
+use crate::error::{MoeError, Result};
+use crate::expert::ExpertId;
+use crate::weights::{WeightSource, shape_of};
+
+/// How a [`Model`] is placed and how much memory its experts may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelOptions {
+    /// Where to compute: the CPU, or a CUDA device when one is present.
+    pub device: Device,
+    /// Byte budget of the expert cache.
+    pub expert_cache_bytes: u64,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            expert_cache_bytes: u64::MAX,
+        }
+    }
+}
+
+/// Which positions to compute logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position (scoring, parity checks).
+    All,
+}
+
+/// The keys and values of every position seen so far, per layer: one request's state.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    positions: u32,
+}
+
+impl KvCache {
+    /// Positions already processed.
+    pub fn positions(&self) -> u32 {
+        self.positions
+    }
+}
+
+/// Which experts answered for a request: tokens routed to each expert of each layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExpertUsage {
+    /// `tokens[layer][expert]`: how many token positions the expert processed.
+    pub tokens: Vec<Vec<u32>>,
+}
+
+impl ExpertUsage {
+    /// No expert used yet, shaped for `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            tokens: vec![
+                vec![0; config.num_local_experts as usize];
+                config.num_hidden_layers as usize
+            ],
+        }
+    }
+
+    /// The experts that processed at least one token, layer by layer in ascending order.
+    pub fn experts(&self) -> Vec<ExpertId> {
+        let mut used = Vec::new();
+        for (layer, counts) in self.tokens.iter().enumerate() {
+            for (expert, count) in counts.iter().enumerate() {
+                if *count > 0 {
+                    used.push(ExpertId::new(layer as u32, expert as u32));
+                }
+            }
+        }
+        used
+    }
+
+    fn record(&mut self, layer: u32, expert: usize, tokens: usize) {
+        if let Some(count) = self
+            .tokens
+            .get_mut(layer as usize)
+            .and_then(|layer| layer.get_mut(expert))
+        {
+            *count = count.saturating_add(tokens as u32);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // hidden_states = hidden_states.to(torch.float32)
+        // variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        // hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        // return self.weight * hidden_states.to(input_dtype)
+        let input_kind = xs.kind();
+        let xs = xs.f_to_kind(Kind::Float)?;
+        let variance = xs
+            .f_pow_tensor_scalar(2)?
+            .f_mean_dim(-1, true, Kind::Float)?;
+        let normed = xs.f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
+        Ok(self.weight.f_mul(&normed.f_to_kind(input_kind)?)?)
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    head_dim: i64,
+    key_value_groups: i64,
+    scaling: f64,
+}
+
+fn rotate_half(xs: &Tensor) -> Result<Tensor> {
+    // x1 = x[..., : x.shape[-1] // 2]; x2 = x[..., x.shape[-1] // 2 :]
+    // return torch.cat((-x2, x1), dim=-1)
+    let half = xs.size().last().copied().unwrap_or(0) / 2;
+    let first = xs.f_narrow(-1, 0, half)?;
+    let second = xs.f_narrow(-1, half, half)?;
+    Ok(Tensor::f_cat(&[second.f_neg()?, first], -1)?)
+}
+
+fn repeat_kv(xs: &Tensor, groups: i64) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(xs.shallow_clone());
+    }
+    // hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
+    //     .reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+    let [batch, heads, positions, width] = four_dims(xs)?;
+    Ok(xs
+        .f_unsqueeze(2)?
+        .f_expand([batch, heads, groups, positions, width], false)?
+        .f_reshape([batch, heads * groups, positions, width])?)
+}
+
+fn four_dims(xs: &Tensor) -> Result<[i64; 4]> {
+    let size = xs.size();
+    <[i64; 4]>::try_from(size.as_slice()).map_err(|_| {
+        MoeError::Torch(tch::TchError::Shape(format!(
+            "expected a 4-dimensional tensor, got {size:?}"
+        )))
+    })
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let size = xs.size();
+        let (batch, positions) = (size[0], size[1]);
+        // query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        let project = |weight: &Tensor| -> Result<Tensor> {
+            Ok(xs
+                .f_linear::<Tensor>(weight, None)?
+                .f_view([batch, positions, -1, self.head_dim])?
+                .f_transpose(1, 2)?)
+        };
+        let query = project(&self.q_proj)?;
+        let key = project(&self.k_proj)?;
+        let value = project(&self.v_proj)?;
+
+        // q_embed = (q * cos) + (rotate_half(q) * sin)
+        let rotate = |xs: &Tensor| -> Result<Tensor> {
+            Ok(xs.f_mul(cos)?.f_add(&rotate_half(xs)?.f_mul(sin)?)?)
+        };
+        let query = rotate(&query)?;
+        let key = rotate(&key)?;
+
+        let (key, value) = match cache.take() {
+            Some((past_key, past_value)) => (
+                Tensor::f_cat(&[past_key, key], 2)?,
+                Tensor::f_cat(&[past_value, value], 2)?,
+            ),
+            None => (key, value),
+        };
+        *cache = Some((key.shallow_clone(), value.shallow_clone()));
+
+        let key = repeat_kv(&key, self.key_value_groups)?;
+        let value = repeat_kv(&value, self.key_value_groups)?;
+        // attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+        let mut weights = query
+            .f_matmul(&key.f_transpose(2, 3)?)?
+            .f_mul_scalar(self.scaling)?;
+        if let Some(mask) = mask {
+            weights = weights.f_add(mask)?;
+        }
+        // softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+        let weights = weights.f_softmax(-1, Kind::Float)?.f_to_kind(query.kind())?;
+        // attn_output.transpose(1, 2).contiguous(); attn_output.reshape(*input_shape, -1)
+        let output = weights
+            .f_matmul(&value)?
+            .f_transpose(1, 2)?
+            .f_contiguous()?
+            .f_reshape([batch, positions, -1])?;
+        Ok(output.f_linear::<Tensor>(&self.o_proj, None)?)
+    }
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    index: u32,
+    attention: Attention,
+    router: Tensor,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+/// The experts each token goes to and with what weight, chosen deterministically.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Routing {
+    /// `rows[e]`: the token rows routed to expert `e`, ascending.
+    pub(crate) rows: Vec<Vec<i64>>,
+    /// `weights[e][i]`: the renormalised weight of `rows[e][i]`.
+    pub(crate) weights: Vec<Vec<f32>>,
+}
+
+/// Top-k over each row of `probabilities` (`[tokens × experts]`, row-major), renormalised.
+///
+/// Order is by `total_cmp`, descending, ties to the lower expert index, so the choice is the
+/// same on every machine.
+pub(crate) fn route(probabilities: &[f32], experts: usize, top_k: usize) -> Routing {
+    let mut rows = vec![Vec::new(); experts];
+    let mut weights = vec![Vec::new(); experts];
+    let mut order: Vec<usize> = Vec::with_capacity(experts);
+    for (row, probabilities) in probabilities.chunks_exact(experts).enumerate() {
+        order.clear();
+        order.extend(0..experts);
+        // Stable sort: equal probabilities keep ascending expert order.
+        order.sort_by(|a, b| probabilities[*b].total_cmp(&probabilities[*a]));
+        let chosen = &order[..top_k];
+        // router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
+        let sum = chosen
+            .iter()
+            .fold(0.0f32, |sum, expert| sum + probabilities[*expert]);
+        for expert in chosen {
+            rows[*expert].push(row as i64);
+            weights[*expert].push(probabilities[*expert] / sum);
+        }
+    }
+    Routing { rows, weights }
+}
+
+impl DecoderLayer {
+    fn moe(
+        &self,
+        xs: &Tensor,
+        experts: &mut ExpertCache,
+        top_k: usize,
+        usage: &mut ExpertUsage,
+    ) -> Result<Tensor> {
+        let size = xs.size();
+        let hidden = size[2];
+        let flat = xs.f_reshape([-1, hidden])?;
+        // router_logits = F.linear(hidden_states, self.weight)
+        // router_probs = torch.nn.functional.softmax(router_logits.float(), dim=-1)
+        let probabilities = flat
+            .f_linear::<Tensor>(&self.router, None)?
+            .f_softmax(-1, Kind::Float)?;
+        let expert_count = probabilities.size()[1] as usize;
+        let probabilities = Vec::<f32>::try_from(
+            probabilities
+                .f_to_device(Device::Cpu)?
+                .f_flatten(0, -1)?,
+        )?;
+        let routing = route(&probabilities, expert_count, top_k);
+
+        let device = xs.device();
+        let mut output = flat.f_zeros_like()?;
+        // for expert_idx in expert_hit: ... final_hidden_states.index_add_(0, token_idx, ...)
+        for (expert, rows) in routing.rows.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let id = ExpertId::new(self.index, expert as u32);
+            let weights = experts.get(id)?;
+            let rows_tensor = Tensor::f_from_slice(rows)?.f_to_device(device)?;
+            let selected = flat.f_index_select(0, &rows_tensor)?;
+            let scale = Tensor::f_from_slice(&routing.weights[expert])?
+                .f_to_device(device)?
+                .f_unsqueeze(1)?;
+            // current_hidden_states = current_hidden_states * top_k_weights[token_idx, top_k_pos, None]
+            let contribution = weights.forward(&selected)?.f_mul(&scale)?;
+            // In place; the returned handle is `output` itself.
+            let _ = output.f_index_add_(0, &rows_tensor, &contribution)?;
+            usage.record(self.index, expert, rows.len());
+        }
+        Ok(output.f_reshape(size.as_slice())?)
+    }
+}
+
+/// A Mixtral model: shared weights held once, experts through an [`ExpertCache`].
+///
+/// One instance serves one forward pass at a time (`&mut self`): libtorch tensors are not
+/// `Sync`, and the expert cache changes on every step. [`crate::Generator`] shares a model
+/// between requests behind a lock held for one step.
+#[derive(Debug)]
+pub struct Model {
+    config: Config,
+    device: Device,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    inv_freq: Tensor,
+    experts: ExpertCache,
+    source_description: String,
+}
+
+impl Model {
+    /// Loads the shared weights of `config` from `source` once; experts load on demand.
+    ///
+    /// Every shared tensor is checked against the shape `config` implies.
+    pub fn load(
+        config: &Config,
+        source: Arc<dyn WeightSource>,
+        options: ModelOptions,
+    ) -> Result<Self> {
+        config.validate()?;
+        let device = options.device;
+        let hidden = i64::from(config.hidden_size);
+        let head_dim = i64::from(config.head_dim());
+        let heads = i64::from(config.num_attention_heads);
+        let key_value_heads = i64::from(config.num_key_value_heads());
+        let vocab = i64::from(config.vocab_size);
+        let shared = |name: &str, shape: &[i64]| -> Result<Tensor> {
+            let tensor = source.tensor(name)?;
+            let got = shape_of(&tensor);
+            let expected: Vec<u64> = shape.iter().map(|d| *d as u64).collect();
+            if got != expected {
+                return Err(MoeError::WrongShape {
+                    name: name.to_owned(),
+                    got,
+                    expected,
+                });
+            }
+            Ok(tensor.f_to_kind(Kind::Float)?.f_to_device(device)?)
+        };
+        let norm = |name: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: shared(name, &[hidden])?,
+                eps: config.rms_norm_eps,
+            })
+        };
+
+        let embed_tokens = shared("model.embed_tokens.weight", &[vocab, hidden])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers as usize);
+        for index in 0..config.num_hidden_layers {
+            let prefix = format!("model.layers.{index}");
+            let attention = Attention {
+                q_proj: shared(
+                    &format!("{prefix}.self_attn.q_proj.weight"),
+                    &[heads * head_dim, hidden],
+                )?,
+                k_proj: shared(
+                    &format!("{prefix}.self_attn.k_proj.weight"),
+                    &[key_value_heads * head_dim, hidden],
+                )?,
+                v_proj: shared(
+                    &format!("{prefix}.self_attn.v_proj.weight"),
+                    &[key_value_heads * head_dim, hidden],
+                )?,
+                o_proj: shared(
+                    &format!("{prefix}.self_attn.o_proj.weight"),
+                    &[hidden, heads * head_dim],
+                )?,
+                head_dim,
+                key_value_groups: heads / key_value_heads,
+                // self.scaling = self.head_dim**-0.5
+                scaling: (head_dim as f64).powf(-0.5),
+            };
+            layers.push(DecoderLayer {
+                index,
+                attention,
+                router: shared(
+                    &format!("{prefix}.block_sparse_moe.gate.weight"),
+                    &[i64::from(config.num_local_experts), hidden],
+                )?,
+                input_layernorm: norm(&format!("{prefix}.input_layernorm.weight"))?,
+                post_attention_layernorm: norm(&format!(
+                    "{prefix}.post_attention_layernorm.weight"
+                ))?,
+            });
+        }
+        let final_norm = norm("model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            shared("lm_head.weight", &[vocab, hidden])?
+        };
+
+        // inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        let exponents = Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Float, Device::Cpu))?
+            .f_div_scalar(head_dim)?;
+        let inv_freq = Tensor::f_pow_scalar(config.rope_theta(), &exponents)?
+            .f_reciprocal()?
+            .f_to_device(device)?;
+
+        let source_description = source.describe();
+        let experts = ExpertCache::new(
+            source,
+            config.hidden_size,
+            config.intermediate_size,
+            Kind::Float,
+            device,
+            options.expert_cache_bytes,
+        );
+        tracing::info!(
+            source = %source_description,
+            layers = config.num_hidden_layers,
+            experts = config.num_local_experts,
+            top_k = config.num_experts_per_tok,
+            "model loaded"
+        );
+        Ok(Self {
+            config: config.clone(),
+            device,
+            embed_tokens,
+            layers,
+            norm: final_norm,
+            lm_head,
+            inv_freq,
+            experts,
+            source_description,
+        })
+    }
+
+    /// The configuration the model runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the model computes.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// What the weights are and where they came from, for logs.
+    pub fn source_description(&self) -> &str {
+        &self.source_description
+    }
+
+    /// The expert cache (its metrics, its budget).
+    pub fn expert_cache(&self) -> &ExpertCache {
+        &self.experts
+    }
+
+    /// The expert cache, to change its budget or clear it.
+    pub fn expert_cache_mut(&mut self) -> &mut ExpertCache {
+        &mut self.experts
+    }
+
+    /// An empty KV cache for a new request.
+    pub fn new_kv_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.config.num_hidden_layers).map(|_| None).collect(),
+            positions: 0,
+        }
+    }
+
+    /// Runs `tokens` (the positions after those already in `cache`) through the model, appends
+    /// their keys and values to `cache`, records the experts used in `usage`, and returns the
+    /// float32 logits `[positions, vocab]` (one row for [`Logits::Last`]).
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        usage: &mut ExpertUsage,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(MoeError::EmptyPrompt);
+        }
+        let vocab_size = self.config.vocab_size;
+        if let Some(id) = tokens.iter().find(|id| **id >= vocab_size) {
+            return Err(MoeError::TokenOutOfRange {
+                id: *id,
+                vocab_size,
+            });
+        }
+        let past = i64::from(cache.positions);
+        let count = tokens.len() as i64;
+        let context_max = i64::from(self.config.max_position_embeddings);
+        if past + count > context_max {
+            return Err(MoeError::ContextTooLong {
+                prompt_tokens: past as u64,
+                max_tokens: count as u64,
+                context_tokens_max: context_max as u64,
+            });
+        }
+
+        let ids: Vec<i64> = tokens.iter().map(|id| i64::from(*id)).collect();
+        let ids = Tensor::f_from_slice(&ids)?
+            .f_to_device(self.device)?
+            .f_unsqueeze(0)?;
+        let mut xs = Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false)?;
+
+        // freqs = position_ids[..., None].float() * self.inv_freq; emb = torch.cat((freqs, freqs), dim=-1)
+        let positions = Tensor::f_arange_start(past, past + count, (Kind::Float, self.device))?;
+        let freqs = positions.f_unsqueeze(1)?.f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
+        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        // cos.unsqueeze(unsqueeze_dim): [1, 1, positions, head_dim]
+        let cos = angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let sin = angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let mask = self.attention_mask(past, count)?;
+
+        let top_k = self.config.num_experts_per_tok as usize;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let residual = &xs;
+            let normed = layer.input_layernorm.forward(residual)?;
+            let attended = layer
+                .attention
+                .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
+            let hidden = residual.f_add(&attended)?;
+            let normed = layer.post_attention_layernorm.forward(&hidden)?;
+            let mixed = layer.moe(&normed, &mut self.experts, top_k, usage)?;
+            xs = hidden.f_add(&mixed)?;
+        }
+        cache.positions += tokens.len() as u32;
+
+        let xs = self.norm.forward(&xs)?.f_squeeze_dim(0)?;
+        let xs = match logits {
+            Logits::Last => xs.f_narrow(0, count - 1, 1)?,
+            Logits::All => xs,
+        };
+        Ok(xs.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+
+    /// The additive causal (and sliding-window) mask for `count` new positions after `past`,
+    /// `[count, past + count]` with 0 where attention is allowed and the float minimum where
+    /// not, as transformers builds it for eager attention; `None` when nothing is masked.
+    fn attention_mask(&self, past: i64, count: i64) -> Result<Option<Tensor>> {
+        let total = past + count;
+        let window = self.config.sliding_window.map(i64::from);
+        let windowed = window.is_some_and(|window| total > window);
+        if count == 1 && !windowed {
+            return Ok(None);
+        }
+        let mut values = vec![0f32; (count * total) as usize];
+        for row in 0..count {
+            let query = past + row;
+            for key in 0..total {
+                let hidden = key > query || window.is_some_and(|window| key <= query - window);
+                if hidden {
+                    values[(row * total + key) as usize] = f32::MIN;
+                }
+            }
+        }
+        Ok(Some(
+            Tensor::f_from_slice(&values)?
+                .f_view([count, total])?
+                .f_to_device(self.device)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::RandomInit;
+
+    #[test]
+    fn routing_is_top_k_renormalised_with_stable_ties() {
+        // Token 0: experts 2 and 0; token 1: a three-way tie keeps the lowest indices 0 and 1.
+        let probabilities = [0.3, 0.1, 0.6, 0.0, 0.25, 0.25, 0.25, 0.25];
+        let routing = route(&probabilities, 4, 2);
+        assert_eq!(routing.rows, vec![vec![0, 1], vec![1], vec![0], vec![]]);
+        assert!((routing.weights[2][0] - 0.6 / 0.9).abs() < 1e-6);
+        assert!((routing.weights[0][0] - 0.3 / 0.9).abs() < 1e-6);
+        assert_eq!(routing.weights[0][1], 0.5);
+        assert_eq!(routing.weights[1][0], 0.5);
+    }
+
+    fn seed_model() -> Model {
+        let config = Config::seed();
+        Model::load(
+            &config,
+            Arc::new(RandomInit::new(&config, 11)),
+            ModelOptions::default(),
+        )
+        .expect("seed model loads")
+    }
+
+    #[test]
+    fn incremental_decoding_matches_a_full_forward() {
+        let mut model = seed_model();
+        let tokens = [5u32, 80, 17, 200, 42, 9];
+        let mut usage = ExpertUsage::new(model.config());
+        let mut cache = model.new_kv_cache();
+        let full = model
+            .forward(&tokens, &mut cache, &mut usage, Logits::All)
+            .expect("forward");
+        let mut cache = model.new_kv_cache();
+        let mut last = None;
+        model
+            .forward(&tokens[..3], &mut cache, &mut usage, Logits::Last)
+            .expect("prefill");
+        for token in &tokens[3..] {
+            last = Some(
+                model
+                    .forward(&[*token], &mut cache, &mut usage, Logits::Last)
+                    .expect("step"),
+            );
+        }
+        let last = last.expect("ran");
+        let expected = full.narrow(0, 5, 1);
+        let difference = (&last - &expected).abs().max().double_value(&[]);
+        assert!(difference < 1e-4, "difference {difference}");
+        assert_eq!(cache.positions(), 6);
+        assert!(!usage.experts().is_empty());
+    }
+
+    #[test]
+    fn refuses_out_of_vocabulary_tokens_and_overlong_context() {
+        let mut model = seed_model();
+        let mut usage = ExpertUsage::new(model.config());
+        let mut cache = model.new_kv_cache();
+        let vocab = model.config().vocab_size;
+        assert!(matches!(
+            model.forward(&[vocab], &mut cache, &mut usage, Logits::Last),
+            Err(MoeError::TokenOutOfRange { .. })
+        ));
+        let context = model.config().max_position_embeddings as usize;
+        let too_long = vec![1u32; context + 1];
+        assert!(matches!(
+            model.forward(&too_long, &mut cache, &mut usage, Logits::Last),
+            Err(MoeError::ContextTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn sliding_window_hides_old_positions() {
+        let mut model = seed_model();
+        model.config.sliding_window = Some(2);
+        let mask = model.attention_mask(0, 4).expect("mask").expect("masked");
+        let values = Vec::<f32>::try_from(mask.flatten(0, -1)).expect("floats");
+        let visible: Vec<bool> = values.iter().map(|value| *value == 0.0).collect();
+        #[rustfmt::skip]
+        let expected = [
+            true, false, false, false,
+            true, true, false, false,
+            false, true, true, false,
+            false, false, true, true,
+        ];
+        assert_eq!(visible, expected);
+    }
+}

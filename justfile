@@ -1,0 +1,26 @@
+# Contributors' recipes. A fresh machine needs none of these: see README.md.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Install what is missing (Debian packages, the torch wheel).
+setup:
+    scripts/setup.sh
+
+# Build the release binaries and start the node on its defaults.
+start *ARGS:
+    scripts/start.sh {{ARGS}}
+
+# The whole test suite (what CI runs, with fmt and clippy).
+test *ARGS:
+    scripts/test.sh {{ARGS}}
+
+# What CI runs.
+ci:
+    .ci/run
+
+lint:
+    source scripts/env.sh && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+
+# Criterion benches (release profile; the first run builds RocksDB's C++ again, ~20 min).
+bench *ARGS:
+    source scripts/env.sh && cargo bench {{ARGS}}
