@@ -103,9 +103,8 @@ CREATE TRIGGER entries_apply AFTER INSERT ON entries
 -- Invariant: the entries of a transaction sum to zero, and there are at least two. Checked at
 -- COMMIT, once per inserted transaction and once per inserted entry (so entries added to an
 -- old transaction are checked too).
-CREATE FUNCTION ledger_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION ledger_check_balanced(tx BIGINT) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    tx BIGINT := CASE TG_TABLE_NAME WHEN 'transactions' THEN NEW.id ELSE NEW.tx_id END;
     total NUMERIC;
     lines BIGINT;
 BEGIN
@@ -114,12 +113,21 @@ BEGIN
         RAISE EXCEPTION 'transaction % is unbalanced: % entries summing to %', tx, lines, total
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
+END $$;
+CREATE FUNCTION ledger_check_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_check_balanced(NEW.id);
+    RETURN NULL;
+END $$;
+CREATE FUNCTION ledger_check_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ledger_check_balanced(NEW.tx_id);
     RETURN NULL;
 END $$;
 CREATE CONSTRAINT TRIGGER transactions_balanced AFTER INSERT ON transactions
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_balanced();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_transaction();
 CREATE CONSTRAINT TRIGGER entries_balanced AFTER INSERT ON entries
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_balanced();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check_entry();
 
 -- The record is append-only.
 CREATE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -36,7 +36,10 @@ fn main() {
 #[cfg(feature = "tch")]
 fn build_shim(lib_dir: &std::path::Path) {
     let Some(torch_dir) = lib_dir.parent() else {
-        panic!("DEP_TCH_LIBTORCH_LIB={} has no parent directory", lib_dir.display());
+        panic!(
+            "DEP_TCH_LIBTORCH_LIB={} has no parent directory",
+            lib_dir.display()
+        );
     };
     let include = torch_dir.join("include");
     let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());

@@ -193,6 +193,60 @@ pub enum Error {
     /// The free tier is turned off on this node: sign in to chat.
     #[error("this node has no free tier; sign in with a wallet")]
     FreeTierDisabled,
+    /// The prompt does not fit the limit (or the model's context).
+    #[error("prompt is {tokens} tokens, the most accepted is {max}")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        tokens: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The request names a model this node does not serve.
+    #[error("unknown model `{model}`; this node serves `{served}`")]
+    UnknownModel {
+        /// The name asked for.
+        model: String,
+        /// The name served.
+        served: &'static str,
+    },
+    /// No expert with this id in the served model.
+    #[error("unknown expert `{id}`")]
+    UnknownExpert {
+        /// The id asked for.
+        id: String,
+    },
+    /// The wallet cannot pay for the request's quoted tokens; nothing was charged.
+    #[error("insufficient balance: {available} BLY available, {required} BLY required")]
+    InsufficientBalance {
+        /// Spendable balance, BLY.
+        available: String,
+        /// What the request would hold, BLY.
+        required: String,
+    },
+    /// The ledger refused the payment for another reason; nothing was charged.
+    #[error("payment refused: {reason}")]
+    PaymentRefused {
+        /// The ledger's reason.
+        reason: String,
+    },
+    /// This node was started without a model to serve.
+    #[error("no model is loaded on this node")]
+    ModelUnavailable,
+    /// This node was started without a ledger, or the ledger failed.
+    #[error("ledger unavailable: {reason}")]
+    LedgerUnavailable {
+        /// Why.
+        reason: String,
+    },
+    /// This node was started without a chain store.
+    #[error("no chain store is open on this node")]
+    ChainUnavailable,
+    /// The model failed while generating.
+    #[error("generation failed: {reason}")]
+    Generation {
+        /// The model's error.
+        reason: String,
+    },
 }
 
 /// Result of the API layer.
@@ -233,6 +287,15 @@ impl Error {
             Self::RateLimited { .. } => "rate_limited",
             Self::FreeTierExhausted { .. } => "free_tier_exhausted",
             Self::FreeTierDisabled => "free_tier_disabled",
+            Self::PromptTooLong { .. } => "prompt_too_long",
+            Self::UnknownModel { .. } => "unknown_model",
+            Self::UnknownExpert { .. } => "unknown_expert",
+            Self::InsufficientBalance { .. } => "insufficient_balance",
+            Self::PaymentRefused { .. } => "payment_refused",
+            Self::ModelUnavailable => "model_unavailable",
+            Self::LedgerUnavailable { .. } => "ledger_unavailable",
+            Self::ChainUnavailable => "chain_unavailable",
+            Self::Generation { .. } => "generation_failed",
         }
     }
 
@@ -248,7 +311,16 @@ impl Error {
             | Self::AuthStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MalformedJson { .. }
             | Self::InvalidRequest { .. }
-            | Self::SiweMalformed { .. } => StatusCode::BAD_REQUEST,
+            | Self::SiweMalformed { .. }
+            | Self::PromptTooLong { .. } => StatusCode::BAD_REQUEST,
+            Self::UnknownModel { .. } | Self::UnknownExpert { .. } => StatusCode::NOT_FOUND,
+            Self::InsufficientBalance { .. } | Self::PaymentRefused { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
+            Self::ModelUnavailable | Self::LedgerUnavailable { .. } | Self::ChainUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Generation { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -295,8 +367,15 @@ impl Error {
     /// The JSON body sent for this error.
     pub fn body(&self) -> serde_json::Value {
         // Internal failures are logged in full but answered without details a caller could use.
-        let message = if self.status().is_server_error() && !matches!(self, Self::NonceStoreFull)
-        {
+        let message = if self.status().is_server_error()
+            && !matches!(
+                self,
+                Self::NonceStoreFull
+                    | Self::ModelUnavailable
+                    | Self::LedgerUnavailable { .. }
+                    | Self::ChainUnavailable
+                    | Self::Generation { .. }
+            ) {
             "internal error".to_owned()
         } else {
             self.to_string()

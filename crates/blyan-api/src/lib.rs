@@ -32,12 +32,15 @@
 
 mod auth;
 mod auth_store;
+mod chat;
+mod chat_routes;
 mod config;
 mod error;
 mod extract;
 mod jwt;
 mod logging;
 mod metrics;
+mod node_routes;
 mod nonce;
 mod openapi;
 mod page;
@@ -54,6 +57,12 @@ pub use auth_store::{
     API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX, API_KEYS_PER_WALLET_MAX, ApiKeyInfo,
     REFRESH_TOKEN_PREFIX,
 };
+pub use chat::{
+    CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_MESSAGE_BYTES_MAX,
+    CHAT_MESSAGES_MAX, CacheDelta, ChatDone, ChatMessage, ChatRequest, Cost, LayerExperts,
+    MODEL_ID, PROMPT_TOKENS_MAX, Usage,
+};
+pub use chat_routes::{CompletionRequest, StreamOptions};
 pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, Durability, FreeTierConfig, LedgerBackend,
@@ -64,6 +73,10 @@ pub use error::{Error, Result};
 pub use extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn};
 pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};
 pub use logging::init_logging;
+pub use node_routes::{
+    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
+    PolStatus,
+};
 pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_RANDOM_BYTES};
 pub use openapi::{ApiDoc, openapi_document};
 pub use rate_limit::RATE_LIMIT_KEYS_MAX;

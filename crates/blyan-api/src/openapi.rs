@@ -53,11 +53,24 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::auth::create_api_key,
         crate::auth::list_api_keys,
         crate::auth::revoke_api_key,
+        crate::chat_routes::chat,
+        crate::chat_routes::chat_stream,
+        crate::chat_routes::completions,
+        crate::chat_routes::models,
+        crate::node_routes::experts,
+        crate::node_routes::expert,
+        crate::node_routes::pol_status,
+        crate::node_routes::balance,
+        crate::node_routes::history,
     ),
     tags(
         (name = "node", description = "Health, metrics, this document"),
         (name = "page", description = "The web page"),
         (name = "auth", description = "Sign-In with Ethereum, tokens, API keys"),
+        (name = "chat", description = "Chat with the on-chain model (free tier or paid)"),
+        (name = "openai", description = "OpenAI-compatible endpoints"),
+        (name = "experts", description = "Experts, their versions and cache; Proof-of-Learning"),
+        (name = "wallet", description = "The signed-in wallet's balance and history"),
     )
 )]
 pub struct ApiDoc;

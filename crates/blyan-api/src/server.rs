@@ -2,8 +2,12 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use blyan_chain::ChainStore;
+use blyan_ledger::{Address as LedgerAddress, AnyLedger};
+use blyan_moe::{ExpertUsage, Generator};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Auth};
+use crate::chat_routes;
+use crate::node_routes::{self, model_label};
 use crate::config::NodeConfig;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
@@ -30,7 +36,8 @@ pub(crate) struct Limits {
     pub free_tier: RateLimiter<IpAddr>,
 }
 
-/// What every handler shares.
+/// What every handler shares. Built by [`AppState::new`] (configuration, sign-in store) and
+/// the `with_*` methods for the parts a node may run without: the model, the ledger, the chain.
 pub struct AppState {
     /// The configuration the node runs with.
     pub config: NodeConfig,
@@ -38,6 +45,12 @@ pub struct AppState {
     pub(crate) auth: Auth,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
+    pub(crate) generator: Option<Generator>,
+    pub(crate) ledger: Option<Arc<AnyLedger>>,
+    pub(crate) chain: Option<Arc<ChainStore>>,
+    pub(crate) server_account: Option<LedgerAddress>,
+    /// Token positions per `[layer][expert]` since start, for the expert dashboard.
+    expert_uses: Mutex<Vec<Vec<u64>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,11 +81,94 @@ impl AppState {
             auth,
             limits,
             metrics: Metrics::new(),
+            generator: None,
+            ledger: None,
+            chain: None,
+            server_account: None,
+            expert_uses: Mutex::new(Vec::new()),
         })
     }
 
+    /// Serves chat with `generator` (without one, chat answers `model_unavailable`).
+    #[must_use]
+    pub fn with_generator(mut self, generator: Generator) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
+    /// Charges signed-in callers through `ledger` (without one, only the free tier chats and
+    /// balances answer `ledger_unavailable`).
+    #[must_use]
+    pub fn with_ledger(mut self, ledger: Arc<AnyLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The chain store, for the explorer and expert versions.
+    #[must_use]
+    pub fn with_chain(mut self, chain: Arc<ChainStore>) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The account paid the serving share of each captured fee (the ledger's reward pool when
+    /// not set).
+    #[must_use]
+    pub fn with_server_account(mut self, account: LedgerAddress) -> Self {
+        self.server_account = Some(account);
+        self
+    }
+
+    /// The generator serving chat, if any.
+    pub fn generator(&self) -> Option<&Generator> {
+        self.generator.as_ref()
+    }
+
+    /// The ledger, if any.
+    pub fn ledger(&self) -> Option<&Arc<AnyLedger>> {
+        self.ledger.as_ref()
+    }
+
+    /// The chain store, if any.
+    pub fn chain(&self) -> Option<&Arc<ChainStore>> {
+        self.chain.as_ref()
+    }
+
     /// Copies the model's cache counters into the metrics (called before each scrape).
-    pub(crate) fn refresh_model_metrics(&self) {}
+    pub(crate) fn refresh_model_metrics(&self) {
+        if let Some(generator) = &self.generator {
+            let stats = generator.cache_stats();
+            self.metrics.set_expert_cache(stats.hits, stats.misses);
+        }
+    }
+
+    /// Adds one request's expert usage to the totals.
+    pub(crate) fn record_expert_usage(&self, usage: &ExpertUsage) {
+        let mut totals = self
+            .expert_uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (layer, counts) in usage.tokens.iter().enumerate() {
+            if totals.len() <= layer {
+                totals.resize(layer + 1, Vec::new());
+            }
+            let row = &mut totals[layer];
+            if row.len() < counts.len() {
+                row.resize(counts.len(), 0);
+            }
+            for (slot, count) in row.iter_mut().zip(counts) {
+                *slot = slot.saturating_add(u64::from(*count));
+            }
+        }
+    }
+
+    /// Token positions per `[layer][expert]` since start.
+    pub(crate) fn expert_uses(&self) -> Vec<Vec<u64>> {
+        self.expert_uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Body of `GET /health`.
@@ -84,6 +180,9 @@ pub struct Health {
     pub version: String,
     /// Seconds since the node started.
     pub uptime_seconds: u64,
+    /// `untrained seed` or `trained`; absent when no model is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Liveness and version.
@@ -93,6 +192,10 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Hea
         status: "ok".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        model: state
+            .generator
+            .as_ref()
+            .map(|generator| model_label(generator.info().untrained).to_owned()),
     })
 }
 
@@ -112,6 +215,15 @@ pub fn api_routes() -> ApiRoutes {
         .post("/auth/api-keys", auth::create_api_key)
         .get("/auth/api-keys", auth::list_api_keys)
         .delete("/auth/api-keys/{id}", auth::revoke_api_key)
+        .post("/chat", chat_routes::chat)
+        .post("/chat/stream", chat_routes::chat_stream)
+        .post("/v1/chat/completions", chat_routes::completions)
+        .get("/v1/models", chat_routes::models)
+        .get("/experts", node_routes::experts)
+        .get("/experts/{id}", node_routes::expert)
+        .get("/pol/status", node_routes::pol_status)
+        .get("/wallet/balance", node_routes::balance)
+        .get("/wallet/history", node_routes::history)
 }
 
 async fn not_found(uri: Uri) -> Error {

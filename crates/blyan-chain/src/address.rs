@@ -74,7 +74,11 @@ impl Address {
             .char_indices()
             .map(|(index, digit)| {
                 let nibble = (digest[index / 2] >> (if index % 2 == 0 { 4 } else { 0 })) & 0x0f;
-                if nibble >= 8 { digit.to_ascii_uppercase() } else { digit }
+                if nibble >= 8 {
+                    digit.to_ascii_uppercase()
+                } else {
+                    digit
+                }
             })
             .collect()
     }
@@ -148,7 +152,10 @@ mod tests {
             }
             assert_eq!(Address::parse(&printed).unwrap(), address);
             assert_eq!(Address::parse(&vector.to_lowercase()).unwrap(), address);
-            assert_eq!(Address::parse(&format!("0x{}", vector[2..].to_uppercase())).unwrap(), address);
+            assert_eq!(
+                Address::parse(&format!("0x{}", vector[2..].to_uppercase())).unwrap(),
+                address
+            );
         }
     }
 
@@ -158,7 +165,10 @@ mod tests {
         let bad = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
         assert!(matches!(
             Address::parse(bad),
-            Err(Error::InvalidAddress { reason: "EIP-55 checksum mismatch", .. })
+            Err(Error::InvalidAddress {
+                reason: "EIP-55 checksum mismatch",
+                ..
+            })
         ));
     }
 
@@ -170,7 +180,10 @@ mod tests {
             "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAedaa",
             "0xzzAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
         ] {
-            assert!(matches!(Address::parse(input), Err(Error::InvalidAddress { .. })), "{input}");
+            assert!(
+                matches!(Address::parse(input), Err(Error::InvalidAddress { .. })),
+                "{input}"
+            );
         }
     }
 

@@ -69,10 +69,16 @@ impl ChainId {
         match self {
             ChainId::Meta => matches!(kind, K::Genesis | K::Meta | K::Migration),
             ChainId::Parameters => {
-                matches!(kind, K::Genesis | K::Expert | K::Router | K::SharedWeights | K::Migration)
+                matches!(
+                    kind,
+                    K::Genesis | K::Expert | K::Router | K::SharedWeights | K::Migration
+                )
             }
             ChainId::Dataset => {
-                matches!(kind, K::Genesis | K::DatasetEntry | K::PolProof | K::Migration)
+                matches!(
+                    kind,
+                    K::Genesis | K::DatasetEntry | K::PolProof | K::Migration
+                )
             }
         }
     }
@@ -85,7 +91,9 @@ impl ChainId {
             "d" | "dataset" => Some(ChainId::Dataset),
             _ => None,
         };
-        found.ok_or_else(|| Error::InvalidChain { input: input.chars().take(40).collect() })
+        found.ok_or_else(|| Error::InvalidChain {
+            input: input.chars().take(40).collect(),
+        })
     }
 }
 
@@ -199,7 +207,10 @@ mod tests {
             assert_eq!(ChainId::ALL[chain.index()], chain);
         }
         assert_eq!(ChainId::from_letter(b'C'), None);
-        assert!(matches!(ChainId::parse("C"), Err(Error::InvalidChain { .. })));
+        assert!(matches!(
+            ChainId::parse("C"),
+            Err(Error::InvalidChain { .. })
+        ));
     }
 
     #[test]

@@ -125,7 +125,9 @@ impl StoreConfig {
                 ),
             });
         }
-        if !(SEGMENT_BYTES_TARGET_MIN..=BLOCK_PAYLOAD_BYTES_MAX).contains(&self.segment_bytes_target) {
+        if !(SEGMENT_BYTES_TARGET_MIN..=BLOCK_PAYLOAD_BYTES_MAX)
+            .contains(&self.segment_bytes_target)
+        {
             return Err(Error::Config {
                 field: "segment_bytes_target",
                 reason: format!(
@@ -144,15 +146,33 @@ mod tests {
 
     #[test]
     fn limits_hold_at_the_bound_and_fail_one_past() {
-        let mut config = StoreConfig { pow_difficulty_bits: POW_DIFFICULTY_BITS_MAX, ..StoreConfig::default() };
+        let mut config = StoreConfig {
+            pow_difficulty_bits: POW_DIFFICULTY_BITS_MAX,
+            ..StoreConfig::default()
+        };
         config.check().unwrap();
         config.pow_difficulty_bits += 1;
-        assert!(matches!(config.check(), Err(Error::Config { field: "pow_difficulty_bits", .. })));
+        assert!(matches!(
+            config.check(),
+            Err(Error::Config {
+                field: "pow_difficulty_bits",
+                ..
+            })
+        ));
 
-        let mut config = StoreConfig { payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX, ..StoreConfig::default() };
+        let mut config = StoreConfig {
+            payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX,
+            ..StoreConfig::default()
+        };
         config.check().unwrap();
         config.payload_bytes_max += 1;
-        assert!(matches!(config.check(), Err(Error::Config { field: "payload_bytes_max", .. })));
+        assert!(matches!(
+            config.check(),
+            Err(Error::Config {
+                field: "payload_bytes_max",
+                ..
+            })
+        ));
 
         for (target, ok) in [
             (SEGMENT_BYTES_TARGET_MIN, true),
@@ -160,18 +180,25 @@ mod tests {
             (BLOCK_PAYLOAD_BYTES_MAX, true),
             (BLOCK_PAYLOAD_BYTES_MAX + 1, false),
         ] {
-            let config = StoreConfig { segment_bytes_target: target, ..StoreConfig::default() };
+            let config = StoreConfig {
+                segment_bytes_target: target,
+                ..StoreConfig::default()
+            };
             assert_eq!(config.check().is_ok(), ok, "{target}");
         }
     }
 
     #[test]
     fn config_reads_from_partial_json_with_defaults() {
-        let config: StoreConfig =
-            serde_json::from_str(r#"{"durability":"unsynced","fork_rules":{"dataset":"allow_forks"}}"#)
-                .unwrap();
+        let config: StoreConfig = serde_json::from_str(
+            r#"{"durability":"unsynced","fork_rules":{"dataset":"allow_forks"}}"#,
+        )
+        .unwrap();
         assert_eq!(config.durability, Durability::Unsynced);
-        assert_eq!(config.fork_rules.get(ChainId::Dataset), ForkRule::AllowForks);
+        assert_eq!(
+            config.fork_rules.get(ChainId::Dataset),
+            ForkRule::AllowForks
+        );
         assert_eq!(config.fork_rules.get(ChainId::Meta), ForkRule::Linear);
         assert_eq!(config.payload_bytes_max, BLOCK_PAYLOAD_BYTES_MAX);
         assert!(serde_json::from_str::<StoreConfig>(r#"{"durabilty":"synced"}"#).is_err());

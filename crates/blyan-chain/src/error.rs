@@ -25,7 +25,10 @@ pub enum Error {
     InvalidAddress { input: String, reason: &'static str },
     /// Text that is not a 65-byte hex signature.
     #[error("invalid signature {input:?}{}", fault.map(|f| format!(": {f}")).unwrap_or_default())]
-    InvalidSignatureText { input: String, fault: Option<SignatureFault> },
+    InvalidSignatureText {
+        input: String,
+        fault: Option<SignatureFault>,
+    },
     /// A private key that is malformed or outside the curve order.
     #[error("invalid private key: {reason}")]
     InvalidKey { reason: &'static str },
@@ -51,7 +54,11 @@ pub enum Error {
     UnsupportedVersion { got: u16, supported: u16 },
     /// An input larger than its named limit.
     #[error("{what}: {got} is above the limit {max}")]
-    LimitExceeded { what: &'static str, got: u64, max: u64 },
+    LimitExceeded {
+        what: &'static str,
+        got: u64,
+        max: u64,
+    },
     /// A header whose hash is not the one claimed for it.
     #[error("header hashes to {got}, but {expected} was claimed")]
     HeaderHashMismatch { got: BlockHash, expected: BlockHash },
@@ -60,48 +67,98 @@ pub enum Error {
     MissingSignature { block: BlockHash },
     /// A signature that does not verify.
     #[error("block {block} has a bad signature: {fault}")]
-    BadSignature { block: BlockHash, fault: SignatureFault },
+    BadSignature {
+        block: BlockHash,
+        fault: SignatureFault,
+    },
     /// A valid signature by someone other than the header's author.
     #[error("block {block} names author {author} but was signed by {signer}")]
-    WrongSigner { block: BlockHash, author: Address, signer: Address },
+    WrongSigner {
+        block: BlockHash,
+        author: Address,
+        signer: Address,
+    },
     /// A payload whose length differs from the header's `payload_bytes`.
     #[error("payload of block {block} is {got} bytes, the header says {expected}")]
-    PayloadLengthMismatch { block: BlockHash, got: u64, expected: u64 },
+    PayloadLengthMismatch {
+        block: BlockHash,
+        got: u64,
+        expected: u64,
+    },
     /// A payload whose blake3 differs from the header's `payload_hash`.
     #[error("payload of block {block} hashes to {got}, the header says {expected}")]
-    PayloadHashMismatch { block: BlockHash, got: PayloadHash, expected: PayloadHash },
+    PayloadHashMismatch {
+        block: BlockHash,
+        got: PayloadHash,
+        expected: PayloadHash,
+    },
     /// The reader a streamed payload came from failed.
     #[error("reading the payload of block {block}: {source}")]
-    PayloadRead { block: BlockHash, source: std::io::Error },
+    PayloadRead {
+        block: BlockHash,
+        source: std::io::Error,
+    },
     /// A payload above the store's `payload_bytes_max`.
     #[error("payload of block {block} is {bytes} bytes, above the limit {max}")]
-    PayloadTooLarge { block: BlockHash, bytes: u64, max: u64 },
+    PayloadTooLarge {
+        block: BlockHash,
+        bytes: u64,
+        max: u64,
+    },
     /// A kind of block its chain does not hold.
     #[error("block {block}: chain {chain} does not hold {kind} blocks")]
-    KindNotAllowed { block: BlockHash, chain: ChainId, kind: BlockKind },
+    KindNotAllowed {
+        block: BlockHash,
+        chain: ChainId,
+        kind: BlockKind,
+    },
     /// Genesis not at height 0 without parent, or a height-0/parentless block that is not genesis.
     #[error(
         "block {block}: a {kind} block at height {height} (has parent: {has_parent}); only genesis \
          blocks, and all of them, sit at height 0 without a parent"
     )]
-    GenesisPlacement { block: BlockHash, kind: BlockKind, height: u64, has_parent: bool },
+    GenesisPlacement {
+        block: BlockHash,
+        kind: BlockKind,
+        height: u64,
+        has_parent: bool,
+    },
     /// A genesis block other than the one this store's covenant defines.
     #[error("genesis of chain {chain} is {got}, this store's covenant defines {expected}")]
-    GenesisMismatch { chain: ChainId, got: BlockHash, expected: BlockHash },
+    GenesisMismatch {
+        chain: ChainId,
+        got: BlockHash,
+        expected: BlockHash,
+    },
     /// More `depends_on` entries than [`crate::DEPENDS_ON_COUNT_MAX`].
     #[error("block {block} lists {count} dependencies, above the limit {max}")]
-    TooManyDependencies { block: BlockHash, count: u64, max: u32 },
+    TooManyDependencies {
+        block: BlockHash,
+        count: u64,
+        max: u32,
+    },
     /// The same block twice in `depends_on`.
     #[error("block {block} lists dependency {dependency} twice")]
-    DuplicateDependency { block: BlockHash, dependency: BlockHash },
+    DuplicateDependency {
+        block: BlockHash,
+        dependency: BlockHash,
+    },
     /// Metadata that does not fit the block's kind or exceeds a limit.
     #[error("block {block} ({kind}): invalid metadata: {reason}")]
-    MetaInvalid { block: BlockHash, kind: BlockKind, reason: &'static str },
+    MetaInvalid {
+        block: BlockHash,
+        kind: BlockKind,
+        reason: &'static str,
+    },
     /// A block hash with fewer leading zero bits than the store's difficulty.
     #[error(
         "block {block} has {leading_zero_bits} leading zero bits, proof of work needs {difficulty_bits}"
     )]
-    InsufficientWork { block: BlockHash, leading_zero_bits: u32, difficulty_bits: u32 },
+    InsufficientWork {
+        block: BlockHash,
+        leading_zero_bits: u32,
+        difficulty_bits: u32,
+    },
 
     // ---- a block against the store ----
     /// A block the store already holds.
@@ -112,16 +169,33 @@ pub enum Error {
     UnknownParent { block: BlockHash, parent: BlockHash },
     /// A `prev_hash` naming a block of another chain.
     #[error("block {block} on chain {chain}: parent {parent} is on chain {parent_chain}")]
-    ParentOnOtherChain { block: BlockHash, chain: ChainId, parent: BlockHash, parent_chain: ChainId },
+    ParentOnOtherChain {
+        block: BlockHash,
+        chain: ChainId,
+        parent: BlockHash,
+        parent_chain: ChainId,
+    },
     /// A height other than the parent's + 1.
     #[error("block {block} claims height {height}, its parent's height + 1 is {expected}")]
-    HeightGap { block: BlockHash, height: u64, expected: u64 },
+    HeightGap {
+        block: BlockHash,
+        height: u64,
+        expected: u64,
+    },
     /// A second child of one parent on a chain whose fork rule is linear.
     #[error("block {block} forks chain {chain} at height {height}, where {existing} is stored")]
-    Fork { block: BlockHash, chain: ChainId, height: u64, existing: BlockHash },
+    Fork {
+        block: BlockHash,
+        chain: ChainId,
+        height: u64,
+        existing: BlockHash,
+    },
     /// A `depends_on` entry naming no stored block.
     #[error("block {block}: dependency {dependency} is not stored")]
-    UnknownDependency { block: BlockHash, dependency: BlockHash },
+    UnknownDependency {
+        block: BlockHash,
+        dependency: BlockHash,
+    },
     /// A dependency stamped later than the block that depends on it.
     #[error(
         "block {block} (time {timestamp_ms} ms) depends on {dependency}, stamped later \
@@ -146,7 +220,12 @@ pub enum Error {
     },
     /// An expert block whose version is not the expert's current version + 1.
     #[error("block {block}: {expert} version {got}, the next version is {expected}")]
-    ExpertVersionMismatch { block: BlockHash, expert: ExpertName, got: u32, expected: u32 },
+    ExpertVersionMismatch {
+        block: BlockHash,
+        expert: ExpertName,
+        got: u32,
+        expected: u32,
+    },
     /// Proof-of-Learning refused an expert block.
     #[error("block {block} refused by Proof-of-Learning: {reason}")]
     PolRejected { block: BlockHash, reason: String },
@@ -157,10 +236,16 @@ pub enum Error {
     // ---- the store itself ----
     /// RocksDB failed.
     #[error("database {operation}: {source}")]
-    Database { operation: &'static str, source: rocksdb::Error },
+    Database {
+        operation: &'static str,
+        source: rocksdb::Error,
+    },
     /// A file operation failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Stored data that contradicts itself. Reported, never repaired silently.
     #[error("store corruption: {what}")]
     Corruption { what: String },

@@ -58,9 +58,12 @@ impl ExpertName {
             input: input.chars().take(80).collect(),
             reason,
         };
-        let rest = input.strip_prefix("layer").ok_or_else(|| invalid("must start with `layer`"))?;
-        let (layer, expert) =
-            rest.split_once(".expert").ok_or_else(|| invalid("must read layer{L}.expert{E}"))?;
+        let rest = input
+            .strip_prefix("layer")
+            .ok_or_else(|| invalid("must start with `layer`"))?;
+        let (layer, expert) = rest
+            .split_once(".expert")
+            .ok_or_else(|| invalid("must read layer{L}.expert{E}"))?;
         let layer = parse_index(layer).ok_or_else(|| invalid("layer is not a plain decimal"))?;
         let expert = parse_index(expert).ok_or_else(|| invalid("expert is not a plain decimal"))?;
         Self::new(layer, expert).map_err(|error| match error {
@@ -157,7 +160,10 @@ mod tests {
         let name = ExpertName::parse("layer3.expert7").unwrap();
         assert_eq!((name.layer(), name.expert()), (3, 7));
         assert_eq!(name.to_string(), "layer3.expert7");
-        assert_eq!(ExpertName::parse("layer0.expert0").unwrap(), ExpertName::new(0, 0).unwrap());
+        assert_eq!(
+            ExpertName::parse("layer0.expert0").unwrap(),
+            ExpertName::new(0, 0).unwrap()
+        );
         assert_eq!(ExpertName::from_key_bytes(&name.key_bytes()), Some(name));
     }
 
@@ -166,9 +172,15 @@ mod tests {
         let at_bound = format!("layer{EXPERT_LAYER_INDEX_MAX}.expert{EXPERT_INDEX_MAX}");
         assert!(ExpertName::parse(&at_bound).is_ok());
         let layer_past = format!("layer{}.expert0", EXPERT_LAYER_INDEX_MAX + 1);
-        assert!(matches!(ExpertName::parse(&layer_past), Err(Error::InvalidExpertName { .. })));
+        assert!(matches!(
+            ExpertName::parse(&layer_past),
+            Err(Error::InvalidExpertName { .. })
+        ));
         let expert_past = format!("layer0.expert{}", EXPERT_INDEX_MAX + 1);
-        assert!(matches!(ExpertName::parse(&expert_past), Err(Error::InvalidExpertName { .. })));
+        assert!(matches!(
+            ExpertName::parse(&expert_past),
+            Err(Error::InvalidExpertName { .. })
+        ));
     }
 
     #[test]
@@ -189,7 +201,10 @@ mod tests {
             "layer99999999999.expert1",
         ] {
             assert!(
-                matches!(ExpertName::parse(input), Err(Error::InvalidExpertName { .. })),
+                matches!(
+                    ExpertName::parse(input),
+                    Err(Error::InvalidExpertName { .. })
+                ),
                 "{input:?}"
             );
         }

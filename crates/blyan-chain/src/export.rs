@@ -93,7 +93,10 @@ impl ChainStore {
         to_height: u64,
         mut out: impl Write,
     ) -> Result<ExportSummary> {
-        let io = |source| Error::Io { path: "<export stream>".into(), source };
+        let io = |source| Error::Io {
+            path: "<export stream>".into(),
+            source,
+        };
         let mut file_header = [0u8; FILE_HEADER_BYTES];
         file_header[..8].copy_from_slice(&EXPORT_MAGIC);
         file_header[8] = chain.letter();
@@ -101,7 +104,13 @@ impl ChainStore {
         file_header[24..32].copy_from_slice(&to_height.to_le_bytes());
         out.write_all(&file_header).map_err(io)?;
 
-        let mut summary = ExportSummary { chain, from_height, to_height, blocks: 0, payload_bytes: 0 };
+        let mut summary = ExportSummary {
+            chain,
+            from_height,
+            to_height,
+            blocks: 0,
+            payload_bytes: 0,
+        };
         let mut hashes = blake3::Hasher::new();
         let start = height_prefix(chain, from_height);
         let end = match to_height.checked_add(1) {
@@ -120,7 +129,8 @@ impl ChainStore {
             let header_bytes = header.encode();
             out.write_all(&[TAG_BLOCK]).map_err(io)?;
             out.write_all(hash.as_bytes()).map_err(io)?;
-            out.write_all(&(header_bytes.len() as u32).to_le_bytes()).map_err(io)?;
+            out.write_all(&(header_bytes.len() as u32).to_le_bytes())
+                .map_err(io)?;
             out.write_all(&header_bytes).map_err(io)?;
             out.write_all(&payload).map_err(io)?;
             hashes.update(hash.as_bytes());
@@ -136,7 +146,13 @@ impl ChainStore {
     }
 
     /// [`ChainStore::export`] into a new file at `path` (replaced if it exists), fsynced.
-    pub fn export_file(&self, chain: ChainId, from_height: u64, to_height: u64, path: &Path) -> Result<ExportSummary> {
+    pub fn export_file(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+        to_height: u64,
+        path: &Path,
+    ) -> Result<ExportSummary> {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -144,11 +160,19 @@ impl ChainStore {
             .open(path)
             .map_err(io_error(path))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let summary = self.export(chain, from_height, to_height, &mut out).map_err(|error| match error {
-            Error::Io { source, .. } => Error::Io { path: path.to_path_buf(), source },
-            other => other,
+        let summary = self
+            .export(chain, from_height, to_height, &mut out)
+            .map_err(|error| match error {
+                Error::Io { source, .. } => Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                other => other,
+            })?;
+        let file = out.into_inner().map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            source: error.into_error(),
         })?;
-        let file = out.into_inner().map_err(|error| Error::Io { path: path.to_path_buf(), source: error.into_error() })?;
         file.sync_all().map_err(io_error(path))?;
         Ok(summary)
     }
@@ -157,17 +181,29 @@ impl ChainStore {
     /// payload streamed into the store), blocks already stored are skipped. The trailer must
     /// match the blocks read.
     pub fn import(&self, input: impl Read) -> Result<ImportSummary> {
-        let mut input = Counting { inner: input, offset: 0 };
+        let mut input = Counting {
+            inner: input,
+            offset: 0,
+        };
         let mut file_header = [0u8; FILE_HEADER_BYTES];
         input.read_exact_or(&mut file_header, "the file header")?;
         if file_header[..8] != EXPORT_MAGIC {
-            return Err(Error::ExportFormat { offset: 0, reason: "not a Blyan chain export (bad magic)".into() });
+            return Err(Error::ExportFormat {
+                offset: 0,
+                reason: "not a Blyan chain export (bad magic)".into(),
+            });
         }
         let chain = ChainId::from_letter(file_header[8]).ok_or_else(|| Error::ExportFormat {
             offset: 8,
             reason: format!("unknown chain letter {}", file_header[8]),
         })?;
-        let mut summary = ImportSummary { chain, blocks: 0, imported: 0, already_present: 0, payload_bytes: 0 };
+        let mut summary = ImportSummary {
+            chain,
+            blocks: 0,
+            imported: 0,
+            already_present: 0,
+            payload_bytes: 0,
+        };
         let mut hashes = blake3::Hasher::new();
         loop {
             let mut tag = [0u8; 1];
@@ -195,16 +231,24 @@ impl ChainStore {
         if count != summary.blocks || trailer[8..] != *hashes.finalize().as_bytes() {
             return Err(Error::ExportFormat {
                 offset: input.offset - 40,
-                reason: format!("trailer names {count} blocks that differ from the {} read", summary.blocks),
+                reason: format!(
+                    "trailer names {count} blocks that differ from the {} read",
+                    summary.blocks
+                ),
             });
         }
         let mut extra = [0u8; 1];
-        let extra_read = input.read(&mut extra).map_err(|error| Error::ExportFormat {
-            offset: input.offset,
-            reason: format!("reading past the trailer: {error}"),
-        })?;
+        let extra_read = input
+            .read(&mut extra)
+            .map_err(|error| Error::ExportFormat {
+                offset: input.offset,
+                reason: format!("reading past the trailer: {error}"),
+            })?;
         if extra_read != 0 {
-            return Err(Error::ExportFormat { offset: input.offset - 1, reason: "bytes after the trailer".into() });
+            return Err(Error::ExportFormat {
+                offset: input.offset - 1,
+                reason: "bytes after the trailer".into(),
+            });
         }
         tracing::info!(%chain, imported = summary.imported, skipped = summary.already_present, "chain imported");
         Ok(summary)
@@ -226,15 +270,21 @@ impl ChainStore {
         if header.chain != chain {
             return Err(Error::ExportFormat {
                 offset: record_offset,
-                reason: format!("block {claimed} is on chain {}, the file holds chain {chain}", header.chain),
+                reason: format!(
+                    "block {claimed} is on chain {}, the file holds chain {chain}",
+                    header.chain
+                ),
             });
         }
         if self.contains(&claimed)? {
-            let skipped = std::io::copy(&mut input.by_ref().take(header.payload_bytes), &mut std::io::sink())
-                .map_err(|error| Error::ExportFormat {
-                    offset: input.offset,
-                    reason: format!("reading the payload of {claimed}: {error}"),
-                })?;
+            let skipped = std::io::copy(
+                &mut input.by_ref().take(header.payload_bytes),
+                &mut std::io::sink(),
+            )
+            .map_err(|error| Error::ExportFormat {
+                offset: input.offset,
+                reason: format!("reading the payload of {claimed}: {error}"),
+            })?;
             if skipped != header.payload_bytes {
                 return Err(Error::ExportFormat {
                     offset: input.offset,

@@ -47,7 +47,10 @@ pub struct GenesisBlock {
 impl GenesisSpec {
     /// The network's genesis: [`COVENANT_TEXT`] at [`GENESIS_TIMESTAMP_MS`].
     pub fn shipped() -> Self {
-        Self { covenant: Cow::Borrowed(COVENANT_TEXT.as_bytes()), timestamp_ms: GENESIS_TIMESTAMP_MS }
+        Self {
+            covenant: Cow::Borrowed(COVENANT_TEXT.as_bytes()),
+            timestamp_ms: GENESIS_TIMESTAMP_MS,
+        }
     }
 
     /// blake3 of the covenant, as chain A's genesis header commits it.
@@ -57,9 +60,16 @@ impl GenesisSpec {
 
     /// The genesis block of `chain`.
     pub fn block(&self, chain: ChainId) -> GenesisBlock {
-        let payload = if chain == ChainId::Meta { self.covenant.to_vec() } else { Vec::new() };
-        let depends_on =
-            if chain == ChainId::Meta { Vec::new() } else { vec![self.meta_genesis_hash()] };
+        let payload = if chain == ChainId::Meta {
+            self.covenant.to_vec()
+        } else {
+            Vec::new()
+        };
+        let depends_on = if chain == ChainId::Meta {
+            Vec::new()
+        } else {
+            vec![self.meta_genesis_hash()]
+        };
         let header = BlockHeader {
             format_version: HEADER_FORMAT_VERSION,
             chain,
@@ -125,7 +135,10 @@ mod tests {
     #[test]
     fn another_covenant_is_another_network() {
         let shipped = GenesisSpec::shipped();
-        let other = GenesisSpec { covenant: Cow::Borrowed(b"other rules"), ..GenesisSpec::shipped() };
+        let other = GenesisSpec {
+            covenant: Cow::Borrowed(b"other rules"),
+            ..GenesisSpec::shipped()
+        };
         let (a, b) = (shipped.hashes(), other.hashes());
         for index in 0..a.len() {
             assert_ne!(a[index], b[index]);

@@ -72,13 +72,18 @@ macro_rules! hash_type {
         }
 
         impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 serializer.collect_str(self)
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
                 Self::parse(&text).map_err(serde::de::Error::custom)
             }
@@ -129,9 +134,15 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_input() {
-        assert!(matches!(BlockHash::parse("0x12"), Err(Error::InvalidHash { .. })));
+        assert!(matches!(
+            BlockHash::parse("0x12"),
+            Err(Error::InvalidHash { .. })
+        ));
         let not_hex = format!("0x{}", "zz".repeat(32));
-        assert!(matches!(BlockHash::parse(&not_hex), Err(Error::InvalidHash { .. })));
+        assert!(matches!(
+            BlockHash::parse(&not_hex),
+            Err(Error::InvalidHash { .. })
+        ));
     }
 
     #[test]

@@ -253,7 +253,12 @@ impl Writer for HashWriter {
 impl BlockHeader {
     /// A child of `parent` on the parent's chain, committing to `payload`, with empty metadata,
     /// no dependencies, nonce 0, and no author or signature yet.
-    pub fn new_child(parent: &ChainTip, kind: BlockKind, payload: &[u8], timestamp_ms: u64) -> Self {
+    pub fn new_child(
+        parent: &ChainTip,
+        kind: BlockKind,
+        payload: &[u8],
+        timestamp_ms: u64,
+    ) -> Self {
         Self {
             format_version: HEADER_FORMAT_VERSION,
             chain: parent.chain,
@@ -281,8 +286,7 @@ impl BlockHeader {
 
     /// The canonical encoding, signature included; what the store keeps and the wire carries.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::encode_to_vec(self, canonical_config())
-            .expect("encoding into a Vec cannot fail")
+        bincode::encode_to_vec(self, canonical_config()).expect("encoding into a Vec cannot fail")
     }
 
     /// Decodes exactly one header from `bytes`: the version first (another version is
@@ -295,19 +299,26 @@ impl BlockHeader {
                 max: u64::from(HEADER_BYTES_MAX),
             });
         }
-        let version_bytes: [u8; 2] = bytes
-            .get(..2)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| Error::Decode { what: "header", reason: "shorter than its version".into() })?;
+        let version_bytes: [u8; 2] =
+            bytes
+                .get(..2)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Error::Decode {
+                    what: "header",
+                    reason: "shorter than its version".into(),
+                })?;
         let version = u16::from_le_bytes(version_bytes);
         if version != HEADER_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { got: version, supported: HEADER_FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                got: version,
+                supported: HEADER_FORMAT_VERSION,
+            });
         }
-        let (header, read): (Self, usize) =
-            bincode::decode_from_slice(bytes, canonical_config()).map_err(|error| Error::Decode {
-                what: "header",
-                reason: error.to_string(),
-            })?;
+        let (header, read): (Self, usize) = bincode::decode_from_slice(bytes, canonical_config())
+            .map_err(|error| Error::Decode {
+            what: "header",
+            reason: error.to_string(),
+        })?;
         if read != bytes.len() {
             return Err(Error::Decode {
                 what: "header",
@@ -327,7 +338,9 @@ impl BlockHeader {
     /// The address that signed this header, recovered from the signature.
     pub fn signer(&self) -> Result<Address> {
         let hash = self.hash();
-        let signature = self.signature.ok_or(Error::MissingSignature { block: hash })?;
+        let signature = self
+            .signature
+            .ok_or(Error::MissingSignature { block: hash })?;
         signature
             .recover_eip191(hash.as_bytes())
             .map_err(|fault| Error::BadSignature { block: hash, fault })
@@ -348,7 +361,10 @@ impl BlockHeader {
 
     /// This header with its hash, as the store and the API hand it out.
     pub fn seal(self) -> SealedHeader {
-        SealedHeader { hash: self.hash(), header: self }
+        SealedHeader {
+            hash: self.hash(),
+            header: self,
+        }
     }
 }
 
@@ -427,11 +443,17 @@ pub(crate) fn decode_block_prefix(prefix: &[u8; BLOCK_PREFIX_BYTES]) -> Result<(
 }
 
 /// Decodes a header and checks it against the hash claimed for it.
-pub(crate) fn decode_claimed_header(claimed: BlockHash, header_bytes: &[u8]) -> Result<BlockHeader> {
+pub(crate) fn decode_claimed_header(
+    claimed: BlockHash,
+    header_bytes: &[u8],
+) -> Result<BlockHeader> {
     let header = BlockHeader::decode(header_bytes)?;
     let hash = header.hash();
     if hash != claimed {
-        return Err(Error::HeaderHashMismatch { got: hash, expected: claimed });
+        return Err(Error::HeaderHashMismatch {
+            got: hash,
+            expected: claimed,
+        });
     }
     Ok(header)
 }
@@ -440,16 +462,21 @@ pub(crate) fn decode_claimed_header(claimed: BlockHash, header_bytes: &[u8]) -> 
 /// claimed one and that exactly `payload_bytes` follow. Signature and payload hash are checked
 /// by [`crate::validate_header`] / [`crate::ChainStore::append`].
 pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock<'_>> {
-    let prefix: &[u8; BLOCK_PREFIX_BYTES] =
-        bytes.get(..BLOCK_PREFIX_BYTES).and_then(|p| p.try_into().ok()).ok_or_else(|| {
-            Error::Decode { what: "block", reason: "shorter than its hash and header length".into() }
+    let prefix: &[u8; BLOCK_PREFIX_BYTES] = bytes
+        .get(..BLOCK_PREFIX_BYTES)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| Error::Decode {
+            what: "block",
+            reason: "shorter than its hash and header length".into(),
         })?;
     let (claimed, header_len) = decode_block_prefix(prefix)?;
     let header_end = BLOCK_PREFIX_BYTES + header_len;
-    let header_bytes = bytes.get(BLOCK_PREFIX_BYTES..header_end).ok_or_else(|| Error::Decode {
-        what: "block",
-        reason: format!("header length {header_len} runs past the end"),
-    })?;
+    let header_bytes = bytes
+        .get(BLOCK_PREFIX_BYTES..header_end)
+        .ok_or_else(|| Error::Decode {
+            what: "block",
+            reason: format!("header length {header_len} runs past the end"),
+        })?;
     let header = decode_claimed_header(claimed, header_bytes)?;
     let payload = &bytes[header_end..];
     if payload.len() as u64 != header.payload_bytes {
@@ -459,7 +486,11 @@ pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock<'_>> {
             expected: header.payload_bytes,
         });
     }
-    Ok(DecodedBlock { hash: claimed, header, payload })
+    Ok(DecodedBlock {
+        hash: claimed,
+        header,
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -467,8 +498,13 @@ mod tests {
     use super::*;
 
     fn sample() -> BlockHeader {
-        let tip = ChainTip { chain: ChainId::Parameters, height: 4, hash: BlockHash([3; 32]) };
-        let mut header = BlockHeader::new_child(&tip, BlockKind::Expert, b"weights", 1_800_000_000_000);
+        let tip = ChainTip {
+            chain: ChainId::Parameters,
+            height: 4,
+            hash: BlockHash([3; 32]),
+        };
+        let mut header =
+            BlockHeader::new_child(&tip, BlockKind::Expert, b"weights", 1_800_000_000_000);
         header.meta.expert = Some(ExpertName::new(1, 2).unwrap());
         header.meta.version = 1;
         header.meta.tensors.push(TensorMeta {
@@ -503,7 +539,10 @@ mod tests {
         assert_eq!(BlockHeader::decode(&bytes).unwrap(), header);
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(BlockHeader::decode(&longer), Err(Error::Decode { .. })));
+        assert!(matches!(
+            BlockHeader::decode(&longer),
+            Err(Error::Decode { .. })
+        ));
     }
 
     #[test]
@@ -512,7 +551,10 @@ mod tests {
         bytes[..2].copy_from_slice(&2u16.to_le_bytes());
         assert!(matches!(
             BlockHeader::decode(&bytes),
-            Err(Error::UnsupportedVersion { got: 2, supported: HEADER_FORMAT_VERSION })
+            Err(Error::UnsupportedVersion {
+                got: 2,
+                supported: HEADER_FORMAT_VERSION
+            })
         ));
     }
 
@@ -535,10 +577,16 @@ mod tests {
 
         let mut wrong_hash = bytes.clone();
         wrong_hash[0] ^= 1;
-        assert!(matches!(decode_block(&wrong_hash), Err(Error::HeaderHashMismatch { .. })));
+        assert!(matches!(
+            decode_block(&wrong_hash),
+            Err(Error::HeaderHashMismatch { .. })
+        ));
 
         let short = &bytes[..bytes.len() - 1];
-        assert!(matches!(decode_block(short), Err(Error::PayloadLengthMismatch { .. })));
+        assert!(matches!(
+            decode_block(short),
+            Err(Error::PayloadLengthMismatch { .. })
+        ));
     }
 
     #[test]

@@ -134,12 +134,18 @@ impl serde::Serialize for Signature {
     }
 }
 
+/// JSON carries the 65 bytes verbatim (as stored, whatever `v` is), so a header read back from
+/// JSON has the same hash and the same validity; [`Signature::parse`] is for wallet output.
 impl<'de> serde::Deserialize<'de> for Signature {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        let digits = text.strip_prefix("0x").unwrap_or(&text);
+        let mut bytes = [0u8; SIGNATURE_BYTES];
+        hex::decode_to_slice(digits, &mut bytes)
+            .map_err(|_| serde::de::Error::custom("signature is not 65 hex-encoded bytes"))?;
+        Ok(Self(bytes))
     }
 }
 
@@ -182,10 +188,13 @@ impl AuthorKey {
         let digits = digits.strip_prefix("0x").unwrap_or(digits);
         let mut secret = [0u8; SECRET_KEY_BYTES];
         if digits.len() != 2 * SECRET_KEY_BYTES {
-            return Err(Error::InvalidKey { reason: "expected 64 hex digits" });
+            return Err(Error::InvalidKey {
+                reason: "expected 64 hex digits",
+            });
         }
-        hex::decode_to_slice(digits, &mut secret)
-            .map_err(|_| Error::InvalidKey { reason: "not hexadecimal" })?;
+        hex::decode_to_slice(digits, &mut secret).map_err(|_| Error::InvalidKey {
+            reason: "not hexadecimal",
+        })?;
         Self::from_bytes(&secret)
     }
 
@@ -244,7 +253,9 @@ impl AuthorKey {
 
 impl fmt::Debug for AuthorKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorKey").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("AuthorKey")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -276,22 +287,34 @@ mod tests {
             "0xb91467e570a6466aa9e9876cbcd013baba02900b8979d43fe208a4a4f339f5fd\
              6007e74cd82e037b800186422fc2da167c747ef045e5d18a5f5d4300f8e1a0291c"
         );
-        assert_eq!(signature.recover_eip191(b"Some data").unwrap(), key.address());
+        assert_eq!(
+            signature.recover_eip191(b"Some data").unwrap(),
+            key.address()
+        );
     }
 
     #[test]
     fn recovery_rejects_tampering() {
         let key = AuthorKey::generate();
         let signature = key.sign_eip191(b"message");
-        assert_ne!(signature.recover_eip191(b"other message").ok(), Some(key.address()));
+        assert_ne!(
+            signature.recover_eip191(b"other message").ok(),
+            Some(key.address())
+        );
 
         let mut bad_v = signature;
         bad_v.0[64] = 29;
-        assert_eq!(bad_v.recover_eip191(b"message"), Err(SignatureFault::RecoveryByte));
+        assert_eq!(
+            bad_v.recover_eip191(b"message"),
+            Err(SignatureFault::RecoveryByte)
+        );
 
         let mut zero = signature;
         zero.0[..64].fill(0);
-        assert_eq!(zero.recover_eip191(b"message"), Err(SignatureFault::Malformed));
+        assert_eq!(
+            zero.recover_eip191(b"message"),
+            Err(SignatureFault::Malformed)
+        );
     }
 
     #[test]
@@ -315,8 +338,14 @@ mod tests {
         raw[64] = 1;
         assert_eq!(Signature::from_bytes(&raw).unwrap().0[64], 28);
         raw[64] = 2;
-        assert_eq!(Signature::from_bytes(&raw), Err(SignatureFault::RecoveryByte));
-        assert_eq!(Signature::from_bytes(&raw[..64]), Err(SignatureFault::Length));
+        assert_eq!(
+            Signature::from_bytes(&raw),
+            Err(SignatureFault::RecoveryByte)
+        );
+        assert_eq!(
+            Signature::from_bytes(&raw[..64]),
+            Err(SignatureFault::Length)
+        );
     }
 
     #[test]
@@ -328,16 +357,31 @@ mod tests {
         key.write_file(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(AuthorKey::read_file(&path).unwrap().address(), key.address());
+        assert_eq!(
+            AuthorKey::read_file(&path).unwrap().address(),
+            key.address()
+        );
         assert!(matches!(key.write_file(&path), Err(Error::Io { .. })));
         std::fs::write(&path, "0x1234\n").unwrap();
-        assert!(matches!(AuthorKey::read_file(&path), Err(Error::KeyFile { .. })));
+        assert!(matches!(
+            AuthorKey::read_file(&path),
+            Err(Error::KeyFile { .. })
+        ));
     }
 
     #[test]
     fn invalid_secrets_are_rejected() {
-        assert!(matches!(AuthorKey::from_bytes(&[0; 32]), Err(Error::InvalidKey { .. })));
-        assert!(matches!(AuthorKey::from_bytes(&[0xff; 32]), Err(Error::InvalidKey { .. })));
-        assert!(matches!(AuthorKey::parse_hex("0x12"), Err(Error::InvalidKey { .. })));
+        assert!(matches!(
+            AuthorKey::from_bytes(&[0; 32]),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            AuthorKey::from_bytes(&[0xff; 32]),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            AuthorKey::parse_hex("0x12"),
+            Err(Error::InvalidKey { .. })
+        ));
     }
 }

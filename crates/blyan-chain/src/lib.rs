@@ -78,10 +78,12 @@ pub use hash::{BlockHash, PayloadHash, RAYON_HASH_BYTES_MIN, hash_payload};
 pub use header::{
     BLOCK_PREFIX_BYTES, BlockHeader, BlockMeta, CanonicalConfig, ChainTip, DEPENDS_ON_COUNT_MAX,
     DecodedBlock, HEADER_BYTES_MAX, HEADER_FORMAT_VERSION, SealedHeader, TENSOR_METAS_COUNT_MAX,
-    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, TensorDtype, TensorMeta, canonical_config, decode_block,
-    encode_block,
+    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, TensorDtype, TensorMeta, canonical_config,
+    decode_block, encode_block,
 };
-pub use key::{AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash};
+pub use key::{
+    AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash,
+};
 pub use pol::{ExpertCandidate, PolAcceptance, PolRejection};
 pub use schema::{Relation, STORE_FORMAT_VERSION};
 pub use segment::{PAYLOAD_ALIGN_BYTES, PayloadHandle};

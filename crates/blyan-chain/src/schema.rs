@@ -130,7 +130,9 @@ pub(crate) fn height_prefix(chain: ChainId, height: u64) -> [u8; 9] {
 
 /// Splits a `by_height` key into height and hash.
 pub(crate) fn parse_height_key(key: &[u8]) -> Result<(ChainId, u64, BlockHash)> {
-    let corrupt = || Error::Corruption { what: format!("by_height key of {} bytes", key.len()) };
+    let corrupt = || Error::Corruption {
+        what: format!("by_height key of {} bytes", key.len()),
+    };
     if key.len() != 41 {
         return Err(corrupt());
     }
@@ -155,9 +157,9 @@ pub(crate) fn expert_version_key(expert: [u8; 8], version: u32) -> [u8; 12] {
 }
 
 pub(crate) fn hash_from_bytes(bytes: &[u8], what: &str) -> Result<BlockHash> {
-    let array: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| Error::Corruption { what: format!("{what}: {} bytes, not a hash", bytes.len()) })?;
+    let array: [u8; 32] = bytes.try_into().map_err(|_| Error::Corruption {
+        what: format!("{what}: {} bytes, not a hash", bytes.len()),
+    })?;
     Ok(BlockHash(array))
 }
 
@@ -169,9 +171,13 @@ pub(crate) fn encode_record<T: bincode::Encode>(record: &T) -> Vec<u8> {
 /// Decodes a stored record; a failure is corruption (the store wrote it).
 pub(crate) fn decode_record<T: bincode::Decode<()>>(bytes: &[u8], what: &str) -> Result<T> {
     let (record, read): (T, usize) = bincode::decode_from_slice(bytes, canonical_config())
-        .map_err(|error| Error::Corruption { what: format!("{what}: {error}") })?;
+        .map_err(|error| Error::Corruption {
+            what: format!("{what}: {error}"),
+        })?;
     if read != bytes.len() {
-        return Err(Error::Corruption { what: format!("{what}: {} trailing bytes", bytes.len() - read) });
+        return Err(Error::Corruption {
+            what: format!("{what}: {} trailing bytes", bytes.len() - read),
+        });
     }
     Ok(record)
 }

@@ -41,8 +41,8 @@ const STREAM_CHUNK_BYTES: usize = 4 << 20;
 
 // Page-aligned mappings plus 64-aligned offsets give 64-aligned pointers only if the header
 // keeps the first payload aligned and pages are multiples of the alignment.
-const _: () = assert!(SEGMENT_HEADER_BYTES % PAYLOAD_ALIGN_BYTES == 0);
-const _: () = assert!(PAGE_BYTES_MIN % PAYLOAD_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(PAYLOAD_ALIGN_BYTES));
+const _: () = assert!(PAGE_BYTES_MIN.is_multiple_of(PAYLOAD_ALIGN_BYTES));
 
 pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:010}.seg"))
@@ -63,7 +63,9 @@ fn align_up(offset: u64) -> u64 {
 }
 
 fn to_usize(value: u64, what: &str) -> Result<usize> {
-    usize::try_from(value).map_err(|_| Error::Corruption { what: format!("{what} {value} does not fit in memory") })
+    usize::try_from(value).map_err(|_| Error::Corruption {
+        what: format!("{what} {value} does not fit in memory"),
+    })
 }
 
 /// An empty payload still hands out a 64-byte-aligned pointer.
@@ -90,7 +92,11 @@ pub struct PayloadHandle {
 
 impl PayloadHandle {
     fn empty() -> Self {
-        Self { map: None, offset: 0, len: 0 }
+        Self {
+            map: None,
+            offset: 0,
+            len: 0,
+        }
     }
 
     /// The payload bytes.
@@ -117,7 +123,9 @@ impl AsRef<[u8]> for PayloadHandle {
 
 impl std::fmt::Debug for PayloadHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PayloadHandle").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("PayloadHandle")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +148,11 @@ pub(crate) struct SegmentMaps {
 
 impl SegmentMaps {
     pub(crate) fn new(dir: PathBuf, active: ActiveSegment) -> Self {
-        Self { dir, maps: RwLock::new(HashMap::new()), active: RwLock::new(active) }
+        Self {
+            dir,
+            maps: RwLock::new(HashMap::new()),
+            active: RwLock::new(active),
+        }
     }
 
     pub(crate) fn set_active(&self, active: ActiveSegment) {
@@ -152,15 +164,24 @@ impl SegmentMaps {
         if len == 0 {
             return Ok(PayloadHandle::empty());
         }
-        let end = offset
-            .checked_add(len)
-            .ok_or_else(|| Error::Corruption { what: format!("payload at {offset}+{len} overflows") })?;
-        let existing = self.maps.read().unwrap_or_else(PoisonError::into_inner).get(&segment).cloned();
+        let end = offset.checked_add(len).ok_or_else(|| Error::Corruption {
+            what: format!("payload at {offset}+{len} overflows"),
+        })?;
+        let existing = self
+            .maps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&segment)
+            .cloned();
         let map = match existing {
             Some(map) if map.len() as u64 >= end => map,
             _ => self.remap(segment, end)?,
         };
-        Ok(PayloadHandle { map: Some(map), offset: to_usize(offset, "payload offset")?, len: to_usize(len, "payload length")? })
+        Ok(PayloadHandle {
+            map: Some(map),
+            offset: to_usize(offset, "payload offset")?,
+            len: to_usize(len, "payload length")?,
+        })
     }
 
     /// Maps segment `segment` over at least `[0, end)`, and never past its committed end.
@@ -170,7 +191,10 @@ impl SegmentMaps {
         let file_len = file.metadata().map_err(io_error(&path))?.len();
         if file_len < end {
             return Err(Error::Corruption {
-                what: format!("segment {} is {file_len} bytes, the index needs {end}", path.display()),
+                what: format!(
+                    "segment {} is {file_len} bytes, the index needs {end}",
+                    path.display()
+                ),
             });
         }
         let active = *self.active.read().unwrap_or_else(PoisonError::into_inner);
@@ -191,8 +215,12 @@ impl SegmentMaps {
         // sealing, after a refused streamed payload), so the mapped bytes never change and the
         // file never shrinks below them while the mapping lives. Outside interference with the
         // store's files is not defended against (documented in docs/chain-storage.md).
-        let map = unsafe { MmapOptions::new().len(to_usize(map_len, "segment length")?).map(&file) }
-            .map_err(io_error(&path))?;
+        let map = unsafe {
+            MmapOptions::new()
+                .len(to_usize(map_len, "segment length")?)
+                .map(&file)
+        }
+        .map_err(io_error(&path))?;
         let map = Arc::new(map);
         let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
         let keep = maps.get(&segment).is_none_or(|old| old.len() < map.len());
@@ -231,7 +259,12 @@ impl SegmentWriter {
             file.sync_all().map_err(io_error(&path))?;
             sync_dir(dir)?;
         }
-        Ok(Self { dir: dir.to_path_buf(), id, file, end: SEGMENT_HEADER_BYTES })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            id,
+            file,
+            end: SEGMENT_HEADER_BYTES,
+        })
     }
 
     /// Reopens the active segment after a restart: checks its header, removes every byte past
@@ -245,16 +278,27 @@ impl SegmentWriter {
             }
         }
         let path = segment_path(dir, active.id);
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, 0).map_err(io_error(&path))?;
+        file.read_exact_at(&mut header, 0)
+            .map_err(io_error(&path))?;
         if header[..8] != SEGMENT_MAGIC || header[8..16] != active.id.to_le_bytes() {
-            return Err(Error::Corruption { what: format!("{} has no valid segment header", path.display()) });
+            return Err(Error::Corruption {
+                what: format!("{} has no valid segment header", path.display()),
+            });
         }
         let file_len = file.metadata().map_err(io_error(&path))?.len();
         if file_len < active.end {
             return Err(Error::Corruption {
-                what: format!("{} is {file_len} bytes, the index committed {}", path.display(), active.end),
+                what: format!(
+                    "{} is {file_len} bytes, the index committed {}",
+                    path.display(),
+                    active.end
+                ),
             });
         }
         if file_len > active.end {
@@ -266,11 +310,19 @@ impl SegmentWriter {
             file.set_len(active.end).map_err(io_error(&path))?;
             file.sync_all().map_err(io_error(&path))?;
         }
-        Ok(Self { dir: dir.to_path_buf(), id: active.id, file, end: active.end })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            id: active.id,
+            file,
+            end: active.end,
+        })
     }
 
     pub(crate) fn active(&self) -> ActiveSegment {
-        ActiveSegment { id: self.id, end: self.end }
+        ActiveSegment {
+            id: self.id,
+            end: self.end,
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -279,9 +331,18 @@ impl SegmentWriter {
 
     /// Chooses where a payload of `len` bytes goes, sealing the active segment and starting a
     /// new one first when it would end past `target` bytes.
-    pub(crate) fn place(&mut self, len: u64, target: u64, durability: Durability) -> Result<Placement> {
+    pub(crate) fn place(
+        &mut self,
+        len: u64,
+        target: u64,
+        durability: Durability,
+    ) -> Result<Placement> {
         if len == 0 {
-            return Ok(Placement { segment: self.id, offset: self.end, len: 0 });
+            return Ok(Placement {
+                segment: self.id,
+                offset: self.end,
+                len: 0,
+            });
         }
         let offset = align_up(self.end);
         if offset + len > target && self.end > SEGMENT_HEADER_BYTES {
@@ -293,21 +354,36 @@ impl SegmentWriter {
                 self.file.sync_all().map_err(io_error(&path))?;
             }
             *self = Self::create(&self.dir, self.id + 1, durability)?;
-            return Ok(Placement { segment: self.id, offset: SEGMENT_HEADER_BYTES, len });
+            return Ok(Placement {
+                segment: self.id,
+                offset: SEGMENT_HEADER_BYTES,
+                len,
+            });
         }
-        Ok(Placement { segment: self.id, offset, len })
+        Ok(Placement {
+            segment: self.id,
+            offset,
+            len,
+        })
     }
 
     /// Writes `payload` at `placement` (and fsyncs it when synced). Not committed until the
     /// index batch is.
-    pub(crate) fn write(&self, placement: Placement, payload: &[u8], durability: Durability) -> Result<()> {
+    pub(crate) fn write(
+        &self,
+        placement: Placement,
+        payload: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
         debug_assert_eq!(placement.segment, self.id);
         debug_assert_eq!(payload.len() as u64, placement.len);
         if payload.is_empty() {
             return Ok(());
         }
         let path = self.path();
-        self.file.write_all_at(payload, placement.offset).map_err(io_error(&path))?;
+        self.file
+            .write_all_at(payload, placement.offset)
+            .map_err(io_error(&path))?;
         if durability == Durability::Synced {
             self.file.sync_data().map_err(io_error(&path))?;
         }
@@ -325,10 +401,17 @@ impl SegmentWriter {
     ) -> std::result::Result<(u64, PayloadHash), StreamError> {
         let path = self.path();
         let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; STREAM_CHUNK_BYTES.min(usize::try_from(placement.len).unwrap_or(usize::MAX)).max(1)];
+        let mut buffer = vec![
+            0u8;
+            STREAM_CHUNK_BYTES
+                .min(usize::try_from(placement.len).unwrap_or(usize::MAX))
+                .max(1)
+        ];
         let mut written = 0u64;
         while written < placement.len {
-            let want = usize::try_from(placement.len - written).unwrap_or(usize::MAX).min(buffer.len());
+            let want = usize::try_from(placement.len - written)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
             let got = match reader.read(&mut buffer[..want]) {
                 Ok(0) => break,
                 Ok(got) => got,
@@ -338,7 +421,12 @@ impl SegmentWriter {
             let chunk = &buffer[..got];
             self.file
                 .write_all_at(chunk, placement.offset + written)
-                .map_err(|source| StreamError::Segment(Error::Io { path: path.clone(), source }))?;
+                .map_err(|source| {
+                    StreamError::Segment(Error::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                })?;
             if chunk.len() >= RAYON_HASH_BYTES_MIN {
                 hasher.update_rayon(chunk);
             } else {
@@ -401,7 +489,9 @@ pub(crate) enum StreamError {
 
 /// fsyncs a directory so a newly created file's entry survives power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 #[cfg(test)]

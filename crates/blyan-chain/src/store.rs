@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::chain::{BlockKind, ChainId};
@@ -32,6 +32,9 @@ use crate::schema::{
 };
 use crate::segment::{PayloadHandle, Placement, SegmentMaps, SegmentWriter, StreamError};
 use crate::validate::Validator;
+
+/// A RocksDB entry as an iterator yields it.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// Most headers one [`ChainStore::blocks`] call returns.
 pub const BLOCKS_PAGE_COUNT_MAX: u32 = 1000;
@@ -187,7 +190,14 @@ impl ChainStore {
                     blocks: 0,
                     payload_bytes: 0,
                 };
-                (Writer { segment, next_seq: 0, chains: [empty; ChainId::ALL.len()] }, true)
+                (
+                    Writer {
+                        segment,
+                        next_seq: 0,
+                        chains: [empty; ChainId::ALL.len()],
+                    },
+                    true,
+                )
             }
         };
         let maps = SegmentMaps::new(segments_dir, writer.segment.active());
@@ -211,35 +221,51 @@ impl ChainStore {
     }
 
     fn load(db: &DB, validator: &Validator, segments_dir: &Path, format: &[u8]) -> Result<Writer> {
-        let format: [u8; 4] = format
-            .try_into()
-            .map_err(|_| Error::Corruption { what: "format key is not 4 bytes".into() })?;
+        let format: [u8; 4] = format.try_into().map_err(|_| Error::Corruption {
+            what: "format key is not 4 bytes".into(),
+        })?;
         let format = u32::from_le_bytes(format);
         if format != STORE_FORMAT_VERSION {
-            return Err(Error::StoreFormat { got: format, supported: STORE_FORMAT_VERSION });
+            return Err(Error::StoreFormat {
+                got: format,
+                supported: STORE_FORMAT_VERSION,
+            });
         }
         let read = |key: &[u8], what: &str| -> Result<Vec<u8>> {
             db.get(key)
                 .map_err(db_error("read metadata"))?
-                .ok_or_else(|| Error::Corruption { what: format!("{what} missing") })
+                .ok_or_else(|| Error::Corruption {
+                    what: format!("{what} missing"),
+                })
         };
         let next_seq: u64 = decode_record(&read(MetaKey::NEXT_SEQ, "next_seq")?, "next_seq")?;
-        let active: ActiveSegment =
-            decode_record(&read(MetaKey::ACTIVE_SEGMENT, "active_segment")?, "active_segment")?;
+        let active: ActiveSegment = decode_record(
+            &read(MetaKey::ACTIVE_SEGMENT, "active_segment")?,
+            "active_segment",
+        )?;
         let mut chains = Vec::with_capacity(ChainId::ALL.len());
         for chain in ChainId::ALL {
             let what = format!("chain record {chain}");
             let record: ChainRecord = decode_record(&read(&MetaKey::chain(chain), &what)?, &what)?;
             let expected = validator.genesis_hash(chain);
             if record.genesis != expected {
-                return Err(Error::GenesisMismatch { chain, got: record.genesis, expected });
+                return Err(Error::GenesisMismatch {
+                    chain,
+                    got: record.genesis,
+                    expected,
+                });
             }
             chains.push(record);
         }
-        let chains: [ChainRecord; 3] =
-            chains.try_into().map_err(|_| Error::Corruption { what: "chain records".into() })?;
+        let chains: [ChainRecord; 3] = chains.try_into().map_err(|_| Error::Corruption {
+            what: "chain records".into(),
+        })?;
         let segment = SegmentWriter::recover(segments_dir, active)?;
-        Ok(Writer { segment, next_seq, chains })
+        Ok(Writer {
+            segment,
+            next_seq,
+            chains,
+        })
     }
 
     /// Writes the three genesis blocks and the store's format in one batch.
@@ -252,8 +278,14 @@ impl ChainStore {
             let block = genesis.block(chain);
             let hash = block.header.hash();
             debug_assert_eq!(hash, self.validator.genesis_hash(chain));
-            let placement = writer.segment.place(block.payload.len() as u64, self.segment_target(), durability)?;
-            writer.segment.write(placement, &block.payload, durability)?;
+            let placement = writer.segment.place(
+                block.payload.len() as u64,
+                self.segment_target(),
+                durability,
+            )?;
+            writer
+                .segment
+                .write(placement, &block.payload, durability)?;
             let seq = writer.next_seq;
             let record = self.put_block(&mut batch, &block.header, hash, placement, seq, None)?;
             writer.segment.commit(placement);
@@ -263,8 +295,13 @@ impl ChainStore {
         }
         batch.put(MetaKey::FORMAT, STORE_FORMAT_VERSION.to_le_bytes());
         batch.put(MetaKey::NEXT_SEQ, encode_record(&writer.next_seq));
-        batch.put(MetaKey::ACTIVE_SEGMENT, encode_record(&writer.segment.active()));
-        self.db.write_opt(batch, &self.write_options()).map_err(db_error("write genesis"))?;
+        batch.put(
+            MetaKey::ACTIVE_SEGMENT,
+            encode_record(&writer.segment.active()),
+        );
+        self.db
+            .write_opt(batch, &self.write_options())
+            .map_err(db_error("write genesis"))?;
         self.maps.set_active(writer.segment.active());
         *self.chains.write().unwrap_or_else(PoisonError::into_inner) = writer.chains;
         Ok(())
@@ -293,7 +330,11 @@ impl ChainStore {
         let mut writer = self.lock_writer()?;
         let chains = writer.chains;
         self.check_links(&chains, header, block)?;
-        let placement = self.poison_on_err(writer.segment.place(payload.len() as u64, self.segment_target(), durability))?;
+        let placement = self.poison_on_err(writer.segment.place(
+            payload.len() as u64,
+            self.segment_target(),
+            durability,
+        ))?;
         self.maps.set_active(writer.segment.active());
         self.poison_on_err(writer.segment.write(placement, payload, durability))?;
         self.commit(&mut writer, header, block, placement)
@@ -310,7 +351,11 @@ impl ChainStore {
         let mut writer = self.lock_writer()?;
         let chains = writer.chains;
         let base = self.check_links(&chains, header, block)?;
-        let placement = self.poison_on_err(writer.segment.place(header.payload_bytes, self.segment_target(), durability))?;
+        let placement = self.poison_on_err(writer.segment.place(
+            header.payload_bytes,
+            self.segment_target(),
+            durability,
+        ))?;
         self.maps.set_active(writer.segment.active());
         let streamed = writer.segment.write_stream(placement, &mut payload);
         let (got_bytes, got_hash) = match streamed {
@@ -322,9 +367,17 @@ impl ChainStore {
             Err(StreamError::Segment(error)) => return self.poison_on_err(Err(error)),
         };
         let mismatch = if got_bytes != header.payload_bytes {
-            Some(Error::PayloadLengthMismatch { block, got: got_bytes, expected: header.payload_bytes })
+            Some(Error::PayloadLengthMismatch {
+                block,
+                got: got_bytes,
+                expected: header.payload_bytes,
+            })
         } else if got_hash != header.payload_hash {
-            Some(Error::PayloadHashMismatch { block, got: got_hash, expected: header.payload_hash })
+            Some(Error::PayloadHashMismatch {
+                block,
+                got: got_hash,
+                expected: header.payload_hash,
+            })
         } else {
             None
         };
@@ -335,11 +388,12 @@ impl ChainStore {
         if let Some(hook) = self.pol_hook_for(header) {
             let verdict = {
                 let (map, start) = self.poison_on_err(writer.segment.map_uncommitted(placement))?;
-                let end = start + usize::try_from(placement.len).map_err(|_| Error::PayloadTooLarge {
-                    block,
-                    bytes: placement.len,
-                    max: usize::MAX as u64,
-                })?;
+                let end = start
+                    + usize::try_from(placement.len).map_err(|_| Error::PayloadTooLarge {
+                        block,
+                        bytes: placement.len,
+                        max: usize::MAX as u64,
+                    })?;
                 self.run_pol(hook.as_ref(), header, block, base, &map[start..end])
             };
             if let Err(error) = verdict {
@@ -359,7 +413,11 @@ impl ChainStore {
     }
 
     fn pol_hook_for(&self, header: &BlockHeader) -> Option<&Arc<dyn PolAcceptance>> {
-        if header.kind == BlockKind::Expert { self.pol.as_ref() } else { None }
+        if header.kind == BlockKind::Expert {
+            self.pol.as_ref()
+        } else {
+            None
+        }
     }
 
     fn run_pol(
@@ -375,9 +433,18 @@ impl ChainStore {
             kind: header.kind,
             reason: "an expert block must name its expert",
         })?;
-        let candidate = ExpertCandidate { hash: block, header, expert, base, payload };
+        let candidate = ExpertCandidate {
+            hash: block,
+            header,
+            expert,
+            base,
+            payload,
+        };
         hook.accept_expert(self, &candidate)
-            .map_err(|rejection| Error::PolRejected { block, reason: rejection.reason })
+            .map_err(|rejection| Error::PolRejected {
+                block,
+                reason: rejection.reason,
+            })
     }
 
     /// Every check against stored state. Returns the expert's current version for expert
@@ -395,7 +462,10 @@ impl ChainStore {
             // The validator accepts only this store's genesis, which is always stored.
             return Err(Error::AlreadyExists { block });
         };
-        let parent = self.header(&parent_hash)?.ok_or(Error::UnknownParent { block, parent: parent_hash })?;
+        let parent = self.header(&parent_hash)?.ok_or(Error::UnknownParent {
+            block,
+            parent: parent_hash,
+        })?;
         if parent.chain != header.chain {
             return Err(Error::ParentOnOtherChain {
                 block,
@@ -405,7 +475,11 @@ impl ChainStore {
             });
         }
         if header.height != parent.height + 1 {
-            return Err(Error::HeightGap { block, height: header.height, expected: parent.height + 1 });
+            return Err(Error::HeightGap {
+                block,
+                height: header.height,
+                expected: parent.height + 1,
+            });
         }
         if header.timestamp_ms < parent.timestamp_ms {
             return Err(Error::TimestampBeforeParent {
@@ -418,7 +492,10 @@ impl ChainStore {
         if self.validator.config().fork_rules.get(header.chain) == ForkRule::Linear {
             let tip = chains[header.chain.index()];
             if tip.tip_hash != parent_hash {
-                let existing = self.block_hashes_at(header.chain, header.height)?.first().copied();
+                let existing = self
+                    .block_hashes_at(header.chain, header.height)?
+                    .first()
+                    .copied();
                 return Err(Error::Fork {
                     block,
                     chain: header.chain,
@@ -428,9 +505,10 @@ impl ChainStore {
             }
         }
         for dependency in &header.depends_on {
-            let stored = self
-                .header(dependency)?
-                .ok_or(Error::UnknownDependency { block, dependency: *dependency })?;
+            let stored = self.header(dependency)?.ok_or(Error::UnknownDependency {
+                block,
+                dependency: *dependency,
+            })?;
             if stored.timestamp_ms > header.timestamp_ms {
                 return Err(Error::DependencyLater {
                     block,
@@ -451,7 +529,12 @@ impl ChainStore {
         let current = self.expert_current(expert)?;
         let expected = current.map_or(1, |current| current.version.saturating_add(1));
         if header.meta.version != expected {
-            return Err(Error::ExpertVersionMismatch { block, expert, got: header.meta.version, expected });
+            return Err(Error::ExpertVersionMismatch {
+                block,
+                expert,
+                got: header.meta.version,
+                expected,
+            });
         }
         Ok(current)
     }
@@ -474,28 +557,44 @@ impl ChainStore {
             len: placement.len,
             hash: header.payload_hash,
         };
-        batch.put_cf(self.cf(CF_PAYLOADS), block.as_bytes(), encode_record(&payload));
+        batch.put_cf(
+            self.cf(CF_PAYLOADS),
+            block.as_bytes(),
+            encode_record(&payload),
+        );
         batch.put_cf(self.cf(CF_BY_SEQ), seq.to_be_bytes(), block.as_bytes());
-        batch.put_cf(self.cf(CF_BY_HEIGHT), height_key(header.chain, header.height, &block), []);
+        batch.put_cf(
+            self.cf(CF_BY_HEIGHT),
+            height_key(header.chain, header.height, &block),
+            [],
+        );
         if let Some(parent) = header.prev_hash {
-            batch.put_cf(self.cf(CF_DEPENDENTS), pair_key(&parent, &block), [Relation::Child.byte()]);
+            batch.put_cf(
+                self.cf(CF_DEPENDENTS),
+                pair_key(&parent, &block),
+                [Relation::Child.byte()],
+            );
         }
         for dependency in &header.depends_on {
-            batch.put_cf(self.cf(CF_DEPENDENTS), pair_key(dependency, &block), [Relation::DependsOn.byte()]);
+            batch.put_cf(
+                self.cf(CF_DEPENDENTS),
+                pair_key(dependency, &block),
+                [Relation::DependsOn.byte()],
+            );
         }
-        if header.kind == BlockKind::Expert {
-            if let Some(expert) = header.meta.expert {
-                let name = expert.key_bytes();
-                batch.put_cf(
-                    self.cf(CF_EXPERT_VERSIONS),
-                    expert_version_key(name, header.meta.version),
-                    block.as_bytes(),
-                );
-                let mut head = [0u8; 36];
-                head[..4].copy_from_slice(&header.meta.version.to_be_bytes());
-                head[4..].copy_from_slice(block.as_bytes());
-                batch.put_cf(self.cf(CF_EXPERT_HEADS), name, head);
-            }
+        if header.kind == BlockKind::Expert
+            && let Some(expert) = header.meta.expert
+        {
+            let name = expert.key_bytes();
+            batch.put_cf(
+                self.cf(CF_EXPERT_VERSIONS),
+                expert_version_key(name, header.meta.version),
+                block.as_bytes(),
+            );
+            let mut head = [0u8; 36];
+            head[..4].copy_from_slice(&header.meta.version.to_be_bytes());
+            head[4..].copy_from_slice(block.as_bytes());
+            batch.put_cf(self.cf(CF_EXPERT_HEADS), name, head);
         }
         let record = match chain_before {
             None => ChainRecord {
@@ -509,7 +608,11 @@ impl ChainStore {
                 let new_tip = header.height > before.tip_height;
                 ChainRecord {
                     genesis: before.genesis,
-                    tip_height: if new_tip { header.height } else { before.tip_height },
+                    tip_height: if new_tip {
+                        header.height
+                    } else {
+                        before.tip_height
+                    },
                     tip_hash: if new_tip { block } else { before.tip_hash },
                     blocks: before.blocks + 1,
                     payload_bytes: before.payload_bytes + placement.len,
@@ -531,15 +634,27 @@ impl ChainStore {
         let chain = header.chain.index();
         let seq = writer.next_seq;
         let mut batch = WriteBatch::default();
-        let record = self.put_block(&mut batch, header, block, placement, seq, Some(writer.chains[chain]))?;
+        let record = self.put_block(
+            &mut batch,
+            header,
+            block,
+            placement,
+            seq,
+            Some(writer.chains[chain]),
+        )?;
         let mut active = writer.segment.active();
         if placement.len > 0 {
-            active = ActiveSegment { id: placement.segment, end: placement.offset + placement.len };
+            active = ActiveSegment {
+                id: placement.segment,
+                end: placement.offset + placement.len,
+            };
         }
         batch.put(MetaKey::NEXT_SEQ, encode_record(&(seq + 1)));
         batch.put(MetaKey::ACTIVE_SEGMENT, encode_record(&active));
         self.poison_on_err(
-            self.db.write_opt(batch, &self.write_options()).map_err(db_error("append batch")),
+            self.db
+                .write_opt(batch, &self.write_options())
+                .map_err(db_error("append batch")),
         )?;
         writer.segment.commit(placement);
         debug_assert_eq!(writer.segment.active(), active);
@@ -588,7 +703,9 @@ impl ChainStore {
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("every column family is created when the store opens")
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created when the store opens")
     }
 
     /// Makes everything appended so far durable even under [`Durability::Unsynced`]: syncs the
@@ -634,18 +751,24 @@ impl ChainStore {
         else {
             return Ok(None);
         };
-        let header = BlockHeader::decode(&bytes)
-            .map_err(|error| Error::Corruption { what: format!("stored header {block}: {error}") })?;
+        let header = BlockHeader::decode(&bytes).map_err(|error| Error::Corruption {
+            what: format!("stored header {block}: {error}"),
+        })?;
         let hash = header.hash();
         if hash != *block {
-            return Err(Error::Corruption { what: format!("header stored under {block} hashes to {hash}") });
+            return Err(Error::Corruption {
+                what: format!("header stored under {block} hashes to {hash}"),
+            });
         }
         Ok(Some(header))
     }
 
     /// A stored header with its hash (the API's JSON form).
     pub fn sealed_header(&self, block: &BlockHash) -> Result<Option<SealedHeader>> {
-        Ok(self.header(block)?.map(|header| SealedHeader { hash: *block, header }))
+        Ok(self.header(block)?.map(|header| SealedHeader {
+            hash: *block,
+            header,
+        }))
     }
 
     pub(crate) fn payload_record(&self, block: &BlockHash) -> Result<Option<PayloadRecord>> {
@@ -664,7 +787,9 @@ impl ChainStore {
         let Some(record) = self.payload_record(block)? else {
             return Ok(None);
         };
-        self.maps.handle(record.segment, record.offset, record.len).map(Some)
+        self.maps
+            .handle(record.segment, record.offset, record.len)
+            .map(Some)
     }
 
     /// Like [`ChainStore::payload`], but hashes the bytes and reports a mismatch with the
@@ -673,11 +798,16 @@ impl ChainStore {
         let Some(record) = self.payload_record(block)? else {
             return Ok(None);
         };
-        let handle = self.maps.handle(record.segment, record.offset, record.len)?;
+        let handle = self
+            .maps
+            .handle(record.segment, record.offset, record.len)?;
         let got = hash_payload(&handle);
         if got != record.hash {
             return Err(Error::Corruption {
-                what: format!("payload of {block} hashes to {got}, its header says {}", record.hash),
+                what: format!(
+                    "payload of {block} hashes to {got}, its header says {}",
+                    record.hash
+                ),
             });
         }
         Ok(Some(handle))
@@ -686,7 +816,11 @@ impl ChainStore {
     /// The tip of `chain`.
     pub fn tip(&self, chain: ChainId) -> ChainTip {
         let record = self.chains.read().unwrap_or_else(PoisonError::into_inner)[chain.index()];
-        ChainTip { chain, height: record.tip_height, hash: record.tip_hash }
+        ChainTip {
+            chain,
+            height: record.tip_height,
+            hash: record.tip_hash,
+        }
     }
 
     /// Summary of `chain`.
@@ -695,7 +829,11 @@ impl ChainStore {
         ChainInfo {
             chain,
             genesis: record.genesis,
-            tip: ChainTip { chain, height: record.tip_height, hash: record.tip_hash },
+            tip: ChainTip {
+                chain,
+                height: record.tip_height,
+                hash: record.tip_hash,
+            },
             blocks: record.blocks,
             payload_bytes: record.payload_bytes,
             fork_rule: self.validator.config().fork_rules.get(chain),
@@ -709,7 +847,10 @@ impl ChainStore {
             format: STORE_FORMAT_VERSION,
             covenant_hash: self.covenant_hash,
             config: self.validator.config().clone(),
-            chains: ChainId::ALL.iter().map(|chain| self.chain_info(*chain)).collect(),
+            chains: ChainId::ALL
+                .iter()
+                .map(|chain| self.chain_info(*chain))
+                .collect(),
         }
     }
 
@@ -719,11 +860,15 @@ impl ChainStore {
         cf: &'static str,
         start: &[u8],
         end: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + use<'a> {
+    ) -> impl Iterator<Item = Result<KeyValue>> + use<'a> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(end.to_vec());
         self.db
-            .iterator_cf_opt(self.cf(cf), options, IteratorMode::From(start, Direction::Forward))
+            .iterator_cf_opt(
+                self.cf(cf),
+                options,
+                IteratorMode::From(start, Direction::Forward),
+            )
             .map(|item| item.map_err(db_error("scan")))
     }
 
@@ -743,7 +888,12 @@ impl ChainStore {
     /// Up to `limit` headers of `chain` from height `from_height` upwards, in (height, hash)
     /// order: the explorer's page. `limit` above [`BLOCKS_PAGE_COUNT_MAX`] is
     /// [`Error::LimitExceeded`].
-    pub fn blocks(&self, chain: ChainId, from_height: u64, limit: u32) -> Result<Vec<SealedHeader>> {
+    pub fn blocks(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedHeader>> {
         if limit > BLOCKS_PAGE_COUNT_MAX {
             return Err(Error::LimitExceeded {
                 what: "blocks per page",
@@ -786,9 +936,10 @@ impl ChainStore {
         self.scan(CF_EXPERT_VERSIONS, &start, &end)
             .map(|item| {
                 let (key, value) = item?;
-                let version_bytes: [u8; 4] = key[8..]
-                    .try_into()
-                    .map_err(|_| Error::Corruption { what: "expert version key".into() })?;
+                let version_bytes: [u8; 4] =
+                    key[8..].try_into().map_err(|_| Error::Corruption {
+                        what: "expert version key".into(),
+                    })?;
                 Ok(ExpertVersion {
                     expert,
                     version: u32::from_be_bytes(version_bytes),
@@ -803,8 +954,9 @@ impl ChainStore {
         self.scan(CF_EXPERT_HEADS, &[], &[0xff; 9])
             .map(|item| {
                 let (key, value) = item?;
-                let expert = ExpertName::from_key_bytes(&key)
-                    .ok_or_else(|| Error::Corruption { what: "expert head key".into() })?;
+                let expert = ExpertName::from_key_bytes(&key).ok_or_else(|| Error::Corruption {
+                    what: "expert head key".into(),
+                })?;
                 parse_expert_head(expert, &value)
             })
             .collect()
@@ -822,34 +974,55 @@ impl ChainStore {
                     .first()
                     .copied()
                     .and_then(Relation::from_byte)
-                    .ok_or_else(|| Error::Corruption { what: "dependent relation byte".into() })?;
-                Ok(Dependent { block: hash_from_bytes(&key[32..], "dependent key")?, relation })
+                    .ok_or_else(|| Error::Corruption {
+                        what: "dependent relation byte".into(),
+                    })?;
+                Ok(Dependent {
+                    block: hash_from_bytes(&key[32..], "dependent key")?,
+                    relation,
+                })
             })
             .collect()
     }
 
     /// Number of blocks in the store (all chains).
     pub fn block_count(&self) -> u64 {
-        self.chains.read().unwrap_or_else(PoisonError::into_inner).iter().map(|c| c.blocks).sum()
+        self.chains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| c.blocks)
+            .sum()
     }
 
     /// Iterates block hashes in append order from sequence number `from_seq`.
-    pub(crate) fn hashes_by_seq(&self, from_seq: u64) -> impl Iterator<Item = Result<(u64, BlockHash)>> + '_ {
-        self.scan(CF_BY_SEQ, &from_seq.to_be_bytes(), &[0xff; 9]).map(|item| {
-            let (key, value) = item?;
-            let seq_bytes: [u8; 8] =
-                (*key).try_into().map_err(|_| Error::Corruption { what: "by_seq key".into() })?;
-            Ok((u64::from_be_bytes(seq_bytes), hash_from_bytes(&value, "by_seq value")?))
-        })
+    pub(crate) fn hashes_by_seq(
+        &self,
+        from_seq: u64,
+    ) -> impl Iterator<Item = Result<(u64, BlockHash)>> + '_ {
+        self.scan(CF_BY_SEQ, &from_seq.to_be_bytes(), &[0xff; 9])
+            .map(|item| {
+                let (key, value) = item?;
+                let seq_bytes: [u8; 8] = (*key).try_into().map_err(|_| Error::Corruption {
+                    what: "by_seq key".into(),
+                })?;
+                Ok((
+                    u64::from_be_bytes(seq_bytes),
+                    hash_from_bytes(&value, "by_seq value")?,
+                ))
+            })
     }
 }
 
 fn parse_expert_head(expert: ExpertName, bytes: &[u8]) -> Result<ExpertVersion> {
     if bytes.len() != 36 {
-        return Err(Error::Corruption { what: format!("expert head of {} bytes", bytes.len()) });
+        return Err(Error::Corruption {
+            what: format!("expert head of {} bytes", bytes.len()),
+        });
     }
-    let version_bytes: [u8; 4] =
-        bytes[..4].try_into().map_err(|_| Error::Corruption { what: "expert head".into() })?;
+    let version_bytes: [u8; 4] = bytes[..4].try_into().map_err(|_| Error::Corruption {
+        what: "expert head".into(),
+    })?;
     Ok(ExpertVersion {
         expert,
         version: u32::from_be_bytes(version_bytes),

@@ -24,7 +24,10 @@ impl Validator {
     /// Rules for `config` (checked) and the genesis made from `genesis`.
     pub fn new(config: StoreConfig, genesis: &GenesisSpec) -> Result<Self> {
         config.check()?;
-        Ok(Self { config, genesis: genesis.hashes() })
+        Ok(Self {
+            config,
+            genesis: genesis.hashes(),
+        })
     }
 
     /// The config these rules enforce.
@@ -56,7 +59,11 @@ impl Validator {
             });
         }
         if !header.chain.allows(header.kind) {
-            return Err(Error::KindNotAllowed { block, chain: header.chain, kind: header.kind });
+            return Err(Error::KindNotAllowed {
+                block,
+                chain: header.chain,
+                kind: header.kind,
+            });
         }
         let is_genesis = header.kind == BlockKind::Genesis;
         if is_genesis != (header.height == 0) || is_genesis != header.prev_hash.is_none() {
@@ -80,7 +87,11 @@ impl Validator {
             // Genesis blocks are fixed by the covenant, not signed: equality is the whole check.
             let expected = self.genesis_hash(header.chain);
             if block != expected {
-                return Err(Error::GenesisMismatch { chain: header.chain, got: block, expected });
+                return Err(Error::GenesisMismatch {
+                    chain: header.chain,
+                    got: block,
+                    expected,
+                });
             }
             return Ok(block);
         }
@@ -97,13 +108,22 @@ impl Validator {
             .recover_eip191(block.as_bytes())
             .map_err(|fault| Error::BadSignature { block, fault })?;
         if signer != header.author {
-            return Err(Error::WrongSigner { block, author: header.author, signer });
+            return Err(Error::WrongSigner {
+                block,
+                author: header.author,
+                signer,
+            });
         }
         Ok(block)
     }
 
     /// Checks `payload` is exactly what `header` (whose hash is `block`) commits to.
-    pub fn check_payload(&self, block: BlockHash, header: &BlockHeader, payload: &[u8]) -> Result<()> {
+    pub fn check_payload(
+        &self,
+        block: BlockHash,
+        header: &BlockHeader,
+        payload: &[u8],
+    ) -> Result<()> {
         if payload.len() as u64 != header.payload_bytes {
             return Err(Error::PayloadLengthMismatch {
                 block,
@@ -113,7 +133,11 @@ impl Validator {
         }
         let got = hash_payload(payload);
         if got != header.payload_hash {
-            return Err(Error::PayloadHashMismatch { block, got, expected: header.payload_hash });
+            return Err(Error::PayloadHashMismatch {
+                block,
+                got,
+                expected: header.payload_hash,
+            });
         }
         Ok(())
     }
@@ -129,11 +153,18 @@ fn encoded_len(header: &BlockHeader) -> u64 {
 fn check_dependencies(block: BlockHash, header: &BlockHeader) -> Result<()> {
     let count = header.depends_on.len() as u64;
     if count > u64::from(DEPENDS_ON_COUNT_MAX) {
-        return Err(Error::TooManyDependencies { block, count, max: DEPENDS_ON_COUNT_MAX });
+        return Err(Error::TooManyDependencies {
+            block,
+            count,
+            max: DEPENDS_ON_COUNT_MAX,
+        });
     }
     for (index, dependency) in header.depends_on.iter().enumerate() {
         if header.depends_on[..index].contains(dependency) {
-            return Err(Error::DuplicateDependency { block, dependency: *dependency });
+            return Err(Error::DuplicateDependency {
+                block,
+                dependency: *dependency,
+            });
         }
     }
     Ok(())
@@ -141,13 +172,19 @@ fn check_dependencies(block: BlockHash, header: &BlockHeader) -> Result<()> {
 
 fn check_meta(block: BlockHash, header: &BlockHeader) -> Result<()> {
     let meta = &header.meta;
-    let invalid = |reason: &'static str| Error::MetaInvalid { block, kind: header.kind, reason };
+    let invalid = |reason: &'static str| Error::MetaInvalid {
+        block,
+        kind: header.kind,
+        reason,
+    };
     if meta.tensors.len() as u64 > u64::from(TENSOR_METAS_COUNT_MAX) {
         return Err(invalid("more tensors than TENSOR_METAS_COUNT_MAX"));
     }
     for tensor in &meta.tensors {
         if tensor.name.is_empty() || tensor.name.len() as u64 > u64::from(TENSOR_NAME_BYTES_MAX) {
-            return Err(invalid("tensor name empty or longer than TENSOR_NAME_BYTES_MAX"));
+            return Err(invalid(
+                "tensor name empty or longer than TENSOR_NAME_BYTES_MAX",
+            ));
         }
         if tensor.shape.len() as u64 > u64::from(TENSOR_RANK_MAX) {
             return Err(invalid("tensor rank above TENSOR_RANK_MAX"));
@@ -155,7 +192,9 @@ fn check_meta(block: BlockHash, header: &BlockHeader) -> Result<()> {
     }
     match header.kind {
         BlockKind::Expert => {
-            let expert = meta.expert.ok_or_else(|| invalid("an expert block must name its expert"))?;
+            let expert = meta
+                .expert
+                .ok_or_else(|| invalid("an expert block must name its expert"))?;
             if meta.layer.is_some_and(|layer| layer != expert.layer()) {
                 return Err(invalid("layer differs from the expert name's layer"));
             }

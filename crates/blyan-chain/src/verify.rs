@@ -61,19 +61,26 @@ impl ChainStore {
     /// fails); a bad block is reported in [`VerifyReport::first_bad`].
     pub fn verify(&self, mut progress: impl FnMut(&VerifyProgress)) -> Result<VerifyReport> {
         let blocks_total = self.block_count();
-        let mut state = VerifyProgress { blocks: 0, payload_bytes: 0, blocks_total };
+        let mut state = VerifyProgress {
+            blocks: 0,
+            payload_bytes: 0,
+            blocks_total,
+        };
         for item in self.hashes_by_seq(0) {
             let (seq, hash) = item?;
-            let bad = |error, header: Option<&BlockHeader>| BadBlock {
+            let bad = |error, place: Option<(ChainId, u64)>| BadBlock {
                 seq,
                 hash: Some(hash),
-                chain: header.map(|h| h.chain),
-                height: header.map(|h| h.height),
+                chain: place.map(|(chain, _)| chain),
+                height: place.map(|(_, height)| height),
                 error,
             };
             if seq != state.blocks {
                 let error = Error::Corruption {
-                    what: format!("append sequence jumps from {} to {seq}: blocks are missing", state.blocks),
+                    what: format!(
+                        "append sequence jumps from {} to {seq}: blocks are missing",
+                        state.blocks
+                    ),
                 };
                 return Ok(report(state, Some(bad(error, None))));
             }
@@ -83,43 +90,62 @@ impl ChainStore {
                     state.payload_bytes += payload_bytes;
                     progress(&state);
                 }
-                Err((error, header)) => return Ok(report(state, Some(bad(error, header.as_ref())))),
+                Err((error, place)) => return Ok(report(state, Some(bad(error, place)))),
             }
         }
         if state.blocks != blocks_total {
             let error = Error::Corruption {
-                what: format!("chain records count {blocks_total} blocks, the append order holds {}", state.blocks),
+                what: format!(
+                    "chain records count {blocks_total} blocks, the append order holds {}",
+                    state.blocks
+                ),
             };
-            let bad = BadBlock { seq: state.blocks, hash: None, chain: None, height: None, error };
+            let bad = BadBlock {
+                seq: state.blocks,
+                hash: None,
+                chain: None,
+                height: None,
+                error,
+            };
             return Ok(report(state, Some(bad)));
         }
         Ok(report(state, None))
     }
 
-    /// Verifies one block; returns its payload size, or the error with the header if it was
-    /// readable.
+    /// Verifies one block; returns its payload size, or the error with the block's chain and
+    /// height if its header was readable.
     fn verify_block(
         &self,
         seq: u64,
         block: BlockHash,
-    ) -> std::result::Result<u64, (Error, Option<BlockHeader>)> {
+    ) -> std::result::Result<u64, (Error, Option<(ChainId, u64)>)> {
         let bytes = self
             .db
             .get_pinned_cf(self.cf(CF_HEADERS), block.as_bytes())
             .map_err(|source| (db_error("read header")(source), None))?
             .ok_or_else(|| {
-                (Error::Corruption { what: format!("by_seq names {block}, which has no header") }, None)
+                (
+                    Error::Corruption {
+                        what: format!("by_seq names {block}, which has no header"),
+                    },
+                    None,
+                )
             })?;
         let header = BlockHeader::decode(&bytes).map_err(|error| (error, None))?;
         drop(bytes);
+        let place = Some((header.chain, header.height));
         let got = header.hash();
         if got != block {
-            return Err((Error::HeaderHashMismatch { got, expected: block }, Some(header)));
+            return Err((
+                Error::HeaderHashMismatch {
+                    got,
+                    expected: block,
+                },
+                place,
+            ));
         }
-        match self.verify_decoded(seq, block, &header) {
-            Ok(payload_bytes) => Ok(payload_bytes),
-            Err(error) => Err((error, Some(header))),
-        }
+        self.verify_decoded(seq, block, &header)
+            .map_err(|error| (error, place))
     }
 
     fn verify_decoded(&self, seq: u64, block: BlockHash, header: &BlockHeader) -> Result<u64> {
@@ -127,19 +153,34 @@ impl ChainStore {
 
         let record = self
             .payload_record(&block)?
-            .ok_or_else(|| Error::Corruption { what: format!("block {block} has no payload record") })?;
+            .ok_or_else(|| Error::Corruption {
+                what: format!("block {block} has no payload record"),
+            })?;
         if record.seq != seq {
             return Err(Error::Corruption {
-                what: format!("block {block} is at sequence {seq}, its payload record says {}", record.seq),
+                what: format!(
+                    "block {block} is at sequence {seq}, its payload record says {}",
+                    record.seq
+                ),
             });
         }
         if record.len != header.payload_bytes {
-            return Err(Error::PayloadLengthMismatch { block, got: record.len, expected: header.payload_bytes });
+            return Err(Error::PayloadLengthMismatch {
+                block,
+                got: record.len,
+                expected: header.payload_bytes,
+            });
         }
-        let payload = self.maps.handle(record.segment, record.offset, record.len)?;
+        let payload = self
+            .maps
+            .handle(record.segment, record.offset, record.len)?;
         let got = hash_payload(&payload);
         if got != header.payload_hash {
-            return Err(Error::PayloadHashMismatch { block, got, expected: header.payload_hash });
+            return Err(Error::PayloadHashMismatch {
+                block,
+                got,
+                expected: header.payload_hash,
+            });
         }
 
         if let Some(parent_hash) = header.prev_hash {
@@ -153,24 +194,44 @@ impl ChainStore {
                 });
             }
             if header.height != parent.height + 1 {
-                return Err(Error::HeightGap { block, height: header.height, expected: parent.height + 1 });
+                return Err(Error::HeightGap {
+                    block,
+                    height: header.height,
+                    expected: parent.height + 1,
+                });
             }
         }
         for dependency in &header.depends_on {
-            self.linked(block, seq, *dependency, header.timestamp_ms, Link::Dependency)?;
+            self.linked(
+                block,
+                seq,
+                *dependency,
+                header.timestamp_ms,
+                Link::Dependency,
+            )?;
         }
 
         let indexed = self
             .db
-            .get_pinned_cf(self.cf(CF_BY_HEIGHT), height_key(header.chain, header.height, &block))
+            .get_pinned_cf(
+                self.cf(CF_BY_HEIGHT),
+                height_key(header.chain, header.height, &block),
+            )
             .map_err(db_error("read height index"))?;
         if indexed.is_none() {
-            return Err(Error::Corruption { what: format!("block {block} is missing from the height index") });
+            return Err(Error::Corruption {
+                what: format!("block {block} is missing from the height index"),
+            });
         }
         if self.validator.config().fork_rules.get(header.chain) == ForkRule::Linear {
             let at_height = self.block_hashes_at(header.chain, header.height)?;
             if let Some(existing) = at_height.iter().find(|hash| **hash != block) {
-                return Err(Error::Fork { block, chain: header.chain, height: header.height, existing: *existing });
+                return Err(Error::Fork {
+                    block,
+                    chain: header.chain,
+                    height: header.height,
+                    existing: *existing,
+                });
             }
         }
         if header.kind == BlockKind::Expert {
@@ -188,7 +249,10 @@ impl ChainStore {
                 .map_err(db_error("read expert index"))?;
             if indexed.as_deref() != Some(block.as_bytes().as_slice()) {
                 return Err(Error::Corruption {
-                    what: format!("{expert} version {} does not index block {block}", header.meta.version),
+                    what: format!(
+                        "{expert} version {} does not index block {block}",
+                        header.meta.version
+                    ),
                 });
             }
         }
@@ -205,14 +269,23 @@ impl ChainStore {
         link: Link,
     ) -> Result<BlockHeader> {
         let missing = || match link {
-            Link::Parent => Error::UnknownParent { block, parent: target },
-            Link::Dependency => Error::UnknownDependency { block, dependency: target },
+            Link::Parent => Error::UnknownParent {
+                block,
+                parent: target,
+            },
+            Link::Dependency => Error::UnknownDependency {
+                block,
+                dependency: target,
+            },
         };
         let stored = self.header(&target)?.ok_or_else(missing)?;
         let record = self.payload_record(&target)?.ok_or_else(missing)?;
         if record.seq >= seq {
             return Err(Error::Corruption {
-                what: format!("block {block} (sequence {seq}) links to {target}, appended later ({})", record.seq),
+                what: format!(
+                    "block {block} (sequence {seq}) links to {target}, appended later ({})",
+                    record.seq
+                ),
             });
         }
         if stored.timestamp_ms > timestamp_ms {
@@ -242,5 +315,9 @@ enum Link {
 }
 
 fn report(state: VerifyProgress, first_bad: Option<BadBlock>) -> VerifyReport {
-    VerifyReport { blocks: state.blocks, payload_bytes: state.payload_bytes, first_bad }
+    VerifyReport {
+        blocks: state.blocks,
+        payload_bytes: state.payload_bytes,
+        first_bad,
+    }
 }

@@ -35,7 +35,11 @@ impl Address {
         out.push_str("0x");
         for (i, c) in lower.chars().enumerate() {
             let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-            out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
+            out.push(if nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
         }
         out
     }
@@ -45,8 +49,13 @@ impl FromStr for Address {
     type Err = LedgerError;
 
     fn from_str(input: &str) -> Result<Address> {
-        let format = |reason| LedgerError::AddressFormat { input: input.to_owned(), reason };
-        let digits = input.strip_prefix("0x").ok_or_else(|| format("must start with 0x"))?;
+        let format = |reason| LedgerError::AddressFormat {
+            input: input.to_owned(),
+            reason,
+        };
+        let digits = input
+            .strip_prefix("0x")
+            .ok_or_else(|| format("must start with 0x"))?;
         if digits.len() != 40 {
             return Err(format("must have 40 hex digits after 0x"));
         }
@@ -60,7 +69,9 @@ impl FromStr for Address {
         let has_lower = digits.bytes().any(|b| b.is_ascii_lowercase());
         let has_upper = digits.bytes().any(|b| b.is_ascii_uppercase());
         if has_lower && has_upper && address.to_checksummed() != input {
-            return Err(LedgerError::AddressChecksum { input: input.to_owned() });
+            return Err(LedgerError::AddressChecksum {
+                input: input.to_owned(),
+            });
         }
         Ok(address)
     }
@@ -128,7 +139,10 @@ impl SystemAccount {
     /// Accounts that only the ledger's own operations move (mint, burn, escrow): refused as
     /// the source or destination of transfers, burns, mints and allocations.
     pub fn is_reserved(self) -> bool {
-        matches!(self, SystemAccount::Mint | SystemAccount::Burn | SystemAccount::FeeEscrow)
+        matches!(
+            self,
+            SystemAccount::Mint | SystemAccount::Burn | SystemAccount::FeeEscrow
+        )
     }
 }
 
@@ -208,12 +222,16 @@ impl FromStr for AccountId {
                 .into_iter()
                 .find(|s| s.name() == name)
                 .map(AccountId::System)
-                .ok_or_else(|| LedgerError::AccountIdFormat { input: input.to_owned() });
+                .ok_or_else(|| LedgerError::AccountIdFormat {
+                    input: input.to_owned(),
+                });
         }
         if input.starts_with("0x") {
             return input.parse().map(AccountId::User);
         }
-        Err(LedgerError::AccountIdFormat { input: input.to_owned() })
+        Err(LedgerError::AccountIdFormat {
+            input: input.to_owned(),
+        })
     }
 }
 
@@ -298,7 +316,10 @@ mod tests {
             "system:nobody".parse::<AccountId>(),
             Err(LedgerError::AccountIdFormat { .. })
         ));
-        assert!(matches!("alice".parse::<AccountId>(), Err(LedgerError::AccountIdFormat { .. })));
+        assert!(matches!(
+            "alice".parse::<AccountId>(),
+            Err(LedgerError::AccountIdFormat { .. })
+        ));
     }
 
     proptest! {

@@ -58,7 +58,9 @@ impl Amount {
     /// negative values and values past [`AMOUNT_UNITS_MAX`] are refused with their own errors.
     pub fn from_units_i128(units: i128) -> Result<Amount> {
         if units < 0 {
-            return Err(LedgerError::AmountNegative { input: units.to_string() });
+            return Err(LedgerError::AmountNegative {
+                input: units.to_string(),
+            });
         }
         let units = u64::try_from(units).map_err(|_| LedgerError::AmountOverflow {
             input: units.to_string(),
@@ -69,10 +71,12 @@ impl Amount {
 
     /// An amount of whole BLY.
     pub fn from_bly(bly: u64) -> Result<Amount> {
-        let units = bly.checked_mul(UNITS_PER_BLY).ok_or_else(|| LedgerError::AmountOverflow {
-            input: format!("{bly} BLY"),
-            max_units: AMOUNT_UNITS_MAX,
-        })?;
+        let units = bly
+            .checked_mul(UNITS_PER_BLY)
+            .ok_or_else(|| LedgerError::AmountOverflow {
+                input: format!("{bly} BLY"),
+                max_units: AMOUNT_UNITS_MAX,
+            })?;
         Amount::from_units(units)
     }
 
@@ -88,7 +92,10 @@ impl Amount {
 
     /// `self + other`, or `None` past [`AMOUNT_UNITS_MAX`].
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
-        self.0.checked_add(other.0).filter(|&u| u <= AMOUNT_UNITS_MAX).map(Amount)
+        self.0
+            .checked_add(other.0)
+            .filter(|&u| u <= AMOUNT_UNITS_MAX)
+            .map(Amount)
     }
 
     /// `self - other`, or `None` below zero.
@@ -132,7 +139,9 @@ impl FromStr for Amount {
     fn from_str(input: &str) -> Result<Amount> {
         let trimmed = input.trim();
         if trimmed.starts_with('-') {
-            return Err(LedgerError::AmountNegative { input: input.to_owned() });
+            return Err(LedgerError::AmountNegative {
+                input: input.to_owned(),
+            });
         }
         let (whole, fraction) = match trimmed.split_once('.') {
             Some((w, f)) => (w, f),
@@ -140,10 +149,14 @@ impl FromStr for Amount {
         };
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
-            return Err(LedgerError::AmountSyntax { input: input.to_owned() });
+            return Err(LedgerError::AmountSyntax {
+                input: input.to_owned(),
+            });
         }
         if trimmed.contains('.') && fraction.is_empty() {
-            return Err(LedgerError::AmountSyntax { input: input.to_owned() });
+            return Err(LedgerError::AmountSyntax {
+                input: input.to_owned(),
+            });
         }
         if fraction.len() > AMOUNT_DECIMALS as usize {
             return Err(LedgerError::AmountPrecision {
@@ -151,8 +164,10 @@ impl FromStr for Amount {
                 decimals: AMOUNT_DECIMALS,
             });
         }
-        let overflow =
-            || LedgerError::AmountOverflow { input: input.to_owned(), max_units: AMOUNT_UNITS_MAX };
+        let overflow = || LedgerError::AmountOverflow {
+            input: input.to_owned(),
+            max_units: AMOUNT_UNITS_MAX,
+        };
         let mut units: u128 = 0;
         for digit in whole.bytes().chain(fraction.bytes()) {
             units = units
@@ -203,7 +218,9 @@ pub(crate) fn deserialize_bly<'de, D: Deserializer<'de>>(
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Amount, E> {
             match u64::try_from(v) {
                 Ok(v) => self.visit_u64(v),
-                Err(_) => Err(E::custom(LedgerError::AmountNegative { input: v.to_string() })),
+                Err(_) => Err(E::custom(LedgerError::AmountNegative {
+                    input: v.to_string(),
+                })),
             }
         }
 
@@ -253,9 +270,13 @@ mod tests {
         check(".5", |e| matches!(e, LedgerError::AmountSyntax { .. }));
         check("1e6", |e| matches!(e, LedgerError::AmountSyntax { .. }));
         check("+1", |e| matches!(e, LedgerError::AmountSyntax { .. }));
-        check("0.0000001", |e| matches!(e, LedgerError::AmountPrecision { .. }));
+        check("0.0000001", |e| {
+            matches!(e, LedgerError::AmountPrecision { .. })
+        });
         // One unit past the bound, and a 40-digit number.
-        check("9223372036854.775808", |e| matches!(e, LedgerError::AmountOverflow { .. }));
+        check("9223372036854.775808", |e| {
+            matches!(e, LedgerError::AmountOverflow { .. })
+        });
         check("340282366920938463463374607431768211456", |e| {
             matches!(e, LedgerError::AmountOverflow { .. })
         });
@@ -263,21 +284,36 @@ mod tests {
 
     #[test]
     fn units_bound_is_exact() {
-        assert_eq!(Amount::from_units(AMOUNT_UNITS_MAX).unwrap().units(), AMOUNT_UNITS_MAX);
+        assert_eq!(
+            Amount::from_units(AMOUNT_UNITS_MAX).unwrap().units(),
+            AMOUNT_UNITS_MAX
+        );
         assert!(matches!(
             Amount::from_units(AMOUNT_UNITS_MAX + 1),
             Err(LedgerError::AmountOverflow { .. })
         ));
-        assert_eq!("9223372036854.775807".parse::<Amount>().unwrap().units(), AMOUNT_UNITS_MAX);
-        assert!(matches!(Amount::from_units_i128(-1), Err(LedgerError::AmountNegative { .. })));
+        assert_eq!(
+            "9223372036854.775807".parse::<Amount>().unwrap().units(),
+            AMOUNT_UNITS_MAX
+        );
+        assert!(matches!(
+            Amount::from_units_i128(-1),
+            Err(LedgerError::AmountNegative { .. })
+        ));
         assert!(matches!(
             Amount::from_units_i128(i128::MAX),
             Err(LedgerError::AmountOverflow { .. })
         ));
-        assert!(matches!(Amount::from_bly(u64::MAX), Err(LedgerError::AmountOverflow { .. })));
+        assert!(matches!(
+            Amount::from_bly(u64::MAX),
+            Err(LedgerError::AmountOverflow { .. })
+        ));
         let max = Amount::from_units(AMOUNT_UNITS_MAX).unwrap();
         assert_eq!(max.checked_add(Amount::from_units(1).unwrap()), None);
-        assert_eq!(Amount::ZERO.checked_sub(Amount::from_units(1).unwrap()), None);
+        assert_eq!(
+            Amount::ZERO.checked_sub(Amount::from_units(1).unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl EmbeddedLedger {
         let path = path.as_ref().to_owned();
         let connection = tokio::task::spawn_blocking(move || open_connection(&path))
             .await
-            .map_err(|e| LedgerError::Task { reason: e.to_string() })??;
+            .map_err(|e| LedgerError::Task {
+                reason: e.to_string(),
+            })??;
         let store = SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
             failed: Arc::new(AtomicBool::new(false)),
@@ -101,21 +103,32 @@ fn migrate_sqlite(connection: &mut Connection) -> Result<()> {
     )?;
     let applied: Vec<(u32, String)> = {
         let mut statement = tx.prepare("SELECT version, checksum FROM ledger_migrations")?;
-        let rows = statement.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     for migration in pending(SQLITE_MIGRATIONS, &applied)? {
-        tx.execute_batch(migration.sql).map_err(|e| LedgerError::Migration {
-            version: migration.version,
-            reason: e.to_string(),
-        })?;
+        tx.execute_batch(migration.sql)
+            .map_err(|e| LedgerError::Migration {
+                version: migration.version,
+                reason: e.to_string(),
+            })?;
         tx.execute(
             "INSERT INTO ledger_migrations (version, name, checksum, applied_at_ms) \
              VALUES (?1, ?2, ?3, ?4)",
-            params![migration.version, migration.name, migration.checksum(), ms(now)],
+            params![
+                migration.version,
+                migration.name,
+                migration.checksum(),
+                ms(now)
+            ],
         )?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
     }
     tx.commit()?;
     Ok(())
@@ -148,9 +161,15 @@ fn run_blocking<C: Command>(
     command: C,
     failed: &AtomicBool,
 ) -> Result<C::Output> {
-    connection.execute_batch(if C::READ_ONLY { "BEGIN DEFERRED" } else { "BEGIN IMMEDIATE" })?;
+    connection.execute_batch(if C::READ_ONLY {
+        "BEGIN DEFERRED"
+    } else {
+        "BEGIN IMMEDIATE"
+    })?;
     let result = {
-        let mut tx = SqliteTx { connection: &mut *connection };
+        let mut tx = SqliteTx {
+            connection: &mut *connection,
+        };
         // Every SqliteTx future is ready at once (rusqlite is synchronous), so this never
         // parks the blocking thread.
         futures::executor::block_on(command.apply(&mut tx, ctx))
@@ -187,7 +206,9 @@ impl Store for SqliteStore {
             run_blocking(&mut connection, &ctx, command, &failed)
         })
         .await
-        .map_err(|e| LedgerError::Task { reason: e.to_string() })?
+        .map_err(|e| LedgerError::Task {
+            reason: e.to_string(),
+        })?
     }
 }
 
@@ -257,7 +278,12 @@ impl SqliteTx<'_> {
 }
 
 impl StoreTx for SqliteTx<'_> {
-    async fn claim_key(&mut self, key: &str, request: &str, now: UnixMillis) -> Result<Option<KeyRow>> {
+    async fn claim_key(
+        &mut self,
+        key: &str,
+        request: &str,
+        now: UnixMillis,
+    ) -> Result<Option<KeyRow>> {
         let inserted = self
             .connection
             .prepare_cached(
@@ -272,9 +298,16 @@ impl StoreTx for SqliteTx<'_> {
             .connection
             .prepare_cached("SELECT request, outcome FROM idempotency_keys WHERE key = ?1")?;
         let row = statement
-            .query_row([key], |r| Ok(KeyRow { request: r.get(0)?, outcome: r.get(1)? }))
+            .query_row([key], |r| {
+                Ok(KeyRow {
+                    request: r.get(0)?,
+                    outcome: r.get(1)?,
+                })
+            })
             .optional()?
-            .ok_or_else(|| LedgerError::Integrity { what: format!("key {key} vanished") })?;
+            .ok_or_else(|| LedgerError::Integrity {
+                what: format!("key {key} vanished"),
+            })?;
         Ok(Some(row))
     }
 
@@ -301,11 +334,13 @@ impl StoreTx for SqliteTx<'_> {
                 .execute(params![account.key(), ms(now)])?;
         }
         let mut balances = BTreeMap::new();
-        let mut statement =
-            self.connection.prepare_cached("SELECT balance FROM accounts WHERE account = ?1")?;
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT balance FROM accounts WHERE account = ?1")?;
         for account in accounts {
-            if let Some(balance) =
-                statement.query_row([account.key()], |r| r.get::<_, i64>(0)).optional()?
+            if let Some(balance) = statement
+                .query_row([account.key()], |r| r.get::<_, i64>(0))
+                .optional()?
             {
                 balances.insert(*account, balance);
             }
@@ -505,8 +540,9 @@ impl StoreTx for SqliteTx<'_> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT account, amount FROM entries WHERE tx_id = ?1 ORDER BY id")?;
-        let rows = statement
-            .query_map([signed(id.0)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = statement.query_map([signed(id.0)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut entries = Vec::new();
         for row in rows {
             let (account, delta) = row?;
@@ -566,7 +602,8 @@ impl StoreTx for SqliteTx<'_> {
                  ORDER BY t.id LIMIT 20",
             )?;
             let rows = statement.query_map([], |r| r.get::<_, i64>(0))?;
-            rows.map(|r| r.map(id_of)).collect::<rusqlite::Result<_>>()?
+            rows.map(|r| r.map(id_of))
+                .collect::<rusqlite::Result<_>>()?
         };
         facts.orphan_entries = count(
             self,

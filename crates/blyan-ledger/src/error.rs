@@ -32,10 +32,18 @@ pub enum LedgerError {
     Zero { field: &'static str },
     /// A single amount is larger than the whole supply cap: it can never be valid.
     #[error("{field} {amount} exceeds the supply cap {cap}")]
-    AmountAboveSupplyCap { field: &'static str, amount: Amount, cap: Amount },
+    AmountAboveSupplyCap {
+        field: &'static str,
+        amount: Amount,
+        cap: Amount,
+    },
     /// A value is past its named bound.
     #[error("{what} is {value}, above the maximum {max}")]
-    LimitExceeded { what: &'static str, value: u64, max: u64 },
+    LimitExceeded {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
     /// An Ethereum address is malformed.
     #[error("address {input:?} is malformed: {reason}")]
     AddressFormat { input: String, reason: &'static str },
@@ -53,14 +61,21 @@ pub enum LedgerError {
     SelfTransfer { account: AccountId },
     /// A system account that only the ledger itself moves (mint, burn, fee escrow).
     #[error("account {account} cannot be used in {operation}")]
-    ReservedAccount { account: AccountId, operation: &'static str },
+    ReservedAccount {
+        account: AccountId,
+        operation: &'static str,
+    },
 
     /// An account that has never held funds was asked to pay.
     #[error("account {account} is unknown")]
     UnknownAccount { account: AccountId },
     /// The payer's balance does not cover the amount.
     #[error("account {account} holds {available}, needs {required}")]
-    InsufficientFunds { account: AccountId, available: Amount, required: Amount },
+    InsufficientFunds {
+        account: AccountId,
+        available: Amount,
+        required: Amount,
+    },
     /// No quote with this id.
     #[error("quote {quote} is unknown")]
     UnknownQuote { quote: QuoteId },
@@ -81,7 +96,11 @@ pub enum LedgerError {
     HoldNotAuthorized { hold: HoldId, status: HoldStatus },
     /// The actual cost exceeds the quote by more than the capture tolerance.
     #[error("hold {hold}: charge {charge} exceeds the maximum {max} (quote plus tolerance)")]
-    CaptureAboveTolerance { hold: HoldId, charge: Amount, max: Amount },
+    CaptureAboveTolerance {
+        hold: HoldId,
+        charge: Amount,
+        max: Amount,
+    },
     /// The idempotency key was first used for a different request.
     #[error("idempotency key {key:?} was first used for a different request: {first_request}")]
     IdempotencyConflict { key: String, first_request: String },
@@ -89,16 +108,30 @@ pub enum LedgerError {
     #[error(
         "inflation year {year}: minted {minted} + {requested} would exceed the allowance {allowance}"
     )]
-    InflationCapExceeded { year: u64, minted: Amount, requested: Amount, allowance: Amount },
+    InflationCapExceeded {
+        year: u64,
+        minted: Amount,
+        requested: Amount,
+        allowance: Amount,
+    },
     /// Minting would pass the total supply cap.
     #[error("total minted {minted} + {requested} would exceed the supply cap {cap}")]
-    SupplyCapExceeded { minted: Amount, requested: Amount, cap: Amount },
+    SupplyCapExceeded {
+        minted: Amount,
+        requested: Amount,
+        cap: Amount,
+    },
     /// The store holds a genesis different from the one in the tokenomics.
-    #[error("the ledger's genesis differs from tokenomics: stored {stored}, configured {configured}")]
+    #[error(
+        "the ledger's genesis differs from tokenomics: stored {stored}, configured {configured}"
+    )]
     GenesisMismatch { stored: String, configured: String },
     /// One transfer of a batch failed; the whole batch was rolled back.
     #[error("batch item {index}: {source}")]
-    BatchItem { index: u32, source: Box<LedgerError> },
+    BatchItem {
+        index: u32,
+        source: Box<LedgerError>,
+    },
 
     /// PostgreSQL refused or failed a statement.
     #[error("postgres: {0}")]
@@ -128,7 +161,10 @@ pub enum LedgerError {
 
     /// The tokenomics file could not be read.
     #[error("cannot read {path}: {source}")]
-    ConfigRead { path: PathBuf, source: std::io::Error },
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The tokenomics file is not valid YAML for the expected shape; `field` is the path to the
     /// offending field (`rewards.validation_per_sample`).
     #[error("tokenomics field `{field}`: {message}")]

@@ -32,7 +32,10 @@ pub struct LedgerOptions {
 
 impl Default for LedgerOptions {
     fn default() -> LedgerOptions {
-        LedgerOptions { clock: Arc::new(SystemClock), pg_pool_size: PG_POOL_SIZE_DEFAULT }
+        LedgerOptions {
+            clock: Arc::new(SystemClock),
+            pg_pool_size: PG_POOL_SIZE_DEFAULT,
+        }
     }
 }
 
@@ -43,7 +46,10 @@ impl Default for LedgerOptions {
 /// so handlers can `.await` them on any runtime thread.
 pub trait Ledger: Send + Sync {
     /// Moves `amount` between two accounts.
-    fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transaction>> + Send;
+    fn transfer(
+        &self,
+        request: TransferRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send;
 
     /// Several transfers in one store transaction: all recorded, or none
     /// (`LedgerError::BatchItem` names the one that failed).
@@ -128,7 +134,10 @@ impl<S: Store> Core<S> {
         tokenomics: Tokenomics,
         clock: Arc<dyn Clock>,
     ) -> Result<Core<S>> {
-        let core = Core { store, ctx: Arc::new(Ctx { tokenomics, clock }) };
+        let core = Core {
+            store,
+            ctx: Arc::new(Ctx { tokenomics, clock }),
+        };
         core.run(ops::Genesis).await?;
         let expired = core.expire_all().await?;
         if !expired.is_empty() {
@@ -237,78 +246,63 @@ pub enum AnyLedger {
 
 macro_rules! any_ledger {
     ($self:ident, $ledger:ident => $call:expr) => {
-        async move {
-            match $self {
-                AnyLedger::Pg($ledger) => $call.await,
-                AnyLedger::Embedded($ledger) => $call.await,
-            }
+        match $self {
+            AnyLedger::Pg($ledger) => $call.await,
+            AnyLedger::Embedded($ledger) => $call.await,
         }
     };
 }
 
 impl Ledger for AnyLedger {
-    fn transfer(&self, request: TransferRequest) -> impl Future<Output = Result<Transaction>> + Send {
+    async fn transfer(&self, request: TransferRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.transfer(request))
     }
-    fn transfer_batch(
-        &self,
-        requests: Vec<TransferRequest>,
-    ) -> impl Future<Output = Result<Vec<Transaction>>> + Send {
+    async fn transfer_batch(&self, requests: Vec<TransferRequest>) -> Result<Vec<Transaction>> {
         any_ledger!(self, l => l.transfer_batch(requests))
     }
-    fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send {
+    async fn burn(&self, request: BurnRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.burn(request))
     }
-    fn mint(&self, request: MintRequest) -> impl Future<Output = Result<Transaction>> + Send {
+    async fn mint(&self, request: MintRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.mint(request))
     }
-    fn reward_validation(
-        &self,
-        request: ValidationRewardRequest,
-    ) -> impl Future<Output = Result<Transaction>> + Send {
+    async fn reward_validation(&self, request: ValidationRewardRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.reward_validation(request))
     }
-    fn reward_learning(
-        &self,
-        request: LearningRewardRequest,
-    ) -> impl Future<Output = Result<Transaction>> + Send {
+    async fn reward_learning(&self, request: LearningRewardRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.reward_learning(request))
     }
-    fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send {
+    async fn quote(&self, request: QuoteRequest) -> Result<Quote> {
         any_ledger!(self, l => l.quote(request))
     }
-    fn authorize(&self, request: AuthorizeRequest) -> impl Future<Output = Result<Hold>> + Send {
+    async fn authorize(&self, request: AuthorizeRequest) -> Result<Hold> {
         any_ledger!(self, l => l.authorize(request))
     }
-    fn capture(&self, request: CaptureRequest) -> impl Future<Output = Result<Capture>> + Send {
+    async fn capture(&self, request: CaptureRequest) -> Result<Capture> {
         any_ledger!(self, l => l.capture(request))
     }
-    fn release(&self, request: ReleaseRequest) -> impl Future<Output = Result<Hold>> + Send {
+    async fn release(&self, request: ReleaseRequest) -> Result<Hold> {
         any_ledger!(self, l => l.release(request))
     }
-    fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send {
+    async fn expire_holds(&self) -> Result<Vec<HoldId>> {
         any_ledger!(self, l => l.expire_holds())
     }
-    fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send {
+    async fn balance(&self, account: AccountId) -> Result<Balance> {
         any_ledger!(self, l => l.balance(account))
     }
-    fn history(
-        &self,
-        account: AccountId,
-        query: HistoryQuery,
-    ) -> impl Future<Output = Result<HistoryPage>> + Send {
+    async fn history(&self, account: AccountId, query: HistoryQuery) -> Result<HistoryPage> {
         any_ledger!(self, l => l.history(account, query))
     }
-    fn transaction(&self, id: TxId) -> impl Future<Output = Result<Option<Transaction>>> + Send {
+    async fn transaction(&self, id: TxId) -> Result<Option<Transaction>> {
         any_ledger!(self, l => l.transaction(id))
     }
-    fn hold(&self, id: HoldId) -> impl Future<Output = Result<Option<Hold>>> + Send {
+    async fn hold(&self, id: HoldId) -> Result<Option<Hold>> {
         any_ledger!(self, l => l.hold(id))
     }
-    fn supply(&self) -> impl Future<Output = Result<Supply>> + Send {
+    async fn supply(&self) -> Result<Supply> {
         any_ledger!(self, l => l.supply())
     }
-    fn verify_integrity(&self) -> impl Future<Output = Result<IntegrityReport>> + Send {
+    async fn verify_integrity(&self) -> Result<IntegrityReport> {
         any_ledger!(self, l => l.verify_integrity())
     }
     fn tokenomics(&self) -> &Tokenomics {

@@ -99,8 +99,7 @@ pub use pg::{PgLedger, migrate_postgres};
 pub use request::{
     AuthorizeRequest, BurnRequest, CaptureRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery,
     IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest,
-    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest,
-    ValidationRewardRequest,
+    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
 };
 pub use tokenomics::{
     Allocation, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX, INFERENCE_TOKENS_MAX,

@@ -62,7 +62,11 @@ pub(crate) fn pending(
             Some(_) => {}
         }
     }
-    Ok(known.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).copied().collect())
+    Ok(known
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+        .copied()
+        .collect())
 }
 
 #[cfg(test)]
@@ -81,7 +85,10 @@ mod tests {
 
     #[test]
     fn pending_refuses_unknown_and_edited() {
-        assert_eq!(pending(PG_MIGRATIONS, &[]).unwrap().len(), PG_MIGRATIONS.len());
+        assert_eq!(
+            pending(PG_MIGRATIONS, &[]).unwrap().len(),
+            PG_MIGRATIONS.len()
+        );
         let applied = [(1, PG_MIGRATIONS[0].checksum())];
         assert!(pending(PG_MIGRATIONS, &applied).unwrap().is_empty());
         assert!(pending(PG_MIGRATIONS, &[(1, "00".into())]).is_err());

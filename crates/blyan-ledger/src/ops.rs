@@ -43,8 +43,9 @@ struct Fingerprint<'a, R: Serialize> {
 }
 
 fn fingerprint<R: Serialize>(operation: &str, request: &R) -> Result<String> {
-    serde_json::to_string(&Fingerprint { operation, request })
-        .map_err(|e| LedgerError::Integrity { what: format!("cannot encode request: {e}") })
+    serde_json::to_string(&Fingerprint { operation, request }).map_err(|e| LedgerError::Integrity {
+        what: format!("cannot encode request: {e}"),
+    })
 }
 
 /// `Some(first outcome)` when `key` was already used for this very request.
@@ -66,14 +67,21 @@ async fn claim<T: StoreTx, O: DeserializeOwned>(
     let outcome = row.outcome.ok_or_else(|| LedgerError::Integrity {
         what: format!("idempotency key {key} committed without an outcome"),
     })?;
-    serde_json::from_str(&outcome).map(Some).map_err(|e| LedgerError::Integrity {
-        what: format!("stored outcome of key {key} does not decode: {e}"),
-    })
+    serde_json::from_str(&outcome)
+        .map(Some)
+        .map_err(|e| LedgerError::Integrity {
+            what: format!("stored outcome of key {key} does not decode: {e}"),
+        })
 }
 
-async fn finish<T: StoreTx, O: Serialize>(tx: &mut T, key: &IdempotencyKey, outcome: &O) -> Result<()> {
-    let text = serde_json::to_string(outcome)
-        .map_err(|e| LedgerError::Integrity { what: format!("cannot encode outcome: {e}") })?;
+async fn finish<T: StoreTx, O: Serialize>(
+    tx: &mut T,
+    key: &IdempotencyKey,
+    outcome: &O,
+) -> Result<()> {
+    let text = serde_json::to_string(outcome).map_err(|e| LedgerError::Integrity {
+        what: format!("cannot encode outcome: {e}"),
+    })?;
     tx.finish_key(key.as_str(), &text).await
 }
 
@@ -107,7 +115,10 @@ fn require_positive(amount: Amount, field: &'static str, ctx: &Ctx) -> Result<()
 
 fn refuse_reserved(account: &AccountId, operation: &'static str) -> Result<()> {
     if account.is_reserved() {
-        return Err(LedgerError::ReservedAccount { account: *account, operation });
+        return Err(LedgerError::ReservedAccount {
+            account: *account,
+            operation,
+        });
     }
     Ok(())
 }
@@ -117,20 +128,32 @@ fn lock_set(accounts: &[AccountId], credited: &[AccountId]) -> (Vec<AccountId>, 
     let mut all: Vec<AccountId> = accounts.to_vec();
     all.sort();
     all.dedup();
-    let mut create: Vec<AccountId> = credited.iter().filter(|a| !a.is_system()).copied().collect();
+    let mut create: Vec<AccountId> = credited
+        .iter()
+        .filter(|a| !a.is_system())
+        .copied()
+        .collect();
     create.sort();
     create.dedup();
     (all, create)
 }
 
 /// Checks `account` holds at least `amount`.
-fn require_funds(balances: &BTreeMap<AccountId, i64>, account: AccountId, amount: Amount) -> Result<()> {
+fn require_funds(
+    balances: &BTreeMap<AccountId, i64>,
+    account: AccountId,
+    amount: Amount,
+) -> Result<()> {
     let Some(&balance) = balances.get(&account) else {
         return Err(LedgerError::UnknownAccount { account });
     };
     if balance < amount.as_i64() {
         let available = Amount::from_units(balance.max(0).unsigned_abs())?;
-        return Err(LedgerError::InsufficientFunds { account, available, required: amount });
+        return Err(LedgerError::InsufficientFunds {
+            account,
+            available,
+            required: amount,
+        });
     }
     Ok(())
 }
@@ -156,15 +179,22 @@ async fn post<T: StoreTx>(
     let sum: i128 = entries.iter().map(|&(_, d)| i128::from(d)).sum();
     debug_assert_eq!(sum, 0, "unbalanced {kind:?}: {entries:?}");
     if sum != 0 || entries.len() < 2 {
-        return Err(LedgerError::Integrity { what: format!("unbalanced {kind:?}: {entries:?}") });
+        return Err(LedgerError::Integrity {
+            what: format!("unbalanced {kind:?}: {entries:?}"),
+        });
     }
     for &(account, delta) in &entries {
         let balance = balances.entry(account).or_default();
         *balance += delta;
-        debug_assert!(*balance >= 0 || account == MINT, "{account} would go negative");
+        debug_assert!(
+            *balance >= 0 || account == MINT,
+            "{account} would go negative"
+        );
     }
     let key_text = key.map(IdempotencyKey::as_str);
-    let id = tx.insert_transaction(kind, key_text, memo, now, &entries).await?;
+    let id = tx
+        .insert_transaction(kind, key_text, memo, now, &entries)
+        .await?;
     Ok(Transaction {
         id,
         kind,
@@ -190,14 +220,23 @@ async fn admit_issuance<T: StoreTx>(
     let supply = &ctx.tokenomics.supply;
     let minted_units = balances.get(&MINT).copied().unwrap_or(0).unsigned_abs();
     let minted = Amount::from_units(minted_units)?;
-    if minted.checked_add(requested).is_none_or(|total| total > supply.cap) {
-        return Err(LedgerError::SupplyCapExceeded { minted, requested, cap: supply.cap });
+    if minted
+        .checked_add(requested)
+        .is_none_or(|total| total > supply.cap)
+    {
+        return Err(LedgerError::SupplyCapExceeded {
+            minted,
+            requested,
+            cap: supply.cap,
+        });
     }
     let genesis_at: UnixMillis = tx
         .meta(GENESIS_AT_META)
         .await?
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| LedgerError::Integrity { what: "no genesis time recorded".into() })?;
+        .ok_or_else(|| LedgerError::Integrity {
+            what: "no genesis time recorded".into(),
+        })?;
     let year = now.saturating_sub(genesis_at) / INFLATION_YEAR_MS;
     let (base, minted_in_year) = match tx.inflation_year(year).await? {
         Some(row) => row,
@@ -211,7 +250,8 @@ async fn admit_issuance<T: StoreTx>(
     let allowance = base.share_bps_floor(supply.inflation_yearly_bps_max);
     match minted_in_year.checked_add(requested) {
         Some(total) if total <= allowance => {
-            tx.put_inflation_year(year, base.as_i64(), total.as_i64()).await
+            tx.put_inflation_year(year, base.as_i64(), total.as_i64())
+                .await
         }
         _ => Err(LedgerError::InflationCapExceeded {
             year,
@@ -245,19 +285,33 @@ impl Command for Genesis {
             Ok(Some(first)) => return Ok(first),
             Ok(None) => {}
             Err(LedgerError::IdempotencyConflict { first_request, .. }) => {
-                return Err(LedgerError::GenesisMismatch { stored: first_request, configured });
+                return Err(LedgerError::GenesisMismatch {
+                    stored: first_request,
+                    configured,
+                });
             }
             Err(other) => return Err(other),
         }
-        let accounts: Vec<AccountId> =
-            allocations.iter().map(|(a, _)| *a).chain([MINT]).collect();
+        let accounts: Vec<AccountId> = allocations.iter().map(|(a, _)| *a).chain([MINT]).collect();
         let credited: Vec<AccountId> = allocations.iter().map(|(a, _)| *a).collect();
         let (lock, create) = lock_set(&accounts, &credited);
         let mut balances = tx.lock_accounts(&lock, &create, now).await?;
         let mut deltas = vec![(MINT, -ctx.tokenomics.supply.genesis.as_i64())];
-        deltas.extend(allocations.iter().map(|&(account, amount)| (account, amount.as_i64())));
-        let outcome =
-            post(tx, &mut balances, TxKind::Genesis, Some(&key), "genesis", now, &deltas).await?;
+        deltas.extend(
+            allocations
+                .iter()
+                .map(|&(account, amount)| (account, amount.as_i64())),
+        );
+        let outcome = post(
+            tx,
+            &mut balances,
+            TxKind::Genesis,
+            Some(&key),
+            "genesis",
+            now,
+            &deltas,
+        )
+        .await?;
         tx.set_meta(GENESIS_AT_META, &now.to_string()).await?;
         finish(tx, &key, &outcome).await?;
         Ok(outcome)
@@ -273,7 +327,9 @@ fn check_transfer(request: &TransferRequest, ctx: &Ctx) -> Result<()> {
     refuse_reserved(&request.from, "transfer")?;
     refuse_reserved(&request.to, "transfer")?;
     if request.from == request.to {
-        return Err(LedgerError::SelfTransfer { account: request.from });
+        return Err(LedgerError::SelfTransfer {
+            account: request.from,
+        });
     }
     Ok(())
 }
@@ -288,7 +344,16 @@ async fn transfer_locked<T: StoreTx>(
     require_funds(balances, request.from, request.amount)?;
     let amount = request.amount.as_i64();
     let deltas = [(request.from, -amount), (request.to, amount)];
-    post(tx, balances, TxKind::Transfer, Some(&request.key), &request.memo, now, &deltas).await
+    post(
+        tx,
+        balances,
+        TxKind::Transfer,
+        Some(&request.key),
+        &request.memo,
+        now,
+        &deltas,
+    )
+    .await
 }
 
 impl Command for TransferRequest {
@@ -312,7 +377,11 @@ impl Command for TransferBatch {
     type Output = Vec<Transaction>;
 
     async fn apply<T: StoreTx>(self, tx: &mut T, ctx: &Ctx) -> Result<Vec<Transaction>> {
-        check_limit("transfer batch length", self.0.len() as u64, TRANSFER_BATCH_LEN_MAX as u64)?;
+        check_limit(
+            "transfer batch length",
+            self.0.len() as u64,
+            TRANSFER_BATCH_LEN_MAX as u64,
+        )?;
         let item = |index: usize, source: LedgerError| LedgerError::BatchItem {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             source: Box::new(source),
@@ -325,11 +394,18 @@ impl Command for TransferBatch {
         let mut outcomes: Vec<Option<Transaction>> = Vec::with_capacity(self.0.len());
         for (index, request) in self.0.iter().enumerate() {
             let fingerprint = fingerprint("transfer", request)?;
-            let first = claim(tx, &request.key, &fingerprint, now).await.map_err(|e| item(index, e))?;
+            let first = claim(tx, &request.key, &fingerprint, now)
+                .await
+                .map_err(|e| item(index, e))?;
             outcomes.push(first);
         }
-        let fresh: Vec<&TransferRequest> =
-            self.0.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(r, _)| r).collect();
+        let fresh: Vec<&TransferRequest> = self
+            .0
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| o.is_none())
+            .map(|(r, _)| r)
+            .collect();
         let accounts: Vec<AccountId> = fresh.iter().flat_map(|r| [r.from, r.to]).collect();
         let credited: Vec<AccountId> = fresh.iter().map(|r| r.to).collect();
         let (lock, create) = lock_set(&accounts, &credited);
@@ -365,7 +441,16 @@ impl Command for BurnRequest {
             require_funds(&balances, self.from, self.amount)?;
             let amount = self.amount.as_i64();
             let deltas = [(self.from, -amount), (BURN, amount)];
-            post(tx, &mut balances, TxKind::Burn, Some(&self.key), &self.memo, now, &deltas).await?
+            post(
+                tx,
+                &mut balances,
+                TxKind::Burn,
+                Some(&self.key),
+                &self.memo,
+                now,
+                &deltas,
+            )
+            .await?
         })
     }
 }
@@ -383,7 +468,16 @@ impl Command for MintRequest {
             admit_issuance(tx, ctx, &balances, self.amount, now).await?;
             let amount = self.amount.as_i64();
             let deltas = [(MINT, -amount), (self.to, amount)];
-            post(tx, &mut balances, TxKind::Mint, Some(&self.key), &self.memo, now, &deltas).await?
+            post(
+                tx,
+                &mut balances,
+                TxKind::Mint,
+                Some(&self.key),
+                &self.memo,
+                now,
+                &deltas,
+            )
+            .await?
         })
     }
 }
@@ -402,7 +496,14 @@ async fn pay_reward<T: StoreTx>(
 ) -> Result<Transaction> {
     let (lock, create) = lock_set(&[recipient, REWARD_POOL, MINT], &[recipient]);
     let mut balances = tx.lock_accounts(&lock, &create, now).await?;
-    let pool = Amount::from_units(balances.get(&REWARD_POOL).copied().unwrap_or(0).max(0).unsigned_abs())?;
+    let pool = Amount::from_units(
+        balances
+            .get(&REWARD_POOL)
+            .copied()
+            .unwrap_or(0)
+            .max(0)
+            .unsigned_abs(),
+    )?;
     let from_pool = pool.min(amount);
     let minted = amount.checked_sub(from_pool).unwrap_or(Amount::ZERO);
     if !minted.is_zero() {
@@ -413,7 +514,16 @@ async fn pay_reward<T: StoreTx>(
         (MINT, -minted.as_i64()),
         (recipient, amount.as_i64()),
     ];
-    post(tx, &mut balances, TxKind::Reward, Some(key), memo, now, &deltas).await
+    post(
+        tx,
+        &mut balances,
+        TxKind::Reward,
+        Some(key),
+        memo,
+        now,
+        &deltas,
+    )
+    .await
 }
 
 impl Command for ValidationRewardRequest {
@@ -423,7 +533,16 @@ impl Command for ValidationRewardRequest {
         let amount = ctx.tokenomics.validation_reward(self.samples)?;
         idempotent!(tx, ctx, &self.key, "validation_reward", &self, |now| {
             let memo = format!("validation reward: {} samples", self.samples);
-            pay_reward(tx, ctx, &self.key, self.validator.into(), amount, &memo, now).await?
+            pay_reward(
+                tx,
+                ctx,
+                &self.key,
+                self.validator.into(),
+                amount,
+                &memo,
+                now,
+            )
+            .await?
         })
     }
 }
@@ -448,7 +567,9 @@ impl Command for QuoteRequest {
 
     async fn apply<T: StoreTx>(self, tx: &mut T, ctx: &Ctx) -> Result<Quote> {
         if self.estimated_tokens == 0 {
-            return Err(LedgerError::Zero { field: "estimated_tokens" });
+            return Err(LedgerError::Zero {
+                field: "estimated_tokens",
+            });
         }
         let amount = ctx.tokenomics.inference_fee(self.estimated_tokens)?;
         let hold_amount = ctx.tokenomics.hold_amount(amount)?;
@@ -484,7 +605,10 @@ impl Command for AuthorizeRequest {
                 return Err(LedgerError::UnknownQuote { quote: self.quote });
             };
             if let Some(hold) = hold {
-                return Err(LedgerError::QuoteAlreadyAuthorized { quote: quote.id, hold });
+                return Err(LedgerError::QuoteAlreadyAuthorized {
+                    quote: quote.id,
+                    hold,
+                });
             }
             if now >= quote.expires_at_ms {
                 return Err(LedgerError::QuoteExpired {
@@ -499,10 +623,17 @@ impl Command for AuthorizeRequest {
             let amount = quote.hold_amount.as_i64();
             let memo = format!("hold for {}", quote.id);
             let deltas = [(payer, -amount), (ESCROW, amount)];
-            let authorize_tx =
-                post(tx, &mut balances, TxKind::Authorize, Some(&self.key), &memo, now, &deltas)
-                    .await?
-                    .id;
+            let authorize_tx = post(
+                tx,
+                &mut balances,
+                TxKind::Authorize,
+                Some(&self.key),
+                &memo,
+                now,
+                &deltas,
+            )
+            .await?
+            .id;
             let new = NewHold {
                 quote: quote.id,
                 payer: quote.payer,
@@ -531,9 +662,15 @@ impl Command for AuthorizeRequest {
 
 /// The authorized hold `id`, locked.
 async fn authorized_hold<T: StoreTx>(tx: &mut T, id: HoldId) -> Result<Hold> {
-    let hold = tx.hold(id, true).await?.ok_or(LedgerError::UnknownHold { hold: id })?;
+    let hold = tx
+        .hold(id, true)
+        .await?
+        .ok_or(LedgerError::UnknownHold { hold: id })?;
     if hold.status != HoldStatus::Authorized {
-        return Err(LedgerError::HoldNotAuthorized { hold: id, status: hold.status });
+        return Err(LedgerError::HoldNotAuthorized {
+            hold: id,
+            status: hold.status,
+        });
     }
     Ok(hold)
 }
@@ -552,7 +689,13 @@ struct Settlement<'a> {
 impl Settlement<'_> {
     /// Everything back to the payer.
     fn refund(kind: TxKind, status: HoldStatus, key: Option<&IdempotencyKey>) -> Settlement<'_> {
-        Settlement { kind, status, key, charge: Amount::ZERO, paid_to: REWARD_POOL }
+        Settlement {
+            kind,
+            status,
+            key,
+            charge: Amount::ZERO,
+            paid_to: REWARD_POOL,
+        }
     }
 }
 
@@ -563,15 +706,26 @@ async fn settle<T: StoreTx>(
     settlement: Settlement<'_>,
     now: UnixMillis,
 ) -> Result<(Transaction, Amount)> {
-    let Settlement { kind, status, key, charge, paid_to } = settlement;
+    let Settlement {
+        kind,
+        status,
+        key,
+        charge,
+        paid_to,
+    } = settlement;
     let payer = AccountId::User(hold.payer);
     let burned = ctx.tokenomics.burn_share(charge);
     let served = charge.checked_sub(burned).expect("burn share <= charge");
-    let released = hold.amount.checked_sub(charge).expect("charge <= hold amount, checked");
+    let released = hold
+        .amount
+        .checked_sub(charge)
+        .expect("charge <= hold amount, checked");
     let (lock, create) = lock_set(&[payer, ESCROW, BURN, paid_to], &[paid_to]);
     let mut balances = tx.lock_accounts(&lock, &create, now).await?;
     if balances.get(&ESCROW).copied().unwrap_or(0) < hold.amount.as_i64() {
-        return Err(LedgerError::Integrity { what: format!("escrow lacks {}", hold.id) });
+        return Err(LedgerError::Integrity {
+            what: format!("escrow lacks {}", hold.id),
+        });
     }
     let deltas = [
         (ESCROW, -hold.amount.as_i64()),
@@ -677,7 +831,10 @@ impl Command for GetBalance {
 
     async fn apply<T: StoreTx>(self, tx: &mut T, _ctx: &Ctx) -> Result<Balance> {
         if self.0 == MINT {
-            return Err(LedgerError::ReservedAccount { account: MINT, operation: "balance" });
+            return Err(LedgerError::ReservedAccount {
+                account: MINT,
+                operation: "balance",
+            });
         }
         let stored = tx.balance(&self.0).await?.unwrap_or(0);
         let available = Amount::from_units(stored.max(0).unsigned_abs())?;
@@ -685,7 +842,10 @@ impl Command for GetBalance {
             AccountId::User(address) => tx.held(&address).await?,
             AccountId::System(_) => 0,
         };
-        Ok(Balance { available, held: Amount::from_units(held.max(0).unsigned_abs())? })
+        Ok(Balance {
+            available,
+            held: Amount::from_units(held.max(0).unsigned_abs())?,
+        })
     }
 }
 
@@ -699,9 +859,15 @@ impl Command for GetHistory {
     async fn apply<T: StoreTx>(self, tx: &mut T, _ctx: &Ctx) -> Result<HistoryPage> {
         let GetHistory(account, query) = self;
         if query.limit == 0 {
-            return Err(LedgerError::Zero { field: "history limit" });
+            return Err(LedgerError::Zero {
+                field: "history limit",
+            });
         }
-        check_limit("history limit", query.limit.into(), HISTORY_PAGE_LEN_MAX.into())?;
+        check_limit(
+            "history limit",
+            query.limit.into(),
+            HISTORY_PAGE_LEN_MAX.into(),
+        )?;
         let items = tx.history(&account, query.before, query.limit).await?;
         let next = if items.len() == query.limit as usize {
             items.last().map(|item| item.entry_id)
@@ -745,9 +911,11 @@ async fn supply_of<T: StoreTx>(tx: &mut T, ctx: &Ctx) -> Result<Supply> {
 fn supply_from(ctx: &Ctx, mint: i64, burn: i64) -> Result<Supply> {
     let minted = Amount::from_units(mint.min(0).unsigned_abs())?;
     let burned = Amount::from_units(burn.max(0).unsigned_abs())?;
-    let circulating = minted.checked_sub(burned).ok_or_else(|| LedgerError::Integrity {
-        what: format!("burned {burned} exceeds minted {minted}"),
-    })?;
+    let circulating = minted
+        .checked_sub(burned)
+        .ok_or_else(|| LedgerError::Integrity {
+            what: format!("burned {burned} exceeds minted {minted}"),
+        })?;
     Ok(Supply {
         cap: ctx.tokenomics.supply.cap,
         genesis: ctx.tokenomics.supply.genesis,
@@ -783,10 +951,16 @@ impl Command for VerifyIntegrity {
             problems.push(format!("unbalanced transactions {:?}", facts.unbalanced));
         }
         if facts.orphan_entries != 0 {
-            problems.push(format!("{} entries without a transaction", facts.orphan_entries));
+            problems.push(format!(
+                "{} entries without a transaction",
+                facts.orphan_entries
+            ));
         }
         if !facts.drifted.is_empty() {
-            problems.push(format!("balances differ from their entries: {:?}", facts.drifted));
+            problems.push(format!(
+                "balances differ from their entries: {:?}",
+                facts.drifted
+            ));
         }
         if !facts.negative.is_empty() {
             problems.push(format!("negative balances: {:?}", facts.negative));
@@ -795,10 +969,15 @@ impl Command for VerifyIntegrity {
             problems.push(format!("balances sum to {}, not 0", facts.balance_sum));
         }
         if facts.escrow != facts.held {
-            problems.push(format!("escrow {} != authorized holds {}", facts.escrow, facts.held));
+            problems.push(format!(
+                "escrow {} != authorized holds {}",
+                facts.escrow, facts.held
+            ));
         }
         if !problems.is_empty() {
-            return Err(LedgerError::Integrity { what: problems.join("; ") });
+            return Err(LedgerError::Integrity {
+                what: problems.join("; "),
+            });
         }
         Ok(IntegrityReport {
             accounts: facts.accounts,

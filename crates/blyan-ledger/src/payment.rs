@@ -78,10 +78,17 @@ impl HoldStatus {
     }
 
     pub(crate) fn parse(text: &str) -> Result<HoldStatus> {
-        [HoldStatus::Authorized, HoldStatus::Captured, HoldStatus::Released, HoldStatus::Expired]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| LedgerError::Integrity { what: format!("unknown hold status {text:?}") })
+        [
+            HoldStatus::Authorized,
+            HoldStatus::Captured,
+            HoldStatus::Released,
+            HoldStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| LedgerError::Integrity {
+            what: format!("unknown hold status {text:?}"),
+        })
     }
 }
 

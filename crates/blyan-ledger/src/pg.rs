@@ -68,17 +68,22 @@ impl HasCore for PgLedger {
 
 /// A pool for `url` with at most `size` connections.
 fn pg_pool(url: &str, size: usize) -> Result<Pool> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| LedgerError::PgConfig { reason: format!("{e}") })?;
+    let config: tokio_postgres::Config = url.parse().map_err(|e| LedgerError::PgConfig {
+        reason: format!("{e}"),
+    })?;
     let manager = Manager::from_config(
         config,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(size.max(1))
         .build()
-        .map_err(|e| LedgerError::PgConfig { reason: format!("{e}") })
+        .map_err(|e| LedgerError::PgConfig {
+            reason: format!("{e}"),
+        })
 }
 
 /// Applies the PostgreSQL migrations to the database at `url`, each once, in order. Several
@@ -90,7 +95,9 @@ pub async fn migrate_postgres(url: &str) -> Result<()> {
 
 async fn migrate_pg(pool: &Pool) -> Result<()> {
     let mut client = pool.get().await?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATION_LOCK_KEY]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATION_LOCK_KEY])
+        .await?;
     let result = async {
         client
             .batch_execute(
@@ -101,18 +108,28 @@ async fn migrate_pg(pool: &Pool) -> Result<()> {
                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
             )
             .await?;
-        let rows =
-            client.query("SELECT version, checksum FROM ledger_migrations", &[]).await?;
+        let rows = client
+            .query("SELECT version, checksum FROM ledger_migrations", &[])
+            .await?;
         let applied: Vec<(u32, String)> = rows
             .iter()
-            .map(|r| (u32::try_from(r.get::<_, i32>(0)).unwrap_or(u32::MAX), r.get(1)))
+            .map(|r| {
+                (
+                    u32::try_from(r.get::<_, i32>(0)).unwrap_or(u32::MAX),
+                    r.get(1),
+                )
+            })
             .collect();
         for migration in pending(PG_MIGRATIONS, &applied)? {
             let tx = client.transaction().await?;
-            tx.batch_execute(migration.sql).await.map_err(|e| LedgerError::Migration {
-                version: migration.version,
-                reason: e.as_db_error().map_or_else(|| e.to_string(), |db| db.to_string()),
-            })?;
+            tx.batch_execute(migration.sql)
+                .await
+                .map_err(|e| LedgerError::Migration {
+                    version: migration.version,
+                    reason: e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |db| db.to_string()),
+                })?;
             let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
             tx.execute(
                 "INSERT INTO ledger_migrations (version, name, checksum) VALUES ($1, $2, $3)",
@@ -120,13 +137,19 @@ async fn migrate_pg(pool: &Pool) -> Result<()> {
             )
             .await?;
             tx.commit().await?;
-            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
         }
         Ok::<(), LedgerError>(())
     }
     .await;
     // Released on error too; a dropped connection releases it as well.
-    client.execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATION_LOCK_KEY]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATION_LOCK_KEY])
+        .await?;
     result
 }
 
@@ -165,7 +188,12 @@ impl Store for PgStore {
                 .await?;
             let mut store_tx = PgTx { tx };
             let result = match command.clone().apply(&mut store_tx, ctx).await {
-                Ok(output) => store_tx.tx.commit().await.map(|()| output).map_err(Into::into),
+                Ok(output) => store_tx
+                    .tx
+                    .commit()
+                    .await
+                    .map(|()| output)
+                    .map_err(Into::into),
                 Err(error) => {
                     // Dropping the transaction would roll back too; do it now so the
                     // connection returns to the pool clean.
@@ -226,15 +254,21 @@ pub(crate) fn stored_amount(units: i64) -> Result<Amount> {
     u64::try_from(units)
         .ok()
         .and_then(|u| Amount::from_units(u).ok())
-        .ok_or_else(|| LedgerError::Integrity { what: format!("stored amount {units} < 0") })
+        .ok_or_else(|| LedgerError::Integrity {
+            what: format!("stored amount {units} < 0"),
+        })
 }
 
 pub(crate) fn stored_account(text: &str) -> Result<AccountId> {
-    text.parse().map_err(|e| LedgerError::Integrity { what: format!("stored account: {e}") })
+    text.parse().map_err(|e| LedgerError::Integrity {
+        what: format!("stored account: {e}"),
+    })
 }
 
 pub(crate) fn stored_address(text: &str) -> Result<Address> {
-    text.parse().map_err(|e| LedgerError::Integrity { what: format!("stored address: {e}") })
+    text.parse().map_err(|e| LedgerError::Integrity {
+        what: format!("stored address: {e}"),
+    })
 }
 
 const QUOTE_COLUMNS: &str =
@@ -270,7 +304,12 @@ fn hold_row(row: &Row) -> Result<Hold> {
 }
 
 impl StoreTx for PgTx<'_> {
-    async fn claim_key(&mut self, key: &str, request: &str, now: UnixMillis) -> Result<Option<KeyRow>> {
+    async fn claim_key(
+        &mut self,
+        key: &str,
+        request: &str,
+        now: UnixMillis,
+    ) -> Result<Option<KeyRow>> {
         // Waits on the unique index while another transaction holds the same key.
         let inserted = self
             .execute(
@@ -283,15 +322,26 @@ impl StoreTx for PgTx<'_> {
             return Ok(None);
         }
         let row = self
-            .query_opt("SELECT request, outcome FROM idempotency_keys WHERE key = $1", &[&key])
+            .query_opt(
+                "SELECT request, outcome FROM idempotency_keys WHERE key = $1",
+                &[&key],
+            )
             .await?
-            .ok_or_else(|| LedgerError::Integrity { what: format!("key {key} vanished") })?;
-        Ok(Some(KeyRow { request: row.get(0), outcome: row.get(1) }))
+            .ok_or_else(|| LedgerError::Integrity {
+                what: format!("key {key} vanished"),
+            })?;
+        Ok(Some(KeyRow {
+            request: row.get(0),
+            outcome: row.get(1),
+        }))
     }
 
     async fn finish_key(&mut self, key: &str, outcome: &str) -> Result<()> {
-        self.execute("UPDATE idempotency_keys SET outcome = $2 WHERE key = $1", &[&key, &outcome])
-            .await?;
+        self.execute(
+            "UPDATE idempotency_keys SET outcome = $2 WHERE key = $1",
+            &[&key, &outcome],
+        )
+        .await?;
         Ok(())
     }
 
@@ -308,8 +358,11 @@ impl StoreTx for PgTx<'_> {
         for row in self.query(LOCK, &[&keys]).await? {
             balances.insert(stored_account(row.get(0))?, row.get::<_, i64>(1));
         }
-        let missing: Vec<String> =
-            create.iter().filter(|a| !balances.contains_key(a)).map(AccountId::key).collect();
+        let missing: Vec<String> = create
+            .iter()
+            .filter(|a| !balances.contains_key(a))
+            .map(AccountId::key)
+            .collect();
         if !missing.is_empty() {
             // New accounts are rare; creating them after the first lock keeps the common
             // case to one statement. A row this transaction inserted is invisible to others
@@ -348,7 +401,9 @@ impl StoreTx for PgTx<'_> {
                 &[&kind.as_str(), &key, &memo, &ms(now), &accounts, &amounts],
             )
             .await?
-            .ok_or_else(|| LedgerError::Integrity { what: "insert returned no id".into() })?;
+            .ok_or_else(|| LedgerError::Integrity {
+                what: "insert returned no id".into(),
+            })?;
         Ok(TxId(id_of(row.get(0))))
     }
 
@@ -367,7 +422,9 @@ impl StoreTx for PgTx<'_> {
                 ],
             )
             .await?
-            .ok_or_else(|| LedgerError::Integrity { what: "insert returned no id".into() })?;
+            .ok_or_else(|| LedgerError::Integrity {
+                what: "insert returned no id".into(),
+            })?;
         Ok(QuoteId(id_of(row.get(0))))
     }
 
@@ -407,7 +464,9 @@ impl StoreTx for PgTx<'_> {
                 ],
             )
             .await?
-            .ok_or_else(|| LedgerError::Integrity { what: "insert returned no id".into() })?;
+            .ok_or_else(|| LedgerError::Integrity {
+                what: "insert returned no id".into(),
+            })?;
         Ok(HoldId(id_of(row.get(0))))
     }
 
@@ -417,7 +476,11 @@ impl StoreTx for PgTx<'_> {
         } else {
             format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1")
         };
-        self.query_opt(&sql, &[&signed(id.0)]).await?.as_ref().map(hold_row).transpose()
+        self.query_opt(&sql, &[&signed(id.0)])
+            .await?
+            .as_ref()
+            .map(hold_row)
+            .transpose()
     }
 
     async fn settle_hold(&mut self, id: HoldId, status: HoldStatus, settle_tx: TxId) -> Result<()> {
@@ -439,7 +502,9 @@ impl StoreTx for PgTx<'_> {
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {
-        let row = self.query_opt("SELECT value FROM ledger_meta WHERE key = $1", &[&key]).await?;
+        let row = self
+            .query_opt("SELECT value FROM ledger_meta WHERE key = $1", &[&key])
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -488,7 +553,10 @@ impl StoreTx for PgTx<'_> {
 
     async fn balance(&mut self, account: &AccountId) -> Result<Option<i64>> {
         let row = self
-            .query_opt("SELECT balance FROM accounts WHERE account = $1", &[&account.key()])
+            .query_opt(
+                "SELECT balance FROM accounts WHERE account = $1",
+                &[&account.key()],
+            )
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -568,7 +636,10 @@ impl StoreTx for PgTx<'_> {
         let count = |row: Option<Row>| row.map_or(0, |r| id_of(r.get::<_, i64>(0)));
         let mut facts = AuditFacts {
             accounts: count(self.query_opt("SELECT COUNT(*) FROM accounts", &[]).await?),
-            transactions: count(self.query_opt("SELECT COUNT(*) FROM transactions", &[]).await?),
+            transactions: count(
+                self.query_opt("SELECT COUNT(*) FROM transactions", &[])
+                    .await?,
+            ),
             entries: count(self.query_opt("SELECT COUNT(*) FROM entries", &[]).await?),
             ..AuditFacts::default()
         };
@@ -619,9 +690,18 @@ impl StoreTx for PgTx<'_> {
         facts.balance_sum = sum.parse().map_err(|_| LedgerError::Integrity {
             what: format!("balance sum {sum:?} is not an integer"),
         })?;
-        facts.escrow = self.balance(&AccountId::System(crate::SystemAccount::FeeEscrow)).await?.unwrap_or(0);
-        facts.mint = self.balance(&AccountId::System(crate::SystemAccount::Mint)).await?.unwrap_or(0);
-        facts.burn = self.balance(&AccountId::System(crate::SystemAccount::Burn)).await?.unwrap_or(0);
+        facts.escrow = self
+            .balance(&AccountId::System(crate::SystemAccount::FeeEscrow))
+            .await?
+            .unwrap_or(0);
+        facts.mint = self
+            .balance(&AccountId::System(crate::SystemAccount::Mint))
+            .await?
+            .unwrap_or(0);
+        facts.burn = self
+            .balance(&AccountId::System(crate::SystemAccount::Burn))
+            .await?
+            .unwrap_or(0);
         facts.held = self
             .query_opt(
                 "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM holds WHERE status = 'authorized'",

@@ -30,8 +30,14 @@ impl IdempotencyKey {
         let reason = if key.is_empty() {
             Some("empty".to_owned())
         } else if key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-            Some(format!("{} bytes, at most {IDEMPOTENCY_KEY_BYTES_MAX}", key.len()))
-        } else if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+            Some(format!(
+                "{} bytes, at most {IDEMPOTENCY_KEY_BYTES_MAX}",
+                key.len()
+            ))
+        } else if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        {
             Some("only A-Z a-z 0-9 . _ : - are allowed".to_owned())
         } else {
             None
@@ -197,11 +203,7 @@ pub struct HistoryQuery {
 pub const HISTORY_PAGE_LEN_MAX: u32 = 500;
 
 pub(crate) fn check_memo(memo: &str) -> Result<()> {
-    crate::tokenomics::check_limit(
-        "memo bytes",
-        memo.len() as u64,
-        MEMO_BYTES_MAX as u64,
-    )
+    crate::tokenomics::check_limit("memo bytes", memo.len() as u64, MEMO_BYTES_MAX as u64)
 }
 
 #[cfg(test)]

@@ -154,7 +154,8 @@ pub(crate) trait StoreTx: Send {
     fn insert_hold(&mut self, hold: &NewHold) -> impl Future<Output = Result<HoldId>> + Send;
 
     /// The hold; locked when `lock`.
-    fn hold(&mut self, id: HoldId, lock: bool) -> impl Future<Output = Result<Option<Hold>>> + Send;
+    fn hold(&mut self, id: HoldId, lock: bool)
+    -> impl Future<Output = Result<Option<Hold>>> + Send;
 
     fn settle_hold(
         &mut self,
@@ -177,7 +178,10 @@ pub(crate) trait StoreTx: Send {
 
     /// `(base circulating supply, minted so far)` of an inflation year. Callers hold the mint
     /// account's lock, which serialises every issuance.
-    fn inflation_year(&mut self, year: u64) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send;
+    fn inflation_year(
+        &mut self,
+        year: u64,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>>> + Send;
 
     fn put_inflation_year(
         &mut self,

@@ -115,7 +115,10 @@ impl Tokenomics {
                 tracing::info!(path = %path.display(), "no tokenomics file; using shipped defaults");
                 Tokenomics::shipped()
             }
-            Err(source) => Err(LedgerError::ConfigRead { path: path.to_owned(), source }),
+            Err(source) => Err(LedgerError::ConfigRead {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -130,7 +133,10 @@ impl Tokenomics {
         let tokenomics: Tokenomics =
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
                 let field = error.path().to_string();
-                LedgerError::ConfigParse { field, message: error.into_inner().to_string() }
+                LedgerError::ConfigParse {
+                    field,
+                    message: error.into_inner().to_string(),
+                }
             })?;
         tokenomics.validate()?;
         Ok(tokenomics)
@@ -147,15 +153,24 @@ impl Tokenomics {
             return Err(invalid("supply.cap", "must be greater than zero".into()));
         }
         if supply.genesis.is_zero() {
-            return Err(invalid("supply.genesis", "must be greater than zero".into()));
+            return Err(invalid(
+                "supply.genesis",
+                "must be greater than zero".into(),
+            ));
         }
         if supply.genesis > supply.cap {
             return Err(invalid(
                 "supply.genesis",
-                format!("{} BLY exceeds supply.cap {} BLY", supply.genesis, supply.cap),
+                format!(
+                    "{} BLY exceeds supply.cap {} BLY",
+                    supply.genesis, supply.cap
+                ),
             ));
         }
-        check_bps(supply.inflation_yearly_bps_max, "supply.inflation_yearly_bps_max")?;
+        check_bps(
+            supply.inflation_yearly_bps_max,
+            "supply.inflation_yearly_bps_max",
+        )?;
         if self.genesis_allocations.len() > GENESIS_ALLOCATIONS_MAX {
             return Err(invalid(
                 "genesis_allocations",
@@ -172,7 +187,10 @@ impl Tokenomics {
             if allocation.account.is_reserved() {
                 return Err(invalid(
                     &field("account"),
-                    format!("{} only moves by the ledger's own operations", allocation.account),
+                    format!(
+                        "{} only moves by the ledger's own operations",
+                        allocation.account
+                    ),
                 ));
             }
             if !seen.insert(allocation.account) {
@@ -182,34 +200,61 @@ impl Tokenomics {
                 ));
             }
             if allocation.amount.is_zero() {
-                return Err(invalid(&field("amount"), "must be greater than zero".into()));
+                return Err(invalid(
+                    &field("amount"),
+                    "must be greater than zero".into(),
+                ));
             }
             total = total.checked_add(allocation.amount).ok_or_else(|| {
-                invalid("genesis_allocations", "the amounts overflow when summed".into())
+                invalid(
+                    "genesis_allocations",
+                    "the amounts overflow when summed".into(),
+                )
             })?;
         }
         if total != supply.genesis {
             return Err(invalid(
                 "genesis_allocations",
-                format!("amounts sum to {total} BLY, supply.genesis is {} BLY", supply.genesis),
+                format!(
+                    "amounts sum to {total} BLY, supply.genesis is {} BLY",
+                    supply.genesis
+                ),
             ));
         }
         for (value, field) in [
-            (self.rewards.validation_per_sample, "rewards.validation_per_sample"),
-            (self.rewards.learning_per_improvement_percent, "rewards.learning_per_improvement_percent"),
-            (self.inference.fee_per_1000_tokens, "inference.fee_per_1000_tokens"),
+            (
+                self.rewards.validation_per_sample,
+                "rewards.validation_per_sample",
+            ),
+            (
+                self.rewards.learning_per_improvement_percent,
+                "rewards.learning_per_improvement_percent",
+            ),
+            (
+                self.inference.fee_per_1000_tokens,
+                "inference.fee_per_1000_tokens",
+            ),
         ] {
             if value > supply.cap {
                 return Err(invalid(field, format!("{value} BLY exceeds supply.cap")));
             }
         }
         if self.inference.fee_per_1000_tokens.is_zero() {
-            return Err(invalid("inference.fee_per_1000_tokens", "must be greater than zero".into()));
+            return Err(invalid(
+                "inference.fee_per_1000_tokens",
+                "must be greater than zero".into(),
+            ));
         }
         check_bps(self.inference.burn_share_bps, "inference.burn_share_bps")?;
-        check_bps(self.payments.capture_tolerance_bps, "payments.capture_tolerance_bps")?;
+        check_bps(
+            self.payments.capture_tolerance_bps,
+            "payments.capture_tolerance_bps",
+        )?;
         for (value, field) in [
-            (self.payments.quote_ttl_seconds, "payments.quote_ttl_seconds"),
+            (
+                self.payments.quote_ttl_seconds,
+                "payments.quote_ttl_seconds",
+            ),
             (self.payments.hold_ttl_seconds, "payments.hold_ttl_seconds"),
         ] {
             if value == 0 || value > PAYMENT_TTL_SECONDS_MAX {
@@ -240,7 +285,9 @@ impl Tokenomics {
     /// The validation reward for `samples` validated samples.
     pub fn validation_reward(&self, samples: u64) -> Result<Amount> {
         if samples == 0 {
-            return Err(LedgerError::Zero { field: "validated samples" });
+            return Err(LedgerError::Zero {
+                field: "validated samples",
+            });
         }
         check_limit("validated samples", samples, VALIDATION_SAMPLES_MAX)?;
         let units = u128::from(self.rewards.validation_per_sample.units()) * u128::from(samples);
@@ -251,11 +298,20 @@ impl Tokenomics {
     /// down.
     pub fn learning_reward(&self, improvement_bps: u32) -> Result<Amount> {
         if improvement_bps == 0 {
-            return Err(LedgerError::Zero { field: "improvement_bps" });
+            return Err(LedgerError::Zero {
+                field: "improvement_bps",
+            });
         }
-        check_limit("improvement_bps", improvement_bps.into(), IMPROVEMENT_BPS_MAX.into())?;
+        check_limit(
+            "improvement_bps",
+            improvement_bps.into(),
+            IMPROVEMENT_BPS_MAX.into(),
+        )?;
         let per_percent = u128::from(self.rewards.learning_per_improvement_percent.units());
-        self.capped("learning reward", per_percent * u128::from(improvement_bps) / 100)
+        self.capped(
+            "learning reward",
+            per_percent * u128::from(improvement_bps) / 100,
+        )
     }
 
     /// The burned part of a captured fee.
@@ -276,7 +332,10 @@ impl Tokenomics {
     /// `units` as an amount no larger than the supply cap (nothing larger can ever be paid).
     fn capped(&self, field: &'static str, units: u128) -> Result<Amount> {
         let cap = self.supply.cap;
-        match u64::try_from(units).ok().and_then(|u| Amount::from_units(u).ok()) {
+        match u64::try_from(units)
+            .ok()
+            .and_then(|u| Amount::from_units(u).ok())
+        {
             Some(amount) if amount <= cap => Ok(amount),
             Some(amount) => Err(LedgerError::AmountAboveSupplyCap { field, amount, cap }),
             None => Err(LedgerError::AmountOverflow {
@@ -317,11 +376,23 @@ mod tests {
         let t = shipped();
         assert_eq!(t.inference_fee(1000).unwrap(), Amount::from_bly(1).unwrap());
         assert_eq!(t.inference_fee(1).unwrap().units(), 1000);
-        assert_eq!(t.validation_reward(3).unwrap(), Amount::from_bly(60).unwrap());
-        assert_eq!(t.learning_reward(100).unwrap(), Amount::from_bly(20_000).unwrap());
-        assert_eq!(t.learning_reward(1).unwrap(), Amount::from_bly(200).unwrap());
+        assert_eq!(
+            t.validation_reward(3).unwrap(),
+            Amount::from_bly(60).unwrap()
+        );
+        assert_eq!(
+            t.learning_reward(100).unwrap(),
+            Amount::from_bly(20_000).unwrap()
+        );
+        assert_eq!(
+            t.learning_reward(1).unwrap(),
+            Amount::from_bly(200).unwrap()
+        );
         let quoted = Amount::from_bly(10).unwrap();
-        assert_eq!(t.hold_amount(quoted).unwrap(), Amount::from_bly(11).unwrap());
+        assert_eq!(
+            t.hold_amount(quoted).unwrap(),
+            Amount::from_bly(11).unwrap()
+        );
     }
 
     #[test]
@@ -342,7 +413,13 @@ mod tests {
             t.learning_reward(IMPROVEMENT_BPS_MAX + 1),
             Err(LedgerError::LimitExceeded { .. })
         ));
-        assert!(matches!(t.validation_reward(0), Err(LedgerError::Zero { .. })));
-        assert!(matches!(t.learning_reward(0), Err(LedgerError::Zero { .. })));
+        assert!(matches!(
+            t.validation_reward(0),
+            Err(LedgerError::Zero { .. })
+        ));
+        assert!(matches!(
+            t.learning_reward(0),
+            Err(LedgerError::Zero { .. })
+        ));
     }
 }

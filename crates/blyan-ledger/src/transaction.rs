@@ -82,7 +82,9 @@ impl TxKind {
         TxKind::ALL
             .into_iter()
             .find(|k| k.as_str() == text)
-            .ok_or_else(|| LedgerError::Integrity { what: format!("unknown kind {text:?}") })
+            .ok_or_else(|| LedgerError::Integrity {
+                what: format!("unknown kind {text:?}"),
+            })
     }
 }
 
@@ -109,11 +111,19 @@ pub struct Entry {
 
 impl Entry {
     pub(crate) fn debit(account: AccountId, amount: Amount) -> Entry {
-        Entry { account, direction: Direction::Debit, amount }
+        Entry {
+            account,
+            direction: Direction::Debit,
+            amount,
+        }
     }
 
     pub(crate) fn credit(account: AccountId, amount: Amount) -> Entry {
-        Entry { account, direction: Direction::Credit, amount }
+        Entry {
+            account,
+            direction: Direction::Credit,
+            amount,
+        }
     }
 
     /// The signed change to the account's balance in units (debits negative), as stored.
@@ -129,7 +139,9 @@ impl Entry {
         match delta.signum() {
             -1 => Ok(Entry::debit(account, amount)),
             1 => Ok(Entry::credit(account, amount)),
-            _ => Err(LedgerError::Integrity { what: format!("zero entry for {account}") }),
+            _ => Err(LedgerError::Integrity {
+                what: format!("zero entry for {account}"),
+            }),
         }
     }
 }

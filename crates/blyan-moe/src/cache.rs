@@ -9,7 +9,7 @@ use std::time::Instant;
 use tch::{Device, Kind};
 
 use crate::error::{MoeError, Result};
-use crate::expert::{ExpertId, ExpertWeights};
+use crate::expert::{ExpertName, ExpertWeights};
 use crate::weights::{WeightSource, shape_of};
 
 /// Counters of an [`ExpertCache`], readable from any thread while the model runs.
@@ -95,9 +95,9 @@ pub struct ExpertCache {
     intermediate_size: u64,
     kind: Kind,
     device: Device,
-    entries: HashMap<ExpertId, Entry>,
+    entries: HashMap<ExpertName, Entry>,
     // Invariant: `order` maps each entry's `last_used` tick to its id, one to one with `entries`.
-    order: BTreeMap<u64, ExpertId>,
+    order: BTreeMap<u64, ExpertName>,
     tick: u64,
     bytes_resident: u64,
     budget_bytes: u64,
@@ -146,7 +146,7 @@ impl ExpertCache {
     /// The expert's weights, from memory or loaded from the source.
     ///
     /// An expert the source lacks is [`MoeError::MissingExpert`] naming it.
-    pub fn get(&mut self, id: ExpertId) -> Result<ExpertWeights> {
+    pub fn get(&mut self, id: ExpertName) -> Result<ExpertWeights> {
         self.tick += 1;
         if let Some(entry) = self.entries.get_mut(&id) {
             self.order.remove(&entry.last_used);
@@ -187,7 +187,7 @@ impl ExpertCache {
         Ok(handed_out)
     }
 
-    fn load(&self, id: ExpertId) -> Result<ExpertWeights> {
+    fn load(&self, id: ExpertName) -> Result<ExpertWeights> {
         let raw = self.source.expert(id)?;
         let (inner, hidden) = (self.intermediate_size, self.hidden_size);
         let check = |matrix: &str, tensor: tch::Tensor, expected: [u64; 2]| -> Result<tch::Tensor> {
@@ -252,7 +252,7 @@ impl ExpertCache {
     }
 
     /// Experts held now, least recently used first.
-    pub fn resident(&self) -> Vec<ExpertId> {
+    pub fn resident(&self) -> Vec<ExpertName> {
         self.order.values().copied().collect()
     }
 
@@ -276,6 +276,7 @@ impl ExpertCache {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::expert::expert_name;
     use crate::weights::RandomInit;
 
     fn cache(budget_experts: u64) -> (ExpertCache, u64) {
@@ -283,7 +284,7 @@ mod tests {
         let expert_bytes =
             3 * u64::from(config.hidden_size) * u64::from(config.intermediate_size) * 4;
         let cache = ExpertCache::new(
-            Arc::new(RandomInit::new(&config, 3)),
+            Arc::new(RandomInit::new(&config, 3).expect("valid")),
             config.hidden_size,
             config.intermediate_size,
             Kind::Float,
@@ -296,7 +297,7 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_within_budget() {
         let (mut cache, expert_bytes) = cache(2);
-        let [a, b, c] = [0, 1, 2].map(|expert| ExpertId::new(0, expert));
+        let [a, b, c] = [0, 1, 2].map(|expert| expert_name(0, expert));
         cache.get(a).expect("a");
         cache.get(b).expect("b");
         cache.get(a).expect("a again");
@@ -311,11 +312,11 @@ mod tests {
     #[test]
     fn budget_at_one_expert_keeps_it_and_one_byte_less_keeps_none() {
         let (mut cache, expert_bytes) = cache(1);
-        cache.get(ExpertId::new(1, 1)).expect("loads");
+        cache.get(expert_name(1, 1)).expect("loads");
         assert_eq!(cache.stats().bytes_resident, expert_bytes);
         cache.set_budget_bytes(expert_bytes - 1);
         assert_eq!(cache.stats().bytes_resident, 0);
-        cache.get(ExpertId::new(1, 1)).expect("still served");
+        cache.get(expert_name(1, 1)).expect("still served");
         let stats = cache.stats();
         assert_eq!((stats.bytes_resident, stats.misses, stats.evictions), (0, 2, 1));
     }
@@ -323,7 +324,7 @@ mod tests {
     #[test]
     fn missing_expert_is_named() {
         let (mut cache, _) = cache(4);
-        let missing = ExpertId::new(9, 0);
+        let missing = expert_name(9, 0);
         match cache.get(missing) {
             Err(MoeError::MissingExpert { expert }) => assert_eq!(expert, missing),
             other => panic!("expected MissingExpert, got {other:?}"),

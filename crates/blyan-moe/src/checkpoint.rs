@@ -151,7 +151,7 @@ pub(crate) fn check_tokenizer_fits(tokenizer: &Tokenizer, config: &Config) -> Re
 }
 
 fn check_tensors(weights: &SafetensorsSource, config: &Config) -> Result<()> {
-    let layout = parameter_layout(config);
+    let layout = parameter_layout(config)?;
     let expected: HashSet<&str> = layout.iter().map(|spec| spec.name.as_str()).collect();
     // Unknown tensors first: a checkpoint of another layout (fused experts, another model)
     // is named by what it has that we do not know, not by everything it lacks.
@@ -248,7 +248,7 @@ pub fn export_checkpoint(
     write(TOKENIZER_FILE_NAME, files.tokenizer_json)?;
 
     // Plan shards from sizes alone, then load one shard's tensors at a time.
-    let layout = parameter_layout(config);
+    let layout = parameter_layout(config)?;
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut shard_bytes = 0u64;
     let mut total_bytes = 0u64;

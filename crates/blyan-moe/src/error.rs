@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::expert::ExpertId;
+use crate::expert::ExpertName;
 
 /// Everything that can go wrong loading, checking, running or publishing a model.
 ///
@@ -137,14 +137,7 @@ pub enum MoeError {
     #[error("expert {expert} is missing from the model's weights")]
     MissingExpert {
         /// The expert.
-        expert: ExpertId,
-    },
-
-    /// An expert name did not parse as `layer{L}.expert{E}`.
-    #[error("`{name}` is not an expert name (expected layer{{L}}.expert{{E}})")]
-    BadExpertName {
-        /// The text that failed to parse.
-        name: String,
+        expert: ExpertName,
     },
 
     /// The tokenizer could not be built, or could not encode or decode.
@@ -189,6 +182,14 @@ pub enum MoeError {
     /// A thread panicked while holding the model; the model's state can no longer be trusted.
     #[error("the model lock is poisoned by an earlier panic")]
     ModelPoisoned,
+
+    /// The block store refused or failed an operation.
+    #[error("chain: {0}")]
+    Chain(#[from] blyan_chain::Error),
+
+    /// A tensor block could not be encoded or viewed.
+    #[error("tensor block: {0}")]
+    TensorBlock(#[from] blyan_tensorblock::Error),
 
     /// The chain holds no model architecture block.
     #[error("the chain holds no model: no architecture block on the meta chain")]

@@ -1,64 +1,30 @@
 //! Expert identities, an expert's weights, and the names of every tensor of the architecture.
 
-use std::fmt;
-use std::str::FromStr;
-
 use tch::Tensor;
 
-use crate::config::Config;
-use crate::error::{MoeError, Result};
+use crate::config::{Config, EXPERTS_MAX, LAYERS_MAX};
+use crate::error::Result;
 
-/// One expert of one layer: `layer{L}.expert{E}`, the name its block carries on the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExpertId {
-    /// Decoder layer, from 0.
-    pub layer: u32,
-    /// Expert within the layer, from 0.
-    pub expert: u32,
+/// The chain's expert identity, `layer{L}.expert{E}`: the name an expert's block carries.
+pub use blyan_chain::ExpertName;
+
+// Every expert of a valid configuration has a chain name.
+const _: () = assert!(
+    LAYERS_MAX - 1 <= blyan_chain::EXPERT_LAYER_INDEX_MAX
+        && EXPERTS_MAX - 1 <= blyan_chain::EXPERT_INDEX_MAX
+);
+
+/// The name of expert `expert` of layer `layer`, for indices a valid [`Config`] allows.
+pub(crate) fn expert_name(layer: u32, expert: u32) -> ExpertName {
+    ExpertName::new(layer, expert)
+        .expect("LAYERS_MAX and EXPERTS_MAX keep a valid config's indices within ExpertName's")
 }
 
-impl ExpertId {
-    /// The expert `expert` of layer `layer`.
-    pub fn new(layer: u32, expert: u32) -> Self {
-        Self { layer, expert }
-    }
-
-    /// Every expert of a configuration, layer by layer, in ascending order.
-    pub fn all(config: &Config) -> impl Iterator<Item = ExpertId> + use<> {
-        let experts = config.num_local_experts;
-        (0..config.num_hidden_layers)
-            .flat_map(move |layer| (0..experts).map(move |expert| ExpertId::new(layer, expert)))
-    }
-}
-
-impl fmt::Display for ExpertId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "layer{}.expert{}", self.layer, self.expert)
-    }
-}
-
-impl FromStr for ExpertId {
-    type Err = MoeError;
-
-    fn from_str(name: &str) -> Result<Self> {
-        let bad = || MoeError::BadExpertName {
-            name: name.to_owned(),
-        };
-        let (layer, expert) = name.split_once('.').ok_or_else(bad)?;
-        let layer = layer.strip_prefix("layer").ok_or_else(bad)?;
-        let expert = expert.strip_prefix("expert").ok_or_else(bad)?;
-        let number = |digits: &str| -> Result<u32> {
-            // Canonical decimal only, so one expert has one name.
-            if digits.is_empty()
-                || !digits.bytes().all(|byte| byte.is_ascii_digit())
-                || (digits.len() > 1 && digits.starts_with('0'))
-            {
-                return Err(bad());
-            }
-            digits.parse().map_err(|_| bad())
-        };
-        Ok(Self::new(number(layer)?, number(expert)?))
-    }
+/// Every expert of a valid configuration, layer by layer, in ascending order.
+pub fn experts_of(config: &Config) -> Vec<ExpertName> {
+    (0..config.num_hidden_layers)
+        .flat_map(|layer| (0..config.num_local_experts).map(move |expert| expert_name(layer, expert)))
+        .collect()
 }
 
 /// The three matrices of one SwiGLU expert, as the model computes with them.
@@ -135,13 +101,29 @@ impl ExpertMatrix {
 }
 
 /// The Hugging Face name of one matrix of one expert.
-pub fn expert_tensor_name(id: ExpertId, matrix: ExpertMatrix) -> String {
+pub fn expert_tensor_name(id: ExpertName, matrix: ExpertMatrix) -> String {
     format!(
         "model.layers.{}.block_sparse_moe.experts.{}.{}.weight",
-        id.layer,
-        id.expert,
+        id.layer(),
+        id.expert(),
         matrix.as_str()
     )
+}
+
+/// The expert and matrix a Hugging Face tensor name denotes, if it is an expert's.
+pub fn parse_expert_tensor_name(name: &str) -> Option<(ExpertName, ExpertMatrix)> {
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once(".block_sparse_moe.experts.")?;
+    let (expert, rest) = rest.split_once('.')?;
+    let matrix = match rest {
+        "w1.weight" => ExpertMatrix::W1,
+        "w2.weight" => ExpertMatrix::W2,
+        "w3.weight" => ExpertMatrix::W3,
+        _ => return None,
+    };
+    let id = ExpertName::parse(&format!("layer{layer}.expert{expert}")).ok()?;
+    // Only the canonical spelling: the name must print back to itself.
+    (expert_tensor_name(id, matrix) == name).then_some((id, matrix))
 }
 
 /// A group of shared (non-expert) tensors that travels as one block.
@@ -183,7 +165,7 @@ pub enum TensorRole {
     /// Loaded on demand with its expert.
     Expert {
         /// The expert.
-        id: ExpertId,
+        id: ExpertName,
         /// Which of its matrices.
         matrix: ExpertMatrix,
     },
@@ -200,8 +182,10 @@ pub struct TensorSpec {
     pub role: TensorRole,
 }
 
-/// Every tensor of a Mixtral checkpoint with this configuration, in a fixed order.
-pub fn parameter_layout(config: &Config) -> Vec<TensorSpec> {
+/// Every tensor of a Mixtral checkpoint with this configuration, in a fixed order; the
+/// configuration is [validated](Config::validate) first.
+pub fn parameter_layout(config: &Config) -> Result<Vec<TensorSpec>> {
+    config.validate()?;
     let hidden = u64::from(config.hidden_size);
     let inner = u64::from(config.intermediate_size);
     let vocab = u64::from(config.vocab_size);
@@ -250,7 +234,7 @@ pub fn parameter_layout(config: &Config) -> Vec<TensorSpec> {
             SharedGroup::Head,
         );
     }
-    for id in ExpertId::all(config) {
+    for id in experts_of(config) {
         for matrix in ExpertMatrix::ALL {
             let shape = match matrix {
                 ExpertMatrix::W1 | ExpertMatrix::W3 => vec![inner, hidden],
@@ -263,7 +247,7 @@ pub fn parameter_layout(config: &Config) -> Vec<TensorSpec> {
             });
         }
     }
-    specs
+    Ok(specs)
 }
 
 #[cfg(test)]
@@ -271,40 +255,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn expert_names_parse_and_print() {
-        let id: ExpertId = "layer3.expert7".parse().expect("valid");
-        assert_eq!(id, ExpertId::new(3, 7));
-        assert_eq!(id.to_string(), "layer3.expert7");
-        for bad in [
-            "layer3",
-            "layer.expert1",
-            "layer1.expert",
-            "layer01.expert1",
-            "layer1.expert+1",
-            "Layer1.expert1",
-            "layer1.expert1.w1",
-            "layer99999999999.expert0",
-        ] {
-            assert!(
-                matches!(bad.parse::<ExpertId>(), Err(MoeError::BadExpertName { .. })),
-                "{bad} must be refused"
-            );
+    proptest! {
+        #[test]
+        fn expert_tensor_names_round_trip(layer in 0u32..LAYERS_MAX, expert in 0u32..EXPERTS_MAX, matrix in 0usize..3) {
+            let id = expert_name(layer, expert);
+            let matrix = ExpertMatrix::ALL[matrix];
+            let name = expert_tensor_name(id, matrix);
+            prop_assert_eq!(parse_expert_tensor_name(&name), Some((id, matrix)));
         }
     }
 
-    proptest! {
-        #[test]
-        fn expert_name_round_trips(layer in any::<u32>(), expert in any::<u32>()) {
-            let id = ExpertId::new(layer, expert);
-            prop_assert_eq!(id.to_string().parse::<ExpertId>().expect("parses"), id);
+    #[test]
+    fn other_tensor_names_are_not_experts() {
+        for name in [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.block_sparse_moe.gate.weight",
+            "model.layers.01.block_sparse_moe.experts.1.w1.weight",
+            "model.layers.0.block_sparse_moe.experts.1.w4.weight",
+            "model.layers.0.block_sparse_moe.experts.1.w1.bias",
+            "lm_head.weight",
+        ] {
+            assert_eq!(parse_expert_tensor_name(name), None, "{name}");
         }
     }
 
     #[test]
     fn layout_counts_every_tensor_once() {
         let config = Config::seed();
-        let layout = parameter_layout(&config);
+        let layout = parameter_layout(&config).expect("valid");
         let experts = (config.num_hidden_layers * config.num_local_experts * 3) as usize;
         let shared_per_layer = 7;
         assert_eq!(
@@ -323,6 +301,7 @@ mod tests {
         config.tie_word_embeddings = true;
         assert!(
             parameter_layout(&config)
+                .expect("valid")
                 .iter()
                 .all(|spec| spec.name != "lm_head.weight")
         );

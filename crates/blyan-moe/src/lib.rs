@@ -31,7 +31,7 @@
 //! use blyan_moe::{CancelToken, Config, Generator, Model, ModelOptions, RandomInit, SamplingParams, Tokenizer};
 //!
 //! let config = Config::seed();
-//! let weights = Arc::new(RandomInit::new(&config, 7));
+//! let weights = Arc::new(RandomInit::new(&config, 7)?);
 //! let model = Model::load(&config, weights, ModelOptions::default())?;
 //! let generator = Generator::new(model, Tokenizer::byte_level(), true);
 //! let mut text = String::new();
@@ -65,8 +65,8 @@ pub use config::{
 };
 pub use error::{MoeError, Result};
 pub use expert::{
-    ExpertId, ExpertMatrix, ExpertWeights, SharedGroup, TensorRole, TensorSpec,
-    expert_tensor_name, parameter_layout,
+    ExpertMatrix, ExpertName, ExpertWeights, SharedGroup, TensorRole, TensorSpec,
+    expert_tensor_name, experts_of, parameter_layout, parse_expert_tensor_name,
 };
 pub use generate::{
     CancelToken, Delta, FinishReason, GENERATED_TOKENS_MAX, Generation, Generator, ModelInfo,

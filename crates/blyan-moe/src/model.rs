@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use crate::cache::ExpertCache;
 use crate::config::Config;
 use crate::error::{MoeError, Result};
-use crate::expert::ExpertId;
+use crate::expert::{ExpertName, expert_name};
 use crate::weights::{WeightSource, shape_of};
 
 /// How a [`Model`] is placed and how much memory its experts may take.
@@ -74,12 +74,12 @@ impl ExpertUsage {
     }
 
     /// The experts that processed at least one token, layer by layer in ascending order.
-    pub fn experts(&self) -> Vec<ExpertId> {
+    pub fn experts(&self) -> Vec<ExpertName> {
         let mut used = Vec::new();
         for (layer, counts) in self.tokens.iter().enumerate() {
             for (expert, count) in counts.iter().enumerate() {
                 if *count > 0 {
-                    used.push(ExpertId::new(layer as u32, expert as u32));
+                    used.push(expert_name(layer as u32, expert as u32));
                 }
             }
         }
@@ -295,7 +295,7 @@ impl DecoderLayer {
             if rows.is_empty() {
                 continue;
             }
-            let id = ExpertId::new(self.index, expert as u32);
+            let id = expert_name(self.index, expert as u32);
             let weights = experts.get(id)?;
             let rows_tensor = Tensor::f_from_slice(rows)?.f_to_device(device)?;
             let selected = flat.f_index_select(0, &rows_tensor)?;
@@ -598,7 +598,7 @@ mod tests {
         let config = Config::seed();
         Model::load(
             &config,
-            Arc::new(RandomInit::new(&config, 11)),
+            Arc::new(RandomInit::new(&config, 11).expect("valid")),
             ModelOptions::default(),
         )
         .expect("seed model loads")

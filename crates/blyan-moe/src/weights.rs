@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::{
-    ExpertId, ExpertMatrix, ExpertWeights, TensorRole, expert_tensor_name, parameter_layout,
+    ExpertName, ExpertMatrix, ExpertWeights, TensorRole, expert_tensor_name, parameter_layout,
 };
 use crate::rng::Rng;
 
@@ -36,7 +36,7 @@ pub trait WeightSource: Send + Sync {
     ///
     /// An expert the source does not hold is [`MoeError::MissingExpert`]. The default reads the
     /// three Hugging Face names through [`WeightSource::tensor`].
-    fn expert(&self, id: ExpertId) -> Result<ExpertWeights> {
+    fn expert(&self, id: ExpertName) -> Result<ExpertWeights> {
         let load = |matrix| match self.tensor(&expert_tensor_name(id, matrix)) {
             Err(MoeError::MissingTensor { .. }) => Err(MoeError::MissingExpert { expert: id }),
             other => other,
@@ -396,19 +396,19 @@ pub struct RandomInit {
 
 impl RandomInit {
     /// The random initialisation of `config` under `seed`.
-    pub fn new(config: &Config, seed: u64) -> Self {
-        let shapes = parameter_layout(config)
+    pub fn new(config: &Config, seed: u64) -> Result<Self> {
+        let shapes = parameter_layout(config)?
             .into_iter()
             .map(|spec| {
                 let is_norm = matches!(spec.role, TensorRole::Shared(_)) && spec.shape.len() == 1;
                 (spec.name, (spec.shape, is_norm))
             })
             .collect();
-        Self {
+        Ok(Self {
             seed,
             standard_deviation: config.initializer_range,
             shapes,
-        }
+        })
     }
 }
 
@@ -452,18 +452,19 @@ pub(crate) fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expert::expert_name;
 
     #[test]
     fn random_init_is_deterministic_and_order_free() {
         let config = Config::seed();
-        let a = RandomInit::new(&config, 7);
-        let b = RandomInit::new(&config, 7);
+        let a = RandomInit::new(&config, 7).expect("valid");
+        let b = RandomInit::new(&config, 7).expect("valid");
         let name = "model.layers.1.self_attn.q_proj.weight";
         let _ = b.tensor("model.embed_tokens.weight").expect("exists");
         let first = a.tensor(name).expect("exists");
         let second = b.tensor(name).expect("exists");
         assert!(first.equal(&second));
-        let other = RandomInit::new(&config, 8).tensor(name).expect("exists");
+        let other = RandomInit::new(&config, 8).expect("valid").tensor(name).expect("exists");
         assert!(!first.equal(&other));
         let norm = a.tensor("model.norm.weight").expect("exists");
         assert!(norm.equal(&Tensor::ones([128], (Kind::Float, tch::Device::Cpu))));
@@ -473,11 +474,11 @@ mod tests {
 
     #[test]
     fn random_init_names_missing_expert() {
-        let source = RandomInit::new(&Config::seed(), 1);
-        assert!(source.expert(ExpertId::new(3, 7)).is_ok());
+        let source = RandomInit::new(&Config::seed(), 1).expect("valid");
+        assert!(source.expert(expert_name(3, 7)).is_ok());
         assert!(matches!(
-            source.expert(ExpertId::new(4, 0)),
-            Err(MoeError::MissingExpert { expert }) if expert == ExpertId::new(4, 0)
+            source.expert(expert_name(4, 0)),
+            Err(MoeError::MissingExpert { expert }) if expert == expert_name(4, 0)
         ));
     }
 }

@@ -1,1 +1,57 @@
-//! blyan-quality
+//! Data quality gates: which dataset entries the model may learn from, and why.
+//!
+//! A dataset entry (a block on chain D) passes up to five gates before it counts: **L0** cheap
+//! filters (length, format, duplicates, banned content), **L1** a model-based gate (teacher
+//! perplexity or score), **L2** community votes, **L3** optional human reviewers, and **L4** the
+//! Proof-of-Learning outcome of training on it. Every decision is recorded with its reason, so a
+//! rejected entry can always say why.
+//!
+//! Status: this crate holds the vocabulary of those decisions ([`GateLevel`], [`Verdict`],
+//! [`GateDecision`]). The gates themselves are not built yet; nothing here pretends to run one.
+//!
+//! Must not depend on: HTTP, the ledger. It will depend on `blyan-chain` (entries are blocks) and
+//! `blyan-moe` (the L1 teacher model).
+#![forbid(unsafe_code)]
+
+use blyan_chain::BlockHash;
+
+/// The gates, in the order an entry meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum GateLevel {
+    /// Cheap filters: length, format, duplicates, banned content.
+    L0Filter,
+    /// A model-based score (teacher perplexity).
+    L1Model,
+    /// Community votes.
+    L2Community,
+    /// Optional reviewers.
+    L3Review,
+    /// The Proof-of-Learning outcome of training on the entry.
+    L4Learning,
+}
+
+/// What one gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// The entry goes on to the next gate.
+    Pass,
+    /// The entry stops here.
+    Reject,
+    /// The gate has not decided yet (votes or reviews outstanding).
+    Pending,
+}
+
+/// One recorded decision about one dataset entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateDecision {
+    /// The dataset entry's block.
+    pub entry: BlockHash,
+    /// Which gate decided.
+    pub level: GateLevel,
+    /// What it decided.
+    pub verdict: Verdict,
+    /// Why, in words a contributor can act on.
+    pub reason: String,
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::format::{BlockLayout, TensorSpec};
+use crate::format::TensorSpec;
 use crate::int8::quantize_rows;
 use crate::view::dtype_of;
 use crate::writer::BlockWriter;
@@ -39,12 +39,20 @@ pub struct EncodeTensor<'a> {
 impl<'a> EncodeTensor<'a> {
     /// Stores `tensor` as it is.
     pub fn as_is(name: &'a str, tensor: &'a Tensor) -> Self {
-        Self { name, tensor, encoding: Encoding::AsIs }
+        Self {
+            name,
+            tensor,
+            encoding: Encoding::AsIs,
+        }
     }
 
     /// Stores `tensor` INT8-quantized per output channel.
     pub fn int8(name: &'a str, tensor: &'a Tensor) -> Self {
-        Self { name, tensor, encoding: Encoding::Int8PerChannel }
+        Self {
+            name,
+            tensor,
+            encoding: Encoding::Int8PerChannel,
+        }
     }
 
     fn spec(&self) -> Result<TensorSpec> {
@@ -78,8 +86,11 @@ impl<'a> EncodeTensor<'a> {
 /// [`ENCODE_CHUNK_BYTES`] (quantized weights are quantized chunk by chunk of rows), so the
 /// encoded block is never held in memory unless `out` holds it.
 pub fn encode_tensors<W: Write>(out: W, tensors: &[EncodeTensor<'_>]) -> Result<W> {
-    let specs = tensors.iter().map(EncodeTensor::spec).collect::<Result<Vec<_>>>()?;
-    let mut writer = BlockWriter::new(out, BlockLayout::plan(&specs)?)?;
+    let specs = tensors
+        .iter()
+        .map(EncodeTensor::spec)
+        .collect::<Result<Vec<_>>>()?;
+    let mut writer = BlockWriter::new(out, &specs)?;
     let mut buffer = Vec::new();
     for tensor in tensors {
         match tensor.encoding {
@@ -111,7 +122,8 @@ fn write_as_is<W: Write>(
         let elements = chunk_elements.min(count - start);
         let bytes = elements as usize * element_bytes;
         buffer.resize(bytes, 0);
-        flat.f_narrow(0, start, elements)?.f_copy_data_u8(buffer, elements as usize)?;
+        flat.f_narrow(0, start, elements)?
+            .f_copy_data_u8(buffer, elements as usize)?;
         writer.write_data(buffer)?;
         start += elements;
     }
@@ -134,7 +146,11 @@ fn write_int8<W: Write>(
         let count = chunk_rows.min(rows - row);
         let chunk = weight.f_narrow(0, row, count)?;
         let (codes, chunk_scales) = quantize_rows(name, &chunk).map_err(|error| match error {
-            Error::NonFiniteWeight { tensor, index, value } => Error::NonFiniteWeight {
+            Error::NonFiniteWeight {
+                tensor,
+                index,
+                value,
+            } => Error::NonFiniteWeight {
                 tensor,
                 index: index + (row * cols) as u64,
                 value,
@@ -146,7 +162,9 @@ fn write_int8<W: Write>(
         codes.f_copy_data_u8(buffer, bytes)?;
         writer.write_data(buffer)?;
         let mut chunk_values = vec![0f32; count as usize];
-        chunk_scales.f_to_kind(Kind::Float)?.f_copy_data(&mut chunk_values, count as usize)?;
+        chunk_scales
+            .f_to_kind(Kind::Float)?
+            .f_copy_data(&mut chunk_values, count as usize)?;
         scales.extend_from_slice(&chunk_values);
         row += count;
     }

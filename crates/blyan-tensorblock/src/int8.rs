@@ -104,7 +104,10 @@ impl Int8Weight {
         if !matches!(x.kind(), Kind::Float | Kind::Half | Kind::BFloat16) {
             return Err(Error::UnsupportedTensor {
                 tensor: String::new(),
-                reason: format!("INT8 linear takes f32, f16 or bf16 input, got {:?}", x.kind()),
+                reason: format!(
+                    "INT8 linear takes f32, f16 or bf16 input, got {:?}",
+                    x.kind()
+                ),
             });
         }
         let mut out_size = batch.to_vec();
@@ -131,12 +134,24 @@ pub(crate) fn quantize_rows(name: &str, weight: &Tensor) -> Result<(Tensor, Tens
     let values = weight.f_to_kind(Kind::Float)?;
     let finite = values.f_isfinite()?;
     if finite.f_all()?.f_int64_value(&[])? == 0 {
-        let flat_index = finite.f_logical_not()?.f_reshape([-1])?.f_argmax(0, false)?;
+        // argmax of the 0/1 "is not finite" flags: the first non-finite weight.
+        let flat_index = finite
+            .f_logical_not()?
+            .f_to_kind(Kind::Uint8)?
+            .f_reshape([-1])?
+            .f_argmax(0, false)?;
         let index = flat_index.f_int64_value(&[])?;
         let value = values.f_reshape([-1])?.f_double_value(&[index])? as f32;
-        return Err(Error::NonFiniteWeight { tensor: name.to_owned(), index: index as u64, value });
+        return Err(Error::NonFiniteWeight {
+            tensor: name.to_owned(),
+            index: index as u64,
+            value,
+        });
     }
-    let scales = values.f_abs()?.f_amax([1i64].as_slice(), false)?.f_div_scalar(f64::from(INT8_CODE_MAX))?;
+    let scales = values
+        .f_abs()?
+        .f_amax([1i64].as_slice(), false)?
+        .f_div_scalar(f64::from(INT8_CODE_MAX))?;
     // A zero row has scale 0: divide it by 1 instead (its values are all 0, so codes are 0).
     let divisors = scales.f_where_scalarother(&scales.f_gt(0.0)?, 1.0)?;
     let codes = values

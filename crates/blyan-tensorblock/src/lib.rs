@@ -55,6 +55,7 @@
 
 mod error;
 mod format;
+mod layout;
 mod quant;
 mod writer;
 
@@ -67,18 +68,20 @@ mod view;
 
 pub use error::{Error, Region, Result};
 pub use format::{
-    BlockLayout, BlockRef, ByteRange, DATA_ALIGNMENT_BYTES, Dtype, FORMAT_VERSION,
-    HEADER_BYTES_MAX, MAGIC, PREAMBLE_BYTES, Quantization, TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX,
-    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, TensorInfo, TensorSpec,
+    ByteRange, DATA_ALIGNMENT_BYTES, Dtype, FORMAT_VERSION, HEADER_BYTES_MAX, MAGIC,
+    PREAMBLE_BYTES, Quantization, TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX,
+    TENSOR_RANK_MAX, TensorInfo, TensorSpec,
 };
+pub use layout::{BlockLayout, BlockRef};
 pub use quant::{
-    INT8_CODE_MAX, Int8Matrix, dequantize_int8_per_channel, quantize_int8_per_channel,
-    quantize_row,
+    INT8_CODE_MAX, Int8Matrix, dequantize_int8_per_channel, quantize_int8_per_channel, quantize_row,
 };
 pub use writer::{BlockWriter, RawTensor, encode_raw, encode_raw_to_vec};
 
 #[cfg(feature = "tch")]
-pub use encode::{ENCODE_CHUNK_BYTES, EncodeTensor, Encoding, encode_tensors, encode_tensors_to_vec};
+pub use encode::{
+    ENCODE_CHUNK_BYTES, EncodeTensor, Encoding, encode_tensors, encode_tensors_to_vec,
+};
 #[cfg(feature = "tch")]
 pub use int8::Int8Weight;
 #[cfg(feature = "tch")]

@@ -40,8 +40,10 @@ pub fn quantize_int8_per_channel(weights: &[f32], cols: usize) -> Result<Int8Mat
     let mut data = vec![0u8; weights.len()];
     let mut scales = Vec::with_capacity(rows);
     if cols > 0 {
-        for (row_index, (row, codes)) in
-            weights.chunks_exact(cols).zip(data.chunks_exact_mut(cols)).enumerate()
+        for (row_index, (row, codes)) in weights
+            .chunks_exact(cols)
+            .zip(data.chunks_exact_mut(cols))
+            .enumerate()
         {
             scales.push(quantize_row(row, codes, row_index * cols)?);
         }
@@ -72,7 +74,9 @@ pub fn quantize_row(row: &[f32], codes: &mut [u8], first_index: usize) -> Result
         return Ok(0.0);
     }
     for (code, value) in codes.iter_mut().zip(row) {
-        let rounded = (value / scale).round_ties_even().clamp(-INT8_CODE_MAX, INT8_CODE_MAX);
+        let rounded = (value / scale)
+            .round_ties_even()
+            .clamp(-INT8_CODE_MAX, INT8_CODE_MAX);
         // In range by the clamp; `as` then converts exactly.
         *code = (rounded as i8) as u8;
     }
@@ -93,10 +97,14 @@ pub fn dequantize_int8_per_channel(data: &[u8], scales: &[f32], cols: usize) -> 
 fn matrix_rows(elements: usize, cols: usize) -> Result<usize> {
     match (elements, cols) {
         (0, 0) => Ok(0),
-        (_, 0) => Err(Error::BadMatrix { elements: elements as u64, cols: 0 }),
-        _ if elements % cols != 0 => {
-            Err(Error::BadMatrix { elements: elements as u64, cols: cols as u64 })
-        }
+        (_, 0) => Err(Error::BadMatrix {
+            elements: elements as u64,
+            cols: 0,
+        }),
+        _ if !elements.is_multiple_of(cols) => Err(Error::BadMatrix {
+            elements: elements as u64,
+            cols: cols as u64,
+        }),
         _ => Ok(elements / cols),
     }
 }
@@ -123,10 +131,14 @@ mod tests {
 
     #[test]
     fn dequantized_error_is_at_most_half_a_step() {
-        let weights: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let weights: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         let matrix = quantize_int8_per_channel(&weights, 16).unwrap();
-        for (row, (original, restored)) in
-            weights.chunks(16).zip(matrix.dequantize().chunks(16)).enumerate()
+        for (row, (original, restored)) in weights
+            .chunks(16)
+            .zip(matrix.dequantize().chunks(16))
+            .enumerate()
         {
             let half_step = matrix.scales[row] / 2.0;
             for (a, b) in original.iter().zip(restored) {
@@ -143,7 +155,10 @@ mod tests {
         ));
         assert!(matches!(
             quantize_int8_per_channel(&[1.0, 2.0, 3.0], 2),
-            Err(Error::BadMatrix { elements: 3, cols: 2 })
+            Err(Error::BadMatrix {
+                elements: 3,
+                cols: 2
+            })
         ));
         assert!(matches!(
             quantize_int8_per_channel(&[1.0], 0),

@@ -14,11 +14,14 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Region, Result};
-use crate::format::{BlockLayout, ByteRange, Dtype, Quantization, TensorInfo};
+use crate::format::{ByteRange, Dtype, Quantization, TensorInfo};
 use crate::int8::Int8Weight;
+use crate::layout::BlockLayout;
 
 #[cfg(target_endian = "big")]
-compile_error!("tensor blocks are little-endian and are viewed in place: big-endian hosts are not supported");
+compile_error!(
+    "tensor blocks are little-endian and are viewed in place: big-endian hosts are not supported"
+);
 
 /// Longest libtorch error message kept from the shim.
 const SHIM_ERROR_BYTES_MAX: usize = 512;
@@ -143,9 +146,7 @@ impl<B: AsRef<[u8]> + Send + Sync + 'static> TensorBlock<B> {
         let info = self.layout.require(name)?;
         match info.quantization() {
             Quantization::Int8PerChannel => self.int8(name)?.dequantize(),
-            Quantization::None => {
-                Ok(self.tensor(name)?.f_to_dtype(Kind::Float, false, true)?)
-            }
+            Quantization::None => Ok(self.tensor(name)?.f_to_dtype(Kind::Float, false, true)?),
         }
     }
 
@@ -173,8 +174,12 @@ impl<B: AsRef<[u8]> + Send + Sync + 'static> TensorBlock<B> {
         };
         let address = bytes.as_ptr() as usize;
         let required = dtype.size_bytes() as usize;
-        if address % required != 0 {
-            return Err(Error::UnalignedOwner { tensor: info.name().to_owned(), address, required });
+        if !address.is_multiple_of(required) {
+            return Err(Error::UnalignedOwner {
+                tensor: info.name().to_owned(),
+                address,
+                required,
+            });
         }
         let overflow = || Error::ElementCountOverflow {
             tensor: info.name().to_owned(),
@@ -226,8 +231,13 @@ impl<B: AsRef<[u8]> + Send + Sync + 'static> TensorBlock<B> {
         if raw.is_null() {
             // SAFETY: the shim wrote a NUL-terminated string into `error` (or left it zeroed,
             // an empty string); the buffer's last byte is always NUL.
-            let message = unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned();
-            return Err(Error::FromBlob { tensor: info.name().to_owned(), message });
+            let message = unsafe { CStr::from_ptr(error.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            return Err(Error::FromBlob {
+                tensor: info.name().to_owned(),
+                message,
+            });
         }
         // SAFETY: `raw` is a non-null `at::Tensor*` allocated with `new` by the shim and owned by
         // no one else; `tch::Tensor` takes ownership and frees it with `delete` (`at_free`).
@@ -283,7 +293,10 @@ mod tests {
     fn kinds_and_dtypes_map_both_ways() {
         for dtype in Dtype::ALL {
             assert_eq!(dtype_of(kind_of(dtype)), Some(dtype));
-            assert_eq!(kind_of(dtype).elt_size_in_bytes() as u64, dtype.size_bytes());
+            assert_eq!(
+                kind_of(dtype).elt_size_in_bytes() as u64,
+                dtype.size_bytes()
+            );
         }
         assert_eq!(dtype_of(Kind::Double), None);
     }

@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use crate::error::{Error, Region, Result};
-use crate::format::{BlockLayout, ByteRange, Dtype, Quantization, TensorInfo, TensorSpec};
+use crate::format::{ByteRange, Dtype, Quantization, TensorInfo, TensorSpec};
+use crate::layout::BlockLayout;
 
 /// Zeros for the padding before an aligned region (at most `DATA_ALIGNMENT_BYTES - 1`).
 const PADDING: [u8; crate::format::DATA_ALIGNMENT_BYTES as usize] =
@@ -14,10 +15,9 @@ const PADDING: [u8; crate::format::DATA_ALIGNMENT_BYTES as usize] =
 /// chunks) and, for a quantized tensor, its scales, in the order of the layout.
 ///
 /// ```
-/// use blyan_tensorblock::{BlockLayout, BlockRef, BlockWriter, Dtype, TensorSpec};
+/// use blyan_tensorblock::{BlockRef, BlockWriter, Dtype, TensorSpec};
 ///
-/// let layout = BlockLayout::plan(&[TensorSpec::new("bias", Dtype::F32, &[2])])?;
-/// let mut writer = BlockWriter::new(Vec::new(), layout)?;
+/// let mut writer = BlockWriter::new(Vec::new(), &[TensorSpec::new("bias", Dtype::F32, &[2])])?;
 /// writer.write_data(&1.5f32.to_le_bytes())?; // chunks may be any size
 /// writer.write_data(&(-2.0f32).to_le_bytes())?;
 /// let bytes = writer.finish()?;
@@ -37,8 +37,10 @@ pub struct BlockWriter<W: Write> {
 }
 
 impl<W: Write> BlockWriter<W> {
-    /// Writes the header of `layout` and waits for the first tensor's data.
-    pub fn new(mut out: W, layout: BlockLayout) -> Result<Self> {
+    /// Plans the layout of `specs` (in order, see [`BlockLayout::plan`]), writes its header, and
+    /// waits for the first tensor's data.
+    pub fn new(mut out: W, specs: &[TensorSpec]) -> Result<Self> {
+        let layout = BlockLayout::plan(specs)?;
         let header = layout.encode_header();
         out.write_all(&header)?;
         let mut writer = Self {
@@ -65,6 +67,9 @@ impl<W: Write> BlockWriter<W> {
 
     /// Appends a chunk of the current tensor's data (little-endian elements, or INT8 codes).
     pub fn write_data(&mut self, chunk: &[u8]) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         let Some(tensor) = self.layout.tensors().get(self.tensor) else {
             return Err(misuse("data written after every tensor was complete"));
         };
@@ -76,9 +81,6 @@ impl<W: Write> BlockWriter<W> {
                 chunk.len(),
                 tensor.name()
             )));
-        }
-        if chunk.is_empty() {
-            return Ok(());
         }
         if self.data_written == 0 {
             self.pad_to(range)?;
@@ -125,7 +127,10 @@ impl<W: Write> BlockWriter<W> {
                 });
             }
         }
-        let encoded: Vec<u8> = scales.iter().flat_map(|scale| scale.to_le_bytes()).collect();
+        let encoded: Vec<u8> = scales
+            .iter()
+            .flat_map(|scale| scale.to_le_bytes())
+            .collect();
         self.pad_to(range)?;
         self.out.write_all(&encoded)?;
         self.position += encoded.len() as u64;
@@ -142,10 +147,17 @@ impl<W: Write> BlockWriter<W> {
                 tensor.name(),
                 self.data_written,
                 tensor.data().bytes,
-                if tensor.scales().is_some() { ", scales pending" } else { "" }
+                if tensor.scales().is_some() {
+                    ", scales pending"
+                } else {
+                    ""
+                }
             )));
         }
-        let end = ByteRange { offset: self.layout.payload_bytes(), bytes: 0 };
+        let end = ByteRange {
+            offset: self.layout.payload_bytes(),
+            bytes: 0,
+        };
         self.pad_to(end)?;
         debug_assert_eq!(self.position, self.layout.payload_bytes());
         self.out.flush()?;
@@ -170,9 +182,14 @@ impl<W: Write> BlockWriter<W> {
         // Invariant: regions are planned in write order, so the next one never starts behind.
         debug_assert!(range.offset >= self.position);
         let gap = range.offset.saturating_sub(self.position);
-        let gap_bytes = usize::try_from(gap).ok().filter(|gap| *gap <= PADDING.len());
+        let gap_bytes = usize::try_from(gap)
+            .ok()
+            .filter(|gap| *gap <= PADDING.len());
         let Some(gap_bytes) = gap_bytes else {
-            return Err(misuse(format!("padding of {gap} bytes before offset {}", range.offset)));
+            return Err(misuse(format!(
+                "padding of {gap} bytes before offset {}",
+                range.offset
+            )));
         };
         self.out.write_all(&PADDING[..gap_bytes])?;
         self.position += gap;
@@ -214,7 +231,7 @@ impl RawTensor<'_> {
 /// Encodes tensors already in their stored form into `out`.
 pub fn encode_raw<W: Write>(out: W, tensors: &[RawTensor<'_>]) -> Result<W> {
     let specs: Vec<TensorSpec> = tensors.iter().map(RawTensor::spec).collect();
-    let mut writer = BlockWriter::new(out, BlockLayout::plan(&specs)?)?;
+    let mut writer = BlockWriter::new(out, &specs)?;
     for (index, tensor) in tensors.iter().enumerate() {
         let info = &writer.layout().tensors()[index];
         let expected = info.data().bytes;
@@ -252,23 +269,24 @@ pub fn encode_raw_to_vec(tensors: &[RawTensor<'_>]) -> Result<Vec<u8>> {
 }
 
 fn misuse(reason: impl Into<String>) -> Error {
-    Error::WriterMisuse { reason: reason.into() }
+    Error::WriterMisuse {
+        reason: reason.into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::BlockRef;
+    use crate::layout::BlockRef;
 
     #[test]
     fn data_may_arrive_in_any_chunks() {
         let values: Vec<u8> = (0..=255).collect();
-        let layout = BlockLayout::plan(&[
+        let specs = [
             TensorSpec::new("a", Dtype::I8, &[256]),
             TensorSpec::new("b", Dtype::F16, &[3]),
-        ])
-        .unwrap();
-        let mut writer = BlockWriter::new(Vec::new(), layout).unwrap();
+        ];
+        let mut writer = BlockWriter::new(Vec::new(), &specs).unwrap();
         for chunk in values.chunks(7) {
             writer.write_data(chunk).unwrap();
         }
@@ -282,26 +300,38 @@ mod tests {
 
     #[test]
     fn misuse_is_refused() {
-        let layout = BlockLayout::plan(&[TensorSpec::int8_per_channel("w", 2, 2)]).unwrap();
-        let mut writer = BlockWriter::new(Vec::new(), layout).unwrap();
-        assert!(matches!(writer.write_data(&[0; 5]), Err(Error::WriterMisuse { .. })));
+        let specs = [TensorSpec::int8_per_channel("w", 2, 2)];
+        let mut writer = BlockWriter::new(Vec::new(), &specs).unwrap();
+        assert!(matches!(
+            writer.write_data(&[0; 5]),
+            Err(Error::WriterMisuse { .. })
+        ));
         writer.write_data(&[0; 3]).unwrap();
-        assert!(matches!(writer.write_scales(&[1.0, 1.0]), Err(Error::WriterMisuse { .. })));
+        assert!(matches!(
+            writer.write_scales(&[1.0, 1.0]),
+            Err(Error::WriterMisuse { .. })
+        ));
         writer.write_data(&[0; 1]).unwrap();
-        assert!(matches!(writer.write_scales(&[1.0]), Err(Error::WriterMisuse { .. })));
+        assert!(matches!(
+            writer.write_scales(&[1.0]),
+            Err(Error::WriterMisuse { .. })
+        ));
         assert!(matches!(
             writer.write_scales(&[1.0, f32::INFINITY]),
             Err(Error::InvalidScale { channel: 1, .. })
         ));
         writer.write_scales(&[1.0, 0.5]).unwrap();
-        assert!(matches!(writer.write_data(&[0]), Err(Error::WriterMisuse { .. })));
+        assert!(matches!(
+            writer.write_data(&[0]),
+            Err(Error::WriterMisuse { .. })
+        ));
         writer.finish().unwrap();
     }
 
     #[test]
     fn finishing_early_names_the_incomplete_tensor() {
-        let layout = BlockLayout::plan(&[TensorSpec::new("w", Dtype::F32, &[2])]).unwrap();
-        let mut writer = BlockWriter::new(Vec::new(), layout).unwrap();
+        let specs = [TensorSpec::new("w", Dtype::F32, &[2])];
+        let mut writer = BlockWriter::new(Vec::new(), &specs).unwrap();
         writer.write_data(&[0; 4]).unwrap();
         let error = writer.finish().unwrap_err();
         assert!(error.to_string().contains("\"w\""), "{error}");
@@ -310,8 +340,20 @@ mod tests {
     #[test]
     fn empty_tensors_need_no_write() {
         let bytes = encode_raw_to_vec(&[
-            RawTensor { name: "e", dtype: Dtype::F32, shape: &[0, 3], data: &[], scales: None },
-            RawTensor { name: "s", dtype: Dtype::I8, shape: &[], data: &[7], scales: None },
+            RawTensor {
+                name: "e",
+                dtype: Dtype::F32,
+                shape: &[0, 3],
+                data: &[],
+                scales: None,
+            },
+            RawTensor {
+                name: "s",
+                dtype: Dtype::I8,
+                shape: &[],
+                data: &[7],
+                scales: None,
+            },
         ])
         .unwrap();
         let block = BlockRef::parse(&bytes).unwrap();
@@ -328,6 +370,13 @@ mod tests {
             data: &[0; 7],
             scales: None,
         }]);
-        assert!(matches!(result, Err(Error::LengthMismatch { expected: 8, found: 7, .. })));
+        assert!(matches!(
+            result,
+            Err(Error::LengthMismatch {
+                expected: 8,
+                found: 7,
+                ..
+            })
+        ));
     }
 }

@@ -38,11 +38,27 @@ fn arb_dtype() -> impl Strategy<Value = TensorDtype> {
 }
 
 fn arb_meta() -> impl Strategy<Value = BlockMeta> {
-    let expert = prop::option::of((0u32..=1023, 0u32..=65_535).prop_map(|(l, e)| ExpertName::new(l, e).unwrap()));
-    let tensor = ("[a-z0-9_.]{1,20}", arb_dtype(), prop::collection::vec(any::<u64>(), 0..4))
+    let expert = prop::option::of(
+        (0u32..=1023, 0u32..=65_535).prop_map(|(l, e)| ExpertName::new(l, e).unwrap()),
+    );
+    let tensor = (
+        "[a-z0-9_.]{1,20}",
+        arb_dtype(),
+        prop::collection::vec(any::<u64>(), 0..4),
+    )
         .prop_map(|(name, dtype, shape)| TensorMeta { name, dtype, shape });
-    (expert, prop::option::of(any::<u32>()), any::<u32>(), prop::collection::vec(tensor, 0..4))
-        .prop_map(|(expert, layer, version, tensors)| BlockMeta { expert, layer, version, tensors })
+    (
+        expert,
+        prop::option::of(any::<u32>()),
+        any::<u32>(),
+        prop::collection::vec(tensor, 0..4),
+    )
+        .prop_map(|(expert, layer, version, tensors)| BlockMeta {
+            expert,
+            layer,
+            version,
+            tensors,
+        })
 }
 
 prop_compose! {
@@ -154,7 +170,9 @@ proptest! {
 /// every stored block would stop verifying. Update only with a new HEADER_FORMAT_VERSION.
 #[test]
 fn golden_header_hash_is_pinned() {
-    let key = AuthorKey::parse_hex("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318").unwrap();
+    let key =
+        AuthorKey::parse_hex("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+            .unwrap();
     let mut header = BlockHeader {
         format_version: HEADER_FORMAT_VERSION,
         chain: ChainId::Parameters,
@@ -171,7 +189,11 @@ fn golden_header_hash_is_pinned() {
             expert: Some(ExpertName::new(3, 5).unwrap()),
             layer: Some(3),
             version: 2,
-            tensors: vec![TensorMeta { name: "w1".into(), dtype: TensorDtype::Bf16, shape: vec![14336, 4096] }],
+            tensors: vec![TensorMeta {
+                name: "w1".into(),
+                dtype: TensorDtype::Bf16,
+                shape: vec![14336, 4096],
+            }],
         },
         signature: None,
     };
@@ -181,21 +203,32 @@ fn golden_header_hash_is_pinned() {
     assert_eq!(header.signature.unwrap().to_string(), GOLDEN_SIGNATURE);
 }
 
-const GOLDEN_ENCODED_BYTES: usize = 0;
-const GOLDEN_HASH: &str = "";
-const GOLDEN_SIGNATURE: &str = "";
+/// 2 version + 1 chain + 8 height + 33 prev + 40 deps + 4 kind + 32 payload hash + 8 length
+/// + 8 time + 20 author + 8 nonce + 64 meta + 66 signature.
+const GOLDEN_ENCODED_BYTES: usize = 294;
+const GOLDEN_HASH: &str = "0x7794ab71c4c863bdb0f713db15c84ce74e30f9759eea403e1d1f70c22a475fba";
+const GOLDEN_SIGNATURE: &str = "0xef70928a30c0269c30a72ec106ea60da923b04cffcc5346e6f9a287ec9c01f50\
+                                6b1f7775ccb65d5cb0f57bea5dc7dcce324cfa889563d179c486bded3a5d666d1c";
 
 #[test]
 fn header_size_limit_holds_at_the_bound_and_fails_one_past() {
     // A tensor name long enough (decoding does not judge names; validation does) to make the
     // encoding exactly HEADER_BYTES_MAX.
     let mut header = BlockHeader::new_child(
-        &blyan_chain::ChainTip { chain: ChainId::Dataset, height: 0, hash: BlockHash::ZERO },
+        &blyan_chain::ChainTip {
+            chain: ChainId::Dataset,
+            height: 0,
+            hash: BlockHash::ZERO,
+        },
         BlockKind::DatasetEntry,
         b"",
         0,
     );
-    header.meta.tensors.push(TensorMeta { name: String::new(), dtype: TensorDtype::U8, shape: vec![] });
+    header.meta.tensors.push(TensorMeta {
+        name: String::new(),
+        dtype: TensorDtype::U8,
+        shape: vec![],
+    });
     let base = header.encode().len();
     header.meta.tensors[0].name = "x".repeat(HEADER_BYTES_MAX as usize - base);
     let at_bound = header.encode();
@@ -206,7 +239,10 @@ fn header_size_limit_holds_at_the_bound_and_fails_one_past() {
     let past = header.encode();
     assert!(matches!(
         BlockHeader::decode(&past),
-        Err(blyan_chain::Error::LimitExceeded { what: "header bytes", .. })
+        Err(blyan_chain::Error::LimitExceeded {
+            what: "header bytes",
+            ..
+        })
     ));
 }
 
@@ -214,6 +250,12 @@ fn header_size_limit_holds_at_the_bound_and_fails_one_past() {
 fn garbage_is_a_decode_error() {
     let mut bytes = vec![0xffu8; 100];
     bytes[..2].copy_from_slice(&HEADER_FORMAT_VERSION.to_le_bytes());
-    assert!(matches!(BlockHeader::decode(&bytes), Err(blyan_chain::Error::Decode { .. })));
-    assert!(matches!(BlockHeader::decode(&[]), Err(blyan_chain::Error::Decode { .. })));
+    assert!(matches!(
+        BlockHeader::decode(&bytes),
+        Err(blyan_chain::Error::Decode { .. })
+    ));
+    assert!(matches!(
+        BlockHeader::decode(&[]),
+        Err(blyan_chain::Error::Decode { .. })
+    ));
 }

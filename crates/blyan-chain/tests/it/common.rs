@@ -12,7 +12,10 @@ pub const T0: u64 = GENESIS_TIMESTAMP_MS + 86_400_000;
 
 /// Config for tests that do not exercise durability: unsynced, so fsync does not dominate.
 pub fn fast_config() -> StoreConfig {
-    StoreConfig { durability: Durability::Unsynced, ..StoreConfig::default() }
+    StoreConfig {
+        durability: Durability::Unsynced,
+        ..StoreConfig::default()
+    }
 }
 
 pub fn open(dir: &Path) -> ChainStore {
@@ -20,26 +23,54 @@ pub fn open(dir: &Path) -> ChainStore {
 }
 
 /// A signed child of `parent` of `kind` committing to `payload`.
-pub fn child_of(parent: &ChainTip, kind: BlockKind, payload: &[u8], key: &AuthorKey) -> BlockHeader {
+pub fn child_of(
+    parent: &ChainTip,
+    kind: BlockKind,
+    payload: &[u8],
+    key: &AuthorKey,
+) -> BlockHeader {
     let mut header = BlockHeader::new_child(parent, kind, payload, T0);
     header.sign(key);
     header
 }
 
 /// A signed block on the tip of `chain`.
-pub fn on_tip(store: &ChainStore, chain: ChainId, kind: BlockKind, payload: &[u8], key: &AuthorKey) -> BlockHeader {
+pub fn on_tip(
+    store: &ChainStore,
+    chain: ChainId,
+    kind: BlockKind,
+    payload: &[u8],
+    key: &AuthorKey,
+) -> BlockHeader {
     child_of(&store.tip(chain), kind, payload, key)
 }
 
 /// Appends a dataset entry on chain D's tip; returns its hash.
 pub fn append_entry(store: &ChainStore, payload: &[u8], key: &AuthorKey) -> BlockHash {
-    let header = on_tip(store, ChainId::Dataset, BlockKind::DatasetEntry, payload, key);
+    let header = on_tip(
+        store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        payload,
+        key,
+    );
     store.append(&header, payload).unwrap()
 }
 
 /// A signed expert block for `expert` at `version` on chain B's tip.
-pub fn expert_block(store: &ChainStore, expert: &str, version: u32, payload: &[u8], key: &AuthorKey) -> BlockHeader {
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Parameters), BlockKind::Expert, payload, T0);
+pub fn expert_block(
+    store: &ChainStore,
+    expert: &str,
+    version: u32,
+    payload: &[u8],
+    key: &AuthorKey,
+) -> BlockHeader {
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Parameters),
+        BlockKind::Expert,
+        payload,
+        T0,
+    );
     let name = ExpertName::parse(expert).unwrap();
     header.meta.expert = Some(name);
     header.meta.layer = Some(name.layer());
@@ -64,7 +95,14 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// Asserts a full verification finds nothing wrong, printing the first bad block if it does.
 pub fn assert_verifies(store: &ChainStore) -> blyan_chain::VerifyReport {
     let report = store.verify(|_| {}).unwrap();
-    assert!(report.is_ok(), "verification failed: {:?}", report.first_bad);
-    assert_eq!(report.blocks, store.info().chains.iter().map(|c| c.blocks).sum::<u64>());
+    assert!(
+        report.is_ok(),
+        "verification failed: {:?}",
+        report.first_bad
+    );
+    assert_eq!(
+        report.blocks,
+        store.info().chains.iter().map(|c| c.blocks).sum::<u64>()
+    );
     report
 }

@@ -14,24 +14,40 @@ fn a_chain_moves_between_stores() {
         let payload = bytes(seed, (seed as usize * 997) % 5000);
         payload_bytes += payload.len() as u64;
         let name = format!("layer{}.expert{}", seed % 2, seed % 3);
-        let current = source.expert_current(ExpertName::parse(&name).unwrap()).unwrap();
+        let current = source
+            .expert_current(ExpertName::parse(&name).unwrap())
+            .unwrap();
         let version = current.map_or(1, |v| v.version + 1);
         let header = expert_block(&source, &name, version, &payload, &key);
         source.append(&header, &payload).unwrap();
     }
     let file = source_dir.path().join("parameters.blyx");
-    let exported = source.export_file(ChainId::Parameters, 0, u64::MAX, &file).unwrap();
-    assert_eq!((exported.blocks, exported.payload_bytes), (13, payload_bytes));
+    let exported = source
+        .export_file(ChainId::Parameters, 0, u64::MAX, &file)
+        .unwrap();
+    assert_eq!(
+        (exported.blocks, exported.payload_bytes),
+        (13, payload_bytes)
+    );
 
     let target = open(target_dir.path());
     let imported = target.import_file(&file).unwrap();
-    assert_eq!((imported.blocks, imported.imported, imported.already_present), (13, 12, 1));
+    assert_eq!(
+        (imported.blocks, imported.imported, imported.already_present),
+        (13, 12, 1)
+    );
     assert_eq!(imported.payload_bytes, payload_bytes);
-    assert_eq!(target.chain_info(ChainId::Parameters).tip, source.chain_info(ChainId::Parameters).tip);
+    assert_eq!(
+        target.chain_info(ChainId::Parameters).tip,
+        source.chain_info(ChainId::Parameters).tip
+    );
     assert_eq!(target.experts().unwrap(), source.experts().unwrap());
     for block in source.blocks(ChainId::Parameters, 0, 100).unwrap() {
         assert_eq!(target.sealed_header(&block.hash).unwrap().unwrap(), block);
-        assert_eq!(&*target.payload(&block.hash).unwrap().unwrap(), &*source.payload(&block.hash).unwrap().unwrap());
+        assert_eq!(
+            &*target.payload(&block.hash).unwrap().unwrap(),
+            &*source.payload(&block.hash).unwrap().unwrap()
+        );
     }
     assert_verifies(&target);
 
@@ -54,7 +70,10 @@ fn a_height_range_exports_only_that_range() {
     // the unknown parent, naming it.
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh = open(fresh_dir.path());
-    assert!(matches!(fresh.import(&out[..]), Err(Error::UnknownParent { .. })));
+    assert!(matches!(
+        fresh.import(&out[..]),
+        Err(Error::UnknownParent { .. })
+    ));
     let mut head = Vec::new();
     store.export(ChainId::Dataset, 0, 2, &mut head).unwrap();
     fresh.import(&head[..]).unwrap();
@@ -69,10 +88,23 @@ fn exported_entries() -> (tempfile::TempDir, Vec<u8>) {
     let key = AuthorKey::generate();
     for seed in 0..4 {
         let payload = bytes(seed, 3000);
-        store.append(&on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, &payload, &key), &payload).unwrap();
+        store
+            .append(
+                &on_tip(
+                    &store,
+                    ChainId::Dataset,
+                    BlockKind::DatasetEntry,
+                    &payload,
+                    &key,
+                ),
+                &payload,
+            )
+            .unwrap();
     }
     let mut out = Vec::new();
-    store.export(ChainId::Dataset, 0, u64::MAX, &mut out).unwrap();
+    store
+        .export(ChainId::Dataset, 0, u64::MAX, &mut out)
+        .unwrap();
     (dir, out)
 }
 
@@ -84,14 +116,24 @@ fn a_truncated_file_is_refused_and_keeps_the_valid_blocks() {
     let cut = file.len() - 2000;
     let error = target.import(&file[..cut]).unwrap_err();
     assert!(
-        matches!(error, Error::PayloadLengthMismatch { .. } | Error::ExportFormat { .. }),
+        matches!(
+            error,
+            Error::PayloadLengthMismatch { .. } | Error::ExportFormat { .. }
+        ),
         "{error:?}"
     );
-    assert_eq!(target.chain_info(ChainId::Dataset).blocks, 4, "genesis and the three whole blocks");
+    assert_eq!(
+        target.chain_info(ChainId::Dataset).blocks,
+        4,
+        "genesis and the three whole blocks"
+    );
     assert_verifies(&target);
     let cut_trailer = &file[..file.len() - 1];
     let fresh_dir = tempfile::tempdir().unwrap();
-    assert!(matches!(open(fresh_dir.path()).import(cut_trailer), Err(Error::ExportFormat { .. })));
+    assert!(matches!(
+        open(fresh_dir.path()).import(cut_trailer),
+        Err(Error::ExportFormat { .. })
+    ));
 }
 
 #[test]
@@ -101,7 +143,10 @@ fn a_tampered_payload_is_refused_on_import() {
     file[last] ^= 0xff;
     let target_dir = tempfile::tempdir().unwrap();
     let target = open(target_dir.path());
-    assert!(matches!(target.import(&file[..]), Err(Error::PayloadHashMismatch { .. })));
+    assert!(matches!(
+        target.import(&file[..]),
+        Err(Error::PayloadHashMismatch { .. })
+    ));
     assert_eq!(target.chain_info(ChainId::Dataset).blocks, 4);
     assert_verifies(&target);
 }
@@ -113,16 +158,28 @@ fn malformed_files_are_refused() {
     let target = open(target_dir.path());
     let mut bad_magic = file.clone();
     bad_magic[0] = b'X';
-    assert!(matches!(target.import(&bad_magic[..]), Err(Error::ExportFormat { offset: 0, .. })));
+    assert!(matches!(
+        target.import(&bad_magic[..]),
+        Err(Error::ExportFormat { offset: 0, .. })
+    ));
     let mut bad_tag = file.clone();
     bad_tag[32] = 9;
-    assert!(matches!(target.import(&bad_tag[..]), Err(Error::ExportFormat { offset: 32, .. })));
+    assert!(matches!(
+        target.import(&bad_tag[..]),
+        Err(Error::ExportFormat { offset: 32, .. })
+    ));
     let mut trailing = file.clone();
     trailing.push(0);
-    assert!(matches!(target.import(&trailing[..]), Err(Error::ExportFormat { .. })));
+    assert!(matches!(
+        target.import(&trailing[..]),
+        Err(Error::ExportFormat { .. })
+    ));
     let mut bad_trailer = file.clone();
     let at = bad_trailer.len() - 1;
     bad_trailer[at] ^= 1;
     let fresh_dir = tempfile::tempdir().unwrap();
-    assert!(matches!(open(fresh_dir.path()).import(&bad_trailer[..]), Err(Error::ExportFormat { .. })));
+    assert!(matches!(
+        open(fresh_dir.path()).import(&bad_trailer[..]),
+        Err(Error::ExportFormat { .. })
+    ));
 }

@@ -1,1 +1,12 @@
-//! placeholder during development
+//! The one integration-test binary of blyan-chain: real RocksDB stores in temp dirs, real
+//! segment files, a real child process killed with SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod codec;
+mod common;
+mod concurrent;
+mod crash;
+mod export;
+mod store;
+mod validation;
+mod verify;

@@ -17,8 +17,14 @@ use crate::common::{T0, append_entry, bytes, child_of, expert_block, fast_config
 /// Appends and expects a refusal that leaves the block count unchanged.
 fn refused(store: &ChainStore, header: &BlockHeader, payload: &[u8]) -> Error {
     let before = store.block_count();
-    let error = store.append(header, payload).expect_err("the block must be refused");
-    assert_eq!(store.block_count(), before, "a refused block changed the store");
+    let error = store
+        .append(header, payload)
+        .expect_err("the block must be refused");
+    assert_eq!(
+        store.block_count(),
+        before,
+        "a refused block changed the store"
+    );
     assert!(!store.contains(&header.hash()).unwrap());
     error
 }
@@ -27,15 +33,27 @@ fn refused(store: &ChainStore, header: &BlockHeader, payload: &[u8]) -> Error {
 fn bad_encoding() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert!(matches!(store.submit(&[1, 2, 3]), Err(Error::Decode { .. })));
+    assert!(matches!(
+        store.submit(&[1, 2, 3]),
+        Err(Error::Decode { .. })
+    ));
     let key = AuthorKey::generate();
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &key);
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &key,
+    );
     let mut encoded = encode_block(&header, b"x");
     // Corrupt the option tag of prev_hash inside the header (after version, chain, height).
     let tag_at = blyan_chain::BLOCK_PREFIX_BYTES + 2 + 1 + 8;
     assert_eq!(encoded[tag_at], 1);
     encoded[tag_at] = 7;
-    assert!(matches!(store.submit(&encoded), Err(Error::Decode { what: "header", .. })));
+    assert!(matches!(
+        store.submit(&encoded),
+        Err(Error::Decode { what: "header", .. })
+    ));
     assert!(matches!(decode_block(&encoded), Err(Error::Decode { .. })));
 }
 
@@ -44,19 +62,39 @@ fn unsupported_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let key = AuthorKey::generate();
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.format_version = 2;
     header.sign(&key);
-    assert!(matches!(refused(&store, &header, b"x"), Error::UnsupportedVersion { got: 2, supported: 1 }));
+    assert!(matches!(
+        refused(&store, &header, b"x"),
+        Error::UnsupportedVersion {
+            got: 2,
+            supported: 1
+        }
+    ));
     let encoded = encode_block(&header, b"x");
-    assert!(matches!(store.submit(&encoded), Err(Error::UnsupportedVersion { got: 2, .. })));
+    assert!(matches!(
+        store.submit(&encoded),
+        Err(Error::UnsupportedVersion { got: 2, .. })
+    ));
 }
 
 #[test]
 fn wrong_header_hash() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &AuthorKey::generate());
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &AuthorKey::generate(),
+    );
     let mut encoded = encode_block(&header, b"x");
     encoded[5] ^= 0x40;
     match store.submit(&encoded) {
@@ -72,25 +110,51 @@ fn wrong_header_hash() {
 fn missing_signature() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &AuthorKey::generate());
+    let mut header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &AuthorKey::generate(),
+    );
     header.signature = None;
-    assert!(matches!(refused(&store, &header, b"x"), Error::MissingSignature { block } if block == header.hash()));
+    assert!(
+        matches!(refused(&store, &header, b"x"), Error::MissingSignature { block } if block == header.hash())
+    );
 }
 
 #[test]
 fn bad_signature() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &AuthorKey::generate());
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &AuthorKey::generate(),
+    );
     let signature = header.signature.unwrap();
 
     let mut zeroed = header.clone();
     zeroed.signature.as_mut().unwrap().0[..64].fill(0);
-    assert!(matches!(refused(&store, &zeroed, b"x"), Error::BadSignature { fault: SignatureFault::Malformed, .. }));
+    assert!(matches!(
+        refused(&store, &zeroed, b"x"),
+        Error::BadSignature {
+            fault: SignatureFault::Malformed,
+            ..
+        }
+    ));
 
     let mut bad_v = header.clone();
     bad_v.signature.as_mut().unwrap().0[64] = 1;
-    assert!(matches!(refused(&store, &bad_v, b"x"), Error::BadSignature { fault: SignatureFault::RecoveryByte, .. }));
+    assert!(matches!(
+        refused(&store, &bad_v, b"x"),
+        Error::BadSignature {
+            fault: SignatureFault::RecoveryByte,
+            ..
+        }
+    ));
 
     // The high-s twin of a valid signature (EIP-2 forbids it).
     let parsed = k256::ecdsa::Signature::from_slice(&signature.0[..64]).unwrap();
@@ -100,7 +164,13 @@ fn bad_signature() {
     let raw = &mut high_s.signature.as_mut().unwrap().0;
     raw[..64].copy_from_slice(&twin.to_bytes());
     raw[64] = if signature.0[64] == 27 { 28 } else { 27 };
-    assert!(matches!(refused(&store, &high_s, b"x"), Error::BadSignature { fault: SignatureFault::HighS, .. }));
+    assert!(matches!(
+        refused(&store, &high_s, b"x"),
+        Error::BadSignature {
+            fault: SignatureFault::HighS,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -108,10 +178,20 @@ fn signed_by_someone_else() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let (author, other) = (AuthorKey::generate(), AuthorKey::generate());
-    let mut header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &author);
+    let mut header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &author,
+    );
     header.signature = Some(other.sign_eip191(header.hash().as_bytes()));
     match refused(&store, &header, b"x") {
-        Error::WrongSigner { author: named, signer, .. } => {
+        Error::WrongSigner {
+            author: named,
+            signer,
+            ..
+        } => {
             assert_eq!(named, author.address());
             assert_eq!(signer, other.address());
         }
@@ -123,8 +203,17 @@ fn signed_by_someone_else() {
 fn payload_hash_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"abc", &AuthorKey::generate());
-    assert!(matches!(refused(&store, &header, b"abd"), Error::PayloadHashMismatch { .. }));
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"abc",
+        &AuthorKey::generate(),
+    );
+    assert!(matches!(
+        refused(&store, &header, b"abd"),
+        Error::PayloadHashMismatch { .. }
+    ));
     assert!(matches!(
         store.append_reader(&header, &b"abd"[..]),
         Err(Error::PayloadHashMismatch { .. })
@@ -135,11 +224,28 @@ fn payload_hash_mismatch() {
 fn payload_length_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"abc", &AuthorKey::generate());
-    assert!(matches!(refused(&store, &header, b"abcd"), Error::PayloadLengthMismatch { got: 4, expected: 3, .. }));
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"abc",
+        &AuthorKey::generate(),
+    );
+    assert!(matches!(
+        refused(&store, &header, b"abcd"),
+        Error::PayloadLengthMismatch {
+            got: 4,
+            expected: 3,
+            ..
+        }
+    ));
     assert!(matches!(
         store.append_reader(&header, &b"ab"[..]),
-        Err(Error::PayloadLengthMismatch { got: 2, expected: 3, .. })
+        Err(Error::PayloadLengthMismatch {
+            got: 2,
+            expected: 3,
+            ..
+        })
     ));
 }
 
@@ -165,7 +271,11 @@ fn parent_on_another_chain() {
     let header = child_of(&tip, BlockKind::DatasetEntry, b"x", &AuthorKey::generate());
     assert!(matches!(
         refused(&store, &header, b"x"),
-        Error::ParentOnOtherChain { chain: ChainId::Dataset, parent_chain: ChainId::Meta, .. }
+        Error::ParentOnOtherChain {
+            chain: ChainId::Dataset,
+            parent_chain: ChainId::Meta,
+            ..
+        }
     ));
 }
 
@@ -174,10 +284,22 @@ fn height_gap() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let key = AuthorKey::generate();
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.height += 1;
     header.sign(&key);
-    assert!(matches!(refused(&store, &header, b"x"), Error::HeightGap { height: 2, expected: 1, .. }));
+    assert!(matches!(
+        refused(&store, &header, b"x"),
+        Error::HeightGap {
+            height: 2,
+            expected: 1,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -190,7 +312,12 @@ fn fork_on_a_linear_chain() {
     let first_hash = store.append(&first, b"first").unwrap();
     let second = child_of(&genesis_tip, BlockKind::DatasetEntry, b"second", &key);
     match refused(&store, &second, b"second") {
-        Error::Fork { chain, height, existing, .. } => {
+        Error::Fork {
+            chain,
+            height,
+            existing,
+            ..
+        } => {
             assert_eq!((chain, height, existing), (ChainId::Dataset, 1, first_hash));
         }
         other => panic!("expected Fork, got {other:?}"),
@@ -201,20 +328,37 @@ fn fork_on_a_linear_chain() {
 fn fork_allowed_where_the_rule_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
-        fork_rules: ForkRules { dataset: ForkRule::AllowForks, ..ForkRules::default() },
+        fork_rules: ForkRules {
+            dataset: ForkRule::AllowForks,
+            ..ForkRules::default()
+        },
         ..fast_config()
     };
     let store = ChainStore::open(dir.path(), config).unwrap();
     let key = AuthorKey::generate();
     let genesis_tip = store.tip(ChainId::Dataset);
-    let first = store.append(&child_of(&genesis_tip, BlockKind::DatasetEntry, b"first", &key), b"first").unwrap();
-    let second = store.append(&child_of(&genesis_tip, BlockKind::DatasetEntry, b"second", &key), b"second").unwrap();
+    let first = store
+        .append(
+            &child_of(&genesis_tip, BlockKind::DatasetEntry, b"first", &key),
+            b"first",
+        )
+        .unwrap();
+    let second = store
+        .append(
+            &child_of(&genesis_tip, BlockKind::DatasetEntry, b"second", &key),
+            b"second",
+        )
+        .unwrap();
     let mut at_one = store.block_hashes_at(ChainId::Dataset, 1).unwrap();
     at_one.sort();
     let mut expected = vec![first, second];
     expected.sort();
     assert_eq!(at_one, expected);
-    assert_eq!(store.tip(ChainId::Dataset).hash, first, "the first block at the greatest height is the tip");
+    assert_eq!(
+        store.tip(ChainId::Dataset).hash,
+        first,
+        "the first block at the greatest height is the tip"
+    );
     crate::common::assert_verifies(&store);
 }
 
@@ -222,7 +366,12 @@ fn fork_allowed_where_the_rule_allows_it() {
 fn unknown_dependency() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.depends_on.push(BlockHash([0x77; 32]));
     header.sign(&AuthorKey::generate());
     assert!(matches!(
@@ -236,10 +385,20 @@ fn dependency_stamped_later() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let key = AuthorKey::generate();
-    let mut later = BlockHeader::new_child(&store.tip(ChainId::Meta), BlockKind::Meta, b"arch", T0 + 1000);
+    let mut later = BlockHeader::new_child(
+        &store.tip(ChainId::Meta),
+        BlockKind::Meta,
+        b"arch",
+        T0 + 1000,
+    );
     later.sign(&key);
     let later_hash = store.append(&later, b"arch").unwrap();
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.depends_on.push(later_hash);
     header.sign(&key);
     assert!(matches!(
@@ -253,11 +412,25 @@ fn stamped_before_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let key = AuthorKey::generate();
-    let mut parent = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"p", T0 + 5);
+    let mut parent = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"p",
+        T0 + 5,
+    );
     parent.sign(&key);
     store.append(&parent, b"p").unwrap();
-    let child = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"c", &key);
-    assert!(matches!(refused(&store, &child, b"c"), Error::TimestampBeforeParent { .. }));
+    let child = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"c",
+        &key,
+    );
+    assert!(matches!(
+        refused(&store, &child, b"c"),
+        Error::TimestampBeforeParent { .. }
+    ));
 }
 
 #[test]
@@ -265,10 +438,17 @@ fn duplicate_dependency() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let meta_genesis = store.tip(ChainId::Meta).hash;
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.depends_on = vec![meta_genesis, meta_genesis];
     header.sign(&AuthorKey::generate());
-    assert!(matches!(refused(&store, &header, b"x"), Error::DuplicateDependency { dependency, .. } if dependency == meta_genesis));
+    assert!(
+        matches!(refused(&store, &header, b"x"), Error::DuplicateDependency { dependency, .. } if dependency == meta_genesis)
+    );
 }
 
 #[test]
@@ -290,18 +470,35 @@ fn dependency_count_holds_at_the_bound_and_fails_one_past() {
     header.depends_on.pop();
     header.sign(&key);
     let hash = store.append(&header, b"m").unwrap();
-    assert_eq!(store.dependents(&stored[0]).unwrap().len(), 2, "its child and the meta block");
-    assert_eq!(store.header(&hash).unwrap().unwrap().depends_on.len(), DEPENDS_ON_COUNT_MAX as usize);
+    assert_eq!(
+        store.dependents(&stored[0]).unwrap().len(),
+        2,
+        "its child and the meta block"
+    );
+    assert_eq!(
+        store.header(&hash).unwrap().unwrap().depends_on.len(),
+        DEPENDS_ON_COUNT_MAX as usize
+    );
 }
 
 #[test]
 fn kind_not_allowed_on_chain() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::Router, b"x", &AuthorKey::generate());
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::Router,
+        b"x",
+        &AuthorKey::generate(),
+    );
     assert!(matches!(
         refused(&store, &header, b"x"),
-        Error::KindNotAllowed { chain: ChainId::Dataset, kind: BlockKind::Router, .. }
+        Error::KindNotAllowed {
+            chain: ChainId::Dataset,
+            kind: BlockKind::Router,
+            ..
+        }
     ));
 }
 
@@ -311,28 +508,46 @@ fn genesis_out_of_place() {
     let store = open(dir.path());
     let key = AuthorKey::generate();
     let late_genesis = on_tip(&store, ChainId::Dataset, BlockKind::Genesis, b"x", &key);
-    assert!(matches!(refused(&store, &late_genesis, b"x"), Error::GenesisPlacement { height: 1, .. }));
+    assert!(matches!(
+        refused(&store, &late_genesis, b"x"),
+        Error::GenesisPlacement { height: 1, .. }
+    ));
     let mut orphan = late_genesis.clone();
     orphan.kind = BlockKind::DatasetEntry;
     orphan.height = 0;
     orphan.prev_hash = None;
     orphan.sign(&key);
-    assert!(matches!(refused(&store, &orphan, b"x"), Error::GenesisPlacement { has_parent: false, .. }));
+    assert!(matches!(
+        refused(&store, &orphan, b"x"),
+        Error::GenesisPlacement {
+            has_parent: false,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn genesis_of_another_covenant() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let other = GenesisSpec { covenant: Cow::Borrowed(b"other rules"), ..GenesisSpec::shipped() };
+    let other = GenesisSpec {
+        covenant: Cow::Borrowed(b"other rules"),
+        ..GenesisSpec::shipped()
+    };
     let block = other.block(ChainId::Meta);
     assert!(matches!(
         refused(&store, &block.header, &block.payload),
-        Error::GenesisMismatch { chain: ChainId::Meta, .. }
+        Error::GenesisMismatch {
+            chain: ChainId::Meta,
+            ..
+        }
     ));
     // The right genesis is simply already there.
     let ours = GenesisSpec::shipped().block(ChainId::Meta);
-    assert!(matches!(store.append(&ours.header, &ours.payload), Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        store.append(&ours.header, &ours.payload),
+        Err(Error::AlreadyExists { .. })
+    ));
     drop(store);
     // And a store made with one covenant does not open with another.
     assert!(matches!(
@@ -344,30 +559,71 @@ fn genesis_of_another_covenant() {
 #[test]
 fn payload_limit_holds_at_the_bound_and_fails_one_past() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { payload_bytes_max: 1024, ..fast_config() };
+    let config = StoreConfig {
+        payload_bytes_max: 1024,
+        ..fast_config()
+    };
     let store = ChainStore::open(dir.path(), config).unwrap();
     let key = AuthorKey::generate();
     let at_bound = bytes(1, 1024);
-    store.append(&on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, &at_bound, &key), &at_bound).unwrap();
+    store
+        .append(
+            &on_tip(
+                &store,
+                ChainId::Dataset,
+                BlockKind::DatasetEntry,
+                &at_bound,
+                &key,
+            ),
+            &at_bound,
+        )
+        .unwrap();
     let past = bytes(2, 1025);
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, &past, &key);
-    assert!(matches!(refused(&store, &header, &past), Error::PayloadTooLarge { bytes: 1025, max: 1024, .. }));
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        &past,
+        &key,
+    );
+    assert!(matches!(
+        refused(&store, &header, &past),
+        Error::PayloadTooLarge {
+            bytes: 1025,
+            max: 1024,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn proof_of_work_below_difficulty() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { pow_difficulty_bits: 8, ..fast_config() };
+    let config = StoreConfig {
+        pow_difficulty_bits: 8,
+        ..fast_config()
+    };
     let store = ChainStore::open(dir.path(), config).unwrap();
     let key = AuthorKey::generate();
-    let mut header = BlockHeader::new_child(&store.tip(ChainId::Dataset), BlockKind::DatasetEntry, b"x", T0);
+    let mut header = BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        b"x",
+        T0,
+    );
     header.author = key.address();
     // Find a nonce whose hash is short of the difficulty (most are).
     while header.hash().leading_zero_bits() >= 8 {
         header.pow_nonce += 1;
     }
     header.sign(&key);
-    assert!(matches!(refused(&store, &header, b"x"), Error::InsufficientWork { difficulty_bits: 8, .. }));
+    assert!(matches!(
+        refused(&store, &header, b"x"),
+        Error::InsufficientWork {
+            difficulty_bits: 8,
+            ..
+        }
+    ));
     header.mine(8);
     header.sign(&key);
     store.append(&header, b"x").unwrap();
@@ -379,10 +635,26 @@ fn expert_versions_must_follow_on() {
     let store = open(dir.path());
     let key = AuthorKey::generate();
     let skipping = expert_block(&store, "layer0.expert1", 2, b"w", &key);
-    assert!(matches!(refused(&store, &skipping, b"w"), Error::ExpertVersionMismatch { got: 2, expected: 1, .. }));
-    store.append(&expert_block(&store, "layer0.expert1", 1, b"w", &key), b"w").unwrap();
+    assert!(matches!(
+        refused(&store, &skipping, b"w"),
+        Error::ExpertVersionMismatch {
+            got: 2,
+            expected: 1,
+            ..
+        }
+    ));
+    store
+        .append(&expert_block(&store, "layer0.expert1", 1, b"w", &key), b"w")
+        .unwrap();
     let repeat = expert_block(&store, "layer0.expert1", 1, b"w2", &key);
-    assert!(matches!(refused(&store, &repeat, b"w2"), Error::ExpertVersionMismatch { got: 1, expected: 2, .. }));
+    assert!(matches!(
+        refused(&store, &repeat, b"w2"),
+        Error::ExpertVersionMismatch {
+            got: 1,
+            expected: 2,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -391,41 +663,86 @@ fn metadata_must_fit_the_kind() {
     let store = open(dir.path());
     let key = AuthorKey::generate();
     let nameless = on_tip(&store, ChainId::Parameters, BlockKind::Expert, b"w", &key);
-    assert!(matches!(refused(&store, &nameless, b"w"), Error::MetaInvalid { kind: BlockKind::Expert, .. }));
+    assert!(matches!(
+        refused(&store, &nameless, b"w"),
+        Error::MetaInvalid {
+            kind: BlockKind::Expert,
+            ..
+        }
+    ));
 
     let mut wrong_layer = expert_block(&store, "layer2.expert0", 1, b"w", &key);
     wrong_layer.meta.layer = Some(3);
     wrong_layer.sign(&key);
-    assert!(matches!(refused(&store, &wrong_layer, b"w"), Error::MetaInvalid { .. }));
+    assert!(matches!(
+        refused(&store, &wrong_layer, b"w"),
+        Error::MetaInvalid { .. }
+    ));
 
-    let mut many = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"d", &key);
-    let tensor = TensorMeta { name: "t".into(), dtype: TensorDtype::F32, shape: vec![1] };
+    let mut many = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"d",
+        &key,
+    );
+    let tensor = TensorMeta {
+        name: "t".into(),
+        dtype: TensorDtype::F32,
+        shape: vec![1],
+    };
     many.meta.tensors = vec![tensor; TENSOR_METAS_COUNT_MAX as usize];
     many.sign(&key);
     store.append(&many, b"d").unwrap();
-    let mut too_many = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"e", &key);
+    let mut too_many = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"e",
+        &key,
+    );
     too_many.meta.tensors = vec![many.meta.tensors[0].clone(); TENSOR_METAS_COUNT_MAX as usize + 1];
     too_many.sign(&key);
-    assert!(matches!(refused(&store, &too_many, b"e"), Error::MetaInvalid { .. }));
+    assert!(matches!(
+        refused(&store, &too_many, b"e"),
+        Error::MetaInvalid { .. }
+    ));
 }
 
 #[test]
 fn already_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let header = on_tip(&store, ChainId::Dataset, BlockKind::DatasetEntry, b"x", &AuthorKey::generate());
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        b"x",
+        &AuthorKey::generate(),
+    );
     let hash = store.append(&header, b"x").unwrap();
-    assert!(matches!(store.append(&header, b"x"), Err(Error::AlreadyExists { block }) if block == hash));
+    assert!(
+        matches!(store.append(&header, b"x"), Err(Error::AlreadyExists { block }) if block == hash)
+    );
 }
 
 #[test]
 fn page_limit_holds_at_the_bound_and_fails_one_past() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert_eq!(store.blocks(ChainId::Dataset, 0, BLOCKS_PAGE_COUNT_MAX).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .blocks(ChainId::Dataset, 0, BLOCKS_PAGE_COUNT_MAX)
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(matches!(
         store.blocks(ChainId::Dataset, 0, BLOCKS_PAGE_COUNT_MAX + 1),
-        Err(Error::LimitExceeded { what: "blocks per page", .. })
+        Err(Error::LimitExceeded {
+            what: "blocks per page",
+            ..
+        })
     ));
 }
 
@@ -437,13 +754,22 @@ struct EvenFirstByte {
 }
 
 impl PolAcceptance for EvenFirstByte {
-    fn accept_expert(&self, store: &ChainStore, candidate: &ExpertCandidate<'_>) -> Result<(), PolRejection> {
+    fn accept_expert(
+        &self,
+        store: &ChainStore,
+        candidate: &ExpertCandidate<'_>,
+    ) -> Result<(), PolRejection> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        assert!(!store.contains(&candidate.hash).unwrap(), "the hook sees candidates, not stored blocks");
+        assert!(
+            !store.contains(&candidate.hash).unwrap(),
+            "the hook sees candidates, not stored blocks"
+        );
         *self.last_base.lock().unwrap() = Some(candidate.base.map(|base| base.hash));
         match candidate.payload.first() {
             Some(byte) if byte % 2 == 0 => Ok(()),
-            _ => Err(PolRejection { reason: "loss did not improve".into() }),
+            _ => Err(PolRejection {
+                reason: "loss did not improve".into(),
+            }),
         }
     }
 }
@@ -452,8 +778,17 @@ impl PolAcceptance for EvenFirstByte {
 fn proof_of_learning_hook_decides_expert_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Arc::new(EvenFirstByte::default());
-    let config = StoreConfig { proof_of_learning: true, ..fast_config() };
-    let store = ChainStore::open_with(dir.path(), config, &GenesisSpec::shipped(), Some(hook.clone())).unwrap();
+    let config = StoreConfig {
+        proof_of_learning: true,
+        ..fast_config()
+    };
+    let store = ChainStore::open_with(
+        dir.path(),
+        config,
+        &GenesisSpec::shipped(),
+        Some(hook.clone()),
+    )
+    .unwrap();
     let key = AuthorKey::generate();
 
     let first = expert_block(&store, "layer1.expert1", 1, &[2, 0], &key);
@@ -469,7 +804,10 @@ fn proof_of_learning_hook_decides_expert_blocks() {
 
     // The streamed path consults the hook too, and a refusal leaves no bytes behind.
     let rejected_stream = expert_block(&store, "layer1.expert1", 2, &[5, 5, 5], &key);
-    assert!(matches!(store.append_reader(&rejected_stream, &[5u8, 5, 5][..]), Err(Error::PolRejected { .. })));
+    assert!(matches!(
+        store.append_reader(&rejected_stream, &[5u8, 5, 5][..]),
+        Err(Error::PolRejected { .. })
+    ));
     let accepted = expert_block(&store, "layer1.expert1", 2, &[4, 4], &key);
     store.append_reader(&accepted, &[4u8, 4][..]).unwrap();
 
@@ -483,16 +821,30 @@ fn proof_of_learning_hook_decides_expert_blocks() {
 fn proof_of_learning_off_never_calls_the_hook() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Arc::new(EvenFirstByte::default());
-    let store = ChainStore::open_with(dir.path(), fast_config(), &GenesisSpec::shipped(), Some(hook.clone())).unwrap();
+    let store = ChainStore::open_with(
+        dir.path(),
+        fast_config(),
+        &GenesisSpec::shipped(),
+        Some(hook.clone()),
+    )
+    .unwrap();
     let key = AuthorKey::generate();
     // An odd first byte, which the hook would refuse.
-    store.append(&expert_block(&store, "layer0.expert0", 1, &[1], &key), &[1]).unwrap();
+    store
+        .append(&expert_block(&store, "layer0.expert0", 1, &[1], &key), &[1])
+        .unwrap();
     assert_eq!(hook.calls.load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn proof_of_learning_on_needs_a_hook() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { proof_of_learning: true, ..fast_config() };
-    assert!(matches!(ChainStore::open(dir.path(), config), Err(Error::PolHookMissing)));
+    let config = StoreConfig {
+        proof_of_learning: true,
+        ..fast_config()
+    };
+    assert!(matches!(
+        ChainStore::open(dir.path(), config),
+        Err(Error::PolHookMissing)
+    ));
 }

@@ -32,7 +32,8 @@ fn a_clean_store_verifies_and_reports_progress() {
         .unwrap();
     assert!(report.is_ok());
     assert_eq!((report.blocks, calls), (23, 23));
-    let expected_bytes: u64 = (0..20).map(|seed| 1000 + seed).sum::<u64>() + blyan_chain::COVENANT_TEXT.len() as u64;
+    let expected_bytes: u64 =
+        (0..20).map(|seed| 1000 + seed).sum::<u64>() + blyan_chain::COVENANT_TEXT.len() as u64;
     assert_eq!(report.payload_bytes, expected_bytes);
 }
 
@@ -41,7 +42,9 @@ fn a_flipped_payload_byte_names_its_block() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let key = AuthorKey::generate();
-    let hashes: Vec<BlockHash> = (0..5).map(|seed| append_entry(&store, &bytes(seed, 4096), &key)).collect();
+    let hashes: Vec<BlockHash> = (0..5)
+        .map(|seed| append_entry(&store, &bytes(seed, 4096), &key))
+        .collect();
     let target = hashes[3];
     // Find the payload's bytes in the segment and flip one.
     let handle = store.payload(&target).unwrap().unwrap();
@@ -55,16 +58,26 @@ fn a_flipped_payload_byte_names_its_block() {
         .position(|window| window == needle)
         .unwrap()
         * PAYLOAD_ALIGN_BYTES as usize;
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
-    file.write_all_at(&[needle[100] ^ 0x01], (offset + 100) as u64).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all_at(&[needle[100] ^ 0x01], (offset + 100) as u64)
+        .unwrap();
 
     let report = store.verify(|_| {}).unwrap();
     let bad = report.first_bad.expect("the flipped byte must be found");
     assert_eq!(bad.hash, Some(target));
-    assert_eq!((bad.chain, bad.height, bad.seq), (Some(ChainId::Dataset), Some(4), 6));
+    assert_eq!(
+        (bad.chain, bad.height, bad.seq),
+        (Some(ChainId::Dataset), Some(4), 6)
+    );
     assert!(matches!(bad.error, Error::PayloadHashMismatch { block, .. } if block == target));
     assert_eq!(report.blocks, 6, "every block before it verified");
-    assert!(matches!(store.payload_verified(&target), Err(Error::Corruption { .. })));
+    assert!(matches!(
+        store.payload_verified(&target),
+        Err(Error::Corruption { .. })
+    ));
 }
 
 #[test]
@@ -84,8 +97,13 @@ fn a_swapped_header_is_found_by_its_hash() {
     let store = open(dir.path());
     let bad = store.verify(|_| {}).unwrap().first_bad.unwrap();
     assert_eq!(bad.hash, Some(second));
-    assert!(matches!(bad.error, Error::HeaderHashMismatch { got, expected } if got == first && expected == second));
-    assert!(matches!(store.header(&second), Err(Error::Corruption { .. })));
+    assert!(
+        matches!(bad.error, Error::HeaderHashMismatch { got, expected } if got == first && expected == second)
+    );
+    assert!(matches!(
+        store.header(&second),
+        Err(Error::Corruption { .. })
+    ));
 }
 
 #[test]

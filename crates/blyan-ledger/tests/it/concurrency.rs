@@ -25,51 +25,83 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
     for op in 0..OPS_PER_TASK {
         let k = key(format!("t{task}-op{op}"));
         let roll = rng.gen_range(0..100);
-        let result: blyan_ledger::Result<()> = if roll < 40 || (roll < 75 && quotes.is_empty() && holds.is_empty()) {
-            let from = rng.gen_range(1..=HOT_USERS);
-            let to = (from + rng.gen_range(1..HOT_USERS) - 1) % HOT_USERS + 1;
-            let amount = Amount::from_units(rng.gen_range(10_000..2_000_000)).unwrap();
-            ledger
-                .transfer(TransferRequest { key: k, from: user(from), to: user(to), amount, memo: String::new() })
-                .await
-                .map(drop)
-        } else if roll < 60 || (quotes.is_empty() && holds.is_empty()) {
-            let payer = addr(rng.gen_range(1..=HOT_USERS));
-            let estimated_tokens = rng.gen_range(100..3000);
-            ledger
-                .quote(QuoteRequest { key: k, payer, estimated_tokens })
-                .await
-                .map(|quote| quotes.push(quote))
-        } else if roll < 75 && !quotes.is_empty() {
-            let quote = quotes.swap_remove(rng.gen_range(0..quotes.len()));
-            ledger
-                .authorize(AuthorizeRequest { key: k, quote: quote.id })
-                .await
-                .map(|hold| holds.push(hold))
-        } else if roll < 90 && !holds.is_empty() {
-            let hold = holds.swap_remove(rng.gen_range(0..holds.len()));
-            // Up to 15 % above the estimate: some captures pass the tolerance and are refused.
-            let estimate = hold.quoted.units() / 1000;
-            let actual_tokens = rng.gen_range(0..=estimate * 115 / 100);
-            let server = if rng.gen_bool(0.5) { Some(addr(50 + rng.gen_range(0..SERVERS))) } else { None };
-            let result = ledger
-                .capture(CaptureRequest { key: k, hold: hold.id, actual_tokens, server })
-                .await
-                .map(drop);
-            if result.is_err() {
-                holds.push(hold);
-            }
-            result
-        } else if !holds.is_empty() {
-            let hold = holds.swap_remove(rng.gen_range(0..holds.len()));
-            ledger.release(ReleaseRequest { key: k, hold: hold.id }).await.map(drop)
-        } else {
-            let quote = quotes.swap_remove(rng.gen_range(0..quotes.len()));
-            ledger
-                .authorize(AuthorizeRequest { key: k, quote: quote.id })
-                .await
-                .map(|hold| holds.push(hold))
-        };
+        let result: blyan_ledger::Result<()> =
+            if roll < 40 || (roll < 75 && quotes.is_empty() && holds.is_empty()) {
+                let from = rng.gen_range(1..=HOT_USERS);
+                let to = (from + rng.gen_range(1..HOT_USERS) - 1) % HOT_USERS + 1;
+                let amount = Amount::from_units(rng.gen_range(10_000..2_000_000)).unwrap();
+                ledger
+                    .transfer(TransferRequest {
+                        key: k,
+                        from: user(from),
+                        to: user(to),
+                        amount,
+                        memo: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            } else if roll < 60 || (quotes.is_empty() && holds.is_empty()) {
+                let payer = addr(rng.gen_range(1..=HOT_USERS));
+                let estimated_tokens = rng.gen_range(100..3000);
+                ledger
+                    .quote(QuoteRequest {
+                        key: k,
+                        payer,
+                        estimated_tokens,
+                    })
+                    .await
+                    .map(|quote| quotes.push(quote))
+            } else if roll < 75 && !quotes.is_empty() {
+                let quote = quotes.swap_remove(rng.gen_range(0..quotes.len()));
+                ledger
+                    .authorize(AuthorizeRequest {
+                        key: k,
+                        quote: quote.id,
+                    })
+                    .await
+                    .map(|hold| holds.push(hold))
+            } else if roll < 90 && !holds.is_empty() {
+                let hold = holds.swap_remove(rng.gen_range(0..holds.len()));
+                // Up to 15 % above the estimate: some captures pass the tolerance and are refused.
+                let estimate = hold.quoted.units() / 1000;
+                let actual_tokens = rng.gen_range(0..=estimate * 115 / 100);
+                let server = if rng.gen_bool(0.5) {
+                    Some(addr(50 + rng.gen_range(0..SERVERS)))
+                } else {
+                    None
+                };
+                let result = ledger
+                    .capture(CaptureRequest {
+                        key: k,
+                        hold: hold.id,
+                        actual_tokens,
+                        server,
+                    })
+                    .await
+                    .map(drop);
+                if result.is_err() {
+                    holds.push(hold);
+                }
+                result
+            } else if !holds.is_empty() {
+                let hold = holds.swap_remove(rng.gen_range(0..holds.len()));
+                ledger
+                    .release(ReleaseRequest {
+                        key: k,
+                        hold: hold.id,
+                    })
+                    .await
+                    .map(drop)
+            } else {
+                let quote = quotes.swap_remove(rng.gen_range(0..quotes.len()));
+                ledger
+                    .authorize(AuthorizeRequest {
+                        key: k,
+                        quote: quote.id,
+                    })
+                    .await
+                    .map(|hold| holds.push(hold))
+            };
         match result {
             Ok(()) => succeeded += 1,
             Err(
@@ -84,7 +116,7 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
 pub async fn random_operations_keep_the_invariants(f: &Fixture) {
     let ledger = Arc::new(f.open().await);
     for n in 1..=HOT_USERS {
-        fund(&*ledger, user(n), "50").await;
+        fund(&*ledger, user(n), "1000").await;
     }
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -97,7 +129,10 @@ pub async fn random_operations_keep_the_invariants(f: &Fixture) {
         refused += r;
     }
     assert_eq!(succeeded + refused, TASKS * OPS_PER_TASK);
-    assert!(succeeded > TASKS * OPS_PER_TASK / 2, "{succeeded} succeeded, {refused} refused");
+    assert!(
+        succeeded > TASKS * OPS_PER_TASK / 2,
+        "{succeeded} succeeded, {refused} refused"
+    );
 
     // Every transaction balanced, balances equal their entries, none negative, escrow equals
     // the open holds (verify_integrity), and the balances add up to minted − burned.
@@ -115,7 +150,14 @@ pub async fn random_operations_keep_the_invariants(f: &Fixture) {
         total += ledger.balance(account).await.unwrap().available.units();
     }
     let supply = report.supply;
-    assert_eq!(total, supply.circulating.units(), "Σ balances = minted − burned");
-    assert_eq!(supply.minted.checked_sub(supply.burned).unwrap(), supply.circulating);
+    assert_eq!(
+        total,
+        supply.circulating.units(),
+        "Σ balances = minted − burned"
+    );
+    assert_eq!(
+        supply.minted.checked_sub(supply.burned).unwrap(),
+        supply.circulating
+    );
     assert!(report.transactions > u64::from(succeeded) / 2);
 }

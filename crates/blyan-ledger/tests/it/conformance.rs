@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use blyan_ledger::{
     AccountId, Amount, AuthorizeRequest, BurnRequest, CaptureRequest, Direction, HistoryQuery,
-    HoldStatus, LearningRewardRequest, Ledger, LedgerError, MintRequest, QuoteRequest,
-    ReleaseRequest, SystemAccount, TransferRequest, TxKind, ValidationRewardRequest,
-    INFLATION_YEAR_MS,
+    HoldStatus, INFLATION_YEAR_MS, LearningRewardRequest, Ledger, LedgerError, MintRequest,
+    QuoteRequest, ReleaseRequest, SystemAccount, TransferRequest, TxKind, ValidationRewardRequest,
 };
 
 use crate::support::*;
@@ -35,7 +34,10 @@ async fn genesis_is_allocated_once(f: &Fixture) {
     let mut changed = tokenomics();
     changed.genesis_allocations[0].amount = bly("39000000");
     changed.genesis_allocations[1].amount = bly("31000000");
-    assert!(matches!(f.open_with(changed).await, Err(LedgerError::GenesisMismatch { .. })));
+    assert!(matches!(
+        f.open_with(changed).await,
+        Err(LedgerError::GenesisMismatch { .. })
+    ));
 }
 
 async fn transfers_move_money_and_history_pages(f: &Fixture) {
@@ -69,23 +71,42 @@ async fn transfers_move_money_and_history_pages(f: &Fixture) {
     assert_eq!(available(&ledger, bob).await, bly("7.5"));
     assert_eq!(available(&ledger, TREASURY).await, bly("29999900"));
     assert_eq!(ledger.transaction(first.id).await.unwrap().unwrap(), first);
-    assert_eq!(ledger.transaction(blyan_ledger::TxId(999_999)).await.unwrap(), None);
+    assert_eq!(
+        ledger
+            .transaction(blyan_ledger::TxId(999_999))
+            .await
+            .unwrap(),
+        None
+    );
 
     // Pages of two, newest first, through all six of alice's entries.
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = ledger.history(alice, HistoryQuery { before, limit: 2 }).await.unwrap();
+        let page = ledger
+            .history(alice, HistoryQuery { before, limit: 2 })
+            .await
+            .unwrap();
         assert!(page.items.len() <= 2);
-        seen.extend(page.items.iter().map(|i| (i.direction, i.amount, i.memo.clone())));
+        seen.extend(
+            page.items
+                .iter()
+                .map(|i| (i.direction, i.amount, i.memo.clone())),
+        );
         match page.next {
             Some(next) => before = Some(next),
             None => break,
         }
     }
     assert_eq!(seen.len(), 6);
-    assert_eq!(seen[0], (Direction::Debit, bly("1.5"), "coffee 4".to_owned()));
-    assert_eq!(seen[5], (Direction::Credit, bly("100"), "welcome".to_owned()));
+    assert_eq!(
+        seen[0],
+        (Direction::Debit, bly("1.5"), "coffee 4".to_owned())
+    );
+    assert_eq!(
+        seen[5],
+        (Direction::Credit, bly("100"), "welcome".to_owned())
+    );
     ledger.verify_integrity().await.unwrap();
 }
 
@@ -94,13 +115,23 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
     let (alice, server) = (user(1), addr(9));
     fund(&ledger, alice, "10").await;
     let quote = ledger
-        .quote(QuoteRequest { key: key("q1"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q1"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
     assert_eq!(quote.amount, bly("1"));
     assert_eq!(quote.hold_amount, bly("1.1"));
     assert_eq!(quote.expires_at_ms, T0_MS + 300_000);
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a1"), quote: quote.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a1"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
     assert_eq!(hold.status, HoldStatus::Authorized);
     let balance = ledger.balance(alice).await.unwrap();
     assert_eq!((balance.available, balance.held), (bly("8.9"), bly("1.1")));
@@ -123,7 +154,10 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
     assert_eq!(capture.paid_to, AccountId::User(server));
     assert_eq!(capture.hold.status, HoldStatus::Captured);
     assert_eq!(available(&ledger, alice).await, bly("8.9"));
-    assert_eq!(available(&ledger, AccountId::User(server)).await, bly("0.88"));
+    assert_eq!(
+        available(&ledger, AccountId::User(server)).await,
+        bly("0.88")
+    );
     assert_eq!(available(&ledger, ESCROW).await, Amount::ZERO);
     let supply = ledger.supply().await.unwrap();
     assert_eq!(supply.burned, bly("0.22"));
@@ -132,36 +166,89 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
     // A smaller capture releases the rest; no server pays the reward pool.
     let pool_before = available(&ledger, REWARD_POOL).await;
     let quote = ledger
-        .quote(QuoteRequest { key: key("q2"), payer: addr(1), estimated_tokens: 2000 })
+        .quote(QuoteRequest {
+            key: key("q2"),
+            payer: addr(1),
+            estimated_tokens: 2000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a2"), quote: quote.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a2"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
     let capture = ledger
-        .capture(CaptureRequest { key: key("c2"), hold: hold.id, actual_tokens: 500, server: None })
+        .capture(CaptureRequest {
+            key: key("c2"),
+            hold: hold.id,
+            actual_tokens: 500,
+            server: None,
+        })
         .await
         .unwrap();
     assert_eq!(capture.charged, bly("0.5"));
     assert_eq!(capture.released, bly("1.7"));
     assert_eq!(available(&ledger, alice).await, bly("8.4"));
-    assert_eq!(available(&ledger, REWARD_POOL).await, pool_before.checked_add(bly("0.4")).unwrap());
+    assert_eq!(
+        available(&ledger, REWARD_POOL).await,
+        pool_before.checked_add(bly("0.4")).unwrap()
+    );
 
     // Release returns everything; the hold cannot be captured afterwards.
     let quote = ledger
-        .quote(QuoteRequest { key: key("q3"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q3"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a3"), quote: quote.id }).await.unwrap();
-    let released = ledger.release(ReleaseRequest { key: key("r3"), hold: hold.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a3"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    let released = ledger
+        .release(ReleaseRequest {
+            key: key("r3"),
+            hold: hold.id,
+        })
+        .await
+        .unwrap();
     assert_eq!(released.status, HoldStatus::Released);
     assert_eq!(available(&ledger, alice).await, bly("8.4"));
     let err = ledger
-        .capture(CaptureRequest { key: key("c3"), hold: hold.id, actual_tokens: 1, server: None })
+        .capture(CaptureRequest {
+            key: key("c3"),
+            hold: hold.id,
+            actual_tokens: 1,
+            server: None,
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, LedgerError::HoldNotAuthorized { status: HoldStatus::Released, .. }));
+    assert!(matches!(
+        err,
+        LedgerError::HoldNotAuthorized {
+            status: HoldStatus::Released,
+            ..
+        }
+    ));
     // A quote is authorized once.
-    let err = ledger.authorize(AuthorizeRequest { key: key("a3b"), quote: quote.id }).await;
-    assert!(matches!(err, Err(LedgerError::QuoteAlreadyAuthorized { .. })));
+    let err = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a3b"),
+            quote: quote.id,
+        })
+        .await;
+    assert!(matches!(
+        err,
+        Err(LedgerError::QuoteAlreadyAuthorized { .. })
+    ));
     let stored = ledger.hold(hold.id).await.unwrap().unwrap();
     assert_eq!(stored.status, HoldStatus::Released);
     ledger.verify_integrity().await.unwrap();
@@ -171,25 +258,49 @@ async fn holds_and_quotes_expire(f: &Fixture) {
     let ledger = f.open().await;
     let alice = user(1);
     fund(&ledger, alice, "10").await;
-    let quote = |k: &'static str| QuoteRequest { key: key(k), payer: addr(1), estimated_tokens: 1000 };
+    let quote = |k: &'static str| QuoteRequest {
+        key: key(k),
+        payer: addr(1),
+        estimated_tokens: 1000,
+    };
     let q1 = ledger.quote(quote("q1")).await.unwrap();
-    let h1 = ledger.authorize(AuthorizeRequest { key: key("a1"), quote: q1.id }).await.unwrap();
+    let h1 = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a1"),
+            quote: q1.id,
+        })
+        .await
+        .unwrap();
     let q2 = ledger.quote(quote("q2")).await.unwrap();
 
     // At the TTL exactly, both are stale.
     f.clock.advance_ms(300_000);
     let err = ledger
-        .capture(CaptureRequest { key: key("c1"), hold: h1.id, actual_tokens: 10, server: None })
+        .capture(CaptureRequest {
+            key: key("c1"),
+            hold: h1.id,
+            actual_tokens: 10,
+            server: None,
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::HoldExpired { .. }), "{err}");
-    let err = ledger.authorize(AuthorizeRequest { key: key("a2"), quote: q2.id }).await.unwrap_err();
+    let err = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a2"),
+            quote: q2.id,
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::QuoteExpired { .. }), "{err}");
     assert_eq!(ledger.balance(alice).await.unwrap().held, bly("1.1"));
 
     let expired = ledger.expire_holds().await.unwrap();
     assert_eq!(expired, vec![h1.id]);
-    assert_eq!(ledger.hold(h1.id).await.unwrap().unwrap().status, HoldStatus::Expired);
+    assert_eq!(
+        ledger.hold(h1.id).await.unwrap().unwrap().status,
+        HoldStatus::Expired
+    );
     let balance = ledger.balance(alice).await.unwrap();
     assert_eq!((balance.available, balance.held), (bly("10"), Amount::ZERO));
     assert!(ledger.expire_holds().await.unwrap().is_empty());
@@ -201,16 +312,29 @@ async fn restart_keeps_balances_and_expires_stale_holds(f: &Fixture) {
     let alice = user(1);
     fund(&ledger, alice, "10").await;
     let quote = ledger
-        .quote(QuoteRequest { key: key("q1"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q1"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a1"), quote: quote.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a1"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
     drop(ledger);
 
     // Closed for ten minutes: the hold went stale meanwhile.
     f.clock.advance_ms(600_000);
     let ledger = f.open().await;
-    assert_eq!(ledger.hold(hold.id).await.unwrap().unwrap().status, HoldStatus::Expired);
+    assert_eq!(
+        ledger.hold(hold.id).await.unwrap().unwrap().status,
+        HoldStatus::Expired
+    );
     assert_eq!(available(&ledger, alice).await, bly("10"));
     assert_eq!(available(&ledger, ESCROW).await, Amount::ZERO);
     ledger.verify_integrity().await.unwrap();
@@ -221,13 +345,21 @@ async fn rewards_and_issuance_respect_the_caps(f: &Fixture) {
     let (validator, learner) = (addr(3), addr(4));
     let pool = available(&ledger, REWARD_POOL).await;
     let tx = ledger
-        .reward_validation(ValidationRewardRequest { key: key("v1"), validator, samples: 3 })
+        .reward_validation(ValidationRewardRequest {
+            key: key("v1"),
+            validator,
+            samples: 3,
+        })
         .await
         .unwrap();
     assert_eq!(tx.kind, TxKind::Reward);
     assert_eq!(available(&ledger, validator.into()).await, bly("60"));
     ledger
-        .reward_learning(LearningRewardRequest { key: key("l1"), learner, improvement_bps: 250 })
+        .reward_learning(LearningRewardRequest {
+            key: key("l1"),
+            learner,
+            improvement_bps: 250,
+        })
         .await
         .unwrap();
     assert_eq!(available(&ledger, learner.into()).await, bly("50000"));
@@ -235,7 +367,11 @@ async fn rewards_and_issuance_respect_the_caps(f: &Fixture) {
         available(&ledger, REWARD_POOL).await,
         pool.checked_sub(bly("50060")).unwrap()
     );
-    assert_eq!(ledger.supply().await.unwrap().minted, bly("100000000"), "paid from the pool");
+    assert_eq!(
+        ledger.supply().await.unwrap().minted,
+        bly("100000000"),
+        "paid from the pool"
+    );
 
     // Empty the pool: the next reward is minted within the inflation allowance (10 % of the
     // 100M circulating at the start of year 0 = 10M).
@@ -251,7 +387,11 @@ async fn rewards_and_issuance_respect_the_caps(f: &Fixture) {
         .await
         .unwrap();
     ledger
-        .reward_learning(LearningRewardRequest { key: key("l2"), learner, improvement_bps: 100 })
+        .reward_learning(LearningRewardRequest {
+            key: key("l2"),
+            learner,
+            improvement_bps: 100,
+        })
         .await
         .unwrap();
     assert_eq!(ledger.supply().await.unwrap().minted, bly("100020000"));
@@ -268,10 +408,17 @@ async fn rewards_and_issuance_respect_the_caps(f: &Fixture) {
         "one unit past the allowance: {err}"
     );
     let err = ledger
-        .reward_validation(ValidationRewardRequest { key: key("v2"), validator, samples: 1 })
+        .reward_validation(ValidationRewardRequest {
+            key: key("v2"),
+            validator,
+            samples: 1,
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, LedgerError::InflationCapExceeded { .. }), "{err}");
+    assert!(
+        matches!(err, LedgerError::InflationCapExceeded { .. }),
+        "{err}"
+    );
 
     // A new inflation year has a new allowance: 10 % of 110M.
     f.clock.advance_ms(INFLATION_YEAR_MS);
@@ -296,19 +443,30 @@ async fn supply_cap_is_never_passed(f: &Fixture) {
     };
     ledger.mint(mint("m1", "50")).await.unwrap();
     let err = ledger.mint(mint("m2", "0.000001")).await.unwrap_err();
-    assert!(matches!(err, LedgerError::SupplyCapExceeded { .. }), "{err}");
+    assert!(
+        matches!(err, LedgerError::SupplyCapExceeded { .. }),
+        "{err}"
+    );
     assert_eq!(ledger.supply().await.unwrap().minted, bly("100000050"));
 }
 
 async fn burns_reduce_circulating_supply(f: &Fixture) {
     let ledger = f.open().await;
     let tx = ledger
-        .burn(BurnRequest { key: key("b1"), from: TREASURY, amount: bly("1000"), memo: "".into() })
+        .burn(BurnRequest {
+            key: key("b1"),
+            from: TREASURY,
+            amount: bly("1000"),
+            memo: "".into(),
+        })
         .await
         .unwrap();
     assert_eq!(tx.kind, TxKind::Burn);
     let supply = ledger.supply().await.unwrap();
-    assert_eq!((supply.burned, supply.circulating), (bly("1000"), bly("99999000")));
+    assert_eq!(
+        (supply.burned, supply.circulating),
+        (bly("1000"), bly("99999000"))
+    );
     assert_eq!(available(&ledger, BURN).await, bly("1000"));
     ledger.verify_integrity().await.unwrap();
 }
@@ -328,32 +486,71 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
     assert_eq!(first, again);
     assert_eq!(available(&ledger, alice).await, bly("5"));
     let err = ledger
-        .transfer(TransferRequest { amount: bly("6"), ..transfer.clone() })
+        .transfer(TransferRequest {
+            amount: bly("6"),
+            ..transfer.clone()
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, LedgerError::IdempotencyConflict { .. }), "{err}");
+    assert!(
+        matches!(err, LedgerError::IdempotencyConflict { .. }),
+        "{err}"
+    );
     // The same key on another operation is a different request too.
     let err = ledger
-        .burn(BurnRequest { key: key("once"), from: alice, amount: bly("5"), memo: "m".into() })
+        .burn(BurnRequest {
+            key: key("once"),
+            from: alice,
+            amount: bly("5"),
+            memo: "m".into(),
+        })
         .await
         .unwrap_err();
-    assert!(matches!(err, LedgerError::IdempotencyConflict { .. }), "{err}");
+    assert!(
+        matches!(err, LedgerError::IdempotencyConflict { .. }),
+        "{err}"
+    );
 
     // The payment flow replays too: each step once.
-    let quote_request = QuoteRequest { key: key("q"), payer: addr(1), estimated_tokens: 1000 };
+    let quote_request = QuoteRequest {
+        key: key("q"),
+        payer: addr(1),
+        estimated_tokens: 1000,
+    };
     let quote = ledger.quote(quote_request.clone()).await.unwrap();
     assert_eq!(ledger.quote(quote_request).await.unwrap(), quote);
-    let authorize = AuthorizeRequest { key: key("a"), quote: quote.id };
+    let authorize = AuthorizeRequest {
+        key: key("a"),
+        quote: quote.id,
+    };
     let hold = ledger.authorize(authorize.clone()).await.unwrap();
     assert_eq!(ledger.authorize(authorize).await.unwrap(), hold);
     assert_eq!(available(&ledger, alice).await, bly("3.9"));
-    let capture = CaptureRequest { key: key("c"), hold: hold.id, actual_tokens: 900, server: None };
+    let capture = CaptureRequest {
+        key: key("c"),
+        hold: hold.id,
+        actual_tokens: 900,
+        server: None,
+    };
     let captured = ledger.capture(capture.clone()).await.unwrap();
     assert_eq!(ledger.capture(capture.clone()).await.unwrap(), captured);
-    let err = ledger.capture(CaptureRequest { actual_tokens: 901, ..capture }).await.unwrap_err();
-    assert!(matches!(err, LedgerError::IdempotencyConflict { .. }), "{err}");
+    let err = ledger
+        .capture(CaptureRequest {
+            actual_tokens: 901,
+            ..capture
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::IdempotencyConflict { .. }),
+        "{err}"
+    );
     assert_eq!(available(&ledger, alice).await, bly("4.1"));
-    let reward = ValidationRewardRequest { key: key("v"), validator: addr(2), samples: 1 };
+    let reward = ValidationRewardRequest {
+        key: key("v"),
+        validator: addr(2),
+        samples: 1,
+    };
     ledger.reward_validation(reward.clone()).await.unwrap();
     ledger.reward_validation(reward).await.unwrap();
     assert_eq!(available(&ledger, user(2)).await, bly("20"));
@@ -385,11 +582,26 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
 
     // Concurrent replays of one capture.
     let quote = ledger
-        .quote(QuoteRequest { key: key("q"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a"), quote: quote.id }).await.unwrap();
-    let capture = CaptureRequest { key: key("c"), hold: hold.id, actual_tokens: 1000, server: None };
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    let capture = CaptureRequest {
+        key: key("c"),
+        hold: hold.id,
+        actual_tokens: 1000,
+        server: None,
+    };
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (ledger, capture) = (Arc::clone(&ledger), capture.clone());
@@ -412,15 +624,23 @@ async fn double_spend_admits_exactly_the_affordable(f: &Fixture) {
     fund(&*ledger, alice, "7.7").await;
     let mut quotes = Vec::new();
     for i in 0..40 {
-        let request =
-            QuoteRequest { key: key(format!("q{i}")), payer: addr(1), estimated_tokens: 1000 };
+        let request = QuoteRequest {
+            key: key(format!("q{i}")),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        };
         quotes.push(ledger.quote(request).await.unwrap());
     }
     let mut tasks = Vec::new();
     for (i, quote) in quotes.into_iter().enumerate() {
         let ledger = Arc::clone(&ledger);
         tasks.push(tokio::spawn(async move {
-            ledger.authorize(AuthorizeRequest { key: key(format!("a{i}")), quote: quote.id }).await
+            ledger
+                .authorize(AuthorizeRequest {
+                    key: key(format!("a{i}")),
+                    quote: quote.id,
+                })
+                .await
         }));
     }
     let (mut ok, mut refused) = (0, 0);
@@ -433,7 +653,10 @@ async fn double_spend_admits_exactly_the_affordable(f: &Fixture) {
     }
     assert_eq!((ok, refused), (7, 33));
     let balance = ledger.balance(alice).await.unwrap();
-    assert_eq!((balance.available, balance.held), (Amount::ZERO, bly("7.7")));
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::ZERO, bly("7.7"))
+    );
 
     // Concurrent transfers draining one balance: 5 of 12 fit.
     let bob = user(2);
@@ -471,10 +694,20 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
     let (alice, bob) = (user(1), user(2));
     fund(&ledger, alice, "10").await;
     let quote = ledger
-        .quote(QuoteRequest { key: key("q"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a"), quote: quote.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
     let watched = [alice, bob, TREASURY, REWARD_POOL, ESCROW, BURN, user(77)];
     let before = snapshot(&ledger, &watched).await;
     let transfer = |from: AccountId, to: AccountId, amount: Amount| TransferRequest {
@@ -491,34 +724,86 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         assert!(expect(&err), "{what}: {err:?}");
         assert!(err.is_refusal(), "{what}: a refusal");
     };
-    let r = ledger.transfer(transfer(alice, bob, Amount::ZERO)).await.map(drop);
-    check("zero amount", r, |e| matches!(e, LedgerError::Zero { .. }));
-    let r = ledger.transfer(transfer(user(77), bob, bly("1"))).await.map(drop);
-    check("unknown payer", r, |e| matches!(e, LedgerError::UnknownAccount { .. }));
-    let r = ledger.transfer(transfer(alice, bob, bly("10.000001"))).await.map(drop);
-    check("one unit too many", r, |e| matches!(e, LedgerError::InsufficientFunds { .. }));
-    let r = ledger.transfer(transfer(alice, bob, cap_plus_one)).await.map(drop);
-    check("above the supply cap", r, |e| matches!(e, LedgerError::AmountAboveSupplyCap { .. }));
-    let max = Amount::from_units(blyan_ledger::AMOUNT_UNITS_MAX).unwrap();
-    let r = ledger.transfer(transfer(TREASURY, bob, max)).await.map(drop);
-    check("i64::MAX units", r, |e| matches!(e, LedgerError::AmountAboveSupplyCap { .. }));
-    let r = ledger.transfer(transfer(alice, alice, bly("1"))).await.map(drop);
-    check("self transfer", r, |e| matches!(e, LedgerError::SelfTransfer { .. }));
-    let mint_account = AccountId::System(SystemAccount::Mint);
-    let r = ledger.transfer(transfer(mint_account, bob, bly("1"))).await.map(drop);
-    check("transfer from the mint", r, |e| matches!(e, LedgerError::ReservedAccount { .. }));
-    let r = ledger.transfer(transfer(alice, ESCROW, bly("1"))).await.map(drop);
-    check("transfer into escrow", r, |e| matches!(e, LedgerError::ReservedAccount { .. }));
-    let long_memo = TransferRequest { memo: "m".repeat(257), ..transfer(alice, bob, bly("1")) };
-    let r = ledger.transfer(long_memo).await.map(drop);
-    check("memo too long", r, |e| matches!(e, LedgerError::LimitExceeded { .. }));
     let r = ledger
-        .burn(BurnRequest { key: key("burn0"), from: alice, amount: Amount::ZERO, memo: "".into() })
+        .transfer(transfer(alice, bob, Amount::ZERO))
+        .await
+        .map(drop);
+    check("zero amount", r, |e| matches!(e, LedgerError::Zero { .. }));
+    let r = ledger
+        .transfer(transfer(user(77), bob, bly("1")))
+        .await
+        .map(drop);
+    check("unknown payer", r, |e| {
+        matches!(e, LedgerError::UnknownAccount { .. })
+    });
+    let r = ledger
+        .transfer(transfer(alice, bob, bly("10.000001")))
+        .await
+        .map(drop);
+    check("one unit too many", r, |e| {
+        matches!(e, LedgerError::InsufficientFunds { .. })
+    });
+    let r = ledger
+        .transfer(transfer(alice, bob, cap_plus_one))
+        .await
+        .map(drop);
+    check("above the supply cap", r, |e| {
+        matches!(e, LedgerError::AmountAboveSupplyCap { .. })
+    });
+    let max = Amount::from_units(blyan_ledger::AMOUNT_UNITS_MAX).unwrap();
+    let r = ledger
+        .transfer(transfer(TREASURY, bob, max))
+        .await
+        .map(drop);
+    check("i64::MAX units", r, |e| {
+        matches!(e, LedgerError::AmountAboveSupplyCap { .. })
+    });
+    let r = ledger
+        .transfer(transfer(alice, alice, bly("1")))
+        .await
+        .map(drop);
+    check("self transfer", r, |e| {
+        matches!(e, LedgerError::SelfTransfer { .. })
+    });
+    let mint_account = AccountId::System(SystemAccount::Mint);
+    let r = ledger
+        .transfer(transfer(mint_account, bob, bly("1")))
+        .await
+        .map(drop);
+    check("transfer from the mint", r, |e| {
+        matches!(e, LedgerError::ReservedAccount { .. })
+    });
+    let r = ledger
+        .transfer(transfer(alice, ESCROW, bly("1")))
+        .await
+        .map(drop);
+    check("transfer into escrow", r, |e| {
+        matches!(e, LedgerError::ReservedAccount { .. })
+    });
+    let long_memo = TransferRequest {
+        memo: "m".repeat(257),
+        ..transfer(alice, bob, bly("1"))
+    };
+    let r = ledger.transfer(long_memo).await.map(drop);
+    check("memo too long", r, |e| {
+        matches!(e, LedgerError::LimitExceeded { .. })
+    });
+    let r = ledger
+        .burn(BurnRequest {
+            key: key("burn0"),
+            from: alice,
+            amount: Amount::ZERO,
+            memo: "".into(),
+        })
         .await
         .map(drop);
     check("zero burn", r, |e| matches!(e, LedgerError::Zero { .. }));
     let r = ledger
-        .quote(QuoteRequest { key: key("q0"), payer: addr(1), estimated_tokens: 0 })
+        .quote(QuoteRequest {
+            key: key("q0"),
+            payer: addr(1),
+            estimated_tokens: 0,
+        })
         .await
         .map(drop);
     check("zero tokens", r, |e| matches!(e, LedgerError::Zero { .. }));
@@ -530,12 +815,19 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         })
         .await
         .map(drop);
-    check("too many tokens", r, |e| matches!(e, LedgerError::LimitExceeded { .. }));
+    check("too many tokens", r, |e| {
+        matches!(e, LedgerError::LimitExceeded { .. })
+    });
     let r = ledger
-        .authorize(AuthorizeRequest { key: key("a404"), quote: blyan_ledger::QuoteId(404) })
+        .authorize(AuthorizeRequest {
+            key: key("a404"),
+            quote: blyan_ledger::QuoteId(404),
+        })
         .await
         .map(drop);
-    check("unknown quote", r, |e| matches!(e, LedgerError::UnknownQuote { .. }));
+    check("unknown quote", r, |e| {
+        matches!(e, LedgerError::UnknownQuote { .. })
+    });
     let capture = |k: &str, tokens: u64| CaptureRequest {
         key: key(k),
         hold: hold.id,
@@ -543,14 +835,25 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         server: None,
     };
     let r = ledger.capture(capture("c-over", 1101)).await.map(drop);
-    check("capture above tolerance", r, |e| matches!(e, LedgerError::CaptureAboveTolerance { .. }));
+    check("capture above tolerance", r, |e| {
+        matches!(e, LedgerError::CaptureAboveTolerance { .. })
+    });
     let r = ledger
-        .capture(CaptureRequest { hold: blyan_ledger::HoldId(404), ..capture("c404", 1) })
+        .capture(CaptureRequest {
+            hold: blyan_ledger::HoldId(404),
+            ..capture("c404", 1)
+        })
         .await
         .map(drop);
-    check("unknown hold", r, |e| matches!(e, LedgerError::UnknownHold { .. }));
+    check("unknown hold", r, |e| {
+        matches!(e, LedgerError::UnknownHold { .. })
+    });
     let r = ledger
-        .reward_validation(ValidationRewardRequest { key: key("v0"), validator: addr(1), samples: 0 })
+        .reward_validation(ValidationRewardRequest {
+            key: key("v0"),
+            validator: addr(1),
+            samples: 0,
+        })
         .await
         .map(drop);
     check("zero samples", r, |e| matches!(e, LedgerError::Zero { .. }));
@@ -562,21 +865,50 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         })
         .await
         .map(drop);
-    check("improvement above 100 %", r, |e| matches!(e, LedgerError::LimitExceeded { .. }));
-    let r = ledger.history(alice, HistoryQuery { before: None, limit: 0 }).await.map(drop);
-    check("empty page", r, |e| matches!(e, LedgerError::Zero { .. }));
+    check("improvement above 100 %", r, |e| {
+        matches!(e, LedgerError::LimitExceeded { .. })
+    });
     let r = ledger
-        .history(alice, HistoryQuery { before: None, limit: blyan_ledger::HISTORY_PAGE_LEN_MAX + 1 })
+        .history(
+            alice,
+            HistoryQuery {
+                before: None,
+                limit: 0,
+            },
+        )
         .await
         .map(drop);
-    check("page too long", r, |e| matches!(e, LedgerError::LimitExceeded { .. }));
-    assert_eq!(snapshot(&ledger, &watched).await, before, "refusals moved nothing");
+    check("empty page", r, |e| matches!(e, LedgerError::Zero { .. }));
+    let r = ledger
+        .history(
+            alice,
+            HistoryQuery {
+                before: None,
+                limit: blyan_ledger::HISTORY_PAGE_LEN_MAX + 1,
+            },
+        )
+        .await
+        .map(drop);
+    check("page too long", r, |e| {
+        matches!(e, LedgerError::LimitExceeded { .. })
+    });
+    assert_eq!(
+        snapshot(&ledger, &watched).await,
+        before,
+        "refusals moved nothing"
+    );
 
     // Capture after expiry, then nothing moved but the expiry sweep's release.
     f.clock.advance_ms(300_000);
     let r = ledger.capture(capture("c-late", 10)).await.map(drop);
-    check("capture after expiry", r, |e| matches!(e, LedgerError::HoldExpired { .. }));
-    assert_eq!(snapshot(&ledger, &watched).await, before, "a late capture moved nothing");
+    check("capture after expiry", r, |e| {
+        matches!(e, LedgerError::HoldExpired { .. })
+    });
+    assert_eq!(
+        snapshot(&ledger, &watched).await,
+        before,
+        "a late capture moved nothing"
+    );
 
     // Values that never reach the ledger: malformed addresses and amounts are refused by
     // their parsers with their own errors.
@@ -588,7 +920,10 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD".parse::<AccountId>(),
         Err(LedgerError::AddressChecksum { .. })
     ));
-    assert!(matches!(Amount::from_units_i128(-5), Err(LedgerError::AmountNegative { .. })));
+    assert!(matches!(
+        Amount::from_units_i128(-5),
+        Err(LedgerError::AmountNegative { .. })
+    ));
     assert!(matches!(
         "100000000000000000000000000000000000000".parse::<Amount>(),
         Err(LedgerError::AmountOverflow { .. })

@@ -28,7 +28,11 @@ async fn pg_backend_terminated_mid_transaction_leaves_nothing() {
 
     // Half of a transaction, written by hand, then its backend is terminated.
     let victim = pg::connect(&f.location).await;
-    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     victim
         .batch_execute(
             "BEGIN;
@@ -38,13 +42,28 @@ async fn pg_backend_terminated_mid_transaction_leaves_nothing() {
         .await
         .unwrap();
     let admin = pg::connect(&f.location).await;
-    let terminated: bool =
-        admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    let terminated: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
     assert!(terminated);
-    assert!(victim.batch_execute("COMMIT").await.is_err(), "the connection is gone");
+    assert!(
+        victim.batch_execute("COMMIT").await.is_err(),
+        "the connection is gone"
+    );
 
-    assert_eq!(snapshot(&ledger, &[user(1), user(2), TREASURY]).await, before);
-    assert_eq!(ledger.transaction(blyan_ledger::TxId(900001)).await.unwrap(), None);
+    assert_eq!(
+        snapshot(&ledger, &[user(1), user(2), TREASURY]).await,
+        before
+    );
+    assert_eq!(
+        ledger
+            .transaction(blyan_ledger::TxId(900001))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,10 +125,17 @@ async fn pg_connections_killed_under_load_lose_and_duplicate_nothing() {
     let killed = killer.await.unwrap();
     assert!(killed > 0, "the killer terminated some backends");
     for t in 0..TASKS {
-        assert_eq!(available(&*ledger, user(10 + t)).await, bly(&TRANSFERS.to_string()), "once each");
+        assert_eq!(
+            available(&*ledger, user(10 + t)).await,
+            bly(&TRANSFERS.to_string()),
+            "once each"
+        );
     }
     let spent = Amount::from_bly(u64::from(TASKS * TRANSFERS)).unwrap();
-    assert_eq!(available(&*ledger, user(1)).await, bly("1000").checked_sub(spent).unwrap());
+    assert_eq!(
+        available(&*ledger, user(1)).await,
+        bly("1000").checked_sub(spent).unwrap()
+    );
     ledger.verify_integrity().await.unwrap();
     eprintln!("terminated {killed} backends; {retries} retried requests");
 }
@@ -129,7 +155,10 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
          COMMIT;"
     );
     let err = client.batch_execute(&unbalanced).await.unwrap_err();
-    assert!(err.to_string().contains("unbalanced") || format!("{err:?}").contains("unbalanced"), "{err:?}");
+    assert!(
+        err.to_string().contains("unbalanced") || format!("{err:?}").contains("unbalanced"),
+        "{err:?}"
+    );
     client.batch_execute("ROLLBACK").await.ok();
     // Balanced but overdrawing a user: refused by the CHECK.
     let overdraw = format!(
@@ -139,10 +168,16 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
          COMMIT;"
     );
     let err = client.batch_execute(&overdraw).await.unwrap_err();
-    assert!(format!("{err:?}").contains("balance_not_negative"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("balance_not_negative"),
+        "{err:?}"
+    );
     client.batch_execute("ROLLBACK").await.ok();
     // Entries are append-only.
-    let err = client.batch_execute("UPDATE entries SET amount = amount * 2").await.unwrap_err();
+    let err = client
+        .batch_execute("UPDATE entries SET amount = amount * 2")
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("append-only"), "{err:?}");
     ledger.verify_integrity().await.unwrap();
     assert_eq!(available(&ledger, user(1)).await, bly("1"));
@@ -157,7 +192,9 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
     fund(&ledger, user(1), "1").await;
     let alice = user(1).to_string();
     let connection = rusqlite::Connection::open(&f.location).unwrap();
-    connection.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    connection
+        .execute_batch("PRAGMA foreign_keys = ON")
+        .unwrap();
     // Entries with no transaction row: the deferred foreign key refuses the COMMIT.
     let orphan = format!(
         "BEGIN; INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -1); COMMIT;"
@@ -180,7 +217,9 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
     let err = connection.execute_batch(&overdraw).unwrap_err();
     assert!(err.to_string().contains("balance_not_negative"), "{err}");
     connection.execute_batch("ROLLBACK").unwrap();
-    let err = connection.execute_batch("UPDATE entries SET amount = amount * 2").unwrap_err();
+    let err = connection
+        .execute_batch("UPDATE entries SET amount = amount * 2")
+        .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
     drop(connection);
     ledger.verify_integrity().await.unwrap();
@@ -192,7 +231,12 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
 fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "faults::embedded_child_process", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "faults::embedded_child_process",
+            "--nocapture",
+        ])
         .env(CHILD_DB_ENV, db)
         .env(CHILD_MODE_ENV, mode)
         .stdout(Stdio::piped())
@@ -201,6 +245,7 @@ fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut last_committed = None;
+    let mut killed = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if let Some(n) = line.strip_prefix("CHILD committed ") {
@@ -208,11 +253,15 @@ fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
         }
         if line.starts_with(kill_at) {
             child.kill().unwrap();
+            killed = true;
             break;
         }
     }
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the child was killed, it did not finish: {status}");
+    assert!(
+        killed,
+        "the child ended before printing {kill_at:?}: {status}"
+    );
     last_committed
 }
 
@@ -223,17 +272,30 @@ async fn embedded_process_killed_mid_transaction_leaves_nothing() {
     let (alice, bob) = (user(1), user(2));
     fund(&ledger, alice, "1000").await;
     let quote = ledger
-        .quote(QuoteRequest { key: key("q"), payer: addr(1), estimated_tokens: 1000 })
+        .quote(QuoteRequest {
+            key: key("q"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
         .await
         .unwrap();
-    let hold = ledger.authorize(AuthorizeRequest { key: key("a"), quote: quote.id }).await.unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
     let before = snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await;
     drop(ledger);
 
     // 1. Killed while holding a hand-written half transaction open.
     run_child_and_kill(&f.location, "raw", "CHILD mid-transaction");
     let ledger = f.open().await;
-    assert_eq!(snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await, before);
+    assert_eq!(
+        snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await,
+        before
+    );
     drop(ledger);
 
     // 2. Killed while committing batches of transfers in a loop.
@@ -245,14 +307,21 @@ async fn embedded_process_killed_mid_transaction_leaves_nothing() {
     ledger.verify_integrity().await.unwrap();
     let moved = available(&ledger, bob).await;
     let batch = Amount::from_units(u64::from(CHILD_BATCH_LEN) * 10_000).unwrap();
-    assert_eq!(moved.units() % batch.units(), 0, "whole batches only: {moved}");
+    assert_eq!(
+        moved.units() % batch.units(),
+        0,
+        "whole batches only: {moved}"
+    );
     assert!(moved.units() >= batch.units() * u64::from(committed));
     assert_eq!(
         available(&ledger, alice).await.checked_add(moved).unwrap(),
         bly("1000"),
         "nothing lost, nothing made"
     );
-    assert_eq!(ledger.hold(hold.id).await.unwrap().unwrap().status, HoldStatus::Expired);
+    assert_eq!(
+        ledger.hold(hold.id).await.unwrap().unwrap().status,
+        HoldStatus::Expired
+    );
     assert_eq!(ledger.balance(alice).await.unwrap().held, Amount::ZERO);
     // Replaying the last acknowledged batch moves nothing.
     let replay = child_batch(committed);
@@ -288,7 +357,7 @@ fn embedded_child_process() {
                  INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', -5000000);
                  INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', 5000000);",
                 user(1),
-                user(2)
+                TREASURY
             ))
             .unwrap();
         println!("CHILD mid-transaction");
@@ -296,11 +365,18 @@ fn embedded_child_process() {
         std::thread::sleep(std::time::Duration::from_secs(120));
         panic!("the parent should have killed this process");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
-        let options =
-            LedgerOptions { clock: Arc::new(ManualClock::new(T0_MS)), pg_pool_size: 1 };
-        let ledger = EmbeddedLedger::open_with(&db, tokenomics(), options).await.unwrap();
+        let options = LedgerOptions {
+            clock: Arc::new(ManualClock::new(T0_MS)),
+            pg_pool_size: 1,
+        };
+        let ledger = EmbeddedLedger::open_with(&db, tokenomics(), options)
+            .await
+            .unwrap();
         for batch in 1..100_000 {
             ledger.transfer_batch(child_batch(batch)).await.unwrap();
             println!("CHILD committed {batch}");

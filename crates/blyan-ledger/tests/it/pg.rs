@@ -25,13 +25,23 @@ pub struct PgServer {
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static DURABLE_SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The shared server, started on first use.
 pub fn server() -> &'static PgServer {
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(|| start(false)) {
         Ok(server) => server,
         Err(why) => panic!("no PostgreSQL for the ledger tests: {why}"),
+    }
+}
+
+/// A server with PostgreSQL's default durability (fsync and synchronous commit on), for the
+/// benches: figures then mean what they would in production.
+pub fn durable_server() -> &'static PgServer {
+    match DURABLE_SERVER.get_or_init(|| start(true)) {
+        Ok(server) => server,
+        Err(why) => panic!("no PostgreSQL for the ledger benches: {why}"),
     }
 }
 
@@ -44,7 +54,9 @@ impl PgServer {
                 None => (self.base.as_str(), String::new()),
             };
             let scheme_end = head.find("://").map_or(0, |i| i + 3);
-            let host_end = head[scheme_end..].find('/').map_or(head.len(), |i| scheme_end + i);
+            let host_end = head[scheme_end..]
+                .find('/')
+                .map_or(head.len(), |i| scheme_end + i);
             format!("{}/{name}{query}", &head[..host_end])
         } else {
             format!("{} dbname={name}", self.base)
@@ -78,9 +90,13 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(durable: bool) -> Result<PgServer, String> {
     if let Ok(url) = std::env::var("BLYAN_TEST_DATABASE_URL") {
-        return Ok(PgServer { base: url, bin: find_bin_dir().ok(), socket_dir: None });
+        return Ok(PgServer {
+            base: url,
+            bin: find_bin_dir().ok(),
+            socket_dir: None,
+        });
     }
     let bin = find_bin_dir()?;
     let dir = tempfile::Builder::new()
@@ -90,17 +106,18 @@ fn start() -> Result<PgServer, String> {
         .keep();
     let as_postgres = is_root()?;
     if as_postgres {
-        let ids = |flag: &str| -> Result<u32, String> {
-            let out = Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .map_err(|e| format!("id {flag} postgres: {e}"))?;
-            String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+        let ids =
+            |flag: &str| -> Result<u32, String> {
+                let out = Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .map_err(|e| format!("id {flag} postgres: {e}"))?;
+                String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
                 "running as root and there is no `postgres` user for initdb (install Debian's \
                  postgresql package)"
                     .to_owned()
             })
-        };
+            };
         let (uid, gid) = (ids("-u")?, ids("-g")?);
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
@@ -133,14 +150,33 @@ fn start() -> Result<PgServer, String> {
     let dir_text = dir.to_string_lossy().into_owned();
     run(
         &bin.join("initdb"),
-        &["-D", &data_text, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+        &[
+            "-D",
+            &data_text,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
     )?;
+    let speed = if durable {
+        ""
+    } else {
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
     let options = format!(
-        "-k {dir_text} -c listen_addresses= -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB -p 5432"
+        "-k {dir_text} -c listen_addresses= {speed} -c max_connections=300 \
+         -c shared_buffers=128MB -p 5432"
     );
     let log = dir.join("server.log").to_string_lossy().into_owned();
-    run(&bin.join("pg_ctl"), &["-D", &data_text, "-l", &log, "-o", &options, "-w", "start"])?;
+    run(
+        &bin.join("pg_ctl"),
+        &["-D", &data_text, "-l", &log, "-o", &options, "-w", "start"],
+    )?;
     spawn_stopper(&bin, &data_text, &dir_text, as_postgres)?;
     Ok(PgServer {
         base: format!("host={dir_text} port=5432 user=postgres"),
@@ -173,7 +209,10 @@ fn spawn_stopper(bin: &Path, data: &str, dir: &str, as_postgres: bool) -> Result
 }
 
 fn is_root() -> Result<bool, String> {
-    let out = Command::new("id").arg("-u").output().map_err(|e| format!("id -u: {e}"))?;
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| format!("id -u: {e}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 

@@ -39,18 +39,35 @@ impl Fixture {
                 } else {
                     tempfile::tempdir().unwrap()
                 };
-                let location = dir.path().join("ledger.sqlite").to_string_lossy().into_owned();
-                Fixture { backend, location, clock, _dir: Some(dir) }
+                let location = dir
+                    .path()
+                    .join("ledger.sqlite")
+                    .to_string_lossy()
+                    .into_owned();
+                Fixture {
+                    backend,
+                    location,
+                    clock,
+                    _dir: Some(dir),
+                }
             }
             Backend::Pg => {
                 let location = pg::server().fresh_database().await;
-                Fixture { backend, location, clock, _dir: None }
+                Fixture {
+                    backend,
+                    location,
+                    clock,
+                    _dir: None,
+                }
             }
         }
     }
 
     pub fn options(&self) -> LedgerOptions {
-        LedgerOptions { clock: Arc::new(self.clock.clone()), pg_pool_size: 24 }
+        LedgerOptions {
+            clock: Arc::new(self.clock.clone()),
+            pg_pool_size: 24,
+        }
     }
 
     /// Opens the store with the shipped tokenomics.

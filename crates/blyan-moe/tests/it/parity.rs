@@ -35,6 +35,7 @@ fn check_logits(checkpoint_dir: &std::path::Path) {
         let reference = fixture.logits(index);
         assert_eq!(ours.size(), reference.size());
         let error = relative_error(&ours, &reference);
+        println!("prompt {index}: relative error {error:e}");
         assert!(
             error <= RELATIVE_ERROR_MAX,
             "prompt {index} {:?}: relative error {error:e} > {RELATIVE_ERROR_MAX:e} \

@@ -4,9 +4,8 @@
 //! tests also hold the document to the code.
 
 use blyan_tensorblock::{
-    BlockLayout, BlockRef, DATA_ALIGNMENT_BYTES, Dtype, Error, HEADER_BYTES_MAX, MAGIC,
-    RawTensor, Region, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX, TensorBlock, TensorSpec,
-    encode_raw_to_vec,
+    BlockLayout, BlockRef, DATA_ALIGNMENT_BYTES, Dtype, Error, HEADER_BYTES_MAX, MAGIC, RawTensor,
+    Region, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX, TensorBlock, TensorSpec, encode_raw_to_vec,
 };
 
 use crate::support;
@@ -66,14 +65,25 @@ fn the_uncorrupted_block_parses() {
 #[test]
 fn wrong_magic() {
     let error = parse_corrupted(|bytes| bytes[0] = b'X');
-    assert!(matches!(error, Error::BadMagic { found } if found[0] == b'X' && found[1..] == MAGIC[1..]));
-    assert!(matches!(BlockLayout::parse(&[0u8; 64]), Err(Error::BadMagic { .. })));
+    assert!(
+        matches!(error, Error::BadMagic { found } if found[0] == b'X' && found[1..] == MAGIC[1..])
+    );
+    assert!(matches!(
+        BlockLayout::parse(&[0u8; 64]),
+        Err(Error::BadMagic { .. })
+    ));
 }
 
 #[test]
 fn unknown_version() {
     let error = parse_corrupted(|bytes| put(bytes, VERSION, &2u16.to_le_bytes()));
-    assert!(matches!(error, Error::UnsupportedVersion { found: 2, supported: 1 }));
+    assert!(matches!(
+        error,
+        Error::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
+    ));
 }
 
 #[test]
@@ -81,13 +91,19 @@ fn truncated_data() {
     let bytes = support::expert_block();
     for length in [0, 8, 31, 32, bytes.len() / 2, bytes.len() - 1] {
         assert!(
-            matches!(BlockLayout::parse(&bytes[..length]), Err(Error::Truncated { .. })),
+            matches!(
+                BlockLayout::parse(&bytes[..length]),
+                Err(Error::Truncated { .. })
+            ),
             "length {length}"
         );
     }
     assert!(matches!(
         BlockLayout::parse(&bytes[..31]),
-        Err(Error::Truncated { needed: 32, available: 31 })
+        Err(Error::Truncated {
+            needed: 32,
+            available: 31
+        })
     ));
 }
 
@@ -99,9 +115,18 @@ fn trailing_bytes() {
 
 #[test]
 fn reserved_fields_not_zero() {
-    for at in [FLAGS, RESERVED, entry(W1, 9), entry(W1, 15), entry(W1, RESERVED_TAIL + 3)] {
+    for at in [
+        FLAGS,
+        RESERVED,
+        entry(W1, 9),
+        entry(W1, 15),
+        entry(W1, RESERVED_TAIL + 3),
+    ] {
         let error = parse_corrupted(|bytes| bytes[at] = 1);
-        assert!(matches!(error, Error::ReservedNotZero { offset } if offset == at as u64), "{at}");
+        assert!(
+            matches!(error, Error::ReservedNotZero { offset } if offset == at as u64),
+            "{at}"
+        );
     }
     // A shape dimension past the rank.
     let at = entry(W1, SHAPE + 8 * 2);
@@ -118,12 +143,25 @@ fn misaligned_offset() {
         let offset = read_u64(bytes, entry(W1, DATA_OFFSET));
         put(bytes, entry(W1, DATA_OFFSET), &(offset + 4).to_le_bytes());
     });
-    assert!(matches!(error, Error::MisalignedOffset { region: Region::Data, alignment: 64, .. }));
+    assert!(matches!(
+        error,
+        Error::MisalignedOffset {
+            region: Region::Data,
+            alignment: 64,
+            ..
+        }
+    ));
     let error = parse_corrupted(|bytes| {
         let offset = read_u64(bytes, entry(W2, SCALES_OFFSET));
         put(bytes, entry(W2, SCALES_OFFSET), &(offset + 1).to_le_bytes());
     });
-    assert!(matches!(error, Error::MisalignedOffset { region: Region::Scales, .. }));
+    assert!(matches!(
+        error,
+        Error::MisalignedOffset {
+            region: Region::Scales,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -141,16 +179,22 @@ fn overlapping_tensors() {
         let w1 = read_u64(bytes, entry(W1, DATA_OFFSET));
         put(bytes, entry(W2, SCALES_OFFSET), &w1.to_le_bytes());
     });
-    assert!(matches!(error, Error::OverlappingTensors { second_region: Region::Scales, .. }));
+    assert!(matches!(
+        error,
+        Error::OverlappingTensors {
+            second_region: Region::Scales,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn element_count_overflow() {
     let shapes: [&[u64]; 4] = [
-        &[1 << 32, 1 << 32],         // 2^64 elements
-        &[1 << 62, 1],               // 2^62 elements × 4 bytes
-        &[u64::MAX],                 // beyond i64
-        &[0, 1 << 40, 1 << 40],      // no elements, but strides overflow
+        &[1 << 32, 1 << 32],    // 2^64 elements
+        &[1 << 62, 1],          // 2^62 elements × 4 bytes
+        &[u64::MAX],            // beyond i64
+        &[0, 1 << 40, 1 << 40], // no elements, but strides overflow
     ];
     for shape in shapes {
         let error = parse_corrupted(|bytes| {
@@ -160,7 +204,10 @@ fn element_count_overflow() {
                 put(bytes, entry(W1, SHAPE + 8 * dim), &value.to_le_bytes());
             }
         });
-        assert!(matches!(error, Error::ElementCountOverflow { .. }), "{shape:?}: {error}");
+        assert!(
+            matches!(error, Error::ElementCountOverflow { .. }),
+            "{shape:?}: {error}"
+        );
         assert!(matches!(
             BlockLayout::plan(&[TensorSpec::new("w", Dtype::F32, shape)]),
             Err(Error::ElementCountOverflow { .. })
@@ -174,11 +221,23 @@ fn length_differs_from_shape_times_dtype_size() {
         let length = read_u64(bytes, entry(W1, DATA_BYTES));
         put(bytes, entry(W1, DATA_BYTES), &(length - 4).to_le_bytes());
     });
-    assert!(matches!(error, Error::LengthMismatch { expected: 60, found: 56, .. }));
+    assert!(matches!(
+        error,
+        Error::LengthMismatch {
+            expected: 60,
+            found: 56,
+            ..
+        }
+    ));
     let error = parse_corrupted(|bytes| put(bytes, entry(W2, SCALES_BYTES), &8u64.to_le_bytes()));
     assert!(matches!(
         error,
-        Error::LengthMismatch { region: Region::Scales, expected: 16, found: 8, .. }
+        Error::LengthMismatch {
+            region: Region::Scales,
+            expected: 16,
+            found: 8,
+            ..
+        }
     ));
 }
 
@@ -195,15 +254,23 @@ fn region_outside_the_data_area() {
     assert!(matches!(error, Error::RegionOutOfBounds { offset: 0, .. }));
     // Offset + length wraps around u64.
     let error = parse_corrupted(|bytes| {
-        put(bytes, entry(W1, DATA_OFFSET), &(u64::MAX - 63).to_le_bytes());
+        put(
+            bytes,
+            entry(W1, DATA_OFFSET),
+            &(u64::MAX - 63).to_le_bytes(),
+        );
     });
     assert!(matches!(error, Error::RegionOutOfBounds { .. }));
 }
 
 #[test]
 fn nan_and_infinite_and_negative_scales() {
-    for (channel, value) in [(0u64, f32::NAN), (1, f32::INFINITY), (3, f32::NEG_INFINITY), (2, -1.0)]
-    {
+    for (channel, value) in [
+        (0u64, f32::NAN),
+        (1, f32::INFINITY),
+        (3, f32::NEG_INFINITY),
+        (2, -1.0),
+    ] {
         let error = parse_corrupted(|bytes| {
             let scales = read_u64(bytes, entry(W2, SCALES_OFFSET)) as usize;
             put(bytes, scales + 4 * channel as usize, &value.to_le_bytes());
@@ -222,14 +289,27 @@ fn duplicate_names() {
         bytes[at as usize + 1] = b'1';
     });
     assert!(matches!(error, Error::DuplicateName { ref name } if name == "w1"));
-    let specs = [TensorSpec::new("a", Dtype::I8, &[1]), TensorSpec::new("a", Dtype::I8, &[1])];
-    assert!(matches!(BlockLayout::plan(&specs), Err(Error::DuplicateName { .. })));
+    let specs = [
+        TensorSpec::new("a", Dtype::I8, &[1]),
+        TensorSpec::new("a", Dtype::I8, &[1]),
+    ];
+    assert!(matches!(
+        BlockLayout::plan(&specs),
+        Err(Error::DuplicateName { .. })
+    ));
 }
 
 #[test]
 fn bad_names() {
     let error = parse_corrupted(|bytes| put(bytes, entry(W1, NAME_BYTES), &0u16.to_le_bytes()));
-    assert!(matches!(error, Error::BadNameLength { index: 0, bytes: 0, .. }));
+    assert!(matches!(
+        error,
+        Error::BadNameLength {
+            index: 0,
+            bytes: 0,
+            ..
+        }
+    ));
     let error = parse_corrupted(|bytes| put(bytes, entry(W1, NAME_OFFSET), &0u32.to_le_bytes()));
     assert!(matches!(error, Error::NameOutOfBounds { index: 0 }));
     let error =
@@ -253,15 +333,25 @@ fn name_length_at_the_bound_and_one_past() {
         scales: None,
     }])
     .unwrap();
-    assert_eq!(BlockRef::parse(&bytes).unwrap().data(&at_max).unwrap(), &[1]);
+    assert_eq!(
+        BlockRef::parse(&bytes).unwrap().data(&at_max).unwrap(),
+        &[1]
+    );
     let past = "n".repeat(TENSOR_NAME_BYTES_MAX as usize + 1);
     assert!(matches!(
         BlockLayout::plan(&[TensorSpec::new(past, Dtype::I8, &[1])]),
         Err(Error::BadNameLength { bytes: 257, .. })
     ));
     let mut bytes = bytes;
-    put(&mut bytes, entry(0, NAME_BYTES), &(TENSOR_NAME_BYTES_MAX as u16 + 1).to_le_bytes());
-    assert!(matches!(BlockLayout::parse(&bytes), Err(Error::BadNameLength { bytes: 257, .. })));
+    put(
+        &mut bytes,
+        entry(0, NAME_BYTES),
+        &(TENSOR_NAME_BYTES_MAX as u16 + 1).to_le_bytes(),
+    );
+    assert!(matches!(
+        BlockLayout::parse(&bytes),
+        Err(Error::BadNameLength { bytes: 257, .. })
+    ));
 }
 
 #[test]
@@ -273,7 +363,14 @@ fn unknown_codes_and_rank() {
     let error = parse_corrupted(|bytes| bytes[entry(W1, QUANTIZATION)] = 7);
     assert!(matches!(error, Error::UnknownQuantization { code: 7, .. }));
     let error = parse_corrupted(|bytes| bytes[entry(W1, RANK)] = 9);
-    assert!(matches!(error, Error::RankTooLarge { rank: 9, max: 8, .. }));
+    assert!(matches!(
+        error,
+        Error::RankTooLarge {
+            rank: 9,
+            max: 8,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -291,19 +388,44 @@ fn too_many_tensors_at_the_bound_and_one_past() {
     let data = [0u8];
     let tensors: Vec<RawTensor<'_>> = names
         .iter()
-        .map(|name| RawTensor { name, dtype: Dtype::I8, shape: &[1], data: &data, scales: None })
+        .map(|name| RawTensor {
+            name,
+            dtype: Dtype::I8,
+            shape: &[1],
+            data: &data,
+            scales: None,
+        })
         .collect();
     let bytes = encode_raw_to_vec(&tensors).unwrap();
-    assert_eq!(BlockLayout::parse(&bytes).unwrap().tensors().len(), TENSOR_COUNT_MAX as usize);
+    assert_eq!(
+        BlockLayout::parse(&bytes).unwrap().tensors().len(),
+        TENSOR_COUNT_MAX as usize
+    );
 
     let mut more = tensors.clone();
     let extra = "extra".to_owned();
-    more.push(RawTensor { name: &extra, dtype: Dtype::I8, shape: &[1], data: &data, scales: None });
-    assert!(matches!(encode_raw_to_vec(&more), Err(Error::TooManyTensors { count: 4097, .. })));
+    more.push(RawTensor {
+        name: &extra,
+        dtype: Dtype::I8,
+        shape: &[1],
+        data: &data,
+        scales: None,
+    });
+    assert!(matches!(
+        encode_raw_to_vec(&more),
+        Err(Error::TooManyTensors { count: 4097, .. })
+    ));
 
     let mut bytes = bytes;
-    put(&mut bytes, TENSOR_COUNT, &(TENSOR_COUNT_MAX + 1).to_le_bytes());
-    assert!(matches!(BlockLayout::parse(&bytes), Err(Error::TooManyTensors { count: 4097, .. })));
+    put(
+        &mut bytes,
+        TENSOR_COUNT,
+        &(TENSOR_COUNT_MAX + 1).to_le_bytes(),
+    );
+    assert!(matches!(
+        BlockLayout::parse(&bytes),
+        Err(Error::TooManyTensors { count: 4097, .. })
+    ));
 }
 
 /// A block of no tensors whose header (all reserved space) is `header_bytes` long.
@@ -312,7 +434,11 @@ fn empty_block_with_header(header_bytes: u32) -> Vec<u8> {
     put(&mut bytes, 0, &MAGIC);
     put(&mut bytes, VERSION, &1u16.to_le_bytes());
     put(&mut bytes, HEADER_BYTES, &header_bytes.to_le_bytes());
-    put(&mut bytes, PAYLOAD_BYTES, &u64::from(header_bytes).to_le_bytes());
+    put(
+        &mut bytes,
+        PAYLOAD_BYTES,
+        &u64::from(header_bytes).to_le_bytes(),
+    );
     bytes
 }
 
@@ -329,14 +455,32 @@ fn header_size_at_the_bound_and_one_past() {
 #[test]
 fn header_too_small_for_its_table() {
     let error = parse_corrupted(|bytes| put(bytes, HEADER_BYTES, &100u32.to_le_bytes()));
-    assert!(matches!(error, Error::HeaderTooSmall { header_bytes: 100, tensor_count: 3 }));
+    assert!(matches!(
+        error,
+        Error::HeaderTooSmall {
+            header_bytes: 100,
+            tensor_count: 3
+        }
+    ));
 }
 
 #[test]
 fn view_errors_are_typed() {
     let block = TensorBlock::new(support::expert_block()).unwrap();
-    assert!(matches!(block.tensor("w9"), Err(Error::UnknownTensor { .. })));
-    assert!(matches!(block.scales("w1"), Err(Error::WrongQuantization { .. })));
-    assert!(matches!(block.int8("w3"), Err(Error::WrongQuantization { .. })));
-    assert!(matches!(TensorBlock::new(vec![0u8; 10]), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        block.tensor("w9"),
+        Err(Error::UnknownTensor { .. })
+    ));
+    assert!(matches!(
+        block.scales("w1"),
+        Err(Error::WrongQuantization { .. })
+    ));
+    assert!(matches!(
+        block.int8("w3"),
+        Err(Error::WrongQuantization { .. })
+    ));
+    assert!(matches!(
+        TensorBlock::new(vec![0u8; 10]),
+        Err(Error::Truncated { .. })
+    ));
 }

@@ -50,7 +50,9 @@ fn matmul_error_on_gaussian_weights_is_under_one_percent() {
     let loaded = x.matmul(&block.load_f32("w").unwrap().tr());
     let error_direct = relative_error(&direct, &exact);
     let error_dequantized = relative_error(&dequantized, &exact);
-    println!("relative error of x @ Wᵀ: int8 kernel {error_direct:.5}, dequantized {error_dequantized:.5}");
+    println!(
+        "relative error of x @ Wᵀ: int8 kernel {error_direct:.5}, dequantized {error_dequantized:.5}"
+    );
     assert!(error_direct < 0.01, "{error_direct}");
     assert!(error_dequantized < 0.01, "{error_dequantized}");
     assert!(relative_error(&loaded, &dequantized) < 1e-6);
@@ -61,8 +63,12 @@ fn matmul_error_on_gaussian_weights_is_under_one_percent() {
 #[test]
 fn quantized_block_is_a_quarter_of_f32() {
     let weight = gaussian(ROWS, COLS, 3);
-    let f32_bytes = encode_tensors_to_vec(&[EncodeTensor::as_is("w", &weight)]).unwrap().len();
-    let int8_bytes = encode_tensors_to_vec(&[EncodeTensor::int8("w", &weight)]).unwrap().len();
+    let f32_bytes = encode_tensors_to_vec(&[EncodeTensor::as_is("w", &weight)])
+        .unwrap()
+        .len();
+    let int8_bytes = encode_tensors_to_vec(&[EncodeTensor::int8("w", &weight)])
+        .unwrap()
+        .len();
     let ratio = int8_bytes as f64 / f32_bytes as f64;
     println!("INT8 block {int8_bytes} B, f32 block {f32_bytes} B, ratio {ratio:.4}");
     // Codes are exactly a quarter; scales (one f32 per row) and the header add the rest.
@@ -74,7 +80,8 @@ fn dequantize_on_load_matches_the_stored_codes_and_scales() {
     let weight = gaussian(8, 32, 4);
     let bytes = encode_tensors_to_vec(&[EncodeTensor::int8("w", &weight)]).unwrap();
     let block = blyan_tensorblock::BlockRef::parse(&bytes).unwrap();
-    let expected = dequantize_int8_per_channel(block.data("w").unwrap(), &block.scales("w").unwrap(), 32);
+    let expected =
+        dequantize_int8_per_channel(block.data("w").unwrap(), &block.scales("w").unwrap(), 32);
     let view = TensorBlock::new(bytes.clone()).unwrap();
     let loaded = view.load_f32("w").unwrap();
     let mut values = vec![0f32; 256];
@@ -93,9 +100,15 @@ fn linear_keeps_batch_dimensions_and_checks_the_input() {
     let y16 = weight.linear(&x.to_kind(Kind::BFloat16)).unwrap();
     assert_eq!(y16.kind(), Kind::BFloat16);
     let wrong = Tensor::zeros([2, 5], (Kind::Float, Device::Cpu));
-    assert!(matches!(weight.linear(&wrong), Err(Error::QuantizationMismatch { .. })));
+    assert!(matches!(
+        weight.linear(&wrong),
+        Err(Error::QuantizationMismatch { .. })
+    ));
     let integers = Tensor::zeros([2, 4], (Kind::Int64, Device::Cpu));
-    assert!(matches!(weight.linear(&integers), Err(Error::UnsupportedTensor { .. })));
+    assert!(matches!(
+        weight.linear(&integers),
+        Err(Error::UnsupportedTensor { .. })
+    ));
 }
 
 #[test]
@@ -103,10 +116,11 @@ fn non_finite_weights_cannot_be_quantized() {
     let mut values = vec![0.5f32; 12];
     values[7] = f32::NAN;
     let weight = Tensor::from_slice(&values).reshape([3, 4]);
-    assert!(matches!(
-        Int8Weight::quantize(&weight),
-        Err(Error::NonFiniteWeight { index: 7, .. })
-    ));
+    let result = Int8Weight::quantize(&weight);
+    assert!(
+        matches!(result, Err(Error::NonFiniteWeight { index: 7, .. })),
+        "{result:?}"
+    );
     assert!(matches!(
         encode_tensors_to_vec(&[EncodeTensor::int8("w", &weight)]),
         Err(Error::NonFiniteWeight { index: 7, .. })

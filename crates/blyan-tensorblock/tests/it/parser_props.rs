@@ -22,7 +22,10 @@ fn check_accepted(bytes: &[u8]) {
     for tensor in layout.tensors() {
         if let Ok(view) = block.tensor(tensor.name()) {
             // Reads every byte of the region through libtorch.
-            let _ = view.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+            let _ = view
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
         }
     }
 }

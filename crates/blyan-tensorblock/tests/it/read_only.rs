@@ -28,7 +28,10 @@ fn tensors_over_a_memmap_point_into_a_read_only_mapping() {
         let tensor = block.tensor(name).unwrap();
         assert!(!tensor.requires_grad());
         let permissions = support::mapping_permissions(tensor.data_ptr() as usize);
-        assert!(permissions.starts_with("r-"), "{name} is in a {permissions} mapping");
+        assert!(
+            permissions.starts_with("r-"),
+            "{name} is in a {permissions} mapping"
+        );
     }
 }
 

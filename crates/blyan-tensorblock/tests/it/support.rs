@@ -94,12 +94,20 @@ pub fn run_as_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
 
 /// A small expert: `w1` f32 [3, 5], `w2` INT8 [4, 3] with scales, `w3` bf16 [5].
 pub fn expert_block() -> Vec<u8> {
-    let w1: Vec<u8> = (0..15).flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes()).collect();
+    let w1: Vec<u8> = (0..15)
+        .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
+        .collect();
     let weights: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) / 3.0).collect();
     let w2 = quantize_int8_per_channel(&weights, 3).unwrap();
     let w3: Vec<u8> = (0..5u16).flat_map(|i| (0x3f80 + i).to_le_bytes()).collect();
     encode_raw_to_vec(&[
-        RawTensor { name: "w1", dtype: Dtype::F32, shape: &[3, 5], data: &w1, scales: None },
+        RawTensor {
+            name: "w1",
+            dtype: Dtype::F32,
+            shape: &[3, 5],
+            data: &w1,
+            scales: None,
+        },
         RawTensor {
             name: "w2",
             dtype: Dtype::I8,
@@ -107,12 +115,19 @@ pub fn expert_block() -> Vec<u8> {
             data: &w2.data,
             scales: Some(&w2.scales),
         },
-        RawTensor { name: "w3", dtype: Dtype::BF16, shape: &[5], data: &w3, scales: None },
+        RawTensor {
+            name: "w3",
+            dtype: Dtype::BF16,
+            shape: &[5],
+            data: &w3,
+            scales: None,
+        },
     ])
     .unwrap()
 }
 
-/// Resident memory of this process from `/proc/self/status`, in bytes: (anonymous, file-backed).
+/// Resident memory of this process from `/proc/self/status`, in bytes: (anonymous, file-backed,
+/// the latter including shared libraries' code).
 pub fn resident_bytes() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     let field = |name: &str| -> u64 {
@@ -124,6 +139,29 @@ pub fn resident_bytes() -> (u64, u64) {
         kib * 1024
     };
     (field("RssAnon:"), field("RssFile:"))
+}
+
+/// Resident bytes of the one mapping that holds `address`, from `/proc/self/smaps`.
+pub fn mapping_resident_bytes(address: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = (start..end).contains(&address);
+            continue;
+        }
+        if inside && let Some(rest) = line.strip_prefix("Rss:") {
+            let kib: u64 = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return kib * 1024;
+        }
+    }
+    panic!("address {address:#x} is in no mapping of /proc/self/smaps");
 }
 
 /// Protection string (`r--p`, `rw-p`, …) of the mapping that holds `address`.

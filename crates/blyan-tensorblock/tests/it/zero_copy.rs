@@ -5,9 +5,7 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use blyan_tensorblock::{
-    BlockLayout, BlockWriter, Dtype, Error, TensorBlock, TensorSpec, encode_raw_to_vec,
-};
+use blyan_tensorblock::{BlockWriter, Dtype, Error, TensorBlock, TensorSpec, encode_raw_to_vec};
 use memmap2::Mmap;
 use tch::Kind;
 
@@ -33,7 +31,10 @@ impl Drop for Tracked {
 
 fn tracked_block() -> (TensorBlock<Tracked>, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
-    let owner = Tracked { bytes: support::expert_block(), dropped: Arc::clone(&dropped) };
+    let owner = Tracked {
+        bytes: support::expert_block(),
+        dropped: Arc::clone(&dropped),
+    };
     (TensorBlock::new(owner).unwrap(), dropped)
 }
 
@@ -42,7 +43,12 @@ fn assert_inside_owner<B: AsRef<[u8]> + Send + Sync + 'static>(block: &TensorBlo
     for info in block.layout().tensors() {
         let tensor = block.tensor(info.name()).unwrap();
         let address = tensor.data_ptr() as usize;
-        assert_eq!(address, base + info.data().offset as usize, "{}", info.name());
+        assert_eq!(
+            address,
+            base + info.data().offset as usize,
+            "{}",
+            info.name()
+        );
         assert!(address + info.data().bytes as usize <= base + block.bytes().len());
         if let Some(scales) = info.scales() {
             let address = block.scales(info.name()).unwrap().data_ptr() as usize;
@@ -86,7 +92,10 @@ fn views_and_shallow_clones_keep_the_owner_alive() {
     assert!(!dropped.load(Ordering::SeqCst), "a view is still alive");
     assert_eq!(row.double_value(&[0]), 5.0 * 0.25 - 1.0);
     drop(row);
-    assert!(dropped.load(Ordering::SeqCst), "the last view released the owner");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the last view released the owner"
+    );
 }
 
 #[test]
@@ -133,11 +142,17 @@ fn an_owner_misaligned_in_memory_is_refused_for_wide_dtypes() {
             block.tensor("w1"),
             Err(Error::UnalignedOwner { required: 4, .. })
         ));
-        assert!(matches!(block.tensor("w3"), Err(Error::UnalignedOwner { required: 2, .. })));
+        assert!(matches!(
+            block.tensor("w3"),
+            Err(Error::UnalignedOwner { required: 2, .. })
+        ));
     }
     // i8 codes need no alignment.
     assert_eq!(block.tensor("w2").unwrap().kind(), Kind::Int8);
-    assert!(odd, "the heap gave an even address one byte past an allocation");
+    assert!(
+        odd,
+        "the heap gave an even address one byte past an allocation"
+    );
 }
 
 /// Size of the payload in the allocation test: an f32 [4096, 4096] expert weight.
@@ -150,10 +165,11 @@ const ALLOCATION_BYTES_MAX: u64 = LARGE_PAYLOAD_BYTES / 64;
 /// Streams a 64 MiB f32 block into a file without holding it in memory.
 fn write_large_block(path: &std::path::Path) {
     let spec = TensorSpec::new("w", Dtype::F32, &[LARGE_PAYLOAD_ROWS, LARGE_PAYLOAD_COLS]);
-    let layout = BlockLayout::plan(&[spec]).unwrap();
-    let mut writer = BlockWriter::new(BufWriter::new(File::create(path).unwrap()), layout).unwrap();
-    let row: Vec<u8> =
-        (0..LARGE_PAYLOAD_COLS).flat_map(|col| (col as f32 / 1024.0).to_le_bytes()).collect();
+    let file = BufWriter::new(File::create(path).unwrap());
+    let mut writer = BlockWriter::new(file, &[spec]).unwrap();
+    let row: Vec<u8> = (0..LARGE_PAYLOAD_COLS)
+        .flat_map(|col| (col as f32 / 1024.0).to_le_bytes())
+        .collect();
     for _ in 0..LARGE_PAYLOAD_ROWS {
         writer.write_data(&row).unwrap();
     }
@@ -176,12 +192,13 @@ fn heap_in_use_bytes() -> u64 {
 ///   single allocation, under 1/64 of the payload;
 /// - C and C++ heap (glibc `mallinfo2`: arena bytes in use + mmap-served chunks, which covers
 ///   libtorch's `new`/`malloc`/`posix_memalign`): grew by under 1/64 of the payload;
-/// - resident memory (`RssAnon`, `RssFile`): grew by under 1/64 of the payload, i.e. no page
-///   of the tensor data was read or copied;
+/// - resident memory: the payload mapping's own resident set (`/proc/self/smaps` `Rss`) and the
+///   process's anonymous memory (`RssAnon`) grew by under 1/64 of the payload, i.e. no page of
+///   the tensor data was read, and nothing was copied into fresh memory;
 /// - the tensor's data pointer lies inside the mapping.
 ///
-/// Then, to show the instruments see a copy or a read when there is one, it sums the tensor
-/// (file-backed resident memory grows by about the payload) and makes an owned f32 copy (the C++
+/// Then, to show the instruments see a read or a copy when there is one, it sums the tensor
+/// (the mapping's resident set grows to about the payload) and makes an owned f32 copy (the C++
 /// heap grows by about the payload).
 #[test]
 fn no_payload_sized_allocation() {
@@ -206,7 +223,9 @@ fn no_payload_sized_allocation() {
 
     // SAFETY: the file is private to this test and not modified while mapped.
     let map = unsafe { Mmap::map(&file) }.unwrap();
-    let (anon_before, file_before) = support::resident_bytes();
+    let map_address = map.as_ptr() as usize;
+    let (anon_before, _) = support::resident_bytes();
+    let mapped_before = support::mapping_resident_bytes(map_address);
     let heap_before = heap_in_use_bytes();
     support::reset_allocation_counters();
 
@@ -216,34 +235,47 @@ fn no_payload_sized_allocation() {
 
     let rust = support::allocation_counters();
     let heap_after = heap_in_use_bytes();
-    let (anon_after, file_after) = support::resident_bytes();
+    let (anon_after, _) = support::resident_bytes();
+    let mapped_after = support::mapping_resident_bytes(map_address);
     let base = block.bytes().as_ptr() as usize;
     let address = tensor.data_ptr() as usize;
     println!(
         "payload {LARGE_PAYLOAD_BYTES} B; rust: {} allocations, {} B, largest {} B; \
-         C/C++ heap +{} B; RssAnon +{} B; RssFile +{} B",
+         C/C++ heap +{} B; RssAnon +{} B; payload mapping resident {} B -> {} B",
         rust.allocations,
         rust.bytes,
         rust.largest_bytes,
         heap_after.saturating_sub(heap_before),
         anon_after.saturating_sub(anon_before),
-        file_after.saturating_sub(file_before),
+        mapped_before,
+        mapped_after,
     );
     assert!((base..base + block.bytes().len()).contains(&address));
-    assert_eq!(address, base + block.layout().tensors()[0].data().offset as usize);
+    assert_eq!(
+        address,
+        base + block.layout().tensors()[0].data().offset as usize
+    );
     assert!(rust.bytes < ALLOCATION_BYTES_MAX, "{rust:?}");
     assert!(rust.largest_bytes < ALLOCATION_BYTES_MAX, "{rust:?}");
     assert!(heap_after.saturating_sub(heap_before) < ALLOCATION_BYTES_MAX);
     assert!(anon_after.saturating_sub(anon_before) < ALLOCATION_BYTES_MAX);
-    assert!(file_after.saturating_sub(file_before) < ALLOCATION_BYTES_MAX);
+    assert!(mapped_after < ALLOCATION_BYTES_MAX);
 
-    // The instruments are live: reading every page maps the file's pages in ...
+    // The instruments are live: reading every page makes the mapping resident ...
     let sum = view.sum(Kind::Double).double_value(&[]);
-    let expected: f64 = (0..LARGE_PAYLOAD_COLS).map(|col| col as f64 / 1024.0).sum::<f64>()
+    let expected: f64 = (0..LARGE_PAYLOAD_COLS)
+        .map(|col| col as f64 / 1024.0)
+        .sum::<f64>()
         * LARGE_PAYLOAD_ROWS as f64;
-    assert!((sum - expected).abs() < expected * 1e-9, "{sum} vs {expected}");
-    let (_, file_touched) = support::resident_bytes();
-    assert!(file_touched - file_before > LARGE_PAYLOAD_BYTES * 9 / 10, "RssFile did not grow");
+    assert!(
+        (sum - expected).abs() < expected * 1e-9,
+        "{sum} vs {expected}"
+    );
+    let mapped_touched = support::mapping_resident_bytes(map_address);
+    assert!(
+        mapped_touched > LARGE_PAYLOAD_BYTES * 9 / 10,
+        "mapping resident {mapped_touched} B"
+    );
     // ... and a copy shows on the C++ heap.
     let heap_before_copy = heap_in_use_bytes();
     let copy = block.load_f32("w").unwrap();

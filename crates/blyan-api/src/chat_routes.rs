@@ -1,0 +1,272 @@
+//! The chat endpoints: `/chat` (JSON), `/chat/stream` (Server-Sent Events) and the
+//! OpenAI-compatible `/v1/chat/completions` and `/v1/models`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use crate::auth::now_unix_seconds;
+use crate::chat::{self, ChatDone, ChatEvent, ChatInput, ChatMessage, ChatRequest, MODEL_ID};
+use crate::extract::{ApiJson, Caller};
+use crate::server::AppState;
+use crate::{Error, Result};
+
+/// One chat answered at once (no streaming).
+#[utoipa::path(post, path = "/chat", tag = "chat", request_body = ChatRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, body = ChatDone),
+        (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
+        (status = 402, description = "insufficient_balance, payment_refused"),
+        (status = 429, description = "rate_limited, free_tier_exhausted"),
+        (status = 503, description = "model_unavailable, ledger_unavailable")))]
+pub(crate) async fn chat(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<axum::Json<ChatDone>> {
+    let prepared = chat::prepare(&state, &caller, request.into()).await?;
+    let events = chat::run(Arc::clone(&state), prepared);
+    Ok(axum::Json(chat::collect(events).await?))
+}
+
+fn json_event(name: &str, value: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(value)
+        .unwrap_or_else(|_| Event::default().event(name).data("{}"))
+}
+
+fn chat_events(
+    receiver: mpsc::Receiver<ChatEvent>,
+) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    futures::stream::unfold(Some(receiver), |receiver| async move {
+        let mut receiver = receiver?;
+        let event = receiver.recv().await?;
+        let (event, more) = match event {
+            ChatEvent::Delta(text) => (json_event("delta", &json!({ "text": text })), true),
+            ChatEvent::Done(done) => (json_event("done", &*done), false),
+            ChatEvent::Failed(error) => (json_event("error", &error.body()), false),
+        };
+        Some((Ok(event), more.then_some(receiver)))
+    })
+}
+
+/// One chat streamed as Server-Sent Events: `delta` events (`{"text"}`), then one `done` event
+/// (a [`ChatDone`]: usage, experts used per layer, cost) or one `error` event. Closing the
+/// connection stops the generation and releases the payment hold.
+#[utoipa::path(post, path = "/chat/stream", tag = "chat", request_body = ChatRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "text/event-stream of delta, done, error events", content_type = "text/event-stream"),
+        (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
+        (status = 402, description = "insufficient_balance, payment_refused"),
+        (status = 429, description = "rate_limited, free_tier_exhausted"),
+        (status = 503, description = "model_unavailable, ledger_unavailable")))]
+pub(crate) async fn chat_stream(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response> {
+    let prepared = chat::prepare(&state, &caller, request.into()).await?;
+    let events = chat::run(Arc::clone(&state), prepared);
+    Ok(Sse::new(chat_events(events))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `stream_options` of an OpenAI request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a last chunk with the usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Body of `POST /v1/chat/completions` (the OpenAI fields this node implements; others are
+/// ignored).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    /// Must be [`MODEL_ID`].
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Most tokens to generate (older name).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Most tokens to generate.
+    #[serde(default)]
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature (0 greedy).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Sampler seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Stream chunks as Server-Sent Events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Number of choices; only 1 is supported.
+    #[serde(default)]
+    pub n: Option<u32>,
+}
+
+fn openai_finish_reason(reason: &str) -> &'static str {
+    // OpenAI has no `cancelled`; a cancelled request never reaches a final chunk anyway.
+    if reason == "length" { "length" } else { "stop" }
+}
+
+fn completion_id(id: &str) -> String {
+    format!("chatcmpl-{id}")
+}
+
+fn completion_body(done: &ChatDone, created: u64) -> serde_json::Value {
+    json!({
+        "id": completion_id(&done.id),
+        "object": "chat.completion",
+        "created": created,
+        "model": MODEL_ID,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": done.text },
+            "finish_reason": openai_finish_reason(&done.finish_reason),
+            "logprobs": null,
+        }],
+        "usage": done.usage,
+        "blyan": { "experts": done.experts, "cost": done.cost },
+    })
+}
+
+fn chunk(id: &str, created: u64, delta: serde_json::Value, finish: Option<&str>) -> Event {
+    let body = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": MODEL_ID,
+        "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
+    });
+    Event::default().data(body.to_string())
+}
+
+fn completion_chunks(
+    receiver: mpsc::Receiver<ChatEvent>,
+    stream_id: String,
+    include_usage: bool,
+    created: u64,
+) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    let first = chunk(&stream_id, created, json!({ "role": "assistant", "content": "" }), None);
+    let head = futures::stream::iter([Ok(first)]);
+    let body = futures::stream::unfold(Some(receiver), move |receiver| {
+        let stream_id = stream_id.clone();
+        async move {
+            let mut receiver = receiver?;
+            let event = receiver.recv().await?;
+            let (events, more) = match event {
+                ChatEvent::Delta(text) => (
+                    vec![chunk(&stream_id, created, json!({ "content": text }), None)],
+                    true,
+                ),
+                ChatEvent::Done(done) => {
+                    let finish = openai_finish_reason(&done.finish_reason);
+                    let mut events = vec![chunk(&stream_id, created, json!({}), Some(finish))];
+                    if include_usage {
+                        let usage = json!({
+                            "id": stream_id,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": MODEL_ID,
+                            "choices": [],
+                            "usage": done.usage,
+                        });
+                        events.push(Event::default().data(usage.to_string()));
+                    }
+                    events.push(Event::default().data("[DONE]"));
+                    (events, false)
+                }
+                ChatEvent::Failed(error) => (
+                    vec![
+                        Event::default().data(error.body().to_string()),
+                        Event::default().data("[DONE]"),
+                    ],
+                    false,
+                ),
+            };
+            Some((
+                futures::stream::iter(events.into_iter().map(Ok)),
+                more.then_some(receiver),
+            ))
+        }
+    });
+    futures::StreamExt::chain(head, futures::StreamExt::flatten(body))
+}
+
+/// OpenAI-compatible chat completions, streaming (`"stream": true`, SSE chunks ending with
+/// `data: [DONE]`) or not. Authenticate with an API key as the OpenAI key, or send none for
+/// the free tier.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = CompletionRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "A chat.completion object, or a text/event-stream of chat.completion.chunk objects"),
+        (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
+        (status = 402, description = "insufficient_balance, payment_refused"),
+        (status = 404, description = "unknown_model"),
+        (status = 429, description = "rate_limited, free_tier_exhausted")))]
+pub(crate) async fn completions(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CompletionRequest>,
+) -> Result<Response> {
+    if request.n.is_some_and(|n| n != 1) {
+        return Err(Error::InvalidRequest {
+            field: "n".to_owned(),
+            reason: "only one choice is supported".to_owned(),
+        });
+    }
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|options| options.include_usage);
+    let input = ChatInput {
+        messages: request.messages,
+        max_tokens: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+        model: Some(request.model),
+    };
+    let prepared = chat::prepare(&state, &caller, input).await?;
+    let stream_id = completion_id(prepared.id());
+    let events = chat::run(Arc::clone(&state), prepared);
+    let created = now_unix_seconds();
+    if request.stream {
+        Ok(Sse::new(completion_chunks(events, stream_id, include_usage, created))
+            .keep_alive(KeepAlive::default())
+            .into_response())
+    } else {
+        let done = chat::collect(events).await?;
+        Ok(axum::Json(completion_body(&done, created)).into_response())
+    }
+}
+
+/// The models this node serves, OpenAI style.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, description = "A list object with one model")))]
+pub(crate) async fn models(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    let data: Vec<serde_json::Value> = state
+        .generator
+        .iter()
+        .map(|_| json!({ "id": MODEL_ID, "object": "model", "created": 0, "owned_by": "blyan" }))
+        .collect();
+    axum::Json(json!({ "object": "list", "data": data }))
+}

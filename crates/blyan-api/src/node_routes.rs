@@ -1,0 +1,322 @@
+//! Read endpoints: experts with versions, use counts and cache state; Proof-of-Learning status;
+//! the signed-in wallet's balance and history.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use blyan_ledger::{AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{ApiQuery, SignedIn};
+use crate::server::AppState;
+use crate::signin::WalletAddress;
+use crate::{Error, Result};
+
+/// One expert of the served model.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExpertInfo {
+    /// `layer{L}.expert{E}`.
+    pub id: String,
+    /// Decoder layer.
+    pub layer: u32,
+    /// Expert within the layer.
+    pub expert: u32,
+    /// Current version on the parameter chain, if the chain holds one.
+    pub version: Option<u32>,
+    /// Hash of the block holding that version.
+    pub block: Option<String>,
+    /// Token positions this expert processed since the node started.
+    pub uses: u64,
+    /// Whether its weights are in the expert cache now.
+    pub cached: bool,
+}
+
+/// Expert cache counters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CacheInfo {
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups that loaded an expert.
+    pub misses: u64,
+    /// hits / (hits + misses).
+    pub hit_rate: f64,
+    /// Experts dropped to stay in budget.
+    pub evictions: u64,
+    /// Bytes of expert weights held.
+    pub resident_bytes: u64,
+    /// The cache's byte budget.
+    pub capacity_bytes: u64,
+}
+
+/// Body of `GET /experts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExpertsResponse {
+    /// `untrained seed` or `trained`.
+    pub model: String,
+    /// Where the weights come from.
+    pub source: String,
+    /// Experts, layer by layer.
+    pub experts: Vec<ExpertInfo>,
+    /// The expert cache.
+    pub cache: CacheInfo,
+}
+
+/// The label of the served model's state, shown by `/health` and `/experts`.
+pub(crate) fn model_label(untrained: bool) -> &'static str {
+    if untrained { "untrained seed" } else { "trained" }
+}
+
+fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
+    let generator = state.generator.as_ref().ok_or(Error::ModelUnavailable)?;
+    let info = generator.info();
+    let versions = match &state.chain {
+        Some(chain) => chain.experts().map_err(|error| {
+            tracing::error!(%error, "cannot list expert versions");
+            Error::ChainUnavailable
+        })?,
+        None => Vec::new(),
+    };
+    let resident = generator
+        .with_model(|model| model.expert_cache().resident())
+        .map_err(|error| Error::Generation {
+            reason: error.to_string(),
+        })?;
+    let uses = state.expert_uses();
+    let mut experts = Vec::new();
+    for layer in 0..info.config.num_hidden_layers {
+        for expert in 0..info.config.num_local_experts {
+            let id = format!("layer{layer}.expert{expert}");
+            let version = versions.iter().find(|v| v.expert.to_string() == id);
+            experts.push(ExpertInfo {
+                version: version.map(|v| v.version),
+                block: version.map(|v| v.hash.to_string()),
+                uses: uses
+                    .get(layer as usize)
+                    .and_then(|row| row.get(expert as usize))
+                    .copied()
+                    .unwrap_or(0),
+                cached: resident
+                    .iter()
+                    .any(|r| r.layer == layer && r.expert == expert),
+                id,
+                layer,
+                expert,
+            });
+        }
+    }
+    let stats = generator.cache_stats();
+    Ok(ExpertsResponse {
+        model: model_label(info.untrained).to_owned(),
+        source: info.description.clone(),
+        experts,
+        cache: CacheInfo {
+            hits: stats.hits,
+            misses: stats.misses,
+            hit_rate: stats.hit_rate(),
+            evictions: stats.evictions,
+            resident_bytes: stats.bytes_resident,
+            capacity_bytes: stats.budget_bytes,
+        },
+    })
+}
+
+/// The served model's experts: versions on chain, use counts, cache state.
+#[utoipa::path(get, path = "/experts", tag = "experts",
+    responses((status = 200, body = ExpertsResponse), (status = 503, description = "model_unavailable")))]
+pub(crate) async fn experts(State(state): State<Arc<AppState>>) -> Result<axum::Json<ExpertsResponse>> {
+    let state = Arc::clone(&state);
+    // Listing resident experts waits for the model between two forward passes.
+    let answer = tokio::task::spawn_blocking(move || experts_of(&state))
+        .await
+        .map_err(|error| Error::Generation {
+            reason: error.to_string(),
+        })??;
+    Ok(axum::Json(answer))
+}
+
+/// One expert by id (`layer{L}.expert{E}`).
+#[utoipa::path(get, path = "/experts/{id}", tag = "experts",
+    params(("id" = String, Path, description = "layer{L}.expert{E}")),
+    responses((status = 200, body = ExpertInfo), (status = 404, description = "unknown_expert")))]
+pub(crate) async fn expert(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ExpertInfo>> {
+    let state = Arc::clone(&state);
+    let all = tokio::task::spawn_blocking(move || experts_of(&state))
+        .await
+        .map_err(|error| Error::Generation {
+            reason: error.to_string(),
+        })??;
+    all.experts
+        .into_iter()
+        .find(|expert| expert.id == id)
+        .map(axum::Json)
+        .ok_or(Error::UnknownExpert {
+            id: id.chars().take(64).collect(),
+        })
+}
+
+/// Body of `GET /pol/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolStatus {
+    /// `pol.enabled` of the node's configuration.
+    pub enabled: bool,
+    /// Whether this node can run Proof-of-Learning at all.
+    pub implemented: bool,
+    /// What that means for new expert versions.
+    pub message: String,
+}
+
+/// Proof-of-Learning status.
+#[utoipa::path(get, path = "/pol/status", tag = "experts", responses((status = 200, body = PolStatus)))]
+pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> axum::Json<PolStatus> {
+    let enabled = state.config.pol.enabled;
+    axum::Json(PolStatus {
+        enabled,
+        implemented: false,
+        message: if enabled {
+            "pol.enabled is set, but this node has no Proof-of-Learning yet: new expert versions are not checked or accepted by PoL".to_owned()
+        } else {
+            "Proof-of-Learning is off: this node has no Proof-of-Learning yet, so new expert versions are not checked or accepted by PoL".to_owned()
+        },
+    })
+}
+
+/// Body of `GET /wallet/balance`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BalanceResponse {
+    /// The wallet.
+    #[schema(value_type = String)]
+    pub wallet: WalletAddress,
+    /// Spendable, BLY.
+    pub available: String,
+    /// Held for chats in progress, BLY.
+    pub held: String,
+    /// Always `BLY`.
+    pub unit: String,
+}
+
+fn ledger_account(wallet: &WalletAddress) -> AccountId {
+    AccountId::User(LedgerAddress::from_bytes(*wallet.as_bytes()))
+}
+
+fn ledger_read_error(error: blyan_ledger::LedgerError) -> Error {
+    tracing::error!(%error, "ledger read failed");
+    Error::LedgerUnavailable {
+        reason: "cannot read the ledger".to_owned(),
+    }
+}
+
+/// The signed-in wallet's balance.
+#[utoipa::path(get, path = "/wallet/balance", tag = "wallet", security(("bearer" = [])),
+    responses((status = 200, body = BalanceResponse), (status = 401, description = "token_missing"),
+        (status = 503, description = "ledger_unavailable")))]
+pub(crate) async fn balance(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+) -> Result<axum::Json<BalanceResponse>> {
+    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
+        reason: "this node runs without a ledger".to_owned(),
+    })?;
+    let balance = ledger
+        .balance(ledger_account(&caller.wallet))
+        .await
+        .map_err(ledger_read_error)?;
+    Ok(axum::Json(BalanceResponse {
+        wallet: caller.wallet,
+        available: balance.available.to_string(),
+        held: balance.held.to_string(),
+        unit: "BLY".to_owned(),
+    }))
+}
+
+/// Query of `GET /wallet/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct HistoryParams {
+    /// Entries older than this entry id (the `next` of the previous page).
+    before: Option<u64>,
+    /// Page length, 1 to 500 (default 50).
+    limit: Option<u32>,
+}
+
+/// One entry of the wallet's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// The entry id (page cursor).
+    pub entry_id: u64,
+    /// The transaction's kind.
+    pub kind: String,
+    /// `debit` or `credit`.
+    pub direction: String,
+    /// BLY.
+    pub amount: String,
+    /// The transaction's memo.
+    pub memo: String,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// Body of `GET /wallet/history`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryResponse {
+    /// Newest first.
+    pub items: Vec<HistoryEntry>,
+    /// `before` for the next page; absent on the last page.
+    pub next: Option<u64>,
+}
+
+fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The signed-in wallet's ledger entries, newest first.
+#[utoipa::path(get, path = "/wallet/history", tag = "wallet", security(("bearer" = [])), params(HistoryParams),
+    responses((status = 200, body = HistoryResponse), (status = 401, description = "token_missing"),
+        (status = 400, description = "invalid_request")))]
+pub(crate) async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<axum::Json<HistoryResponse>> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=HISTORY_PAGE_LEN_MAX).contains(&limit) {
+        return Err(Error::InvalidRequest {
+            field: "limit".to_owned(),
+            reason: format!("must be within 1..={HISTORY_PAGE_LEN_MAX}"),
+        });
+    }
+    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
+        reason: "this node runs without a ledger".to_owned(),
+    })?;
+    let page = ledger
+        .history(
+            ledger_account(&caller.wallet),
+            HistoryQuery {
+                before: params.before.map(EntryId),
+                limit,
+            },
+        )
+        .await
+        .map_err(ledger_read_error)?;
+    Ok(axum::Json(HistoryResponse {
+        items: page
+            .items
+            .iter()
+            .map(|item| HistoryEntry {
+                entry_id: item.entry_id.0,
+                kind: json_name(&item.kind),
+                direction: json_name(&item.direction),
+                amount: item.amount.to_string(),
+                memo: item.memo.clone(),
+                created_at_ms: item.created_at_ms,
+            })
+            .collect(),
+        next: page.next.map(|next| next.0),
+    }))
+}
