@@ -19,7 +19,7 @@ ci:
     .ci/run
 
 lint:
-    source scripts/env.sh && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+    source scripts/env.sh && cargo fmt --all -- --check && cargo clippy --workspace --all-targets --profile test -- -D warnings
 
 # Criterion benches (release profile; the first run builds RocksDB's C++ again, ~20 min).
 bench *ARGS:

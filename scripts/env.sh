@@ -1,12 +1,18 @@
-# Source this file: it points cargo at the project's libtorch and shared build cache.
+# Source this file: it points cargo at the project's libtorch and its build cache.
 #
-# The Python virtual environment (torch==2.11.0, the libtorch that tch 0.24 links) and the cargo
-# target directory live together under $BLYAN_CACHE, outside any clone: the libtorch path is
-# baked into cached build-script output and into each binary's rpath, so it must not move when
-# the project is cloned again. RocksDB's and libtorch's C++ builds are then paid once per machine.
+# The Python virtual environment (torch==2.11.0, the libtorch that tch 0.24 links) is the
+# project-local, git-ignored `.venv`. The cargo target directory lives outside the clone, under
+# $BLYAN_CACHE, so RocksDB's and libtorch's C++ builds are paid once per machine; it is keyed by the
+# clone's absolute path because the venv's libtorch path is baked into build-script output and
+# into each binary's rpath, and two clones must never share those.
+BLYAN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export BLYAN_ROOT
 export BLYAN_CACHE="${BLYAN_CACHE:-$HOME/.cache/blyan}"
-export BLYAN_VENV="${BLYAN_VENV:-$BLYAN_CACHE/venv}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BLYAN_CACHE/target}"
+export BLYAN_VENV="${BLYAN_VENV:-$BLYAN_ROOT/.venv}"
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR="$BLYAN_CACHE/target-$(printf '%s' "$BLYAN_ROOT" | sha256sum | cut -c1-12)"
+  export CARGO_TARGET_DIR
+fi
 export VIRTUAL_ENV="$BLYAN_VENV"
 case ":$PATH:" in
   *":$BLYAN_VENV/bin:"*) ;;

@@ -1,1 +1,180 @@
-fn main() {}
+//! `blyan-miner`: makes a block-signing key, publishes a Hugging Face Mixtral checkpoint to a
+//! chain store (meta block, shared-weight blocks, one block per expert) and exports it back.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use blyan_chain::{AuthorKey, ChainStore, StoreConfig};
+use blyan_moe::{
+    Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExpertQuantization, PublishEvent,
+    PublishOptions, export_from_chain, publish_model,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Publishes mixture-of-experts checkpoints to a Blyan chain, expert by expert.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Quantize {
+    /// INT8 per output channel (a quarter of float32).
+    Int8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates a secp256k1 key file (mode 0600, never over an existing file) and prints its
+    /// Ethereum address.
+    Keygen {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Publishes a checkpoint (config.json, *.safetensors, tokenizer.json) as signed blocks;
+    /// experts whose payload is already current are skipped. A bad checkpoint is refused before
+    /// anything is written.
+    Upload {
+        /// The checkpoint directory.
+        #[arg(long, value_name = "DIR")]
+        checkpoint: PathBuf,
+        /// The key file that signs the blocks.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Store expert matrices quantized.
+        #[arg(long, value_enum)]
+        quantize: Option<Quantize>,
+        /// The chain store to write into (created if absent); the node must not be running on it.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Writes the newest model of a chain store as a Hugging Face checkpoint.
+    Export {
+        /// The chain store to read.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The checkpoint directory to write.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+fn store_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("chain")
+}
+
+fn upload(
+    checkpoint: &std::path::Path,
+    key: &std::path::Path,
+    quantize: Option<Quantize>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    // Everything is checked before the store is even opened.
+    let checkpoint = Checkpoint::open(checkpoint)
+        .with_context(|| format!("refusing checkpoint {}", checkpoint.display()))?;
+    let key = AuthorKey::read_file(key)?;
+    let store = ChainStore::open(store_dir(data_dir), StoreConfig::default())
+        .with_context(|| format!("opening the chain store in {}", data_dir.display()))?;
+    let options = PublishOptions {
+        expert_quantization: match quantize {
+            Some(Quantize::Int8) => ExpertQuantization::Int8,
+            None => ExpertQuantization::None,
+        },
+        untrained: false,
+        description: format!("checkpoint {}", checkpoint.dir().display()),
+    };
+    let files = CheckpointFiles {
+        config_json: checkpoint.config_json(),
+        generation_config_json: checkpoint.generation_config_json(),
+        tokenizer_json: checkpoint.tokenizer_json(),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {bytes_per_sec} {msg}")
+            .context("progress bar template")?,
+    );
+    let mut progress = |event: &PublishEvent| match event {
+        PublishEvent::Checked { blocks } => bar.set_length(*blocks),
+        PublishEvent::Written { name, .. } => {
+            bar.set_message(format!("wrote {name}"));
+            bar.inc(1);
+        }
+        PublishEvent::Unchanged { name } => {
+            bar.set_message(format!("{name} unchanged"));
+            bar.inc(1);
+        }
+        _ => {}
+    };
+    let summary = publish_model(
+        &store,
+        &key,
+        checkpoint.config(),
+        files,
+        &*checkpoint.weights(),
+        &options,
+        &mut progress,
+    )?;
+    bar.finish_and_clear();
+    store.flush()?;
+    println!(
+        "meta block {} ({}); shared blocks: {} written, {} unchanged; experts: {} written, {} \
+         unchanged; {} bytes written; author {}",
+        summary.meta_block,
+        if summary.meta_written {
+            "new"
+        } else {
+            "unchanged"
+        },
+        summary.shared_written,
+        summary.shared_unchanged,
+        summary.experts_written,
+        summary.experts_unchanged,
+        summary.bytes_written,
+        key.address(),
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { out } => {
+            let key = AuthorKey::generate();
+            key.write_file(&out)
+                .with_context(|| format!("writing the key file {}", out.display()))?;
+            println!("{}", key.address());
+        }
+        Command::Upload {
+            checkpoint,
+            key,
+            quantize,
+            data_dir,
+        } => upload(&checkpoint, &key, quantize, &data_dir)?,
+        Command::Export { data_dir, out } => {
+            let directory = store_dir(&data_dir);
+            if !directory.is_dir() {
+                anyhow::bail!("{} holds no chain store", data_dir.display());
+            }
+            let store = std::sync::Arc::new(ChainStore::open(&directory, StoreConfig::default())?);
+            let summary = export_from_chain(store, &out, EXPORT_SHARD_BYTES_DEFAULT)?;
+            println!(
+                "wrote {} tensors ({} bytes) in {} file(s) to {}",
+                summary.tensors,
+                summary.tensor_bytes,
+                summary.shards,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}

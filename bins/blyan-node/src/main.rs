@@ -1,9 +1,13 @@
 //! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand).
 
+mod chain_cmd;
+mod generate_cmd;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use blyan_api::{AppState, NodeConfig, Server};
+use blyan_api::NodeConfig;
+use blyan_chain::AuthorKey;
 use clap::{Parser, Subcommand};
 
 /// A Blyan node: stores the chain, serves the on-chain mixture-of-experts model over HTTP and
@@ -12,7 +16,12 @@ use clap::{Parser, Subcommand};
 #[command(version, about, long_about = None)]
 struct Cli {
     /// The node's YAML configuration; a missing file means the shipped defaults.
-    #[arg(long, global = true, default_value = "config/node.yaml", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/node.yaml",
+        value_name = "FILE"
+    )]
     config: PathBuf,
     /// Overrides `data_dir` of the config: where the chain store and ledger live.
     #[arg(long, global = true, value_name = "DIR")]
@@ -28,6 +37,28 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API and web page until interrupted (the default).
     Serve,
+    /// Inspect, verify, export or import the chain store (offline: not while serving).
+    #[command(subcommand)]
+    Chain(chain_cmd::ChainCommand),
+    /// Run the chain's model on one prompt, streaming the generated text to stdout.
+    Generate(generate_cmd::GenerateArgs),
+}
+
+/// File of the node's own signing key under `data_dir` (it signs the seed model it writes).
+const NODE_KEY_FILE: &str = "node.key";
+
+/// Reads the node's key from `data_dir`, creating it (owner-only) on first start.
+pub(crate) fn node_key(data_dir: &std::path::Path) -> anyhow::Result<AuthorKey> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let path = data_dir.join(NODE_KEY_FILE);
+    if path.exists() {
+        return Ok(AuthorKey::read_file(&path)?);
+    }
+    let key = AuthorKey::generate();
+    key.write_file(&path)?;
+    tracing::info!(address = %key.address(), path = %path.display(), "created the node's key");
+    Ok(key)
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
@@ -43,18 +74,15 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let server = Server::bind(AppState::new(config)?).await?;
-    server
-        .serve(async {
-            if let Err(error) = tokio::signal::ctrl_c().await {
-                tracing::error!(%error, "cannot listen for Ctrl-C; serving until killed");
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("shutting down");
-        })
-        .await?;
+    let key = node_key(&config.data_dir)?;
+    blyan_api::serve(config, Some(&key), async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C; serving until killed");
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("shutting down");
+    })
+    .await?;
     Ok(())
 }
 
@@ -62,11 +90,21 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = load_config(&cli)?;
     blyan_api::init_logging(config.log.format, &config.log.filter)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve(config)),
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(serve(config))
+        }
+        Command::Generate(args) => generate_cmd::run(&config, args),
+        Command::Chain(command) => {
+            let status = chain_cmd::run(&config, command)?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
+        }
     }
 }

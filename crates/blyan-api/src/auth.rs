@@ -204,10 +204,11 @@ pub(crate) async fn verify(
         .auth
         .signin
         .verify(&request.message, &request.signature, now)?;
-    let (sid, refresh) = state
-        .auth
-        .store
-        .create_session(&wallet, now + state.auth.refresh_ttl, now)?;
+    let (sid, refresh) =
+        state
+            .auth
+            .store
+            .create_session(&wallet, now + state.auth.refresh_ttl, now)?;
     tracing::info!(%wallet, %sid, "signed in");
     Ok(axum::Json(tokens(&state, wallet, &sid, refresh, now)?))
 }
@@ -222,11 +223,11 @@ pub(crate) async fn refresh(
 ) -> Result<axum::Json<TokenResponse>> {
     rate_limit(&state, &caller)?;
     let now = SystemTime::now();
-    let (sid, wallet, next) =
-        state
-            .auth
-            .store
-            .rotate_refresh(&request.refresh_token, now + state.auth.refresh_ttl, now)?;
+    let (sid, wallet, next) = state.auth.store.rotate_refresh(
+        &request.refresh_token,
+        now + state.auth.refresh_ttl,
+        now,
+    )?;
     Ok(axum::Json(tokens(&state, wallet, &sid, next, now)?))
 }
 
@@ -234,7 +235,10 @@ pub(crate) async fn refresh(
 /// working.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, description = "token_missing, token_invalid, token_expired, token_revoked")))]
-pub(crate) async fn logout(State(state): State<Arc<AppState>>, caller: SignedIn) -> Result<StatusCode> {
+pub(crate) async fn logout(
+    State(state): State<Arc<AppState>>,
+    caller: SignedIn,
+) -> Result<StatusCode> {
     let Credential::AccessToken { sid } = &caller.credential else {
         return Err(Error::InvalidRequest {
             field: "Authorization".to_owned(),
@@ -269,10 +273,11 @@ pub(crate) async fn create_api_key(
     caller: SignedIn,
     ApiJson(request): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, axum::Json<CreatedApiKey>)> {
-    let (info, key) = state
-        .auth
-        .store
-        .create_api_key(&caller.wallet, &request.name, SystemTime::now())?;
+    let (info, key) =
+        state
+            .auth
+            .store
+            .create_api_key(&caller.wallet, &request.name, SystemTime::now())?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedApiKey {

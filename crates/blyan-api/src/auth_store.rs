@@ -74,6 +74,9 @@ pub struct ApiKeyInfo {
     pub created_at: u64,
 }
 
+/// A refresh token joined with its session: sid, expires_at, used_at, wallet, revoked_at.
+type RefreshRow = (String, i64, Option<i64>, String, Option<i64>);
+
 /// The durable half of sign-in state.
 #[derive(Debug)]
 pub(crate) struct AuthStore {
@@ -181,13 +184,21 @@ impl AuthStore {
         let now_seconds = seconds_i64(now);
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
-        let found: Option<(String, i64, Option<i64>, String, Option<i64>)> = transaction
+        let found: Option<RefreshRow> = transaction
             .query_row(
                 "SELECT r.sid, r.expires_at, r.used_at, s.wallet, s.revoked_at
                  FROM refresh_tokens r JOIN sessions s ON s.sid = r.sid
                  WHERE r.token_hash = ?1",
                 params![hash_secret(refresh)],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
             )
             .optional()?;
         let Some((sid, expires_at, used_at, wallet, revoked_at)) = found else {
@@ -230,9 +241,7 @@ impl AuthStore {
         if name.chars().count() > API_KEY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
             return Err(Error::InvalidRequest {
                 field: "name".to_owned(),
-                reason: format!(
-                    "at most {API_KEY_NAME_CHARS_MAX} printable characters"
-                ),
+                reason: format!("at most {API_KEY_NAME_CHARS_MAX} printable characters"),
             });
         }
         let key = random_secret(API_KEY_PREFIX);
@@ -291,7 +300,12 @@ impl AuthStore {
     }
 
     /// Revokes key `id` of `wallet`; false when it has no such live key.
-    pub(crate) fn revoke_api_key(&self, wallet: &WalletAddress, id: &str, now: SystemTime) -> Result<bool> {
+    pub(crate) fn revoke_api_key(
+        &self,
+        wallet: &WalletAddress,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<bool> {
         let changed = self.lock().execute(
             "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND wallet = ?2 AND revoked_at IS NULL",
             params![id, wallet.to_string(), seconds_i64(now)],
@@ -322,7 +336,9 @@ mod tests {
     use super::*;
 
     fn wallet() -> WalletAddress {
-        "0x6Da01670d8fc844e736095918bbE11fE8D564163".parse().unwrap()
+        "0x6Da01670d8fc844e736095918bbE11fE8D564163"
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -339,7 +355,10 @@ mod tests {
         assert_eq!(error.code(), "refresh_invalid");
         assert!(store.session_revoked(&sid).unwrap(), "reuse must sign out");
         assert_eq!(
-            store.rotate_refresh(&second, later, now).unwrap_err().code(),
+            store
+                .rotate_refresh(&second, later, now)
+                .unwrap_err()
+                .code(),
             "refresh_invalid"
         );
     }
@@ -361,7 +380,10 @@ mod tests {
             .unwrap();
         store.revoke_session(&sid, now).unwrap();
         assert!(store.session_revoked(&sid).unwrap());
-        assert_eq!(store.rotate_refresh(&token, now, now).unwrap_err().code(), "refresh_invalid");
+        assert_eq!(
+            store.rotate_refresh(&token, now, now).unwrap_err().code(),
+            "refresh_invalid"
+        );
         assert!(store.session_revoked("no-such-session").unwrap());
     }
 
@@ -383,7 +405,10 @@ mod tests {
         let store = AuthStore::open(dir.path()).unwrap();
         assert!(store.revoke_api_key(&wallet(), &info.id, now).unwrap());
         assert!(!store.revoke_api_key(&wallet(), &info.id, now).unwrap());
-        assert_eq!(store.api_key_wallet(&key).unwrap_err().code(), "api_key_invalid");
+        assert_eq!(
+            store.api_key_wallet(&key).unwrap_err().code(),
+            "api_key_invalid"
+        );
     }
 
     #[test]
@@ -392,12 +417,18 @@ mod tests {
         let store = AuthStore::open(dir.path()).unwrap();
         let now = SystemTime::now();
         for index in 0..API_KEYS_PER_WALLET_MAX {
-            store.create_api_key(&wallet(), &format!("k{index}"), now).unwrap();
+            store
+                .create_api_key(&wallet(), &format!("k{index}"), now)
+                .unwrap();
         }
-        let error = store.create_api_key(&wallet(), "one-too-many", now).unwrap_err();
+        let error = store
+            .create_api_key(&wallet(), "one-too-many", now)
+            .unwrap_err();
         assert_eq!(error.code(), "invalid_request");
         let name_at_bound = "n".repeat(API_KEY_NAME_CHARS_MAX);
-        let other: WalletAddress = "0x0000000000000000000000000000000000000001".parse().unwrap();
+        let other: WalletAddress = "0x0000000000000000000000000000000000000001"
+            .parse()
+            .unwrap();
         store.create_api_key(&other, &name_at_bound, now).unwrap();
         let name_past_bound = "n".repeat(API_KEY_NAME_CHARS_MAX + 1);
         assert!(store.create_api_key(&other, &name_past_bound, now).is_err());

@@ -214,7 +214,12 @@ fn message_text(index: usize, content: &serde_json::Value) -> Result<String> {
             }
             text
         }
-        _ => return Err(invalid(&field(), "must be a string or an array of text parts")),
+        _ => {
+            return Err(invalid(
+                &field(),
+                "must be a string or an array of text parts",
+            ));
+        }
     };
     if text.len() > CHAT_MESSAGE_BYTES_MAX {
         return Err(invalid(
@@ -256,10 +261,7 @@ pub(crate) fn format_prompt(messages: &[ChatMessage]) -> Result<String> {
 #[derive(Debug)]
 enum Payment {
     Free,
-    Paid {
-        wallet: WalletAddress,
-        hold: Hold,
-    },
+    Paid { wallet: WalletAddress, hold: Hold },
 }
 
 /// A chat ready to run: validated, paid for (held), its stream created.
@@ -296,7 +298,14 @@ fn ledger_error(state: &AppState, operation: &str, error: LedgerError) -> Error 
     state
         .metrics
         .ledger_operations
-        .with_label_values(&[operation, if error.is_refusal() { "refused" } else { "failed" }])
+        .with_label_values(&[
+            operation,
+            if error.is_refusal() {
+                "refused"
+            } else {
+                "failed"
+            },
+        ])
         .inc();
     match error {
         LedgerError::InsufficientFunds {
@@ -306,6 +315,11 @@ fn ledger_error(state: &AppState, operation: &str, error: LedgerError) -> Error 
         } => Error::InsufficientBalance {
             available: available.to_string(),
             required: required.to_string(),
+        },
+        // A wallet that never received BLY holds nothing: for its owner that is a balance of 0.
+        LedgerError::UnknownAccount { .. } => Error::InsufficientBalance {
+            available: "0".to_owned(),
+            required: "more than 0".to_owned(),
         },
         error if error.is_refusal() => Error::PaymentRefused {
             reason: error.to_string(),
@@ -346,16 +360,18 @@ fn sampling_error(error: MoeError) -> Error {
 }
 
 /// Validates `input`, takes the caller's quota or payment hold, and creates the token stream.
-pub(crate) async fn prepare(state: &AppState, caller: &Caller, input: ChatInput) -> Result<PreparedChat> {
+pub(crate) async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    input: ChatInput,
+) -> Result<PreparedChat> {
     let started = Instant::now();
     rate_limit(state, caller)?;
-    if let Some(model) = &input.model {
-        if model != MODEL_ID {
-            return Err(Error::UnknownModel {
-                model: model.chars().take(64).collect(),
-                served: MODEL_ID,
-            });
-        }
+    if let Some(model) = input.model.as_ref().filter(|model| *model != MODEL_ID) {
+        return Err(Error::UnknownModel {
+            model: model.chars().take(64).collect(),
+            served: MODEL_ID,
+        });
     }
     let generator = state.generator.as_ref().ok_or(Error::ModelUnavailable)?;
     let prompt = format_prompt(&input.messages)?;
@@ -433,10 +449,18 @@ pub(crate) async fn prepare(state: &AppState, caller: &Caller, input: ChatInput)
     }
 }
 
-async fn authorize(state: &AppState, id: &str, wallet: &WalletAddress, max_tokens: u32) -> Result<Hold> {
-    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
-        reason: "this node runs without a ledger: only the free tier is served".to_owned(),
-    })?;
+async fn authorize(
+    state: &AppState,
+    id: &str,
+    wallet: &WalletAddress,
+    max_tokens: u32,
+) -> Result<Hold> {
+    let ledger = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| Error::LedgerUnavailable {
+            reason: "this node runs without a ledger: only the free tier is served".to_owned(),
+        })?;
     let payer = LedgerAddress::from_bytes(*wallet.as_bytes());
     let quote = ledger
         .quote(QuoteRequest {
@@ -604,7 +628,10 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
         started,
     } = chat;
     state.metrics.chats_active.inc();
-    let cache_before = state.generator.as_ref().map(blyan_moe::Generator::cache_stats);
+    let cache_before = state
+        .generator
+        .as_ref()
+        .map(blyan_moe::Generator::cache_stats);
     let outcome = generate(&state, stream, &cancel, started, &events).await;
     state.metrics.chats_active.dec();
     let generated = match outcome {
@@ -619,7 +646,11 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
     let completion_tokens = u64::try_from(generated.stream.token_ids().len()).unwrap_or(u64::MAX);
     let usage_by_expert = generated.stream.expert_usage().clone();
     state.record_expert_usage(&usage_by_expert);
-    let tier = if matches!(payment, Payment::Free) { "free" } else { "paid" };
+    let tier = if matches!(payment, Payment::Free) {
+        "free"
+    } else {
+        "paid"
+    };
     state
         .metrics
         .tokens
@@ -647,7 +678,10 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
             return;
         }
     };
-    let cache_after = state.generator.as_ref().map(blyan_moe::Generator::cache_stats);
+    let cache_after = state
+        .generator
+        .as_ref()
+        .map(blyan_moe::Generator::cache_stats);
     let cache = match (cache_before, cache_after) {
         (Some(before), Some(after)) => CacheDelta {
             hits: after.hits.saturating_sub(before.hits),
@@ -673,7 +707,12 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
 }
 
 /// Charges a finished request for its completion tokens.
-async fn settle(state: &AppState, id: &str, payment: &Payment, completion_tokens: u64) -> Result<Cost> {
+async fn settle(
+    state: &AppState,
+    id: &str,
+    payment: &Payment,
+    completion_tokens: u64,
+) -> Result<Cost> {
     let zero = || "0".to_owned();
     let Payment::Paid { wallet, hold } = payment else {
         return Ok(Cost {
@@ -696,9 +735,12 @@ async fn settle(state: &AppState, id: &str, payment: &Payment, completion_tokens
             unit: "BLY".to_owned(),
         });
     }
-    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
-        reason: "the ledger went away".to_owned(),
-    })?;
+    let ledger = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| Error::LedgerUnavailable {
+            reason: "the ledger went away".to_owned(),
+        })?;
     let capture = ledger
         .capture(CaptureRequest {
             key: key(id, "capture")?,
@@ -752,24 +794,29 @@ mod tests {
             message("user", serde_json::json!([{"type": "text", "text": "hi"}])),
         ])
         .unwrap();
-        assert_eq!(prompt, "<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n");
+        assert_eq!(
+            prompt,
+            "<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n"
+        );
     }
 
     #[test]
     fn bad_conversations_are_refused_with_the_field() {
-        let check = |messages: Vec<ChatMessage>, field: &str| {
-            match format_prompt(&messages).unwrap_err() {
+        let check =
+            |messages: Vec<ChatMessage>, field: &str| match format_prompt(&messages).unwrap_err() {
                 Error::InvalidRequest { field: got, .. } => assert_eq!(got, field),
                 other => panic!("{other:?}"),
-            }
-        };
+            };
         check(Vec::new(), "messages");
         check(vec![message("tool", "x".into())], "messages[0].role");
         check(vec![message("user", 5.into())], "messages[0].content");
         let at_bound = "x".repeat(CHAT_MESSAGE_BYTES_MAX);
         format_prompt(&[message("user", at_bound.into())]).unwrap();
         let past_bound = "x".repeat(CHAT_MESSAGE_BYTES_MAX + 1);
-        check(vec![message("user", past_bound.into())], "messages[0].content");
+        check(
+            vec![message("user", past_bound.into())],
+            "messages[0].content",
+        );
         let many = vec![message("user", "x".into()); CHAT_MESSAGES_MAX];
         format_prompt(&many).unwrap();
         let too_many = vec![message("user", "x".into()); CHAT_MESSAGES_MAX + 1];

@@ -166,7 +166,12 @@ fn completion_chunks(
     include_usage: bool,
     created: u64,
 ) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
-    let first = chunk(&stream_id, created, json!({ "role": "assistant", "content": "" }), None);
+    let first = chunk(
+        &stream_id,
+        created,
+        json!({ "role": "assistant", "content": "" }),
+        None,
+    );
     let head = futures::stream::iter([Ok(first)]);
     let body = futures::stream::unfold(Some(receiver), move |receiver| {
         let stream_id = stream_id.clone();
@@ -250,9 +255,11 @@ pub(crate) async fn completions(
     let events = chat::run(Arc::clone(&state), prepared);
     let created = now_unix_seconds();
     if request.stream {
-        Ok(Sse::new(completion_chunks(events, stream_id, include_usage, created))
-            .keep_alive(KeepAlive::default())
-            .into_response())
+        Ok(
+            Sse::new(completion_chunks(events, stream_id, include_usage, created))
+                .keep_alive(KeepAlive::default())
+                .into_response(),
+        )
     } else {
         let done = chat::collect(events).await?;
         Ok(axum::Json(completion_body(&done, created)).into_response())

@@ -370,7 +370,10 @@ impl NodeConfig {
         }
         if let Some(chain) = patch.chain {
             set(&mut self.chain.durability, chain.durability);
-            set(&mut self.chain.pow_difficulty_bits, chain.pow_difficulty_bits);
+            set(
+                &mut self.chain.pow_difficulty_bits,
+                chain.pow_difficulty_bits,
+            );
         }
         if let Some(pol) = patch.pol {
             set(&mut self.pol.enabled, pol.enabled);
@@ -386,19 +389,34 @@ impl NodeConfig {
                 set(&mut slot.domains, auth.domains);
                 set(&mut slot.chain_id, auth.chain_id);
                 set(&mut slot.nonce_ttl_seconds, auth.nonce_ttl_seconds);
-                set(&mut slot.access_token_ttl_seconds, auth.access_token_ttl_seconds);
-                set(&mut slot.refresh_token_ttl_seconds, auth.refresh_token_ttl_seconds);
+                set(
+                    &mut slot.access_token_ttl_seconds,
+                    auth.access_token_ttl_seconds,
+                );
+                set(
+                    &mut slot.refresh_token_ttl_seconds,
+                    auth.refresh_token_ttl_seconds,
+                );
             }
             if let Some(rate_limit) = api.rate_limit {
                 let slot = &mut self.api.rate_limit;
                 set(&mut slot.per_ip_per_minute, rate_limit.per_ip_per_minute);
-                set(&mut slot.per_wallet_per_minute, rate_limit.per_wallet_per_minute);
+                set(
+                    &mut slot.per_wallet_per_minute,
+                    rate_limit.per_wallet_per_minute,
+                );
             }
             if let Some(free_tier) = api.free_tier {
                 let slot = &mut self.api.free_tier;
                 set(&mut slot.enabled, free_tier.enabled);
-                set(&mut slot.requests_per_hour_per_ip, free_tier.requests_per_hour_per_ip);
-                set(&mut slot.completion_tokens_max, free_tier.completion_tokens_max);
+                set(
+                    &mut slot.requests_per_hour_per_ip,
+                    free_tier.requests_per_hour_per_ip,
+                );
+                set(
+                    &mut slot.completion_tokens_max,
+                    free_tier.completion_tokens_max,
+                );
             }
         }
     }
@@ -468,8 +486,14 @@ impl NodeConfig {
         }
         let ttls = [
             ("api.auth.nonce_ttl_seconds", api.auth.nonce_ttl_seconds),
-            ("api.auth.access_token_ttl_seconds", api.auth.access_token_ttl_seconds),
-            ("api.auth.refresh_token_ttl_seconds", api.auth.refresh_token_ttl_seconds),
+            (
+                "api.auth.access_token_ttl_seconds",
+                api.auth.access_token_ttl_seconds,
+            ),
+            (
+                "api.auth.refresh_token_ttl_seconds",
+                api.auth.refresh_token_ttl_seconds,
+            ),
         ];
         for (field, seconds) in ttls {
             if !(1..=AUTH_TTL_SECONDS_MAX).contains(&seconds) {
@@ -480,8 +504,14 @@ impl NodeConfig {
             }
         }
         let rates = [
-            ("api.rate_limit.per_ip_per_minute", api.rate_limit.per_ip_per_minute),
-            ("api.rate_limit.per_wallet_per_minute", api.rate_limit.per_wallet_per_minute),
+            (
+                "api.rate_limit.per_ip_per_minute",
+                api.rate_limit.per_ip_per_minute,
+            ),
+            (
+                "api.rate_limit.per_wallet_per_minute",
+                api.rate_limit.per_wallet_per_minute,
+            ),
         ];
         for (field, rate) in rates {
             if rate == 0 {
@@ -497,7 +527,10 @@ impl NodeConfig {
             } else {
                 "api.free_tier.completion_tokens_max"
             };
-            return Err(invalid(field, "must be at least 1 while the free tier is enabled".into()));
+            return Err(invalid(
+                field,
+                "must be at least 1 while the free tier is enabled".into(),
+            ));
         }
         Ok(())
     }
@@ -582,18 +615,33 @@ mod tests {
     #[test]
     fn invalid_values_are_named() {
         check_rejected("ledger:\n  backend: postgres\n", "ledger.postgres_url");
-        check_rejected("cache:\n  expert_bytes_max: 1048575\n", "cache.expert_bytes_max");
-        check_rejected("chain:\n  pow_difficulty_bits: 65\n", "chain.pow_difficulty_bits");
+        check_rejected(
+            "cache:\n  expert_bytes_max: 1048575\n",
+            "cache.expert_bytes_max",
+        );
+        check_rejected(
+            "chain:\n  pow_difficulty_bits: 65\n",
+            "chain.pow_difficulty_bits",
+        );
         check_rejected("log:\n  filter: 'info,=='\n", "log.filter");
         check_rejected("data_dir: ''\n", "data_dir");
         check_rejected("api:\n  body_bytes_max: 4095\n", "api.body_bytes_max");
-        check_rejected("api:\n  auth:\n    domains: ['a b']\n", "api.auth.domains[0]");
-        check_rejected("api:\n  auth:\n    nonce_ttl_seconds: 0\n", "api.auth.nonce_ttl_seconds");
+        check_rejected(
+            "api:\n  auth:\n    domains: ['a b']\n",
+            "api.auth.domains[0]",
+        );
+        check_rejected(
+            "api:\n  auth:\n    nonce_ttl_seconds: 0\n",
+            "api.auth.nonce_ttl_seconds",
+        );
         check_rejected(
             "api:\n  auth:\n    access_token_ttl_seconds: 2592001\n",
             "api.auth.access_token_ttl_seconds",
         );
-        check_rejected("api:\n  rate_limit:\n    per_ip_per_minute: 0\n", "api.rate_limit.per_ip_per_minute");
+        check_rejected(
+            "api:\n  rate_limit:\n    per_ip_per_minute: 0\n",
+            "api.rate_limit.per_ip_per_minute",
+        );
         check_rejected(
             "api:\n  free_tier:\n    requests_per_hour_per_ip: 0\n",
             "api.free_tier.requests_per_hour_per_ip",
@@ -612,8 +660,11 @@ mod tests {
         let at_max = format!("chain:\n  pow_difficulty_bits: {POW_DIFFICULTY_BITS_MAX}\n");
         NodeConfig::from_yaml_str(&at_max, Path::new("t")).unwrap();
         for bytes in [API_BODY_BYTES_MIN, API_BODY_BYTES_MAX] {
-            NodeConfig::from_yaml_str(&format!("api:\n  body_bytes_max: {bytes}\n"), Path::new("t"))
-                .unwrap();
+            NodeConfig::from_yaml_str(
+                &format!("api:\n  body_bytes_max: {bytes}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
         }
         check_rejected(
             &format!("api:\n  body_bytes_max: {}\n", API_BODY_BYTES_MAX + 1),

@@ -53,6 +53,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The chain store could not be opened.
+    #[error("cannot open the chain store: {0}")]
+    ChainOpen(#[source] blyan_chain::Error),
+    /// The ledger could not be opened or connected to.
+    #[error("cannot open the ledger: {0}")]
+    LedgerOpen(#[source] blyan_ledger::LedgerError),
+    /// The model on the chain could not be published or loaded.
+    #[error("cannot load the model from the chain: {0}")]
+    ModelLoad(#[source] blyan_moe::MoeError),
     /// The API's own store (sessions, API keys) failed.
     #[error("auth store: {0}")]
     AuthStore(#[from] rusqlite::Error),
@@ -150,7 +159,9 @@ pub enum Error {
     BadSignature,
     /// A smart-contract wallet signature (EIP-1271 / EIP-6492): checking it needs an Ethereum RPC
     /// this node does not have, so only externally owned accounts can sign in.
-    #[error("contract wallet signatures ({kind}) cannot be verified by this node; sign with an externally owned account")]
+    #[error(
+        "contract wallet signatures ({kind}) cannot be verified by this node; sign with an externally owned account"
+    )]
     ContractWalletUnsupported {
         /// Which kind was recognised.
         kind: &'static str,
@@ -241,6 +252,32 @@ pub enum Error {
     /// This node was started without a chain store.
     #[error("no chain store is open on this node")]
     ChainUnavailable,
+    /// The chain store failed (an I/O or database error, not the request's fault).
+    #[error("the chain store failed")]
+    ChainFailed,
+    /// No block with this hash is stored.
+    #[error("no block {hash}")]
+    BlockNotFound {
+        /// The hash asked for.
+        hash: String,
+    },
+    /// A submitted block breaks a validation rule; `code` names the rule (`block_unknown_parent`,
+    /// `block_bad_signature`, …) and nothing was stored.
+    #[error("block refused: {reason}")]
+    BlockRefused {
+        /// The rule's stable code.
+        code: &'static str,
+        /// Whether it conflicts with a stored block (409) rather than being invalid (422).
+        conflict: bool,
+        /// The store's explanation, naming the hashes involved.
+        reason: String,
+    },
+    /// An internal task failed.
+    #[error("internal failure: {reason}")]
+    Internal {
+        /// What failed.
+        reason: String,
+    },
     /// The model failed while generating.
     #[error("generation failed: {reason}")]
     Generation {
@@ -257,9 +294,13 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::ConfigRead { .. } | Self::ConfigInvalid { .. } | Self::Logging(_) => "config",
-            Self::Bind { .. } | Self::Serve(_) | Self::DataFile { .. } | Self::AuthStore(_) => {
-                "internal"
-            }
+            Self::Bind { .. }
+            | Self::Serve(_)
+            | Self::DataFile { .. }
+            | Self::AuthStore(_)
+            | Self::ChainOpen(_)
+            | Self::LedgerOpen(_)
+            | Self::ModelLoad(_) => "internal",
             Self::MalformedJson { .. } => "malformed_json",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::InvalidRequest { .. } => "invalid_request",
@@ -296,6 +337,10 @@ impl Error {
             Self::LedgerUnavailable { .. } => "ledger_unavailable",
             Self::ChainUnavailable => "chain_unavailable",
             Self::Generation { .. } => "generation_failed",
+            Self::ChainFailed => "chain_failed",
+            Self::BlockNotFound { .. } => "block_not_found",
+            Self::BlockRefused { code, .. } => code,
+            Self::Internal { .. } => "internal",
         }
     }
 
@@ -308,7 +353,10 @@ impl Error {
             | Self::Bind { .. }
             | Self::Serve(_)
             | Self::DataFile { .. }
-            | Self::AuthStore(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::AuthStore(_)
+            | Self::ChainOpen(_)
+            | Self::LedgerOpen(_)
+            | Self::ModelLoad(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MalformedJson { .. }
             | Self::InvalidRequest { .. }
             | Self::SiweMalformed { .. }
@@ -320,7 +368,14 @@ impl Error {
             Self::ModelUnavailable | Self::LedgerUnavailable { .. } | Self::ChainUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Generation { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Generation { .. } | Self::ChainFailed | Self::Internal { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::BlockNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::BlockRefused { conflict: true, .. } => StatusCode::CONFLICT,
+            Self::BlockRefused {
+                conflict: false, ..
+            } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -99,10 +99,7 @@ impl JwtKeys {
             Ok(secret) => {
                 return Err(data_error(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!(
-                        "holds {} bytes, expected {JWT_SECRET_BYTES}",
-                        secret.len()
-                    ),
+                    format!("holds {} bytes, expected {JWT_SECRET_BYTES}", secret.len()),
                 )));
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -141,8 +138,8 @@ impl JwtKeys {
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|error| Error::TokenInvalid {
-                reason: format!("cannot sign: {error}"),
-            })?;
+            reason: format!("cannot sign: {error}"),
+        })?;
         Ok((token, claims))
     }
 

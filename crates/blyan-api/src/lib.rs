@@ -18,13 +18,16 @@
 //! - Every per-key table (nonces, rate-limit buckets) has a fixed upper bound.
 //! - Logs go to stderr, so commands can stream their output on stdout.
 //!
-//! Start reading at [`NodeConfig`], then [`AppState`], [`api_routes`] and [`Server`].
+//! Start reading at [`NodeConfig`], then [`AppState`], [`api_routes`] and [`Server`]; the
+//! design is summarised in `docs/api.md`.
 //!
 //! ```no_run
 //! # async fn run() -> blyan_api::Result<()> {
 //! use blyan_api::{AppState, NodeConfig, Server};
 //! let config = NodeConfig::load(std::path::Path::new("config/node.yaml"))?;
-//! let server = Server::bind(AppState::new(config)?).await?;
+//! // Chain store and ledger under `data_dir`; then the newest model on the chain.
+//! let state = AppState::open(config).await?.load_model().await?;
+//! let server = Server::bind(state).await?;
 //! server.serve(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
@@ -32,6 +35,7 @@
 
 mod auth;
 mod auth_store;
+mod chain_routes;
 mod chat;
 mod chat_routes;
 mod config;
@@ -57,6 +61,9 @@ pub use auth_store::{
     API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX, API_KEYS_PER_WALLET_MAX, ApiKeyInfo,
     REFRESH_TOKEN_PREFIX,
 };
+pub use chain_routes::{
+    BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT, BlocksPage, SubmittedBlock,
+};
 pub use chat::{
     CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_MESSAGE_BYTES_MAX,
     CHAT_MESSAGES_MAX, CacheDelta, ChatDone, ChatMessage, ChatRequest, Cost, LayerExperts,
@@ -70,7 +77,7 @@ pub use config::{
     POW_DIFFICULTY_BITS_MAX, PolConfig, RateLimitConfig,
 };
 pub use error::{Error, Result};
-pub use extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn};
+pub use extract::{ApiBytes, ApiJson, ApiQuery, Caller, Credential, SignedIn};
 pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};
 pub use logging::init_logging;
 pub use node_routes::{
@@ -81,7 +88,10 @@ pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_RANDOM_BYTES};
 pub use openapi::{ApiDoc, openapi_document};
 pub use rate_limit::RATE_LIMIT_KEYS_MAX;
 pub use routes::{ApiRoutes, RouteEntry};
-pub use server::{AppState, Health, Server, api_routes, router};
+pub use server::{
+    AppState, CHAIN_DIR_NAME, Health, LEDGER_FILE_NAME, Server, api_routes, open_chain,
+    open_ledger, router, serve, store_config,
+};
 pub use signin::{
     SIWE_CLOCK_SKEW_SECONDS, SIWE_MESSAGE_BYTES_MAX, WalletAddress, WalletAddressParseError,
 };

@@ -64,7 +64,10 @@ impl Metrics {
         };
         // Every constructor below gets constant, valid names and labels: they cannot fail.
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -86,16 +89,23 @@ impl Metrics {
         let chats_active =
             IntGauge::new("chats_active", "Chat generations running now").expect("valid metric");
         let ledger_operations = IntCounterVec::new(
-            Opts::new("ledger_operations_total", "Ledger calls by operation and outcome"),
+            Opts::new(
+                "ledger_operations_total",
+                "Ledger calls by operation and outcome",
+            ),
             &["operation", "outcome"],
         )
         .expect("valid metric");
-        let expert_cache_hits =
-            IntGauge::new("expert_cache_hits", "Expert cache hits reported by the model")
-                .expect("valid metric");
-        let expert_cache_misses =
-            IntGauge::new("expert_cache_misses", "Expert cache misses reported by the model")
-                .expect("valid metric");
+        let expert_cache_hits = IntGauge::new(
+            "expert_cache_hits",
+            "Expert cache hits reported by the model",
+        )
+        .expect("valid metric");
+        let expert_cache_misses = IntGauge::new(
+            "expert_cache_misses",
+            "Expert cache misses reported by the model",
+        )
+        .expect("valid metric");
         let expert_cache_hit_ratio =
             Gauge::new("expert_cache_hit_ratio", "Expert cache hits / lookups")
                 .expect("valid metric");
@@ -146,7 +156,11 @@ impl Metrics {
 }
 
 /// Middleware counting and timing every request by its matched route.
-pub(crate) async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
@@ -191,10 +205,22 @@ mod tests {
     #[test]
     fn the_exposition_names_every_family() {
         let metrics = Metrics::new();
-        metrics.requests.with_label_values(&["/health", "GET", "200"]).inc();
-        metrics.request_seconds.with_label_values(&["/health", "GET"]).observe(0.002);
-        metrics.tokens.with_label_values(&["completion", "free"]).inc_by(5);
-        metrics.ledger_operations.with_label_values(&["capture", "ok"]).inc();
+        metrics
+            .requests
+            .with_label_values(&["/health", "GET", "200"])
+            .inc();
+        metrics
+            .request_seconds
+            .with_label_values(&["/health", "GET"])
+            .observe(0.002);
+        metrics
+            .tokens
+            .with_label_values(&["completion", "free"])
+            .inc_by(5);
+        metrics
+            .ledger_operations
+            .with_label_values(&["capture", "ok"])
+            .inc();
         metrics.first_token_seconds.observe(0.1);
         metrics.set_expert_cache(3, 1);
         let text = metrics.render();

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use blyan_ledger::{AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _};
+use blyan_ledger::{
+    AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -64,7 +66,11 @@ pub struct ExpertsResponse {
 
 /// The label of the served model's state, shown by `/health` and `/experts`.
 pub(crate) fn model_label(untrained: bool) -> &'static str {
-    if untrained { "untrained seed" } else { "trained" }
+    if untrained {
+        "untrained seed"
+    } else {
+        "trained"
+    }
 }
 
 fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
@@ -87,7 +93,9 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
     for layer in 0..info.config.num_hidden_layers {
         for expert in 0..info.config.num_local_experts {
             let id = format!("layer{layer}.expert{expert}");
-            let version = versions.iter().find(|v| v.expert.to_string() == id);
+            let version = versions
+                .iter()
+                .find(|v| v.expert.layer() == layer && v.expert.expert() == expert);
             experts.push(ExpertInfo {
                 version: version.map(|v| v.version),
                 block: version.map(|v| v.hash.to_string()),
@@ -98,7 +106,7 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
                     .unwrap_or(0),
                 cached: resident
                     .iter()
-                    .any(|r| r.layer == layer && r.expert == expert),
+                    .any(|r| r.layer() == layer && r.expert() == expert),
                 id,
                 layer,
                 expert,
@@ -124,7 +132,9 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
 /// The served model's experts: versions on chain, use counts, cache state.
 #[utoipa::path(get, path = "/experts", tag = "experts",
     responses((status = 200, body = ExpertsResponse), (status = 503, description = "model_unavailable")))]
-pub(crate) async fn experts(State(state): State<Arc<AppState>>) -> Result<axum::Json<ExpertsResponse>> {
+pub(crate) async fn experts(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<ExpertsResponse>> {
     let state = Arc::clone(&state);
     // Listing resident experts waits for the model between two forward passes.
     let answer = tokio::task::spawn_blocking(move || experts_of(&state))
@@ -217,9 +227,12 @@ pub(crate) async fn balance(
     State(state): State<Arc<AppState>>,
     caller: SignedIn,
 ) -> Result<axum::Json<BalanceResponse>> {
-    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
-        reason: "this node runs without a ledger".to_owned(),
-    })?;
+    let ledger = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| Error::LedgerUnavailable {
+            reason: "this node runs without a ledger".to_owned(),
+        })?;
     let balance = ledger
         .balance(ledger_account(&caller.wallet))
         .await
@@ -291,9 +304,12 @@ pub(crate) async fn history(
             reason: format!("must be within 1..={HISTORY_PAGE_LEN_MAX}"),
         });
     }
-    let ledger = state.ledger.as_ref().ok_or_else(|| Error::LedgerUnavailable {
-        reason: "this node runs without a ledger".to_owned(),
-    })?;
+    let ledger = state
+        .ledger
+        .as_ref()
+        .ok_or_else(|| Error::LedgerUnavailable {
+            reason: "this node runs without a ledger".to_owned(),
+        })?;
     let page = ledger
         .history(
             ledger_account(&caller.wallet),

@@ -57,6 +57,10 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::chat_routes::chat_stream,
         crate::chat_routes::completions,
         crate::chat_routes::models,
+        crate::chain_routes::blocks,
+        crate::chain_routes::block,
+        crate::chain_routes::payload,
+        crate::chain_routes::submit,
         crate::node_routes::experts,
         crate::node_routes::expert,
         crate::node_routes::pol_status,
@@ -69,6 +73,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         (name = "auth", description = "Sign-In with Ethereum, tokens, API keys"),
         (name = "chat", description = "Chat with the on-chain model (free tier or paid)"),
         (name = "openai", description = "OpenAI-compatible endpoints"),
+        (name = "chain", description = "Chain explorer and block submission"),
         (name = "experts", description = "Experts, their versions and cache; Proof-of-Learning"),
         (name = "wallet", description = "The signed-in wallet's balance and history"),
     )
@@ -83,6 +88,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "node",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-pub(crate) async fn openapi_json(State(_state): State<Arc<AppState>>) -> axum::Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi_json(
+    State(_state): State<Arc<AppState>>,
+) -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(openapi_document())
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, on};
 
@@ -43,7 +44,13 @@ impl ApiRoutes {
         }
     }
 
-    fn add<H, T>(mut self, filter: MethodFilter, method: &'static str, path: &'static str, handler: H) -> Self
+    fn add<H, T>(
+        mut self,
+        filter: MethodFilter,
+        method: &'static str,
+        path: &'static str,
+        handler: H,
+    ) -> Self
     where
         H: Handler<T, Arc<AppState>>,
         T: 'static,
@@ -69,6 +76,29 @@ impl ApiRoutes {
         T: 'static,
     {
         self.add(MethodFilter::POST, "post", path, handler)
+    }
+
+    /// Adds `POST path` accepting bodies up to `body_bytes_max` instead of the node's
+    /// `api.body_bytes_max`.
+    pub fn post_with_body_limit<H, T>(
+        mut self,
+        path: &'static str,
+        body_bytes_max: usize,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        self.router = self.router.route(
+            path,
+            on(MethodFilter::POST, handler).layer(DefaultBodyLimit::max(body_bytes_max)),
+        );
+        self.table.push(RouteEntry {
+            method: "post",
+            path,
+        });
+        self
     }
 
     /// Adds `DELETE path`.

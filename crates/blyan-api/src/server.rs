@@ -5,9 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blyan_chain::ChainStore;
-use blyan_ledger::{Address as LedgerAddress, AnyLedger};
-use blyan_moe::{ExpertUsage, Generator};
+use blyan_chain::{ChainStore, StoreConfig};
+use blyan_ledger::{
+    Address as LedgerAddress, AnyLedger, EmbeddedLedger, Ledger as _, LedgerOptions, PgLedger,
+    Tokenomics,
+};
+use blyan_moe::{ExpertUsage, Generator, ModelOptions, MoeError};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,16 +20,81 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Auth};
+use crate::chain_routes::{self, BLOCK_SUBMIT_BYTES_MAX};
 use crate::chat_routes;
-use crate::node_routes::{self, model_label};
-use crate::config::NodeConfig;
+use crate::config::{Durability, LedgerBackend, NodeConfig};
 use crate::metrics::{self, Metrics};
+use crate::node_routes::{self, model_label};
 use crate::openapi;
 use crate::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiRoutes;
 use crate::signin::WalletAddress;
 use crate::{Error, Result};
+
+/// Directory of the chain store under `data_dir`.
+pub const CHAIN_DIR_NAME: &str = "chain";
+
+/// File of the embedded ledger under `data_dir`.
+pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
+
+/// How often the node releases payment holds whose lifetime has passed (a chat whose capture
+/// never came, for instance because the node was killed mid-stream).
+const HOLD_EXPIRY_PERIOD: Duration = Duration::from_secs(60);
+
+/// The chain store's settings from the node's configuration.
+pub fn store_config(config: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        durability: match config.chain.durability {
+            Durability::Synced => blyan_chain::Durability::Synced,
+            Durability::Unsynced => blyan_chain::Durability::Unsynced,
+        },
+        pow_difficulty_bits: config.chain.pow_difficulty_bits,
+        proof_of_learning: config.pol.enabled,
+        ..StoreConfig::default()
+    }
+}
+
+/// Opens (creating with genesis on first start) the chain store in `data_dir/chain`.
+pub fn open_chain(config: &NodeConfig) -> Result<ChainStore> {
+    let path = config.data_dir.join(CHAIN_DIR_NAME);
+    ChainStore::open(&path, store_config(config)).map_err(Error::ChainOpen)
+}
+
+/// Opens the ledger the configuration names: the embedded file `data_dir/ledger.sqlite`, or
+/// PostgreSQL at `ledger.postgres_url` (migrations applied), with the shipped tokenomics.
+pub async fn open_ledger(config: &NodeConfig) -> Result<AnyLedger> {
+    let tokenomics = Tokenomics::shipped().map_err(Error::LedgerOpen)?;
+    match config.ledger.backend {
+        LedgerBackend::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataFile {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let path = config.data_dir.join(LEDGER_FILE_NAME);
+            EmbeddedLedger::open_with(path, tokenomics, LedgerOptions::default())
+                .await
+                .map(AnyLedger::Embedded)
+                .map_err(Error::LedgerOpen)
+        }
+        LedgerBackend::Postgres => {
+            let url =
+                config
+                    .ledger
+                    .postgres_url
+                    .as_deref()
+                    .ok_or_else(|| Error::ConfigInvalid {
+                        path: "node.yaml".into(),
+                        field: "ledger.postgres_url".to_owned(),
+                        reason: "is required when ledger.backend is postgres".to_owned(),
+                    })?;
+            PgLedger::connect_with(url, tokenomics, LedgerOptions::default())
+                .await
+                .map(AnyLedger::Pg)
+                .map_err(Error::LedgerOpen)
+        }
+    }
+}
 
 /// Rate-limit buckets of the expensive endpoints.
 #[derive(Debug)]
@@ -87,6 +155,71 @@ impl AppState {
             server_account: None,
             expert_uses: Mutex::new(Vec::new()),
         })
+    }
+
+    /// State for a node with its chain store ([`open_chain`]) and ledger ([`open_ledger`]) open,
+    /// but no model yet: add one with [`Self::with_generator`].
+    pub async fn open(config: NodeConfig) -> Result<Self> {
+        let chain_config = config.clone();
+        let chain = tokio::task::spawn_blocking(move || open_chain(&chain_config))
+            .await
+            .map_err(|error| Error::Internal {
+                reason: format!("opening the chain store: {error}"),
+            })??;
+        let ledger = open_ledger(&config).await?;
+        Ok(Self::new(config)?
+            .with_chain(Arc::new(chain))
+            .with_ledger(Arc::new(ledger)))
+    }
+
+    /// On a chain that holds no model yet, publishes the untrained seed model signed by `key`
+    /// (`blyan_moe::ensure_model`); on one that holds a model, writes nothing. Needs the chain
+    /// store ([`Self::open`]).
+    pub async fn ensure_seed_model(&self, key: &blyan_chain::AuthorKey) -> Result<()> {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        let key = key.clone();
+        let summary = tokio::task::spawn_blocking(move || blyan_moe::ensure_model(&chain, &key))
+            .await
+            .map_err(|error| Error::Internal {
+                reason: format!("publishing the seed model: {error}"),
+            })?
+            .map_err(Error::ModelLoad)?;
+        if let Some(summary) = summary {
+            tracing::warn!(meta = %summary.meta_block, "published the UNTRAINED seed model on the chain");
+        }
+        Ok(())
+    }
+
+    /// Serves the newest model on the chain (`blyan_moe::Generator::from_chain`), with the
+    /// expert cache budget of `cache.expert_bytes_max`. A chain that holds no model leaves the
+    /// node without one (chat answers `model_unavailable`), with a warning in the log.
+    pub async fn load_model(self) -> Result<Self> {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        let options = ModelOptions {
+            expert_cache_bytes: self.config.cache.expert_bytes_max,
+            ..ModelOptions::default()
+        };
+        let loaded = tokio::task::spawn_blocking(move || Generator::from_chain(chain, options))
+            .await
+            .map_err(|error| Error::Internal {
+                reason: format!("loading the model: {error}"),
+            })?;
+        match loaded {
+            Ok(generator) => {
+                let info = generator.info();
+                if info.untrained {
+                    tracing::warn!(model = %info.description, "serving an UNTRAINED seed model");
+                } else {
+                    tracing::info!(model = %info.description, "serving the model from the chain");
+                }
+                Ok(self.with_generator(generator))
+            }
+            Err(MoeError::NoModelOnChain) => {
+                tracing::warn!("the chain holds no model: chat is unavailable");
+                Ok(self)
+            }
+            Err(error) => Err(Error::ModelLoad(error)),
+        }
     }
 
     /// Serves chat with `generator` (without one, chat answers `model_unavailable`).
@@ -219,6 +352,10 @@ pub fn api_routes() -> ApiRoutes {
         .post("/chat/stream", chat_routes::chat_stream)
         .post("/v1/chat/completions", chat_routes::completions)
         .get("/v1/models", chat_routes::models)
+        .get("/chain/{chain}/blocks", chain_routes::blocks)
+        .get("/blocks/{hash}", chain_routes::block)
+        .get("/blocks/{hash}/payload", chain_routes::payload)
+        .post_with_body_limit("/blocks", BLOCK_SUBMIT_BYTES_MAX, chain_routes::submit)
         .get("/experts", node_routes::experts)
         .get("/experts/{id}", node_routes::expert)
         .get("/pol/status", node_routes::pol_status)
@@ -239,8 +376,7 @@ async fn method_not_allowed() -> Error {
 /// All routes of the node, ready to serve.
 pub fn router(state: Arc<AppState>) -> Router {
     let (routes, _) = api_routes().into_parts();
-    let body_bytes_max =
-        usize::try_from(state.config.api.body_bytes_max).unwrap_or(usize::MAX);
+    let body_bytes_max = usize::try_from(state.config.api.body_bytes_max).unwrap_or(usize::MAX);
     routes
         .route_layer(from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
@@ -287,12 +423,54 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "serving HTTP");
+        let expiry = self
+            .state
+            .ledger
+            .clone()
+            .map(|ledger| tokio::spawn(expire_holds(ledger)));
         let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(Error::Serve)
+            .map_err(Error::Serve);
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
+        served
     }
+}
+
+/// Releases expired payment holds every [`HOLD_EXPIRY_PERIOD`], for as long as the server runs.
+async fn expire_holds(ledger: Arc<AnyLedger>) {
+    let mut ticks = tokio::time::interval(HOLD_EXPIRY_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match ledger.expire_holds().await {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(count = expired.len(), "released expired payment holds");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot expire payment holds"),
+        }
+    }
+}
+
+/// What `blyan-node serve` runs: opens the chain store and ledger ([`AppState::open`]),
+/// publishes the untrained seed model signed by `seed_key` when given and the chain holds no
+/// model ([`AppState::ensure_seed_model`]), loads the chain's model ([`AppState::load_model`]),
+/// binds `config.listen` and serves until `shutdown` completes.
+pub async fn serve(
+    config: NodeConfig,
+    seed_key: Option<&blyan_chain::AuthorKey>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let state = AppState::open(config).await?;
+    if let Some(key) = seed_key {
+        state.ensure_seed_model(key).await?;
+    }
+    let state = state.load_model().await?;
+    Server::bind(state).await?.serve(shutdown).await
 }
 
 #[cfg(test)]

@@ -79,7 +79,9 @@ impl FromStr for WalletAddress {
             text: text.chars().take(64).collect(),
             reason,
         };
-        let digits = text.strip_prefix("0x").ok_or_else(|| refuse("no 0x prefix"))?;
+        let digits = text
+            .strip_prefix("0x")
+            .ok_or_else(|| refuse("no 0x prefix"))?;
         let mut bytes = [0_u8; 20];
         hex::decode_to_slice(digits, &mut bytes).map_err(|_| refuse("not 40 hex digits"))?;
         let address = Self(bytes);
@@ -93,13 +95,18 @@ impl FromStr for WalletAddress {
 }
 
 impl Serialize for WalletAddress {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for WalletAddress {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -135,7 +142,10 @@ impl SignIn {
     /// When no domain is configured, accepts the address the node is bound to (and
     /// `localhost:PORT` for a loopback address: what a browser on the machine shows).
     pub(crate) fn accept_bound_address(&self, addr: SocketAddr) {
-        let mut domains = self.domains.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut domains = self
+            .domains
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if domains.is_empty() {
             domains.push(addr.to_string());
             if addr.ip().is_loopback() {
@@ -163,7 +173,12 @@ impl SignIn {
 
     /// Checks `message` and its `signature` (hex, as `personal_sign` returns it) at `now` and
     /// consumes the message's nonce: the wallet that signed in.
-    pub(crate) fn verify(&self, message: &str, signature: &str, now: SystemTime) -> Result<WalletAddress> {
+    pub(crate) fn verify(
+        &self,
+        message: &str,
+        signature: &str,
+        now: SystemTime,
+    ) -> Result<WalletAddress> {
         if message.len() > SIWE_MESSAGE_BYTES_MAX {
             return Err(Error::SiweMalformed {
                 reason: format!("longer than {SIWE_MESSAGE_BYTES_MAX} bytes"),
@@ -175,9 +190,9 @@ impl SignIn {
         let nonce_issued_at = self.nonces.check(&parsed.nonce, now)?;
         self.check_fields(&parsed, nonce_issued_at, now)?;
         let signature = decode_signature(signature)?;
-        let signature: [u8; EOA_SIGNATURE_BYTES] = signature.try_into().map_err(|_| {
-            Error::ContractWalletUnsupported { kind: "EIP-1271" }
-        })?;
+        let signature: [u8; EOA_SIGNATURE_BYTES] = signature
+            .try_into()
+            .map_err(|_| Error::ContractWalletUnsupported { kind: "EIP-1271" })?;
         parsed
             .verify_eip191(&signature)
             .map_err(|_| Error::BadSignature)?;
@@ -187,10 +202,18 @@ impl SignIn {
         Ok(WalletAddress(parsed.address))
     }
 
-    fn check_fields(&self, message: &siwe::Message, nonce_issued_at: SystemTime, now: SystemTime) -> Result<()> {
+    fn check_fields(
+        &self,
+        message: &siwe::Message,
+        nonce_issued_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<()> {
         let domain = message.domain.as_str();
         let domains = self.domains();
-        if !domains.iter().any(|accepted| accepted.eq_ignore_ascii_case(domain)) {
+        if !domains
+            .iter()
+            .any(|accepted| accepted.eq_ignore_ascii_case(domain))
+        {
             return Err(Error::SiweDomainMismatch {
                 got: domain.to_owned(),
                 expected: domains.join(", "),
@@ -220,19 +243,19 @@ impl SignIn {
                 issued_at: message.issued_at.to_string(),
             });
         }
-        if let Some(expiration) = &message.expiration_time {
-            if to_system_time(expiration.as_ref()) <= now {
-                return Err(Error::SiweExpired {
-                    expiration: expiration.to_string(),
-                });
-            }
+        if let Some(expiration) = &message.expiration_time
+            && to_system_time(expiration.as_ref()) <= now
+        {
+            return Err(Error::SiweExpired {
+                expiration: expiration.to_string(),
+            });
         }
-        if let Some(not_before) = &message.not_before {
-            if to_system_time(not_before.as_ref()) > now {
-                return Err(Error::SiweNotYetValid {
-                    not_before: not_before.to_string(),
-                });
-            }
+        if let Some(not_before) = &message.not_before
+            && to_system_time(not_before.as_ref()) > now
+        {
+            return Err(Error::SiweNotYetValid {
+                not_before: not_before.to_string(),
+            });
         }
         Ok(())
     }
@@ -349,15 +372,24 @@ mod tests {
         assert_eq!(challenge.domain, DOMAIN);
         let text = message(address_of(&key), &challenge.nonce.nonce, &good_fields(now));
         let signature = personal_sign(&key, &text);
-        assert_eq!(signin.verify(&text, &signature, now).unwrap(), address_of(&key));
+        assert_eq!(
+            signin.verify(&text, &signature, now).unwrap(),
+            address_of(&key)
+        );
         check_refused(signin.verify(&text, &signature, now), "nonce_replayed");
     }
 
     #[test]
     fn each_field_is_checked() {
         attempt(|_| {}).unwrap();
-        check_refused(attempt(|f| f.domain = "evil.example".into()), "siwe_domain_mismatch");
-        check_refused(attempt(|f| f.uri = "http://evil.example/".into()), "siwe_uri_mismatch");
+        check_refused(
+            attempt(|f| f.domain = "evil.example".into()),
+            "siwe_domain_mismatch",
+        );
+        check_refused(
+            attempt(|f| f.uri = "http://evil.example/".into()),
+            "siwe_uri_mismatch",
+        );
         check_refused(attempt(|f| f.chain_id = 5), "siwe_chain_id_mismatch");
         let now = SystemTime::now();
         check_refused(
@@ -389,14 +421,25 @@ mod tests {
         let nonce = signin.challenge(now).unwrap().nonce.nonce;
         let text = message(address_of(&key), &nonce, &good_fields(now));
         let other = SigningKey::from_slice(&[0x43; 32]).unwrap();
-        check_refused(signin.verify(&text, &personal_sign(&other, &text), now), "bad_signature");
+        check_refused(
+            signin.verify(&text, &personal_sign(&other, &text), now),
+            "bad_signature",
+        );
         let contract_signature = format!("0x{}", "ab".repeat(96));
-        check_refused(signin.verify(&text, &contract_signature, now), "contract_wallet_unsupported");
+        check_refused(
+            signin.verify(&text, &contract_signature, now),
+            "contract_wallet_unsupported",
+        );
         let counterfactual = format!("0x{}{}", "ab".repeat(80), hex::encode(EIP6492_MAGIC));
-        check_refused(signin.verify(&text, &counterfactual, now), "contract_wallet_unsupported");
+        check_refused(
+            signin.verify(&text, &counterfactual, now),
+            "contract_wallet_unsupported",
+        );
         check_refused(signin.verify(&text, "0xzz", now), "invalid_request");
         // None of these refusals spent the nonce.
-        signin.verify(&text, &personal_sign(&key, &text), now).unwrap();
+        signin
+            .verify(&text, &personal_sign(&key, &text), now)
+            .unwrap();
     }
 
     #[test]
@@ -415,9 +458,20 @@ mod tests {
         let text = "0x6Da01670d8fc844e736095918bbE11fE8D564163";
         let address: WalletAddress = text.parse().unwrap();
         assert_eq!(address.to_string(), text);
-        assert_eq!(text.to_lowercase().parse::<WalletAddress>().unwrap(), address);
-        assert!("0x6da01670d8fc844e736095918bbE11fE8D564163".parse::<WalletAddress>().is_err());
-        assert!("6Da01670d8fc844e736095918bbE11fE8D564163".parse::<WalletAddress>().is_err());
+        assert_eq!(
+            text.to_lowercase().parse::<WalletAddress>().unwrap(),
+            address
+        );
+        assert!(
+            "0x6da01670d8fc844e736095918bbE11fE8D564163"
+                .parse::<WalletAddress>()
+                .is_err()
+        );
+        assert!(
+            "6Da01670d8fc844e736095918bbE11fE8D564163"
+                .parse::<WalletAddress>()
+                .is_err()
+        );
         assert!("0x6Da0".parse::<WalletAddress>().is_err());
     }
 }

@@ -235,6 +235,7 @@ pub enum Error {
 
     // ---- the store itself ----
     /// RocksDB failed.
+    #[cfg(feature = "store")]
     #[error("database {operation}: {source}")]
     Database {
         operation: &'static str,
@@ -299,25 +300,28 @@ impl Error {
     /// Whether the error is the fault of the submitted block (an HTTP 4xx) rather than of this
     /// store or machine (a 5xx).
     pub fn is_invalid_block(&self) -> bool {
-        !matches!(
-            self,
-            Error::Database { .. }
-                | Error::Io { .. }
-                | Error::Corruption { .. }
-                | Error::Poisoned
-                | Error::StoreFormat { .. }
-                | Error::PolHookMissing
-                | Error::Config { .. }
-                | Error::KeyFile { .. }
-        )
+        match self {
+            #[cfg(feature = "store")]
+            Error::Database { .. } => false,
+            Error::Io { .. }
+            | Error::Corruption { .. }
+            | Error::Poisoned
+            | Error::StoreFormat { .. }
+            | Error::PolHookMissing
+            | Error::Config { .. }
+            | Error::KeyFile { .. } => false,
+            _ => true,
+        }
     }
 }
 
+#[cfg(feature = "store")]
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, source }
 }
 
+#[cfg(feature = "store")]
 pub(crate) fn db_error(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
     move |source| Error::Database { operation, source }
 }

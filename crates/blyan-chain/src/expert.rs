@@ -73,6 +73,7 @@ impl ExpertName {
     }
 
     /// Fixed-width big-endian key, so names sort by layer then expert in an index.
+    #[cfg(feature = "store")]
     pub(crate) fn key_bytes(self) -> [u8; 8] {
         let mut key = [0u8; 8];
         key[..4].copy_from_slice(&self.layer.to_be_bytes());
@@ -80,6 +81,7 @@ impl ExpertName {
         key
     }
 
+    #[cfg(feature = "store")]
     pub(crate) fn from_key_bytes(key: &[u8]) -> Option<Self> {
         let layer = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
         let expert = u32::from_be_bytes(key.get(4..8)?.try_into().ok()?);
@@ -164,6 +166,7 @@ mod tests {
             ExpertName::parse("layer0.expert0").unwrap(),
             ExpertName::new(0, 0).unwrap()
         );
+        #[cfg(feature = "store")]
         assert_eq!(ExpertName::from_key_bytes(&name.key_bytes()), Some(name));
     }
 

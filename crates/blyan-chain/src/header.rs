@@ -460,7 +460,7 @@ pub(crate) fn decode_claimed_header(
 
 /// Decodes [`encode_block`]'s form: checks the header decodes canonically, that its hash is the
 /// claimed one and that exactly `payload_bytes` follow. Signature and payload hash are checked
-/// by [`crate::validate_header`] / [`crate::ChainStore::append`].
+/// by [`crate::Validator`] (which `ChainStore::append` runs).
 pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock<'_>> {
     let prefix: &[u8; BLOCK_PREFIX_BYTES] = bytes
         .get(..BLOCK_PREFIX_BYTES)

@@ -23,6 +23,11 @@
 //! Any other blyan crate, libtorch, tokio or HTTP. Proof-of-Learning plugs in through the
 //! [`PolAcceptance`] trait, implemented higher up.
 //!
+//! ## Features
+//! `store` (default) adds the RocksDB store, payload segments, verification and export/import.
+//! Without it the crate is the block format alone (encoding, hashes, keys, signatures, the
+//! stateless [`Validator`]), which builds without RocksDB's C++: the fuzz target uses it so.
+//!
 //! ## Where to start reading
 //! [`BlockHeader`] (format and hash), [`Validator`] (stateless rules), [`ChainStore`] (append,
 //! lookups, [`ChainStore::verify`], export/import), [`PayloadHandle`] (zero-copy bytes). The
@@ -52,16 +57,22 @@ mod chain;
 mod config;
 mod error;
 mod expert;
+#[cfg(feature = "store")]
 mod export;
 mod genesis;
 mod hash;
 mod header;
 mod key;
+#[cfg(feature = "store")]
 mod pol;
+#[cfg(feature = "store")]
 mod schema;
+#[cfg(feature = "store")]
 mod segment;
+#[cfg(feature = "store")]
 mod store;
 mod validate;
+#[cfg(feature = "store")]
 mod verify;
 
 pub use address::{Address, keccak256};
@@ -72,6 +83,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use expert::{EXPERT_INDEX_MAX, EXPERT_LAYER_INDEX_MAX, ExpertName};
+#[cfg(feature = "store")]
 pub use export::{ExportSummary, ImportSummary};
 pub use genesis::{COVENANT_TEXT, GENESIS_TIMESTAMP_MS, GenesisBlock, GenesisSpec};
 pub use hash::{BlockHash, PayloadHash, RAYON_HASH_BYTES_MIN, hash_payload};
@@ -84,11 +96,16 @@ pub use header::{
 pub use key::{
     AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash,
 };
+#[cfg(feature = "store")]
 pub use pol::{ExpertCandidate, PolAcceptance, PolRejection};
+#[cfg(feature = "store")]
 pub use schema::{Relation, STORE_FORMAT_VERSION};
+#[cfg(feature = "store")]
 pub use segment::{PAYLOAD_ALIGN_BYTES, PayloadHandle};
+#[cfg(feature = "store")]
 pub use store::{
     BLOCKS_PAGE_COUNT_MAX, ChainInfo, ChainStore, Dependent, ExpertVersion, StoreInfo,
 };
 pub use validate::Validator;
+#[cfg(feature = "store")]
 pub use verify::{BadBlock, VerifyProgress, VerifyReport};

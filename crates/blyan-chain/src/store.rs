@@ -114,6 +114,13 @@ pub struct ChainStore {
     poisoned: AtomicBool,
 }
 
+// The HTTP API shares one store between async tasks through an `Arc`.
+const _: () = {
+    const fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<ChainStore>();
+    shareable::<PayloadHandle>();
+};
+
 impl std::fmt::Debug for ChainStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChainStore")

@@ -33,7 +33,8 @@ const SQLITE_STATEMENT_CACHE_LEN: usize = 64;
 /// The ledger in one SQLite file, for a node run with no database server.
 ///
 /// `open` applies the migrations, records the genesis once, and expires holds that went stale
-/// while the node was down.
+/// while the node was down. Cloning is cheap and every clone shares the connection.
+#[derive(Clone)]
 pub struct EmbeddedLedger {
     core: Core<SqliteStore>,
 }
@@ -135,6 +136,7 @@ fn migrate_sqlite(connection: &mut Connection) -> Result<()> {
 }
 
 /// Runs commands on the one connection, off the async threads.
+#[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     /// Set when a COMMIT or ROLLBACK failed for a reason other than a constraint: the file's

@@ -1,6 +1,7 @@
 //! The `Ledger` trait both stores implement, and what they share.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::account::AccountId;
@@ -120,7 +121,9 @@ pub trait Ledger: Send + Sync {
     fn tokenomics(&self) -> &Tokenomics;
 }
 
-/// The shared half of each store's ledger: the rules' context and the store.
+/// The shared half of each store's ledger: the rules' context and the store. Cloning is
+/// cheap: both stores are handles to a shared pool or connection.
+#[derive(Clone)]
 pub(crate) struct Core<S> {
     store: S,
     ctx: Arc<Ctx>,
@@ -236,12 +239,53 @@ macro_rules! ledger_via_core {
 
 ledger_via_core!(PgLedger, EmbeddedLedger);
 
-/// Either store, chosen at run time (by the node's configuration).
+/// Either store, chosen at run time (by the node's configuration): what the node's HTTP
+/// handlers hold. `Send + Sync`, and cloning is cheap (every clone shares the store), so it can
+/// sit in an axum state as is.
+#[derive(Clone)]
 pub enum AnyLedger {
     /// PostgreSQL.
     Pg(PgLedger),
     /// The embedded SQLite file.
     Embedded(EmbeddedLedger),
+}
+
+impl AnyLedger {
+    /// Opens (creating if needed) the embedded ledger file at `path`: applies the migrations,
+    /// records the genesis once, expires stale holds.
+    pub async fn embedded(path: impl AsRef<Path>, tokenomics: Tokenomics) -> Result<AnyLedger> {
+        Ok(AnyLedger::Embedded(
+            EmbeddedLedger::open(path, tokenomics).await?,
+        ))
+    }
+
+    /// Connects to PostgreSQL at `url` (`postgresql://…` or `host=… dbname=…`): applies the
+    /// migrations, records the genesis once, expires stale holds.
+    pub async fn postgres(url: &str, tokenomics: Tokenomics) -> Result<AnyLedger> {
+        Ok(AnyLedger::Pg(PgLedger::connect(url, tokenomics).await?))
+    }
+
+    /// [`AnyLedger::embedded`] with a clock of the caller's choosing.
+    pub async fn embedded_with(
+        path: impl AsRef<Path>,
+        tokenomics: Tokenomics,
+        options: LedgerOptions,
+    ) -> Result<AnyLedger> {
+        Ok(AnyLedger::Embedded(
+            EmbeddedLedger::open_with(path, tokenomics, options).await?,
+        ))
+    }
+
+    /// [`AnyLedger::postgres`] with a clock and pool size of the caller's choosing.
+    pub async fn postgres_with(
+        url: &str,
+        tokenomics: Tokenomics,
+        options: LedgerOptions,
+    ) -> Result<AnyLedger> {
+        Ok(AnyLedger::Pg(
+            PgLedger::connect_with(url, tokenomics, options).await?,
+        ))
+    }
 }
 
 macro_rules! any_ledger {
@@ -309,6 +353,33 @@ impl Ledger for AnyLedger {
         match self {
             AnyLedger::Pg(l) => l.tokenomics(),
             AnyLedger::Embedded(l) => l.tokenomics(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler_state<T: Clone + Send + Sync + 'static>() {}
+    fn send<F: Future + Send>(future: F) -> F {
+        future
+    }
+
+    // What the node's axum handlers need: a cheaply cloned, shareable state whose calls
+    // return `Send` futures. Compiling is the test.
+    #[test]
+    fn any_ledger_fits_an_async_handler() {
+        handler_state::<AnyLedger>();
+        handler_state::<PgLedger>();
+        handler_state::<EmbeddedLedger>();
+        #[allow(dead_code)]
+        async fn calls(ledger: AnyLedger) {
+            let _ = send(ledger.supply()).await;
+            let _ =
+                send(ledger.balance(AccountId::System(crate::account::SystemAccount::Treasury)))
+                    .await;
+            let _ = send(AnyLedger::embedded("x", Tokenomics::shipped().unwrap())).await;
         }
     }
 }

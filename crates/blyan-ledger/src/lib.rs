@@ -30,7 +30,9 @@
 //!
 //! # Where to start reading
 //! [`Ledger`] (the operations), [`EmbeddedLedger`] and [`PgLedger`] (the stores),
-//! [`Tokenomics`] (the numbers), [`Amount`] and [`AccountId`] (the values).
+//! [`AnyLedger`] (either store, chosen at run time: `AnyLedger::embedded(path, tokenomics)` or
+//! `AnyLedger::postgres(url, tokenomics)`; cheap to clone, `Send + Sync`, so an HTTP handler's
+//! state can hold it), [`Tokenomics`] (the numbers), [`Amount`] and [`AccountId`] (the values).
 //!
 //! # Example
 //! ```no_run

@@ -808,6 +808,19 @@ impl Command for ExpireHolds {
     async fn apply<T: StoreTx>(self, tx: &mut T, ctx: &Ctx) -> Result<Vec<HoldId>> {
         let now = ctx.clock.now_ms();
         let stale = tx.lock_stale_holds(now, EXPIRY_BATCH_LEN).await?;
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every account the batch touches, locked at once in ascending order: settling the
+        // holds one by one would take payers' locks out of order and could deadlock with a
+        // concurrent transfer.
+        let accounts: Vec<AccountId> = stale
+            .iter()
+            .map(|hold| AccountId::User(hold.payer))
+            .chain([ESCROW, BURN, REWARD_POOL])
+            .collect();
+        let (lock, create) = lock_set(&accounts, &[]);
+        tx.lock_accounts(&lock, &create, now).await?;
         let mut expired = Vec::with_capacity(stale.len());
         for mut hold in stale {
             debug_assert!(hold.status == HoldStatus::Authorized && hold.expires_at_ms <= now);

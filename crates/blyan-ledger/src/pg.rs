@@ -26,7 +26,9 @@ const PG_RETRIES_MAX: u32 = 8;
 /// The ledger on PostgreSQL.
 ///
 /// `connect` applies the migrations (safe when several processes start at once), records the
-/// genesis once, and expires holds that went stale while no node was running.
+/// genesis once, and expires holds that went stale while no node was running. Cloning is
+/// cheap and every clone shares the pool.
+#[derive(Clone)]
 pub struct PgLedger {
     core: Core<PgStore>,
     pool: Pool,
@@ -154,6 +156,7 @@ async fn migrate_pg(pool: &Pool) -> Result<()> {
 }
 
 /// Runs commands on pooled connections.
+#[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
 }

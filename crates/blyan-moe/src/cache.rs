@@ -162,7 +162,9 @@ impl ExpertCache {
         self.metrics
             .load_nanos_total
             .fetch_add(nanos, Ordering::Relaxed);
-        self.metrics.load_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        self.metrics
+            .load_nanos_max
+            .fetch_max(nanos, Ordering::Relaxed);
         tracing::debug!(expert = %id, load_ms = nanos as f64 * 1e-6, "expert loaded");
 
         let bytes = weights.bytes();
@@ -190,17 +192,18 @@ impl ExpertCache {
     fn load(&self, id: ExpertName) -> Result<ExpertWeights> {
         let raw = self.source.expert(id)?;
         let (inner, hidden) = (self.intermediate_size, self.hidden_size);
-        let check = |matrix: &str, tensor: tch::Tensor, expected: [u64; 2]| -> Result<tch::Tensor> {
-            let got = shape_of(&tensor);
-            if got != expected {
-                return Err(MoeError::WrongShape {
-                    name: format!("{id}.{matrix}"),
-                    got,
-                    expected: expected.to_vec(),
-                });
-            }
-            Ok(tensor.f_to_kind(self.kind)?.f_to_device(self.device)?)
-        };
+        let check =
+            |matrix: &str, tensor: tch::Tensor, expected: [u64; 2]| -> Result<tch::Tensor> {
+                let got = shape_of(&tensor);
+                if got != expected {
+                    return Err(MoeError::WrongShape {
+                        name: format!("{id}.{matrix}"),
+                        got,
+                        expected: expected.to_vec(),
+                    });
+                }
+                Ok(tensor.f_to_kind(self.kind)?.f_to_device(self.device)?)
+            };
         Ok(ExpertWeights {
             w1: check("w1", raw.w1, [inner, hidden])?,
             w2: check("w2", raw.w2, [hidden, inner])?,
@@ -318,7 +321,10 @@ mod tests {
         assert_eq!(cache.stats().bytes_resident, 0);
         cache.get(expert_name(1, 1)).expect("still served");
         let stats = cache.stats();
-        assert_eq!((stats.bytes_resident, stats.misses, stats.evictions), (0, 2, 1));
+        assert_eq!(
+            (stats.bytes_resident, stats.misses, stats.evictions),
+            (0, 2, 1)
+        );
     }
 
     #[test]

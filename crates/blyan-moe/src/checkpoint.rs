@@ -155,7 +155,11 @@ fn check_tensors(weights: &SafetensorsSource, config: &Config) -> Result<()> {
     let expected: HashSet<&str> = layout.iter().map(|spec| spec.name.as_str()).collect();
     // Unknown tensors first: a checkpoint of another layout (fused experts, another model)
     // is named by what it has that we do not know, not by everything it lacks.
-    if let Some(name) = weights.names().into_iter().find(|name| !expected.contains(name)) {
+    if let Some(name) = weights
+        .names()
+        .into_iter()
+        .find(|name| !expected.contains(name))
+    {
         return Err(MoeError::UnexpectedTensor {
             name: name.to_owned(),
         });
@@ -318,10 +322,11 @@ pub fn export_checkpoint(
             "metadata": {"total_size": total_bytes},
             "weight_map": weight_map,
         });
-        let mut bytes = serde_json::to_vec_pretty(&index).map_err(|error| MoeError::ShardIndex {
-            path: index_path.clone(),
-            reason: error.to_string(),
-        })?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&index).map_err(|error| MoeError::ShardIndex {
+                path: index_path.clone(),
+                reason: error.to_string(),
+            })?;
         bytes.push(b'\n');
         write(SHARD_INDEX_NAME, &bytes)?;
     } else if index_path.exists() {

@@ -236,14 +236,22 @@ impl Config {
             INTERMEDIATE_SIZE_MAX,
         )?;
         check_range("num_hidden_layers", self.num_hidden_layers, 1, LAYERS_MAX)?;
-        check_range("num_attention_heads", self.num_attention_heads, 1, HEADS_MAX)?;
+        check_range(
+            "num_attention_heads",
+            self.num_attention_heads,
+            1,
+            HEADS_MAX,
+        )?;
         check_range(
             "num_key_value_heads",
             self.num_key_value_heads(),
             1,
             self.num_attention_heads,
         )?;
-        if self.num_attention_heads % self.num_key_value_heads() != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads())
+        {
             return Err(config_error(
                 "num_key_value_heads",
                 format!(
@@ -253,7 +261,7 @@ impl Config {
                 ),
             ));
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(config_error(
                 "num_attention_heads",
                 format!(
@@ -263,10 +271,13 @@ impl Config {
             ));
         }
         check_range("head_dim", self.head_dim(), 2, HIDDEN_SIZE_MAX)?;
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(config_error(
                 "head_dim",
-                format!("{} is odd; rotary embeddings need an even width", self.head_dim()),
+                format!(
+                    "{} is odd; rotary embeddings need an even width",
+                    self.head_dim()
+                ),
             ));
         }
         check_range(
@@ -435,10 +446,22 @@ mod tests {
     #[test]
     fn refuses_bad_fields_by_name() {
         let cases: &[(&str, serde_json::Value, &str)] = &[
-            ("num_key_value_heads", serde_json::json!(3), "num_key_value_heads"),
+            (
+                "num_key_value_heads",
+                serde_json::json!(3),
+                "num_key_value_heads",
+            ),
             ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
-            ("num_experts_per_tok", serde_json::json!(9), "num_experts_per_tok"),
-            ("num_experts_per_tok", serde_json::json!(0), "num_experts_per_tok"),
+            (
+                "num_experts_per_tok",
+                serde_json::json!(9),
+                "num_experts_per_tok",
+            ),
+            (
+                "num_experts_per_tok",
+                serde_json::json!(0),
+                "num_experts_per_tok",
+            ),
             ("rms_norm_eps", serde_json::json!(0.0), "rms_norm_eps"),
             ("eos_token_id", serde_json::json!(320), "eos_token_id"),
             (
@@ -446,7 +469,11 @@ mod tests {
                 serde_json::json!({"rope_theta": 1.0, "rope_type": "yarn"}),
                 "rope_parameters",
             ),
-            ("rope_scaling", serde_json::json!({"type": "linear"}), "rope_scaling"),
+            (
+                "rope_scaling",
+                serde_json::json!({"type": "linear"}),
+                "rope_scaling",
+            ),
             ("head_dim", serde_json::json!(15), "head_dim"),
         ];
         for (field, value, expected) in cases {
@@ -476,7 +503,11 @@ mod tests {
         let seed = Config::seed();
         seed.validate().expect("valid");
         assert_eq!(
-            (seed.num_hidden_layers, seed.num_local_experts, seed.num_experts_per_tok),
+            (
+                seed.num_hidden_layers,
+                seed.num_local_experts,
+                seed.num_experts_per_tok
+            ),
             (4, 8, 2)
         );
     }

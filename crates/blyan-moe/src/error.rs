@@ -48,7 +48,9 @@ pub enum MoeError {
     },
 
     /// The checkpoint is not a Mixtral causal language model.
-    #[error("unsupported architecture {found:?} (model_type {model_type:?}): only MixtralForCausalLM is supported")]
+    #[error(
+        "unsupported architecture {found:?} (model_type {model_type:?}): only MixtralForCausalLM is supported"
+    )]
     UnsupportedArchitecture {
         /// The `architectures` list of the config.
         found: Vec<String>,
@@ -149,7 +151,9 @@ pub enum MoeError {
     EmptyPrompt,
 
     /// Prompt plus requested tokens exceed what the model may attend to.
-    #[error("prompt of {prompt_tokens} tokens plus {max_tokens} new tokens exceeds the context of {context_tokens_max} tokens")]
+    #[error(
+        "prompt of {prompt_tokens} tokens plus {max_tokens} new tokens exceeds the context of {context_tokens_max} tokens"
+    )]
     ContextTooLong {
         /// Tokens in the prompt.
         prompt_tokens: u64,

@@ -23,7 +23,9 @@ pub(crate) fn expert_name(layer: u32, expert: u32) -> ExpertName {
 /// Every expert of a valid configuration, layer by layer, in ascending order.
 pub fn experts_of(config: &Config) -> Vec<ExpertName> {
     (0..config.num_hidden_layers)
-        .flat_map(|layer| (0..config.num_local_experts).map(move |expert| expert_name(layer, expert)))
+        .flat_map(|layer| {
+            (0..config.num_local_experts).map(move |expert| expert_name(layer, expert))
+        })
         .collect()
 }
 
@@ -226,7 +228,11 @@ pub fn parameter_layout(config: &Config) -> Result<Vec<TensorSpec>> {
             SharedGroup::Router { layer },
         );
     }
-    shared("model.norm.weight".to_owned(), vec![hidden], SharedGroup::Head);
+    shared(
+        "model.norm.weight".to_owned(),
+        vec![hidden],
+        SharedGroup::Head,
+    );
     if !config.tie_word_embeddings {
         shared(
             "lm_head.weight".to_owned(),

@@ -588,7 +588,9 @@ mod tests {
         };
         let draw = |params: &SamplingParams| {
             let mut sampler = Sampler::new(params);
-            (0..200).map(|_| sampler.sample(&logits)).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| sampler.sample(&logits))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(&params), draw(&params));
         assert_ne!(
@@ -634,7 +636,9 @@ mod tests {
         assert!(!ok(with(|p| p.top_p = Some(1.01))));
         assert!(!ok(with(|p| p.top_k = Some(0))));
         assert!(ok(with(|p| p.stop_token_ids = vec![99; STOP_TOKENS_MAX])));
-        assert!(!ok(with(|p| p.stop_token_ids = vec![1; STOP_TOKENS_MAX + 1])));
+        assert!(!ok(with(
+            |p| p.stop_token_ids = vec![1; STOP_TOKENS_MAX + 1]
+        )));
         assert!(!ok(with(|p| p.stop_token_ids = vec![100])));
     }
 }

@@ -16,14 +16,19 @@
 //!   applied in ascending order. The same prompt, seed and weights give the same tokens.
 //! - Experts are loaded on demand through an [`ExpertCache`] with a byte budget; an expert the
 //!   weights lack is [`MoeError::MissingExpert`] naming it, never a silent zero.
-//! - Import checks a checkpoint completely (architecture, every tensor, shapes, dtypes) before
-//!   anything is written; export writes the same tensor bytes back.
+//! - Import and publishing check a model completely (architecture, tokenizer, every tensor,
+//!   shapes, dtypes) before anything is written; export writes the same tensor bytes back.
+//! - On the chain, one block per expert, shared groups and routers in their own blocks, and a
+//!   meta block ([`ModelDocument`]) carrying `config.json` and `tokenizer.json`; a block whose
+//!   payload is already current is never written again. The untrained seed model says so
+//!   ([`ModelInfo::untrained`]). See `docs/moe.md`.
 //!
 //! It must not depend on the node, the HTTP layer or the ledger; it speaks no network.
 //!
 //! # Where to start reading
 //! [`Model`] (the forward pass), [`Generator`] and [`TokenStream`] (generation),
-//! [`WeightSource`] (where weights come from), [`ExpertCache`] (experts on demand).
+//! [`WeightSource`] (where weights come from), [`ExpertCache`] (experts on demand),
+//! [`publish_model`] and [`ChainSource`] (the model on the chain).
 //!
 //! # Example
 //! ```
@@ -43,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod chain;
 mod checkpoint;
 mod config;
 mod error;
@@ -54,6 +60,11 @@ mod tokenizer;
 mod weights;
 
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
+pub use chain::{
+    ChainSource, DEFAULT_SEED, ExpertQuantization, MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT,
+    ModelDocument, PublishEvent, PublishOptions, PublishSummary, current_model, ensure_model,
+    export_from_chain, publish_model, publish_seed_model,
+};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExportSummary,
     GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME, export_checkpoint,
@@ -79,6 +90,6 @@ pub use tokenizer::{
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,
-    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, TensorInfo, WeightSource,
-    dtype_of_kind, kind_of_dtype, tensor_to_bytes,
+    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, TensorInfo, WeightSource, dtype_of_kind,
+    kind_of_dtype, tensor_to_bytes,
 };

@@ -209,7 +209,9 @@ impl Attention {
             weights = weights.f_add(mask)?;
         }
         // softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-        let weights = weights.f_softmax(-1, Kind::Float)?.f_to_kind(query.kind())?;
+        let weights = weights
+            .f_softmax(-1, Kind::Float)?
+            .f_to_kind(query.kind())?;
         // attn_output.transpose(1, 2).contiguous(); attn_output.reshape(*input_shape, -1)
         let output = weights
             .f_matmul(&value)?
@@ -281,11 +283,8 @@ impl DecoderLayer {
             .f_linear::<Tensor>(&self.router, None)?
             .f_softmax(-1, Kind::Float)?;
         let expert_count = probabilities.size()[1] as usize;
-        let probabilities = Vec::<f32>::try_from(
-            probabilities
-                .f_to_device(Device::Cpu)?
-                .f_flatten(0, -1)?,
-        )?;
+        let probabilities =
+            Vec::<f32>::try_from(probabilities.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
         let routing = route(&probabilities, expert_count, top_k);
 
         let device = xs.device();
@@ -520,7 +519,9 @@ impl Model {
 
         // freqs = position_ids[..., None].float() * self.inv_freq; emb = torch.cat((freqs, freqs), dim=-1)
         let positions = Tensor::f_arange_start(past, past + count, (Kind::Float, self.device))?;
-        let freqs = positions.f_unsqueeze(1)?.f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
+        let freqs = positions
+            .f_unsqueeze(1)?
+            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
         let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
         // cos.unsqueeze(unsqueeze_dim): [1, 1, positions, head_dim]
         let cos = angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
@@ -531,9 +532,10 @@ impl Model {
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = &xs;
             let normed = layer.input_layernorm.forward(residual)?;
-            let attended = layer
-                .attention
-                .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
+            let attended =
+                layer
+                    .attention
+                    .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
             let mixed = layer.moe(&normed, &mut self.experts, top_k, usage)?;
@@ -615,9 +617,10 @@ mod tests {
             .expect("forward");
         let mut cache = model.new_kv_cache();
         let mut last = None;
-        model
+        let prefill = model
             .forward(&tokens[..3], &mut cache, &mut usage, Logits::Last)
             .expect("prefill");
+        assert_eq!(prefill.size(), [1, i64::from(model.config().vocab_size)]);
         for token in &tokens[3..] {
             last = Some(
                 model

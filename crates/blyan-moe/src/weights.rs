@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::{
-    ExpertName, ExpertMatrix, ExpertWeights, TensorRole, expert_tensor_name, parameter_layout,
+    ExpertMatrix, ExpertName, ExpertWeights, TensorRole, expert_tensor_name, parameter_layout,
 };
 use crate::rng::Rng;
 
@@ -199,7 +199,9 @@ impl SafetensorsSource {
         for shard in shard_names {
             // A shard is a plain file name beside the index: never a path out of the directory.
             if shard.is_empty() || shard.contains(['/', '\\']) || shard == ".." || shard == "." {
-                return Err(bad(format!("shard name {shard:?} is not a plain file name")));
+                return Err(bad(format!(
+                    "shard name {shard:?} is not a plain file name"
+                )));
             }
             let path = dir.join(shard);
             if !path.is_file() {
@@ -225,7 +227,9 @@ impl SafetensorsSource {
             .keys()
             .find(|name| !index.weight_map.contains_key(*name))
         {
-            return Err(bad(format!("tensor `{name}` is in a shard but not in the index")));
+            return Err(bad(format!(
+                "tensor `{name}` is in a shard but not in the index"
+            )));
         }
         Ok(source)
     }
@@ -250,7 +254,8 @@ impl SafetensorsSource {
                  (limit {SAFETENSORS_HEADER_BYTES_MAX})"
             )));
         }
-        let mut header = vec![0u8; usize::try_from(header_bytes).map_err(|_| bad("header too large".into()))?];
+        let mut header =
+            vec![0u8; usize::try_from(header_bytes).map_err(|_| bad("header too large".into()))?];
         file.read_exact_at(&mut header, 8)
             .map_err(|error| bad(format!("cannot read the header: {error}")))?;
         let entries: HashMap<String, serde_json::Value> =
@@ -275,7 +280,9 @@ impl SafetensorsSource {
                 let expected = entry
                     .shape
                     .iter()
-                    .try_fold(element_bytes, |total, dimension| total.checked_mul(*dimension));
+                    .try_fold(element_bytes, |total, dimension| {
+                        total.checked_mul(*dimension)
+                    });
                 if expected != Some(end - start) {
                     return Err(bad(format!(
                         "tensor `{name}` of shape {:?} and dtype {} has {} bytes",
@@ -325,9 +332,12 @@ impl SafetensorsSource {
 
     /// The tensor's bytes exactly as stored in the file.
     pub fn raw_bytes(&self, name: &str) -> Result<Vec<u8>> {
-        let location = self.tensors.get(name).ok_or_else(|| MoeError::MissingTensor {
-            name: name.to_owned(),
-        })?;
+        let location = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| MoeError::MissingTensor {
+                name: name.to_owned(),
+            })?;
         let (path, file) = &self.files[location.file];
         let length = usize::try_from(location.bytes).map_err(|_| MoeError::Safetensors {
             path: path.clone(),
@@ -414,9 +424,12 @@ impl RandomInit {
 
 impl WeightSource for RandomInit {
     fn tensor(&self, name: &str) -> Result<Tensor> {
-        let (shape, is_norm) = self.shapes.get(name).ok_or_else(|| MoeError::MissingTensor {
-            name: name.to_owned(),
-        })?;
+        let (shape, is_norm) = self
+            .shapes
+            .get(name)
+            .ok_or_else(|| MoeError::MissingTensor {
+                name: name.to_owned(),
+            })?;
         let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
         if *is_norm {
             return Ok(Tensor::f_ones(&dims, (Kind::Float, tch::Device::Cpu))?);
@@ -464,7 +477,10 @@ mod tests {
         let first = a.tensor(name).expect("exists");
         let second = b.tensor(name).expect("exists");
         assert!(first.equal(&second));
-        let other = RandomInit::new(&config, 8).expect("valid").tensor(name).expect("exists");
+        let other = RandomInit::new(&config, 8)
+            .expect("valid")
+            .tensor(name)
+            .expect("exists");
         assert!(!first.equal(&other));
         let norm = a.tensor("model.norm.weight").expect("exists");
         assert!(norm.equal(&Tensor::ones([128], (Kind::Float, tch::Device::Cpu))));

@@ -297,7 +297,9 @@ pub(crate) fn checked_sizes(name: &str, dtype: Dtype, shape: &[u64]) -> Result<(
     Ok((count, bytes))
 }
 
-/// Checks a scheme fits the dtype and shape; returns the scale count it needs.
+/// Checks a scheme fits the dtype and shape; returns the scale count it needs. The scales'
+/// size in bytes (4 × count) is checked to fit `i64` too, so callers may multiply freely: the
+/// row count of a `[rows, 0]` weight is not bounded by its (zero) element count.
 pub(crate) fn quantization_scale_count(
     name: &str,
     quantization: Quantization,
@@ -314,10 +316,17 @@ pub(crate) fn quantization_scale_count(
             if dtype != Dtype::I8 {
                 return Err(mismatch("INT8 per-channel quantization needs dtype i8"));
             }
-            match shape {
-                [rows, _cols] => Ok(Some(*rows)),
-                _ => Err(mismatch("INT8 per-channel quantization needs a 2-D tensor")),
+            let [rows, _cols] = shape else {
+                return Err(mismatch("INT8 per-channel quantization needs a 2-D tensor"));
+            };
+            let scale_bytes = rows.checked_mul(4).filter(|bytes| *bytes <= i64::MAX as u64);
+            if scale_bytes.is_none() {
+                return Err(Error::ElementCountOverflow {
+                    tensor: name.to_owned(),
+                    shape: shape.to_vec(),
+                });
             }
+            Ok(Some(*rows))
         }
     }
 }

@@ -65,6 +65,11 @@ impl Int8Weight {
     /// scale to the dot product): no f32 copy of the weight is made. Result `[..., rows]` in
     /// `x`'s kind.
     ///
+    /// This is the memory-saving path (the weight stays a quarter of its f32 size), not the
+    /// fast one: on the x86 CPUs measured (`benches/tensorblock.rs`, libtorch 2.11) the kernel
+    /// is several times slower than an f32 matmul. For throughput, dequantize once on load
+    /// ([`crate::TensorBlock::load_f32`]) and multiply in f32.
+    ///
     /// bf16 input is computed in f32: libtorch 2.11's bf16 CPU kernel reads out of bounds
     /// (SIGSEGV) when `cols` is not a multiple of 16. Empty shapes take the dequantizing path.
     pub fn linear(&self, x: &Tensor) -> Result<Tensor> {

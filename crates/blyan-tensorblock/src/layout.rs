@@ -214,7 +214,7 @@ impl BlockLayout {
             let data = place(&mut cursor, data_bytes, &spec.name)?;
             let scales = match scale_count {
                 None => None,
-                // Cannot overflow: a row count ≤ element count ≤ i64::MAX / 1.
+                // Cannot overflow: `quantization_scale_count` checked 4 × rows fits i64.
                 Some(rows) => Some(place(&mut cursor, rows * 4, &spec.name)?),
             };
             tensors.push(TensorInfo {
@@ -520,7 +520,7 @@ fn parse_entry(
             None
         }
         Some(rows) => {
-            // rows ≤ element count ≤ i64::MAX, so × 4 fits u64.
+            // Cannot overflow: `quantization_scale_count` checked 4 × rows fits i64.
             check_region(Region::Scales, scales_field, rows * 4)?;
             Some(scales_field)
         }

@@ -16,7 +16,8 @@
 //! - the writer ([`BlockWriter`], [`encode_tensors`], [`encode_raw`]) streams a block into any
 //!   `io::Write`, so a large expert is never held twice;
 //! - INT8 per-output-channel symmetric quantization ([`Int8Weight`],
-//!   [`quantize_int8_per_channel`]), dequantized on load or computed on directly.
+//!   [`quantize_int8_per_channel`]): dequantized on load ([`TensorBlock::load_f32`], the fast
+//!   path on CPU), or computed on directly ([`Int8Weight::linear`], a quarter of the memory).
 //!
 //! Invariants: a [`BlockLayout`] exists only for bytes that satisfy every rule of the format
 //! (regions in bounds, aligned, non-overlapping, lengths equal to shape × dtype size, finite

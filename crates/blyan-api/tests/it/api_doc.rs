@@ -38,8 +38,14 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
-    assert!(undocumented.is_empty(), "served but not documented: {undocumented:?}");
-    assert!(unserved.is_empty(), "documented but not served: {unserved:?}");
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "documented but not served: {unserved:?}"
+    );
 
     // The table is the real router: each route answers with something other than the
     // router's own "no route" or "method not allowed".
@@ -56,6 +62,9 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
         let status = response.status().as_u16();
         let body = response.text().await.unwrap();
         assert_ne!(status, 405, "{method} {path}: {body}");
-        assert!(!body.contains("no route"), "{method} {path}: {status} {body}");
+        assert!(
+            !body.contains("no route"),
+            "{method} {path}: {status} {body}"
+        );
     }
 }

@@ -24,10 +24,18 @@ async fn sign_in_issues_tokens_and_a_replay_is_refused() {
     assert_eq!(session["credential"], "access_token");
 
     // The same message and signature again: the nonce is spent.
-    check_refused(&wallet.verify(&node, &message, &signature).await, 401, "nonce_replayed");
+    check_refused(
+        &wallet.verify(&node, &message, &signature).await,
+        401,
+        "nonce_replayed",
+    );
     // The old signature on a new message (new nonce) does not match it.
     let fresh = wallet.message(&wallet.fields(&node).await);
-    check_refused(&wallet.verify(&node, &fresh, &signature).await, 401, "bad_signature");
+    check_refused(
+        &wallet.verify(&node, &fresh, &signature).await,
+        401,
+        "bad_signature",
+    );
 }
 
 #[tokio::test]
@@ -41,7 +49,9 @@ async fn each_bad_message_is_refused_with_its_code() {
     fields.uri = "https://evil.example/".to_owned();
     let message = wallet.message(&fields);
     check_refused(
-        &wallet.verify(&node, &message, &wallet.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &wallet.personal_sign(message.as_bytes()))
+            .await,
         401,
         "siwe_domain_mismatch",
     );
@@ -50,7 +60,9 @@ async fn each_bad_message_is_refused_with_its_code() {
     fields.expiration = Some(now - Duration::from_secs(5));
     let message = wallet.message(&fields);
     check_refused(
-        &wallet.verify(&node, &message, &wallet.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &wallet.personal_sign(message.as_bytes()))
+            .await,
         401,
         "siwe_expired",
     );
@@ -59,7 +71,9 @@ async fn each_bad_message_is_refused_with_its_code() {
     fields.chain_id += 1;
     let message = wallet.message(&fields);
     check_refused(
-        &wallet.verify(&node, &message, &wallet.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &wallet.personal_sign(message.as_bytes()))
+            .await,
         401,
         "siwe_chain_id_mismatch",
     );
@@ -68,7 +82,9 @@ async fn each_bad_message_is_refused_with_its_code() {
     fields.nonce = "0123456789abcdef0123456789abcdef".to_owned();
     let message = wallet.message(&fields);
     check_refused(
-        &wallet.verify(&node, &message, &wallet.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &wallet.personal_sign(message.as_bytes()))
+            .await,
         401,
         "nonce_unknown",
     );
@@ -77,7 +93,9 @@ async fn each_bad_message_is_refused_with_its_code() {
     let message = wallet.message(&wallet.fields(&node).await);
     let impostor = TestWallet::new(0x13);
     check_refused(
-        &wallet.verify(&node, &message, &impostor.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &impostor.personal_sign(message.as_bytes()))
+            .await,
         401,
         "bad_signature",
     );
@@ -88,7 +106,11 @@ async fn each_bad_message_is_refused_with_its_code() {
         401,
         "contract_wallet_unsupported",
     );
-    check_refused(&wallet.verify(&node, "not a siwe message", "0x00").await, 400, "siwe_malformed");
+    check_refused(
+        &wallet.verify(&node, "not a siwe message", "0x00").await,
+        400,
+        "siwe_malformed",
+    );
 }
 
 #[tokio::test]
@@ -100,7 +122,9 @@ async fn an_expired_nonce_is_refused() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let message = wallet.message(&fields);
     check_refused(
-        &wallet.verify(&node, &message, &wallet.personal_sign(message.as_bytes())).await,
+        &wallet
+            .verify(&node, &message, &wallet.personal_sign(message.as_bytes()))
+            .await,
         401,
         "nonce_expired",
     );
@@ -112,27 +136,49 @@ async fn refresh_rotates_and_logout_revokes() {
     let wallet = TestWallet::new(0x15);
     let tokens = wallet.sign_in(&node).await;
     let (status, refreshed) = node
-        .post("/auth/refresh", &json!({ "refresh_token": tokens.refresh_token }), None)
+        .post(
+            "/auth/refresh",
+            &json!({ "refresh_token": tokens.refresh_token }),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{refreshed}");
     assert_ne!(refreshed["refresh_token"], tokens.refresh_token.as_str());
     // The spent refresh token is refused (and signs the session out).
     check_refused(
         &node
-            .post("/auth/refresh", &json!({ "refresh_token": tokens.refresh_token }), None)
+            .post(
+                "/auth/refresh",
+                &json!({ "refresh_token": tokens.refresh_token }),
+                None,
+            )
             .await,
         401,
         "refresh_invalid",
     );
-    check_refused(&node.get("/auth/session", Some(&tokens.access_token)).await, 401, "token_revoked");
+    check_refused(
+        &node.get("/auth/session", Some(&tokens.access_token)).await,
+        401,
+        "token_revoked",
+    );
 
     let tokens = wallet.sign_in(&node).await;
-    let (status, _) = node.post("/auth/logout", &json!({}), Some(&tokens.access_token)).await;
+    let (status, _) = node
+        .post("/auth/logout", &json!({}), Some(&tokens.access_token))
+        .await;
     assert_eq!(status, 204);
-    check_refused(&node.get("/auth/session", Some(&tokens.access_token)).await, 401, "token_revoked");
+    check_refused(
+        &node.get("/auth/session", Some(&tokens.access_token)).await,
+        401,
+        "token_revoked",
+    );
     check_refused(
         &node
-            .post("/auth/refresh", &json!({ "refresh_token": tokens.refresh_token }), None)
+            .post(
+                "/auth/refresh",
+                &json!({ "refresh_token": tokens.refresh_token }),
+                None,
+            )
             .await,
         401,
         "refresh_invalid",
@@ -143,18 +189,30 @@ async fn refresh_rotates_and_logout_revokes() {
 async fn forged_or_missing_tokens_are_refused() {
     let node = Node::start().await;
     check_refused(&node.get("/auth/session", None).await, 401, "token_missing");
-    check_refused(&node.get("/auth/session", Some("a.b.c")).await, 401, "token_invalid");
+    check_refused(
+        &node.get("/auth/session", Some("a.b.c")).await,
+        401,
+        "token_invalid",
+    );
     let wallet = TestWallet::new(0x16);
     let tokens = wallet.sign_in(&node).await;
     // Flip one character of the signature.
     let mut forged = tokens.access_token.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    check_refused(&node.get("/auth/session", Some(&forged)).await, 401, "token_invalid");
+    check_refused(
+        &node.get("/auth/session", Some(&forged)).await,
+        401,
+        "token_invalid",
+    );
     // A token from another node (another secret) is refused.
     let other = Node::start().await;
     let foreign = wallet.sign_in(&other).await;
-    check_refused(&node.get("/auth/session", Some(&foreign.access_token)).await, 401, "token_invalid");
+    check_refused(
+        &node.get("/auth/session", Some(&foreign.access_token)).await,
+        401,
+        "token_invalid",
+    );
 }
 
 #[tokio::test]
@@ -163,19 +221,29 @@ async fn api_keys_are_created_shown_once_used_and_revoked() {
     let wallet = TestWallet::new(0x17);
     let tokens = wallet.sign_in(&node).await;
     let (status, created) = node
-        .post("/auth/api-keys", &json!({ "name": "batch job" }), Some(&tokens.access_token))
+        .post(
+            "/auth/api-keys",
+            &json!({ "name": "batch job" }),
+            Some(&tokens.access_token),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with(blyan_api::API_KEY_PREFIX));
     let (status, session) = node.get("/auth/session", Some(&key)).await;
     assert_eq!(status, 200, "{session}");
-    assert_eq!((session["wallet"].as_str(), session["credential"].as_str()), (Some(wallet.address.as_str()), Some("api_key")));
+    assert_eq!(
+        (session["wallet"].as_str(), session["credential"].as_str()),
+        (Some(wallet.address.as_str()), Some("api_key"))
+    );
     let (status, listed) = node.get("/auth/api-keys", Some(&tokens.access_token)).await;
     assert_eq!(status, 200);
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(!listed[0].to_string().contains(&key[8..]), "the key is never shown again");
+    assert!(
+        !listed[0].to_string().contains(&key[8..]),
+        "the key is never shown again"
+    );
     let id = created["id"].as_str().unwrap();
     let response = node
         .http
@@ -185,9 +253,19 @@ async fn api_keys_are_created_shown_once_used_and_revoked() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    check_refused(&node.get("/auth/session", Some(&key)).await, 401, "api_key_invalid");
+    check_refused(
+        &node.get("/auth/session", Some(&key)).await,
+        401,
+        "api_key_invalid",
+    );
     // Anonymous callers cannot make keys.
-    check_refused(&node.post("/auth/api-keys", &json!({ "name": "x" }), None).await, 401, "token_missing");
+    check_refused(
+        &node
+            .post("/auth/api-keys", &json!({ "name": "x" }), None)
+            .await,
+        401,
+        "token_missing",
+    );
 }
 
 #[tokio::test]
@@ -198,7 +276,11 @@ async fn sign_in_is_rate_limited_per_ip_with_retry_after() {
     }
     let response = node.http.get(node.url("/auth/nonce")).send().await.unwrap();
     assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
@@ -209,11 +291,18 @@ async fn the_nonce_answers_a_checksummed_address() {
     let node = Node::start().await;
     let wallet = TestWallet::new(0x18);
     let (status, nonce) = node
-        .get(&format!("/auth/nonce?address={}", wallet.address.to_lowercase()), None)
+        .get(
+            &format!("/auth/nonce?address={}", wallet.address.to_lowercase()),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{nonce}");
     assert_eq!(nonce["address"], wallet.address.as_str());
     assert_eq!(nonce["domain"], node.domain().as_str());
     assert_eq!(nonce["nonce"].as_str().unwrap().len(), 32);
-    check_refused(&node.get("/auth/nonce?address=0x12", None).await, 400, "invalid_request");
+    check_refused(
+        &node.get("/auth/nonce?address=0x12", None).await,
+        400,
+        "invalid_request",
+    );
 }

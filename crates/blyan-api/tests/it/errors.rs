@@ -4,7 +4,8 @@ use crate::support::{Node, check_refused, into_json};
 
 #[tokio::test]
 async fn malformed_and_oversized_bodies_and_unknown_routes() {
-    let node = Node::start_with(|config| config.api.body_bytes_max = blyan_api::API_BODY_BYTES_MIN).await;
+    let node =
+        Node::start_with(|config| config.api.body_bytes_max = blyan_api::API_BODY_BYTES_MIN).await;
     let malformed = node
         .http
         .post(node.url("/auth/verify"))
@@ -26,7 +27,13 @@ async fn malformed_and_oversized_bodies_and_unknown_routes() {
 
     let limit = usize::try_from(blyan_api::API_BODY_BYTES_MIN).unwrap();
     let oversized = serde_json::json!({ "message": "x".repeat(limit), "signature": "0x" });
-    let response = node.http.post(node.url("/auth/verify")).json(&oversized).send().await.unwrap();
+    let response = node
+        .http
+        .post(node.url("/auth/verify"))
+        .json(&oversized)
+        .send()
+        .await
+        .unwrap();
     check_refused(&into_json(response).await, 413, "body_too_large");
 
     check_refused(&node.get("/no/such/route", None).await, 404, "not_found");

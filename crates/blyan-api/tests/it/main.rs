@@ -1,7 +1,13 @@
-//! Integration tests of the node's HTTP API over real loopback HTTP.
+//! Integration tests of the node's HTTP API over real loopback HTTP, against a node on a temp
+//! data dir (RocksDB chain store, embedded ledger, the seed model).
 #![allow(clippy::unwrap_used)]
 
 mod api_doc;
 mod auth;
+mod chain;
+mod chat;
 mod errors;
+mod load;
+mod openai;
+mod page;
 mod support;

@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use blyan_api::{AppState, NodeConfig, Server, TokenResponse};
+use blyan_chain::AuthorKey;
+use blyan_ledger::{
+    AccountId, Amount, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest,
+};
 use k256::ecdsa::SigningKey;
 use serde_json::Value;
 use sha3::{Digest as _, Keccak256};
@@ -21,18 +25,46 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with the shipped defaults on `127.0.0.1:0`, changed by `edit`.
+    /// A node with the shipped defaults on `127.0.0.1:0`, changed by `edit`, without a model.
     pub async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+        Self::start_serving(edit, false).await
+    }
+
+    /// A node whose chain holds the untrained seed model (4 layers of 8 experts, top-2,
+    /// byte-level vocabulary: published as blocks at start) and which serves it from there.
+    pub async fn serving_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+        Self::start_serving(edit, true).await
+    }
+
+    /// [`Node::serving_with`] the defaults.
+    pub async fn serving() -> Node {
+        Self::serving_with(|_| {}).await
+    }
+
+    async fn start_serving(edit: impl FnOnce(&mut NodeConfig), with_model: bool) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = NodeConfig::defaults();
         config.listen = "127.0.0.1:0".parse().expect("address");
         config.data_dir = dir.path().to_owned();
+        // Test blocks need not survive power loss; fsync per block only slows the tests down.
+        config.chain.durability = blyan_api::Durability::Unsynced;
         // Tests make many requests from one address; the limits get their own test.
         config.api.rate_limit.per_ip_per_minute = 10_000;
         config.api.rate_limit.per_wallet_per_minute = 10_000;
         config.api.free_tier.requests_per_hour_per_ip = 10_000;
         edit(&mut config);
-        let state = AppState::new(config).expect("node state opens");
+        let mut state = AppState::open(config).await.expect("node state opens");
+        if with_model {
+            state
+                .ensure_seed_model(&AuthorKey::generate())
+                .await
+                .expect("the seed model is published");
+            state = state
+                .load_model()
+                .await
+                .expect("the model loads from the chain");
+            assert!(state.generator().is_some(), "the chain holds the model");
+        }
         let server = Server::bind(state).await.expect("bind loopback");
         let addr = server.local_addr().expect("bound address");
         let state = Arc::clone(server.state());
@@ -50,6 +82,7 @@ impl Node {
         }
     }
 
+    /// A node with the shipped defaults, without a model.
     pub async fn start() -> Node {
         Self::start_with(|_| {}).await
     }
@@ -79,13 +112,41 @@ impl Node {
         into_json(request.send().await.expect("POST answers")).await
     }
 
+    /// Moves `bly` BLY from the treasury to `wallet`.
+    pub async fn fund(&self, wallet: &str, bly: &str) {
+        let ledger = self.state.ledger().expect("the node has a ledger");
+        let address = wallet.parse().expect("wallet address");
+        ledger
+            .transfer(TransferRequest {
+                key: IdempotencyKey::new(format!("fund-{wallet}-{bly}")).expect("key"),
+                from: SystemAccount::Treasury.into(),
+                to: AccountId::User(address),
+                amount: bly.parse::<Amount>().expect("amount"),
+                memo: "test funding".into(),
+            })
+            .await
+            .expect("treasury pays");
+    }
+
+    /// `wallet`'s (available, held) balance in the node's ledger.
+    pub async fn balance(&self, wallet: &str) -> (Amount, Amount) {
+        let ledger = self.state.ledger().expect("the node has a ledger");
+        let balance = ledger
+            .balance(AccountId::User(wallet.parse().expect("wallet address")))
+            .await
+            .expect("balance");
+        (balance.available, balance.held)
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server stops cleanly");
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }
@@ -124,7 +185,9 @@ pub fn check_refused(answer: &(u16, Value), status: u16, expected_code: &str) {
         answer.1
     );
     assert!(
-        answer.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{}",
         answer.1
     );
@@ -226,4 +289,49 @@ impl TestWallet {
         assert_eq!(status, 200, "{body}");
         serde_json::from_value(body).expect("token response")
     }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// `event:` name (`message` when absent).
+    pub name: String,
+    /// `data:` lines joined.
+    pub data: String,
+}
+
+/// Splits complete events off the front of `buffer`.
+pub fn take_events(buffer: &mut String) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut name = "message".to_owned();
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+            }
+        }
+        if !data.is_empty() {
+            events.push(SseEvent {
+                name,
+                data: data.join("\n"),
+            });
+        }
+    }
+    events
+}
+
+/// Reads a whole event stream.
+pub async fn read_events(response: reqwest::Response) -> Vec<SseEvent> {
+    let text = response.text().await.expect("event stream");
+    let mut buffer = text.replace("\r\n", "\n");
+    take_events(&mut buffer)
+}
+
+/// A chat message list with one user message.
+pub fn user_says(text: &str) -> Value {
+    serde_json::json!([{ "role": "user", "content": text }])
 }

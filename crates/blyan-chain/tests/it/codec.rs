@@ -259,3 +259,63 @@ fn garbage_is_a_decode_error() {
         Err(blyan_chain::Error::Decode { .. })
     ));
 }
+
+/// Writes valid blocks as seeds for the `chain_decode` fuzz target, into the directory named by
+/// `BLYAN_FUZZ_SEEDS_DIR` (`fuzz/corpus/chain_decode`). Each block is written in its wire form and
+/// in the target's `header length (u16) ‖ header ‖ payload` form.
+#[test]
+#[ignore = "writes fuzz seeds; run by hand before fuzzing"]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("BLYAN_FUZZ_SEEDS_DIR").expect("BLYAN_FUZZ_SEEDS_DIR names a directory"),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = blyan_chain::GenesisSpec::shipped();
+    let key = AuthorKey::generate();
+    let mut blocks: Vec<(BlockHeader, Vec<u8>)> = ChainId::ALL
+        .iter()
+        .map(|chain| {
+            let block = spec.block(*chain);
+            (block.header, block.payload)
+        })
+        .collect();
+    let dataset_tip = blyan_chain::ChainTip {
+        chain: ChainId::Dataset,
+        height: 0,
+        hash: spec.hashes()[2],
+    };
+    let mut entry = BlockHeader::new_child(&dataset_tip, BlockKind::DatasetEntry, b"entry", 1);
+    entry.depends_on.push(spec.meta_genesis_hash());
+    entry.sign(&key);
+    blocks.push((entry, b"entry".to_vec()));
+    let parameters_tip = blyan_chain::ChainTip {
+        chain: ChainId::Parameters,
+        height: 0,
+        hash: spec.hashes()[1],
+    };
+    let mut expert = BlockHeader::new_child(&parameters_tip, BlockKind::Expert, b"weights", 2);
+    expert.meta = BlockMeta {
+        expert: Some(ExpertName::new(1, 2).unwrap()),
+        layer: Some(1),
+        version: 1,
+        tensors: vec![TensorMeta {
+            name: "w1".into(),
+            dtype: TensorDtype::Bf16,
+            shape: vec![64, 32],
+        }],
+    };
+    expert.sign(&key);
+    blocks.push((expert, b"weights".to_vec()));
+    for (index, (header, payload)) in blocks.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("wire-{index}")),
+            encode_block(header, payload),
+        )
+        .unwrap();
+        let header_bytes = header.encode();
+        let mut split = (header_bytes.len() as u16).to_le_bytes().to_vec();
+        split.extend_from_slice(&header_bytes);
+        split.extend_from_slice(payload);
+        std::fs::write(dir.join(format!("split-{index}")), split).unwrap();
+    }
+}

@@ -7,6 +7,12 @@ use blyan_chain::{
     ExpertName, GENESIS_TIMESTAMP_MS, StoreConfig,
 };
 
+/// Whether `BLYAN_STRESS` asks for the long variants of the crash and concurrency tests (not
+/// run in CI).
+pub fn stress() -> bool {
+    std::env::var_os("BLYAN_STRESS").is_some_and(|value| value != "0")
+}
+
 /// A timestamp after genesis; blocks in tests share it unless a test is about time.
 pub const T0: u64 = GENESIS_TIMESTAMP_MS + 86_400_000;
 

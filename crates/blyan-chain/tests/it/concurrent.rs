@@ -9,10 +9,14 @@ use blyan_chain::{
     ForkRules, StoreConfig,
 };
 
-use crate::common::{T0, assert_verifies, bytes, fast_config, open};
+use crate::common::{T0, assert_verifies, bytes, fast_config, open, stress};
 
 const THREADS: u64 = 4;
-const BLOCKS_PER_THREAD: u64 = 40;
+
+/// Blocks each thread appends: 40, or 400 under `BLYAN_STRESS=1`.
+fn blocks_per_thread() -> u64 {
+    if stress() { 400 } else { 40 }
+}
 
 /// Appends `count` blocks of `kind` on `chain`'s tip, retrying when another thread took the tip
 /// first. Returns the hashes acknowledged.
@@ -89,7 +93,7 @@ fn racing_appenders_on_one_linear_chain() {
                     ChainId::Dataset,
                     BlockKind::DatasetEntry,
                     thread,
-                    BLOCKS_PER_THREAD,
+                    blocks_per_thread(),
                 )
             })
         })
@@ -98,7 +102,7 @@ fn racing_appenders_on_one_linear_chain() {
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    assert_eq!(acknowledged.len() as u64, THREADS * BLOCKS_PER_THREAD);
+    assert_eq!(acknowledged.len() as u64, THREADS * blocks_per_thread());
     check_linear_chain(&store, ChainId::Dataset, &acknowledged);
     assert_verifies(&store);
 }
@@ -120,14 +124,14 @@ fn appenders_on_different_chains() {
             std::thread::spawn(move || {
                 (
                     chain,
-                    append_racing(&store, chain, kind, thread as u64, BLOCKS_PER_THREAD),
+                    append_racing(&store, chain, kind, thread as u64, blocks_per_thread()),
                 )
             })
         })
         .collect();
     for thread in threads {
         let (chain, acknowledged) = thread.join().unwrap();
-        assert_eq!(acknowledged.len() as u64, BLOCKS_PER_THREAD);
+        assert_eq!(acknowledged.len() as u64, blocks_per_thread());
         check_linear_chain(&store, chain, &acknowledged);
     }
     assert_verifies(&store);
@@ -150,7 +154,7 @@ fn concurrent_children_of_one_parent_where_forks_are_allowed() {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 let key = AuthorKey::generate();
-                (0..BLOCKS_PER_THREAD)
+                (0..blocks_per_thread())
                     .map(|index| {
                         let payload = bytes(thread * 1000 + index, 200);
                         let mut header =
@@ -166,7 +170,7 @@ fn concurrent_children_of_one_parent_where_forks_are_allowed() {
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    assert_eq!(acknowledged.len() as u64, THREADS * BLOCKS_PER_THREAD);
+    assert_eq!(acknowledged.len() as u64, THREADS * blocks_per_thread());
     let at_one: HashSet<_> = store
         .block_hashes_at(ChainId::Dataset, 1)
         .unwrap()
@@ -175,7 +179,7 @@ fn concurrent_children_of_one_parent_where_forks_are_allowed() {
     assert_eq!(at_one, acknowledged);
     assert_eq!(
         store.dependents(&genesis.hash).unwrap().len() as u64,
-        THREADS * BLOCKS_PER_THREAD
+        THREADS * blocks_per_thread()
     );
     assert_verifies(&store);
 }

@@ -2,6 +2,8 @@
 //! printing each hash `append` acknowledged; the parent SIGKILLs it at random moments, many
 //! times. After each kill the store must reopen, verify, and hold every acknowledged block.
 //!
+//! 40 kills by default; `BLYAN_CRASH_ROUNDS=n` or `BLYAN_STRESS=1` (400) for longer runs.
+//!
 //! SIGKILL leaves the page cache intact, so this proves the write order and the reclaiming of
 //! unacknowledged bytes, not fsync itself (power loss cannot be simulated here).
 
@@ -18,11 +20,12 @@ use blyan_chain::{
 };
 use rand::{Rng as _, SeedableRng as _};
 
-use crate::common::{T0, bytes};
+use crate::common::{T0, bytes, stress};
 
 const CHILD_DIR_ENV: &str = "BLYAN_CRASH_CHILD_DIR";
 const ROUNDS_ENV: &str = "BLYAN_CRASH_ROUNDS";
 const ROUNDS_DEFAULT: usize = 40;
+const ROUNDS_STRESS: usize = 400;
 
 fn config() -> StoreConfig {
     // Synced, as in production; small segments so kills also land around segment sealing.
@@ -109,7 +112,11 @@ fn appends_survive_sigkill() {
     let rounds = std::env::var(ROUNDS_ENV)
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(ROUNDS_DEFAULT);
+        .unwrap_or(if stress() {
+            ROUNDS_STRESS
+        } else {
+            ROUNDS_DEFAULT
+        });
     let seed: u64 = rand::random();
     println!("crash test seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

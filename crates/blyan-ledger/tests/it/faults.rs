@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use blyan_ledger::{
-    Amount, AuthorizeRequest, EmbeddedLedger, HoldStatus, Ledger, LedgerOptions, ManualClock,
-    QuoteRequest, TransferRequest,
+    Amount, AnyLedger, AuthorizeRequest, EmbeddedLedger, HoldStatus, Ledger, LedgerOptions,
+    ManualClock, PgLedger, QuoteRequest, TransferRequest,
 };
 
 use crate::pg;
@@ -226,15 +226,16 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
     assert_eq!(available(&ledger, user(1)).await, bly("1"));
 }
 
-/// Runs this test binary's `embedded_child_process` in `mode` on `db`; kills it (SIGKILL) once
-/// it prints a line starting with `kill_at`. Returns the last `committed` count it printed.
+/// Runs this test binary's `child_process` in `mode` on `db` (a file or a connection string);
+/// kills it (SIGKILL) once it prints a line starting with `kill_at`. Returns the last
+/// `committed` count it printed.
 fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
             "--ignored",
             "--exact",
-            "faults::embedded_child_process",
+            "faults::child_process",
             "--nocapture",
         ])
         .env(CHILD_DB_ENV, db)
@@ -265,9 +266,11 @@ fn run_child_and_kill(db: &str, mode: &str, kill_at: &str) -> Option<u32> {
     last_committed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_process_killed_mid_transaction_leaves_nothing() {
-    let f = Fixture::new(Backend::Embedded).await;
+/// A process killed (SIGKILL) while holding a half-written transaction open, then another
+/// killed while committing batches in a loop: the store keeps whole transactions only, and
+/// the ledger reopened later has correct balances and has expired the stale hold.
+async fn process_killed_mid_transaction_leaves_nothing(backend: Backend) {
+    let f = Fixture::new(backend).await;
     let ledger = f.open().await;
     let (alice, bob) = (user(1), user(2));
     fund(&ledger, alice, "1000").await;
@@ -288,18 +291,38 @@ async fn embedded_process_killed_mid_transaction_leaves_nothing() {
         .unwrap();
     let before = snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await;
     drop(ledger);
+    let prefix = match backend {
+        Backend::Embedded => "embedded",
+        Backend::Pg => "pg",
+    };
 
     // 1. Killed while holding a hand-written half transaction open.
-    run_child_and_kill(&f.location, "raw", "CHILD mid-transaction");
+    run_child_and_kill(
+        &f.location,
+        &format!("{prefix}-raw"),
+        "CHILD mid-transaction",
+    );
     let ledger = f.open().await;
     assert_eq!(
         snapshot(&ledger, &[alice, bob, TREASURY, ESCROW]).await,
         before
     );
+    assert_eq!(
+        ledger
+            .transaction(blyan_ledger::TxId(900_001))
+            .await
+            .unwrap(),
+        None
+    );
     drop(ledger);
 
     // 2. Killed while committing batches of transfers in a loop.
-    let committed = run_child_and_kill(&f.location, "ledger", "CHILD committed 5").unwrap();
+    let committed = run_child_and_kill(
+        &f.location,
+        &format!("{prefix}-ledger"),
+        "CHILD committed 5",
+    )
+    .unwrap();
     assert!(committed >= 5);
     // Reopened ten minutes later: balances whole batches only, and the stale hold expired.
     f.clock.advance_ms(600_000);
@@ -329,6 +352,16 @@ async fn embedded_process_killed_mid_transaction_leaves_nothing() {
     assert_eq!(available(&ledger, bob).await, moved);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_process_killed_mid_transaction_leaves_nothing() {
+    process_killed_mid_transaction_leaves_nothing(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_process_killed_mid_transaction_leaves_nothing() {
+    process_killed_mid_transaction_leaves_nothing(Backend::Pg).await;
+}
+
 fn child_batch(batch: u32) -> Vec<TransferRequest> {
     (0..CHILD_BATCH_LEN)
         .map(|i| TransferRequest {
@@ -341,30 +374,28 @@ fn child_batch(batch: u32) -> Vec<TransferRequest> {
         .collect()
 }
 
-/// The process the embedded fault test kills; it does nothing unless started by that test.
-#[test]
-#[ignore = "run as a child process by embedded_process_killed_mid_transaction_leaves_nothing"]
-fn embedded_child_process() {
-    let (Ok(db), Ok(mode)) = (std::env::var(CHILD_DB_ENV), std::env::var(CHILD_MODE_ENV)) else {
-        panic!("run by the fault test only ({CHILD_DB_ENV} and {CHILD_MODE_ENV} unset)");
-    };
+fn say(line: &str) {
     use std::io::Write;
-    if mode == "raw" {
-        let connection = rusqlite::Connection::open(&db).unwrap();
-        connection
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', -5000000);
-                 INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{}', 5000000);",
-                user(1),
-                TREASURY
-            ))
-            .unwrap();
-        println!("CHILD mid-transaction");
-        std::io::stdout().flush().unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(120));
-        panic!("the parent should have killed this process");
-    }
+    println!("{line}");
+    std::io::stdout().flush().unwrap();
+}
+
+/// The process the fault tests kill; it does nothing unless started by them.
+#[test]
+#[ignore = "run as a child process by the process_killed_mid_transaction tests"]
+fn child_process() {
+    let (Ok(db), Ok(mode)) = (std::env::var(CHILD_DB_ENV), std::env::var(CHILD_MODE_ENV)) else {
+        panic!("run by the fault tests only ({CHILD_DB_ENV} and {CHILD_MODE_ENV} unset)");
+    };
+    // Both halves of a balanced transfer's entries, without the transaction row (SQLite) or
+    // before COMMIT (PostgreSQL).
+    let half = |alice: &str| {
+        format!(
+            "INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -5000000);
+             INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{TREASURY}', 5000000);"
+        )
+    };
+    let alice = user(1).to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -374,13 +405,47 @@ fn embedded_child_process() {
             clock: Arc::new(ManualClock::new(T0_MS)),
             pg_pool_size: 1,
         };
-        let ledger = EmbeddedLedger::open_with(&db, tokenomics(), options)
-            .await
-            .unwrap();
+        let ledger = match mode.as_str() {
+            "embedded-raw" => {
+                let connection = rusqlite::Connection::open(&db).unwrap();
+                connection
+                    .execute_batch(&format!("BEGIN IMMEDIATE; {}", half(&alice)))
+                    .unwrap();
+                say("CHILD mid-transaction");
+                std::thread::sleep(std::time::Duration::from_secs(120));
+                panic!("the parent should have killed this process");
+            }
+            "pg-raw" => {
+                let client = pg::connect(&db).await;
+                client
+                    .batch_execute(&format!(
+                        "BEGIN;
+                         INSERT INTO transactions (id, kind, memo, created_at_ms)
+                             VALUES (900001, 'transfer', 'half', 0);
+                         {}",
+                        half(&alice)
+                    ))
+                    .await
+                    .unwrap();
+                say("CHILD mid-transaction");
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                panic!("the parent should have killed this process");
+            }
+            "embedded-ledger" => AnyLedger::Embedded(
+                EmbeddedLedger::open_with(&db, tokenomics(), options)
+                    .await
+                    .unwrap(),
+            ),
+            "pg-ledger" => AnyLedger::Pg(
+                PgLedger::connect_with(&db, tokenomics(), options)
+                    .await
+                    .unwrap(),
+            ),
+            other => panic!("unknown child mode {other:?}"),
+        };
         for batch in 1..100_000 {
             ledger.transfer_batch(child_batch(batch)).await.unwrap();
-            println!("CHILD committed {batch}");
-            std::io::stdout().flush().unwrap();
+            say(&format!("CHILD committed {batch}"));
         }
     });
     panic!("the parent should have killed this process");

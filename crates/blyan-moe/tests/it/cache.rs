@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use blyan_moe::{
-    CancelToken, Checkpoint, ExpertName, Generator, Model, ModelOptions, MoeError, SamplingParams,
-    SafetensorsSource,
+    CancelToken, Checkpoint, ExpertName, Generator, Model, ModelOptions, MoeError,
+    SafetensorsSource, SamplingParams,
 };
 
 use crate::checkpoint::{EXPERT_W2, broken};
@@ -17,18 +17,31 @@ fn expert_bytes(checkpoint: &Checkpoint) -> u64 {
 
 fn generator_with_budget(checkpoint: &Checkpoint, budget_bytes: u64) -> Generator {
     checkpoint
-        .load_generator(ModelOptions { expert_cache_bytes: budget_bytes, ..ModelOptions::default() })
+        .load_generator(ModelOptions {
+            expert_cache_bytes: budget_bytes,
+            ..ModelOptions::default()
+        })
         .unwrap()
 }
 
-const PROMPTS: [&str; 3] = ["the chain holds the experts", "a block of the model", "héllo"];
+const PROMPTS: [&str; 3] = [
+    "the chain holds the experts",
+    "a block of the model",
+    "héllo",
+];
 
 fn run(generator: &Generator) -> Vec<Vec<u32>> {
     PROMPTS
         .iter()
         .map(|prompt| {
-            let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(12) };
-            generator.generate(prompt, params, CancelToken::new()).unwrap().token_ids
+            let params = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(12)
+            };
+            generator
+                .generate(prompt, params, CancelToken::new())
+                .unwrap()
+                .token_ids
         })
         .collect()
 }
@@ -39,15 +52,23 @@ fn unlimited_budget_loads_each_expert_once() {
     let generator = generator_with_budget(&checkpoint, u64::MAX);
     let mut used = std::collections::BTreeSet::new();
     for prompt in PROMPTS {
-        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(12) };
-        let generation = generator.generate(prompt, params, CancelToken::new()).unwrap();
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(12)
+        };
+        let generation = generator
+            .generate(prompt, params, CancelToken::new())
+            .unwrap();
         used.extend(generation.expert_usage.experts());
     }
     let stats = generator.cache_stats();
     assert_eq!(stats.misses, used.len() as u64);
     assert_eq!(stats.evictions, 0);
     assert_eq!(stats.experts_resident, used.len() as u64);
-    assert_eq!(stats.bytes_resident, used.len() as u64 * expert_bytes(&checkpoint));
+    assert_eq!(
+        stats.bytes_resident,
+        used.len() as u64 * expert_bytes(&checkpoint)
+    );
     assert!(stats.hits > stats.misses, "{stats:?}");
     assert!(stats.load_seconds_total > 0.0);
 }
@@ -71,7 +92,10 @@ fn small_budgets_evict_but_never_change_the_output() {
         }
         hit_rates.push(stats.hit_rate());
     }
-    assert!(hit_rates.windows(2).all(|pair| pair[0] <= pair[1]), "{hit_rates:?}");
+    assert!(
+        hit_rates.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{hit_rates:?}"
+    );
 }
 
 #[test]
@@ -85,13 +109,23 @@ fn missing_expert_fails_the_request_naming_it() {
     let missing = ExpertName::new(2, 5).unwrap();
     // Some prompt routes a token to layer 2's expert 5; every prompt that does must fail.
     let mut failed = 0;
-    for prompt in PROMPTS.iter().chain(["the quick brown fox jumps over the lazy dog"].iter()) {
-        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) };
+    for prompt in PROMPTS
+        .iter()
+        .chain(["the quick brown fox jumps over the lazy dog"].iter())
+    {
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(16)
+        };
         match generator.generate(prompt, params, CancelToken::new()) {
             Ok(generation) => assert!(!generation.expert_usage.experts().contains(&missing)),
             Err(MoeError::MissingExpert { expert }) => {
                 assert_eq!(expert, missing);
-                assert!(MoeError::MissingExpert { expert }.to_string().contains("layer2.expert5"));
+                assert!(
+                    MoeError::MissingExpert { expert }
+                        .to_string()
+                        .contains("layer2.expert5")
+                );
                 failed += 1;
             }
             Err(other) => panic!("unexpected {other}"),
@@ -104,6 +138,10 @@ fn remove_tensor(dir: &Path, name: &str) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<_> = file.tensors().into_iter().filter(|(tensor, _)| tensor != name).collect();
+    let kept: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .filter(|(tensor, _)| tensor != name)
+        .collect();
     safetensors::serialize_to_file(kept, None, &path).unwrap();
 }

@@ -17,8 +17,14 @@ fn export(checkpoint: &Checkpoint, out: &Path, shard_bytes_max: u64) -> blyan_mo
         generation_config_json: checkpoint.generation_config_json(),
         tokenizer_json: checkpoint.tokenizer_json(),
     };
-    export_checkpoint(out, checkpoint.config(), files, &*checkpoint.weights(), shard_bytes_max)
-        .unwrap()
+    export_checkpoint(
+        out,
+        checkpoint.config(),
+        files,
+        &*checkpoint.weights(),
+        shard_bytes_max,
+    )
+    .unwrap()
 }
 
 /// Every tensor of `a` and `b`: same names, dtypes, shapes and bytes.
@@ -28,7 +34,10 @@ pub fn assert_same_tensors(a: &Path, b: &Path) {
     assert_eq!(a.names(), b.names());
     for name in a.names() {
         assert_eq!(a.info(name), b.info(name), "{name}");
-        assert!(a.raw_bytes(name).unwrap() == b.raw_bytes(name).unwrap(), "{name} differs");
+        assert!(
+            a.raw_bytes(name).unwrap() == b.raw_bytes(name).unwrap(),
+            "{name} differs"
+        );
     }
 }
 
@@ -39,7 +48,12 @@ fn export_of_an_import_is_bit_exact() {
     let checkpoint = Checkpoint::open(&fixture.checkpoint()).unwrap();
     let summary = export(&checkpoint, out.path(), EXPORT_SHARD_BYTES_DEFAULT);
     assert_eq!(summary.shards, 1);
-    for file in ["config.json", "generation_config.json", "tokenizer.json", "model.safetensors"] {
+    for file in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ] {
         let original = std::fs::read(fixture.checkpoint().join(file)).unwrap();
         let exported = std::fs::read(out.path().join(file)).unwrap();
         assert!(original == exported, "{file} differs after the round trip");
@@ -68,13 +82,21 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Tensors)) {
     let mut tensors: Tensors = file
         .tensors()
         .into_iter()
-        .map(|(name, view)| (name, (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
+        .map(|(name, view)| {
+            (
+                name,
+                (view.dtype(), view.shape().to_vec(), view.data().to_vec()),
+            )
+        })
         .collect();
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, (dtype, shape, data))| {
-            (name.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap())
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap(),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
@@ -106,7 +128,10 @@ fn missing_tensor_is_named() {
             tensors.remove(EXPERT_W2);
         })
     });
-    assert!(matches!(&error, MoeError::MissingTensor { name } if name == EXPERT_W2), "{error}");
+    assert!(
+        matches!(&error, MoeError::MissingTensor { name } if name == EXPERT_W2),
+        "{error}"
+    );
 }
 
 #[test]
@@ -117,7 +142,11 @@ fn wrong_shape_is_named_with_both_shapes() {
         })
     });
     match error {
-        MoeError::WrongShape { name, got, expected } => {
+        MoeError::WrongShape {
+            name,
+            got,
+            expected,
+        } => {
             assert_eq!(name, EXPERT_W2);
             assert_eq!((got, expected), (vec![128, 64], vec![64, 128]));
         }
@@ -133,7 +162,10 @@ fn unsupported_architecture_is_refused() {
             config["model_type"] = serde_json::json!("llama");
         })
     });
-    assert!(matches!(error, MoeError::UnsupportedArchitecture { .. }), "{error}");
+    assert!(
+        matches!(error, MoeError::UnsupportedArchitecture { .. }),
+        "{error}"
+    );
 }
 
 #[test]
@@ -141,10 +173,16 @@ fn unexpected_tensor_and_unsupported_dtype_are_refused() {
     let (_temp, _, error) = broken(|dir| {
         rewrite_weights(dir, |tensors| {
             let norm = tensors["model.norm.weight"].clone();
-            tensors.insert("model.layers.0.block_sparse_moe.experts.gate_up_proj".into(), norm);
+            tensors.insert(
+                "model.layers.0.block_sparse_moe.experts.gate_up_proj".into(),
+                norm,
+            );
         })
     });
-    assert!(matches!(error, MoeError::UnexpectedTensor { .. }), "{error}");
+    assert!(
+        matches!(error, MoeError::UnexpectedTensor { .. }),
+        "{error}"
+    );
 
     let (_temp, _, error) = broken(|dir| {
         rewrite_weights(dir, |tensors| {

@@ -57,12 +57,10 @@ pub fn python() -> PathBuf {
     }
     let venv = std::env::var_os("BLYAN_VENV")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/blyan/venv")));
-    if let Some(venv) = venv {
-        let python = venv.join("bin/python");
-        if python.is_file() {
-            return python;
-        }
+        .unwrap_or_else(|| repository_root().join(".venv"));
+    let python = venv.join("bin/python");
+    if python.is_file() {
+        return python;
     }
     PathBuf::from("python3")
 }

@@ -49,7 +49,14 @@ fn same_seed_same_tokens_other_seed_other_tokens() {
 fn stop_token_ends_generation_before_it() {
     let generator = generator();
     let free = generator
-        .generate(PROMPT, SamplingParams { ignore_eos: true, ..SamplingParams::greedy(16) }, CancelToken::new())
+        .generate(
+            PROMPT,
+            SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(16)
+            },
+            CancelToken::new(),
+        )
         .unwrap();
     let stop = free.token_ids[6];
     let first = free.token_ids.iter().position(|id| *id == stop).unwrap();
@@ -66,7 +73,13 @@ fn stop_token_ends_generation_before_it() {
         .unwrap();
     assert_eq!(stopped.token_ids, free.token_ids[..first]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop { token_id: stop });
-    assert_eq!(stopped.text, generator.tokenizer().decode(&free.token_ids[..first]).unwrap());
+    assert_eq!(
+        stopped.text,
+        generator
+            .tokenizer()
+            .decode(&free.token_ids[..first])
+            .unwrap()
+    );
 }
 
 #[test]
@@ -76,7 +89,14 @@ fn model_end_of_sequence_token_stops_unless_ignored() {
     let free = checkpoint
         .load_generator(ModelOptions::default())
         .unwrap()
-        .generate(PROMPT, SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) }, CancelToken::new())
+        .generate(
+            PROMPT,
+            SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(8)
+            },
+            CancelToken::new(),
+        )
         .unwrap();
     // The same weights under a config whose end-of-sequence token is the fourth greedy token.
     let mut config = checkpoint.config().clone();
@@ -91,7 +111,14 @@ fn model_end_of_sequence_token_stops_unless_ignored() {
     assert_eq!(stopped.token_ids, free.token_ids[..first]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop { token_id: eos });
     let ignored = generator
-        .generate(PROMPT, SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) }, CancelToken::new())
+        .generate(
+            PROMPT,
+            SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(8)
+            },
+            CancelToken::new(),
+        )
         .unwrap();
     assert_eq!(ignored.token_ids, free.token_ids);
 }
@@ -132,7 +159,9 @@ fn context_limit_shortens_the_generation() {
 fn cancellation_stops_the_stream_at_the_next_token() {
     let generator = generator();
     let cancel = CancelToken::new();
-    let mut stream = generator.stream(PROMPT, sampled(5, 30), cancel.clone()).unwrap();
+    let mut stream = generator
+        .stream(PROMPT, sampled(5, 30), cancel.clone())
+        .unwrap();
     let mut received = Vec::new();
     for delta in stream.by_ref() {
         received.push(delta.unwrap());
@@ -140,13 +169,18 @@ fn cancellation_stops_the_stream_at_the_next_token() {
             cancel.cancel();
         }
     }
-    let tokens = received.iter().filter(|delta| delta.token_id.is_some()).count();
+    let tokens = received
+        .iter()
+        .filter(|delta| delta.token_id.is_some())
+        .count();
     assert_eq!(tokens, 3);
     assert_eq!(stream.finish_reason(), Some(FinishReason::Cancelled));
 
     let cancelled = CancelToken::new();
     cancelled.cancel();
-    let generation = generator.generate(PROMPT, sampled(5, 30), cancelled).unwrap();
+    let generation = generator
+        .generate(PROMPT, sampled(5, 30), cancelled)
+        .unwrap();
     assert!(generation.token_ids.is_empty());
     assert_eq!(generation.finish_reason, FinishReason::Cancelled);
 }
@@ -154,12 +188,20 @@ fn cancellation_stops_the_stream_at_the_next_token() {
 #[test]
 fn streamed_deltas_concatenate_to_the_full_text() {
     let generator = generator();
-    for (prompt, seed) in [(PROMPT, 11), ("héllo blocks 🦊", 12), ("a block of the model", 13)] {
-        let stream = generator.stream(prompt, sampled(seed, 40), CancelToken::new()).unwrap();
+    for (prompt, seed) in [
+        (PROMPT, 11),
+        ("héllo blocks 🦊", 12),
+        ("a block of the model", 13),
+    ] {
+        let stream = generator
+            .stream(prompt, sampled(seed, 40), CancelToken::new())
+            .unwrap();
         let deltas: Vec<Delta> = stream.map(Result::unwrap).collect();
         let streamed: String = deltas.iter().map(|delta| delta.text.as_str()).collect();
         let ids: Vec<u32> = deltas.iter().filter_map(|delta| delta.token_id).collect();
-        let full = generator.generate(prompt, sampled(seed, 40), CancelToken::new()).unwrap();
+        let full = generator
+            .generate(prompt, sampled(seed, 40), CancelToken::new())
+            .unwrap();
         assert_eq!(ids, full.token_ids);
         assert_eq!(streamed, full.text);
         assert_eq!(streamed, generator.tokenizer().decode(&ids).unwrap());
@@ -170,17 +212,28 @@ fn streamed_deltas_concatenate_to_the_full_text() {
 fn concurrent_streams_share_one_model() {
     let generator = generator();
     let expected: Vec<Vec<u32>> = (0..3)
-        .map(|seed| generator.generate(PROMPT, sampled(seed, 12), CancelToken::new()).unwrap().token_ids)
+        .map(|seed| {
+            generator
+                .generate(PROMPT, sampled(seed, 12), CancelToken::new())
+                .unwrap()
+                .token_ids
+        })
         .collect();
     let generator = Arc::new(generator);
     let handles: Vec<_> = (0..3)
         .map(|seed| {
             let generator = Arc::clone(&generator);
             std::thread::spawn(move || {
-                generator.generate(PROMPT, sampled(seed, 12), CancelToken::new()).unwrap().token_ids
+                generator
+                    .generate(PROMPT, sampled(seed, 12), CancelToken::new())
+                    .unwrap()
+                    .token_ids
             })
         })
         .collect();
-    let results: Vec<Vec<u32>> = handles.into_iter().map(|handle| handle.join().unwrap()).collect();
+    let results: Vec<Vec<u32>> = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect();
     assert_eq!(results, expected);
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cache;
+mod chain;
 mod checkpoint;
 mod fixture;
 mod generation;

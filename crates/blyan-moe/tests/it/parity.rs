@@ -79,8 +79,16 @@ fn greedy_generation_matches_the_reference_token_for_token() {
             .unwrap()
             .finish()
             .unwrap();
-        assert_eq!(generation.token_ids, case.greedy_ids, "prompt {:?}", case.prompt);
-        assert_eq!(generation.text, case.greedy_text, "prompt {:?}", case.prompt);
+        assert_eq!(
+            generation.token_ids, case.greedy_ids,
+            "prompt {:?}",
+            case.prompt
+        );
+        assert_eq!(
+            generation.text, case.greedy_text,
+            "prompt {:?}",
+            case.prompt
+        );
         assert_eq!(generation.finish_reason, FinishReason::Length);
     }
 }

@@ -215,6 +215,33 @@ fn element_count_overflow() {
     }
 }
 
+/// Found by the fuzzer: an INT8 `[rows, 0]` weight has no elements, so its element count did
+/// not bound `rows`, and `4 × rows` (the scales' size) overflowed.
+#[test]
+fn int8_rows_whose_scale_bytes_overflow() {
+    for rows in [1u64 << 62, (1 << 61) + 1, u64::MAX / 4 + 1] {
+        let error = parse_corrupted(|bytes| {
+            put(bytes, entry(W2, SHAPE), &rows.to_le_bytes());
+            put(bytes, entry(W2, SHAPE + 8), &0u64.to_le_bytes());
+        });
+        assert!(
+            matches!(error, Error::ElementCountOverflow { .. }),
+            "{rows}: {error}"
+        );
+        assert!(matches!(
+            BlockLayout::plan(&[TensorSpec::int8_per_channel("w", rows, 0)]),
+            Err(Error::ElementCountOverflow { .. })
+        ));
+    }
+    // The largest row count whose scales fit i64 is a length question, not an overflow.
+    let rows = i64::MAX as u64 / 4;
+    let error = parse_corrupted(|bytes| {
+        put(bytes, entry(W2, SHAPE), &rows.to_le_bytes());
+        put(bytes, entry(W2, SHAPE + 8), &0u64.to_le_bytes());
+    });
+    assert!(matches!(error, Error::LengthMismatch { .. }), "{error}");
+}
+
 #[test]
 fn length_differs_from_shape_times_dtype_size() {
     let error = parse_corrupted(|bytes| {

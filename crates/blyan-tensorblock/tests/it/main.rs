@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod chain;
 mod int8;
 mod parser_props;
 mod read_only;

@@ -212,6 +212,10 @@ fn no_payload_sized_allocation() {
             output.status,
             String::from_utf8_lossy(&output.stderr),
         );
+        // The child's measurements, for `--nocapture` runs.
+        for line in log.lines().filter(|line| line.starts_with("payload ")) {
+            println!("{line}");
+        }
         return;
     }
     let dir = tempfile::tempdir().unwrap();

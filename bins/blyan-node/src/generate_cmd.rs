@@ -1,0 +1,90 @@
+//! `blyan-node generate`: runs the chain's model on one prompt, streaming only the generated
+//! text to stdout (logs go to stderr).
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use blyan_api::NodeConfig;
+use blyan_moe::{CancelToken, Generator, ModelOptions, SamplingParams};
+use clap::Args;
+
+/// Sampling options of `blyan-node generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: u32,
+    /// 0 is greedy; above 0 samples from the logits divided by it.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the most likely tokens whose probabilities sum to at least P.
+    #[arg(long, value_name = "P")]
+    top_p: Option<f32>,
+    /// Sample only among the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    top_k: Option<u32>,
+    /// Seed of the sampler: the same seed, prompt and model give the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute on the first CUDA device when one is present.
+    #[arg(long)]
+    cuda: bool,
+}
+
+/// Loads the model from the data dir's chain (writing the untrained seed model first when the
+/// chain holds none, as the server does) and streams one generation to stdout.
+pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
+    let store = blyan_api::open_chain(config).context("opening the chain store")?;
+    let key = crate::node_key(&config.data_dir)?;
+    if let Some(summary) = blyan_moe::ensure_model(&store, &key)? {
+        tracing::warn!(
+            experts = summary.experts_written,
+            "the chain held no model: wrote the UNTRAINED seed model (random weights)"
+        );
+    }
+    let device = if args.cuda {
+        anyhow::ensure!(
+            tch::Cuda::is_available(),
+            "--cuda: no CUDA device is available"
+        );
+        tch::Device::Cuda(0)
+    } else {
+        tch::Device::Cpu
+    };
+    let generator = Generator::from_chain(
+        Arc::new(store),
+        ModelOptions {
+            device,
+            expert_cache_bytes: config.cache.expert_bytes_max,
+        },
+    )
+    .context("loading the model from the chain")?;
+    if generator.info().untrained {
+        tracing::warn!("this model is the untrained seed: its text is noise");
+    }
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    let mut stream = generator.stream(&args.prompt, params, CancelToken::new())?;
+    let mut stdout = std::io::stdout().lock();
+    for delta in stream.by_ref() {
+        stdout.write_all(delta?.text.as_bytes())?;
+        stdout.flush()?;
+    }
+    writeln!(stdout)?;
+    tracing::info!(
+        finish = ?stream.finish_reason(),
+        tokens = stream.token_ids().len(),
+        "generation finished"
+    );
+    Ok(())
+}

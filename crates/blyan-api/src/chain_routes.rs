@@ -1,0 +1,284 @@
+//! The chain explorer and block submission: pages of headers per chain, one header as JSON, a
+//! payload's raw bytes, and `POST /blocks` for a signed block in its wire form.
+//!
+//! Store calls (RocksDB reads, hashing, fsync on append) run on blocking threads. A payload is
+//! answered straight from its mapped segment: the response body owns the [`PayloadHandle`], so
+//! no byte of it is copied into an intermediate buffer.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use blyan_chain::{BLOCKS_PAGE_COUNT_MAX, BlockHash, ChainId, ChainStore, PayloadHandle};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{ApiBytes, ApiQuery};
+use crate::server::AppState;
+use crate::{Error, Result};
+
+/// Largest encoded block `POST /blocks` accepts, in bytes. The body is buffered before it is
+/// validated; bigger blocks (whole expert matrices of large models) go through
+/// `blyan-node chain import`.
+pub const BLOCK_SUBMIT_BYTES_MAX: usize = 256 << 20;
+
+/// Headers per explorer page when the request does not say.
+pub const BLOCKS_PAGE_COUNT_DEFAULT: u32 = 50;
+
+const _: () = assert!(
+    BLOCKS_PAGE_COUNT_DEFAULT <= BLOCKS_PAGE_COUNT_MAX,
+    "the default page must be one the store serves"
+);
+
+/// Query of `GET /chain/{chain}/blocks`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct BlocksQuery {
+    /// First height of the page (default 0).
+    from: Option<u64>,
+    /// Headers in the page, 1 to 1000 (default 50).
+    limit: Option<u32>,
+}
+
+/// A page of the explorer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BlocksPage {
+    /// The chain's letter.
+    pub chain: String,
+    /// Headers in (height, hash) order; each is the header's fields plus its `hash`.
+    #[schema(value_type = Vec<Object>)]
+    pub blocks: Vec<serde_json::Value>,
+    /// `from` of the next page; absent when this page reached the chain's tip.
+    pub next: Option<u64>,
+}
+
+/// Body of `POST /blocks` when the block was appended.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubmittedBlock {
+    /// The block's hash.
+    pub hash: String,
+}
+
+fn store(state: &AppState) -> Result<Arc<ChainStore>> {
+    state.chain.clone().ok_or(Error::ChainUnavailable)
+}
+
+fn store_failed(error: blyan_chain::Error) -> Error {
+    tracing::error!(%error, "chain store failed");
+    Error::ChainFailed
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::Internal {
+            reason: format!("chain task failed: {error}"),
+        })?
+}
+
+fn parse_chain(text: &str) -> Result<ChainId> {
+    ChainId::parse(text).map_err(|error| Error::InvalidRequest {
+        field: "chain".to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn parse_hash(text: &str) -> Result<BlockHash> {
+    BlockHash::parse(text).map_err(|error| Error::InvalidRequest {
+        field: "hash".to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// A header as the explorer shows it: its fields plus `hash`.
+fn header_json(hash: BlockHash, header: &blyan_chain::BlockHeader) -> serde_json::Value {
+    let mut value = serde_json::to_value(header).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "hash".to_owned(),
+            serde_json::Value::String(hash.to_string()),
+        );
+    }
+    value
+}
+
+/// Headers of one chain from a height upwards.
+#[utoipa::path(get, path = "/chain/{chain}/blocks", tag = "chain",
+    params(("chain" = String, Path, description = "A (meta), B (parameters) or D (dataset)"), BlocksQuery),
+    responses((status = 200, body = BlocksPage),
+        (status = 400, description = "invalid_request (unknown chain, limit out of range)"),
+        (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn blocks(
+    State(state): State<Arc<AppState>>,
+    Path(chain): Path<String>,
+    ApiQuery(query): ApiQuery<BlocksQuery>,
+) -> Result<axum::Json<BlocksPage>> {
+    let chain = parse_chain(&chain)?;
+    let limit = query.limit.unwrap_or(BLOCKS_PAGE_COUNT_DEFAULT);
+    if !(1..=BLOCKS_PAGE_COUNT_MAX).contains(&limit) {
+        return Err(Error::InvalidRequest {
+            field: "limit".to_owned(),
+            reason: format!("must be within 1..={BLOCKS_PAGE_COUNT_MAX}"),
+        });
+    }
+    let from = query.from.unwrap_or(0);
+    let store = store(&state)?;
+    let (page, tip) = blocking(move || {
+        let page = store.blocks(chain, from, limit).map_err(store_failed)?;
+        Ok((page, store.tip(chain).height))
+    })
+    .await?;
+    let next = page
+        .last()
+        .map(|last| last.header.height + 1)
+        .filter(|next| *next <= tip);
+    Ok(axum::Json(BlocksPage {
+        chain: chain.to_string(),
+        blocks: page
+            .iter()
+            .map(|sealed| header_json(sealed.hash, &sealed.header))
+            .collect(),
+        next,
+    }))
+}
+
+/// One block's header as JSON, with the blocks that refer to it.
+#[utoipa::path(get, path = "/blocks/{hash}", tag = "chain",
+    params(("hash" = String, Path, description = "The block hash, 64 hex digits")),
+    responses((status = 200, description = "The header's fields, `hash`, and `dependents`"),
+        (status = 400, description = "invalid_request"), (status = 404, description = "block_not_found")))]
+pub(crate) async fn block(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let hash = parse_hash(&hash)?;
+    let store = store(&state)?;
+    let (header, dependents) = blocking(move || {
+        let header = store.header(&hash).map_err(store_failed)?;
+        let dependents = match header {
+            Some(_) => store.dependents(&hash).map_err(store_failed)?,
+            None => Vec::new(),
+        };
+        Ok((header, dependents))
+    })
+    .await?;
+    let header = header.ok_or_else(|| Error::BlockNotFound {
+        hash: hash.to_string(),
+    })?;
+    let mut value = header_json(hash, &header);
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "dependents".to_owned(),
+            serde_json::to_value(&dependents).unwrap_or_default(),
+        );
+    }
+    Ok(axum::Json(value))
+}
+
+/// A block's payload, raw.
+#[utoipa::path(get, path = "/blocks/{hash}/payload", tag = "chain",
+    params(("hash" = String, Path, description = "The block hash, 64 hex digits")),
+    responses((status = 200, description = "The payload bytes", content_type = "application/octet-stream"),
+        (status = 400, description = "invalid_request"), (status = 404, description = "block_not_found")))]
+pub(crate) async fn payload(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> Result<Response> {
+    let hash = parse_hash(&hash)?;
+    let store = store(&state)?;
+    let handle: Option<PayloadHandle> =
+        blocking(move || store.payload(&hash).map_err(store_failed)).await?;
+    let handle = handle.ok_or_else(|| Error::BlockNotFound {
+        hash: hash.to_string(),
+    })?;
+    let length = handle.len();
+    // The body owns the mapping: hyper writes straight from the mapped segment.
+    let mut response = Body::from(Bytes::from_owner(handle)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    Ok(response)
+}
+
+/// The stable code of a block the store refused, and whether it conflicts with a stored one.
+fn refusal_code(error: &blyan_chain::Error) -> (&'static str, bool) {
+    use blyan_chain::Error as E;
+    match error {
+        E::Decode { .. } => ("block_malformed", false),
+        E::UnsupportedVersion { .. } => ("block_unsupported_version", false),
+        E::LimitExceeded { .. } => ("block_limit_exceeded", false),
+        E::HeaderHashMismatch { .. } => ("block_hash_mismatch", false),
+        E::MissingSignature { .. } => ("block_unsigned", false),
+        E::BadSignature { .. } => ("block_bad_signature", false),
+        E::WrongSigner { .. } => ("block_wrong_signer", false),
+        E::PayloadLengthMismatch { .. } => ("block_payload_length_mismatch", false),
+        E::PayloadHashMismatch { .. } => ("block_payload_hash_mismatch", false),
+        E::PayloadTooLarge { .. } => ("block_payload_too_large", false),
+        E::KindNotAllowed { .. } => ("block_kind_not_allowed", false),
+        E::GenesisPlacement { .. } | E::GenesisMismatch { .. } => ("block_genesis", false),
+        E::TooManyDependencies { .. } | E::DuplicateDependency { .. } => {
+            ("block_bad_dependencies", false)
+        }
+        E::MetaInvalid { .. } => ("block_meta_invalid", false),
+        E::InsufficientWork { .. } => ("block_insufficient_work", false),
+        E::AlreadyExists { .. } => ("block_exists", true),
+        E::UnknownParent { .. } => ("block_unknown_parent", false),
+        E::ParentOnOtherChain { .. } => ("block_parent_on_other_chain", false),
+        E::HeightGap { .. } => ("block_height_gap", false),
+        E::Fork { .. } => ("block_fork", true),
+        E::UnknownDependency { .. } => ("block_unknown_dependency", false),
+        E::DependencyLater { .. } => ("block_dependency_later", false),
+        E::TimestampBeforeParent { .. } => ("block_timestamp_before_parent", false),
+        E::ExpertVersionMismatch { .. } => ("block_expert_version_mismatch", true),
+        E::PolRejected { .. } => ("block_pol_rejected", false),
+        _ => ("block_invalid", false),
+    }
+}
+
+/// Appends a signed block sent in its wire form (`hash ‖ header length (u32 LE) ‖ header ‖
+/// payload`, as `blyan_chain::encode_block` writes it).
+#[utoipa::path(post, path = "/blocks", tag = "chain",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "An encoded block"),
+    responses((status = 201, body = SubmittedBlock),
+        (status = 409, description = "block_exists, block_fork, block_expert_version_mismatch"),
+        (status = 413, description = "body_too_large"),
+        (status = 422, description = "block_* : the validation rule the block breaks"),
+        (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn submit(
+    State(state): State<Arc<AppState>>,
+    ApiBytes(body): ApiBytes,
+) -> Result<(StatusCode, axum::Json<SubmittedBlock>)> {
+    let store = store(&state)?;
+    let outcome = blocking(move || Ok(store.submit(&body))).await?;
+    match outcome {
+        Ok(hash) => {
+            tracing::info!(block = %hash, "block submitted over HTTP");
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(SubmittedBlock {
+                    hash: hash.to_string(),
+                }),
+            ))
+        }
+        Err(error) if error.is_invalid_block() => {
+            let (code, conflict) = refusal_code(&error);
+            Err(Error::BlockRefused {
+                code,
+                conflict,
+                reason: error.to_string(),
+            })
+        }
+        Err(error) => Err(store_failed(error)),
+    }
+}

@@ -1,0 +1,185 @@
+//! The chain explorer and `POST /blocks` over real HTTP against the node's RocksDB store.
+
+use blyan_chain::{AuthorKey, BlockHeader, BlockKind, ChainId, encode_block};
+
+use crate::support::{Node, check_refused, into_json};
+
+/// A signed dataset entry extending the node's chain D.
+fn dataset_block(node: &Node, key: &AuthorKey, payload: &[u8]) -> BlockHeader {
+    let chain = node.state.chain().expect("the node has a chain store");
+    let tip = chain.tip(ChainId::Dataset);
+    let parent = chain.header(&tip.hash).unwrap().unwrap();
+    let mut header = BlockHeader::new_child(
+        &tip,
+        BlockKind::DatasetEntry,
+        payload,
+        parent.timestamp_ms + 1,
+    );
+    header.author = key.address();
+    header.sign(key);
+    header
+}
+
+async fn submit(node: &Node, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let response = node
+        .http
+        .post(node.url("/blocks"))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    into_json(response).await
+}
+
+#[tokio::test]
+async fn a_submitted_block_is_explored_and_its_payload_served() {
+    let node = Node::start().await;
+    let (status, page) = node.get("/chain/A/blocks", None).await;
+    assert_eq!(status, 200, "{page}");
+    let genesis = &page["blocks"][0];
+    assert_eq!(genesis["height"], 0);
+    assert_eq!(genesis["kind"], "genesis");
+    assert!(page["next"].is_null(), "genesis is the tip: {page}");
+
+    let key = AuthorKey::generate();
+    // Larger than `api.body_bytes_max` (64 KiB): `POST /blocks` has its own bound.
+    let payload: Vec<u8> = (0..200_000_u32).map(|i| (i % 251) as u8).collect();
+    let header = dataset_block(&node, &key, &payload);
+    let (status, created) = submit(&node, encode_block(&header, &payload)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["hash"], header.hash().to_string());
+
+    let (status, page) = node.get("/chain/D/blocks?from=1&limit=10", None).await;
+    assert_eq!(status, 200, "{page}");
+    let blocks = page["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 1, "{page}");
+    assert_eq!(blocks[0]["hash"], header.hash().to_string());
+    assert_eq!(blocks[0]["kind"], "dataset_entry");
+    assert_eq!(blocks[0]["payload_bytes"], payload.len());
+
+    let (status, shown) = node.get(&format!("/blocks/{}", header.hash()), None).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["author"], key.address().to_string());
+    assert_eq!(shown["height"], 1);
+    // The genesis it extends lists it as a dependent.
+    let parent = header.prev_hash.unwrap();
+    let (_, parent_shown) = node.get(&format!("/blocks/{parent}"), None).await;
+    assert!(
+        parent_shown["dependents"]
+            .to_string()
+            .contains(&header.hash().to_string()),
+        "{parent_shown}"
+    );
+
+    let response = node
+        .http
+        .get(node.url(&format!("/blocks/{}/payload", header.hash())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), payload.as_slice());
+
+    // The same block again conflicts with the stored one.
+    check_refused(
+        &submit(&node, encode_block(&header, &payload)).await,
+        409,
+        "block_exists",
+    );
+    // A graceful stop drains the server.
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_blocks_are_refused_with_the_rule_they_break() {
+    let node = Node::start().await;
+    let key = AuthorKey::generate();
+    let payload = b"entry".to_vec();
+    let header = dataset_block(&node, &key, &payload);
+
+    // Payload bytes that are not the ones the header commits to.
+    check_refused(
+        &submit(&node, encode_block(&header, b"other")).await,
+        422,
+        "block_payload_hash_mismatch",
+    );
+    // A parent the store does not hold.
+    let mut orphan = header.clone();
+    orphan.prev_hash = Some(blyan_chain::BlockHash([7; 32]));
+    orphan.sign(&key);
+    check_refused(
+        &submit(&node, encode_block(&orphan, &payload)).await,
+        422,
+        "block_unknown_parent",
+    );
+    // Signed by someone other than its author.
+    let mut forged = header.clone();
+    forged.sign(&AuthorKey::generate());
+    forged.author = key.address();
+    check_refused(
+        &submit(&node, encode_block(&forged, &payload)).await,
+        422,
+        "block_wrong_signer",
+    );
+    // A kind chain D does not hold.
+    let mut wrong_kind = header.clone();
+    wrong_kind.kind = BlockKind::Expert;
+    wrong_kind.sign(&key);
+    let answer = submit(&node, encode_block(&wrong_kind, &payload)).await;
+    assert_eq!(answer.0, 422, "{}", answer.1);
+    // Bytes that are no block at all.
+    check_refused(
+        &submit(&node, b"not a block".to_vec()).await,
+        422,
+        "block_malformed",
+    );
+    // Nothing of the above was stored.
+    assert_eq!(node.state.chain().unwrap().tip(ChainId::Dataset).height, 0);
+    // The honest block still goes in.
+    assert_eq!(submit(&node, encode_block(&header, &payload)).await.0, 201);
+}
+
+#[tokio::test]
+async fn bad_explorer_queries_are_refused() {
+    let node = Node::start().await;
+    check_refused(
+        &node.get("/chain/Z/blocks", None).await,
+        400,
+        "invalid_request",
+    );
+    check_refused(
+        &node.get("/chain/A/blocks?limit=0", None).await,
+        400,
+        "invalid_request",
+    );
+    let too_many = blyan_chain::BLOCKS_PAGE_COUNT_MAX + 1;
+    check_refused(
+        &node
+            .get(&format!("/chain/A/blocks?limit={too_many}"), None)
+            .await,
+        400,
+        "invalid_request",
+    );
+    check_refused(
+        &node.get("/chain/A/blocks?from=x", None).await,
+        400,
+        "invalid_request",
+    );
+    check_refused(&node.get("/blocks/xyz", None).await, 400, "invalid_request");
+    let unknown = "ab".repeat(32);
+    check_refused(
+        &node.get(&format!("/blocks/{unknown}"), None).await,
+        404,
+        "block_not_found",
+    );
+    check_refused(
+        &node.get(&format!("/blocks/{unknown}/payload"), None).await,
+        404,
+        "block_not_found",
+    );
+}

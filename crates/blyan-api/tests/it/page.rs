@@ -1,0 +1,369 @@
+//! The web page in headless Chromium, driven through chromedriver: load, a streamed free-tier
+//! chat, the stop button, sign-in through an injected EIP-1193 provider whose `personal_sign`
+//! the test answers with a secp256k1 key, the balance, a paid chat, the explorer and the expert
+//! dashboard. A screenshot is saved under the target directory.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::support::{Node, TestWallet};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Bound on each wait for the page to reach a state (not a timing assertion: a slow machine
+/// only waits longer).
+const PAGE_WAIT: Duration = Duration::from_secs(120);
+
+/// Where the screenshot goes.
+fn screenshot_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blyan-api-page.png")
+}
+
+/// A chromedriver process, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    for binary in [CHROMEDRIVER, CHROMIUM] {
+        assert!(
+            std::path::Path::new(binary).exists(),
+            "{binary} is missing: install Debian's chromium and chromium-driver (scripts/setup.sh does)"
+        );
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + PAGE_WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver never opened its port"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--no-first-run", "--disable-extensions",
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+/// Runs `script` (a function body returning a value) until it returns something truthy.
+async fn wait_js(client: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let value = client
+            .execute(script, Vec::new())
+            .await
+            .expect("script runs");
+        let truthy = match &value {
+            Value::Null | Value::Bool(false) => false,
+            Value::String(text) => !text.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "the page never reached: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(client: &Client, id: &str) -> String {
+    client
+        .find(Locator::Id(id))
+        .await
+        .expect("element exists")
+        .text()
+        .await
+        .expect("element text")
+}
+
+async fn chat(client: &Client, text: &str, max_tokens: u32) {
+    let input = client.find(Locator::Id("chat-max-tokens")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(&max_tokens.to_string()).await.unwrap();
+    client
+        .find(Locator::Id("chat-input"))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("chat-send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// An EIP-1193 provider with one account; `personal_sign` requests wait in
+/// `window.__blyanSignRequests` until the test answers them.
+const PROVIDER: &str = r#"
+const account = arguments[0];
+window.__blyanSignRequests = [];
+window.ethereum = {
+  isMetaMask: false,
+  request: async ({ method, params }) => {
+    if (method === "eth_requestAccounts" || method === "eth_accounts") return [account.toLowerCase()];
+    if (method === "eth_chainId") return "0x1";
+    if (method === "personal_sign") {
+      return new Promise((resolve, reject) => {
+        window.__blyanSignRequests.push({ message: params[0], address: params[1], resolve, reject });
+      });
+    }
+    throw Object.assign(new Error(`unsupported method ${method}`), { code: 4200 });
+  },
+};
+return true;
+"#;
+
+fn hex_to_bytes(hex: &str) -> Vec<u8> {
+    hex::decode(hex.trim_start_matches("0x")).expect("hex message")
+}
+
+#[tokio::test]
+async fn the_page_chats_streams_signs_in_and_explores_in_chromium() {
+    let node = Node::serving().await;
+    let driver = start_driver();
+    let client = browser(&driver).await;
+    let outcome = drive_page(&node, &client).await;
+    let screenshot = client.screenshot().await;
+    client.close().await.expect("session closes");
+    outcome.expect("page flow");
+    let png = screenshot.expect("screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    std::fs::write(screenshot_path(), &png).expect("screenshot saved");
+    eprintln!("screenshot: {}", screenshot_path().display());
+}
+
+async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+    let status = text_of(client, "node-status").await;
+    if !status.contains("untrained seed") {
+        return Err(format!("node status shows {status:?}"));
+    }
+
+    // Free tier, streamed to the end.
+    chat(client, "Hello experts", 24).await;
+    let usage = wait_js(
+        client,
+        "free chat finished",
+        "return document.getElementById('chat-usage').textContent;",
+    )
+    .await;
+    let usage = usage.as_str().unwrap_or_default().to_owned();
+    if !usage.contains("free tier") || !usage.contains("completion tokens") {
+        return Err(format!("usage line {usage:?}"));
+    }
+    let answered = wait_js(
+        client,
+        "streamed answer shown",
+        "const m = document.querySelectorAll('.message.assistant'); return m.length ? m[m.length-1].textContent.length : 0;",
+    )
+    .await;
+    if answered.as_u64().unwrap_or(0) == 0 {
+        return Err("no streamed text".to_owned());
+    }
+    let layers = client
+        .execute(
+            "return document.querySelectorAll('#experts-used tbody tr').length;",
+            Vec::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if layers != json!(4) {
+        return Err(format!("experts-used rows: {layers}"));
+    }
+
+    // A long answer stopped mid-stream. The page sends no seed, so an answer may end on its
+    // own (an end-of-sequence token) before the click: then ask again.
+    let mut stopped = false;
+    for _ in 0..4 {
+        chat(client, "Keep going", 1024).await;
+        wait_js(
+            client,
+            "long answer streaming",
+            "const m = document.querySelectorAll('.message.assistant'); return m[m.length-1].textContent.length > 0;",
+        )
+        .await;
+        client
+            .find(Locator::Id("chat-stop"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let ended = wait_js(
+            client,
+            "long answer ended",
+            "const m = document.querySelectorAll('.message.assistant'); const t = m[m.length-1].textContent; \
+             if (t.endsWith('[stopped]')) return 'stopped'; \
+             return document.getElementById('chat-send').disabled ? '' : 'finished';",
+        )
+        .await;
+        if ended == json!("stopped") {
+            stopped = true;
+            break;
+        }
+    }
+    if !stopped {
+        return Err("the stop button never stopped a stream".to_owned());
+    }
+
+    // Sign in through the injected EIP-1193 provider.
+    let wallet = TestWallet::new(0x41);
+    node.fund(&wallet.address, "7").await;
+    client
+        .execute(PROVIDER, vec![json!(wallet.address)])
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let request = wait_js(
+        client,
+        "personal_sign requested",
+        "const r = window.__blyanSignRequests[0]; return r ? { message: r.message, address: r.address } : null;",
+    )
+    .await;
+    let message = hex_to_bytes(request["message"].as_str().unwrap_or_default());
+    let text = String::from_utf8(message.clone()).map_err(|e| e.to_string())?;
+    if !text.contains(&wallet.address)
+        || !text.contains(&format!("{} wants you to sign in", node.addr))
+    {
+        return Err(format!("sign-in message {text:?}"));
+    }
+    let signature = wallet.personal_sign(&message);
+    client
+        .execute(
+            "window.__blyanSignRequests.shift().resolve(arguments[0]); return true;",
+            vec![json!(signature)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let balance = wait_js(
+        client,
+        "balance shown",
+        "return document.getElementById('wallet-balance').textContent;",
+    )
+    .await;
+    let (available, _) = node.balance(&wallet.address).await;
+    if balance != json!(format!("{available} BLY")) {
+        return Err(format!("balance shows {balance}, ledger has {available}"));
+    }
+    if text_of(client, "wallet-address").await != wallet.address {
+        return Err("wallet address not shown".to_owned());
+    }
+
+    // A paid chat; the balance follows the charge.
+    chat(client, "Paid question", 8).await;
+    wait_js(
+        client,
+        "paid chat finished",
+        "return document.getElementById('chat-usage').textContent.includes('charged');",
+    )
+    .await;
+    let (after, held) = node.balance(&wallet.address).await;
+    if held.units() != 0 || after.units() >= available.units() {
+        return Err(format!(
+            "ledger after paid chat: {after} available, {held} held"
+        ));
+    }
+    wait_js(
+        client,
+        "balance updated",
+        &format!("return document.getElementById('wallet-balance').textContent === '{after} BLY';"),
+    )
+    .await;
+
+    // The explorer lists chain A's genesis; the dashboard lists the experts.
+    client
+        .find(Locator::Css("nav button[data-tab=explorer]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        client,
+        "explorer rows",
+        "const r = document.querySelector('#explorer-blocks tbody tr'); return r && r.cells[2].textContent === 'genesis';",
+    )
+    .await;
+    client
+        .find(Locator::Css("nav button[data-tab=experts]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        client,
+        "expert rows",
+        "return document.querySelectorAll('#experts-table tbody tr').length === 32;",
+    )
+    .await;
+    client
+        .find(Locator::Css("nav button[data-tab=chat]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    Ok(())
+}
