@@ -29,6 +29,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hint::black_box;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -198,7 +199,11 @@ fn fixture() -> &'static Fixture {
             expert_payload = payload;
         }
         let file_path = dir.path().join("expert.tb");
-        std::fs::write(&file_path, &expert_payload).unwrap();
+        // Written back at once: `posix_fadvise(DONTNEED)` cannot evict dirty pages.
+        let mut file = File::create(&file_path).unwrap();
+        file.write_all(&expert_payload).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
         drop(expert_payload);
         let int8_payload = {
             let handle = store.payload(f32_blocks.last().unwrap()).unwrap().unwrap();
@@ -386,9 +391,14 @@ fn full_pass_warm(c: &mut Criterion) {
 fn full_pass_cold(c: &mut Criterion) {
     let fixture = fixture();
     fixture.evict();
+    let resident = resident_fraction(&fixture.file_path);
     println!(
         "cold regime: {:.1}% of the expert file resident after eviction",
-        100.0 * resident_fraction(&fixture.file_path)
+        100.0 * resident
+    );
+    assert!(
+        resident < 0.05,
+        "eviction failed: the cold regime would measure a warm one"
     );
     full_pass(c, "full_pass_cold", Fixture::evict, false);
     fixture.reopen();

@@ -319,7 +319,9 @@ pub(crate) fn quantization_scale_count(
             let [rows, _cols] = shape else {
                 return Err(mismatch("INT8 per-channel quantization needs a 2-D tensor"));
             };
-            let scale_bytes = rows.checked_mul(4).filter(|bytes| *bytes <= i64::MAX as u64);
+            let scale_bytes = rows
+                .checked_mul(4)
+                .filter(|bytes| *bytes <= i64::MAX as u64);
             if scale_bytes.is_none() {
                 return Err(Error::ElementCountOverflow {
                     tensor: name.to_owned(),

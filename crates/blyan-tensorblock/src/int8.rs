@@ -56,8 +56,9 @@ impl Int8Weight {
 
     /// A new f32 `[rows, cols]` tensor with the weight's values (a copy by nature).
     pub fn dequantize(&self) -> Result<Tensor> {
-        let values = self.data.f_to_kind(Kind::Float)?;
-        Ok(values.f_mul(&self.scales.f_unsqueeze(1)?)?)
+        // One pass: i8 × f32 promotes to f32 inside the kernel (each code converted exactly,
+        // then multiplied in f32), with no intermediate f32 copy of the codes.
+        Ok(self.data.f_mul(&self.scales.f_unsqueeze(1)?)?)
     }
 
     /// `x @ Wᵀ` for `x` of shape `[..., cols]` (f32, f16 or bf16), computed on the INT8 codes
