@@ -81,18 +81,7 @@ pub fn run(config: &NodeConfig, command: ChainCommand) -> anyhow::Result<i32> {
                     )?;
                 }
                 Some(bad) => {
-                    let hash = bad
-                        .hash
-                        .map_or_else(|| "-".to_owned(), |hash| hash.to_string());
-                    let chain = bad
-                        .chain
-                        .map_or_else(|| "-".to_owned(), |chain| chain.to_string());
-                    let height = bad.height.map_or_else(|| "-".to_owned(), |h| h.to_string());
-                    writeln!(
-                        stdout,
-                        "bad block: seq {} hash {hash} chain {chain} height {height}: {}",
-                        bad.seq, bad.error
-                    )?;
+                    writeln!(stdout, "bad block: {bad}")?;
                     writeln!(stdout, "{} blocks verified before it", report.blocks)?;
                     return Ok(1);
                 }

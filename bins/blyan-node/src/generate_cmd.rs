@@ -40,12 +40,8 @@ pub struct GenerateArgs {
 pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
     let store = blyan_api::open_chain(config).context("opening the chain store")?;
     let key = crate::node_key(&config.data_dir)?;
-    if let Some(summary) = blyan_moe::ensure_model(&store, &key)? {
-        tracing::warn!(
-            experts = summary.experts_written,
-            "the chain held no model: wrote the UNTRAINED seed model (random weights)"
-        );
-    }
+    // Logs a warning when it writes the untrained seed.
+    blyan_moe::ensure_model(&store, &key)?;
     let device = if args.cuda {
         anyhow::ensure!(
             tch::Cuda::is_available(),

@@ -74,17 +74,7 @@ fn verify(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         });
         println!("{out}");
     } else if let Some(bad) = &report.first_bad {
-        println!(
-            "bad block: seq {} hash {} chain {} height {}: {}",
-            bad.seq,
-            bad.hash
-                .map_or_else(|| "-".to_owned(), |hash| hash.to_string()),
-            bad.chain
-                .map_or_else(|| "-".to_owned(), |chain| chain.to_string()),
-            bad.height
-                .map_or_else(|| "-".to_owned(), |height| height.to_string()),
-            bad.error
-        );
+        println!("bad block: {bad}");
         println!("{} blocks verified before it", report.blocks);
     } else {
         println!(

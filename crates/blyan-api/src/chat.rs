@@ -67,7 +67,7 @@ pub struct ChatMessage {
     pub content: serde_json::Value,
 }
 
-/// Body of `POST /chat` and `POST /chat/stream`.
+/// Body of `POST /chat` and `POST /chat/stream`; `/v1/chat/completions` is mapped onto it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ChatRequest {
     /// The conversation so far, oldest first.
@@ -167,30 +167,6 @@ pub(crate) enum ChatEvent {
     Done(Box<ChatDone>),
     /// A failure after the response started; nothing was charged.
     Failed(Error),
-}
-
-/// What `/chat*` and `/v1/chat/completions` have in common.
-#[derive(Debug, Clone)]
-pub(crate) struct ChatInput {
-    pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<u64>,
-    pub model: Option<String>,
-}
-
-impl From<ChatRequest> for ChatInput {
-    fn from(request: ChatRequest) -> Self {
-        Self {
-            messages: request.messages,
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-            model: request.model,
-        }
-    }
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
@@ -363,7 +339,7 @@ fn sampling_error(error: MoeError) -> Error {
 pub(crate) async fn prepare(
     state: &AppState,
     caller: &Caller,
-    input: ChatInput,
+    input: ChatRequest,
 ) -> Result<PreparedChat> {
     let started = Instant::now();
     rate_limit(state, caller)?;

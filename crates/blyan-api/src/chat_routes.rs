@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::auth::now_unix_seconds;
-use crate::chat::{self, ChatDone, ChatEvent, ChatInput, ChatMessage, ChatRequest, MODEL_ID};
+use crate::chat::{self, ChatDone, ChatEvent, ChatMessage, ChatRequest, MODEL_ID};
 use crate::extract::{ApiJson, Caller};
 use crate::server::AppState;
 use crate::{Error, Result};
@@ -32,7 +32,7 @@ pub(crate) async fn chat(
     caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<axum::Json<ChatDone>> {
-    let prepared = chat::prepare(&state, &caller, request.into()).await?;
+    let prepared = chat::prepare(&state, &caller, request).await?;
     let events = chat::run(Arc::clone(&state), prepared);
     Ok(axum::Json(chat::collect(events).await?))
 }
@@ -74,7 +74,7 @@ pub(crate) async fn chat_stream(
     caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response> {
-    let prepared = chat::prepare(&state, &caller, request.into()).await?;
+    let prepared = chat::prepare(&state, &caller, request).await?;
     let events = chat::run(Arc::clone(&state), prepared);
     Ok(Sse::new(chat_events(events))
         .keep_alive(KeepAlive::default())
@@ -242,7 +242,7 @@ pub(crate) async fn completions(
         .stream_options
         .as_ref()
         .is_some_and(|options| options.include_usage);
-    let input = ChatInput {
+    let input = ChatRequest {
         messages: request.messages,
         max_tokens: request.max_completion_tokens.or(request.max_tokens),
         temperature: request.temperature,

@@ -135,14 +135,17 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
 pub(crate) async fn experts(
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<ExpertsResponse>> {
-    let state = Arc::clone(&state);
-    // Listing resident experts waits for the model between two forward passes.
-    let answer = tokio::task::spawn_blocking(move || experts_of(&state))
+    Ok(axum::Json(list_experts(state).await?))
+}
+
+/// [`experts_of`] off the async runtime: listing resident experts waits for the model between
+/// two forward passes.
+async fn list_experts(state: Arc<AppState>) -> Result<ExpertsResponse> {
+    tokio::task::spawn_blocking(move || experts_of(&state))
         .await
         .map_err(|error| Error::Generation {
             reason: error.to_string(),
-        })??;
-    Ok(axum::Json(answer))
+        })?
 }
 
 /// One expert by id (`layer{L}.expert{E}`).
@@ -153,13 +156,9 @@ pub(crate) async fn expert(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ExpertInfo>> {
-    let state = Arc::clone(&state);
-    let all = tokio::task::spawn_blocking(move || experts_of(&state))
-        .await
-        .map_err(|error| Error::Generation {
-            reason: error.to_string(),
-        })??;
-    all.experts
+    list_experts(state)
+        .await?
+        .experts
         .into_iter()
         .find(|expert| expert.id == id)
         .map(axum::Json)

@@ -178,15 +178,13 @@ impl AppState {
     pub async fn ensure_seed_model(&self, key: &blyan_chain::AuthorKey) -> Result<()> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
         let key = key.clone();
-        let summary = tokio::task::spawn_blocking(move || blyan_moe::ensure_model(&chain, &key))
+        // `ensure_model` itself logs, as a warning, when it writes the untrained seed.
+        tokio::task::spawn_blocking(move || blyan_moe::ensure_model(&chain, &key))
             .await
             .map_err(|error| Error::Internal {
                 reason: format!("publishing the seed model: {error}"),
             })?
             .map_err(Error::ModelLoad)?;
-        if let Some(summary) = summary {
-            tracing::warn!(meta = %summary.meta_block, "published the UNTRAINED seed model on the chain");
-        }
         Ok(())
     }
 

@@ -48,6 +48,28 @@ pub struct VerifyReport {
     pub first_bad: Option<BadBlock>,
 }
 
+impl std::fmt::Display for BadBlock {
+    /// `seq N hash 0x… chain B height H: <error>`, with `-` for what could not be read.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seq {} hash ", self.seq)?;
+        match &self.hash {
+            Some(hash) => write!(f, "{hash}")?,
+            None => f.write_str("-")?,
+        }
+        f.write_str(" chain ")?;
+        match &self.chain {
+            Some(chain) => write!(f, "{chain}")?,
+            None => f.write_str("-")?,
+        }
+        f.write_str(" height ")?;
+        match &self.height {
+            Some(height) => write!(f, "{height}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, ": {}", self.error)
+    }
+}
+
 impl VerifyReport {
     /// Whether every block verified.
     pub fn is_ok(&self) -> bool {
