@@ -1,5 +1,8 @@
 //! `blyan-miner`: makes a block-signing key, publishes a Hugging Face Mixtral checkpoint to a
-//! chain store (meta block, shared-weight blocks, one block per expert) and exports it back.
+//! chain store or a running node (meta block, shared-weight blocks, one block per expert) and
+//! exports it back.
+
+mod node;
 
 use std::path::PathBuf;
 
@@ -7,9 +10,9 @@ use anyhow::Context as _;
 use blyan_chain::{AuthorKey, ChainStore, StoreConfig};
 use blyan_moe::{
     Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExpertQuantization, PublishEvent,
-    PublishOptions, export_from_chain, publish_model,
+    PublishOptions, PublishTarget, export_from_chain, publish_model,
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Publishes mixture-of-experts checkpoints to a Blyan chain, expert by expert.
@@ -48,9 +51,8 @@ enum Command {
         /// Store expert matrices quantized.
         #[arg(long, value_enum)]
         quantize: Option<Quantize>,
-        /// The chain store to write into (created if absent); the node must not be running on it.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        destination: Destination,
     },
     /// Writes the newest model of a chain store as a Hugging Face checkpoint.
     Export {
@@ -63,6 +65,20 @@ enum Command {
     },
 }
 
+/// Where `upload` publishes: exactly one of a running node and a local data directory.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Destination {
+    /// A running node to publish to over HTTP (`http://host:port`): blocks are signed here and
+    /// sent to its `POST /blocks`; the node serves the new model as soon as its meta block lands.
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// A node's data directory to write into directly (its chain store is created if absent);
+    /// no node may be running on it.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
 fn store_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("chain")
 }
@@ -71,14 +87,27 @@ fn upload(
     checkpoint: &std::path::Path,
     key: &std::path::Path,
     quantize: Option<Quantize>,
-    data_dir: &std::path::Path,
+    destination: &Destination,
 ) -> anyhow::Result<()> {
-    // Everything is checked before the store is even opened.
+    // Everything is checked before the destination is even opened.
     let checkpoint = Checkpoint::open(checkpoint)
         .with_context(|| format!("refusing checkpoint {}", checkpoint.display()))?;
     let key = AuthorKey::read_file(key)?;
-    let store = ChainStore::open(store_dir(data_dir), StoreConfig::default())
-        .with_context(|| format!("opening the chain store in {}", data_dir.display()))?;
+    let mut local = None;
+    let remote;
+    let target: &dyn PublishTarget = match (&destination.node, &destination.data_dir) {
+        (Some(url), _) => {
+            remote = node::NodeTarget::connect(url)
+                .with_context(|| format!("connecting to the node at {url}"))?;
+            &remote
+        }
+        (None, Some(data_dir)) => {
+            let store = ChainStore::open(store_dir(data_dir), StoreConfig::default())
+                .with_context(|| format!("opening the chain store in {}", data_dir.display()))?;
+            &*local.insert(store)
+        }
+        (None, None) => anyhow::bail!("upload needs --node URL or --data-dir DIR"),
+    };
     let options = PublishOptions {
         expert_quantization: match quantize {
             Some(Quantize::Int8) => ExpertQuantization::Int8,
@@ -110,7 +139,7 @@ fn upload(
         _ => {}
     };
     let summary = publish_model(
-        &store,
+        target,
         &key,
         checkpoint.config(),
         files,
@@ -119,7 +148,9 @@ fn upload(
         &mut progress,
     )?;
     bar.finish_and_clear();
-    store.flush()?;
+    if let Some(store) = &local {
+        store.flush()?;
+    }
     println!(
         "meta block {} ({}); shared blocks: {} written, {} unchanged; experts: {} written, {} \
          unchanged; {} bytes written; author {}",
@@ -158,8 +189,8 @@ fn main() -> anyhow::Result<()> {
             checkpoint,
             key,
             quantize,
-            data_dir,
-        } => upload(&checkpoint, &key, quantize, &data_dir)?,
+            destination,
+        } => upload(&checkpoint, &key, quantize, &destination)?,
         Command::Export { data_dir, out } => {
             let directory = store_dir(&data_dir);
             if !directory.is_dir() {

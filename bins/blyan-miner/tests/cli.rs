@@ -2,47 +2,11 @@
 //! (`scripts/fixtures/make_tiny_mixtral.py`), upload into a real chain store, export back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn miner(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blyan-miner"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixture(out: &Path) -> PathBuf {
-    let venv = std::env::var_os("BLYAN_VENV").map_or_else(|| root().join(".venv"), PathBuf::from);
-    let output = Command::new(venv.join("bin/python"))
-        .arg(root().join("scripts/fixtures/make_tiny_mixtral.py"))
-        .arg("--out")
-        .arg(out)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .output()
-        .expect("the project's Python environment (scripts/setup.sh)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out.join("checkpoint")
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
+use common::{fixture, miner, stdout};
 
 #[test]
 fn keygen_upload_reupload_export() {

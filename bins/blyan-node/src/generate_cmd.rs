@@ -43,6 +43,7 @@ pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
     // Logs a warning when it writes the untrained seed.
     blyan_moe::ensure_model(&store, &key)?;
     let device = if args.cuda {
+        blyan_moe::load_cuda_backend()?;
         anyhow::ensure!(
             tch::Cuda::is_available(),
             "--cuda: no CUDA device is available"

@@ -11,7 +11,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use blyan_chain::{BLOCKS_PAGE_COUNT_MAX, BlockHash, ChainId, ChainStore, PayloadHandle};
+use blyan_chain::{
+    BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind, ChainId, ChainStore,
+    ExpertName, HEADER_BYTES_MAX, PayloadHandle,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -59,6 +62,45 @@ pub struct SubmittedBlock {
     /// The block's hash.
     pub hash: String,
 }
+
+/// Body of `GET /chain/{chain}`: what a publisher needs to build the chain's next block.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChainSummary {
+    /// The chain's letter.
+    pub chain: String,
+    /// Its genesis block.
+    pub genesis: String,
+    /// Height of its tip (genesis is 0).
+    pub tip_height: u64,
+    /// Hash of its tip: the parent of the next block.
+    pub tip_hash: String,
+    /// Blocks stored, genesis included.
+    pub blocks: u64,
+    /// Sum of its payload sizes.
+    pub payload_bytes: u64,
+    /// `linear` (one block per height) or `allow_forks`.
+    pub fork_rule: String,
+    /// Leading zero bits of work each block hash needs (0: none).
+    pub pow_difficulty_bits: u32,
+    /// Largest payload `POST /blocks` takes in one block: the store's limit, or what fits the
+    /// request body limit, whichever is smaller.
+    pub payload_bytes_max: u64,
+}
+
+/// Body of `GET /chain/experts/{id}`: an expert's current version on the chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExpertVersionInfo {
+    /// `layer{L}.expert{E}`.
+    pub expert: String,
+    /// Its version number, 1 for the first.
+    pub version: u32,
+    /// The block holding that version.
+    pub block: String,
+}
+
+/// The largest payload a `POST /blocks` body can carry next to the largest header.
+const SUBMIT_PAYLOAD_BYTES_MAX: u64 =
+    (BLOCK_SUBMIT_BYTES_MAX - BLOCK_PREFIX_BYTES - HEADER_BYTES_MAX as usize) as u64;
 
 fn store(state: &AppState) -> Result<Arc<ChainStore>> {
     state.chain.clone().ok_or(Error::ChainUnavailable)
@@ -142,6 +184,64 @@ pub(crate) async fn blocks(
             .map(|sealed| header_json(sealed.hash, &sealed.header))
             .collect(),
         next,
+    }))
+}
+
+/// One chain's summary: its tip, size, fork rule and what a new block must satisfy.
+#[utoipa::path(get, path = "/chain/{chain}", tag = "chain",
+    params(("chain" = String, Path, description = "A (meta), B (parameters) or D (dataset)")),
+    responses((status = 200, body = ChainSummary),
+        (status = 400, description = "invalid_request (unknown chain)"),
+        (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn chain_summary(
+    State(state): State<Arc<AppState>>,
+    Path(chain): Path<String>,
+) -> Result<axum::Json<ChainSummary>> {
+    let chain = parse_chain(&chain)?;
+    let store = store(&state)?;
+    let info = store.chain_info(chain);
+    let config = store.config();
+    Ok(axum::Json(ChainSummary {
+        chain: chain.to_string(),
+        genesis: info.genesis.to_string(),
+        tip_height: info.tip.height,
+        tip_hash: info.tip.hash.to_string(),
+        blocks: info.blocks,
+        payload_bytes: info.payload_bytes,
+        fork_rule: match info.fork_rule {
+            blyan_chain::ForkRule::AllowForks => "allow_forks",
+            _ => "linear",
+        }
+        .to_owned(),
+        pow_difficulty_bits: config.pow_difficulty_bits,
+        payload_bytes_max: config.payload_bytes_max.min(SUBMIT_PAYLOAD_BYTES_MAX),
+    }))
+}
+
+/// An expert's current version on the parameters chain, whichever model it belongs to.
+#[utoipa::path(get, path = "/chain/experts/{id}", tag = "chain",
+    params(("id" = String, Path, description = "layer{L}.expert{E}")),
+    responses((status = 200, body = ExpertVersionInfo),
+        (status = 400, description = "invalid_request (malformed id)"),
+        (status = 404, description = "unknown_expert: no version on the chain"),
+        (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn expert_version(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ExpertVersionInfo>> {
+    let expert = ExpertName::parse(&id).map_err(|error| Error::InvalidRequest {
+        field: "id".to_owned(),
+        reason: error.to_string(),
+    })?;
+    let store = store(&state)?;
+    let version = blocking(move || store.expert_current(expert).map_err(store_failed)).await?;
+    let version = version.ok_or_else(|| Error::UnknownExpert {
+        id: expert.to_string(),
+    })?;
+    Ok(axum::Json(ExpertVersionInfo {
+        expert: version.expert.to_string(),
+        version: version.version,
+        block: version.hash.to_string(),
     }))
 }
 
@@ -259,11 +359,33 @@ pub(crate) async fn submit(
     State(state): State<Arc<AppState>>,
     ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, axum::Json<SubmittedBlock>)> {
-    let store = store(&state)?;
-    let outcome = blocking(move || Ok(store.submit(&body))).await?;
+    let chain = store(&state)?;
+    let outcome = blocking(move || {
+        let hash = match chain.submit(&body) {
+            Ok(hash) => hash,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let header = chain
+            .header(&hash)
+            .map_err(store_failed)?
+            .ok_or_else(|| Error::Internal {
+                reason: format!("block {hash} was appended but has no header"),
+            })?;
+        Ok(Ok((hash, header)))
+    })
+    .await?;
     match outcome {
-        Ok(hash) => {
-            tracing::info!(block = %hash, "block submitted over HTTP");
+        Ok((hash, header)) => {
+            tracing::info!(block = %hash, kind = ?header.kind, "block submitted over HTTP");
+            match header.kind {
+                BlockKind::Meta => state.reload_model().await,
+                BlockKind::Expert => {
+                    if let Some(expert) = header.meta.expert {
+                        state.forget_expert(expert).await;
+                    }
+                }
+                _ => {}
+            }
             Ok((
                 StatusCode::CREATED,
                 axum::Json(SubmittedBlock {

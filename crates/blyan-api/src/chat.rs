@@ -349,7 +349,7 @@ pub(crate) async fn prepare(
             served: MODEL_ID,
         });
     }
-    let generator = state.generator.as_ref().ok_or(Error::ModelUnavailable)?;
+    let generator = state.generator().ok_or(Error::ModelUnavailable)?;
     let prompt = format_prompt(&input.messages)?;
     let max_tokens = match (caller.wallet(), input.max_tokens) {
         (_, Some(0)) => return Err(invalid("max_tokens", "must be at least 1")),
@@ -605,7 +605,7 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
     } = chat;
     state.metrics.chats_active.inc();
     let cache_before = state
-        .generator
+        .generator()
         .as_ref()
         .map(blyan_moe::Generator::cache_stats);
     let outcome = generate(&state, stream, &cancel, started, &events).await;
@@ -655,7 +655,7 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
         }
     };
     let cache_after = state
-        .generator
+        .generator()
         .as_ref()
         .map(blyan_moe::Generator::cache_stats);
     let cache = match (cache_before, cache_after) {

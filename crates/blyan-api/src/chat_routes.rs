@@ -271,7 +271,7 @@ pub(crate) async fn completions(
     responses((status = 200, description = "A list object with one model")))]
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
     let data: Vec<serde_json::Value> = state
-        .generator
+        .generator()
         .iter()
         .map(|_| json!({ "id": MODEL_ID, "object": "model", "created": 0, "owned_by": "blyan" }))
         .collect();

@@ -62,7 +62,8 @@ pub use auth_store::{
     REFRESH_TOKEN_PREFIX,
 };
 pub use chain_routes::{
-    BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT, BlocksPage, SubmittedBlock,
+    BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT, BlocksPage, ChainSummary, ExpertVersionInfo,
+    SubmittedBlock,
 };
 pub use chat::{
     CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_MESSAGE_BYTES_MAX,
@@ -82,7 +83,7 @@ pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};
 pub use logging::init_logging;
 pub use node_routes::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
-    PolStatus,
+    ModelStatus, ModelSummary, PolStatus,
 };
 pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_RANDOM_BYTES};
 pub use openapi::{ApiDoc, openapi_document};

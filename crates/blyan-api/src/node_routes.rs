@@ -64,6 +64,57 @@ pub struct ExpertsResponse {
     pub cache: CacheInfo,
 }
 
+/// One model: its meta block and what it is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelSummary {
+    /// The model's meta block (its `config.json`, tokenizer and shared-weight blocks).
+    pub meta_block: String,
+    /// `untrained seed` or `trained`.
+    pub model: String,
+    /// Where the weights come from.
+    pub description: String,
+}
+
+/// Body of `GET /model`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelStatus {
+    /// The newest model on the chain; absent when the chain holds none.
+    pub chain: Option<ModelSummary>,
+    /// The model this node serves; absent when it serves none. It differs from `chain` only
+    /// while a newly published model loads, or when that model failed to load (see the log).
+    pub serving: Option<ModelSummary>,
+}
+
+/// The newest model on the chain, and the one served.
+#[utoipa::path(get, path = "/model", tag = "node",
+    responses((status = 200, body = ModelStatus), (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Json<ModelStatus>> {
+    let chain = state.chain().cloned().ok_or(Error::ChainUnavailable)?;
+    let newest = tokio::task::spawn_blocking(move || blyan_moe::current_model(&chain))
+        .await
+        .map_err(|error| Error::Internal {
+            reason: format!("reading the meta chain: {error}"),
+        })?;
+    let chain = match newest {
+        Ok((block, document)) => Some(ModelSummary {
+            meta_block: block.to_string(),
+            model: model_label(document.untrained).to_owned(),
+            description: document.description,
+        }),
+        Err(blyan_moe::MoeError::NoModelOnChain) => None,
+        Err(error) => return Err(Error::ModelLoad(error)),
+    };
+    let serving = state.generator().and_then(|generator| {
+        let info = generator.info();
+        info.meta_block.map(|block| ModelSummary {
+            meta_block: block.to_string(),
+            model: model_label(info.untrained).to_owned(),
+            description: info.description.clone(),
+        })
+    });
+    Ok(axum::Json(ModelStatus { chain, serving }))
+}
+
 /// The label of the served model's state, shown by `/health` and `/experts`.
 pub(crate) fn model_label(untrained: bool) -> &'static str {
     if untrained {
@@ -74,7 +125,7 @@ pub(crate) fn model_label(untrained: bool) -> &'static str {
 }
 
 fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
-    let generator = state.generator.as_ref().ok_or(Error::ModelUnavailable)?;
+    let generator = state.generator().ok_or(Error::ModelUnavailable)?;
     let info = generator.info();
     let versions = match &state.chain {
         Some(chain) => chain.experts().map_err(|error| {

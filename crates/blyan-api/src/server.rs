@@ -2,10 +2,10 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use blyan_chain::{ChainStore, StoreConfig};
+use blyan_chain::{ChainStore, ExpertName, StoreConfig};
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, Ledger as _, LedgerOptions, PgLedger,
     Tokenomics,
@@ -113,7 +113,10 @@ pub struct AppState {
     pub(crate) auth: Auth,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
-    pub(crate) generator: Option<Generator>,
+    /// The model served; replaced when a new model's meta block arrives (`POST /blocks`).
+    generator: RwLock<Option<Generator>>,
+    /// Serializes reloads, so the last one started (the newest model) is the one left serving.
+    reloading: tokio::sync::Mutex<()>,
     pub(crate) ledger: Option<Arc<AnyLedger>>,
     pub(crate) chain: Option<Arc<ChainStore>>,
     pub(crate) server_account: Option<LedgerAddress>,
@@ -149,7 +152,8 @@ impl AppState {
             auth,
             limits,
             metrics: Metrics::new(),
-            generator: None,
+            generator: RwLock::new(None),
+            reloading: tokio::sync::Mutex::new(()),
             ledger: None,
             chain: None,
             server_account: None,
@@ -192,6 +196,17 @@ impl AppState {
     /// expert cache budget of `cache.expert_bytes_max`. A chain that holds no model leaves the
     /// node without one (chat answers `model_unavailable`), with a warning in the log.
     pub async fn load_model(self) -> Result<Self> {
+        match self.newest_model().await? {
+            Some(generator) => Ok(self.with_generator(generator)),
+            None => {
+                tracing::warn!("the chain holds no model: chat is unavailable");
+                Ok(self)
+            }
+        }
+    }
+
+    /// Loads the newest model on the chain, logging whether it is the untrained seed.
+    async fn newest_model(&self) -> Result<Option<Generator>> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
         let options = ModelOptions {
             expert_cache_bytes: self.config.cache.expert_bytes_max,
@@ -210,20 +225,54 @@ impl AppState {
                 } else {
                     tracing::info!(model = %info.description, "serving the model from the chain");
                 }
-                Ok(self.with_generator(generator))
+                Ok(Some(generator))
             }
-            Err(MoeError::NoModelOnChain) => {
-                tracing::warn!("the chain holds no model: chat is unavailable");
-                Ok(self)
-            }
+            Err(MoeError::NoModelOnChain) => Ok(None),
             Err(error) => Err(Error::ModelLoad(error)),
+        }
+    }
+
+    /// Switches to the newest model on the chain (after a meta block arrived). Requests already
+    /// generating finish on the model they started with. If the new model cannot be loaded, the
+    /// node keeps serving the old one and logs why.
+    pub async fn reload_model(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
+        match self.newest_model().await {
+            Ok(Some(generator)) => {
+                *self
+                    .generator
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(generator);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "the chain's newest model does not load: serving the previous one");
+            }
+        }
+    }
+
+    /// Drops `expert` from the served model's cache (after a new version of it arrived), so its
+    /// next use loads the current version from the chain.
+    pub async fn forget_expert(&self, expert: ExpertName) {
+        let Some(generator) = self.generator() else {
+            return;
+        };
+        // Evicting waits for the model between two forward passes.
+        let forgotten = tokio::task::spawn_blocking(move || generator.forget_expert(expert)).await;
+        match forgotten {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, %expert, "could not evict the expert"),
+            Err(error) => tracing::error!(%error, %expert, "evicting the expert failed"),
         }
     }
 
     /// Serves chat with `generator` (without one, chat answers `model_unavailable`).
     #[must_use]
-    pub fn with_generator(mut self, generator: Generator) -> Self {
-        self.generator = Some(generator);
+    pub fn with_generator(self, generator: Generator) -> Self {
+        *self
+            .generator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generator);
         self
     }
 
@@ -250,9 +299,12 @@ impl AppState {
         self
     }
 
-    /// The generator serving chat, if any.
-    pub fn generator(&self) -> Option<&Generator> {
-        self.generator.as_ref()
+    /// The generator serving chat now, if any (a handle: the model may be replaced after).
+    pub fn generator(&self) -> Option<Generator> {
+        self.generator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The ledger, if any.
@@ -267,7 +319,7 @@ impl AppState {
 
     /// Copies the model's cache counters into the metrics (called before each scrape).
     pub(crate) fn refresh_model_metrics(&self) {
-        if let Some(generator) = &self.generator {
+        if let Some(generator) = self.generator() {
             let stats = generator.cache_stats();
             self.metrics.set_expert_cache(stats.hits, stats.misses);
         }
@@ -324,8 +376,7 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Hea
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started.elapsed().as_secs(),
         model: state
-            .generator
-            .as_ref()
+            .generator()
             .map(|generator| model_label(generator.info().untrained).to_owned()),
     })
 }
@@ -350,6 +401,9 @@ pub fn api_routes() -> ApiRoutes {
         .post("/chat/stream", chat_routes::chat_stream)
         .post("/v1/chat/completions", chat_routes::completions)
         .get("/v1/models", chat_routes::models)
+        .get("/model", node_routes::model)
+        .get("/chain/{chain}", chain_routes::chain_summary)
+        .get("/chain/experts/{id}", chain_routes::expert_version)
         .get("/chain/{chain}/blocks", chain_routes::blocks)
         .get("/blocks/{hash}", chain_routes::block)
         .get("/blocks/{hash}/payload", chain_routes::payload)

@@ -254,6 +254,19 @@ impl ExpertCache {
         self.publish_residency();
     }
 
+    /// Drops one expert if it is held (counted as an eviction), so its next use loads its
+    /// current version from the source. Returns whether it was held.
+    pub fn forget(&mut self, id: ExpertName) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        self.order.remove(&entry.last_used);
+        self.bytes_resident -= entry.bytes;
+        self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+        self.publish_residency();
+        true
+    }
+
     /// Experts held now, least recently used first.
     pub fn resident(&self) -> Vec<ExpertName> {
         self.order.values().copied().collect()
@@ -325,6 +338,22 @@ mod tests {
             (stats.bytes_resident, stats.misses, stats.evictions),
             (0, 2, 1)
         );
+    }
+
+    #[test]
+    fn forgetting_an_expert_reloads_it_on_next_use() {
+        let (mut cache, expert_bytes) = cache(2);
+        let [a, b] = [0, 1].map(|expert| expert_name(0, expert));
+        cache.get(a).expect("a");
+        cache.get(b).expect("b");
+        assert!(cache.forget(a));
+        assert!(!cache.forget(a), "a is no longer held");
+        assert_eq!(cache.resident(), vec![b]);
+        assert_eq!(cache.stats().bytes_resident, expert_bytes);
+        cache.get(a).expect("a again");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.evictions), (0, 3, 1));
+        assert_eq!(cache.resident(), vec![b, a]);
     }
 
     #[test]

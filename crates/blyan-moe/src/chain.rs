@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blyan_chain::{
-    AuthorKey, BlockHash, BlockHeader, BlockKind, BlockMeta, ChainId, ChainStore,
-    DEPENDS_ON_COUNT_MAX, PayloadHandle, TensorDtype, TensorMeta, hash_payload,
+    AuthorKey, BlockHash, BlockHeader, BlockKind, BlockMeta, ChainId, ChainStore, ChainTip,
+    DEPENDS_ON_COUNT_MAX, ExpertVersion, PayloadHandle, TensorDtype, TensorMeta, hash_payload,
 };
 use blyan_tensorblock::{EncodeTensor, Quantization, TensorBlock, encode_tensors_to_vec};
 use serde::{Deserialize, Serialize};
@@ -187,6 +187,51 @@ fn check_source(config: &Config, source: &dyn WeightSource) -> Result<Vec<Tensor
     Ok(layout)
 }
 
+/// Checks that every block publishing would write fits `payload_bytes_max`, from the tensors'
+/// shapes and dtypes alone (nothing is encoded): an oversized block is refused before the first
+/// block is written, not half-way through an upload.
+fn check_block_sizes(
+    layout: &[TensorSpec],
+    source: &dyn WeightSource,
+    quantize_experts: bool,
+    payload_bytes_max: u64,
+) -> Result<()> {
+    let mut blocks: BTreeMap<String, Vec<blyan_tensorblock::TensorSpec>> = BTreeMap::new();
+    for spec in layout {
+        let (block, quantized) = match spec.role {
+            TensorRole::Shared(group) => (group.name(), false),
+            TensorRole::Expert { id, .. } => (id.to_string(), quantize_experts),
+        };
+        let planned = match (quantized, spec.shape.as_slice()) {
+            (true, [rows, cols]) => {
+                blyan_tensorblock::TensorSpec::int8_per_channel(&spec.name, *rows, *cols)
+            }
+            _ => {
+                let kind = source.tensor_info(&spec.name)?.kind;
+                let dtype = blyan_tensorblock::dtype_of(kind).ok_or_else(|| {
+                    MoeError::UnsupportedDtype {
+                        name: spec.name.clone(),
+                        dtype: format!("{kind:?}"),
+                    }
+                })?;
+                blyan_tensorblock::TensorSpec::new(&spec.name, dtype, &spec.shape)
+            }
+        };
+        blocks.entry(block).or_default().push(planned);
+    }
+    for (name, specs) in blocks {
+        let bytes = blyan_tensorblock::BlockLayout::plan(&specs)?.payload_bytes();
+        if bytes > payload_bytes_max {
+            return Err(MoeError::BlockTooLarge {
+                name,
+                bytes,
+                bytes_max: payload_bytes_max,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Encodes named tensors into a tensor-block payload, with the header's tensor list.
 fn encode_payload(
     tensors: &[(String, Tensor)],
@@ -222,9 +267,70 @@ fn encode_payload(
     Ok((payload, metas))
 }
 
+/// Where [`publish_model`] writes: a local [`ChainStore`], or a node over HTTP (the miner's
+/// `upload --node`). Everything publishing needs to decide what to write, and to write it.
+pub trait PublishTarget {
+    /// The newest block of `chain`.
+    fn tip(&self, chain: ChainId) -> Result<ChainTip>;
+    /// A stored block's header.
+    fn header(&self, block: &BlockHash) -> Result<Option<BlockHeader>>;
+    /// The current version of an expert, if it has one.
+    fn expert_current(&self, expert: ExpertName) -> Result<Option<ExpertVersion>>;
+    /// The newest model on the meta chain, if any ([`current_model`] on a store).
+    fn current_model(&self) -> Result<Option<(BlockHash, ModelDocument)>>;
+    /// Leading zero bits of work the target demands of a block hash (0: none).
+    fn pow_difficulty_bits(&self) -> u32;
+    /// Largest payload the target accepts in one block.
+    fn payload_bytes_max(&self) -> u64;
+    /// Appends a signed block. [`MoeError::TipMoved`] when another writer took the parent's
+    /// place first: the caller rebuilds the block on the new tip.
+    fn append(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash>;
+}
+
+impl PublishTarget for ChainStore {
+    fn tip(&self, chain: ChainId) -> Result<ChainTip> {
+        Ok(ChainStore::tip(self, chain))
+    }
+
+    fn header(&self, block: &BlockHash) -> Result<Option<BlockHeader>> {
+        Ok(ChainStore::header(self, block)?)
+    }
+
+    fn expert_current(&self, expert: ExpertName) -> Result<Option<ExpertVersion>> {
+        Ok(ChainStore::expert_current(self, expert)?)
+    }
+
+    fn current_model(&self) -> Result<Option<(BlockHash, ModelDocument)>> {
+        match current_model(self) {
+            Ok(found) => Ok(Some(found)),
+            Err(MoeError::NoModelOnChain) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn pow_difficulty_bits(&self) -> u32 {
+        self.config().pow_difficulty_bits
+    }
+
+    fn payload_bytes_max(&self) -> u64 {
+        self.config().payload_bytes_max
+    }
+
+    fn append(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash> {
+        match ChainStore::append(self, header, payload) {
+            Ok(block) => Ok(block),
+            Err(blyan_chain::Error::Fork { chain, .. }) => Err(MoeError::TipMoved { chain }),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// Times a block is rebuilt on a moved tip before publishing gives up.
+const TIP_RETRIES_MAX: u32 = 8;
+
 /// Appends signed blocks with timestamps that never go backwards.
 struct BlockAppender<'a> {
-    store: &'a ChainStore,
+    target: &'a dyn PublishTarget,
     key: &'a AuthorKey,
     clock_ms: u64,
 }
@@ -238,37 +344,47 @@ impl BlockAppender<'_> {
         depends_on: Vec<BlockHash>,
         payload: &[u8],
     ) -> Result<BlockHash> {
-        let tip = self.store.tip(chain);
-        let parent_ms = self
-            .store
-            .header(&tip.hash)?
-            .map_or(0, |parent| parent.timestamp_ms);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-            });
-        self.clock_ms = self.clock_ms.max(parent_ms).max(now_ms);
-        let mut header = BlockHeader::new_child(&tip, kind, payload, self.clock_ms);
-        header.meta = meta;
-        header.depends_on = depends_on;
-        header.author = self.key.address();
-        let difficulty_bits = self.store.config().pow_difficulty_bits;
-        if difficulty_bits > 0 {
-            header.mine(difficulty_bits);
+        let mut attempt = 0;
+        loop {
+            let tip = self.target.tip(chain)?;
+            let parent_ms = self
+                .target
+                .header(&tip.hash)?
+                .map_or(0, |parent| parent.timestamp_ms);
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                });
+            self.clock_ms = self.clock_ms.max(parent_ms).max(now_ms);
+            let mut header = BlockHeader::new_child(&tip, kind, payload, self.clock_ms);
+            header.meta = meta.clone();
+            header.depends_on = depends_on.clone();
+            header.author = self.key.address();
+            let difficulty_bits = self.target.pow_difficulty_bits();
+            if difficulty_bits > 0 {
+                header.mine(difficulty_bits);
+            }
+            header.sign(self.key);
+            match self.target.append(&header, payload) {
+                Err(MoeError::TipMoved { chain }) if attempt < TIP_RETRIES_MAX => {
+                    attempt += 1;
+                    tracing::info!(%chain, attempt, "the tip moved under the block: rebuilding it");
+                }
+                outcome => return outcome,
+            }
         }
-        header.sign(self.key);
-        Ok(self.store.append(&header, payload)?)
     }
 }
 
-/// Publishes a model into `store`, signed by `key`: shared-group blocks, the meta block, one
-/// block per expert, skipping those whose payload is already current.
+/// Publishes a model into `target` (a [`ChainStore`], or a node), signed by `key`: shared-group
+/// blocks, the meta block, one block per expert, skipping those whose payload is already current.
 ///
 /// Everything is checked first (configuration, tokenizer, every tensor's presence, shape and
-/// dtype); a bad model is refused before any block is written.
+/// dtype, every block's size against the target's limit); a bad model is refused before any
+/// block is written.
 pub fn publish_model(
-    store: &ChainStore,
+    target: &dyn PublishTarget,
     key: &AuthorKey,
     config: &Config,
     files: CheckpointFiles<'_>,
@@ -299,15 +415,13 @@ pub fn publish_model(
     let layout = check_source(config, source)?;
     let groups = shared_groups(config);
     let experts = experts_of(config);
+    let quantize = options.expert_quantization == ExpertQuantization::Int8;
+    check_block_sizes(&layout, source, quantize, target.payload_bytes_max())?;
     progress(&PublishEvent::Checked {
         blocks: (groups.len() + 1 + experts.len()) as u64,
     });
 
-    let current = match current_model(store) {
-        Ok(found) => Some(found),
-        Err(MoeError::NoModelOnChain) => None,
-        Err(other) => return Err(other),
-    };
+    let current = target.current_model()?;
     let mut summary = PublishSummary {
         meta_block: BlockHash::ZERO,
         meta_written: false,
@@ -318,7 +432,7 @@ pub fn publish_model(
         bytes_written: 0,
     };
     let mut appender = BlockAppender {
-        store,
+        target,
         key,
         clock_ms: 0,
     };
@@ -340,7 +454,7 @@ pub fn publish_model(
             .as_ref()
             .and_then(|(_, document)| document.shared.get(&name))
         {
-            Some(block) => store
+            Some(block) => target
                 .header(block)?
                 .filter(|header| header.payload_hash == payload_hash)
                 .map(|_| *block),
@@ -434,7 +548,6 @@ pub fn publish_model(
     summary.meta_block = meta_block;
 
     // Experts.
-    let quantize = options.expert_quantization == ExpertQuantization::Int8;
     for id in experts {
         let tensors = ExpertMatrix::ALL
             .iter()
@@ -446,9 +559,9 @@ pub fn publish_model(
             .collect::<Result<Vec<_>>>()?;
         let (payload, metas) = encode_payload(&tensors, quantize)?;
         let payload_hash = hash_payload(&payload);
-        let current_version = store.expert_current(id)?;
+        let current_version = target.expert_current(id)?;
         if let Some(version) = current_version
-            && store
+            && target
                 .header(&version.hash)?
                 .is_some_and(|header| header.payload_hash == payload_hash)
         {
@@ -531,6 +644,14 @@ pub fn ensure_model(store: &ChainStore, key: &AuthorKey) -> Result<Option<Publis
             Ok(Some(summary))
         }
         Err(other) => Err(other),
+    }
+}
+
+impl ModelDocument {
+    /// Parses the payload of meta block `block`: `Ok(None)` when it is not a model document at
+    /// all, [`MoeError::BadMetaBlock`] when it claims to be one and is malformed.
+    pub fn from_payload(block: BlockHash, payload: &[u8]) -> Result<Option<Self>> {
+        parse_document(block, payload)
     }
 }
 
@@ -810,8 +931,13 @@ impl Generator {
         let config = source.config().clone();
         let tokenizer = source.tokenizer()?;
         let untrained = source.untrained();
+        let meta_block = source.meta_block();
         let model = Model::load(&config, Arc::new(source), options)?;
-        Ok(Self::new(model, tokenizer, untrained))
+        let mut generator = Self::new(model, tokenizer, untrained);
+        let mut info = (*generator.info).clone();
+        info.meta_block = Some(meta_block);
+        generator.info = Arc::new(info);
+        Ok(generator)
     }
 }
 

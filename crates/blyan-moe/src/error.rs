@@ -208,6 +208,28 @@ pub enum MoeError {
         reason: String,
     },
 
+    /// A block publishing would write is larger than the target accepts; nothing was written.
+    #[error("block `{name}` would be {bytes} bytes; the chain accepts at most {bytes_max}")]
+    BlockTooLarge {
+        /// The block's name (`embed`, `layer0.attention`, `layer3.expert5`, …).
+        name: String,
+        /// Its payload size.
+        bytes: u64,
+        /// The target's limit.
+        bytes_max: u64,
+    },
+
+    /// Another writer appended to the chain while a block was being made on its old tip.
+    #[error("chain {chain}: the tip moved while a block was being made on it")]
+    TipMoved {
+        /// The chain.
+        chain: blyan_chain::ChainId,
+    },
+
+    /// The chain a model is published to (a node over HTTP) failed or refused a request.
+    #[error("publish target: {0}")]
+    Target(Box<dyn std::error::Error + Send + Sync>),
+
     /// A shared-weight block the architecture lists is not on the chain.
     #[error("shared-weight block `{name}` is not on the chain")]
     MissingSharedBlock {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
+use crate::expert::ExpertName;
 use crate::model::{ExpertUsage, KvCache, Logits, Model};
 use crate::rng::Rng;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -264,6 +265,8 @@ pub struct ModelInfo {
     pub untrained: bool,
     /// What the weights are and where they come from.
     pub description: String,
+    /// The meta block the model was read from, when it comes from the chain.
+    pub meta_block: Option<blyan_chain::BlockHash>,
 }
 
 /// Serves generations from one model to any number of threads: each step holds the model for
@@ -273,7 +276,7 @@ pub struct Generator {
     model: Arc<Mutex<Model>>,
     tokenizer: Arc<Tokenizer>,
     metrics: Arc<ExpertCacheMetrics>,
-    info: Arc<ModelInfo>,
+    pub(crate) info: Arc<ModelInfo>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -291,6 +294,7 @@ impl Generator {
             config: model.config().clone(),
             untrained,
             description: model.source_description().to_owned(),
+            meta_block: None,
         };
         Self {
             metrics: model.expert_cache().metrics(),
@@ -313,6 +317,13 @@ impl Generator {
     /// Expert cache counters, read without waiting for the model.
     pub fn cache_stats(&self) -> ExpertCacheStats {
         self.metrics.snapshot()
+    }
+
+    /// Drops `expert` from the expert cache (after a new version of it was published), so the
+    /// next request that routes to it loads its current version. Waits for the model between
+    /// two forward passes; returns whether the expert was cached.
+    pub fn forget_expert(&self, expert: ExpertName) -> Result<bool> {
+        self.with_model(|model| model.expert_cache_mut().forget(expert))
     }
 
     /// Runs `f` with the model locked: to change the cache budget, clear it, or score text.

@@ -59,11 +59,12 @@ mod rng;
 mod tokenizer;
 mod weights;
 
+pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
 pub use chain::{
     ChainSource, DEFAULT_SEED, ExpertQuantization, MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT,
-    ModelDocument, PublishEvent, PublishOptions, PublishSummary, current_model, ensure_model,
-    export_from_chain, publish_model, publish_seed_model,
+    ModelDocument, PublishEvent, PublishOptions, PublishSummary, PublishTarget, current_model,
+    ensure_model, export_from_chain, publish_model, publish_seed_model,
 };
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExportSummary,

@@ -340,6 +340,9 @@ impl Model {
     ) -> Result<Self> {
         config.validate()?;
         let device = options.device;
+        if device.is_cuda() {
+            blyan_tensorblock::load_cuda_backend()?;
+        }
         let hidden = i64::from(config.hidden_size);
         let head_dim = i64::from(config.head_dim());
         let heads = i64::from(config.num_attention_heads);

@@ -292,6 +292,12 @@ pub enum Error {
         /// libtorch's message.
         message: String,
     },
+    /// libtorch's CUDA backend (`libtorch_cuda.so`) could not be loaded.
+    #[error("libtorch's CUDA backend could not be loaded: {reason}")]
+    CudaBackend {
+        /// The dynamic loader's message.
+        reason: String,
+    },
     /// Writing the encoded block failed.
     #[error("writing tensor block: {0}")]
     Io(#[from] std::io::Error),

@@ -19,6 +19,9 @@
 //!   [`quantize_int8_per_channel`]): dequantized on load ([`TensorBlock::load_f32`], the fast
 //!   path on CPU), or computed on directly ([`Int8Weight::linear`], a quarter of the memory).
 //!
+//! It also loads libtorch's CUDA backend on demand ([`load_cuda_backend`]), so processes that
+//! never use a GPU do not pay for it at start.
+//!
 //! Invariants: a [`BlockLayout`] exists only for bytes that satisfy every rule of the format
 //! (regions in bounds, aligned, non-overlapping, lengths equal to shape × dtype size, finite
 //! non-negative scales, unique names); tensors from a [`TensorBlock`] are read-only by contract
@@ -61,6 +64,8 @@ mod quant;
 mod writer;
 
 #[cfg(feature = "tch")]
+mod cuda;
+#[cfg(feature = "tch")]
 mod encode;
 #[cfg(feature = "tch")]
 mod int8;
@@ -79,6 +84,8 @@ pub use quant::{
 };
 pub use writer::{BlockWriter, RawTensor, encode_raw, encode_raw_to_vec};
 
+#[cfg(feature = "tch")]
+pub use cuda::{CUDA_BACKEND_LIBRARY, load_cuda_backend};
 #[cfg(feature = "tch")]
 pub use encode::{
     ENCODE_CHUNK_BYTES, EncodeTensor, Encoding, encode_tensors, encode_tensors_to_vec,

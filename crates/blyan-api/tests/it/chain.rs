@@ -183,3 +183,58 @@ async fn bad_explorer_queries_are_refused() {
         "block_not_found",
     );
 }
+
+#[tokio::test]
+async fn chain_summary_expert_versions_and_the_model_on_chain() {
+    let node = Node::serving().await;
+    let (status, summary) = node.get("/chain/B", None).await;
+    assert_eq!(status, 200, "{summary}");
+    let store = node.state.chain().unwrap();
+    let tip = store.tip(ChainId::Parameters);
+    assert_eq!(summary["tip_height"], tip.height);
+    assert_eq!(summary["tip_hash"], tip.hash.to_string());
+    assert_eq!(summary["fork_rule"], "linear");
+    assert_eq!(summary["pow_difficulty_bits"], 0);
+    // The body limit of POST /blocks bounds the payload, below the store's own limit.
+    let payload_max = summary["payload_bytes_max"].as_u64().unwrap();
+    assert!(
+        payload_max < blyan_api::BLOCK_SUBMIT_BYTES_MAX as u64,
+        "{summary}"
+    );
+    assert!(
+        payload_max > (blyan_api::BLOCK_SUBMIT_BYTES_MAX as u64) - 64 * 1024,
+        "{summary}"
+    );
+    let (status, body) = node.get("/chain/Z", None).await;
+    check_refused(&(status, body), 400, "invalid_request");
+
+    let expert = blyan_chain::ExpertName::new(3, 7).unwrap();
+    let current = store.expert_current(expert).unwrap().unwrap();
+    let (status, version) = node.get("/chain/experts/layer3.expert7", None).await;
+    assert_eq!(status, 200, "{version}");
+    assert_eq!(version["expert"], "layer3.expert7");
+    assert_eq!(version["version"], 1);
+    assert_eq!(version["block"], current.hash.to_string());
+    let (status, body) = node.get("/chain/experts/layer3.expert999", None).await;
+    check_refused(&(status, body), 404, "unknown_expert");
+    let (status, body) = node.get("/chain/experts/expert7", None).await;
+    check_refused(&(status, body), 400, "invalid_request");
+
+    let (status, model) = node.get("/model", None).await;
+    assert_eq!(status, 200, "{model}");
+    let newest = blyan_moe::current_model(store).unwrap().0.to_string();
+    assert_eq!(model["chain"]["meta_block"], newest);
+    assert_eq!(model["chain"]["model"], "untrained seed");
+    assert_eq!(model["serving"]["meta_block"], newest);
+}
+
+#[tokio::test]
+async fn a_node_without_a_model_says_so_on_the_model_route() {
+    let node = Node::start().await;
+    let (status, model) = node.get("/model", None).await;
+    assert_eq!(status, 200, "{model}");
+    assert!(
+        model["chain"].is_null() && model["serving"].is_null(),
+        "{model}"
+    );
+}

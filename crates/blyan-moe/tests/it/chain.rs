@@ -447,7 +447,7 @@ fn a_bad_model_is_refused_before_any_block_is_written() {
         tokenizer_json: good.tokenizer_json(),
     };
     let error = publish_model(
-        &store,
+        &*store,
         &key,
         good.config(),
         files,
@@ -466,7 +466,7 @@ fn a_bad_model_is_refused_before_any_block_is_written() {
     let mut other = good.config().clone();
     other.rms_norm_eps = 1e-6;
     let error = publish_model(
-        &store,
+        &*store,
         &key,
         &other,
         good_files(&good),
@@ -540,4 +540,162 @@ fn an_empty_chain_gets_the_untrained_seed_model_once() {
     let first = run();
     assert_eq!(first.token_ids.len(), 8);
     assert_eq!(run().token_ids, first.token_ids);
+}
+
+/// A real store where another writer appends a foreign meta block just before this publisher's
+/// first meta block: what a node sees when two publishers race.
+struct RacedStore {
+    store: Arc<ChainStore>,
+    rival: AuthorKey,
+    raced: std::cell::Cell<bool>,
+}
+
+impl blyan_moe::PublishTarget for RacedStore {
+    fn tip(&self, chain: ChainId) -> blyan_moe::Result<blyan_chain::ChainTip> {
+        blyan_moe::PublishTarget::tip(&*self.store, chain)
+    }
+    fn header(
+        &self,
+        block: &blyan_chain::BlockHash,
+    ) -> blyan_moe::Result<Option<blyan_chain::BlockHeader>> {
+        blyan_moe::PublishTarget::header(&*self.store, block)
+    }
+    fn expert_current(
+        &self,
+        expert: ExpertName,
+    ) -> blyan_moe::Result<Option<blyan_chain::ExpertVersion>> {
+        blyan_moe::PublishTarget::expert_current(&*self.store, expert)
+    }
+    fn current_model(
+        &self,
+    ) -> blyan_moe::Result<Option<(blyan_chain::BlockHash, blyan_moe::ModelDocument)>> {
+        blyan_moe::PublishTarget::current_model(&*self.store)
+    }
+    fn pow_difficulty_bits(&self) -> u32 {
+        0
+    }
+    fn payload_bytes_max(&self) -> u64 {
+        blyan_moe::PublishTarget::payload_bytes_max(&*self.store)
+    }
+    fn append(
+        &self,
+        header: &blyan_chain::BlockHeader,
+        payload: &[u8],
+    ) -> blyan_moe::Result<blyan_chain::BlockHash> {
+        if header.kind == BlockKind::Meta && !self.raced.replace(true) {
+            let tip = self.store.tip(ChainId::Meta);
+            let note = br#"{"note": "a rival's meta block"}"#;
+            let mut rival = blyan_chain::BlockHeader::new_child(
+                &tip,
+                BlockKind::Meta,
+                note,
+                header.timestamp_ms,
+            );
+            rival.author = self.rival.address();
+            rival.sign(&self.rival);
+            self.store.append(&rival, note).unwrap();
+        }
+        blyan_moe::PublishTarget::append(&*self.store, header, payload)
+    }
+}
+
+#[test]
+fn a_block_made_on_a_tip_that_moved_is_rebuilt_on_the_new_tip() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(&temp.path().join("chain"));
+    let raced = RacedStore {
+        store: Arc::clone(&store),
+        rival: AuthorKey::generate(),
+        raced: std::cell::Cell::new(false),
+    };
+    let checkpoint = Checkpoint::open(&fixture().checkpoint()).unwrap();
+    let summary = publish_model(
+        &raced,
+        &AuthorKey::generate(),
+        checkpoint.config(),
+        good_files(&checkpoint),
+        &*checkpoint.weights(),
+        &PublishOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(raced.raced.get(), "the rival block was appended first");
+    assert!(summary.meta_written);
+    // Genesis, the rival's block, then ours on top of it.
+    let tip = store.tip(ChainId::Meta);
+    assert_eq!((tip.height, tip.hash), (2, summary.meta_block));
+    let header = store.header(&summary.meta_block).unwrap().unwrap();
+    assert_eq!(store.block_hashes_at(ChainId::Meta, 1).unwrap().len(), 1);
+    assert_eq!(
+        header.prev_hash,
+        Some(store.block_hashes_at(ChainId::Meta, 1).unwrap()[0])
+    );
+    assert_eq!(
+        blyan_moe::current_model(&store).unwrap().0,
+        summary.meta_block
+    );
+    assert!(store.verify(|_| {}).unwrap().first_bad.is_none());
+}
+
+#[test]
+fn a_block_over_the_chains_size_limit_is_refused_before_anything_is_written() {
+    let temp = tempfile::tempdir().unwrap();
+    let checkpoint = Checkpoint::open(&fixture().checkpoint()).unwrap();
+    let config = checkpoint.config();
+    // Room for any shared group but not for one float32 expert (three matrices).
+    let expert_bytes = 3 * u64::from(config.hidden_size) * u64::from(config.intermediate_size) * 4;
+    let store = Arc::new(
+        ChainStore::open(
+            temp.path().join("chain"),
+            StoreConfig {
+                payload_bytes_max: expert_bytes - 1,
+                ..store_config()
+            },
+        )
+        .unwrap(),
+    );
+    let blocks = store.block_count();
+    let error = publish_model(
+        &*store,
+        &AuthorKey::generate(),
+        config,
+        good_files(&checkpoint),
+        &*checkpoint.weights(),
+        &PublishOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    match &error {
+        MoeError::BlockTooLarge {
+            name,
+            bytes,
+            bytes_max,
+        } => {
+            assert!(
+                name.starts_with("layer") && name.contains(".expert"),
+                "{name}"
+            );
+            assert!(*bytes >= expert_bytes, "{bytes}");
+            assert_eq!(*bytes_max, expert_bytes - 1);
+        }
+        other => panic!("expected BlockTooLarge, got {other}"),
+    }
+    assert_eq!(store.block_count(), blocks, "nothing was written");
+
+    // INT8 experts are a quarter of the size: the same model fits.
+    let options = PublishOptions {
+        expert_quantization: ExpertQuantization::Int8,
+        ..PublishOptions::default()
+    };
+    let summary = publish_model(
+        &*store,
+        &AuthorKey::generate(),
+        config,
+        good_files(&checkpoint),
+        &*checkpoint.weights(),
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(summary.experts_written, 32);
 }

@@ -1,0 +1,250 @@
+//! `blyan-miner upload --node URL` against a real node (the `blyan-api` server on loopback, its
+//! RocksDB chain store in a temp dir): the node takes the blocks, validates them, and serves the
+//! new model as soon as its meta block lands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use blyan_api::{AppState, Durability, NodeConfig, Server};
+use blyan_chain::AuthorKey;
+use serde_json::Value;
+
+use common::{Workspace, stdout};
+
+/// A node serving the untrained seed model on `127.0.0.1:0`; stopped when dropped.
+struct Node {
+    addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().to_owned();
+        config.chain.durability = Durability::Unsynced;
+        edit(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = runtime.block_on(async move {
+            let state = AppState::open(config).await.unwrap();
+            state
+                .ensure_seed_model(&AuthorKey::generate())
+                .await
+                .unwrap();
+            let state = state.load_model().await.unwrap();
+            let server = Server::bind(state).await.unwrap();
+            let addr = server.local_addr().unwrap();
+            tokio::spawn(server.serve(async move {
+                let _ = stopped.await;
+            }));
+            addr
+        });
+        Node {
+            addr,
+            runtime,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let response = reqwest::blocking::get(format!("{}{path}", self.url())).unwrap();
+        assert!(response.status().is_success(), "GET {path}: {response:?}");
+        response.json().unwrap()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Value {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "POST {path}: {response:?}");
+        response.json().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Give the server a moment to close its connections before the runtime goes.
+        self.runtime.block_on(tokio::task::yield_now());
+    }
+}
+
+/// The meta block hash an upload's summary line names.
+fn meta_block(summary: &str) -> String {
+    summary
+        .split_whitespace()
+        .nth(2)
+        .expect("`meta block <hash> …`")
+        .to_owned()
+}
+
+/// Ids of the experts the node holds in its cache now.
+fn cached(node: &Node) -> Vec<String> {
+    node.get("/experts")["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|expert| expert["cached"] == true)
+        .map(|expert| expert["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn chat(node: &Node) -> Value {
+    node.post(
+        "/chat",
+        &serde_json::json!({
+            "messages": [{"role": "user", "content": "Blocks of experts"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }),
+    )
+}
+
+#[test]
+fn upload_to_a_running_node_switches_what_it_serves() {
+    let workspace = Workspace::new();
+    let node = Node::start(|_| {});
+    let seed = node.get("/model");
+    assert_eq!(seed["chain"]["model"], "untrained seed", "{seed}");
+    assert_eq!(seed["serving"]["meta_block"], seed["chain"]["meta_block"]);
+    let blocks_before = node.get("/chain/B")["blocks"].as_u64().unwrap();
+
+    let url = node.url();
+    let upload = |extra: &[&str]| {
+        let mut args = vec!["--node", url.as_str()];
+        args.extend_from_slice(extra);
+        stdout(&workspace.upload(&args))
+    };
+    let first = upload(&[]);
+    assert!(first.contains("(new)"), "{first}");
+    assert!(
+        first.contains("shared blocks: 10 written, 0 unchanged; experts: 32 written, 0 unchanged"),
+        "{first}"
+    );
+    let uploaded = meta_block(&first);
+    assert_eq!(
+        node.get("/chain/B")["blocks"].as_u64().unwrap(),
+        blocks_before + 42
+    );
+
+    // The node serves the uploaded model at once: no restart.
+    let model = node.get("/model");
+    assert_eq!(model["chain"]["meta_block"], uploaded.as_str(), "{model}");
+    assert_eq!(model["serving"]["meta_block"], uploaded.as_str(), "{model}");
+    assert_eq!(model["serving"]["model"], "trained");
+    assert_eq!(node.get("/health")["model"], "trained");
+    let answer = chat(&node);
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    let warm = cached(&node);
+    assert!(!warm.is_empty(), "the chat loaded experts");
+
+    // Uploading the same checkpoint again writes nothing.
+    let again = upload(&[]);
+    assert!(
+        again.contains("(unchanged)")
+            && again.contains(
+                "shared blocks: 0 written, 10 unchanged; experts: 0 written, 32 unchanged"
+            ),
+        "{again}"
+    );
+    assert_eq!(cached(&node), warm, "nothing changed, nothing evicted");
+
+    // INT8 experts are new payloads: 32 new expert versions, the cached ones dropped.
+    let int8 = upload(&["--quantize", "int8"]);
+    assert!(
+        int8.contains("(unchanged)") && int8.contains("experts: 32 written"),
+        "{int8}"
+    );
+    assert!(
+        cached(&node).is_empty(),
+        "every cached expert had a new version"
+    );
+    // Version 1 is the seed model's, 2 the float upload's, 3 the INT8 one's.
+    let version = node.get("/chain/experts/layer0.expert0");
+    assert_eq!(version["version"], 3, "{version}");
+    chat(&node);
+    let experts = node.get("/experts");
+    let served = experts["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|expert| expert["id"] == "layer0.expert0")
+        .unwrap()
+        .clone();
+    assert_eq!(served["version"], 3, "{served}");
+}
+
+#[test]
+fn a_node_demanding_proof_of_work_gets_mined_blocks() {
+    let workspace = Workspace::new();
+    let node = Node::start(|config| config.chain.pow_difficulty_bits = 8);
+    assert_eq!(node.get("/chain/B")["pow_difficulty_bits"], 8);
+    let summary = stdout(&workspace.upload(&["--node", &node.url()]));
+    let uploaded = meta_block(&summary);
+    assert_eq!(
+        node.get("/model")["serving"]["meta_block"],
+        uploaded.as_str()
+    );
+    let header = node.get(&format!("/blocks/{uploaded}"));
+    assert!(
+        uploaded.starts_with("0x00"),
+        "8 leading zero bits: {uploaded} {header}"
+    );
+}
+
+#[test]
+fn bad_destinations_are_refused_with_a_clear_error() {
+    let workspace = Workspace::new();
+    let failed = |extra: &[&str]| {
+        let output = workspace.upload(extra);
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    };
+
+    // Nothing listens on port 9 of loopback.
+    let stderr = failed(&["--node", "http://127.0.0.1:9"]);
+    assert!(
+        stderr.contains("connecting to the node at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    let stderr = failed(&["--node", "ftp://127.0.0.1:9"]);
+    assert!(stderr.contains("http:// or https://"), "{stderr}");
+    let data = workspace.temp.path().join("data");
+    let stderr = failed(&[
+        "--node",
+        "http://127.0.0.1:9",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let stderr = failed(&[]);
+    assert!(stderr.contains("--node <URL>|--data-dir <DIR>"), "{stderr}");
+    assert!(!data.exists(), "no store was created");
+
+    // A server that is not a Blyan node.
+    let node = Node::start(|_| {});
+    let stderr = failed(&["--node", &format!("{}/health", node.url())]);
+    assert!(stderr.contains("is this a Blyan node?"), "{stderr}");
+}
