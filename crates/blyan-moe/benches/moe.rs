@@ -1,7 +1,9 @@
 //! blyan-moe against transformers' eager `MixtralForCausalLM` on the parity fixture's tiny
 //! Mixtral (same checkpoint, same thread count, same prompt): prefill and decode tokens/s and
 //! their ratios; the expert cache's hit rate and decode speed with budgets of 25, 50 and 100 %
-//! of the experts; and cold start (store open to first token, empty cache).
+//! of the experts; batched decoding of concurrent streams against the same streams stepped one
+//! at a time (on the tiny model and on a wider one whose experts are 44 MB each); and cold start
+//! (store open to first token, empty cache).
 //!
 //! `source scripts/env.sh && cargo bench -p blyan-moe --bench moe` (threads: BLYAN_BENCH_THREADS,
 //! default 1). Needs the project's Python environment for the fixture and the baseline.
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use blyan_chain::{AuthorKey, ChainStore, Durability, StoreConfig};
 use blyan_moe::{
-    CancelToken, Checkpoint, CheckpointFiles, ExpertUsage, Generator, Logits, Model, ModelOptions,
-    PublishOptions, SamplingParams, publish_model,
+    CancelToken, Checkpoint, CheckpointFiles, Config, ExpertUsage, Generator, Logits, Model,
+    ModelOptions, PublishOptions, RandomInit, SamplingParams, Tokenizer, publish_model,
 };
 use criterion::Criterion;
 
@@ -83,6 +85,70 @@ fn decode(model: &mut Model, ids: &[u32]) -> Duration {
         token = logits.argmax(-1, false).int64_value(&[0]) as u32;
     }
     started.elapsed()
+}
+
+/// Aggregate tokens/s of `streams` concurrent greedy generations of `tokens` tokens each
+/// (prefills included), every stream on its own thread.
+fn concurrent_decode(generator: &Generator, streams: usize, tokens: u32) -> f64 {
+    let barrier = Arc::new(std::sync::Barrier::new(streams));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..streams)
+        .map(|stream| {
+            let generator = generator.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let params = SamplingParams {
+                    ignore_eos: true,
+                    ..SamplingParams::greedy(tokens)
+                };
+                let prompt = PROMPT_SET[stream % PROMPT_SET.len()];
+                generator
+                    .generate(prompt, params, CancelToken::new())
+                    .unwrap()
+                    .token_ids
+                    .len()
+            })
+        })
+        .collect();
+    let generated: usize = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .sum();
+    generated as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Batched against one-step-at-a-time decoding of 1, 8 and 16 concurrent streams.
+fn batched_decoding(label: &str, generator: &Generator) {
+    println!(
+        "\n== batched decoding, {label}: aggregate tokens/s of concurrent streams (48 tokens each, prefill included; medians of 3) =="
+    );
+    for streams in [1usize, 8, 16] {
+        let mut batched = Vec::new();
+        let mut alone = Vec::new();
+        let (mut steps, mut passes) = (0, 0);
+        for _ in 0..3 {
+            generator.set_decode_batch_max(blyan_moe::DECODE_BATCH_MAX);
+            let before = generator.decode_stats();
+            batched.push(concurrent_decode(generator, streams, 48));
+            let after = generator.decode_stats();
+            steps += after.steps - before.steps;
+            passes += after.batches - before.batches;
+            generator.set_decode_batch_max(1);
+            alone.push(concurrent_decode(generator, streams, 48));
+        }
+        generator.set_decode_batch_max(blyan_moe::DECODE_BATCH_MAX);
+        let median = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (batched, alone) = (median(batched), median(alone));
+        println!(
+            "{streams:>2} stream(s): batched {batched:.1} tok/s, one step at a time {alone:.1} tok/s, ratio {:.2}x (batched: {:.2} steps per forward pass)",
+            batched / alone,
+            steps as f64 / passes.max(1) as f64
+        );
+    }
 }
 
 fn main() {
@@ -222,6 +288,26 @@ fn main() {
             tokens as f64 / seconds
         );
     }
+
+    // Batched decoding: the tiny model, then a wider one where reading expert weights dominates.
+    batched_decoding(
+        "tiny fixture",
+        &checkpoint.load_generator(ModelOptions::default()).unwrap(),
+    );
+    let mut wide = Config::seed();
+    wide.hidden_size = 1024;
+    wide.intermediate_size = 3584;
+    wide.num_attention_heads = 8;
+    let wide_model = Model::load(
+        &wide,
+        Arc::new(RandomInit::new(&wide, 5).unwrap()),
+        ModelOptions::default(),
+    )
+    .unwrap();
+    batched_decoding(
+        "wide seed config (hidden 1024, intermediate 3584, 4 layers × 8 experts of 44 MB, top-2)",
+        &Generator::new(wide_model, Tokenizer::byte_level(), true),
+    );
 
     // Cold start: store open → first token.
     let cold: Vec<Duration> = (0..5)

@@ -1,14 +1,15 @@
 //! Text generation: sampling (greedy, temperature, top-k, top-p, seeded), stop tokens, a token
 //! budget, cancellation, and a streaming iterator of text deltas.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::batch::{DecodeStats, Engine};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::ExpertName;
-use crate::model::{ExpertUsage, KvCache, Logits, Model};
+use crate::model::{ExpertUsage, KvCache, Model};
 use crate::rng::Rng;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
@@ -269,11 +270,13 @@ pub struct ModelInfo {
     pub meta_block: Option<blyan_chain::BlockHash>,
 }
 
-/// Serves generations from one model to any number of threads: each step holds the model for
-/// one forward pass, so concurrent streams interleave token by token.
+/// Serves generations from one model to any number of threads. Concurrent streams' decoding
+/// steps are batched: a step that finds others waiting runs with them in one forward pass (at
+/// most [`crate::DECODE_BATCH_MAX`] by default), so each expert's weights are read once for
+/// all of them.
 #[derive(Clone)]
 pub struct Generator {
-    model: Arc<Mutex<Model>>,
+    engine: Arc<Engine>,
     tokenizer: Arc<Tokenizer>,
     metrics: Arc<ExpertCacheMetrics>,
     pub(crate) info: Arc<ModelInfo>,
@@ -298,7 +301,7 @@ impl Generator {
         };
         Self {
             metrics: model.expert_cache().metrics(),
-            model: Arc::new(Mutex::new(model)),
+            engine: Arc::new(Engine::new(model)),
             tokenizer: Arc::new(tokenizer),
             info: Arc::new(info),
         }
@@ -328,8 +331,19 @@ impl Generator {
 
     /// Runs `f` with the model locked: to change the cache budget, clear it, or score text.
     pub fn with_model<T>(&self, f: impl FnOnce(&mut Model) -> T) -> Result<T> {
-        let mut model = lock(&self.model)?;
+        let mut model = self.engine.model()?;
         Ok(f(&mut model))
+    }
+
+    /// Most decoding steps of concurrent streams run in one forward pass (at least 1; 1 turns
+    /// batching off: every step runs alone, one after the other).
+    pub fn set_decode_batch_max(&self, steps: usize) {
+        self.engine.set_batch_max(steps);
+    }
+
+    /// Decoding steps run so far and the forward passes they took.
+    pub fn decode_stats(&self) -> DecodeStats {
+        self.engine.stats()
     }
 
     /// Starts streaming a generation for `prompt`. Nothing runs until the first `next()`; the
@@ -378,7 +392,8 @@ impl Generator {
         stop_token_ids.sort_unstable();
         stop_token_ids.dedup();
         Ok(TokenStream {
-            model: Arc::clone(&self.model),
+            engine: Arc::clone(&self.engine),
+            decoding: false,
             tokenizer: Arc::clone(&self.tokenizer),
             // Room for the prompt plus every generated token but the last, which is never fed.
             max_tokens: params.max_tokens.min(context - prompt_tokens + 1),
@@ -408,18 +423,16 @@ impl Generator {
     }
 }
 
-fn lock(model: &Mutex<Model>) -> Result<MutexGuard<'_, Model>> {
-    model.lock().map_err(|_| MoeError::ModelPoisoned)
-}
-
 /// A generation in progress: an iterator of [`Delta`]s whose texts concatenate to the full
-/// generated text. Each `next()` runs one forward pass. After the last delta,
+/// generated text. Each `next()` runs one forward pass, batched with other streams' steps. After the last delta,
 /// [`TokenStream::finish_reason`] says why it ended.
 ///
 /// The stream owns its state and is `Send`: the HTTP layer moves it to a blocking thread and
 /// forwards deltas through a bounded channel.
 pub struct TokenStream {
-    model: Arc<Mutex<Model>>,
+    engine: Arc<Engine>,
+    /// Registered with the engine as a decoding stream (batches wait for its steps).
+    decoding: bool,
     tokenizer: Arc<Tokenizer>,
     max_tokens: u32,
     sampler: Sampler,
@@ -482,27 +495,42 @@ impl TokenStream {
             .expect("a stream that ended without an error has a finish reason");
         Ok(Generation {
             prompt_tokens: self.prompt_tokens(),
-            token_ids: self.generated,
-            text: self.text,
+            token_ids: std::mem::take(&mut self.generated),
+            text: std::mem::take(&mut self.text),
             finish_reason,
-            expert_usage: self.usage,
+            expert_usage: std::mem::take(&mut self.usage),
         })
     }
 
     fn next_token(&mut self) -> Result<u32> {
-        let mut model = lock(&self.model)?;
-        let kv_cache = match &mut self.kv_cache {
-            Some(cache) => cache,
-            None => self.kv_cache.insert(model.new_kv_cache()),
+        let logits = match (self.generated.last(), self.kv_cache.take()) {
+            (None, _) => {
+                let (logits, cache) = self.engine.prefill(&self.prompt, &mut self.usage)?;
+                self.kv_cache = Some(cache);
+                logits
+            }
+            (Some(last), Some(cache)) => {
+                if !self.decoding {
+                    self.decoding = true;
+                    self.engine.start_decoding();
+                }
+                let usage = std::mem::take(&mut self.usage);
+                let (logits, cache, usage) = self.engine.decode(*last, cache, usage);
+                self.kv_cache = Some(cache);
+                self.usage = usage;
+                logits?
+            }
+            // A stream whose step failed has stopped: it never asks again.
+            (Some(_), None) => return Err(MoeError::ModelPoisoned),
         };
-        let feed: &[u32] = match self.generated.last() {
-            Some(last) => std::slice::from_ref(last),
-            None => &self.prompt,
-        };
-        let logits = model.forward(feed, kv_cache, &mut self.usage, Logits::Last)?;
-        drop(model);
-        let logits = Vec::<f32>::try_from(logits.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?;
         Ok(self.sampler.sample(&logits))
+    }
+
+    /// Batches stop waiting for this stream's steps.
+    fn stop_decoding(&mut self) {
+        if std::mem::take(&mut self.decoding) {
+            self.engine.stop_decoding();
+        }
     }
 
     /// Text held back at the end because it ended inside a character, if any.
@@ -527,10 +555,31 @@ impl TokenStream {
     }
 }
 
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        self.stop_decoding();
+    }
+}
+
 impl Iterator for TokenStream {
     type Item = Result<Delta>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let item = self.step();
+        let done = item.is_none()
+            || self.failed
+            || self.finish_reason.is_some()
+            || self.generated.len() >= self.max_tokens as usize;
+        if done {
+            self.stop_decoding();
+        }
+        item
+    }
+}
+
+impl TokenStream {
+    /// [`Iterator::next`], before the engine hears whether the stream goes on.
+    fn step(&mut self) -> Option<Result<Delta>> {
         if self.failed {
             return None;
         }

@@ -16,6 +16,9 @@
 //!   applied in ascending order. The same prompt, seed and weights give the same tokens.
 //! - Experts are loaded on demand through an [`ExpertCache`] with a byte budget; an expert the
 //!   weights lack is [`MoeError::MissingExpert`] naming it, never a silent zero.
+//! - Concurrent streams' decoding steps are batched ([`Model::forward_batch`]); a lone step runs
+//!   the unbatched [`Model::forward`], a batched one agrees with it within float rounding, and a
+//!   failed batch changes no request's state.
 //! - Import and publishing check a model completely (architecture, tokenizer, every tensor,
 //!   shapes, dtypes) before anything is written; export writes the same tensor bytes back.
 //! - On the chain, one block per expert, shared groups and routers in their own blocks, and a
@@ -47,6 +50,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod cache;
 mod chain;
 mod checkpoint;
@@ -59,6 +63,7 @@ mod rng;
 mod tokenizer;
 mod weights;
 
+pub use batch::{DECODE_BATCH_MAX, DecodeStats};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
 pub use chain::{
@@ -84,7 +89,7 @@ pub use generate::{
     CancelToken, Delta, FinishReason, GENERATED_TOKENS_MAX, Generation, Generator, ModelInfo,
     STOP_TOKENS_MAX, SamplingParams, TEMPERATURE_MAX, TokenStream,
 };
-pub use model::{ExpertUsage, KvCache, Logits, Model, ModelOptions};
+pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions};
 pub use tokenizer::{
     BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,
     TOKENIZER_JSON_BYTES_MAX, Tokenizer,

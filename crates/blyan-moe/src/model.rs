@@ -49,14 +49,33 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// A cache of no layer, standing in for one that was lost with a failed step.
+    pub(crate) fn empty() -> Self {
+        Self {
+            layers: Vec::new(),
+            positions: 0,
+        }
+    }
+
     /// Positions already processed.
     pub fn positions(&self) -> u32 {
         self.positions
     }
 }
 
+/// One request's next token in a batched decoding step ([`Model::forward_batch`]).
+#[derive(Debug)]
+pub struct DecodeStep<'a> {
+    /// The token to feed (the last one generated).
+    pub token: u32,
+    /// The request's keys and values so far; extended by the step.
+    pub cache: &'a mut KvCache,
+    /// The request's expert counts; extended by the step.
+    pub usage: &'a mut ExpertUsage,
+}
+
 /// Which experts answered for a request: tokens routed to each expert of each layer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ExpertUsage {
     /// `tokens[layer][expert]`: how many token positions the expert processed.
     pub tokens: Vec<Vec<u32>>,
@@ -162,14 +181,9 @@ fn four_dims(xs: &Tensor) -> Result<[i64; 4]> {
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        xs: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
+    /// Queries, keys and values of `xs` (`[batch, positions, hidden]`), rotated: `[batch,
+    /// heads, positions, head_dim]` each (keys and values with the key-value heads).
+    fn project(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<[Tensor; 3]> {
         let size = xs.size();
         let (batch, positions) = (size[0], size[1]);
         // query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -179,28 +193,30 @@ impl Attention {
                 .f_view([batch, positions, -1, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
-        let query = project(&self.q_proj)?;
-        let key = project(&self.k_proj)?;
-        let value = project(&self.v_proj)?;
-
         // q_embed = (q * cos) + (rotate_half(q) * sin)
         let rotate = |xs: &Tensor| -> Result<Tensor> {
             Ok(xs.f_mul(cos)?.f_add(&rotate_half(xs)?.f_mul(sin)?)?)
         };
-        let query = rotate(&query)?;
-        let key = rotate(&key)?;
+        Ok([
+            rotate(&project(&self.q_proj)?)?,
+            rotate(&project(&self.k_proj)?)?,
+            project(&self.v_proj)?,
+        ])
+    }
 
-        let (key, value) = match cache.take() {
-            Some((past_key, past_value)) => (
-                Tensor::f_cat(&[past_key, key], 2)?,
-                Tensor::f_cat(&[past_value, value], 2)?,
-            ),
-            None => (key, value),
-        };
-        *cache = Some((key.shallow_clone(), value.shallow_clone()));
-
-        let key = repeat_kv(&key, self.key_value_groups)?;
-        let value = repeat_kv(&value, self.key_value_groups)?;
+    /// Eager attention of `query` over every cached position plus the new ones (`key`,
+    /// `value`): `[batch, positions, heads × head_dim]`, before the output projection.
+    fn attend(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let size = query.size();
+        let (batch, positions) = (size[0], size[2]);
+        let key = repeat_kv(key, self.key_value_groups)?;
+        let value = repeat_kv(value, self.key_value_groups)?;
         // attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
         let mut weights = query
             .f_matmul(&key.f_transpose(2, 3)?)?
@@ -213,13 +229,38 @@ impl Attention {
             .f_softmax(-1, Kind::Float)?
             .f_to_kind(query.kind())?;
         // attn_output.transpose(1, 2).contiguous(); attn_output.reshape(*input_shape, -1)
-        let output = weights
+        Ok(weights
             .f_matmul(&value)?
             .f_transpose(1, 2)?
             .f_contiguous()?
-            .f_reshape([batch, positions, -1])?;
+            .f_reshape([batch, positions, -1])?)
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let [query, key, value] = self.project(xs, cos, sin)?;
+        let (key, value) = extend(cache.take(), key, value)?;
+        *cache = Some((key.shallow_clone(), value.shallow_clone()));
+        let output = self.attend(&query, &key, &value, mask)?;
         Ok(output.f_linear::<Tensor>(&self.o_proj, None)?)
     }
+}
+
+/// The cached keys and values followed by the new ones (along the positions).
+fn extend(past: Option<(Tensor, Tensor)>, key: Tensor, value: Tensor) -> Result<(Tensor, Tensor)> {
+    Ok(match past {
+        Some((past_key, past_value)) => (
+            Tensor::f_cat(&[past_key, key], 2)?,
+            Tensor::f_cat(&[past_value, value], 2)?,
+        ),
+        None => (key, value),
+    })
 }
 
 #[derive(Debug)]
@@ -267,13 +308,14 @@ pub(crate) fn route(probabilities: &[f32], experts: usize, top_k: usize) -> Rout
 }
 
 impl DecoderLayer {
+    /// The routed experts' mixture for every position of `xs`, and the routing (which rows
+    /// went to which expert), for the caller to count.
     fn moe(
         &self,
         xs: &Tensor,
         experts: &mut ExpertCache,
         top_k: usize,
-        usage: &mut ExpertUsage,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Routing)> {
         let size = xs.size();
         let hidden = size[2];
         let flat = xs.f_reshape([-1, hidden])?;
@@ -305,9 +347,8 @@ impl DecoderLayer {
             let contribution = weights.forward(&selected)?.f_mul(&scale)?;
             // In place; the returned handle is `output` itself.
             let _ = output.f_index_add_(0, &rows_tensor, &contribution)?;
-            usage.record(self.index, expert, rows.len());
         }
-        Ok(output.f_reshape(size.as_slice())?)
+        Ok((output.f_reshape(size.as_slice())?, routing))
     }
 }
 
@@ -493,26 +534,9 @@ impl Model {
         usage: &mut ExpertUsage,
         logits: Logits,
     ) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(MoeError::EmptyPrompt);
-        }
-        let vocab_size = self.config.vocab_size;
-        if let Some(id) = tokens.iter().find(|id| **id >= vocab_size) {
-            return Err(MoeError::TokenOutOfRange {
-                id: *id,
-                vocab_size,
-            });
-        }
+        self.check_tokens(cache, tokens)?;
         let past = i64::from(cache.positions);
         let count = tokens.len() as i64;
-        let context_max = i64::from(self.config.max_position_embeddings);
-        if past + count > context_max {
-            return Err(MoeError::ContextTooLong {
-                prompt_tokens: past as u64,
-                max_tokens: count as u64,
-                context_tokens_max: context_max as u64,
-            });
-        }
 
         let ids: Vec<i64> = tokens.iter().map(|id| i64::from(*id)).collect();
         let ids = Tensor::f_from_slice(&ids)?
@@ -541,7 +565,10 @@ impl Model {
                     .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let mixed = layer.moe(&normed, &mut self.experts, top_k, usage)?;
+            let (mixed, routing) = layer.moe(&normed, &mut self.experts, top_k)?;
+            for (expert, rows) in routing.rows.iter().enumerate() {
+                usage.record(layer.index, expert, rows.len());
+            }
             xs = hidden.f_add(&mixed)?;
         }
         cache.positions += tokens.len() as u32;
@@ -552,6 +579,131 @@ impl Model {
             Logits::All => xs,
         };
         Ok(xs.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+
+    /// Refuses an empty feed, a token outside the vocabulary, or a feed past the context.
+    fn check_tokens(&self, cache: &KvCache, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(MoeError::EmptyPrompt);
+        }
+        let vocab_size = self.config.vocab_size;
+        if let Some(id) = tokens.iter().find(|id| **id >= vocab_size) {
+            return Err(MoeError::TokenOutOfRange {
+                id: *id,
+                vocab_size,
+            });
+        }
+        let past = u64::from(cache.positions);
+        let count = tokens.len() as u64;
+        let context_max = u64::from(self.config.max_position_embeddings);
+        if past + count > context_max {
+            return Err(MoeError::ContextTooLong {
+                prompt_tokens: past,
+                max_tokens: count,
+                context_tokens_max: context_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// One decoding step of several requests at once: each [`DecodeStep`] feeds one token after
+    /// the positions in its own cache. Returns the float32 logits `[steps, vocab]`, row `i` for
+    /// `steps[i]`, equal (within float rounding of the larger matrix products) to what
+    /// [`Model::forward`] gives each request alone.
+    ///
+    /// What batching saves: every projection, router and expert runs once for all requests, so
+    /// each expert's weights are read once per step however many requests route to it. The
+    /// attention over each request's own past runs request by request (their lengths differ).
+    ///
+    /// On an error (a missing expert, a bad token) no cache and no usage is changed, so each
+    /// request can be run alone to find whose it was.
+    pub fn forward_batch(&mut self, steps: &mut [DecodeStep<'_>]) -> Result<Tensor> {
+        if steps.is_empty() {
+            return Err(MoeError::EmptyPrompt);
+        }
+        for step in steps.iter() {
+            self.check_tokens(step.cache, std::slice::from_ref(&step.token))?;
+        }
+        let batch = steps.len() as i64;
+        let ids: Vec<i64> = steps.iter().map(|step| i64::from(step.token)).collect();
+        let ids = Tensor::f_from_slice(&ids)?
+            .f_to_device(self.device)?
+            .f_unsqueeze(1)?;
+        // [batch, 1, hidden]
+        let mut xs = Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false)?;
+
+        // Each request's own position: cos and sin are [batch, 1, 1, head_dim].
+        let pasts: Vec<f32> = steps
+            .iter()
+            .map(|step| step.cache.positions as f32)
+            .collect();
+        let positions = Tensor::f_from_slice(&pasts)?.f_to_device(self.device)?;
+        let freqs = positions
+            .f_unsqueeze(1)?
+            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
+        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        let cos = angles.f_cos()?.f_unsqueeze(1)?.f_unsqueeze(1)?;
+        let sin = angles.f_sin()?.f_unsqueeze(1)?.f_unsqueeze(1)?;
+        let masks = steps
+            .iter()
+            .map(|step| self.attention_mask(i64::from(step.cache.positions), 1))
+            .collect::<Result<Vec<_>>>()?;
+
+        let top_k = self.config.num_experts_per_tok as usize;
+        // New keys and values per layer and request, and expert counts per request: committed
+        // only once every layer succeeded.
+        let mut new_caches: Vec<Vec<(Tensor, Tensor)>> = Vec::with_capacity(self.layers.len());
+        let mut counts: Vec<(u32, usize, usize)> = Vec::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            let residual = &xs;
+            let normed = layer.input_layernorm.forward(residual)?;
+            let [query, key, value] = layer.attention.project(&normed, &cos, &sin)?;
+            let mut outputs = Vec::with_capacity(steps.len());
+            let mut layer_caches = Vec::with_capacity(steps.len());
+            for (row, step) in steps.iter().enumerate() {
+                let row = row as i64;
+                let past = step.cache.layers[index]
+                    .as_ref()
+                    .map(|(key, value)| (key.shallow_clone(), value.shallow_clone()));
+                let (key, value) =
+                    extend(past, key.f_narrow(0, row, 1)?, value.f_narrow(0, row, 1)?)?;
+                outputs.push(layer.attention.attend(
+                    &query.f_narrow(0, row, 1)?,
+                    &key,
+                    &value,
+                    masks[row as usize].as_ref(),
+                )?);
+                layer_caches.push((key, value));
+            }
+            let attended =
+                Tensor::f_cat(&outputs, 0)?.f_linear::<Tensor>(&layer.attention.o_proj, None)?;
+            new_caches.push(layer_caches);
+            let hidden = residual.f_add(&attended)?;
+            let normed = layer.post_attention_layernorm.forward(&hidden)?;
+            let (mixed, routing) = layer.moe(&normed, &mut self.experts, top_k)?;
+            for (expert, rows) in routing.rows.iter().enumerate() {
+                counts.extend(rows.iter().map(|row| (layer.index, expert, *row as usize)));
+            }
+            xs = hidden.f_add(&mixed)?;
+        }
+        let logits = self
+            .norm
+            .forward(&xs)?
+            .f_reshape([batch, -1])?
+            .f_linear::<Tensor>(&self.lm_head, None)?;
+
+        for (index, layer_caches) in new_caches.into_iter().enumerate() {
+            for (step, cache) in steps.iter_mut().zip(layer_caches) {
+                step.cache.layers[index] = Some(cache);
+            }
+        }
+        for step in steps.iter_mut() {
+            step.cache.positions += 1;
+        }
+        for (layer, expert, row) in counts {
+            steps[row].usage.record(layer, expert, 1);
+        }
+        Ok(logits)
     }
 
     /// The additive causal (and sliding-window) mask for `count` new positions after `past`,
@@ -637,6 +789,96 @@ mod tests {
         assert!(difference < 1e-4, "difference {difference}");
         assert_eq!(cache.positions(), 6);
         assert!(!usage.experts().is_empty());
+    }
+
+    #[test]
+    fn a_batched_step_matches_each_request_alone() {
+        let mut model = seed_model();
+        let prompts: [&[u32]; 3] = [&[5, 80, 17], &[200], &[42, 9, 3, 77, 1, 150, 2]];
+        let next = [11u32, 250, 64];
+        let vocab = i64::from(model.config().vocab_size);
+        let mut alone = Vec::new();
+        let mut batched = Vec::new();
+        for prompt in prompts {
+            for states in [&mut alone, &mut batched] {
+                let mut cache = model.new_kv_cache();
+                let mut usage = ExpertUsage::new(model.config());
+                let _ = model
+                    .forward(prompt, &mut cache, &mut usage, Logits::Last)
+                    .expect("prefill");
+                states.push((cache, usage));
+            }
+        }
+        for round in 0..3u32 {
+            let expected: Vec<Tensor> = alone
+                .iter_mut()
+                .zip(next)
+                .map(|((cache, usage), token)| {
+                    model
+                        .forward(&[token + round], cache, usage, Logits::Last)
+                        .expect("alone")
+                })
+                .collect();
+            let mut steps: Vec<DecodeStep<'_>> = batched
+                .iter_mut()
+                .zip(next)
+                .map(|((cache, usage), token)| DecodeStep {
+                    token: token + round,
+                    cache,
+                    usage,
+                })
+                .collect();
+            let logits = model.forward_batch(&mut steps).expect("batched");
+            assert_eq!(logits.size(), [3, vocab]);
+            for (row, expected) in expected.iter().enumerate() {
+                let got = logits.narrow(0, row as i64, 1);
+                let scale = expected.abs().max().double_value(&[]);
+                let difference = (&got - expected).abs().max().double_value(&[]);
+                assert!(
+                    difference <= 1e-4 * scale,
+                    "round {round}, request {row}: difference {difference}, scale {scale}"
+                );
+            }
+        }
+        for ((cache, usage), (batched_cache, batched_usage)) in alone.iter().zip(&batched) {
+            assert_eq!(cache.positions(), batched_cache.positions());
+            assert_eq!(usage, batched_usage);
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_changes_no_cache() {
+        let mut model = seed_model();
+        let vocab = model.config().vocab_size;
+        let mut cache = model.new_kv_cache();
+        let mut usage = ExpertUsage::new(model.config());
+        let _ = model
+            .forward(&[1, 2, 3], &mut cache, &mut usage, Logits::Last)
+            .expect("prefill");
+        let mut other = model.new_kv_cache();
+        let mut other_usage = ExpertUsage::new(model.config());
+        let _ = model
+            .forward(&[4], &mut other, &mut other_usage, Logits::Last)
+            .expect("prefill");
+        let before = usage.clone();
+        let mut steps = [
+            DecodeStep {
+                token: 7,
+                cache: &mut cache,
+                usage: &mut usage,
+            },
+            DecodeStep {
+                token: vocab,
+                cache: &mut other,
+                usage: &mut other_usage,
+            },
+        ];
+        assert!(matches!(
+            model.forward_batch(&mut steps),
+            Err(MoeError::TokenOutOfRange { .. })
+        ));
+        assert_eq!((cache.positions(), other.positions()), (3, 1));
+        assert_eq!(usage, before);
     }
 
     #[test]

@@ -134,6 +134,54 @@ fn missing_expert_fails_the_request_naming_it() {
     assert!(failed > 0, "no prompt reached the missing expert");
 }
 
+#[test]
+fn a_missing_expert_fails_only_the_requests_that_need_it_when_batched() {
+    let (_temp, dir, _) = broken(|dir| remove_tensor(dir, EXPERT_W2));
+    let checkpoint_config = Checkpoint::open(&fixture().checkpoint()).unwrap();
+    let source = std::sync::Arc::new(SafetensorsSource::open(&dir).unwrap());
+    let model = Model::load(checkpoint_config.config(), source, ModelOptions::default()).unwrap();
+    let generator = Generator::new(model, checkpoint_config.tokenizer().unwrap(), false);
+    // Short prompts and generations: some reach layer 2's expert 5, some do not.
+    let prompts = [
+        "a", "b", "blocks", "hello", "chain", "zzz", "experts", "the", "x y", "42",
+    ];
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(3)
+    };
+    let outcome = |result: Result<blyan_moe::Generation, MoeError>| match result {
+        Ok(generation) => Ok(generation.token_ids),
+        Err(MoeError::MissingExpert { expert }) => Err(expert),
+        Err(other) => panic!("unexpected {other}"),
+    };
+    let alone: Vec<_> = prompts
+        .iter()
+        .map(|prompt| outcome(generator.generate(prompt, params.clone(), CancelToken::new())))
+        .collect();
+    assert!(
+        alone.iter().any(Result::is_ok) && alone.iter().any(Result::is_err),
+        "{alone:?}"
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(prompts.len()));
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|prompt| {
+                let (generator, barrier, params) = (&generator, &barrier, params.clone());
+                scope.spawn(move || {
+                    barrier.wait();
+                    generator.generate(prompt, params, CancelToken::new())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| outcome(handle.join().unwrap()))
+            .collect()
+    });
+    assert_eq!(together, alone);
+}
+
 fn remove_tensor(dir: &Path, name: &str) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();

@@ -237,3 +237,81 @@ fn concurrent_streams_share_one_model() {
         .collect();
     assert_eq!(results, expected);
 }
+
+const PROMPT_SET: [&str; 6] = [
+    "the chain holds the experts",
+    "a block of the model",
+    "the quick brown fox jumps over the lazy dog",
+    "miners upload experts",
+    "validators check the proof of learning",
+    "blocks",
+];
+
+/// Greedy generations of `PROMPT_SET`, every stream on its own thread, all started together.
+fn concurrently(generator: &Generator, tokens: u32) -> Vec<Vec<u32>> {
+    let barrier = Arc::new(std::sync::Barrier::new(PROMPT_SET.len()));
+    let handles: Vec<_> = PROMPT_SET
+        .iter()
+        .map(|prompt| {
+            let generator = generator.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let params = SamplingParams {
+                    ignore_eos: true,
+                    ..SamplingParams::greedy(tokens)
+                };
+                generator
+                    .generate(prompt, params, CancelToken::new())
+                    .unwrap()
+                    .token_ids
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn concurrent_steps_are_batched_and_each_stream_gets_its_own_tokens() {
+    let generator = generator();
+    let alone: Vec<Vec<u32>> = PROMPT_SET
+        .iter()
+        .map(|prompt| {
+            let params = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(16)
+            };
+            generator
+                .generate(prompt, params, CancelToken::new())
+                .unwrap()
+                .token_ids
+        })
+        .collect();
+    let before = generator.decode_stats();
+    assert_eq!(
+        before.steps, before.batches,
+        "streams run alone are never batched"
+    );
+    assert_eq!(concurrently(&generator, 16), alone);
+    let after = generator.decode_stats();
+    let (steps, batches) = (after.steps - before.steps, after.batches - before.batches);
+    assert_eq!(
+        steps,
+        6 * 15,
+        "one step per token after the first, which the prefill gives"
+    );
+    assert!(
+        batches < steps,
+        "{batches} forward passes for {steps} steps: nothing was batched"
+    );
+    assert_eq!(after.batches_split, 0);
+
+    // Batching off: every step its own forward pass, the same tokens.
+    generator.set_decode_batch_max(1);
+    assert_eq!(concurrently(&generator, 16), alone);
+    let off = generator.decode_stats();
+    assert_eq!(off.steps - after.steps, off.batches - after.batches);
+}

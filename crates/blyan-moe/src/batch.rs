@@ -1,0 +1,340 @@
+//! Batched decoding of concurrent requests, by combining: a stream that wants its next token
+//! leaves its step (token, KV cache, expert counts) in a queue and waits for the model; whoever
+//! holds the model next runs the waiting steps as one batch ([`Model::forward_batch`]) and
+//! hands each its logits. No scheduler thread: the streams' own threads take turns running
+//! the batch, and a lone stream runs exactly the unbatched forward pass.
+//!
+//! Streams answered by one batch come back for their next step a few microseconds apart (each
+//! samples its token first), so the holder of the model waits for every decoding stream's step
+//! before it runs a batch, but never longer than half the last forward pass took: a stream
+//! whose reader stalls slows the others by at most that. Prefill (a whole prompt) is not
+//! batched; steps that queue up while one runs are batched together after it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use tch::Device;
+
+use crate::error::{MoeError, Result};
+use crate::model::{DecodeStep, ExpertUsage, KvCache, Logits, Model};
+
+/// Most decoding steps run in one batch by default.
+pub const DECODE_BATCH_MAX: usize = 16;
+/// Longest the holder of the model waits for other streams' steps before running a batch.
+const GATHER_WAIT_MAX: Duration = Duration::from_millis(20);
+
+/// Decoding-step counters of a [`crate::Generator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeStats {
+    /// Decoding steps run (one token of one request each; prefills not counted).
+    pub steps: u64,
+    /// Forward passes those steps took: `steps / batches` is the mean batch size.
+    pub batches: u64,
+    /// Batches that failed and were re-run request by request to find whose step failed.
+    pub batches_split: u64,
+}
+
+/// One request's decoding step, from queued to answered.
+#[derive(Debug, Default)]
+enum Slot {
+    /// Waiting for a forward pass.
+    Waiting {
+        token: u32,
+        cache: KvCache,
+        usage: ExpertUsage,
+    },
+    /// Answered: the request's logits (or its error), and its state back.
+    Done {
+        logits: Result<Vec<f32>>,
+        cache: KvCache,
+        usage: ExpertUsage,
+    },
+    /// Between the two, while a batch runs.
+    #[default]
+    Running,
+}
+
+/// A step's slot, and the signal its owner waits on: answered, or the model is free.
+#[derive(Debug)]
+struct SlotCell {
+    state: Mutex<Slot>,
+    changed: Condvar,
+}
+
+type SlotRef = Arc<SlotCell>;
+
+/// How long a waiting step sleeps before it checks again whether the model is free (a missed
+/// hand-over costs at most this).
+const MODEL_POLL: Duration = Duration::from_millis(2);
+
+/// The model, shared by every stream of a generator, and the steps waiting for it.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    model: Mutex<Model>,
+    waiting: Mutex<Vec<SlotRef>>,
+    /// Signalled when a step joins `waiting`.
+    arrived: Condvar,
+    /// Streams past their prefill and not finished: the steps a batch may wait for.
+    decoding: AtomicUsize,
+    /// Nanoseconds the last batch's forward pass took.
+    last_batch_nanos: AtomicU64,
+    batch_max: AtomicUsize,
+    steps: AtomicU64,
+    batches: AtomicU64,
+    batches_split: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    mutex.lock().map_err(|_| MoeError::ModelPoisoned)
+}
+
+/// The logits of one row, on the CPU, for sampling.
+fn row_to_vec(logits: &tch::Tensor, row: i64) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(
+        logits
+            .f_narrow(0, row, 1)?
+            .f_to_device(Device::Cpu)?
+            .f_flatten(0, -1)?,
+    )?)
+}
+
+impl Engine {
+    pub(crate) fn new(model: Model) -> Self {
+        Self {
+            model: Mutex::new(model),
+            waiting: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            decoding: AtomicUsize::new(0),
+            last_batch_nanos: AtomicU64::new(0),
+            batch_max: AtomicUsize::new(DECODE_BATCH_MAX),
+            steps: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batches_split: AtomicU64::new(0),
+        }
+    }
+
+    /// The model, locked (between two forward passes).
+    pub(crate) fn model(&self) -> Result<MutexGuard<'_, Model>> {
+        lock(&self.model)
+    }
+
+    /// A stream starts decoding: batches wait for its steps until [`Engine::stop_decoding`].
+    pub(crate) fn start_decoding(&self) {
+        self.decoding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A stream that called [`Engine::start_decoding`] ends.
+    pub(crate) fn stop_decoding(&self) {
+        self.decoding.fetch_sub(1, Ordering::AcqRel);
+        // A holder of the model may be waiting for this stream's step.
+        self.arrived.notify_all();
+    }
+
+    pub(crate) fn set_batch_max(&self, batch_max: usize) {
+        self.batch_max.store(batch_max.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> DecodeStats {
+        DecodeStats {
+            steps: self.steps.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batches_split: self.batches_split.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs a whole prompt (not batched) into a new KV cache: the float32 logits of its last
+    /// position, and the cache.
+    pub(crate) fn prefill(
+        &self,
+        prompt: &[u32],
+        usage: &mut ExpertUsage,
+    ) -> Result<(Vec<f32>, KvCache)> {
+        let mut model = self.model()?;
+        let mut cache = model.new_kv_cache();
+        let logits = model.forward(prompt, &mut cache, usage, Logits::Last);
+        drop(model);
+        self.hand_over();
+        Ok((row_to_vec(&logits?, 0)?, cache))
+    }
+
+    /// Feeds `token` after the positions in `cache`, batched with whatever other streams are
+    /// waiting: the float32 logits of the next position. `cache` and `usage` come back extended
+    /// (unchanged on an error).
+    pub(crate) fn decode(
+        &self,
+        token: u32,
+        cache: KvCache,
+        usage: ExpertUsage,
+    ) -> (Result<Vec<f32>>, KvCache, ExpertUsage) {
+        let slot: SlotRef = Arc::new(SlotCell {
+            state: Mutex::new(Slot::Waiting {
+                token,
+                cache,
+                usage,
+            }),
+            changed: Condvar::new(),
+        });
+        let outcome = self.answer(&slot);
+        let taken = lock(&slot.state).map(|mut state| std::mem::take(&mut *state));
+        match (outcome, taken) {
+            (
+                Ok(()),
+                Ok(Slot::Done {
+                    logits,
+                    cache,
+                    usage,
+                }),
+            ) => (logits, cache, usage),
+            (outcome, _) => {
+                // Only a panic inside another thread's batch gets here; the step's state is
+                // lost with the model's.
+                let error = outcome.err().unwrap_or(MoeError::ModelPoisoned);
+                (Err(error), KvCache::empty(), ExpertUsage::default())
+            }
+        }
+    }
+
+    /// Queues `slot` and returns once it is answered: by the holder of the model, or here,
+    /// when this thread gets the model first and runs the batches itself.
+    fn answer(&self, slot: &SlotRef) -> Result<()> {
+        lock(&self.waiting)?.push(Arc::clone(slot));
+        self.arrived.notify_all();
+        loop {
+            if matches!(*lock(&slot.state)?, Slot::Done { .. }) {
+                return Ok(());
+            }
+            match self.model.try_lock() {
+                Ok(mut model) => {
+                    let combined = self.combine(&mut model, slot);
+                    drop(model);
+                    self.hand_over();
+                    return combined;
+                }
+                Err(TryLockError::Poisoned(_)) => return Err(MoeError::ModelPoisoned),
+                Err(TryLockError::WouldBlock) => {
+                    let state = lock(&slot.state)?;
+                    if !matches!(*state, Slot::Done { .. }) {
+                        let _ = slot
+                            .changed
+                            .wait_timeout(state, MODEL_POLL)
+                            .map_err(|_| MoeError::ModelPoisoned)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// With the model held: runs batches until `slot` is answered.
+    fn combine(&self, model: &mut Model, slot: &SlotRef) -> Result<()> {
+        while !matches!(*lock(&slot.state)?, Slot::Done { .. }) {
+            let batch = self.gather()?;
+            if batch.is_empty() {
+                return Err(MoeError::ModelPoisoned);
+            }
+            let started = Instant::now();
+            self.run(model, &batch)?;
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.last_batch_nanos.store(nanos, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After releasing the model: wakes the oldest waiting step's thread to take it.
+    fn hand_over(&self) {
+        if let Ok(waiting) = self.waiting.lock()
+            && let Some(next) = waiting.first()
+        {
+            next.changed.notify_all();
+        }
+    }
+
+    /// Takes the next batch off the queue: once every decoding stream's step is there (or the
+    /// batch is full), or after half the last batch's time, whichever comes first.
+    fn gather(&self) -> Result<Vec<SlotRef>> {
+        let batch_max = self.batch_max.load(Ordering::Relaxed);
+        let wait = Duration::from_nanos(self.last_batch_nanos.load(Ordering::Relaxed) / 2)
+            .min(GATHER_WAIT_MAX);
+        let deadline = Instant::now() + wait;
+        let mut waiting = lock(&self.waiting)?;
+        loop {
+            let expected = self.decoding.load(Ordering::Acquire).min(batch_max);
+            let now = Instant::now();
+            if waiting.len() >= expected || now >= deadline {
+                break;
+            }
+            waiting = self
+                .arrived
+                .wait_timeout(waiting, deadline - now)
+                .map_err(|_| MoeError::ModelPoisoned)?
+                .0;
+        }
+        let take = waiting.len().min(batch_max);
+        Ok(waiting.drain(..take).collect())
+    }
+
+    /// Runs the waiting steps of `batch` and answers each.
+    fn run(&self, model: &mut Model, batch: &[SlotRef]) -> Result<()> {
+        let mut entries = Vec::with_capacity(batch.len());
+        for slot in batch {
+            if let Slot::Waiting {
+                token,
+                cache,
+                usage,
+            } = std::mem::take(&mut *lock(&slot.state)?)
+            {
+                entries.push((slot, token, cache, usage));
+            }
+        }
+        self.steps
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let alone =
+            |model: &mut Model, token: u32, cache: &mut KvCache, usage: &mut ExpertUsage| {
+                model
+                    .forward(&[token], cache, usage, Logits::Last)
+                    .and_then(|logits| row_to_vec(&logits, 0))
+            };
+        let answers: Vec<Result<Vec<f32>>> = if entries.len() == 1 {
+            // Alone: exactly the unbatched pass.
+            let (_, token, cache, usage) = &mut entries[0];
+            vec![alone(model, *token, cache, usage)]
+        } else {
+            let batched = {
+                let mut steps: Vec<DecodeStep<'_>> = entries
+                    .iter_mut()
+                    .map(|(_, token, cache, usage)| DecodeStep {
+                        token: *token,
+                        cache,
+                        usage,
+                    })
+                    .collect();
+                model.forward_batch(&mut steps)
+            };
+            match batched {
+                Ok(logits) => (0..entries.len() as i64)
+                    .map(|row| row_to_vec(&logits, row))
+                    .collect(),
+                Err(error) => {
+                    // The batch changed no cache: run each step alone, so only the request the
+                    // error belongs to gets it.
+                    tracing::debug!(%error, steps = entries.len(), "batch failed: running its steps one by one");
+                    self.batches_split.fetch_add(1, Ordering::Relaxed);
+                    entries
+                        .iter_mut()
+                        .map(|(_, token, cache, usage)| alone(model, *token, cache, usage))
+                        .collect()
+                }
+            }
+        };
+        for ((slot, _, cache, usage), logits) in entries.into_iter().zip(answers) {
+            *lock(&slot.state)? = Slot::Done {
+                logits,
+                cache,
+                usage,
+            };
+            slot.changed.notify_all();
+        }
+        Ok(())
+    }
+}
