@@ -243,6 +243,8 @@ enum Payment {
 /// A chat ready to run: validated, paid for (held), its stream created.
 pub(crate) struct PreparedChat {
     id: String,
+    /// The model the stream runs on (the node may switch to a newer one meanwhile).
+    generator: blyan_moe::Generator,
     stream: TokenStream,
     cancel: CancelToken,
     payment: Payment,
@@ -413,6 +415,7 @@ pub(crate) async fn prepare(
     match generator.stream_ids(ids, params, cancel.clone()) {
         Ok(stream) => Ok(PreparedChat {
             id,
+            generator,
             stream,
             cancel,
             payment,
@@ -598,16 +601,14 @@ fn layer_experts(usage: &blyan_moe::ExpertUsage) -> Vec<LayerExperts> {
 async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<ChatEvent>) {
     let PreparedChat {
         id,
+        generator,
         stream,
         cancel,
         payment,
         started,
     } = chat;
     state.metrics.chats_active.inc();
-    let cache_before = state
-        .generator()
-        .as_ref()
-        .map(blyan_moe::Generator::cache_stats);
+    let cache_before = generator.cache_stats();
     let outcome = generate(&state, stream, &cancel, started, &events).await;
     state.metrics.chats_active.dec();
     let generated = match outcome {
@@ -654,16 +655,10 @@ async fn drive(state: Arc<AppState>, chat: PreparedChat, events: mpsc::Sender<Ch
             return;
         }
     };
-    let cache_after = state
-        .generator()
-        .as_ref()
-        .map(blyan_moe::Generator::cache_stats);
-    let cache = match (cache_before, cache_after) {
-        (Some(before), Some(after)) => CacheDelta {
-            hits: after.hits.saturating_sub(before.hits),
-            misses: after.misses.saturating_sub(before.misses),
-        },
-        _ => CacheDelta { hits: 0, misses: 0 },
+    let cache_after = generator.cache_stats();
+    let cache = CacheDelta {
+        hits: cache_after.hits.saturating_sub(cache_before.hits),
+        misses: cache_after.misses.saturating_sub(cache_before.misses),
     };
     let done = ChatDone {
         id,
