@@ -44,6 +44,10 @@ pub(crate) struct Metrics {
     pub expert_cache_misses: IntGauge,
     /// hits / (hits + misses), 0 before any lookup.
     pub expert_cache_hit_ratio: Gauge,
+    /// Decoding steps the served model ran (one token of one request each).
+    pub decode_steps: IntGauge,
+    /// Forward passes those steps took (steps / passes is the mean batch size).
+    pub decode_batches: IntGauge,
     /// Requests refused by a rate limit or the free-tier quota.
     pub rate_limited: IntCounter,
 }
@@ -109,6 +113,16 @@ impl Metrics {
         let expert_cache_hit_ratio =
             Gauge::new("expert_cache_hit_ratio", "Expert cache hits / lookups")
                 .expect("valid metric");
+        let decode_steps = IntGauge::new(
+            "decode_steps",
+            "Decoding steps run by the served model (one token of one request each)",
+        )
+        .expect("valid metric");
+        let decode_batches = IntGauge::new(
+            "decode_batches",
+            "Forward passes the served model's decoding steps took (batched steps share one)",
+        )
+        .expect("valid metric");
         let rate_limited = IntCounter::new(
             "rate_limited_total",
             "Requests refused by a rate limit or the free-tier quota",
@@ -124,6 +138,8 @@ impl Metrics {
             expert_cache_hits: register(&registry, expert_cache_hits),
             expert_cache_misses: register(&registry, expert_cache_misses),
             expert_cache_hit_ratio: register(&registry, expert_cache_hit_ratio),
+            decode_steps: register(&registry, decode_steps),
+            decode_batches: register(&registry, decode_batches),
             rate_limited: register(&registry, rate_limited),
             registry,
         }
@@ -143,6 +159,13 @@ impl Metrics {
             hits as f64 / lookups as f64
         };
         self.expert_cache_hit_ratio.set(ratio);
+    }
+
+    /// Records the served model's decoding-step counters.
+    pub(crate) fn set_decode(&self, steps: u64, batches: u64) {
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.decode_steps.set(clamp(steps));
+        self.decode_batches.set(clamp(batches));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -322,6 +322,8 @@ impl AppState {
         if let Some(generator) = self.generator() {
             let stats = generator.cache_stats();
             self.metrics.set_expert_cache(stats.hits, stats.misses);
+            let decode = generator.decode_stats();
+            self.metrics.set_decode(decode.steps, decode.batches);
         }
     }
 

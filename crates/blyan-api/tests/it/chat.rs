@@ -144,6 +144,14 @@ async fn a_signed_in_stream_is_charged_exactly_its_tokens() {
     assert!(
         metrics.contains("blyan_ledger_operations_total{operation=\"capture\",outcome=\"ok\"} 1")
     );
+    // The decoding steps of the served model, as it counts them.
+    let decode = node.state.generator().unwrap().decode_stats();
+    assert!(decode.steps > 0 && decode.batches > 0, "{decode:?}");
+    assert!(
+        metrics.contains(&format!("blyan_decode_steps {}", decode.steps))
+            && metrics.contains(&format!("blyan_decode_batches {}", decode.batches)),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
