@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use blyan_chain::{AuthorKey, ChainStore, StoreConfig};
 use blyan_moe::{
-    Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExpertQuantization, PublishEvent,
-    PublishOptions, PublishTarget, export_from_chain, publish_model,
+    Checkpoint, EXPORT_SHARD_BYTES_DEFAULT, ExpertQuantization, PublishEvent, PublishOptions,
+    PublishTarget, export_from_chain, publish_model,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -116,11 +116,7 @@ fn upload(
         untrained: false,
         description: format!("checkpoint {}", checkpoint.dir().display()),
     };
-    let files = CheckpointFiles {
-        config_json: checkpoint.config_json(),
-        generation_config_json: checkpoint.generation_config_json(),
-        tokenizer_json: checkpoint.tokenizer_json(),
-    };
+    let files = checkpoint.files();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {bytes_per_sec} {msg}")

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blyan_chain::{AuthorKey, ChainStore, StoreConfig};
-use blyan_moe::{Checkpoint, CheckpointFiles, PublishOptions, publish_model};
+use blyan_moe::{Checkpoint, PublishOptions, publish_model};
 use criterion::{Criterion, SamplingMode};
 
 const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
@@ -147,11 +147,7 @@ fn publish(checkpoint_dir: &Path, data_dir: &Path) {
         StoreConfig::default(),
     )
     .unwrap();
-    let files = CheckpointFiles {
-        config_json: checkpoint.config_json(),
-        generation_config_json: checkpoint.generation_config_json(),
-        tokenizer_json: checkpoint.tokenizer_json(),
-    };
+    let files = checkpoint.files();
     publish_model(
         &store,
         &AuthorKey::generate(),

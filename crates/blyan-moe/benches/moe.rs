@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use blyan_chain::{AuthorKey, ChainStore, Durability, StoreConfig};
 use blyan_moe::{
-    CancelToken, Checkpoint, CheckpointFiles, Config, ExpertUsage, Generator, Logits, Model,
-    ModelOptions, PublishOptions, RandomInit, SamplingParams, Tokenizer, publish_model,
+    CancelToken, Checkpoint, Config, ExpertUsage, Generator, Logits, Model, ModelOptions,
+    PublishOptions, RandomInit, SamplingParams, Tokenizer, publish_model,
 };
 use criterion::Criterion;
 
@@ -231,11 +231,7 @@ fn main() {
     };
     {
         let store = ChainStore::open(data.path(), store_config.clone()).unwrap();
-        let files = CheckpointFiles {
-            config_json: checkpoint.config_json(),
-            generation_config_json: checkpoint.generation_config_json(),
-            tokenizer_json: checkpoint.tokenizer_json(),
-        };
+        let files = checkpoint.files();
         publish_model(
             &store,
             &AuthorKey::generate(),

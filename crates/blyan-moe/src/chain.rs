@@ -158,10 +158,12 @@ fn tensor_dtype(kind: Kind, quantized: bool) -> Option<TensorDtype> {
     }
 }
 
-/// Checks every tensor `source` holds for `config`: present, right shape, float dtype.
-fn check_source(config: &Config, source: &dyn WeightSource) -> Result<Vec<TensorSpec>> {
+/// Checks every tensor `source` holds for `config`: present, right shape, float dtype. Returns
+/// the layout with each tensor's dtype in the source.
+fn check_source(config: &Config, source: &dyn WeightSource) -> Result<Vec<(TensorSpec, Kind)>> {
     let layout = parameter_layout(config)?;
-    for spec in &layout {
+    let mut checked = Vec::with_capacity(layout.len());
+    for spec in layout {
         let info = source
             .tensor_info(&spec.name)
             .map_err(|error| match error {
@@ -183,21 +185,21 @@ fn check_source(config: &Config, source: &dyn WeightSource) -> Result<Vec<Tensor
                 expected: spec.shape.clone(),
             });
         }
+        checked.push((spec, info.kind));
     }
-    Ok(layout)
+    Ok(checked)
 }
 
 /// Checks that every block publishing would write fits `payload_bytes_max`, from the tensors'
 /// shapes and dtypes alone (nothing is encoded): an oversized block is refused before the first
 /// block is written, not half-way through an upload.
 fn check_block_sizes(
-    layout: &[TensorSpec],
-    source: &dyn WeightSource,
+    layout: &[(TensorSpec, Kind)],
     quantize_experts: bool,
     payload_bytes_max: u64,
 ) -> Result<()> {
     let mut blocks: BTreeMap<String, Vec<blyan_tensorblock::TensorSpec>> = BTreeMap::new();
-    for spec in layout {
+    for (spec, kind) in layout {
         let (block, quantized) = match spec.role {
             TensorRole::Shared(group) => (group.name(), false),
             TensorRole::Expert { id, .. } => (id.to_string(), quantize_experts),
@@ -207,8 +209,7 @@ fn check_block_sizes(
                 blyan_tensorblock::TensorSpec::int8_per_channel(&spec.name, *rows, *cols)
             }
             _ => {
-                let kind = source.tensor_info(&spec.name)?.kind;
-                let dtype = blyan_tensorblock::dtype_of(kind).ok_or_else(|| {
+                let dtype = blyan_tensorblock::dtype_of(*kind).ok_or_else(|| {
                     MoeError::UnsupportedDtype {
                         name: spec.name.clone(),
                         dtype: format!("{kind:?}"),
@@ -416,7 +417,7 @@ pub fn publish_model(
     let groups = shared_groups(config);
     let experts = experts_of(config);
     let quantize = options.expert_quantization == ExpertQuantization::Int8;
-    check_block_sizes(&layout, source, quantize, target.payload_bytes_max())?;
+    check_block_sizes(&layout, quantize, target.payload_bytes_max())?;
     progress(&PublishEvent::Checked {
         blocks: (groups.len() + 1 + experts.len()) as u64,
     });
@@ -443,6 +444,7 @@ pub fn publish_model(
         let name = group.name();
         let tensors = layout
             .iter()
+            .map(|(spec, _)| spec)
             .filter(|spec| spec.role == TensorRole::Shared(*group))
             .map(|spec| -> Result<(String, Tensor)> {
                 Ok((spec.name.clone(), source.tensor(&spec.name)?))
@@ -933,11 +935,12 @@ impl Generator {
         let untrained = source.untrained();
         let meta_block = source.meta_block();
         let model = Model::load(&config, Arc::new(source), options)?;
-        let mut generator = Self::new(model, tokenizer, untrained);
-        let mut info = (*generator.info).clone();
-        info.meta_block = Some(meta_block);
-        generator.info = Arc::new(info);
-        Ok(generator)
+        Ok(Self::with_meta_block(
+            model,
+            tokenizer,
+            untrained,
+            Some(meta_block),
+        ))
     }
 }
 

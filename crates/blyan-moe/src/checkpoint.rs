@@ -109,6 +109,15 @@ impl Checkpoint {
         &self.tokenizer_json
     }
 
+    /// Its JSON files as read, for publishing or exporting.
+    pub fn files(&self) -> CheckpointFiles<'_> {
+        CheckpointFiles {
+            config_json: self.config_json(),
+            generation_config_json: self.generation_config_json(),
+            tokenizer_json: self.tokenizer_json(),
+        }
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         Tokenizer::from_json(&self.tokenizer_json)

@@ -279,7 +279,7 @@ pub struct Generator {
     engine: Arc<Engine>,
     tokenizer: Arc<Tokenizer>,
     metrics: Arc<ExpertCacheMetrics>,
-    pub(crate) info: Arc<ModelInfo>,
+    info: Arc<ModelInfo>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -293,11 +293,21 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Serves `model` with `tokenizer`; `untrained` marks a random initialisation.
     pub fn new(model: Model, tokenizer: Tokenizer, untrained: bool) -> Self {
+        Self::with_meta_block(model, tokenizer, untrained, None)
+    }
+
+    /// [`Generator::new`] for a model read from the chain's meta block `meta_block`.
+    pub(crate) fn with_meta_block(
+        model: Model,
+        tokenizer: Tokenizer,
+        untrained: bool,
+        meta_block: Option<blyan_chain::BlockHash>,
+    ) -> Self {
         let info = ModelInfo {
             config: model.config().clone(),
             untrained,
             description: model.source_description().to_owned(),
-            meta_block: None,
+            meta_block,
         };
         Self {
             metrics: model.expert_cache().metrics(),

@@ -126,15 +126,7 @@ async fn a_signed_in_stream_is_charged_exactly_its_tokens() {
         .await;
     assert_eq!(status, 200, "{history}");
     assert!(history["items"].as_array().unwrap().len() >= 2, "{history}");
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains(&format!(
             "blyan_chat_tokens_total{{kind=\"completion\",tier=\"paid\"}} {completion}"
@@ -352,15 +344,7 @@ async fn a_client_that_goes_away_is_not_charged() {
         assert!(Instant::now() < deadline, "the hold was never released");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("blyan_ledger_operations_total{operation=\"release\",outcome=\"ok\"} 1"),
         "{metrics}"

@@ -104,6 +104,16 @@ impl Node {
         into_json(request.send().await.expect("GET answers")).await
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await;
+        response
+            .expect("GET /metrics answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(token) = token {

@@ -35,11 +35,7 @@ fn publish(
     quantization: ExpertQuantization,
 ) -> (PublishSummary, Vec<PublishEvent>) {
     let checkpoint = Checkpoint::open(dir).unwrap();
-    let files = CheckpointFiles {
-        config_json: checkpoint.config_json(),
-        generation_config_json: checkpoint.generation_config_json(),
-        tokenizer_json: checkpoint.tokenizer_json(),
-    };
+    let files = checkpoint.files();
     let options = PublishOptions {
         expert_quantization: quantization,
         untrained: false,
@@ -469,7 +465,7 @@ fn a_bad_model_is_refused_before_any_block_is_written() {
         &*store,
         &key,
         &other,
-        good_files(&good),
+        good.files(),
         &*good.weights(),
         &PublishOptions::default(),
         &mut |_| {},
@@ -477,14 +473,6 @@ fn a_bad_model_is_refused_before_any_block_is_written() {
     .unwrap_err();
     assert!(matches!(error, MoeError::Config { .. }), "{error}");
     assert_eq!(store.block_count(), blocks);
-}
-
-fn good_files(checkpoint: &Checkpoint) -> CheckpointFiles<'_> {
-    CheckpointFiles {
-        config_json: checkpoint.config_json(),
-        generation_config_json: checkpoint.generation_config_json(),
-        tokenizer_json: checkpoint.tokenizer_json(),
-    }
 }
 
 #[test]
@@ -613,7 +601,7 @@ fn a_block_made_on_a_tip_that_moved_is_rebuilt_on_the_new_tip() {
         &raced,
         &AuthorKey::generate(),
         checkpoint.config(),
-        good_files(&checkpoint),
+        checkpoint.files(),
         &*checkpoint.weights(),
         &PublishOptions::default(),
         &mut |_| {},
@@ -659,7 +647,7 @@ fn a_block_over_the_chains_size_limit_is_refused_before_anything_is_written() {
         &*store,
         &AuthorKey::generate(),
         config,
-        good_files(&checkpoint),
+        checkpoint.files(),
         &*checkpoint.weights(),
         &PublishOptions::default(),
         &mut |_| {},
@@ -691,7 +679,7 @@ fn a_block_over_the_chains_size_limit_is_refused_before_anything_is_written() {
         &*store,
         &AuthorKey::generate(),
         config,
-        good_files(&checkpoint),
+        checkpoint.files(),
         &*checkpoint.weights(),
         &options,
         &mut |_| {},

@@ -5,18 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use blyan_moe::{
-    Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, MoeError, SafetensorsSource,
-    export_checkpoint,
+    Checkpoint, EXPORT_SHARD_BYTES_DEFAULT, MoeError, SafetensorsSource, export_checkpoint,
 };
 
 use crate::fixture::{checkpoint_copy, fixture};
 
 fn export(checkpoint: &Checkpoint, out: &Path, shard_bytes_max: u64) -> blyan_moe::ExportSummary {
-    let files = CheckpointFiles {
-        config_json: checkpoint.config_json(),
-        generation_config_json: checkpoint.generation_config_json(),
-        tokenizer_json: checkpoint.tokenizer_json(),
-    };
+    let files = checkpoint.files();
     export_checkpoint(
         out,
         checkpoint.config(),
