@@ -121,6 +121,12 @@ impl AsRef<[u8]> for PayloadHandle {
     }
 }
 
+// SAFETY: the bytes lie in a `PROT_READ` mapping (`Mmap::map`), held by the `Arc` for as long
+// as this handle or a clone lives, so their address never changes and a write through them
+// faults. Nobody writes them: bytes below a segment's committed end never change and are never
+// truncated while the store is open (this module's invariant), and the empty handle has no bytes.
+unsafe impl blyan_primitives::ImmutableBytes for PayloadHandle {}
+
 impl std::fmt::Debug for PayloadHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PayloadHandle")
