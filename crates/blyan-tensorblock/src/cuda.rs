@@ -6,6 +6,9 @@
 //! node usually runs. So no binary links it; [`load_cuda_backend`] opens it with `dlopen` (found
 //! through the binary's rpath or `LD_LIBRARY_PATH`, the directory of the libtorch it linked)
 //! before the first CUDA call, and keeps it for the life of the process, as if linked.
+//!
+//! One of the two modules of this crate with `unsafe`: the `dlopen` call and reading its error.
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::sync::OnceLock;

@@ -70,12 +70,12 @@ pub enum Error {
         /// `TENSOR_COUNT_MAX`.
         max: u32,
     },
-    /// The header (preamble, table, names) is larger than `HEADER_BYTES_MAX`.
+    /// The header (preamble, table, names) is larger than `TENSOR_HEADER_BYTES_MAX`.
     #[error("tensor block header of {bytes} bytes, at most {max} allowed")]
     HeaderTooLarge {
         /// Header size given or needed.
         bytes: u64,
-        /// `HEADER_BYTES_MAX`.
+        /// `TENSOR_HEADER_BYTES_MAX`.
         max: u32,
     },
     /// The declared header size cannot hold the preamble and the tensor table.

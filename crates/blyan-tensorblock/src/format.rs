@@ -1,7 +1,11 @@
-//! The format's vocabulary: limits, dtypes, quantization schemes, and what a tensor is.
+//! The format's vocabulary: limits, quantization schemes, and what a tensor is.
 //!
 //! Pure byte arithmetic: nothing here knows libtorch, so the fuzz target builds this module alone.
 //! The layout is specified in `docs/tensorblock-format.md`; the constants below are its numbers.
+//! The dtype and the limits a block header's tensor summaries share with this format
+//! (`Dtype`, `TENSOR_NAME_BYTES_MAX`, `TENSOR_RANK_MAX`) are `blyan-primitives`'.
+
+use blyan_primitives::{Dtype, TENSOR_NAME_BYTES_MAX};
 
 use crate::error::{Error, Result};
 
@@ -18,66 +22,20 @@ pub const TABLE_ENTRY_BYTES: u32 = 128;
 pub const DATA_ALIGNMENT_BYTES: u64 = 64;
 /// Most tensors one block may hold (an expert holds 3; shared weights of a model a few hundred).
 pub const TENSOR_COUNT_MAX: u32 = 4096;
-/// Longest tensor name, in UTF-8 bytes.
-pub const TENSOR_NAME_BYTES_MAX: u32 = 256;
-/// Most dimensions of a tensor.
-pub const TENSOR_RANK_MAX: u32 = 8;
-/// Largest header (preamble, table and names), so parsing is bounded before any data is read.
-pub const HEADER_BYTES_MAX: u32 = 2 * 1024 * 1024;
+/// Largest tensor-block header (preamble, table and names), so parsing is bounded before any
+/// data is read. Not the chain's block header: that one is `BLOCK_HEADER_BYTES_MAX`.
+pub const TENSOR_HEADER_BYTES_MAX: u32 = 2 * 1024 * 1024;
 
 // A block at every limit at once must still fit the header bound, so no valid block is refused.
 const _: () = assert!(
     PREAMBLE_BYTES as u64
         + TENSOR_COUNT_MAX as u64 * (TABLE_ENTRY_BYTES as u64 + TENSOR_NAME_BYTES_MAX as u64)
-        <= HEADER_BYTES_MAX as u64
+        <= TENSOR_HEADER_BYTES_MAX as u64
 );
 // Names are stored with a u16 length.
 const _: () = assert!(TENSOR_NAME_BYTES_MAX <= u16::MAX as u32);
 // Alignment is a power of two, so rounding up is a mask.
 const _: () = assert!(DATA_ALIGNMENT_BYTES.is_power_of_two());
-
-/// Element type of a stored tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Dtype {
-    /// IEEE 754 binary32.
-    F32,
-    /// IEEE 754 binary16.
-    F16,
-    /// bfloat16 (the upper half of an f32).
-    BF16,
-    /// Signed 8-bit integer: raw, or the codes of an INT8-quantized tensor.
-    I8,
-}
-
-impl Dtype {
-    /// Every dtype, in code order.
-    pub const ALL: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::I8];
-
-    /// The byte that names this dtype on disk.
-    pub fn code(self) -> u8 {
-        match self {
-            Self::F32 => 1,
-            Self::F16 => 2,
-            Self::BF16 => 3,
-            Self::I8 => 4,
-        }
-    }
-
-    /// The dtype a code names, if any.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|dtype| dtype.code() == code)
-    }
-
-    /// Bytes per element (also the alignment an element needs in memory).
-    pub fn size_bytes(self) -> u64 {
-        match self {
-            Self::F32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::I8 => 1,
-        }
-    }
-}
 
 /// How a tensor's elements encode its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,12 +3,13 @@
 //! Pure byte arithmetic: nothing here knows libtorch, so the fuzz target builds this module alone.
 //! The byte offsets below are those of `docs/tensorblock-format.md`.
 
+use blyan_primitives::{Dtype, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX};
+
 use crate::error::{Error, Region, Result};
 use crate::format::{
-    ByteRange, DATA_ALIGNMENT_BYTES, Dtype, FORMAT_VERSION, HEADER_BYTES_MAX, MAGIC,
-    PREAMBLE_BYTES, Quantization, TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX,
-    TENSOR_RANK_MAX, TensorInfo, TensorSpec, align_up, checked_sizes, decode_f32,
-    quantization_scale_count, read_array, slice,
+    ByteRange, DATA_ALIGNMENT_BYTES, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, Quantization,
+    TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX, TENSOR_HEADER_BYTES_MAX, TensorInfo, TensorSpec, align_up,
+    checked_sizes, decode_f32, quantization_scale_count, read_array, slice,
 };
 
 // Preamble field offsets.
@@ -36,6 +37,9 @@ const ENTRY_RESERVED_TAIL: usize = ENTRY_SHAPE + 8 * TENSOR_RANK_MAX as usize;
 
 // Entry fields: 16 bytes of name/codes, 4 × u64 of regions, the shape, then reserved bytes.
 const _: () = assert!(ENTRY_SHAPE + 8 * TENSOR_RANK_MAX as usize <= TABLE_ENTRY_BYTES as usize);
+// Version 1 of the format has exactly 8 shape slots per entry (docs/tensorblock-format.md): the
+// shared rank limit may not change without a new format version.
+const _: () = assert!(TENSOR_RANK_MAX == 8);
 
 /// The parsed (or planned) header of a tensor block: where every tensor lies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +94,10 @@ impl BlockLayout {
             });
         }
         let header_bytes = u32::from_le_bytes(read_array(preamble, PRE_HEADER_BYTES));
-        if header_bytes > HEADER_BYTES_MAX {
+        if header_bytes > TENSOR_HEADER_BYTES_MAX {
             return Err(Error::HeaderTooLarge {
                 bytes: u64::from(header_bytes),
-                max: HEADER_BYTES_MAX,
+                max: TENSOR_HEADER_BYTES_MAX,
             });
         }
         // Cannot overflow: both factors are bounded by the checks above.
@@ -190,10 +194,10 @@ impl BlockLayout {
         }
         let header_bytes = u32::try_from(header_bytes)
             .ok()
-            .filter(|bytes| *bytes <= HEADER_BYTES_MAX)
+            .filter(|bytes| *bytes <= TENSOR_HEADER_BYTES_MAX)
             .ok_or(Error::HeaderTooLarge {
                 bytes: header_bytes,
-                max: HEADER_BYTES_MAX,
+                max: TENSOR_HEADER_BYTES_MAX,
             })?;
         let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
         let by_name = index_by_name(&names)?;
@@ -630,7 +634,18 @@ mod tests {
     }
 
     #[test]
-    fn dtype_codes_round_trip_and_zero_is_no_dtype() {
+    fn dtype_codes_are_the_formats_and_zero_is_no_dtype() {
+        // The codes of docs/tensorblock-format.md: stored on disk, never renumbered.
+        let codes: Vec<(Dtype, u8)> = Dtype::ALL.iter().map(|d| (*d, d.code())).collect();
+        assert_eq!(
+            codes,
+            [
+                (Dtype::F32, 1),
+                (Dtype::F16, 2),
+                (Dtype::BF16, 3),
+                (Dtype::I8, 4)
+            ]
+        );
         for dtype in Dtype::ALL {
             assert_eq!(Dtype::from_code(dtype.code()), Some(dtype));
         }

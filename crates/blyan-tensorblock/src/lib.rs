@@ -24,28 +24,41 @@
 //!
 //! Invariants: a [`BlockLayout`] exists only for bytes that satisfy every rule of the format
 //! (regions in bounds, aligned, non-overlapping, lengths equal to shape × dtype size, finite
-//! non-negative scales, unique names); tensors from a [`TensorBlock`] are read-only by contract
-//! (see its documentation for what enforces it).
+//! non-negative scales, unique names). Tensors from a [`TensorBlock`] are read-only, and the
+//! compiler holds the caller to it: the safe constructors take only owners implementing
+//! [`ImmutableBytes`] (the chain's mapped payload handle, `memmap2::Mmap`), whose bytes lie in a
+//! read-only mapping where a write through a tensor faults instead of changing the block. Heap
+//! bytes get there only through the `unsafe` [`AssumeImmutable::new`], whose caller promises no
+//! in-place operation ever touches the tensors.
 //!
-//! It depends on no other Blyan crate: the chain's payload handle, a `memmap2::Mmap` and a
-//! `Vec<u8>` are all just owners of bytes (`AsRef<[u8]> + Send + Sync + 'static`). Without the
-//! default `tch` feature the crate is the pure format (parser, writer, INT8 arithmetic), with no
-//! libtorch; that is what the fuzz target builds.
+//! It depends on no other Blyan crate but `blyan-primitives`, for [`Dtype`], the limits a block
+//! header's tensor summaries share with this format ([`TENSOR_NAME_BYTES_MAX`],
+//! [`TENSOR_RANK_MAX`]) and [`ImmutableBytes`]. Without the default `tch` feature the crate is
+//! the pure format (parser, writer, INT8 arithmetic), with no libtorch; that is what the fuzz
+//! target builds.
+//!
+//! Where unsafe lives: the crate denies `unsafe_code`; two modules allow it. `view.rs` makes
+//! tensors over a payload's bytes (`at::from_blob` through the C++ shim, the deleter that
+//! releases the owner) and `cuda.rs` opens libtorch's CUDA backend with `dlopen`. Each block
+//! there carries its `// SAFETY:` argument.
 //!
 //! Start reading from [`TensorBlock`] (the zero-copy view), [`BlockLayout`] (the parsed header),
 //! [`BlockWriter`] (the streaming encoder) and [`Int8Weight`].
 //!
 //! ```
 //! # #[cfg(feature = "tch")] {
-//! use blyan_tensorblock::{EncodeTensor, TensorBlock, encode_tensors_to_vec};
+//! use blyan_tensorblock::{AssumeImmutable, EncodeTensor, TensorBlock, encode_tensors_to_vec};
 //! use tch::{Kind, Tensor};
 //!
 //! let w1 = Tensor::randn([8, 4], (Kind::Float, tch::Device::Cpu));
 //! let w2 = Tensor::randn([4, 8], (Kind::Float, tch::Device::Cpu));
 //! let bytes = encode_tensors_to_vec(&[EncodeTensor::as_is("w1", &w1), EncodeTensor::int8("w2", &w2)])?;
 //!
-//! // The payload's owner: here a Vec, on a node the chain's mapped payload handle.
-//! let block = TensorBlock::new(bytes)?;
+//! // The payload's owner: on a node the chain's mapped payload handle. Here a heap `Vec`, which
+//! // only an `unsafe` promise lets in:
+//! // SAFETY: no in-place operation is applied to a tensor of this block.
+//! let owner = unsafe { AssumeImmutable::new(bytes) };
+//! let block = TensorBlock::new(owner)?;
 //! let view = block.tensor("w1")?; // no copy: points into the block's bytes
 //! assert!(view.equal(&w1));
 //! let x = Tensor::randn([2, 8], (Kind::Float, tch::Device::Cpu));
@@ -56,6 +69,7 @@
 //! # }
 //! # Ok::<(), blyan_tensorblock::Error>(())
 //! ```
+#![deny(unsafe_code)]
 
 mod error;
 mod format;
@@ -72,11 +86,13 @@ mod int8;
 #[cfg(feature = "tch")]
 mod view;
 
+pub use blyan_primitives::{
+    AssumeImmutable, Dtype, ImmutableBytes, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX,
+};
 pub use error::{Error, Region, Result};
 pub use format::{
-    ByteRange, DATA_ALIGNMENT_BYTES, Dtype, FORMAT_VERSION, HEADER_BYTES_MAX, MAGIC,
-    PREAMBLE_BYTES, Quantization, TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX,
-    TENSOR_RANK_MAX, TensorInfo, TensorSpec,
+    ByteRange, DATA_ALIGNMENT_BYTES, FORMAT_VERSION, MAGIC, PREAMBLE_BYTES, Quantization,
+    TABLE_ENTRY_BYTES, TENSOR_COUNT_MAX, TENSOR_HEADER_BYTES_MAX, TensorInfo, TensorSpec,
 };
 pub use layout::{BlockLayout, BlockRef};
 pub use quant::{

@@ -1,20 +1,26 @@
 //! Zero-copy: libtorch tensors over a payload's bytes, each keeping the payload alive.
 //!
-//! This is the only module with `unsafe`. The contract it keeps:
+//! The zero-copy contract lives here, and with it this crate's `unsafe` (besides `cuda.rs`'s
+//! `dlopen`). What it keeps:
+//! - only owners implementing [`ImmutableBytes`] are viewed: bytes that stay put and that no
+//!   write changes while the owner lives, in a read-only mapping (or heap bytes whose owner
+//!   promised, through the `unsafe` [`blyan_primitives::AssumeImmutable::new`], that no in-place
+//!   operation touches the tensors);
 //! - a tensor's data pointer and extent come from one `as_ref()` of the owner, checked against
 //!   the parsed layout and against that very slice, aligned for the dtype;
 //! - the tensor's storage holds a clone of the owner's `Arc`, released by libtorch when the
 //!   storage dies: after the last tensor, view (`t()`, `narrow`, `reshape`) or shallow clone
-//!   that shares it. So no tensor can outlive the bytes, whatever the caller does with it;
-//! - the tensors are read-only by contract (see [`TensorBlock`]).
+//!   that shares it. So no tensor can outlive the bytes, whatever the caller does with it.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::Arc;
 
+use blyan_primitives::{Dtype, ImmutableBytes};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Region, Result};
-use crate::format::{ByteRange, Dtype, Quantization, TensorInfo};
+use crate::format::{ByteRange, Quantization, TensorInfo};
 use crate::int8::Int8Weight;
 use crate::layout::BlockLayout;
 
@@ -43,13 +49,15 @@ unsafe extern "C" {
     ) -> *mut torch_sys::C_tensor;
 }
 
-/// The libtorch kind of a stored dtype.
-pub fn kind_of(dtype: Dtype) -> Kind {
+/// The libtorch kind of a stored dtype. Every dtype of this build has one; `None` is for a
+/// dtype a newer `blyan-primitives` may add (the enum is non-exhaustive).
+pub fn kind_of(dtype: Dtype) -> Option<Kind> {
     match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::I8 => Kind::Int8,
+        Dtype::F32 => Some(Kind::Float),
+        Dtype::F16 => Some(Kind::Half),
+        Dtype::BF16 => Some(Kind::BFloat16),
+        Dtype::I8 => Some(Kind::Int8),
+        _ => None,
     }
 }
 
@@ -66,28 +74,44 @@ pub fn dtype_of(kind: Kind) -> Option<Dtype> {
 
 /// A parsed tensor block over an owner of its bytes, handing out tensors that borrow them.
 ///
-/// The owner is anything that holds the payload: the chain's `PayloadHandle`, a
-/// `memmap2::Mmap`, a `Vec<u8>`. [`TensorBlock::tensor`] copies nothing: the tensor's data
-/// pointer lies inside the owner's bytes, and its storage holds an `Arc` of the owner, so the
-/// bytes stay mapped for as long as the tensor, or any view or shallow clone made from it, is
-/// alive (dropping the `TensorBlock` first is fine).
+/// The owner is an [`ImmutableBytes`]: the chain's `PayloadHandle` or a `memmap2::Mmap` (both
+/// read-only file mappings). [`TensorBlock::tensor`] copies nothing: the tensor's data pointer
+/// lies inside the owner's bytes, and its storage holds an `Arc` of the owner, so the bytes stay
+/// mapped for as long as the tensor, or any view or shallow clone made from it, is alive
+/// (dropping the `TensorBlock` first is fine).
 ///
-/// **Read-only contract.** The tensors alias bytes that the block's hash covers and that other
-/// tensors may share. In-place operations on them or on any view of them (`add_`, `copy_`,
-/// `fill_`, `set_data`, an optimizer step) are forbidden; use [`TensorBlock::load_f32`] for a
-/// writable copy. They are handed out with `requires_grad = false`, and libtorch refuses to
-/// resize their storage. Over a read-only mapping (the chain's payload segments, `memmap2::Mmap`)
-/// a write faults (SIGSEGV) instead of corrupting the block: the integration tests check that
-/// the chain maps payloads read-only and that such a write kills the process. Over a heap owner
-/// (`Vec<u8>`) nothing stops a write, and it would change bytes Rust considers immutable: keep
-/// heap owners to tests and freshly encoded blocks.
+/// **Read-only, in the types.** The tensors alias bytes that the block's hash covers and that
+/// other tensors may share, and libtorch has no read-only tensor: an in-place operation on them
+/// or on a view of them (`add_`, `copy_`, `fill_`, `set_data`, an optimizer step) writes through
+/// the data pointer. So the safe constructors take only owners whose bytes lie in a read-only
+/// mapping, where such a write faults (SIGSEGV) instead of changing the block; the integration
+/// tests kill a child process that way, over a `memmap2::Mmap` and over a chain payload, and
+/// check the file's bytes did not change. Heap bytes, which nothing protects, need the `unsafe`
+/// [`AssumeImmutable::new`](blyan_primitives::AssumeImmutable::new), whose caller promises that
+/// no in-place operation ever touches the tensors. Use [`TensorBlock::load_f32`] for a writable
+/// copy. The tensors are handed out with `requires_grad = false`, and libtorch refuses to resize
+/// their storage.
+///
+/// A heap `Vec` is refused at compile time:
+/// ```compile_fail,E0277
+/// # use blyan_tensorblock::TensorBlock;
+/// let block = TensorBlock::new(vec![0u8; 64]); // `Vec<u8>` is not `ImmutableBytes`
+/// ```
+/// and needs the promise, in an `unsafe` block:
+/// ```
+/// # use blyan_tensorblock::{AssumeImmutable, TensorBlock};
+/// # let bytes = blyan_tensorblock::encode_raw_to_vec(&[])?;
+/// // SAFETY: no in-place operation is applied to a tensor of this block.
+/// let block = TensorBlock::new(unsafe { AssumeImmutable::new(bytes) })?;
+/// # Ok::<(), blyan_tensorblock::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct TensorBlock<B> {
     owner: Arc<B>,
     layout: BlockLayout,
 }
 
-impl<B: AsRef<[u8]> + Send + Sync + 'static> TensorBlock<B> {
+impl<B: ImmutableBytes> TensorBlock<B> {
     /// Parses the owner's bytes (header, table, names, scales; never the tensor data).
     pub fn new(owner: B) -> Result<Self> {
         Self::from_arc(Arc::new(owner))
@@ -200,16 +224,18 @@ impl<B: AsRef<[u8]> + Send + Sync + 'static> TensorBlock<B> {
         //   and dtype (`LengthMismatch`), and `contiguous_strides` gives the dense row-major
         //   strides of those sizes, so libtorch never addresses a byte outside `bytes`.
         // - The address is aligned for the element type (checked above).
-        // - The bytes stay valid for as long as libtorch may read them: `ctx` is a boxed clone
-        //   of the owner's `Arc`, and the shim hands it to the storage's deleter, which libtorch
-        //   runs only when the storage dies, i.e. after every tensor, view and shallow clone
-        //   sharing it is gone. The `Arc` keeps `B` alive and unmoved; `B` is only ever
-        //   reached through `&B`, so a safe `AsRef<[u8]>` impl cannot free or move the bytes it
-        //   returned while `B` lives. `B: Send + Sync` because the deleter may run on any thread.
-        // - libtorch never writes through the pointer unless the caller breaks the read-only
-        //   contract documented on `TensorBlock` (mutable `*mut` only because `from_blob`
+        // - The bytes stay valid and unchanged for as long as libtorch may read them: `ctx` is a
+        //   boxed clone of the owner's `Arc`, and the shim hands it to the storage's deleter,
+        //   which libtorch runs only when the storage dies, i.e. after every tensor, view and
+        //   shallow clone sharing it is gone. The `Arc` keeps `B` alive, and `B: ImmutableBytes`
+        //   promises its bytes keep their address and contents while it lives (clause 1) and
+        //   that nobody writes them (clause 2). `B: Send + Sync` because the deleter may run on
+        //   any thread.
+        // - libtorch itself never writes through the pointer (`*mut` only because `from_blob`
         //   takes one); the storage is created non-resizable, so libtorch never frees or
-        //   reallocates it.
+        //   reallocates it. A caller's in-place op would write: `ImmutableBytes` clause 3 makes
+        //   that a fault in a read-only mapping, or `AssumeImmutable::new`'s caller promised it
+        //   never happens. Either way no byte Rust treats as immutable is changed.
         // - `release_owner::<B>` matches the type boxed in `ctx`, and the shim calls it exactly
         //   once on every path, so `ctx` is neither leaked nor freed twice; it is not used here
         //   after the call.
@@ -292,11 +318,9 @@ mod tests {
     #[test]
     fn kinds_and_dtypes_map_both_ways() {
         for dtype in Dtype::ALL {
-            assert_eq!(dtype_of(kind_of(dtype)), Some(dtype));
-            assert_eq!(
-                kind_of(dtype).elt_size_in_bytes() as u64,
-                dtype.size_bytes()
-            );
+            let kind = kind_of(dtype).expect("every dtype has a kind");
+            assert_eq!(dtype_of(kind), Some(dtype));
+            assert_eq!(kind.elt_size_in_bytes() as u64, dtype.size_bytes());
         }
         assert_eq!(dtype_of(Kind::Double), None);
     }

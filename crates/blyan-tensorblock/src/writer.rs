@@ -3,8 +3,10 @@
 
 use std::io::Write;
 
+use blyan_primitives::Dtype;
+
 use crate::error::{Error, Region, Result};
-use crate::format::{ByteRange, Dtype, Quantization, TensorInfo, TensorSpec};
+use crate::format::{ByteRange, Quantization, TensorInfo, TensorSpec};
 use crate::layout::BlockLayout;
 
 /// Zeros for the padding before an aligned region (at most `DATA_ALIGNMENT_BYTES - 1`).

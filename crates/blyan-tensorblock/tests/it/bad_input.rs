@@ -4,8 +4,9 @@
 //! tests also hold the document to the code.
 
 use blyan_tensorblock::{
-    BlockLayout, BlockRef, DATA_ALIGNMENT_BYTES, Dtype, Error, HEADER_BYTES_MAX, MAGIC, RawTensor,
-    Region, TENSOR_COUNT_MAX, TENSOR_NAME_BYTES_MAX, TensorBlock, TensorSpec, encode_raw_to_vec,
+    BlockLayout, BlockRef, DATA_ALIGNMENT_BYTES, Dtype, Error, MAGIC, RawTensor, Region,
+    TENSOR_COUNT_MAX, TENSOR_HEADER_BYTES_MAX, TENSOR_NAME_BYTES_MAX, TensorBlock, TensorSpec,
+    encode_raw_to_vec,
 };
 
 use crate::support;
@@ -471,11 +472,11 @@ fn empty_block_with_header(header_bytes: u32) -> Vec<u8> {
 
 #[test]
 fn header_size_at_the_bound_and_one_past() {
-    let layout = BlockLayout::parse(&empty_block_with_header(HEADER_BYTES_MAX)).unwrap();
+    let layout = BlockLayout::parse(&empty_block_with_header(TENSOR_HEADER_BYTES_MAX)).unwrap();
     assert!(layout.tensors().is_empty());
     assert!(matches!(
-        BlockLayout::parse(&empty_block_with_header(HEADER_BYTES_MAX + 1)),
-        Err(Error::HeaderTooLarge { bytes, .. }) if bytes == u64::from(HEADER_BYTES_MAX) + 1
+        BlockLayout::parse(&empty_block_with_header(TENSOR_HEADER_BYTES_MAX + 1)),
+        Err(Error::HeaderTooLarge { bytes, .. }) if bytes == u64::from(TENSOR_HEADER_BYTES_MAX) + 1
     ));
 }
 
@@ -493,7 +494,7 @@ fn header_too_small_for_its_table() {
 
 #[test]
 fn view_errors_are_typed() {
-    let block = TensorBlock::new(support::expert_block()).unwrap();
+    let block = TensorBlock::new(support::immutable(support::expert_block())).unwrap();
     assert!(matches!(
         block.tensor("w9"),
         Err(Error::UnknownTensor { .. })
@@ -507,7 +508,7 @@ fn view_errors_are_typed() {
         Err(Error::WrongQuantization { .. })
     ));
     assert!(matches!(
-        TensorBlock::new(vec![0u8; 10]),
+        TensorBlock::new(support::immutable(vec![0u8; 10])),
         Err(Error::Truncated { .. })
     ));
 }

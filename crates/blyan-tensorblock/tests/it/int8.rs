@@ -6,6 +6,8 @@ use blyan_tensorblock::{
 };
 use tch::{Device, Kind, Tensor};
 
+use crate::support;
+
 const ROWS: i64 = 512;
 const COLS: i64 = 1024;
 const BATCH: i64 = 16;
@@ -42,7 +44,7 @@ fn matmul_error_on_gaussian_weights_is_under_one_percent() {
     let x = gaussian(BATCH, COLS, 2);
     let exact = x.matmul(&weight.tr());
     let bytes = encode_tensors_to_vec(&[EncodeTensor::int8("w", &weight)]).unwrap();
-    let block = TensorBlock::new(bytes).unwrap();
+    let block = TensorBlock::new(support::immutable(bytes)).unwrap();
     let quantized = block.int8("w").unwrap();
 
     let direct = quantized.linear(&x).unwrap();
@@ -82,7 +84,7 @@ fn dequantize_on_load_matches_the_stored_codes_and_scales() {
     let block = blyan_tensorblock::BlockRef::parse(&bytes).unwrap();
     let expected =
         dequantize_int8_per_channel(block.data("w").unwrap(), &block.scales("w").unwrap(), 32);
-    let view = TensorBlock::new(bytes.clone()).unwrap();
+    let view = TensorBlock::new(support::immutable(bytes.clone())).unwrap();
     let loaded = view.load_f32("w").unwrap();
     let mut values = vec![0f32; 256];
     loaded.copy_data(&mut values, 256);

@@ -18,7 +18,7 @@ fn check_accepted(bytes: &[u8]) {
             assert_eq!(range.offset % 64, 0);
         }
     }
-    let block = TensorBlock::new(bytes.to_vec()).unwrap();
+    let block = TensorBlock::new(support::immutable(bytes.to_vec())).unwrap();
     for tensor in layout.tensors() {
         if let Ok(view) = block.tensor(tensor.name()) {
             // Reads every byte of the region through libtorch.

@@ -7,6 +7,8 @@ use blyan_tensorblock::{
 use proptest::prelude::*;
 use tch::{Kind, Tensor};
 
+use crate::support;
+
 /// One tensor in its stored form, owning its bytes.
 #[derive(Debug, Clone)]
 struct OwnedRaw {
@@ -129,14 +131,14 @@ proptest! {
         values in prop::collection::vec(-100.0f32..100.0, 125),
     ) {
         let count = dims.iter().product::<i64>() as usize;
-        let original = Tensor::from_slice(&values[..count]).reshape(dims.as_slice()).to_kind(kind_of(dtype));
+        let original = Tensor::from_slice(&values[..count]).reshape(dims.as_slice()).to_kind(kind_of(dtype).unwrap());
         let transposed =
             if dims.len() >= 2 { original.transpose(0, 1) } else { original.shallow_clone() };
         let bytes = encode_tensors_to_vec(&[
             EncodeTensor::as_is("original", &original),
             EncodeTensor::as_is("transposed", &transposed),
         ]).unwrap();
-        let block = TensorBlock::new(bytes).unwrap();
+        let block = TensorBlock::new(support::immutable(bytes)).unwrap();
         let viewed = block.tensor("original").unwrap();
         prop_assert_eq!(viewed.kind(), original.kind());
         prop_assert_eq!(viewed.size(), original.size());
@@ -190,7 +192,7 @@ fn tensors_larger_than_one_encode_chunk_round_trip() {
         EncodeTensor::int8("quantized", &large),
     ])
     .unwrap();
-    let block = TensorBlock::new(bytes).unwrap();
+    let block = TensorBlock::new(support::immutable(bytes)).unwrap();
     assert!(block.tensor("large").unwrap().equal(&large));
     let restored = block.load_f32("quantized").unwrap();
     let error = (&restored - &large).abs().max().double_value(&[]);
@@ -205,7 +207,7 @@ fn tensors_larger_than_one_encode_chunk_round_trip() {
 #[test]
 fn an_empty_block_round_trips() {
     let bytes = encode_tensors_to_vec(&[]).unwrap();
-    let block = TensorBlock::new(bytes).unwrap();
+    let block = TensorBlock::new(support::immutable(bytes)).unwrap();
     assert!(block.layout().tensors().is_empty());
 }
 

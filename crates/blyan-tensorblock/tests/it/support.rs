@@ -4,7 +4,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use blyan_tensorblock::{Dtype, RawTensor, encode_raw_to_vec, quantize_int8_per_channel};
+use blyan_tensorblock::{
+    AssumeImmutable, Dtype, RawTensor, encode_raw_to_vec, quantize_int8_per_channel,
+};
 
 /// Counts every Rust heap allocation of this test binary (count, bytes, largest single one).
 pub struct CountingAllocator;
@@ -179,4 +181,13 @@ pub fn mapping_permissions(address: usize) -> String {
         }
     }
     panic!("address {address:#x} is in no mapping of /proc/self/maps");
+}
+
+/// Heap bytes as an owner a `TensorBlock` accepts, for the tests that view blocks they built in
+/// memory.
+pub fn immutable<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> AssumeImmutable<T> {
+    // SAFETY: `owner`'s bytes are never written after this, and no test that calls this applies
+    // an in-place operation to a tensor of the block (writable tensors come from `load_f32`).
+    // The tests of the read-only contract use file mappings, never this.
+    unsafe { AssumeImmutable::new(owner) }
 }

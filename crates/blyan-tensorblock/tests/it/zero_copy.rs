@@ -5,7 +5,10 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use blyan_tensorblock::{BlockWriter, Dtype, Error, TensorBlock, TensorSpec, encode_raw_to_vec};
+use blyan_tensorblock::{
+    AssumeImmutable, BlockWriter, Dtype, Error, ImmutableBytes, TensorBlock, TensorSpec,
+    encode_raw_to_vec,
+};
 use memmap2::Mmap;
 use tch::Kind;
 
@@ -29,16 +32,19 @@ impl Drop for Tracked {
     }
 }
 
-fn tracked_block() -> (TensorBlock<Tracked>, Arc<AtomicBool>) {
+fn tracked_block() -> (TensorBlock<AssumeImmutable<Tracked>>, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
     let owner = Tracked {
         bytes: support::expert_block(),
         dropped: Arc::clone(&dropped),
     };
-    (TensorBlock::new(owner).unwrap(), dropped)
+    (
+        TensorBlock::new(support::immutable(owner)).unwrap(),
+        dropped,
+    )
 }
 
-fn assert_inside_owner<B: AsRef<[u8]> + Send + Sync + 'static>(block: &TensorBlock<B>) {
+fn assert_inside_owner<B: ImmutableBytes>(block: &TensorBlock<B>) {
     let base = block.bytes().as_ptr() as usize;
     for info in block.layout().tensors() {
         let tensor = block.tensor(info.name()).unwrap();
@@ -59,7 +65,7 @@ fn assert_inside_owner<B: AsRef<[u8]> + Send + Sync + 'static>(block: &TensorBlo
 
 #[test]
 fn data_pointers_lie_inside_a_heap_owner() {
-    let block = TensorBlock::new(support::expert_block()).unwrap();
+    let block = TensorBlock::new(support::immutable(support::expert_block())).unwrap();
     assert_inside_owner(&block);
 }
 
@@ -136,7 +142,7 @@ fn an_owner_misaligned_in_memory_is_refused_for_wide_dtypes() {
     shifted[1..].copy_from_slice(&bytes);
     let owner = Shifted(shifted);
     let odd = owner.as_ref().as_ptr() as usize % 2 == 1;
-    let block = TensorBlock::new(owner).unwrap();
+    let block = TensorBlock::new(support::immutable(owner)).unwrap();
     if odd {
         assert!(matches!(
             block.tensor("w1"),
@@ -297,7 +303,7 @@ fn an_owned_copy_is_independent_of_the_block() {
         scales: None,
     }])
     .unwrap();
-    let block = TensorBlock::new(bytes).unwrap();
+    let block = TensorBlock::new(support::immutable(bytes)).unwrap();
     let mut copy = block.load_f32("w").unwrap();
     let _ = copy.fill_(7.0);
     assert_eq!(block.tensor("w").unwrap().double_value(&[0]), 1.0);
