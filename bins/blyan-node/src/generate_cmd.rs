@@ -56,7 +56,7 @@ pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
         Arc::new(store),
         ModelOptions {
             device,
-            expert_cache_bytes: config.cache.expert_bytes_max,
+            expert_bytes_max: config.cache.expert_bytes_max,
         },
     )
     .context("loading the model from the chain")?;

@@ -175,7 +175,7 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
             hit_rate: stats.hit_rate(),
             evictions: stats.evictions,
             resident_bytes: stats.bytes_resident,
-            capacity_bytes: stats.budget_bytes,
+            capacity_bytes: stats.expert_bytes_max,
         },
     })
 }

@@ -209,7 +209,7 @@ impl AppState {
     async fn newest_model(&self) -> Result<Option<Generator>> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
         let options = ModelOptions {
-            expert_cache_bytes: self.config.cache.expert_bytes_max,
+            expert_bytes_max: self.config.cache.expert_bytes_max,
             ..ModelOptions::default()
         };
         let loaded = tokio::task::spawn_blocking(move || Generator::from_chain(chain, options))

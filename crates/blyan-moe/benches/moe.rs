@@ -258,7 +258,7 @@ fn main() {
     for percent in [25u64, 50, 100] {
         let store = Arc::new(ChainStore::open(data.path(), store_config.clone()).unwrap());
         let options = ModelOptions {
-            expert_cache_bytes: all_experts * percent / 100,
+            expert_bytes_max: all_experts * percent / 100,
             ..ModelOptions::default()
         };
         let generator = Generator::from_chain(store, options).unwrap();

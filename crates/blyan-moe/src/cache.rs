@@ -1,5 +1,6 @@
 //! The expert cache: experts are loaded on demand from a [`WeightSource`] and kept, least
-//! recently used first out, within a byte budget.
+//! recently used first out, within a byte budget, `expert_bytes_max`: the node config's
+//! `cache.expert_bytes_max`, under the same name through [`crate::ModelOptions`] to here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ pub struct ExpertCacheMetrics {
     evictions: AtomicU64,
     bytes_resident: AtomicU64,
     experts_resident: AtomicU64,
-    budget_bytes: AtomicU64,
+    expert_bytes_max: AtomicU64,
     load_nanos_total: AtomicU64,
     load_nanos_max: AtomicU64,
 }
@@ -38,8 +39,8 @@ pub struct ExpertCacheStats {
     pub bytes_resident: u64,
     /// Experts held now.
     pub experts_resident: u64,
-    /// The byte budget.
-    pub budget_bytes: u64,
+    /// The byte budget (`cache.expert_bytes_max` in the node's config).
+    pub expert_bytes_max: u64,
     /// Seconds spent loading experts (reading, viewing, dequantizing, converting), in total.
     pub load_seconds_total: f64,
     /// The slowest single load, in seconds.
@@ -68,7 +69,7 @@ impl ExpertCacheMetrics {
             evictions: load(&self.evictions),
             bytes_resident: load(&self.bytes_resident),
             experts_resident: load(&self.experts_resident),
-            budget_bytes: load(&self.budget_bytes),
+            expert_bytes_max: load(&self.expert_bytes_max),
             load_seconds_total: load(&self.load_nanos_total) as f64 * 1e-9,
             load_seconds_max: load(&self.load_nanos_max) as f64 * 1e-9,
         }
@@ -82,7 +83,7 @@ struct Entry {
     last_used: u64,
 }
 
-/// Experts by id, loaded from a [`WeightSource`] on first use and kept within `budget_bytes`,
+/// Experts by id, loaded from a [`WeightSource`] on first use and kept within `expert_bytes_max`,
 /// evicting the least recently used.
 ///
 /// Every expert handed out is checked against the configuration's shapes and converted to the
@@ -100,7 +101,7 @@ pub struct ExpertCache {
     order: BTreeMap<u64, ExpertName>,
     tick: u64,
     bytes_resident: u64,
-    budget_bytes: u64,
+    expert_bytes_max: u64,
     metrics: Arc<ExpertCacheMetrics>,
 }
 
@@ -110,24 +111,26 @@ impl std::fmt::Debug for ExpertCache {
             .field("source", &self.source.describe())
             .field("experts_resident", &self.entries.len())
             .field("bytes_resident", &self.bytes_resident)
-            .field("budget_bytes", &self.budget_bytes)
+            .field("expert_bytes_max", &self.expert_bytes_max)
             .finish()
     }
 }
 
 impl ExpertCache {
     /// A cache over `source` for experts of `[intermediate_size, hidden_size]` matrices,
-    /// converted to `kind` on `device`, holding at most `budget_bytes`.
+    /// converted to `kind` on `device`, holding at most `expert_bytes_max`.
     pub fn new(
         source: Arc<dyn WeightSource>,
         hidden_size: u32,
         intermediate_size: u32,
         kind: Kind,
         device: Device,
-        budget_bytes: u64,
+        expert_bytes_max: u64,
     ) -> Self {
         let metrics = Arc::new(ExpertCacheMetrics::default());
-        metrics.budget_bytes.store(budget_bytes, Ordering::Relaxed);
+        metrics
+            .expert_bytes_max
+            .store(expert_bytes_max, Ordering::Relaxed);
         Self {
             source,
             hidden_size: u64::from(hidden_size),
@@ -138,7 +141,7 @@ impl ExpertCache {
             order: BTreeMap::new(),
             tick: 0,
             bytes_resident: 0,
-            budget_bytes,
+            expert_bytes_max,
             metrics,
         }
     }
@@ -156,6 +159,8 @@ impl ExpertCache {
             return Ok(entry.weights.shallow_clone());
         }
         self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+        // A source that reads blocks (the chain) adds the block's hash in a span of its own.
+        let _span = tracing::info_span!("expert_load", expert = %id).entered();
         let started = Instant::now();
         let weights = self.load(id)?;
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -168,10 +173,10 @@ impl ExpertCache {
         tracing::debug!(expert = %id, load_ms = nanos as f64 * 1e-6, "expert loaded");
 
         let bytes = weights.bytes();
-        if bytes > self.budget_bytes {
+        if bytes > self.expert_bytes_max {
             return Ok(weights);
         }
-        while self.bytes_resident + bytes > self.budget_bytes {
+        while self.bytes_resident + bytes > self.expert_bytes_max {
             self.evict_oldest();
         }
         let handed_out = weights.shallow_clone();
@@ -225,7 +230,7 @@ impl ExpertCache {
 
     fn publish_residency(&self) {
         debug_assert_eq!(self.order.len(), self.entries.len());
-        debug_assert!(self.bytes_resident <= self.budget_bytes);
+        debug_assert!(self.bytes_resident <= self.expert_bytes_max);
         self.metrics
             .bytes_resident
             .store(self.bytes_resident, Ordering::Relaxed);
@@ -235,12 +240,12 @@ impl ExpertCache {
     }
 
     /// Changes the budget, evicting at once what no longer fits.
-    pub fn set_budget_bytes(&mut self, budget_bytes: u64) {
-        self.budget_bytes = budget_bytes;
+    pub fn set_expert_bytes_max(&mut self, expert_bytes_max: u64) {
+        self.expert_bytes_max = expert_bytes_max;
         self.metrics
-            .budget_bytes
-            .store(budget_bytes, Ordering::Relaxed);
-        while self.bytes_resident > self.budget_bytes {
+            .expert_bytes_max
+            .store(expert_bytes_max, Ordering::Relaxed);
+        while self.bytes_resident > self.expert_bytes_max {
             self.evict_oldest();
         }
         self.publish_residency();
@@ -330,7 +335,7 @@ mod tests {
         let (mut cache, expert_bytes) = cache(1);
         cache.get(expert_name(1, 1)).expect("loads");
         assert_eq!(cache.stats().bytes_resident, expert_bytes);
-        cache.set_budget_bytes(expert_bytes - 1);
+        cache.set_expert_bytes_max(expert_bytes - 1);
         assert_eq!(cache.stats().bytes_resident, 0);
         cache.get(expert_name(1, 1)).expect("still served");
         let stats = cache.stats();

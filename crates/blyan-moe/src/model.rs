@@ -19,15 +19,15 @@ use crate::weights::{WeightSource, shape_of};
 pub struct ModelOptions {
     /// Where to compute: the CPU, or a CUDA device when one is present.
     pub device: Device,
-    /// Byte budget of the expert cache.
-    pub expert_cache_bytes: u64,
+    /// Byte budget of the expert cache (`cache.expert_bytes_max` in the node's config).
+    pub expert_bytes_max: u64,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
         Self {
             device: Device::Cpu,
-            expert_cache_bytes: u64::MAX,
+            expert_bytes_max: u64::MAX,
         }
     }
 }
@@ -469,7 +469,7 @@ impl Model {
             config.intermediate_size,
             Kind::Float,
             device,
-            options.expert_cache_bytes,
+            options.expert_bytes_max,
         );
         tracing::info!(
             source = %source_description,

@@ -15,10 +15,10 @@ fn expert_bytes(checkpoint: &Checkpoint) -> u64 {
     3 * u64::from(config.hidden_size) * u64::from(config.intermediate_size) * 4
 }
 
-fn generator_with_budget(checkpoint: &Checkpoint, budget_bytes: u64) -> Generator {
+fn generator_with_budget(checkpoint: &Checkpoint, expert_bytes_max: u64) -> Generator {
     checkpoint
         .load_generator(ModelOptions {
-            expert_cache_bytes: budget_bytes,
+            expert_bytes_max,
             ..ModelOptions::default()
         })
         .unwrap()
@@ -84,7 +84,7 @@ fn small_budgets_evict_but_never_change_the_output() {
         assert_eq!(run(&generator), reference, "budget {budget}");
         let stats = generator.cache_stats();
         assert!(stats.bytes_resident <= budget, "{stats:?}");
-        assert_eq!(stats.budget_bytes, budget);
+        assert_eq!(stats.expert_bytes_max, budget);
         if budget > 0 {
             assert!(stats.evictions > 0, "{stats:?}");
         } else {
