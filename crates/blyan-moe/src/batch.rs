@@ -338,3 +338,93 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::ModelOptions;
+    use crate::weights::RandomInit;
+
+    fn waiting(token: u32, cache: KvCache, usage: ExpertUsage) -> SlotRef {
+        Arc::new(SlotCell {
+            state: Mutex::new(Slot::Waiting {
+                token,
+                cache,
+                usage,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn answer(slot: &SlotRef) -> Slot {
+        std::mem::take(&mut *slot.state.lock().expect("not poisoned"))
+    }
+
+    /// Two steps in one batch, one of them out of the vocabulary: the batch fails, is counted
+    /// as split, and its steps run alone, so the good one gets exactly the unbatched logits and
+    /// the bad one its own error, each with its cache back.
+    #[test]
+    fn a_failed_batch_is_split_and_only_the_failing_step_gets_the_error() {
+        let config = Config::seed();
+        let source = Arc::new(RandomInit::new(&config, 4).expect("valid config"));
+        let model = Model::load(&config, source, ModelOptions::default()).expect("loads");
+        let engine = Engine::new(model);
+        let prefilled = |prompt: &[u32]| {
+            let mut usage = ExpertUsage::new(&config);
+            let (_, cache) = engine.prefill(prompt, &mut usage).expect("prefill");
+            (cache, usage)
+        };
+        let expected = {
+            let (mut cache, mut usage) = prefilled(&[1, 2, 3]);
+            let mut model = engine.model().expect("not poisoned");
+            let logits = model
+                .forward(&[7], &mut cache, &mut usage, Logits::Last)
+                .expect("a valid step");
+            row_to_vec(&logits, 0).expect("logits")
+        };
+        let (good_cache, good_usage) = prefilled(&[1, 2, 3]);
+        let (bad_cache, bad_usage) = prefilled(&[4]);
+        let good = waiting(7, good_cache, good_usage);
+        let bad = waiting(config.vocab_size, bad_cache, bad_usage);
+
+        let before = engine.stats();
+        {
+            let mut model = engine.model().expect("not poisoned");
+            engine
+                .run(&mut model, &[Arc::clone(&good), Arc::clone(&bad)])
+                .expect("both steps answered");
+        }
+        let after = engine.stats();
+        assert_eq!(
+            (
+                after.steps - before.steps,
+                after.batches - before.batches,
+                after.batches_split - before.batches_split
+            ),
+            (2, 1, 1)
+        );
+        match answer(&good) {
+            Slot::Done {
+                logits: Ok(logits),
+                cache,
+                ..
+            } => {
+                assert_eq!(logits, expected);
+                assert_eq!(cache.positions(), 4);
+            }
+            other => panic!("the good step should have its logits, got {other:?}"),
+        }
+        match answer(&bad) {
+            Slot::Done {
+                logits: Err(MoeError::TokenOutOfRange { id, .. }),
+                cache,
+                ..
+            } => {
+                assert_eq!(id, config.vocab_size);
+                assert_eq!(cache.positions(), 1, "the failed step changed no cache");
+            }
+            other => panic!("the bad step should have its own error, got {other:?}"),
+        }
+    }
+}
