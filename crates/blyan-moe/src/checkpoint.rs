@@ -12,8 +12,8 @@ use crate::generate::Generator;
 use crate::model::{Model, ModelOptions};
 use crate::tokenizer::{TOKENIZER_JSON_BYTES_MAX, Tokenizer};
 use crate::weights::{
-    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, WeightSource, dtype_of_kind,
-    kind_of_dtype, read_bounded, shape_of, tensor_to_bytes,
+    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, WeightSource, is_model_dtype,
+    model_dtype_of, read_bounded, safetensors_dtype, shape_of, tensor_to_bytes,
 };
 
 /// `config.json`.
@@ -179,10 +179,10 @@ fn check_tensors(weights: &SafetensorsSource, config: &Config) -> Result<()> {
             .ok_or_else(|| MoeError::MissingTensor {
                 name: spec.name.clone(),
             })?;
-        if kind_of_dtype(dtype).is_none() {
+        if model_dtype_of(dtype).is_none() {
             return Err(MoeError::UnsupportedDtype {
                 name: spec.name.clone(),
-                dtype: dtype.to_owned(),
+                dtype: dtype.to_string(),
             });
         }
         if shape != spec.shape.as_slice() {
@@ -207,9 +207,10 @@ pub struct CheckpointFiles<'a> {
     pub tokenizer_json: &'a [u8],
 }
 
-/// What [`export_checkpoint`] wrote.
+/// What [`export_checkpoint`] wrote: a Hugging Face checkpoint's tensors and shards (not the
+/// chain's block export, `blyan_chain::ExportSummary`, which counts blocks).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportSummary {
+pub struct CheckpointExportSummary {
     /// Tensors written.
     pub tensors: u64,
     /// Bytes of tensor data written.
@@ -248,7 +249,7 @@ pub fn export_checkpoint(
     files: CheckpointFiles<'_>,
     source: &dyn WeightSource,
     shard_bytes_max: u64,
-) -> Result<ExportSummary> {
+) -> Result<CheckpointExportSummary> {
     std::fs::create_dir_all(dir).map_err(|error| MoeError::io(dir, error))?;
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = dir.join(name);
@@ -299,10 +300,13 @@ pub fn export_checkpoint(
                     expected: spec.shape.clone(),
                 });
             }
-            let dtype = dtype_of_kind(tensor.kind()).ok_or_else(|| MoeError::UnsupportedDtype {
-                name: spec.name.clone(),
-                dtype: format!("{:?}", tensor.kind()),
-            })?;
+            let dtype = blyan_tensorblock::dtype_of(tensor.kind())
+                .filter(|dtype| is_model_dtype(*dtype))
+                .and_then(safetensors_dtype)
+                .ok_or_else(|| MoeError::UnsupportedDtype {
+                    name: spec.name.clone(),
+                    dtype: format!("{:?}", tensor.kind()),
+                })?;
             tensors.push((
                 spec.name.clone(),
                 OwnedTensor {
@@ -342,7 +346,7 @@ pub fn export_checkpoint(
         // A stale index would make readers ignore the single file just written.
         std::fs::remove_file(&index_path).map_err(|error| MoeError::io(&index_path, error))?;
     }
-    Ok(ExportSummary {
+    Ok(CheckpointExportSummary {
         tensors: layout.len() as u64,
         tensor_bytes: total_bytes,
         shards: shard_count as u64,
@@ -352,6 +356,5 @@ pub fn export_checkpoint(
 /// Bytes per element of a tensor as the source stores it, asked of the source cheaply where it
 /// can say (a checkpoint's header), else from the tensor itself.
 fn stored_element_bytes(source: &dyn WeightSource, name: &str) -> Result<u64> {
-    let tensor = source.tensor_info(name)?;
-    Ok(tensor.kind.elt_size_in_bytes() as u64)
+    Ok(source.tensor_spec(name)?.dtype.size_bytes())
 }

@@ -112,6 +112,30 @@ pub enum MoeError {
         reason: String,
     },
 
+    /// A safetensors file's header is larger than [`crate::SAFETENSORS_HEADER_BYTES_MAX`];
+    /// refused before it is read.
+    #[error("safetensors {path}: header of {bytes} bytes; at most {bytes_max} are read")]
+    SafetensorsHeaderTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The header length the file's prefix declares.
+        bytes: u64,
+        /// [`crate::SAFETENSORS_HEADER_BYTES_MAX`].
+        bytes_max: u64,
+    },
+
+    /// A safetensors file's length is not the one its header describes (truncated, or bytes
+    /// after the last tensor).
+    #[error("safetensors {path}: the header describes {expected} bytes, the file has {found}")]
+    SafetensorsLength {
+        /// The file.
+        path: PathBuf,
+        /// Length the prefix, header and tensors add up to.
+        expected: u64,
+        /// The file's length.
+        found: u64,
+    },
+
     /// `model.safetensors.index.json` is malformed or names files that are absent.
     #[error("shard index {path}: {reason}")]
     ShardIndex {
@@ -229,6 +253,21 @@ pub enum MoeError {
     /// The chain a model is published to (a node over HTTP) failed or refused a request.
     #[error("publish target: {0}")]
     Target(Box<dyn std::error::Error + Send + Sync>),
+
+    /// A parameter block's header describes other tensors than its payload holds: the
+    /// `index`-th entry of the header's list and of the payload's table differ (`None`: that
+    /// list is shorter).
+    #[error("block {block}: header tensor #{index} is {header:?} but the payload's is {payload:?}")]
+    HeaderTensorMismatch {
+        /// The block.
+        block: blyan_chain::BlockHash,
+        /// Position in the header's list and the payload's table.
+        index: u64,
+        /// The header's entry there, as `name dtype [shape]`.
+        header: Option<String>,
+        /// The payload's entry there, as `name dtype [shape]`.
+        payload: Option<String>,
+    },
 
     /// A shared-weight block the architecture lists is not on the chain.
     #[error("shared-weight block `{name}` is not on the chain")]

@@ -173,9 +173,12 @@ pub enum TensorRole {
     },
 }
 
-/// One tensor the architecture needs: its Hugging Face name, shape and role.
+/// One parameter the architecture needs: its Hugging Face name, the shape the configuration
+/// implies, and its role (which block it travels in). Not a stored tensor: the dtype is the
+/// source's (see [`crate::WeightSource::tensor_spec`], which describes a stored one with
+/// `blyan_tensorblock::TensorSpec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
+pub struct ParameterSpec {
     /// Hugging Face name, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub name: String,
     /// Shape the configuration implies.
@@ -186,7 +189,7 @@ pub struct TensorSpec {
 
 /// Every tensor of a Mixtral checkpoint with this configuration, in a fixed order; the
 /// configuration is [validated](Config::validate) first.
-pub fn parameter_layout(config: &Config) -> Result<Vec<TensorSpec>> {
+pub fn parameter_layout(config: &Config) -> Result<Vec<ParameterSpec>> {
     config.validate()?;
     let hidden = u64::from(config.hidden_size);
     let inner = u64::from(config.intermediate_size);
@@ -198,7 +201,7 @@ pub fn parameter_layout(config: &Config) -> Result<Vec<TensorSpec>> {
 
     let mut specs = Vec::new();
     let mut shared = |name: String, shape: Vec<u64>, group: SharedGroup| {
-        specs.push(TensorSpec {
+        specs.push(ParameterSpec {
             name,
             shape,
             role: TensorRole::Shared(group),
@@ -246,7 +249,7 @@ pub fn parameter_layout(config: &Config) -> Result<Vec<TensorSpec>> {
                 ExpertMatrix::W1 | ExpertMatrix::W3 => vec![inner, hidden],
                 ExpertMatrix::W2 => vec![hidden, inner],
             };
-            specs.push(TensorSpec {
+            specs.push(ParameterSpec {
                 name: expert_tensor_name(id, matrix),
                 shape,
                 role: TensorRole::Expert { id, matrix },

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use blyan_chain::ChainStore;
+
 use crate::batch::{DecodeStats, Engine};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
+use crate::chain_source::ChainSource;
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::ExpertName;
-use crate::model::{ExpertUsage, KvCache, Model};
+use crate::model::{ExpertUsage, KvCache, Model, ModelOptions};
 use crate::rng::Rng;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
@@ -296,8 +299,26 @@ impl Generator {
         Self::with_meta_block(model, tokenizer, untrained, None)
     }
 
+    /// Serves the newest model on `store`: shared weights loaded once, experts on demand
+    /// through the cache of `options`. The generator's [`ModelInfo::untrained`] says whether it
+    /// is the untrained seed.
+    pub fn from_chain(store: Arc<ChainStore>, options: ModelOptions) -> Result<Self> {
+        let source = ChainSource::open(store)?;
+        let config = source.config().clone();
+        let tokenizer = source.tokenizer()?;
+        let untrained = source.untrained();
+        let meta_block = source.meta_block();
+        let model = Model::load(&config, Arc::new(source), options)?;
+        Ok(Self::with_meta_block(
+            model,
+            tokenizer,
+            untrained,
+            Some(meta_block),
+        ))
+    }
+
     /// [`Generator::new`] for a model read from the chain's meta block `meta_block`.
-    pub(crate) fn with_meta_block(
+    fn with_meta_block(
         model: Model,
         tokenizer: Tokenizer,
         untrained: bool,

@@ -22,9 +22,12 @@
 //! - Import and publishing check a model completely (architecture, tokenizer, every tensor,
 //!   shapes, dtypes) before anything is written; export writes the same tensor bytes back.
 //! - On the chain, one block per expert, shared groups and routers in their own blocks, and a
-//!   meta block ([`ModelDocument`]) carrying `config.json` and `tokenizer.json`; a block whose
-//!   payload is already current is never written again. The untrained seed model says so
-//!   ([`ModelInfo::untrained`]). See `docs/moe.md`.
+//!   meta block ([`ModelDocument`]) carrying `config.json` and `tokenizer.json` and listing
+//!   every shared block; a block whose payload is already current is never written again. The
+//!   untrained seed model says so ([`ModelInfo::untrained`]). See `docs/moe.md`.
+//! - A block read from the chain is used only after its payload matched its hash and its
+//!   header's tensor list matched the payload's layout ([`MoeError::HeaderTensorMismatch`]
+//!   otherwise); tensors of unquantized blocks are views of the mapped segment, never copies.
 //!
 //! It must not depend on the node, the HTTP layer or the ledger; it speaks no network.
 //!
@@ -32,6 +35,12 @@
 //! [`Model`] (the forward pass), [`Generator`] and [`TokenStream`] (generation),
 //! [`WeightSource`] (where weights come from), [`ExpertCache`] (experts on demand),
 //! [`publish_model`] and [`ChainSource`] (the model on the chain).
+//!
+//! # Modules
+//! `model_doc` (how a model lies on the chain), `publish` (writing it, in phases),
+//! `chain_source` (reading it), `block_tensors` (a block header's tensor list against its
+//! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
+//! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`.
 //!
 //! # Example
 //! ```
@@ -51,14 +60,17 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod block_tensors;
 mod cache;
-mod chain;
+mod chain_source;
 mod checkpoint;
 mod config;
 mod error;
 mod expert;
 mod generate;
 mod model;
+mod model_doc;
+mod publish;
 mod rng;
 mod tokenizer;
 mod weights;
@@ -66,14 +78,11 @@ mod weights;
 pub use batch::{DECODE_BATCH_MAX, DecodeStats};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
-pub use chain::{
-    ChainSource, DEFAULT_SEED, ExpertQuantization, MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT,
-    ModelDocument, PublishEvent, PublishOptions, PublishSummary, PublishTarget, current_model,
-    ensure_model, export_from_chain, publish_model, publish_seed_model,
-};
+pub use chain_source::{ChainSource, export_from_chain};
 pub use checkpoint::{
-    CONFIG_FILE_NAME, Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExportSummary,
-    GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME, export_checkpoint,
+    CONFIG_FILE_NAME, Checkpoint, CheckpointExportSummary, CheckpointFiles,
+    EXPORT_SHARD_BYTES_DEFAULT, GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME,
+    export_checkpoint,
 };
 pub use config::{
     ARCHITECTURE, CONFIG_JSON_BYTES_MAX, CONTEXT_TOKENS_MAX, Config, EXPERTS_MAX, HEADS_MAX,
@@ -82,7 +91,7 @@ pub use config::{
 };
 pub use error::{MoeError, Result};
 pub use expert::{
-    ExpertMatrix, ExpertName, ExpertWeights, SharedGroup, TensorRole, TensorSpec,
+    ExpertMatrix, ExpertName, ExpertWeights, ParameterSpec, SharedGroup, TensorRole,
     expert_tensor_name, experts_of, parameter_layout, parse_expert_tensor_name,
 };
 pub use generate::{
@@ -90,12 +99,19 @@ pub use generate::{
     STOP_TOKENS_MAX, SamplingParams, TEMPERATURE_MAX, TokenStream,
 };
 pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions};
+pub use model_doc::{
+    MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT, ModelDocument, current_model,
+};
+pub use publish::{
+    DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
+    ensure_model, publish_model, publish_seed_model,
+};
 pub use tokenizer::{
     BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,
     TOKENIZER_JSON_BYTES_MAX, Tokenizer,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,
-    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, TensorInfo, WeightSource, dtype_of_kind,
-    kind_of_dtype, tensor_to_bytes,
+    SHARD_INDEX_NAME, SINGLE_FILE_NAME, SafetensorsSource, WeightSource, is_model_dtype,
+    model_dtype_of, safetensors_dtype, tensor_to_bytes,
 };

@@ -1,12 +1,13 @@
 //! Where weights come from: one trait, [`WeightSource`], with a safetensors checkpoint and a
-//! seeded random initialisation here, and the chain in `chain.rs`. The model asks for tensors by
-//! their Hugging Face names and never learns where the bytes came from.
+//! seeded random initialisation here, and the chain in `chain_source.rs`. The model asks for
+//! tensors by their Hugging Face names and never learns where the bytes came from.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use blyan_tensorblock::{Dtype, TensorSpec};
 use tch::{Kind, Tensor};
 
 use crate::config::Config;
@@ -16,8 +17,11 @@ use crate::expert::{
 };
 use crate::rng::Rng;
 
-/// Largest safetensors header read, in bytes (the safetensors library's own limit).
+/// Largest safetensors header read, in bytes (the safetensors library's own limit, checked here
+/// before the header is read, so an oversized one is a typed error, never an allocation).
 pub const SAFETENSORS_HEADER_BYTES_MAX: u64 = 100_000_000;
+/// Bytes of the length prefix before a safetensors header.
+const SAFETENSORS_PREFIX_BYTES: u64 = 8;
 /// Largest shard index (`model.safetensors.index.json`) read, in bytes.
 pub const SHARD_INDEX_BYTES_MAX: u64 = 64 << 20;
 /// Most shard files one checkpoint may have.
@@ -48,45 +52,52 @@ pub trait WeightSource: Send + Sync {
         })
     }
 
-    /// Kind and shape of a tensor as stored, without loading its data where the source can
-    /// tell (the default loads it).
-    fn tensor_info(&self, name: &str) -> Result<TensorInfo> {
-        let tensor = self.tensor(name)?;
-        Ok(TensorInfo {
-            kind: tensor.kind(),
-            shape: shape_of(&tensor),
-        })
+    /// Name, dtype and shape of the tensor [`WeightSource::tensor`] returns, without loading
+    /// its data where the source can tell (the default loads it). Never quantized: sources hand
+    /// out plain tensors. A tensor of a kind no tensor block stores is
+    /// [`MoeError::UnsupportedDtype`].
+    fn tensor_spec(&self, name: &str) -> Result<TensorSpec> {
+        spec_of(name, &self.tensor(name)?)
     }
 
     /// A few words for logs: what the weights are and where they come from.
     fn describe(&self) -> String;
 }
 
-/// Kind and shape of a stored tensor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// Element kind as stored (before any conversion for computing).
-    pub kind: Kind,
-    /// Shape.
-    pub shape: Vec<u64>,
+/// The spec of a tensor as it is: name, its dtype (one a tensor block stores) and shape.
+pub(crate) fn spec_of(name: &str, tensor: &Tensor) -> Result<TensorSpec> {
+    let kind = tensor.kind();
+    let dtype = blyan_tensorblock::dtype_of(kind).ok_or_else(|| MoeError::UnsupportedDtype {
+        name: name.to_owned(),
+        dtype: format!("{kind:?}"),
+    })?;
+    Ok(TensorSpec::new(name, dtype, &shape_of(tensor)))
 }
 
-/// The libtorch kind of a safetensors dtype name, for the dtypes a model may be stored in.
-pub fn kind_of_dtype(dtype: &str) -> Option<Kind> {
+/// Whether a model's weights may be stored in `dtype`: the floating-point dtypes (i8 only ever
+/// holds the codes of a quantized expert block, dequantized when loaded).
+pub fn is_model_dtype(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}
+
+/// The dtype of a safetensors dtype, for the dtypes a model may be stored in.
+pub fn model_dtype_of(dtype: safetensors::Dtype) -> Option<Dtype> {
     match dtype {
-        "F32" => Some(Kind::Float),
-        "F16" => Some(Kind::Half),
-        "BF16" => Some(Kind::BFloat16),
+        safetensors::Dtype::F32 => Some(Dtype::F32),
+        safetensors::Dtype::F16 => Some(Dtype::F16),
+        safetensors::Dtype::BF16 => Some(Dtype::BF16),
         _ => None,
     }
 }
 
-/// The safetensors dtype of a libtorch kind, for the kinds a model may be stored in.
-pub fn dtype_of_kind(kind: Kind) -> Option<safetensors::Dtype> {
-    match kind {
-        Kind::Float => Some(safetensors::Dtype::F32),
-        Kind::Half => Some(safetensors::Dtype::F16),
-        Kind::BFloat16 => Some(safetensors::Dtype::BF16),
+/// The safetensors dtype of a stored dtype (what export writes); `None` only for a dtype a
+/// newer `blyan-primitives` may add.
+pub fn safetensors_dtype(dtype: Dtype) -> Option<safetensors::Dtype> {
+    match dtype {
+        Dtype::F32 => Some(safetensors::Dtype::F32),
+        Dtype::F16 => Some(safetensors::Dtype::F16),
+        Dtype::BF16 => Some(safetensors::Dtype::BF16),
+        Dtype::I8 => Some(safetensors::Dtype::I8),
         _ => None,
     }
 }
@@ -113,7 +124,7 @@ pub(crate) fn shape_of(tensor: &Tensor) -> Vec<u64> {
 #[derive(Debug, Clone)]
 struct TensorLocation {
     file: usize,
-    dtype: String,
+    dtype: safetensors::Dtype,
     shape: Vec<u64>,
     /// Absolute offset of the first byte in the file.
     offset: u64,
@@ -121,7 +132,9 @@ struct TensorLocation {
 }
 
 /// A Hugging Face safetensors checkpoint, single-file or sharded, read tensor by tensor with
-/// positioned reads (no whole-file copy, no memory map).
+/// positioned reads (no whole-file copy, no memory map). Headers are parsed and checked by the
+/// `safetensors` crate (offsets contiguous, lengths equal to shape × dtype size) after this
+/// type checked the header's size against [`SAFETENSORS_HEADER_BYTES_MAX`] and the file.
 #[derive(Debug)]
 pub struct SafetensorsSource {
     dir: PathBuf,
@@ -137,13 +150,6 @@ pub const SHARD_INDEX_NAME: &str = "model.safetensors.index.json";
 #[derive(serde::Deserialize)]
 struct ShardIndex {
     weight_map: HashMap<String, String>,
-}
-
-#[derive(serde::Deserialize)]
-struct HeaderEntry {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: (u64, u64),
 }
 
 impl SafetensorsSource {
@@ -235,69 +241,62 @@ impl SafetensorsSource {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let bad = |reason: String| MoeError::Safetensors {
-            path: path.to_owned(),
-            reason,
-        };
         let file = File::open(path).map_err(|error| MoeError::io(path, error))?;
         let file_bytes = file
             .metadata()
             .map_err(|error| MoeError::io(path, error))?
             .len();
-        let mut length = [0u8; 8];
-        file.read_exact_at(&mut length, 0)
-            .map_err(|error| bad(format!("cannot read the header length: {error}")))?;
-        let header_bytes = u64::from_le_bytes(length);
-        if header_bytes > SAFETENSORS_HEADER_BYTES_MAX || header_bytes + 8 > file_bytes {
-            return Err(bad(format!(
-                "header of {header_bytes} bytes does not fit the file of {file_bytes} bytes \
-                 (limit {SAFETENSORS_HEADER_BYTES_MAX})"
-            )));
+        let length = |expected: u64| MoeError::SafetensorsLength {
+            path: path.to_owned(),
+            expected,
+            found: file_bytes,
+        };
+        if file_bytes < SAFETENSORS_PREFIX_BYTES {
+            return Err(length(SAFETENSORS_PREFIX_BYTES));
         }
-        let mut header =
-            vec![0u8; usize::try_from(header_bytes).map_err(|_| bad("header too large".into()))?];
-        file.read_exact_at(&mut header, 8)
-            .map_err(|error| bad(format!("cannot read the header: {error}")))?;
-        let entries: HashMap<String, serde_json::Value> =
-            serde_json::from_slice(&header).map_err(|error| bad(error.to_string()))?;
-        let data_start = 8 + header_bytes;
-        let data_bytes = file_bytes - data_start;
+        let mut prefix = [0u8; SAFETENSORS_PREFIX_BYTES as usize];
+        file.read_exact_at(&mut prefix, 0)
+            .map_err(|error| MoeError::io(path, error))?;
+        let header_bytes = u64::from_le_bytes(prefix);
+        if header_bytes > SAFETENSORS_HEADER_BYTES_MAX {
+            return Err(MoeError::SafetensorsHeaderTooLarge {
+                path: path.to_owned(),
+                bytes: header_bytes,
+                bytes_max: SAFETENSORS_HEADER_BYTES_MAX,
+            });
+        }
+        // Cannot overflow: the header is at most SAFETENSORS_HEADER_BYTES_MAX.
+        let data_start = SAFETENSORS_PREFIX_BYTES + header_bytes;
+        if data_start > file_bytes {
+            return Err(length(data_start));
+        }
+        let mut header = vec![0u8; header_bytes as usize];
+        file.read_exact_at(&mut header, SAFETENSORS_PREFIX_BYTES)
+            .map_err(|error| MoeError::io(path, error))?;
+        // The crate's own header type: JSON, `__metadata__`, and its checks of every entry
+        // (offsets contiguous from 0, length = shape × dtype size, no overflow).
+        let metadata: safetensors::tensor::Metadata =
+            serde_json::from_slice(&header).map_err(|error| MoeError::Safetensors {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let expected = data_start + metadata.data_len() as u64;
+        if expected != file_bytes {
+            return Err(length(expected));
+        }
         let file_index = self.files.len();
-        for (name, value) in entries {
-            if name == "__metadata__" {
-                continue;
-            }
-            let entry: HeaderEntry = serde_json::from_value(value)
-                .map_err(|error| bad(format!("entry `{name}`: {error}")))?;
-            let (start, end) = entry.data_offsets;
-            if start > end || end > data_bytes {
-                return Err(bad(format!(
-                    "tensor `{name}` spans {start}..{end}, outside the {data_bytes} data bytes"
-                )));
-            }
-            if let Some(kind) = kind_of_dtype(&entry.dtype) {
-                let element_bytes = kind.elt_size_in_bytes() as u64;
-                let expected = entry
-                    .shape
-                    .iter()
-                    .try_fold(element_bytes, |total, dimension| {
-                        total.checked_mul(*dimension)
-                    });
-                if expected != Some(end - start) {
-                    return Err(bad(format!(
-                        "tensor `{name}` of shape {:?} and dtype {} has {} bytes",
-                        entry.shape,
-                        entry.dtype,
-                        end - start
-                    )));
-                }
-            }
+        for (name, info) in metadata.tensors() {
+            let (start, end) = info.data_offsets;
             let location = TensorLocation {
                 file: file_index,
-                dtype: entry.dtype,
-                shape: entry.shape,
-                offset: data_start + start,
-                bytes: end - start,
+                dtype: info.dtype,
+                shape: info
+                    .shape
+                    .iter()
+                    .map(|dimension| *dimension as u64)
+                    .collect(),
+                offset: data_start + start as u64,
+                bytes: (end - start) as u64,
             };
             if let Some(previous) = self.tensors.insert(name.clone(), location) {
                 return Err(MoeError::DuplicateTensor {
@@ -323,11 +322,23 @@ impl SafetensorsSource {
         names
     }
 
-    /// The safetensors dtype name and shape of a tensor, without reading its data.
-    pub fn info(&self, name: &str) -> Option<(&str, &[u64])> {
+    /// The safetensors dtype and shape of a tensor, without reading its data.
+    pub fn info(&self, name: &str) -> Option<(safetensors::Dtype, &[u64])> {
         self.tensors
             .get(name)
-            .map(|location| (location.dtype.as_str(), location.shape.as_slice()))
+            .map(|location| (location.dtype, location.shape.as_slice()))
+    }
+
+    /// The stored dtype of a tensor the file holds, if a model may be stored in it.
+    fn model_dtype(&self, name: &str) -> Result<(Dtype, &[u64])> {
+        let (dtype, shape) = self.info(name).ok_or_else(|| MoeError::MissingTensor {
+            name: name.to_owned(),
+        })?;
+        let model_dtype = model_dtype_of(dtype).ok_or_else(|| MoeError::UnsupportedDtype {
+            name: name.to_owned(),
+            dtype: dtype.to_string(),
+        })?;
+        Ok((model_dtype, shape))
     }
 
     /// The tensor's bytes exactly as stored in the file.
@@ -352,12 +363,10 @@ impl SafetensorsSource {
 
 impl WeightSource for SafetensorsSource {
     fn tensor(&self, name: &str) -> Result<Tensor> {
-        let (dtype, shape) = self.info(name).ok_or_else(|| MoeError::MissingTensor {
+        let (dtype, shape) = self.model_dtype(name)?;
+        let kind = blyan_tensorblock::kind_of(dtype).ok_or_else(|| MoeError::UnsupportedDtype {
             name: name.to_owned(),
-        })?;
-        let kind = kind_of_dtype(dtype).ok_or_else(|| MoeError::UnsupportedDtype {
-            name: name.to_owned(),
-            dtype: dtype.to_owned(),
+            dtype: dtype.name().to_owned(),
         })?;
         let shape: Vec<i64> = shape
             .iter()
@@ -372,18 +381,9 @@ impl WeightSource for SafetensorsSource {
         Ok(Tensor::f_from_data_size(&bytes, &shape, kind)?)
     }
 
-    fn tensor_info(&self, name: &str) -> Result<TensorInfo> {
-        let (dtype, shape) = self.info(name).ok_or_else(|| MoeError::MissingTensor {
-            name: name.to_owned(),
-        })?;
-        let kind = kind_of_dtype(dtype).ok_or_else(|| MoeError::UnsupportedDtype {
-            name: name.to_owned(),
-            dtype: dtype.to_owned(),
-        })?;
-        Ok(TensorInfo {
-            kind,
-            shape: shape.to_vec(),
-        })
+    fn tensor_spec(&self, name: &str) -> Result<TensorSpec> {
+        let (dtype, shape) = self.model_dtype(name)?;
+        Ok(TensorSpec::new(name, dtype, shape))
     }
 
     fn describe(&self) -> String {
@@ -440,6 +440,16 @@ impl WeightSource for RandomInit {
             .map(|_| (rng.next_normal() * self.standard_deviation) as f32)
             .collect();
         Ok(Tensor::f_from_slice(&values)?.f_reshape(&dims)?)
+    }
+
+    fn tensor_spec(&self, name: &str) -> Result<TensorSpec> {
+        let (shape, _) = self
+            .shapes
+            .get(name)
+            .ok_or_else(|| MoeError::MissingTensor {
+                name: name.to_owned(),
+            })?;
+        Ok(TensorSpec::new(name, Dtype::F32, shape))
     }
 
     fn describe(&self) -> String {

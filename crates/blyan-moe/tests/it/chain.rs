@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use blyan_chain::{
-    AuthorKey, BlockKind, ChainId, ChainStore, Durability, StoreConfig, encode_block,
+    AuthorKey, BlockHeader, BlockKind, ChainId, ChainStore, Durability, PayloadHandle, StoreConfig,
+    encode_block,
 };
 use blyan_moe::{
     CancelToken, ChainSource, Checkpoint, CheckpointFiles, ExpertName, ExpertQuantization,
@@ -686,4 +687,214 @@ fn a_block_over_the_chains_size_limit_is_refused_before_anything_is_written() {
     )
     .unwrap();
     assert_eq!(summary.experts_written, 32);
+}
+
+/// What docs/moe.md promises: tensors of unquantized blocks are views of the mapped segment.
+/// Every expert tensor the source hands out, and every one the model's cache holds (f32 like
+/// the fixture, so converting it to the compute kind copies nothing), lies inside its block's
+/// payload bytes; so does every shared tensor.
+#[test]
+fn model_tensors_from_the_chain_point_inside_the_segment_mapping() {
+    let fixture = fixture();
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(&temp.path().join("chain"));
+    publish(
+        &store,
+        &AuthorKey::generate(),
+        &fixture.checkpoint(),
+        ExpertQuantization::None,
+    );
+    let inside = |tensor: &tch::Tensor, handle: &PayloadHandle, what: &str| {
+        let payload: &[u8] = handle.as_ref();
+        let start = payload.as_ptr() as usize;
+        let address = tensor.data_ptr() as usize;
+        let bytes = tensor.numel() * tensor.kind().elt_size_in_bytes();
+        assert!(
+            start <= address && address + bytes <= start + payload.len(),
+            "{what}: [{address:#x}, +{bytes}) is outside the payload [{start:#x}, +{})",
+            payload.len()
+        );
+    };
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    let generator = Generator::from_chain(Arc::clone(&store), ModelOptions::default()).unwrap();
+    let experts = store.experts().unwrap();
+    assert_eq!(experts.len(), 32);
+    for version in experts {
+        let handle = store.payload(&version.hash).unwrap().unwrap();
+        let served = source.expert(version.expert).unwrap();
+        let cached = generator
+            .with_model(|model| model.expert_cache_mut().get(version.expert))
+            .unwrap()
+            .unwrap();
+        for (origin, weights) in [("source", &served), ("model cache", &cached)] {
+            for (matrix, tensor) in [
+                ("w1", &weights.w1),
+                ("w2", &weights.w2),
+                ("w3", &weights.w3),
+            ] {
+                inside(
+                    tensor,
+                    &handle,
+                    &format!("{origin} {}.{matrix}", version.expert),
+                );
+            }
+        }
+    }
+    for (group, block) in &source.document().shared {
+        let handle = store.payload(block).unwrap().unwrap();
+        let layout = blyan_tensorblock::BlockLayout::parse(handle.as_ref()).unwrap();
+        for info in layout.tensors() {
+            let tensor = source.tensor(info.name()).unwrap();
+            inside(&tensor, &handle, &format!("{group} {}", info.name()));
+        }
+    }
+}
+
+/// A new version of an expert whose payload is right but whose header lists another shape is
+/// refused when read, with an error naming the block.
+#[test]
+fn a_header_whose_tensor_list_differs_from_the_payload_is_refused_naming_the_block() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(&temp.path().join("chain"));
+    let key = AuthorKey::generate();
+    publish_seed_model(&store, &key, 11).unwrap();
+    let expert = ExpertName::new(1, 3).unwrap();
+    let current = store.expert_current(expert).unwrap().unwrap();
+    let current_header = store.header(&current.hash).unwrap().unwrap();
+    let payload = store.payload(&current.hash).unwrap().unwrap();
+    let payload: &[u8] = payload.as_ref();
+    let parent = store.tip(ChainId::Parameters);
+    let parent_ms = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
+    let mut header = BlockHeader::new_child(&parent, BlockKind::Expert, payload, parent_ms + 1);
+    header.meta = current_header.meta.clone();
+    header.meta.version = current.version + 1;
+    header.meta.tensors[1].shape.reverse();
+    header.author = key.address();
+    header.sign(&key);
+    let forged = store.append(&header, payload).unwrap();
+
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    match source.expert(expert) {
+        Err(MoeError::HeaderTensorMismatch {
+            block,
+            index,
+            header: Some(listed),
+            payload: Some(held),
+        }) => {
+            assert_eq!((block, index), (forged, 1));
+            assert_ne!(listed, held);
+            assert!(held.starts_with("model.layers.1.block_sparse_moe.experts.3.w2.weight"));
+        }
+        other => panic!("expected HeaderTensorMismatch, got {other:?}"),
+    }
+    let message = source.expert(expert).unwrap_err().to_string();
+    assert!(message.contains(&forged.to_string()), "{message}");
+    // The other experts are still served.
+    assert!(source.expert(ExpertName::new(1, 2).unwrap()).is_ok());
+}
+
+/// A meta block may depend only on blocks its document lists: one that names another block is
+/// refused when the model is opened.
+#[test]
+fn a_meta_block_depending_on_a_block_its_document_does_not_list_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(&temp.path().join("chain"));
+    let key = AuthorKey::generate();
+    let published = publish_seed_model(&store, &key, 12).unwrap();
+    let document = store.payload(&published.meta_block).unwrap().unwrap();
+    let document: &[u8] = document.as_ref();
+    let stray = store
+        .expert_current(ExpertName::new(0, 0).unwrap())
+        .unwrap()
+        .unwrap()
+        .hash;
+    let parent = store.tip(ChainId::Meta);
+    let expert_ms = store.header(&stray).unwrap().unwrap().timestamp_ms;
+    let mut header = BlockHeader::new_child(&parent, BlockKind::Meta, document, expert_ms + 1);
+    header.depends_on = vec![stray];
+    header.author = key.address();
+    header.sign(&key);
+    let meta = store.append(&header, document).unwrap();
+    for opened in [
+        ChainSource::open(Arc::clone(&store)),
+        ChainSource::open_at(Arc::clone(&store), meta),
+    ] {
+        match opened {
+            Err(MoeError::BadMetaBlock { block, reason }) => {
+                assert_eq!(block, meta.to_string());
+                assert!(reason.contains(&stray.to_string()), "{reason}");
+            }
+            other => panic!("expected BadMetaBlock, got {other:?}"),
+        }
+    }
+    // The model the honest meta block describes still opens.
+    assert!(ChainSource::open_at(Arc::clone(&store), published.meta_block).is_ok());
+}
+
+/// A small random model of `layers` layers (2 shared groups per layer, plus embedding and head),
+/// published into a fresh store.
+fn publish_layers(dir: &Path, layers: u32) -> (Arc<ChainStore>, PublishSummary) {
+    let mut config = blyan_moe::Config::seed();
+    config.num_hidden_layers = layers;
+    config.hidden_size = 16;
+    config.intermediate_size = 32;
+    config.num_attention_heads = 2;
+    config.num_key_value_heads = Some(1);
+    config.num_local_experts = 2;
+    let config_json = config.to_json().unwrap();
+    let tokenizer_json = blyan_moe::Tokenizer::byte_level_json();
+    let files = CheckpointFiles {
+        config_json: &config_json,
+        generation_config_json: None,
+        tokenizer_json: &tokenizer_json,
+    };
+    let store = open_store(dir);
+    let summary = publish_model(
+        &*store,
+        &AuthorKey::generate(),
+        &config,
+        files,
+        &blyan_moe::RandomInit::new(&config, 5).unwrap(),
+        &PublishOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    (store, summary)
+}
+
+/// Mixtral-8x7B has 66 shared groups, past the 64 blocks a header may depend on. At 64 groups
+/// the meta block depends on all of them; at 66 on 64 of them, and its document lists all 66,
+/// every one of which the reader loads and checks.
+#[test]
+fn more_shared_groups_than_a_header_may_depend_on_are_all_listed_and_loaded() {
+    let temp = tempfile::tempdir().unwrap();
+    for (layers, groups) in [(31, 64), (32, 66)] {
+        let (store, summary) = publish_layers(&temp.path().join(format!("layers{layers}")), layers);
+        assert_eq!(summary.shared_written, groups);
+        let source = ChainSource::open(Arc::clone(&store)).unwrap();
+        let document = source.document();
+        assert_eq!(document.shared.len(), groups as usize);
+        let header = store.header(&summary.meta_block).unwrap().unwrap();
+        let max = blyan_chain::DEPENDS_ON_COUNT_MAX as usize;
+        assert_eq!(header.depends_on.len(), (groups as usize).min(max));
+        let listed: std::collections::BTreeSet<_> = document.shared.values().collect();
+        assert!(header.depends_on.iter().all(|block| listed.contains(block)));
+        // The reader loaded every shared block: each group's tensors are served.
+        for block in document.shared.values() {
+            let handle = store.payload(block).unwrap().unwrap();
+            let layout = blyan_tensorblock::BlockLayout::parse(handle.as_ref()).unwrap();
+            for info in layout.tensors() {
+                assert!(source.tensor(info.name()).is_ok(), "{}", info.name());
+            }
+        }
+        let generator = Generator::from_chain(Arc::clone(&store), ModelOptions::default()).unwrap();
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(2)
+        };
+        let generation = generator
+            .generate("hi", params, CancelToken::new())
+            .unwrap();
+        assert_eq!(generation.token_ids.len(), 2);
+    }
 }

@@ -10,7 +10,11 @@ use blyan_moe::{
 
 use crate::fixture::{checkpoint_copy, fixture};
 
-fn export(checkpoint: &Checkpoint, out: &Path, shard_bytes_max: u64) -> blyan_moe::ExportSummary {
+fn export(
+    checkpoint: &Checkpoint,
+    out: &Path,
+    shard_bytes_max: u64,
+) -> blyan_moe::CheckpointExportSummary {
     let files = checkpoint.files();
     export_checkpoint(
         out,
@@ -207,11 +211,71 @@ fn missing_files_are_named() {
 
 #[test]
 fn truncated_weights_file_is_refused() {
-    let (_temp, _, error) = broken(|dir| {
+    let length = std::fs::metadata(fixture().checkpoint().join("model.safetensors"))
+        .unwrap()
+        .len();
+    let (_temp, dir, error) = broken(|dir| {
         let path = dir.join("model.safetensors");
-        let length = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(length - 100).unwrap();
     });
-    assert!(matches!(error, MoeError::Safetensors { .. }), "{error}");
+    match error {
+        MoeError::SafetensorsLength {
+            path,
+            expected,
+            found,
+        } => {
+            assert_eq!(path, dir.join("model.safetensors"));
+            assert_eq!((expected, found), (length, length - 100));
+        }
+        other => panic!("expected SafetensorsLength, got {other}"),
+    }
+}
+
+/// The header's length is checked against `SAFETENSORS_HEADER_BYTES_MAX` before the header is
+/// read: one past it is refused as too large; at it, the file is then too short for it.
+#[test]
+fn a_safetensors_header_is_bounded_before_it_is_read() {
+    let temp = tempfile::tempdir().unwrap();
+    let path = temp.path().join("model.safetensors");
+    for (declared, too_large) in [
+        (blyan_moe::SAFETENSORS_HEADER_BYTES_MAX + 1, true),
+        (blyan_moe::SAFETENSORS_HEADER_BYTES_MAX, false),
+    ] {
+        let mut bytes = declared.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        std::fs::write(&path, &bytes).unwrap();
+        match (SafetensorsSource::open_file(&path).unwrap_err(), too_large) {
+            (
+                MoeError::SafetensorsHeaderTooLarge {
+                    bytes, bytes_max, ..
+                },
+                true,
+            ) => {
+                assert_eq!(
+                    (bytes, bytes_max),
+                    (declared, blyan_moe::SAFETENSORS_HEADER_BYTES_MAX)
+                );
+            }
+            (
+                MoeError::SafetensorsLength {
+                    expected, found, ..
+                },
+                false,
+            ) => {
+                assert_eq!((expected, found), (8 + declared, 10));
+            }
+            (other, _) => panic!("declared {declared}: unexpected {other}"),
+        }
+    }
+    // A header the library refuses (offsets that are not contiguous) is its typed error.
+    let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 8]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        SafetensorsSource::open_file(&path).unwrap_err(),
+        MoeError::Safetensors { .. }
+    ));
 }

@@ -1,0 +1,144 @@
+//! How a model lies on the chain, and the document that names its blocks.
+//!
+//! - Parameters chain (B): one `SharedWeights` block per shared group (`embed`,
+//!   `layer{L}.attention` with its norms, `head`), one `Router` block per layer
+//!   (`layer{L}.router`), and one `Expert` block per expert (`layer{L}.expert{E}`, versions
+//!   counted by the chain). Every payload is a tensor block whose tensors carry their Hugging
+//!   Face names, so a block describes itself; its header's tensor list says the same
+//!   (`block_tensors.rs`).
+//! - Meta chain (A): one `Meta` block per model version. Its payload is a [`ModelDocument`]
+//!   (JSON): the architecture as Hugging Face's `config.json` (parsed, and its exact text),
+//!   `tokenizer.json`, the optional `generation_config.json`, whether the weights are an
+//!   untrained seed, and the hash of each shared-group block by name.
+//!
+//! The document is the complete list of a model's shared blocks: the reader loads and checks
+//! every block it names. The meta block's `depends_on` names the same blocks while they fit the
+//! chain's `DEPENDS_ON_COUNT_MAX`, and a bounded subset of them beyond (Mixtral-8x7B has 66
+//! groups; see `publish.rs`); it never names a block the document does not list.
+
+use std::collections::BTreeMap;
+
+use blyan_chain::{BlockHash, BlockKind, ChainId, ChainStore};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{MoeError, Result};
+use crate::expert::SharedGroup;
+
+/// The `format` tag of a model document; a meta block without it is not a model.
+pub const MODEL_DOCUMENT_FORMAT: &str = "blyan-model/1";
+/// Largest model document (meta block payload) read, in bytes.
+pub const MODEL_DOCUMENT_BYTES_MAX: u64 = 96 << 20;
+
+/// The payload of a model's meta block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDocument {
+    /// Always [`MODEL_DOCUMENT_FORMAT`].
+    pub format: String,
+    /// The architecture: `config.json` parsed, with Hugging Face's field names.
+    pub architecture: serde_json::Value,
+    /// True for a seeded random initialisation that was never trained.
+    pub untrained: bool,
+    /// A few words on where the weights came from.
+    pub description: String,
+    /// `config.json`, exactly as published (what export writes back).
+    pub config_json: String,
+    /// `generation_config.json`, exactly as published, when there was one.
+    pub generation_config_json: Option<String>,
+    /// `tokenizer.json`, exactly as published.
+    pub tokenizer_json: String,
+    /// Block of each shared group, by group name (`embed`, `layer0.attention`, …): every
+    /// shared block of the model.
+    pub shared: BTreeMap<String, BlockHash>,
+}
+
+impl ModelDocument {
+    /// Parses the payload of meta block `block`: `Ok(None)` when it is not a model document at
+    /// all, [`MoeError::BadMetaBlock`] when it claims to be one and is malformed.
+    pub fn from_payload(block: BlockHash, payload: &[u8]) -> Result<Option<Self>> {
+        let bad = |reason: String| MoeError::BadMetaBlock {
+            block: block.to_string(),
+            reason,
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return Ok(None);
+        };
+        if value.get("format").and_then(serde_json::Value::as_str) != Some(MODEL_DOCUMENT_FORMAT) {
+            return Ok(None);
+        }
+        let document: ModelDocument =
+            serde_json::from_value(value).map_err(|error| bad(error.to_string()))?;
+        let architecture: serde_json::Value = serde_json::from_str(&document.config_json)
+            .map_err(|error| bad(format!("config_json: {error}")))?;
+        if architecture != document.architecture {
+            return Err(bad("architecture differs from config_json".into()));
+        }
+        Ok(Some(document))
+    }
+
+    /// Checks a meta block's `depends_on` against the document: every block it names must be
+    /// one the document lists ([`MoeError::BadMetaBlock`] naming the stray one otherwise).
+    pub(crate) fn check_depends_on(
+        &self,
+        block: BlockHash,
+        depends_on: &[BlockHash],
+    ) -> Result<()> {
+        let listed: std::collections::BTreeSet<&BlockHash> = self.shared.values().collect();
+        match depends_on
+            .iter()
+            .find(|dependency| !listed.contains(dependency))
+        {
+            Some(stray) => Err(MoeError::BadMetaBlock {
+                block: block.to_string(),
+                reason: format!("depends on block {stray}, which the model document does not list"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The newest model document on the meta chain, with its block.
+pub fn current_model(store: &ChainStore) -> Result<(BlockHash, ModelDocument)> {
+    let tip = store.tip(ChainId::Meta);
+    for height in (1..=tip.height).rev() {
+        for block in store
+            .block_hashes_at(ChainId::Meta, height)?
+            .into_iter()
+            .rev()
+        {
+            let Some(header) = store.header(&block)? else {
+                continue;
+            };
+            if header.kind != BlockKind::Meta || header.payload_bytes > MODEL_DOCUMENT_BYTES_MAX {
+                continue;
+            }
+            let Some(payload) = store.payload_verified(&block)? else {
+                continue;
+            };
+            if let Some(document) = ModelDocument::from_payload(block, &payload)? {
+                return Ok((block, document));
+            }
+        }
+    }
+    Err(MoeError::NoModelOnChain)
+}
+
+/// The shared groups of a configuration, in publishing order.
+pub(crate) fn shared_groups(config: &Config) -> Vec<SharedGroup> {
+    let mut groups = vec![SharedGroup::Embedding];
+    for layer in 0..config.num_hidden_layers {
+        groups.push(SharedGroup::Attention { layer });
+        groups.push(SharedGroup::Router { layer });
+    }
+    groups.push(SharedGroup::Head);
+    groups
+}
+
+/// The kind and layer of a shared group's block.
+pub(crate) fn shared_block_kind(group: SharedGroup) -> (BlockKind, Option<u32>) {
+    match group {
+        SharedGroup::Router { layer } => (BlockKind::Router, Some(layer)),
+        SharedGroup::Attention { layer } => (BlockKind::SharedWeights, Some(layer)),
+        SharedGroup::Embedding | SharedGroup::Head => (BlockKind::SharedWeights, None),
+    }
+}
