@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use blyan_chain::{
     AuthorKey, BlockHash, BlockHeader, BlockKind, BlockMeta, ChainId, ChainStore, ChainTip,
-    DEPENDS_ON_COUNT_MAX, ExpertVersion, PayloadHandle, TensorDtype, TensorMeta, hash_payload,
+    DEPENDS_ON_COUNT_MAX, Dtype, ExpertVersion, PayloadHandle, TensorMeta, hash_payload,
 };
 use blyan_tensorblock::{EncodeTensor, Quantization, TensorBlock, encode_tensors_to_vec};
 use serde::{Deserialize, Serialize};
@@ -146,14 +146,14 @@ fn shared_groups(config: &Config) -> Vec<SharedGroup> {
     groups
 }
 
-fn tensor_dtype(kind: Kind, quantized: bool) -> Option<TensorDtype> {
+fn tensor_dtype(kind: Kind, quantized: bool) -> Option<Dtype> {
     if quantized {
-        return Some(TensorDtype::I8);
+        return Some(Dtype::I8);
     }
     match kind {
-        Kind::Float => Some(TensorDtype::F32),
-        Kind::Half => Some(TensorDtype::F16),
-        Kind::BFloat16 => Some(TensorDtype::Bf16),
+        Kind::Float => Some(Dtype::F32),
+        Kind::Half => Some(Dtype::F16),
+        Kind::BFloat16 => Some(Dtype::BF16),
         _ => None,
     }
 }
