@@ -109,6 +109,10 @@ fn serves_health_on_the_configured_address() {
 }
 
 fn node_in(dir: &std::path::Path) -> Command {
+    node_with_data_dir(dir, &dir.join("data"))
+}
+
+fn node_with_data_dir(dir: &std::path::Path, data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(NODE);
     command
         .env_clear()
@@ -117,7 +121,7 @@ fn node_in(dir: &std::path::Path) -> Command {
         .arg("--config")
         .arg(dir.join("absent.yaml"))
         .arg("--data-dir")
-        .arg(dir.join("data"));
+        .arg(data_dir);
     command
 }
 
@@ -132,12 +136,52 @@ fn json_stdout(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Creates the chain store of the node whose working dir is `dir` (in `dir/data/chain`), as a
+/// first start would, and closes it.
+fn create_chain(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("data/chain");
+    drop(blyan_chain::ChainStore::open(&path, blyan_chain::StoreConfig::default()).unwrap());
+    path
+}
+
+/// Every file under `dir` (relative path → bytes): what a read-only command must leave as is.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        files: &mut std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                files.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
 #[test]
 fn chain_info_verify_export_import_round_trip() {
     use blyan_chain::{AuthorKey, BlockHeader, BlockKind, ChainId, ChainStore, StoreConfig};
 
     let source = tempfile::tempdir().unwrap();
-    // A fresh data dir: `chain info` creates the store with its genesis blocks.
+    // A fresh data dir has no store, and the read-only `chain info` creates none.
+    let missing = node_in(source.path())
+        .args(["chain", "info"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "{missing:?}");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("holds no chain store"), "{stderr}");
+    assert!(!source.path().join("data/chain").exists());
+
+    let chain_dir = create_chain(source.path());
     let info = json_stdout(
         &node_in(source.path())
             .args(["chain", "info"])
@@ -150,8 +194,7 @@ fn chain_info_verify_export_import_round_trip() {
 
     // Append dataset blocks with the library, as another program would.
     {
-        let store =
-            ChainStore::open(source.path().join("data/chain"), StoreConfig::default()).unwrap();
+        let store = ChainStore::open(&chain_dir, StoreConfig::default()).unwrap();
         let key = AuthorKey::generate();
         for index in 0..5u64 {
             let payload = format!("entry {index}").into_bytes();
@@ -187,7 +230,7 @@ fn chain_info_verify_export_import_round_trip() {
     );
     assert_eq!(export["blocks"], 5, "{export}");
 
-    // A second node imports the segment and holds the same tip.
+    // A second node imports the segment (its store created on the way) and holds the same tip.
     let target = tempfile::tempdir().unwrap();
     let import = json_stdout(
         &node_in(target.path())
@@ -214,29 +257,90 @@ fn chain_info_verify_export_import_round_trip() {
         target_info["chains"][2]["tip"]
     );
 
-    // A truncated file is refused and the target store is unchanged.
+    // A truncated file is refused and the target store is unchanged: import checks the file's
+    // framing before appending any block.
     let bytes = std::fs::read(&file).unwrap();
     let truncated = source.path().join("truncated.blocks");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let third = tempfile::tempdir().unwrap();
+    create_chain(third.path());
+    let info_before = json_stdout(
+        &node_in(third.path())
+            .args(["chain", "info"])
+            .output()
+            .unwrap(),
+    );
     let refused = node_in(third.path())
         .args(["chain", "import"])
         .arg(&truncated)
         .output()
         .unwrap();
     assert!(!refused.status.success(), "{refused:?}");
-    let third_info = json_stdout(
+    // Refused for its framing, before any block was appended.
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("export file, at byte"), "{stderr}");
+    let info_after = json_stdout(
         &node_in(third.path())
             .args(["chain", "info"])
             .output()
             .unwrap(),
     );
-    // Import appends block by block after verifying each: whatever was appended verifies.
+    assert_eq!(info_before, info_after);
     let verify = node_in(third.path())
         .args(["chain", "verify"])
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{verify:?} {third_info}");
+    assert!(verify.status.success(), "{verify:?} {info_after}");
+}
+
+#[test]
+fn chain_commands_take_the_chain_dir_and_verify_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain_dir = create_chain(dir.path());
+    // An unacknowledged tail, as a crash mid-append leaves it.
+    let segment = chain_dir.join("segments/0000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&[0xee; 3000]);
+    std::fs::write(&segment, bytes).unwrap();
+    let before = snapshot(&chain_dir);
+
+    let by_data_dir = json_stdout(
+        &node_in(dir.path())
+            .args(["chain", "info"])
+            .output()
+            .unwrap(),
+    );
+    let by_chain_dir = json_stdout(
+        &node_with_data_dir(dir.path(), &chain_dir)
+            .args(["chain", "info"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(by_data_dir, by_chain_dir);
+
+    let verify = node_with_data_dir(dir.path(), &chain_dir)
+        .args(["chain", "verify"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(text.starts_with("ok: 3 blocks"), "{text}");
+    assert!(
+        text.contains("unacknowledged tail: 3000 bytes past the committed end"),
+        "{text}"
+    );
+    let after = snapshot(&chain_dir);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (path, bytes) in &before {
+        assert!(
+            after[path] == *bytes,
+            "chain verify changed {}",
+            path.display()
+        );
+    }
 }
 
 #[test]

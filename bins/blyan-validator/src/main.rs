@@ -1,13 +1,14 @@
 //! `blyan-validator`: re-checks what others published. Today that is the chain itself: every
 //! header re-hashed, every payload re-hashed against its commitment, every link and signature
-//! checked, in bounded memory, with the first bad block named. Re-running Proof-of-Learning
-//! claims lands with the learning crate.
+//! checked, in bounded memory, with the first bad block named. The store is opened read-only:
+//! verifying changes no byte of it (payload bytes a crash left past the committed end are
+//! reported, not removed). Re-running Proof-of-Learning claims lands with the learning crate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use blyan_chain::{ChainStore, StoreConfig};
+use blyan_chain::ChainStore;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -21,10 +22,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fully verify a chain store: exit status 0 when every block verifies, 1 with the first bad
-    /// block named otherwise. The store must not be open in a running node.
+    /// Fully verify a chain store without changing it: exit status 0 when every block verifies,
+    /// 1 with the first bad block named otherwise. Payload bytes no block uses (left by a crash)
+    /// are reported and do not fail verification. Safe beside a running node, whose store it
+    /// sees as of the moment it opens.
     Verify {
-        /// Directory of the chain store (a node's `<data_dir>/chain`).
+        /// The chain store: a node's data directory (holding `chain/`) or the `chain/`
+        /// directory itself.
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
         /// Print the report as JSON instead of text.
@@ -47,11 +51,9 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 fn verify(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    if !dir.join("db").join("CURRENT").exists() {
-        anyhow::bail!("{} holds no chain store", dir.display());
-    }
-    let store = ChainStore::open(dir, StoreConfig::default())
-        .with_context(|| format!("opening the chain store in {}", dir.display()))?;
+    let path = ChainStore::locate(dir)?;
+    let store = ChainStore::open_read_only(&path)
+        .with_context(|| format!("opening the chain store in {} read-only", path.display()))?;
     let started = std::time::Instant::now();
     let report = store.verify(|_| {})?;
     let seconds = started.elapsed().as_secs_f64();
@@ -66,21 +68,28 @@ fn verify(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     });
     if json {
         let out = serde_json::json!({
+            "store": path,
             "ok": report.is_ok(),
             "blocks": report.blocks,
             "payload_bytes": report.payload_bytes,
             "seconds": seconds,
             "first_bad": bad,
+            "unacknowledged_tail": report.unacknowledged_tail,
         });
         println!("{out}");
-    } else if let Some(bad) = &report.first_bad {
-        println!("bad block: {bad}");
-        println!("{} blocks verified before it", report.blocks);
     } else {
-        println!(
-            "ok: {} blocks, {} payload bytes verified in {seconds:.2} s",
-            report.blocks, report.payload_bytes
-        );
+        if let Some(bad) = &report.first_bad {
+            println!("bad block: {bad}");
+            println!("{} blocks verified before it", report.blocks);
+        } else {
+            println!(
+                "ok: {} blocks, {} payload bytes verified in {seconds:.2} s",
+                report.blocks, report.payload_bytes
+            );
+        }
+        if let Some(tail) = &report.unacknowledged_tail {
+            println!("note: {tail}");
+        }
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

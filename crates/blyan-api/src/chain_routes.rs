@@ -12,8 +12,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use blyan_chain::{
-    BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind, ChainId, ChainStore,
-    ExpertName, HEADER_BYTES_MAX, PayloadHandle,
+    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind,
+    ChainId, ChainStore, ExpertName, PayloadHandle,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -100,7 +100,7 @@ pub struct ExpertVersionInfo {
 
 /// The largest payload a `POST /blocks` body can carry next to the largest header.
 const SUBMIT_PAYLOAD_BYTES_MAX: u64 =
-    (BLOCK_SUBMIT_BYTES_MAX - BLOCK_PREFIX_BYTES - HEADER_BYTES_MAX as usize) as u64;
+    (BLOCK_SUBMIT_BYTES_MAX - BLOCK_PREFIX_BYTES - BLOCK_HEADER_BYTES_MAX as usize) as u64;
 
 fn store(state: &AppState) -> Result<Arc<ChainStore>> {
     state.chain.clone().ok_or(Error::ChainUnavailable)

@@ -1,16 +1,12 @@
 //! How a store behaves: durability, proof of work, fork rules, payload limit, PoL switch.
-//! Plain data with serde defaults, so it sits in the node's YAML config.
+//! Plain data with serde defaults, so it sits in the node's YAML config. [`Durability`] and the
+//! hard limits ([`BLOCK_PAYLOAD_BYTES_MAX`], [`POW_DIFFICULTY_BITS_MAX`]) are
+//! `blyan-primitives`', shared with the node's config.
+
+use blyan_primitives::{BLOCK_PAYLOAD_BYTES_MAX, Durability, POW_DIFFICULTY_BITS_MAX};
 
 use crate::chain::ChainId;
 use crate::error::{Error, Result};
-
-/// Hard ceiling on one payload (4 GiB): the largest expert this format stores. A store's
-/// `payload_bytes_max` may only lower it.
-pub const BLOCK_PAYLOAD_BYTES_MAX: u64 = 4 << 30;
-
-/// Highest proof-of-work difficulty a config may ask for, in leading zero bits of the block
-/// hash. 64 bits is ~1.8e19 hashes: beyond it a chain could never grow.
-pub const POW_DIFFICULTY_BITS_MAX: u32 = 64;
 
 /// Default size at which a payload segment file is sealed and a new one started (1 GiB).
 pub const SEGMENT_BYTES_TARGET: u64 = 1 << 30;
@@ -18,20 +14,11 @@ pub const SEGMENT_BYTES_TARGET: u64 = 1 << 30;
 /// Smallest segment size a config may ask for (tests use it to exercise sealing).
 pub const SEGMENT_BYTES_TARGET_MIN: u64 = 4096;
 
-/// Whether an acknowledged append survives power loss, or only a crash of the process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Durability {
-    /// Payload bytes are fsynced and the RocksDB WAL synced before `append` returns: an
-    /// acknowledged block survives `kill -9` and power loss.
-    #[default]
-    Synced,
-    /// Nothing is fsynced: an acknowledged block survives `kill -9` (the page cache holds it)
-    /// but the newest blocks may be lost on power loss. Never a half block: on reopen, payload
-    /// bytes no index names are reclaimed.
-    Unsynced,
-}
+// The default segment size must pass the config's own range check.
+const _: () = assert!(
+    SEGMENT_BYTES_TARGET_MIN <= SEGMENT_BYTES_TARGET
+        && SEGMENT_BYTES_TARGET <= BLOCK_PAYLOAD_BYTES_MAX
+);
 
 /// Whether a chain may hold two children of one parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -74,7 +61,11 @@ impl ForkRules {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// See [`Durability`].
+    /// Whether payload bytes are fsynced and the RocksDB WAL synced before `append` returns
+    /// ([`Durability::Synced`]: an acknowledged block survives `kill -9` and power loss) or
+    /// nothing is fsynced ([`Durability::Unsynced`]: it survives `kill -9`, the newest blocks may
+    /// be lost on power loss; never half a block: on reopen, payload bytes no index names are
+    /// reclaimed).
     pub durability: Durability,
     /// Leading zero bits every non-genesis block hash must have; 0 turns proof of work off.
     pub pow_difficulty_bits: u32,

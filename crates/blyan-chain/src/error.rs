@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::address::Address;
+use blyan_primitives::{Address, BlockHash, ExpertName, PayloadHash};
+
 use crate::chain::{BlockKind, ChainId};
-use crate::expert::ExpertName;
-use crate::hash::{BlockHash, PayloadHash};
 use crate::key::SignatureFault;
 
 /// Result with [`Error`].
@@ -17,12 +16,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     // ---- parsing at the boundary ----
-    /// Text that is not a 32-byte hex hash.
-    #[error("invalid hash {input:?}: {reason}")]
-    InvalidHash { input: String, reason: &'static str },
-    /// Text that is not an Ethereum address, or whose EIP-55 checksum is wrong.
-    #[error("invalid address {input:?}: {reason}")]
-    InvalidAddress { input: String, reason: &'static str },
+    /// A hash, address, expert name or dtype that does not parse (the shared types of
+    /// `blyan-primitives`, whose error names the input and the reason), for callers that parse
+    /// with `?` into this crate's [`Result`].
+    #[error(transparent)]
+    Primitive(#[from] blyan_primitives::Error),
     /// Text that is not a 65-byte hex signature.
     #[error("invalid signature {input:?}{}", fault.map(|f| format!(": {f}")).unwrap_or_default())]
     InvalidSignatureText {
@@ -38,9 +36,6 @@ pub enum Error {
     /// A chain name or letter that names no chain.
     #[error("unknown chain {input:?} (expected A/meta, B/parameters or D/dataset)")]
     InvalidChain { input: String },
-    /// Text that is not `layer{L}.expert{E}` within the limits.
-    #[error("invalid expert name {input:?}: {reason}")]
-    InvalidExpertName { input: String, reason: &'static str },
     /// A config field outside its limit.
     #[error("config field `{field}`: {reason}")]
     Config { field: &'static str, reason: String },
@@ -250,6 +245,33 @@ pub enum Error {
     /// Stored data that contradicts itself. Reported, never repaired silently.
     #[error("store corruption: {what}")]
     Corruption { what: String },
+    /// A stored payload whose bytes no longer hash to what its header commits (a flipped bit on
+    /// disk, an edited segment file), found when it was read with
+    /// [`crate::ChainStore::payload_verified`]. The bytes are not served. Reported, never
+    /// repaired.
+    #[cfg(feature = "store")]
+    #[error("stored payload of block {block} hashes to {got}, its header commits {expected}")]
+    StoredPayloadCorrupt {
+        block: BlockHash,
+        got: PayloadHash,
+        expected: PayloadHash,
+    },
+    /// A directory that holds no chain store where one was expected.
+    #[cfg(feature = "store")]
+    #[error(
+        "{} holds no chain store: expected a chain store directory (holding db/ and \
+         segments/) or a node data directory holding one in {}/",
+        path.display(),
+        crate::CHAIN_DIR_NAME
+    )]
+    NoStore { path: PathBuf },
+    /// A write asked of a store opened with [`crate::ChainStore::open_read_only`].
+    #[cfg(feature = "store")]
+    #[error("the chain store in {} is open read-only: {operation} refused", path.display())]
+    ReadOnly {
+        path: PathBuf,
+        operation: &'static str,
+    },
     /// An earlier write failed; the store refuses writes until it is reopened.
     #[error("store refuses writes after an earlier write failure; reopen it")]
     Poisoned,
@@ -291,6 +313,8 @@ impl Error {
             | Error::TimestampBeforeParent { block, .. }
             | Error::ExpertVersionMismatch { block, .. }
             | Error::PolRejected { block, .. } => Some(*block),
+            #[cfg(feature = "store")]
+            Error::StoredPayloadCorrupt { block, .. } => Some(*block),
             Error::HeaderHashMismatch { expected, .. } => Some(*expected),
             Error::GenesisMismatch { got, .. } => Some(*got),
             _ => None,
@@ -302,7 +326,10 @@ impl Error {
     pub fn is_invalid_block(&self) -> bool {
         match self {
             #[cfg(feature = "store")]
-            Error::Database { .. } => false,
+            Error::Database { .. }
+            | Error::StoredPayloadCorrupt { .. }
+            | Error::NoStore { .. }
+            | Error::ReadOnly { .. } => false,
             Error::Io { .. }
             | Error::Corruption { .. }
             | Error::Poisoned

@@ -10,17 +10,19 @@
 //!
 //! Blocks are in (height, hash) order, so every parent precedes its children. Import checks
 //! each block exactly as an append does (signature, hashes, links) and the trailer's count and
-//! hash, so a truncated or reordered file is reported. Import is block-atomic, not file-atomic:
-//! the valid blocks before a bad one stay imported.
+//! hash, so a truncated or reordered file is reported. Importing a stream is block-atomic, not
+//! file-atomic: the valid blocks before a bad one stay imported. Importing a file first checks
+//! its whole framing without appending, so a truncated or reordered file changes nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
+use blyan_primitives::BlockHash;
+
 use crate::chain::ChainId;
 use crate::error::{Error, Result, io_error};
-use crate::hash::BlockHash;
-use crate::header::{BLOCK_PREFIX_BYTES, decode_block_prefix, decode_claimed_header};
+use crate::header::{BLOCK_PREFIX_BYTES, BlockHeader, decode_block_prefix, decode_claimed_header};
 use crate::schema::{CF_BY_HEIGHT, height_prefix, parse_height_key};
 use crate::store::ChainStore;
 
@@ -28,6 +30,8 @@ const EXPORT_MAGIC: [u8; 8] = *b"BLYEXP01";
 const FILE_HEADER_BYTES: usize = 32;
 const TAG_BLOCK: u8 = 1;
 const TAG_END: u8 = 0;
+/// Block count (u64) ‖ blake3 of the block hashes.
+const TRAILER_BYTES: usize = 8 + 32;
 
 /// What an export wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -179,24 +183,16 @@ impl ChainStore {
 
     /// Imports an export stream: every block not yet stored is validated and appended (its
     /// payload streamed into the store), blocks already stored are skipped. The trailer must
-    /// match the blocks read.
+    /// match the blocks read. Block-atomic: a stream cut short or a block refused stops the
+    /// import there, and the valid blocks before it stay imported ([`ChainStore::import_file`]
+    /// checks a file's framing first). A read-only store refuses with [`Error::ReadOnly`].
     pub fn import(&self, input: impl Read) -> Result<ImportSummary> {
+        self.ensure_writable("import")?;
         let mut input = Counting {
             inner: input,
             offset: 0,
         };
-        let mut file_header = [0u8; FILE_HEADER_BYTES];
-        input.read_exact_or(&mut file_header, "the file header")?;
-        if file_header[..8] != EXPORT_MAGIC {
-            return Err(Error::ExportFormat {
-                offset: 0,
-                reason: "not a Blyan chain export (bad magic)".into(),
-            });
-        }
-        let chain = ChainId::from_letter(file_header[8]).ok_or_else(|| Error::ExportFormat {
-            offset: 8,
-            reason: format!("unknown chain letter {}", file_header[8]),
-        })?;
+        let chain = read_file_header(&mut input)?;
         let mut summary = ImportSummary {
             chain,
             blocks: 0,
@@ -205,104 +201,180 @@ impl ChainStore {
             payload_bytes: 0,
         };
         let mut hashes = blake3::Hasher::new();
-        loop {
-            let mut tag = [0u8; 1];
-            input.read_exact_or(&mut tag, "a record tag")?;
-            match tag[0] {
-                TAG_BLOCK => {
-                    let hash = self.import_block(&mut input, chain, &mut summary)?;
-                    hashes.update(hash.as_bytes());
-                    summary.blocks += 1;
-                }
-                TAG_END => break,
-                other => {
-                    return Err(Error::ExportFormat {
-                        offset: input.offset - 1,
-                        reason: format!("unknown record tag {other}"),
-                    });
-                }
+        while read_record_tag(&mut input)? == TAG_BLOCK {
+            let (hash, header) = read_block_header(&mut input, chain)?;
+            if self.contains(&hash)? {
+                skip_payload(&mut input, hash, header.payload_bytes)?;
+                summary.already_present += 1;
+            } else {
+                self.append_reader(&header, input.by_ref().take(header.payload_bytes))?;
+                summary.imported += 1;
+                summary.payload_bytes += header.payload_bytes;
             }
+            hashes.update(hash.as_bytes());
+            summary.blocks += 1;
         }
-        let mut trailer = [0u8; 40];
-        input.read_exact_or(&mut trailer, "the trailer")?;
-        let mut count = [0u8; 8];
-        count.copy_from_slice(&trailer[..8]);
-        let count = u64::from_le_bytes(count);
-        if count != summary.blocks || trailer[8..] != *hashes.finalize().as_bytes() {
-            return Err(Error::ExportFormat {
-                offset: input.offset - 40,
-                reason: format!(
-                    "trailer names {count} blocks that differ from the {} read",
-                    summary.blocks
-                ),
-            });
-        }
-        let mut extra = [0u8; 1];
-        let extra_read = input
-            .read(&mut extra)
-            .map_err(|error| Error::ExportFormat {
-                offset: input.offset,
-                reason: format!("reading past the trailer: {error}"),
-            })?;
-        if extra_read != 0 {
-            return Err(Error::ExportFormat {
-                offset: input.offset - 1,
-                reason: "bytes after the trailer".into(),
-            });
-        }
+        read_trailer(&mut input, summary.blocks, hashes)?;
         tracing::info!(%chain, imported = summary.imported, skipped = summary.already_present, "chain imported");
         Ok(summary)
     }
 
-    fn import_block<R: Read>(
-        &self,
-        input: &mut Counting<R>,
-        chain: ChainId,
-        summary: &mut ImportSummary,
-    ) -> Result<BlockHash> {
-        let record_offset = input.offset;
-        let mut prefix = [0u8; BLOCK_PREFIX_BYTES];
-        input.read_exact_or(&mut prefix, "a block prefix")?;
-        let (claimed, header_len) = decode_block_prefix(&prefix)?;
-        let mut header_bytes = vec![0u8; header_len];
-        input.read_exact_or(&mut header_bytes, "a block header")?;
-        let header = decode_claimed_header(claimed, &header_bytes)?;
-        if header.chain != chain {
-            return Err(Error::ExportFormat {
-                offset: record_offset,
-                reason: format!(
-                    "block {claimed} is on chain {}, the file holds chain {chain}",
-                    header.chain
-                ),
-            });
-        }
-        if self.contains(&claimed)? {
-            let skipped = std::io::copy(
-                &mut input.by_ref().take(header.payload_bytes),
-                &mut std::io::sink(),
-            )
+    /// [`ChainStore::import`] from the file at `path`, after a first pass over the file's
+    /// framing (file header, each block's header and hash, payload lengths, trailer) that reads
+    /// no payload and appends nothing: a truncated, reordered or padded file is refused before
+    /// the store changes. A block that then fails validation (a bad signature, a payload that
+    /// does not match its hash) stops the import there, as for [`ChainStore::import`].
+    pub fn import_file(&self, path: &Path) -> Result<ImportSummary> {
+        self.ensure_writable("import")?;
+        let open = || -> Result<BufReader<File>> {
+            let file = File::open(path).map_err(io_error(path))?;
+            Ok(BufReader::with_capacity(1 << 20, file))
+        };
+        let file_bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
+        check_framing(open()?, file_bytes)?;
+        self.import(open()?)
+    }
+}
+
+/// Reads the file header; returns the chain the file holds.
+fn read_file_header<R: Read>(input: &mut Counting<R>) -> Result<ChainId> {
+    let mut file_header = [0u8; FILE_HEADER_BYTES];
+    input.read_exact_or(&mut file_header, "the file header")?;
+    if file_header[..8] != EXPORT_MAGIC {
+        return Err(Error::ExportFormat {
+            offset: 0,
+            reason: "not a Blyan chain export (bad magic)".into(),
+        });
+    }
+    ChainId::from_letter(file_header[8]).ok_or_else(|| Error::ExportFormat {
+        offset: 8,
+        reason: format!("unknown chain letter {}", file_header[8]),
+    })
+}
+
+/// Reads a record tag: [`TAG_BLOCK`] or [`TAG_END`], anything else is refused.
+fn read_record_tag<R: Read>(input: &mut Counting<R>) -> Result<u8> {
+    let mut tag = [0u8; 1];
+    input.read_exact_or(&mut tag, "a record tag")?;
+    match tag[0] {
+        TAG_BLOCK | TAG_END => Ok(tag[0]),
+        other => Err(Error::ExportFormat {
+            offset: input.offset - 1,
+            reason: format!("unknown record tag {other}"),
+        }),
+    }
+}
+
+/// Reads one block's prefix and header, checks the header hashes to the claimed hash and is on
+/// `chain`; leaves the input at the payload.
+fn read_block_header<R: Read>(
+    input: &mut Counting<R>,
+    chain: ChainId,
+) -> Result<(BlockHash, BlockHeader)> {
+    let record_offset = input.offset;
+    let mut prefix = [0u8; BLOCK_PREFIX_BYTES];
+    input.read_exact_or(&mut prefix, "a block prefix")?;
+    let (claimed, header_len) = decode_block_prefix(&prefix)?;
+    let mut header_bytes = vec![0u8; header_len];
+    input.read_exact_or(&mut header_bytes, "a block header")?;
+    let header = decode_claimed_header(claimed, &header_bytes)?;
+    if header.chain != chain {
+        return Err(Error::ExportFormat {
+            offset: record_offset,
+            reason: format!(
+                "block {claimed} is on chain {}, the file holds chain {chain}",
+                header.chain
+            ),
+        });
+    }
+    Ok((claimed, header))
+}
+
+/// Reads past a payload of `bytes` bytes of block `block`.
+fn skip_payload<R: Read>(input: &mut Counting<R>, block: BlockHash, bytes: u64) -> Result<()> {
+    let skipped =
+        std::io::copy(&mut input.by_ref().take(bytes), &mut std::io::sink()).map_err(|error| {
+            Error::ExportFormat {
+                offset: input.offset,
+                reason: format!("reading the payload of {block}: {error}"),
+            }
+        })?;
+    if skipped != bytes {
+        return Err(Error::ExportFormat {
+            offset: input.offset,
+            reason: format!("payload of {block} is cut short"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the trailer, checks it names `blocks` blocks whose hashes `hashes` took in, and that
+/// nothing follows it.
+fn read_trailer<R: Read>(
+    input: &mut Counting<R>,
+    blocks: u64,
+    hashes: blake3::Hasher,
+) -> Result<()> {
+    let mut trailer = [0u8; TRAILER_BYTES];
+    input.read_exact_or(&mut trailer, "the trailer")?;
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&trailer[..8]);
+    let count = u64::from_le_bytes(count);
+    if count != blocks || trailer[8..] != *hashes.finalize().as_bytes() {
+        return Err(Error::ExportFormat {
+            offset: input.offset - TRAILER_BYTES as u64,
+            reason: format!("trailer names {count} blocks that differ from the {blocks} read"),
+        });
+    }
+    let mut extra = [0u8; 1];
+    let extra_read = input
+        .read(&mut extra)
+        .map_err(|error| Error::ExportFormat {
+            offset: input.offset,
+            reason: format!("reading past the trailer: {error}"),
+        })?;
+    if extra_read != 0 {
+        return Err(Error::ExportFormat {
+            offset: input.offset - 1,
+            reason: "bytes after the trailer".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The framing pass of [`ChainStore::import_file`]: everything [`ChainStore::import`] checks
+/// of the file's structure, with payloads skipped by seeking (their lengths checked against the
+/// file's length `file_bytes`) rather than read.
+fn check_framing(file: BufReader<File>, file_bytes: u64) -> Result<()> {
+    let mut input = Counting {
+        inner: file,
+        offset: 0,
+    };
+    let chain = read_file_header(&mut input)?;
+    let mut blocks = 0u64;
+    let mut hashes = blake3::Hasher::new();
+    while read_record_tag(&mut input)? == TAG_BLOCK {
+        let (hash, header) = read_block_header(&mut input, chain)?;
+        let cut_short = || Error::ExportFormat {
+            offset: file_bytes,
+            reason: format!("payload of {hash} is cut short"),
+        };
+        let payload_end = input
+            .offset
+            .checked_add(header.payload_bytes)
+            .filter(|end| *end <= file_bytes)
+            .ok_or_else(cut_short)?;
+        let skip = i64::try_from(header.payload_bytes).map_err(|_| cut_short())?;
+        input
+            .inner
+            .seek_relative(skip)
             .map_err(|error| Error::ExportFormat {
                 offset: input.offset,
-                reason: format!("reading the payload of {claimed}: {error}"),
+                reason: format!("skipping the payload of {hash}: {error}"),
             })?;
-            if skipped != header.payload_bytes {
-                return Err(Error::ExportFormat {
-                    offset: input.offset,
-                    reason: format!("payload of {claimed} is cut short"),
-                });
-            }
-            summary.already_present += 1;
-        } else {
-            self.append_reader(&header, input.by_ref().take(header.payload_bytes))?;
-            summary.imported += 1;
-            summary.payload_bytes += header.payload_bytes;
-        }
-        Ok(claimed)
+        input.offset = payload_end;
+        hashes.update(hash.as_bytes());
+        blocks += 1;
     }
-
-    /// [`ChainStore::import`] from the file at `path`.
-    pub fn import_file(&self, path: &Path) -> Result<ImportSummary> {
-        let file = File::open(path).map_err(io_error(path))?;
-        self.import(BufReader::with_capacity(1 << 20, file))
-    }
+    read_trailer(&mut input, blocks, hashes)
 }

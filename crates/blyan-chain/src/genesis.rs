@@ -6,9 +6,10 @@
 
 use std::borrow::Cow;
 
-use crate::address::Address;
+use blyan_primitives::{Address, BlockHash, PayloadHash};
+
 use crate::chain::{BlockKind, ChainId};
-use crate::hash::{BlockHash, PayloadHash, hash_payload};
+use crate::hash::hash_payload;
 use crate::header::{BlockHeader, BlockMeta, HEADER_FORMAT_VERSION};
 
 /// The project's founding rules, `config/covenant.md`, built into the library so a node cannot

@@ -1,113 +1,12 @@
-//! Block and payload hashes: 32-byte blake3 digests with distinct types, so a payload hash can
-//! never be passed where a block hash is expected.
+//! Hashing payloads. The hash types themselves ([`PayloadHash`], `BlockHash`) are
+//! `blyan-primitives`' (they name, parse and print hashes); computing a payload's hash, on all
+//! cores for large payloads, belongs to the chain.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::{Error, Result};
+use blyan_primitives::PayloadHash;
 
 /// Payloads at least this long are hashed with `blake3::Hasher::update_rayon` (all cores);
 /// below it the thread hand-off costs more than it saves.
 pub const RAYON_HASH_BYTES_MIN: usize = 256 * 1024;
-
-/// The identity of a block: blake3 over the canonical encoding of its header without the
-/// signature (see [`crate::BlockHeader::hash`]).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
-pub struct BlockHash(pub [u8; 32]);
-
-/// blake3 of a payload's bytes. A header commits to its payload through this hash and the
-/// payload's length, so a header verifies without its payload.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
-pub struct PayloadHash(pub [u8; 32]);
-
-macro_rules! hash_type {
-    ($ty:ident, $what:literal) => {
-        impl $ty {
-            /// All zero bytes; never the hash of anything in practice.
-            pub const ZERO: Self = Self([0; 32]);
-
-            /// The raw 32 bytes.
-            pub const fn as_bytes(&self) -> &[u8; 32] {
-                &self.0
-            }
-
-            /// Parses `0x`-prefixed (or bare) 64 hex digits, either case.
-            pub fn parse(input: &str) -> Result<Self> {
-                let digits = input
-                    .strip_prefix("0x")
-                    .or_else(|| input.strip_prefix("0X"))
-                    .unwrap_or(input);
-                if digits.len() != 64 {
-                    return Err(Error::InvalidHash {
-                        input: input.chars().take(80).collect(),
-                        reason: "expected 64 hex digits",
-                    });
-                }
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(digits, &mut bytes).map_err(|_| Error::InvalidHash {
-                    input: input.chars().take(80).collect(),
-                    reason: "not hexadecimal",
-                })?;
-                Ok(Self(bytes))
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "0x{}", hex::encode(self.0))
-            }
-        }
-
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!($what, "(0x{})"), hex::encode(self.0))
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(input: &str) -> Result<Self> {
-                Self::parse(input)
-            }
-        }
-
-        impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                serializer: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> std::result::Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-hash_type!(BlockHash, "BlockHash");
-hash_type!(PayloadHash, "PayloadHash");
-
-impl BlockHash {
-    /// Number of leading zero bits, the proof-of-work measure of a header hash.
-    pub fn leading_zero_bits(&self) -> u32 {
-        let mut bits = 0;
-        for byte in self.0 {
-            if byte == 0 {
-                bits += 8;
-            } else {
-                return bits + byte.leading_zeros();
-            }
-        }
-        bits
-    }
-}
 
 /// blake3 of `bytes`, on all cores for large inputs. Used for payloads on append, on full
 /// verification and by the benches' baseline, so all three hash the same way.
@@ -124,36 +23,6 @@ pub fn hash_payload(bytes: &[u8]) -> PayloadHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_round_trips_display() {
-        let hash = BlockHash([0xab; 32]);
-        assert_eq!(BlockHash::parse(&hash.to_string()).unwrap(), hash);
-        assert_eq!(BlockHash::parse(&hex::encode([0xab; 32])).unwrap(), hash);
-    }
-
-    #[test]
-    fn parse_rejects_bad_input() {
-        assert!(matches!(
-            BlockHash::parse("0x12"),
-            Err(Error::InvalidHash { .. })
-        ));
-        let not_hex = format!("0x{}", "zz".repeat(32));
-        assert!(matches!(
-            BlockHash::parse(&not_hex),
-            Err(Error::InvalidHash { .. })
-        ));
-    }
-
-    #[test]
-    fn leading_zero_bits_counts_across_bytes() {
-        let mut bytes = [0xffu8; 32];
-        assert_eq!(BlockHash(bytes).leading_zero_bits(), 0);
-        bytes[0] = 0;
-        bytes[1] = 0b0001_0000;
-        assert_eq!(BlockHash(bytes).leading_zero_bits(), 11);
-        assert_eq!(BlockHash::ZERO.leading_zero_bits(), 256);
-    }
 
     #[test]
     fn payload_hash_matches_plain_blake3_on_both_paths() {

@@ -1,10 +1,11 @@
 //! Block headers, their canonical encoding and hash, and the encoded-block wire form.
 //!
 //! **Canonical encoding.** bincode 2.0.1 with exactly one configuration, [`canonical_config`]:
-//! `standard().with_fixed_int_encoding().with_little_endian().with_limit::<HEADER_BYTES_MAX>()`.
-//! Integers are fixed-width little endian, `Option` is a `0`/`1` byte then the value, `Vec` and
-//! `String` are a `u64` length then the items, enums a `u32` variant index (chains are their
-//! ASCII letter, one byte). Field order is the struct's field order below. Decoding then
+//! `standard().with_fixed_int_encoding().with_little_endian()`
+//! `.with_limit::<BLOCK_HEADER_BYTES_MAX>()`. Integers are fixed-width little endian, `Option`
+//! is a `0`/`1` byte then the value, `Vec` and `String` are a `u64` length then the items, enums
+//! a `u32` variant index (chains are their ASCII letter, one byte; a tensor's dtype is its
+//! one-byte [`Dtype::code`]). Field order is the struct's field order below. Decoding then
 //! re-encoding gives back the same bytes (tested by proptest and by the fuzz target), so a header
 //! has exactly one encoding and one hash.
 //!
@@ -19,19 +20,25 @@ use bincode::enc::Encoder;
 use bincode::enc::write::Writer;
 use bincode::error::{DecodeError, EncodeError};
 
-use crate::address::Address;
+use blyan_primitives::{
+    Address, BlockHash, Dtype, ExpertName, PayloadHash, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX,
+};
+
 use crate::chain::{BlockKind, ChainId};
 use crate::error::{Error, Result};
-use crate::expert::ExpertName;
-use crate::hash::{BlockHash, PayloadHash, hash_payload};
+use crate::hash::hash_payload;
 use crate::key::{AuthorKey, Signature};
 
 /// The header layout this code writes and reads. A header of another version is refused with
 /// [`Error::UnsupportedVersion`] before the rest of it is decoded.
-pub const HEADER_FORMAT_VERSION: u16 = 1;
+///
+/// Version 2: a tensor summary's dtype is the one-byte [`Dtype::code`] shared with the tensor
+/// payload format (version 1 encoded a chain-local enum as a `u32` variant index).
+pub const HEADER_FORMAT_VERSION: u16 = 2;
 
-/// Largest canonical header encoding, signature included.
-pub const HEADER_BYTES_MAX: u32 = 16 * 1024;
+/// Largest canonical header encoding, signature included. (The tensor payload format's own
+/// header has its own, larger limit; the two bound different things.)
+pub const BLOCK_HEADER_BYTES_MAX: u32 = 16 * 1024;
 
 /// Most blocks one header may list in `depends_on`.
 pub const DEPENDS_ON_COUNT_MAX: u32 = 64;
@@ -39,70 +46,39 @@ pub const DEPENDS_ON_COUNT_MAX: u32 = 64;
 /// Most tensor descriptions in a header's metadata.
 pub const TENSOR_METAS_COUNT_MAX: u32 = 16;
 
-/// Longest tensor name in a header's metadata.
-pub const TENSOR_NAME_BYTES_MAX: u32 = 128;
-
-/// Highest tensor rank a header's metadata may describe.
-pub const TENSOR_RANK_MAX: u32 = 8;
-
 /// Bytes an encoded header needs beyond its variable-length parts (fixed fields, option tags,
 /// length prefixes, the signature), rounded up generously.
 const HEADER_FIXED_BYTES_BOUND: u32 = 512;
 
-// A header at every count limit must still fit in HEADER_BYTES_MAX, or valid headers would fail
-// to decode: each dependency is 32 bytes; each tensor is a length-prefixed name, a 4-byte dtype
-// and a length-prefixed shape of u64s.
+/// Bytes of one encoded tensor summary at the limits: a `u64`-prefixed name of at most
+/// [`TENSOR_NAME_BYTES_MAX`] bytes, the one-byte dtype code, a `u64`-prefixed shape of at most
+/// [`TENSOR_RANK_MAX`] `u64`s.
+const TENSOR_META_BYTES_MAX: u32 = 8 + TENSOR_NAME_BYTES_MAX + 1 + 8 + TENSOR_RANK_MAX * 8;
+
+// A header at every count limit must still fit in BLOCK_HEADER_BYTES_MAX, or valid headers would
+// fail to decode: each dependency is 32 bytes, each tensor summary at most
+// TENSOR_META_BYTES_MAX. Tensor names and ranks are the payload format's limits
+// (blyan-primitives), so a payload's tensors can always be summarised in its header.
 const _: () = assert!(
     HEADER_FIXED_BYTES_BOUND
         + DEPENDS_ON_COUNT_MAX * 32
-        + TENSOR_METAS_COUNT_MAX * (8 + TENSOR_NAME_BYTES_MAX + 4 + 8 + TENSOR_RANK_MAX * 8)
-        <= HEADER_BYTES_MAX
+        + TENSOR_METAS_COUNT_MAX * TENSOR_META_BYTES_MAX
+        <= BLOCK_HEADER_BYTES_MAX
 );
 
 /// The one bincode configuration of every canonical encoding in this crate.
-pub type CanonicalConfig =
-    Configuration<LittleEndian, Fixint, bincode::config::Limit<{ HEADER_BYTES_MAX as usize }>>;
+pub type CanonicalConfig = Configuration<
+    LittleEndian,
+    Fixint,
+    bincode::config::Limit<{ BLOCK_HEADER_BYTES_MAX as usize }>,
+>;
 
 /// See the module documentation: the only configuration used for hashing and storage.
 pub const fn canonical_config() -> CanonicalConfig {
     bincode::config::standard()
         .with_fixed_int_encoding()
         .with_little_endian()
-        .with_limit::<{ HEADER_BYTES_MAX as usize }>()
-}
-
-/// Element type of a tensor described in a header. Encoded by variant index: only appended to.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    bincode::Encode,
-    bincode::Decode,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum TensorDtype {
-    /// 32-bit IEEE float.
-    F32,
-    /// 16-bit IEEE float.
-    F16,
-    /// bfloat16.
-    Bf16,
-    /// 64-bit IEEE float.
-    F64,
-    /// Signed 8-bit integer (quantized weights).
-    I8,
-    /// Unsigned 8-bit integer.
-    U8,
-    /// Signed 32-bit integer.
-    I32,
-    /// Signed 64-bit integer.
-    I64,
+        .with_limit::<{ BLOCK_HEADER_BYTES_MAX as usize }>()
 }
 
 /// A summary of one tensor in the payload, so explorers and schedulers can size a block without
@@ -120,8 +96,8 @@ pub enum TensorDtype {
 pub struct TensorMeta {
     /// Tensor name within the payload (`w1`, `w2`, `w3`, …); at most [`TENSOR_NAME_BYTES_MAX`].
     pub name: String,
-    /// Element type.
-    pub dtype: TensorDtype,
+    /// Element type, as the payload format names it.
+    pub dtype: Dtype,
     /// Dimensions, outermost first; at most [`TENSOR_RANK_MAX`] of them.
     pub shape: Vec<u64>,
 }
@@ -292,11 +268,11 @@ impl BlockHeader {
     /// Decodes exactly one header from `bytes`: the version first (another version is
     /// [`Error::UnsupportedVersion`]), then the rest; trailing bytes are an error.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() > HEADER_BYTES_MAX as usize {
+        if bytes.len() > BLOCK_HEADER_BYTES_MAX as usize {
             return Err(Error::LimitExceeded {
                 what: "header bytes",
                 got: bytes.len() as u64,
-                max: u64::from(HEADER_BYTES_MAX),
+                max: u64::from(BLOCK_HEADER_BYTES_MAX),
             });
         }
         let version_bytes: [u8; 2] =
@@ -432,11 +408,11 @@ pub(crate) fn decode_block_prefix(prefix: &[u8; BLOCK_PREFIX_BYTES]) -> Result<(
     let mut claimed = [0u8; 32];
     claimed.copy_from_slice(&prefix[..32]);
     let header_len = u32::from_le_bytes([prefix[32], prefix[33], prefix[34], prefix[35]]);
-    if header_len > HEADER_BYTES_MAX {
+    if header_len > BLOCK_HEADER_BYTES_MAX {
         return Err(Error::LimitExceeded {
             what: "header bytes",
             got: u64::from(header_len),
-            max: u64::from(HEADER_BYTES_MAX),
+            max: u64::from(BLOCK_HEADER_BYTES_MAX),
         });
     }
     Ok((BlockHash(claimed), header_len as usize))
@@ -509,7 +485,7 @@ mod tests {
         header.meta.version = 1;
         header.meta.tensors.push(TensorMeta {
             name: "w1".into(),
-            dtype: TensorDtype::Bf16,
+            dtype: Dtype::BF16,
             shape: vec![64, 128],
         });
         header.depends_on.push(BlockHash([9; 32]));
@@ -548,11 +524,11 @@ mod tests {
     #[test]
     fn other_versions_are_refused_before_decoding() {
         let mut bytes = sample().encode();
-        bytes[..2].copy_from_slice(&2u16.to_le_bytes());
+        bytes[..2].copy_from_slice(&1u16.to_le_bytes());
         assert!(matches!(
             BlockHeader::decode(&bytes),
             Err(Error::UnsupportedVersion {
-                got: 2,
+                got: 1,
                 supported: HEADER_FORMAT_VERSION
             })
         ));

@@ -14,7 +14,8 @@ use std::str::FromStr;
 
 use k256::ecdsa::{RecoveryId, SigningKey, VerifyingKey};
 
-use crate::address::{Address, keccak256};
+use blyan_primitives::{Address, keccak256};
+
 use crate::error::{Error, Result};
 
 /// Length of an Ethereum signature: `r` (32) ‖ `s` (32) ‖ `v` (1).

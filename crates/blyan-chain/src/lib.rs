@@ -13,23 +13,37 @@
 //! - Every stored non-genesis block is signed (EIP-191 over its hash) by its `author`, an
 //!   Ethereum address; genesis blocks are fixed by the covenant ([`GenesisSpec`]).
 //! - Every stored block's parent and dependencies were stored before it: the graph is acyclic.
-//!   On a linear chain no parent has two children.
+//!   On a linear chain no parent has two children. All these rules live in [`Validator`]
+//!   (stateless ones, and the link checks an append runs against the store).
 //! - What [`ChainStore::append`] acknowledged survives `kill -9` (and power loss under the
 //!   default [`Durability::Synced`]); a crash never leaves half a block visible.
 //! - Payload bytes are never copied on read: a [`PayloadHandle`] maps them from an immutable,
-//!   64-byte-aligned segment file.
+//!   64-byte-aligned segment file. [`ChainStore::payload`] does not re-hash them;
+//!   [`ChainStore::payload_verified`] and [`ChainStore::verify`] do, and refuse bytes that do not
+//!   match their header.
+//! - A store opened with [`ChainStore::open_read_only`] writes nothing: no recovery, no genesis,
+//!   every append refused with [`Error::ReadOnly`].
 //!
 //! ## Must not depend on
-//! Any other blyan crate, libtorch, tokio or HTTP. Proof-of-Learning plugs in through the
-//! [`PolAcceptance`] trait, implemented higher up.
+//! Any blyan crate but `blyan-primitives` (whose [`Address`], [`BlockHash`], [`PayloadHash`],
+//! [`ExpertName`], [`Dtype`], [`Durability`] and shared limits it re-exports), libtorch, tokio
+//! or HTTP. Proof-of-Learning plugs in through the [`PolAcceptance`] trait, implemented higher up.
 //!
 //! ## Features
 //! `store` (default) adds the RocksDB store, payload segments, verification and export/import.
 //! Without it the crate is the block format alone (encoding, hashes, keys, signatures, the
 //! stateless [`Validator`]), which builds without RocksDB's C++: the fuzz target uses it so.
 //!
+//! ## Where unsafe lives
+//! Only in the `segment` module (feature `store`): the two `memmap2` mappings of segment files
+//! (committed payloads for [`PayloadHandle`]s, and a just-written payload shown to the
+//! Proof-of-Learning hook through a guard that borrows the segment writer, so the bytes cannot be
+//! discarded while it is mapped), and `PayloadHandle`'s `unsafe impl`
+//! of [`blyan_primitives::ImmutableBytes`]. Each carries a `// SAFETY:` argument; the rest of the
+//! crate denies `unsafe_code`.
+//!
 //! ## Where to start reading
-//! [`BlockHeader`] (format and hash), [`Validator`] (stateless rules), [`ChainStore`] (append,
+//! [`BlockHeader`] (format and hash), [`Validator`] (block rules), [`ChainStore`] (open, append,
 //! lookups, [`ChainStore::verify`], export/import), [`PayloadHandle`] (zero-copy bytes). The
 //! storage design and its measurements are in `docs/chain-storage.md`.
 //!
@@ -46,17 +60,21 @@
 //! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_800_000_000_000);
 //! header.sign(&key);
 //! let hash = store.append(&header, payload)?;
-//! assert_eq!(&*store.payload(&hash)?.expect("just appended"), payload);
-//! assert!(store.verify(|_| {})?.is_ok());
+//! assert_eq!(&*store.payload_verified(&hash)?.expect("just appended"), payload);
+//! drop(store);
+//!
+//! // Verification opens read-only: it changes no byte of the store.
+//! let store = ChainStore::open_read_only(dir.path())?;
+//! let report = store.verify(|_| {})?;
+//! assert!(report.is_ok() && report.unacknowledged_tail.is_none());
 //! # Ok(())
 //! # }
 //! ```
+#![deny(unsafe_code)]
 
-mod address;
 mod chain;
 mod config;
 mod error;
-mod expert;
 #[cfg(feature = "store")]
 mod export;
 mod genesis;
@@ -67,7 +85,9 @@ mod key;
 mod pol;
 #[cfg(feature = "store")]
 mod schema;
+// The one module with `unsafe`: mapping segment files (see "Where unsafe lives" above).
 #[cfg(feature = "store")]
+#[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
 mod store;
@@ -75,23 +95,24 @@ mod validate;
 #[cfg(feature = "store")]
 mod verify;
 
-pub use address::{Address, keccak256};
+pub use blyan_primitives::{
+    Address, BLOCK_PAYLOAD_BYTES_MAX, BlockHash, Dtype, Durability, EXPERT_INDEX_MAX,
+    EXPERT_LAYER_INDEX_MAX, ExpertName, POW_DIFFICULTY_BITS_MAX, PayloadHash,
+    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, keccak256,
+};
 pub use chain::{BlockKind, ChainId};
 pub use config::{
-    BLOCK_PAYLOAD_BYTES_MAX, Durability, ForkRule, ForkRules, POW_DIFFICULTY_BITS_MAX,
-    SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
+    ForkRule, ForkRules, SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
 };
 pub use error::{Error, Result};
-pub use expert::{EXPERT_INDEX_MAX, EXPERT_LAYER_INDEX_MAX, ExpertName};
 #[cfg(feature = "store")]
 pub use export::{ExportSummary, ImportSummary};
 pub use genesis::{COVENANT_TEXT, GENESIS_TIMESTAMP_MS, GenesisBlock, GenesisSpec};
-pub use hash::{BlockHash, PayloadHash, RAYON_HASH_BYTES_MIN, hash_payload};
+pub use hash::{RAYON_HASH_BYTES_MIN, hash_payload};
 pub use header::{
-    BLOCK_PREFIX_BYTES, BlockHeader, BlockMeta, CanonicalConfig, ChainTip, DEPENDS_ON_COUNT_MAX,
-    DecodedBlock, HEADER_BYTES_MAX, HEADER_FORMAT_VERSION, SealedHeader, TENSOR_METAS_COUNT_MAX,
-    TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, TensorDtype, TensorMeta, canonical_config,
-    decode_block, encode_block,
+    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BlockHeader, BlockMeta, CanonicalConfig, ChainTip,
+    DEPENDS_ON_COUNT_MAX, DecodedBlock, HEADER_FORMAT_VERSION, SealedHeader,
+    TENSOR_METAS_COUNT_MAX, TensorMeta, canonical_config, decode_block, encode_block,
 };
 pub use key::{
     AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash,
@@ -104,8 +125,9 @@ pub use schema::{Relation, STORE_FORMAT_VERSION};
 pub use segment::{PAYLOAD_ALIGN_BYTES, PayloadHandle};
 #[cfg(feature = "store")]
 pub use store::{
-    BLOCKS_PAGE_COUNT_MAX, ChainInfo, ChainStore, Dependent, ExpertVersion, StoreInfo,
+    BLOCKS_PAGE_COUNT_MAX, CHAIN_DIR_NAME, ChainInfo, ChainStore, Dependent, ExpertVersion,
+    StoreInfo,
 };
 pub use validate::Validator;
 #[cfg(feature = "store")]
-pub use verify::{BadBlock, VerifyProgress, VerifyReport};
+pub use verify::{BadBlock, NewerSegment, UnacknowledgedTail, VerifyProgress, VerifyReport};

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::expert::ExpertName;
-use crate::hash::BlockHash;
+use blyan_primitives::{BlockHash, ExpertName};
+
 use crate::header::BlockHeader;
 use crate::store::{ChainStore, ExpertVersion};
 

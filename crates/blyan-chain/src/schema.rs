@@ -12,13 +12,19 @@
 //! | `expert_heads`    | expert (8)                            | version (u32) ‖ block hash    |
 //! | `default`         | `format`, `next_seq`, `active_segment`, `chain/<letter>` | see [`MetaKey`] |
 
+use blyan_primitives::{BlockHash, PayloadHash};
+
 use crate::chain::ChainId;
 use crate::error::{Error, Result};
-use crate::hash::{BlockHash, PayloadHash};
 use crate::header::canonical_config;
 
-/// Version of this layout, stored under `format`; a store of another version is refused.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+/// Version of this layout and of the headers it holds, stored under `format`; a store of
+/// another version is refused with [`crate::Error::StoreFormat`].
+///
+/// Version 2: headers of [`crate::HEADER_FORMAT_VERSION`] 2 (one-byte tensor dtypes). The
+/// RocksDB layout is version 1's; a version-1 store's headers no longer decode, so it is refused
+/// at open rather than block by block.
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const CF_HEADERS: &str = "headers";
 pub(crate) const CF_PAYLOADS: &str = "payloads";

@@ -6,12 +6,21 @@
 //! the store is open; that is what keeps every mapping, and so every handle, valid.
 //!
 //! Crash order: payload bytes are written (and fsynced when durability is synced) before the
-//! RocksDB batch that indexes them commits. On open, bytes past the committed end of the active
-//! segment, and segments newer than it, are removed: they were never acknowledged.
+//! RocksDB batch that indexes them commits. On a read-write open, bytes past the committed end of
+//! the active segment, and segments newer than it, are removed: they were never acknowledged. A
+//! read-only open leaves them alone; [`scan_tail`] reports them.
+//!
+//! This is the crate's one module with `unsafe` (allowed in `lib.rs`): the two file mappings
+//! ([`SegmentMaps`] for committed payloads, [`SegmentWriter::map_uncommitted`] for a payload
+//! being appended) and `PayloadHandle`'s `ImmutableBytes` impl, each with its `// SAFETY:`
+//! argument. The writer's mutating methods take `&mut self` and the uncommitted mapping is an
+//! [`UncommittedPayload`] guard borrowing the writer, so the compiler forbids discarding or
+//! writing bytes while they are mapped.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
@@ -19,9 +28,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use memmap2::{Mmap, MmapOptions};
 
-use crate::config::Durability;
+use blyan_primitives::{Durability, PayloadHash};
+
 use crate::error::{Error, Result, io_error};
-use crate::hash::{PayloadHash, RAYON_HASH_BYTES_MIN};
+use crate::hash::RAYON_HASH_BYTES_MIN;
 use crate::schema::ActiveSegment;
 
 /// Alignment of every payload's first byte, in the file and therefore in memory: enough for any
@@ -81,8 +91,11 @@ static EMPTY: AlignedEmpty = AlignedEmpty([]);
 /// `AsRef<[u8]> + Send + Sync + 'static` owner to build tensors over the bytes.
 ///
 /// The bytes are the ones the index names; they are hashed on append and by
-/// [`crate::ChainStore::verify`], not on every read (use
-/// [`crate::ChainStore::payload_verified`] to hash on read).
+/// [`crate::ChainStore::verify`]. [`crate::ChainStore::payload`] does not re-hash them (a
+/// handle on a 16 MiB payload costs ~0.4 µs, a hash pass milliseconds), so a bit flipped on
+/// disk after the append is served by it; [`crate::ChainStore::payload_verified`] hashes on read
+/// and refuses such bytes with [`Error::StoredPayloadCorrupt`]. Readers that build a model on
+/// the bytes (`blyan-moe`) use the verified read.
 #[derive(Clone)]
 pub struct PayloadHandle {
     map: Option<Arc<Mmap>>,
@@ -123,8 +136,9 @@ impl AsRef<[u8]> for PayloadHandle {
 
 // SAFETY: the bytes lie in a `PROT_READ` mapping (`Mmap::map`), held by the `Arc` for as long
 // as this handle or a clone lives, so their address never changes and a write through them
-// faults. Nobody writes them: bytes below a segment's committed end never change and are never
-// truncated while the store is open (this module's invariant), and the empty handle has no bytes.
+// faults. Nobody writes them: a handle covers only committed bytes, which never change and are
+// never truncated (this module's invariant, argued at `SegmentMaps::remap`), and the empty
+// handle has no bytes.
 unsafe impl blyan_primitives::ImmutableBytes for PayloadHandle {}
 
 impl std::fmt::Debug for PayloadHandle {
@@ -159,6 +173,16 @@ impl SegmentMaps {
             maps: RwLock::new(HashMap::new()),
             active: RwLock::new(active),
         }
+    }
+
+    /// The segment directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The active segment and its committed end, as last set.
+    pub(crate) fn active(&self) -> ActiveSegment {
+        *self.active.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn set_active(&self, active: ActiveSegment) {
@@ -215,12 +239,15 @@ impl SegmentMaps {
             end
         };
         // SAFETY: the mapping is read-only and covers only committed bytes of a segment file.
-        // This store is the only writer of its segment directory (RocksDB's LOCK file in the
-        // same store directory keeps a second process out), it only ever appends past the
-        // committed end, and it truncates only bytes past the committed end (on open, on
-        // sealing, after a refused streamed payload), so the mapped bytes never change and the
-        // file never shrinks below them while the mapping lives. Outside interference with the
-        // store's files is not defended against (documented in docs/chain-storage.md).
+        // One read-write store at a time writes a segment directory (RocksDB's LOCK file in the
+        // same store directory keeps a second writer out; a read-only store writes nothing), it
+        // only ever appends past the committed end, and it truncates only bytes past the
+        // committed end (on open, on sealing, after a refused streamed payload). Committed ends
+        // only grow, so bytes committed when this store (read-write, or read-only beside a
+        // running writer) read its index stay below every later committed end: the mapped
+        // bytes never change and the file never shrinks below them while the mapping lives.
+        // Outside interference with the store's files is not defended against (documented in
+        // docs/chain-storage.md).
         let map = unsafe {
             MmapOptions::new()
                 .len(to_usize(map_len, "segment length")?)
@@ -289,24 +316,7 @@ impl SegmentWriter {
             .write(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, 0)
-            .map_err(io_error(&path))?;
-        if header[..8] != SEGMENT_MAGIC || header[8..16] != active.id.to_le_bytes() {
-            return Err(Error::Corruption {
-                what: format!("{} has no valid segment header", path.display()),
-            });
-        }
-        let file_len = file.metadata().map_err(io_error(&path))?.len();
-        if file_len < active.end {
-            return Err(Error::Corruption {
-                what: format!(
-                    "{} is {file_len} bytes, the index committed {}",
-                    path.display(),
-                    active.end
-                ),
-            });
-        }
+        let file_len = check_active_file(&file, &path, active)?;
         if file_len > active.end {
             tracing::info!(
                 segment = %path.display(),
@@ -376,7 +386,7 @@ impl SegmentWriter {
     /// Writes `payload` at `placement` (and fsyncs it when synced). Not committed until the
     /// index batch is.
     pub(crate) fn write(
-        &self,
+        &mut self,
         placement: Placement,
         payload: &[u8],
         durability: Durability,
@@ -401,7 +411,7 @@ impl SegmentWriter {
     /// A failing reader is [`StreamError::Reader`], kept apart from a failing segment write
     /// (which poisons the store).
     pub(crate) fn write_stream(
-        &self,
+        &mut self,
         placement: Placement,
         reader: &mut dyn Read,
     ) -> std::result::Result<(u64, PayloadHash), StreamError> {
@@ -453,26 +463,33 @@ impl SegmentWriter {
     }
 
     /// Maps bytes written at `placement` but not committed, for the Proof-of-Learning hook of a
-    /// streamed append. The mapping must be dropped before [`SegmentWriter::discard`] or any
-    /// later write; the caller holds the append lock throughout.
-    /// Returns the mapping and the payload's offset within it.
-    pub(crate) fn map_uncommitted(&self, placement: Placement) -> Result<(Mmap, usize)> {
+    /// streamed append. The guard borrows the writer, so the bytes can be neither discarded nor
+    /// overwritten while it lives; the caller holds the append lock throughout.
+    pub(crate) fn map_uncommitted(&self, placement: Placement) -> Result<UncommittedPayload<'_>> {
+        debug_assert_eq!(placement.segment, self.id);
+        debug_assert!(placement.offset >= self.end);
         let path = self.path();
+        let start = to_usize(placement.offset, "payload offset")?;
+        let end = to_usize(placement.offset + placement.len, "payload end")?;
         // Mapped from the start of the file: offset 0 is page aligned on every page size.
         // SAFETY: the range was just written by this writer, which holds the append lock, so no
-        // one writes or truncates it while the caller uses the mapping; the caller drops it
-        // before releasing the lock or discarding the bytes.
-        let map = unsafe {
-            MmapOptions::new()
-                .len(to_usize(placement.offset + placement.len, "payload end")?)
-                .map(&self.file)
-        }
-        .map_err(io_error(&path))?;
-        Ok((map, to_usize(placement.offset, "payload offset")?))
+        // other thread writes or truncates the file. Every method of this writer that writes or
+        // truncates takes `&mut self`, and the returned guard borrows `self` for as long as the
+        // mapping lives, so none of them can run (nor can the writer be dropped or replaced)
+        // until the mapping is gone.
+        let map =
+            unsafe { MmapOptions::new().len(end).map(&self.file) }.map_err(io_error(&path))?;
+        Ok(UncommittedPayload {
+            map,
+            start,
+            end,
+            _writer: PhantomData,
+        })
     }
 
-    /// Drops bytes written past the committed end (a refused streamed payload).
-    pub(crate) fn discard(&self) -> Result<()> {
+    /// Drops bytes written past the committed end (a refused streamed payload). Takes `&mut
+    /// self`: no [`UncommittedPayload`] can still map them.
+    pub(crate) fn discard(&mut self) -> Result<()> {
         let path = self.path();
         self.file.set_len(self.end).map_err(io_error(&path))
     }
@@ -485,6 +502,80 @@ impl SegmentWriter {
             self.end = placement.offset + placement.len;
         }
     }
+}
+
+/// A payload written into the active segment but not committed, mapped read-only. Borrows the
+/// [`SegmentWriter`] that wrote it: while the guard lives the writer cannot discard, overwrite or
+/// seal, which is what keeps the mapping valid.
+pub(crate) struct UncommittedPayload<'writer> {
+    map: Mmap,
+    start: usize,
+    end: usize,
+    _writer: PhantomData<&'writer SegmentWriter>,
+}
+
+impl Deref for UncommittedPayload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// Reads and checks the header of the active segment and that the file holds every committed
+/// byte; returns the file's length. Writes nothing.
+fn check_active_file(file: &File, path: &Path, active: ActiveSegment) -> Result<u64> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).map_err(io_error(path))?;
+    if header[..8] != SEGMENT_MAGIC || header[8..16] != active.id.to_le_bytes() {
+        return Err(Error::Corruption {
+            what: format!("{} has no valid segment header", path.display()),
+        });
+    }
+    let file_len = file.metadata().map_err(io_error(path))?.len();
+    if file_len < active.end {
+        return Err(Error::Corruption {
+            what: format!(
+                "{} is {file_len} bytes, the index committed {}",
+                path.display(),
+                active.end
+            ),
+        });
+    }
+    Ok(file_len)
+}
+
+/// Checks the active segment of a store opened read-only, as a read-write open would before
+/// recovering it, without changing anything.
+pub(crate) fn check_active(dir: &Path, active: ActiveSegment) -> Result<()> {
+    let path = segment_path(dir, active.id);
+    let file = File::open(&path).map_err(io_error(&path))?;
+    check_active_file(&file, &path, active).map(|_| ())
+}
+
+/// Payload bytes on disk that no index names: what recovery on a read-write open removes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TailScan {
+    /// Bytes of the active segment past its committed end.
+    pub(crate) tail_bytes: u64,
+    /// Segment files newer than the active one: `(id, length in bytes)`, in id order.
+    pub(crate) newer_segments: Vec<(u64, u64)>,
+}
+
+/// Looks (only) for payload bytes past the committed state of the segment directory.
+pub(crate) fn scan_tail(dir: &Path, active: ActiveSegment) -> Result<TailScan> {
+    let mut scan = TailScan::default();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        if let Some(id) = segment_id_of(&path).filter(|id| *id > active.id) {
+            let bytes = std::fs::metadata(&path).map_err(io_error(&path))?.len();
+            scan.newer_segments.push((id, bytes));
+        }
+    }
+    scan.newer_segments.sort_unstable();
+    let path = segment_path(dir, active.id);
+    let file_len = std::fs::metadata(&path).map_err(io_error(&path))?.len();
+    scan.tail_bytes = file_len.saturating_sub(active.end);
+    Ok(scan)
 }
 
 /// A streamed payload failed either on the reader's side or on the segment's.

@@ -1,13 +1,17 @@
 //! Full verification: every header re-hashed and re-validated, every payload re-hashed, every
 //! link and index entry checked, in append order, streaming, in memory independent of the
-//! store's size. Stops at the first bad block and names it.
+//! store's size. Stops at the first bad block and names it. Also reports, without touching it,
+//! any unacknowledged tail: payload bytes on disk that no index names.
+
+use blyan_primitives::BlockHash;
 
 use crate::chain::{BlockKind, ChainId};
 use crate::config::ForkRule;
 use crate::error::{Error, Result, db_error};
-use crate::hash::{BlockHash, hash_payload};
+use crate::hash::hash_payload;
 use crate::header::BlockHeader;
 use crate::schema::{CF_BY_HEIGHT, CF_EXPERT_VERSIONS, CF_HEADERS, expert_version_key, height_key};
+use crate::segment::scan_tail;
 use crate::store::ChainStore;
 
 /// How far a verification has come; passed to the progress callback after every block.
@@ -37,6 +41,59 @@ pub struct BadBlock {
     pub error: Error,
 }
 
+/// Payload bytes on disk that no index names: bytes past the committed end of the newest
+/// segment the index names, and segment files newer than it.
+///
+/// Not corruption: it is what a crash between a payload write and the index batch that would
+/// have named it leaves behind (the block was never acknowledged), or a payload refused while
+/// it was being written by a store that then could not cut it off. On a store opened read-only
+/// beside a running node, it may also be payloads the node appended after this store opened.
+/// Every block stays readable and verifiable. A read-write open removes these bytes (recovery);
+/// verification only reports them, so that verifying a store never changes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct UnacknowledgedTail {
+    /// Id of the newest segment the index names (file `segments/<id, 10 digits>.seg`).
+    pub segment: u64,
+    /// Its committed end: the first byte no index entry covers.
+    pub committed_end: u64,
+    /// Bytes of that segment past its committed end.
+    pub tail_bytes: u64,
+    /// Segment files newer than it, in id order.
+    pub newer_segments: Vec<NewerSegment>,
+}
+
+/// A segment file newer than any the index names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NewerSegment {
+    /// Its id.
+    pub segment: u64,
+    /// Its length.
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for UnacknowledgedTail {
+    /// One line for people: what is there, and that it is not an error.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unacknowledged tail: {} bytes past the committed end ({}) of segment {}",
+            self.tail_bytes, self.committed_end, self.segment
+        )?;
+        if !self.newer_segments.is_empty() {
+            let newer: Vec<String> = self
+                .newer_segments
+                .iter()
+                .map(|newer| format!("{} ({} bytes)", newer.segment, newer.bytes))
+                .collect();
+            write!(f, ", and newer segment files {}", newer.join(", "))?;
+        }
+        f.write_str(
+            "; no indexed block uses them (an append cut short by a crash leaves such bytes, \
+             and a read-write open removes them): not an error",
+        )
+    }
+}
+
 /// Outcome of [`ChainStore::verify`].
 #[derive(Debug)]
 pub struct VerifyReport {
@@ -46,6 +103,10 @@ pub struct VerifyReport {
     pub payload_bytes: u64,
     /// The first bad block; `None` when the whole store verified.
     pub first_bad: Option<BadBlock>,
+    /// Payload bytes on disk that no block uses, if any: a finding, not a bad block
+    /// ([`VerifyReport::is_ok`] does not look at it). Looked for only on a store opened
+    /// read-only: a read-write open removed them.
+    pub unacknowledged_tail: Option<UnacknowledgedTail>,
 }
 
 impl std::fmt::Display for BadBlock {
@@ -71,7 +132,7 @@ impl std::fmt::Display for BadBlock {
 }
 
 impl VerifyReport {
-    /// Whether every block verified.
+    /// Whether every block verified. An [`UnacknowledgedTail`] does not make a store bad.
     pub fn is_ok(&self) -> bool {
         self.first_bad.is_none()
     }
@@ -80,8 +141,21 @@ impl VerifyReport {
 impl ChainStore {
     /// Verifies the whole store against the rules it is opened with. `progress` is called after
     /// each block. Returns `Err` only when verification itself cannot go on (a database read
-    /// fails); a bad block is reported in [`VerifyReport::first_bad`].
+    /// fails); a bad block is reported in [`VerifyReport::first_bad`], payload bytes no block
+    /// uses in [`VerifyReport::unacknowledged_tail`]. Writes nothing: open the store with
+    /// [`ChainStore::open_read_only`] to verify it exactly as it lies on disk.
     pub fn verify(&self, mut progress: impl FnMut(&VerifyProgress)) -> Result<VerifyReport> {
+        let _span = tracing::info_span!("verify", path = %self.path().display()).entered();
+        let unacknowledged_tail = self.unacknowledged_tail()?;
+        if let Some(tail) = &unacknowledged_tail {
+            tracing::warn!(%tail, "found payload bytes no block uses");
+        }
+        let report = |state: VerifyProgress, first_bad: Option<BadBlock>| VerifyReport {
+            blocks: state.blocks,
+            payload_bytes: state.payload_bytes,
+            first_bad,
+            unacknowledged_tail: unacknowledged_tail.clone(),
+        };
         let blocks_total = self.block_count();
         let mut state = VerifyProgress {
             blocks: 0,
@@ -132,6 +206,31 @@ impl ChainStore {
             return Ok(report(state, Some(bad)));
         }
         Ok(report(state, None))
+    }
+
+    /// Payload bytes past the committed state of the segment directory, on a read-only store.
+    /// A read-write store removed them when it opened, and what lies past its committed end
+    /// since is a payload being appended (looking under the append lock instead would deadlock
+    /// a Proof-of-Learning hook that verifies), so it reports none.
+    fn unacknowledged_tail(&self) -> Result<Option<UnacknowledgedTail>> {
+        if !self.is_read_only() {
+            return Ok(None);
+        }
+        let active = self.maps.active();
+        let scan = scan_tail(self.maps.dir(), active)?;
+        if scan.tail_bytes == 0 && scan.newer_segments.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(UnacknowledgedTail {
+            segment: active.id,
+            committed_end: active.end,
+            tail_bytes: scan.tail_bytes,
+            newer_segments: scan
+                .newer_segments
+                .into_iter()
+                .map(|(segment, bytes)| NewerSegment { segment, bytes })
+                .collect(),
+        }))
     }
 
     /// Verifies one block; returns its payload size, or the error with the block's chain and
@@ -266,7 +365,7 @@ impl ChainStore {
                 .db
                 .get_pinned_cf(
                     self.cf(CF_EXPERT_VERSIONS),
-                    expert_version_key(expert.key_bytes(), header.meta.version),
+                    expert_version_key(expert.to_key_bytes(), header.meta.version),
                 )
                 .map_err(db_error("read expert index"))?;
             if indexed.as_deref() != Some(block.as_bytes().as_slice()) {
@@ -334,12 +433,4 @@ impl ChainStore {
 enum Link {
     Parent,
     Dependency,
-}
-
-fn report(state: VerifyProgress, first_bad: Option<BadBlock>) -> VerifyReport {
-    VerifyReport {
-        blocks: state.blocks,
-        payload_bytes: state.payload_bytes,
-        first_bad,
-    }
 }

@@ -3,39 +3,21 @@
 //! that list from the very layout it encoded; reading checks it against the layout it parsed,
 //! and refuses a block whose header says otherwise ([`MoeError::HeaderTensorMismatch`]).
 
-use blyan_chain::{BlockHash, TensorDtype, TensorMeta};
-use blyan_tensorblock::{BlockLayout, Dtype};
+use blyan_chain::{BlockHash, TensorMeta};
+use blyan_tensorblock::BlockLayout;
 
 use crate::error::{MoeError, Result};
 
-/// The chain header's name for a stored dtype: the one place this crate maps between the two
-/// (`None` only for a dtype a newer `blyan-primitives` may add).
-fn header_dtype(dtype: Dtype) -> Option<TensorDtype> {
-    match dtype {
-        Dtype::F32 => Some(TensorDtype::F32),
-        Dtype::F16 => Some(TensorDtype::F16),
-        Dtype::BF16 => Some(TensorDtype::Bf16),
-        Dtype::I8 => Some(TensorDtype::I8),
-        _ => None,
-    }
-}
-
 /// The header's list of a payload's tensors, in table order: each tensor's name, stored dtype
 /// (`i8` for the codes of a quantized one) and shape.
-pub(crate) fn tensor_metas(layout: &BlockLayout) -> Result<Vec<TensorMeta>> {
+pub(crate) fn tensor_metas(layout: &BlockLayout) -> Vec<TensorMeta> {
     layout
         .tensors()
         .iter()
-        .map(|info| {
-            let dtype = header_dtype(info.dtype()).ok_or_else(|| MoeError::UnsupportedDtype {
-                name: info.name().to_owned(),
-                dtype: info.dtype().name().to_owned(),
-            })?;
-            Ok(TensorMeta {
-                name: info.name().to_owned(),
-                dtype,
-                shape: info.shape().to_vec(),
-            })
+        .map(|info| TensorMeta {
+            name: info.name().to_owned(),
+            dtype: info.dtype(),
+            shape: info.shape().to_vec(),
         })
         .collect()
 }
@@ -46,7 +28,7 @@ pub(crate) fn check_header_tensors(
     header: &[TensorMeta],
     layout: &BlockLayout,
 ) -> Result<()> {
-    let payload = tensor_metas(layout)?;
+    let payload = tensor_metas(layout);
     let count = header.len().max(payload.len());
     for index in 0..count {
         let (listed, held) = (header.get(index), payload.get(index));
@@ -64,13 +46,13 @@ pub(crate) fn check_header_tensors(
 
 /// `name dtype [shape]`, as errors show a tensor.
 fn describe(meta: &TensorMeta) -> String {
-    format!("{} {:?} {:?}", meta.name, meta.dtype, meta.shape)
+    format!("{} {} {:?}", meta.name, meta.dtype, meta.shape)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blyan_tensorblock::TensorSpec;
+    use blyan_tensorblock::{Dtype, TensorSpec};
 
     fn layout() -> BlockLayout {
         BlockLayout::plan(&[
@@ -84,14 +66,14 @@ mod tests {
     fn the_written_list_passes_and_each_difference_is_named() {
         let layout = layout();
         let block = BlockHash([7; 32]);
-        let metas = tensor_metas(&layout).expect("every dtype maps");
-        assert_eq!(metas[1].dtype, TensorDtype::I8);
+        let metas = tensor_metas(&layout);
+        assert_eq!(metas[1].dtype, Dtype::I8);
         check_header_tensors(block, &metas, &layout).expect("the list written from the layout");
 
         let mut wrong_shape = metas.clone();
         wrong_shape[0].shape = vec![2, 4];
         let mut wrong_dtype = metas.clone();
-        wrong_dtype[1].dtype = TensorDtype::F32;
+        wrong_dtype[1].dtype = Dtype::F32;
         let mut renamed = metas.clone();
         renamed[0].name = "w3".into();
         for (header, index) in [(wrong_shape, 0), (wrong_dtype, 1), (renamed, 0)] {

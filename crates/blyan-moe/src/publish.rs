@@ -564,7 +564,7 @@ fn encode_payload(
         })
         .collect();
     let payload = encode_tensors_to_vec(&encode)?;
-    let metas = tensor_metas(&BlockLayout::parse(&payload)?)?;
+    let metas = tensor_metas(&BlockLayout::parse(&payload)?);
     Ok((payload, metas))
 }
 

@@ -1,8 +1,8 @@
 //! The canonical encoding: round trips, hash stability, and decoding hostile bytes.
 
 use blyan_chain::{
-    Address, AuthorKey, BlockHash, BlockHeader, BlockKind, BlockMeta, ChainId, ExpertName,
-    HEADER_BYTES_MAX, HEADER_FORMAT_VERSION, PayloadHash, Signature, TensorDtype, TensorMeta,
+    Address, AuthorKey, BLOCK_HEADER_BYTES_MAX, BlockHash, BlockHeader, BlockKind, BlockMeta,
+    ChainId, Dtype, ExpertName, HEADER_FORMAT_VERSION, PayloadHash, Signature, TensorMeta,
     decode_block, encode_block,
 };
 use proptest::prelude::*;
@@ -24,17 +24,8 @@ fn arb_kind() -> impl Strategy<Value = BlockKind> {
     ])
 }
 
-fn arb_dtype() -> impl Strategy<Value = TensorDtype> {
-    prop::sample::select(vec![
-        TensorDtype::F32,
-        TensorDtype::F16,
-        TensorDtype::Bf16,
-        TensorDtype::F64,
-        TensorDtype::I8,
-        TensorDtype::U8,
-        TensorDtype::I32,
-        TensorDtype::I64,
-    ])
+fn arb_dtype() -> impl Strategy<Value = Dtype> {
+    prop::sample::select(Dtype::ALL.to_vec())
 }
 
 fn arb_meta() -> impl Strategy<Value = BlockMeta> {
@@ -191,7 +182,7 @@ fn golden_header_hash_is_pinned() {
             version: 2,
             tensors: vec![TensorMeta {
                 name: "w1".into(),
-                dtype: TensorDtype::Bf16,
+                dtype: Dtype::BF16,
                 shape: vec![14336, 4096],
             }],
         },
@@ -204,16 +195,16 @@ fn golden_header_hash_is_pinned() {
 }
 
 /// 2 version + 1 chain + 8 height + 33 prev + 40 deps + 4 kind + 32 payload hash + 8 length
-/// + 8 time + 20 author + 8 nonce + 64 meta + 66 signature.
-const GOLDEN_ENCODED_BYTES: usize = 294;
-const GOLDEN_HASH: &str = "0x7794ab71c4c863bdb0f713db15c84ce74e30f9759eea403e1d1f70c22a475fba";
-const GOLDEN_SIGNATURE: &str = "0xef70928a30c0269c30a72ec106ea60da923b04cffcc5346e6f9a287ec9c01f50\
-                                6b1f7775ccb65d5cb0f57bea5dc7dcce324cfa889563d179c486bded3a5d666d1c";
+/// + 8 time + 20 author + 8 nonce + 61 meta (the tensor's dtype is one byte) + 66 signature.
+const GOLDEN_ENCODED_BYTES: usize = 291;
+const GOLDEN_HASH: &str = "0x80de5b1f6da9c71ea55ee7997f57f15b36bed02ac0faa0c6e372f941d0666d5e";
+const GOLDEN_SIGNATURE: &str = "0x66ced943b67cb55feb635438f7c2c5b2064ee3a4eab926c5cf9ecb7c3d282c02\
+                                0220373cf0cdf37123851af9460d5103b6acedb73fb63258e3deebbd09689af31c";
 
 #[test]
 fn header_size_limit_holds_at_the_bound_and_fails_one_past() {
     // A tensor name long enough (decoding does not judge names; validation does) to make the
-    // encoding exactly HEADER_BYTES_MAX.
+    // encoding exactly BLOCK_HEADER_BYTES_MAX.
     let mut header = BlockHeader::new_child(
         &blyan_chain::ChainTip {
             chain: ChainId::Dataset,
@@ -226,13 +217,13 @@ fn header_size_limit_holds_at_the_bound_and_fails_one_past() {
     );
     header.meta.tensors.push(TensorMeta {
         name: String::new(),
-        dtype: TensorDtype::U8,
+        dtype: Dtype::I8,
         shape: vec![],
     });
     let base = header.encode().len();
-    header.meta.tensors[0].name = "x".repeat(HEADER_BYTES_MAX as usize - base);
+    header.meta.tensors[0].name = "x".repeat(BLOCK_HEADER_BYTES_MAX as usize - base);
     let at_bound = header.encode();
-    assert_eq!(at_bound.len(), HEADER_BYTES_MAX as usize);
+    assert_eq!(at_bound.len(), BLOCK_HEADER_BYTES_MAX as usize);
     assert_eq!(BlockHeader::decode(&at_bound).unwrap(), header);
 
     header.meta.tensors[0].name.push('x');
@@ -300,7 +291,7 @@ fn write_fuzz_seeds() {
         version: 1,
         tensors: vec![TensorMeta {
             name: "w1".into(),
-            dtype: TensorDtype::Bf16,
+            dtype: Dtype::BF16,
             shape: vec![64, 32],
         }],
     };

@@ -183,3 +183,44 @@ fn malformed_files_are_refused() {
         Err(Error::ExportFormat { .. })
     ));
 }
+
+#[test]
+fn importing_a_damaged_file_changes_nothing() {
+    let (_dir, file) = exported_entries();
+    let work = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = open(target_dir.path());
+    let info = target.info();
+    // Cut inside the payload of a later block, cut the trailer, pad past it, swap the trailer's
+    // hash: a stream import would keep the blocks before the damage; a file import keeps none.
+    let cut_payload = file[..file.len() - 2000].to_vec();
+    let cut_trailer = file[..file.len() - 1].to_vec();
+    let mut padded = file.clone();
+    padded.push(0);
+    let mut bad_trailer = file.clone();
+    let at = bad_trailer.len() - 1;
+    bad_trailer[at] ^= 1;
+    for (name, bytes) in [
+        ("cut_payload", cut_payload),
+        ("cut_trailer", cut_trailer),
+        ("padded", padded),
+        ("bad_trailer", bad_trailer),
+    ] {
+        let path = work.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let error = target.import_file(&path).unwrap_err();
+        assert!(
+            matches!(error, Error::ExportFormat { .. }),
+            "{name}: {error:?}"
+        );
+        assert_eq!(target.info(), info, "{name} changed the store");
+    }
+    assert_verifies(&target);
+    // The whole file still imports.
+    let whole = work.path().join("whole");
+    std::fs::write(&whole, &file).unwrap();
+    let summary = target.import_file(&whole).unwrap();
+    // Genesis is in the file and already stored; the four entries are new.
+    assert_eq!((summary.imported, summary.already_present), (4, 1));
+    assert_verifies(&target);
+}

@@ -7,6 +7,7 @@ mod common;
 mod concurrent;
 mod crash;
 mod export;
+mod read_only;
 mod store;
 mod validation;
 mod verify;

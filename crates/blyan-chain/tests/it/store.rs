@@ -4,9 +4,9 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 
 use blyan_chain::{
-    AuthorKey, BlockKind, COVENANT_TEXT, ChainId, ChainStore, Durability, ExpertName, GenesisSpec,
-    PAYLOAD_ALIGN_BYTES, PayloadHandle, Relation, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
-    encode_block,
+    AuthorKey, BlockKind, COVENANT_TEXT, ChainId, ChainStore, Durability, Error, ExpertName,
+    GenesisSpec, PAYLOAD_ALIGN_BYTES, PayloadHandle, Relation, SEGMENT_BYTES_TARGET_MIN,
+    StoreConfig, encode_block, hash_payload,
 };
 
 use crate::common::{
@@ -128,7 +128,25 @@ fn a_refused_streamed_payload_leaves_nothing_behind() {
     );
     let mut bad = good.clone();
     bad[4999] ^= 1;
-    assert!(store.append_reader(&header, &bad[..]).is_err());
+    let segment = dir.path().join("segments").join("0000000001.seg");
+    let segment_bytes = std::fs::read(&segment).unwrap();
+    let blocks = store.block_count();
+    match store.append_reader(&header, &bad[..]) {
+        Err(Error::PayloadHashMismatch {
+            block,
+            got,
+            expected,
+        }) => {
+            assert_eq!(block, header.hash());
+            assert_eq!(got, hash_payload(&bad));
+            assert_eq!(expected, header.payload_hash);
+        }
+        other => panic!("expected PayloadHashMismatch, got {other:?}"),
+    }
+    // The streamed bytes were cut off again: the segment is byte for byte what it was.
+    assert_eq!(std::fs::read(&segment).unwrap(), segment_bytes);
+    assert_eq!(store.block_count(), blocks);
+    assert!(!store.contains(&header.hash()).unwrap());
     let hash = store.append_reader(&header, &good[..]).unwrap();
     assert_eq!(&*store.payload(&hash).unwrap().unwrap(), &good[..]);
     assert_verifies(&store);

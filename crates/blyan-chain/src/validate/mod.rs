@@ -1,19 +1,28 @@
-//! Checks that need no store: a header on its own, and a payload against its header.
-//! The checks that need the store (parent, height, fork, dependencies, expert versions) live in
-//! `store.rs`, under the append lock.
+//! Every rule a block must pass, in one place. This module: the checks that need no store (a
+//! header on its own, a payload against its header). `links.rs` (feature `store`): the checks
+//! against the blocks already stored (parent, height, timestamps, fork rule, dependencies,
+//! expert versions), which the store runs under its append lock. Full verification re-checks
+//! stored blocks by the same rules.
+
+#[cfg(feature = "store")]
+mod links;
+
+use blyan_primitives::{BlockHash, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX};
 
 use crate::chain::{BlockKind, ChainId};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::genesis::GenesisSpec;
-use crate::hash::{BlockHash, hash_payload};
+use crate::hash::hash_payload;
 use crate::header::{
-    BlockHeader, DEPENDS_ON_COUNT_MAX, HEADER_BYTES_MAX, HEADER_FORMAT_VERSION,
-    TENSOR_METAS_COUNT_MAX, TENSOR_NAME_BYTES_MAX, TENSOR_RANK_MAX, canonical_config,
+    BLOCK_HEADER_BYTES_MAX, BlockHeader, DEPENDS_ON_COUNT_MAX, HEADER_FORMAT_VERSION,
+    TENSOR_METAS_COUNT_MAX, canonical_config,
 };
 
-/// The stateless rules of one store: its config and its genesis hashes. Cheap to clone; the
-/// API and the fuzz target use it without a store.
+/// The block rules of one store, made from its config and its genesis hashes. The stateless
+/// checks ([`Validator::check_header`], [`Validator::check_payload`]) need no store: the API and
+/// the fuzz target use them so. The checks against stored blocks are run by the store itself,
+/// under its append lock. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Validator {
     config: StoreConfig,
@@ -51,11 +60,11 @@ impl Validator {
         }
         let block = header.hash();
         let encoded_bytes = encoded_len(header);
-        if encoded_bytes > u64::from(HEADER_BYTES_MAX) {
+        if encoded_bytes > u64::from(BLOCK_HEADER_BYTES_MAX) {
             return Err(Error::LimitExceeded {
                 what: "header bytes",
                 got: encoded_bytes,
-                max: u64::from(HEADER_BYTES_MAX),
+                max: u64::from(BLOCK_HEADER_BYTES_MAX),
             });
         }
         if !header.chain.allows(header.kind) {
