@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use blyan_primitives::Address;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Core, HasCore, LedgerOptions};
@@ -384,7 +385,7 @@ impl StoreTx for SqliteTx<'_> {
                  expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
-                quote.payer.to_string(),
+                quote.payer.to_lower_hex(),
                 signed(quote.estimated_tokens),
                 quote.amount.as_i64(),
                 quote.hold_amount.as_i64(),
@@ -421,7 +422,7 @@ impl StoreTx for SqliteTx<'_> {
             )?
             .execute(params![
                 signed(hold.quote.0),
-                hold.payer.to_string(),
+                hold.payer.to_lower_hex(),
                 hold.quoted.as_i64(),
                 hold.amount.as_i64(),
                 ms(hold.created_at_ms),
@@ -517,7 +518,7 @@ impl StoreTx for SqliteTx<'_> {
     async fn held(&mut self, payer: &Address) -> Result<i64> {
         self.scalar_i64(
             "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE payer = ?1 AND status = 'authorized'",
-            [payer.to_string()],
+            [payer.to_lower_hex()],
         )
     }
 

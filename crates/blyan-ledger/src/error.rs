@@ -44,12 +44,10 @@ pub enum LedgerError {
         value: u64,
         max: u64,
     },
-    /// An Ethereum address is malformed.
-    #[error("address {input:?} is malformed: {reason}")]
-    AddressFormat { input: String, reason: &'static str },
-    /// A mixed-case Ethereum address whose EIP-55 checksum is wrong.
-    #[error("address {input:?} has a wrong EIP-55 checksum")]
-    AddressChecksum { input: String },
+    /// An Ethereum address (or another value `blyan-primitives` defines) does not parse:
+    /// not `0x` + 40 hex digits, or mixed case with a wrong EIP-55 checksum.
+    #[error(transparent)]
+    Primitive(#[from] blyan_primitives::Error),
     /// An account id is neither an address nor a known system account.
     #[error("account id {input:?} is not an address (0x + 40 hex) nor a system account")]
     AccountIdFormat { input: String },

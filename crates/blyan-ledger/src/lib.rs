@@ -19,14 +19,17 @@
 //!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
 //! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
 //!   supply is minted once.
+//! - Wallet accounts are stored under their lower-case address (`AccountId::key`) and requests
+//!   are fingerprinted with it, so a database and its idempotency keys read the same whatever
+//!   the display spelling; `Display` and JSON show the EIP-55 form, as everywhere in Blyan.
 //!
 //! The rules are written once (`ops.rs`) against a small store interface (`store.rs`); each
 //! store's schema enforces the invariants again with `CHECK`s, triggers and foreign keys, and
 //! one conformance suite runs against both.
 //!
 //! # What it must not depend on
-//! No other Blyan crate: it knows nothing of tensors, RocksDB or the chain. Ethereum addresses
-//! are parsed here (Keccak-256 for EIP-55) rather than borrowed from `blyan-chain`.
+//! No Blyan crate but `blyan-primitives` (the one Ethereum [`Address`]): it knows nothing of
+//! tensors, RocksDB or the chain.
 //!
 //! # Where to start reading
 //! [`Ledger`] (the operations), [`EmbeddedLedger`] and [`PgLedger`] (the stores),
@@ -89,8 +92,9 @@ mod store;
 mod tokenomics;
 mod transaction;
 
-pub use account::{AccountId, Address, SystemAccount};
+pub use account::{AccountId, SystemAccount};
 pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
+pub use blyan_primitives::Address;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};

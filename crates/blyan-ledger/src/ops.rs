@@ -279,7 +279,12 @@ impl Command for Genesis {
             .iter()
             .map(|a| (a.account, a.amount))
             .collect();
-        let configured = fingerprint("genesis", &allocations)?;
+        // Fingerprinted by stored account keys, like every request (see `request.rs`).
+        let stored: Vec<(String, Amount)> = allocations
+            .iter()
+            .map(|(account, amount)| (account.key(), *amount))
+            .collect();
+        let configured = fingerprint("genesis", &stored)?;
         let now = ctx.clock.now_ms();
         match claim::<T, Transaction>(tx, &key, &configured, now).await {
             Ok(Some(first)) => return Ok(first),

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use blyan_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
@@ -416,7 +417,7 @@ impl StoreTx for PgTx<'_> {
                 "INSERT INTO quotes (payer, estimated_tokens, amount, hold_amount, created_at_ms, \
                  expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 &[
-                    &quote.payer.to_string(),
+                    &quote.payer.to_lower_hex(),
                     &signed(quote.estimated_tokens),
                     &quote.amount.as_i64(),
                     &quote.hold_amount.as_i64(),
@@ -458,7 +459,7 @@ impl StoreTx for PgTx<'_> {
                  RETURNING id",
                 &[
                     &signed(hold.quote.0),
-                    &hold.payer.to_string(),
+                    &hold.payer.to_lower_hex(),
                     &hold.quoted.as_i64(),
                     &hold.amount.as_i64(),
                     &ms(hold.created_at_ms),
@@ -569,7 +570,7 @@ impl StoreTx for PgTx<'_> {
             .query_opt(
                 "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM holds \
                  WHERE payer = $1 AND status = 'authorized'",
-                &[&payer.to_string()],
+                &[&payer.to_lower_hex()],
             )
             .await?;
         Ok(row.map_or(0, |r| r.get(0)))

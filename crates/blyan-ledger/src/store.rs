@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use blyan_primitives::Address;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::clock::{Clock, UnixMillis};
 use crate::error::Result;

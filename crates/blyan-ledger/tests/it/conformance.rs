@@ -913,12 +913,22 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
     // Values that never reach the ledger: malformed addresses and amounts are refused by
     // their parsers with their own errors.
     assert!(matches!(
-        "0x12345".parse::<blyan_ledger::Address>(),
-        Err(LedgerError::AddressFormat { .. })
+        "0x12345".parse::<AccountId>(),
+        Err(LedgerError::Primitive(
+            blyan_primitives::Error::InvalidAddress {
+                reason: "expected 40 hex digits",
+                ..
+            }
+        ))
     ));
     assert!(matches!(
         "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD".parse::<AccountId>(),
-        Err(LedgerError::AddressChecksum { .. })
+        Err(LedgerError::Primitive(
+            blyan_primitives::Error::InvalidAddress {
+                reason: "EIP-55 checksum mismatch",
+                ..
+            }
+        ))
     ));
     assert!(matches!(
         Amount::from_units_i128(-5),
@@ -928,6 +938,77 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         "100000000000000000000000000000000000000".parse::<Amount>(),
         Err(LedgerError::AmountOverflow { .. })
     ));
+}
+
+/// A wallet is one account whatever the spelling it was parsed from; the store keys it in lower
+/// case (what the schema's CHECKs demand) and the ledger shows it in EIP-55 form.
+async fn a_wallet_is_one_account_in_every_spelling(f: &Fixture) {
+    let ledger = f.open().await;
+    let checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let spellings = [
+        checksummed.to_owned(),
+        checksummed.to_lowercase(),
+        format!("0x{}", checksummed[2..].to_uppercase()),
+    ];
+    for (i, spelling) in spellings.iter().enumerate() {
+        ledger
+            .transfer(TransferRequest {
+                key: key(format!("spelling-{i}")),
+                from: TREASURY,
+                to: spelling.parse().unwrap(),
+                amount: bly("1"),
+                memo: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let wallet: AccountId = checksummed.parse().unwrap();
+    assert_eq!(available(&ledger, wallet).await, bly("3"));
+    let page = ledger
+        .history(
+            wallet,
+            HistoryQuery {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let transaction = ledger
+        .transaction(page.items[0].tx_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let json = serde_json::to_string(&transaction).unwrap();
+    assert!(json.contains(checksummed), "{json}");
+    assert!(!json.contains(&checksummed.to_lowercase()), "{json}");
+    let payer = wallet_address(wallet);
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("spelling-quote"),
+            payer,
+            estimated_tokens: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(quote.payer.to_string(), checksummed);
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("spelling-authorize"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ledger.balance(wallet).await.unwrap().held, hold.amount);
+    ledger.verify_integrity().await.unwrap();
+}
+
+fn wallet_address(account: AccountId) -> blyan_ledger::Address {
+    match account {
+        AccountId::User(address) => address,
+        AccountId::System(system) => panic!("{system:?} is not a wallet"),
+    }
 }
 
 async fn random_operations_keep_the_invariants(f: &Fixture) {
@@ -971,5 +1052,6 @@ conformance!(
     concurrent_replays_move_money_once,
     double_spend_admits_exactly_the_affordable,
     bad_input_is_refused_and_moves_nothing,
+    a_wallet_is_one_account_in_every_spelling,
     random_operations_keep_the_invariants,
 );
