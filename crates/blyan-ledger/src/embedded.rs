@@ -199,7 +199,10 @@ impl Store for SqliteStore {
         let connection = Arc::clone(&self.connection);
         let failed = Arc::clone(&self.failed);
         let ctx = Arc::clone(ctx);
+        // The blocking thread does not inherit the caller's span: carry it over.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             if !C::READ_ONLY && failed.load(Ordering::SeqCst) {
                 return Err(LedgerError::StoreFailed);
             }

@@ -23,9 +23,11 @@
 //!   are fingerprinted with it, so a database and its idempotency keys read the same whatever
 //!   the display spelling; `Display` and JSON show the EIP-55 form, as everywhere in Blyan.
 //!
-//! The rules are written once (`ops.rs`) against a small store interface (`store.rs`); each
-//! store's schema enforces the invariants again with `CHECK`s, triggers and foreign keys, and
-//! one conformance suite runs against both.
+//! The rules are written once (`ops/`, a module per operation family: transfers, payments,
+//! issuance, queries) against a small store interface (`store.rs`); each store's schema
+//! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
+//! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
+//! carrying its idempotency key and the quote, hold or accounts it concerns.
 //!
 //! # What it must not depend on
 //! No Blyan crate but `blyan-primitives` (the one Ethereum [`Address`]): it knows nothing of
