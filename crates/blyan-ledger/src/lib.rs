@@ -6,8 +6,8 @@
 //! treasury, reward pool, team, foundation), transactions made of entries, inference payments
 //! (quote → authorize → capture / release / expiry), rewards and burns as set by
 //! `config/tokenomics.yaml`, issuance within the yearly inflation allowance and the supply cap,
-//! and the schema migrations of its two stores: PostgreSQL (`migrations/`) for production and
-//! an embedded SQLite file (`migrations/sqlite/`) for a node run with no database server.
+//! and the schema migrations of its two stores: PostgreSQL for production and an embedded
+//! SQLite file for a node run with no database server.
 //!
 //! # Invariants
 //! - The entries of every transaction sum to zero; balances are changed only by entries, in
@@ -28,6 +28,16 @@
 //! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
 //! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
 //! carrying its idempotency key and the quote, hold or accounts it concerns.
+//!
+//! # Schema migrations
+//! This crate's `migrations/postgres/` and `migrations/sqlite/` hold `V{n}__{name}.sql`, the
+//! same versions in both dialects, embedded at build time and applied through refinery when a
+//! store opens: all pending ones in one transaction, each recorded in `ledger_schema_history`;
+//! [`SCHEMA_VERSION`] is the newest. A migration edited after it was applied, or a database
+//! migrated by newer code, is refused (`LedgerError::Migration`). A database from before
+//! refinery (its history in `ledger_migrations`) is taken over on first open: the versions it
+//! records, checked against the SQL they shipped with (`LedgerError::LegacyMigration`), are
+//! recorded as applied without running again, and the old table is dropped.
 //!
 //! # What it must not depend on
 //! No Blyan crate but `blyan-primitives` (the one Ethereum [`Address`]): it knows nothing of
@@ -101,7 +111,7 @@ pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};
 pub use ledger::{AnyLedger, Ledger, LedgerOptions, PG_POOL_SIZE_DEFAULT};
-pub use migrate::{Migration, PG_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use migrate::SCHEMA_VERSION;
 pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
 pub use pg::{PgLedger, migrate_postgres};
 pub use request::{
