@@ -1,93 +1,20 @@
 //! Account identities: user wallets by Ethereum address, and the ledger's system accounts.
+//!
+//! Two spellings of a wallet account, on purpose:
+//! - what people read (`Display`, serde of outcomes, error messages): the EIP-55 mixed-case
+//!   address, the same as everywhere else in Blyan (`blyan_primitives::Address`);
+//! - what the stores compare (account keys, payer columns, idempotency fingerprints): the
+//!   lower-case address ([`AccountId::key`]), one spelling per address, byte-identical to what
+//!   every ledger database already holds.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use blyan_primitives::Address;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha3::{Digest, Keccak256};
 
 use crate::error::{LedgerError, Result};
-
-/// A 20-byte Ethereum address: a user's wallet.
-///
-/// Parsed from `0x` + 40 hex digits. All-lower-case and all-upper-case digits are accepted as
-/// they are; mixed case is an EIP-55 checksum and is accepted only when the checksum is right.
-/// Displayed (and stored) in lower case.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Address([u8; 20]);
-
-impl Address {
-    /// The address with these bytes.
-    pub fn from_bytes(bytes: [u8; 20]) -> Address {
-        Address(bytes)
-    }
-
-    /// The address's 20 bytes.
-    pub fn as_bytes(&self) -> &[u8; 20] {
-        &self.0
-    }
-
-    /// The EIP-55 mixed-case form (`0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed`).
-    pub fn to_checksummed(&self) -> String {
-        let lower = hex::encode(self.0);
-        let hash = Keccak256::digest(lower.as_bytes());
-        let mut out = String::with_capacity(42);
-        out.push_str("0x");
-        for (i, c) in lower.chars().enumerate() {
-            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-            out.push(if nibble >= 8 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            });
-        }
-        out
-    }
-}
-
-impl FromStr for Address {
-    type Err = LedgerError;
-
-    fn from_str(input: &str) -> Result<Address> {
-        let format = |reason| LedgerError::AddressFormat {
-            input: input.to_owned(),
-            reason,
-        };
-        let digits = input
-            .strip_prefix("0x")
-            .ok_or_else(|| format("must start with 0x"))?;
-        if digits.len() != 40 {
-            return Err(format("must have 40 hex digits after 0x"));
-        }
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format("has a character that is not a hex digit"));
-        }
-        let mut bytes = [0u8; 20];
-        hex::decode_to_slice(digits, &mut bytes)
-            .map_err(|_| format("has a character that is not a hex digit"))?;
-        let address = Address(bytes);
-        let has_lower = digits.bytes().any(|b| b.is_ascii_lowercase());
-        let has_upper = digits.bytes().any(|b| b.is_ascii_uppercase());
-        if has_lower && has_upper && address.to_checksummed() != input {
-            return Err(LedgerError::AddressChecksum {
-                input: input.to_owned(),
-            });
-        }
-        Ok(address)
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "0x{}", hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Address({self})")
-    }
-}
 
 /// The ledger's own accounts. Their text form is `system:<name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,8 +75,10 @@ impl SystemAccount {
 
 /// Any account of the ledger: a user's wallet or a system account.
 ///
-/// Text form: the lower-case address (`0xab…`) or `system:<name>`; the stores key accounts by
-/// this text (byte order), which is also the order in which rows are locked.
+/// Text form (`Display`, serde): the EIP-55 address (`0x5aAe…`) or `system:<name>`. Parsing
+/// accepts any spelling `Address` accepts. The stores key accounts by [`AccountId::key`]
+/// (lower-case address), and `Ord` is the byte order of that key: the order in which rows are
+/// locked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AccountId {
     /// A user's wallet.
@@ -164,9 +93,12 @@ impl AccountId {
         AccountId::System(account)
     }
 
-    /// The stored key: lower-case address or `system:<name>`.
+    /// The stored key: the lower-case address or `system:<name>`.
     pub fn key(&self) -> String {
-        self.to_string()
+        match self {
+            AccountId::User(address) => address.to_lower_hex(),
+            AccountId::System(account) => format!("system:{}", account.name()),
+        }
     }
 
     /// Whether this account is one of the ledger's own.
@@ -180,15 +112,21 @@ impl AccountId {
 }
 
 impl PartialOrd for AccountId {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for AccountId {
-    /// The byte order of the text form: the order the stores lock rows in.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
+    /// The byte order of [`AccountId::key`] without building the keys: lower-case hex sorts as
+    /// the bytes it encodes, and every `0x…` key sorts before every `system:…` key.
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (AccountId::User(a), AccountId::User(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (AccountId::User(_), AccountId::System(_)) => Ordering::Less,
+            (AccountId::System(_), AccountId::User(_)) => Ordering::Greater,
+            (AccountId::System(a), AccountId::System(b)) => a.name().cmp(b.name()),
+        }
     }
 }
 
@@ -227,7 +165,7 @@ impl FromStr for AccountId {
                 });
         }
         if input.starts_with("0x") {
-            return input.parse().map(AccountId::User);
+            return Ok(AccountId::User(Address::parse(input)?));
         }
         Err(LedgerError::AccountIdFormat {
             input: input.to_owned(),
@@ -243,21 +181,36 @@ impl Serialize for AccountId {
 
 impl<'de> Deserialize<'de> for AccountId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
 }
 
-impl Serialize for Address {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
+/// `serialize_with` functions that write accounts and addresses in their stored spelling
+/// (lower case). Requests use them: a request's JSON is its idempotency fingerprint, stored and
+/// compared byte for byte, so it must not change with how addresses are displayed.
+pub(crate) mod stored_spelling {
+    use blyan_primitives::Address;
+    use serde::Serializer;
 
-impl<'de> Deserialize<'de> for Address {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+    use super::AccountId;
+
+    pub(crate) fn account<S: Serializer>(account: &AccountId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&account.key())
+    }
+
+    pub(crate) fn address<S: Serializer>(address: &Address, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&address.to_lower_hex())
+    }
+
+    pub(crate) fn optional_address<S: Serializer>(
+        address: &Option<Address>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => s.serialize_some(&address.to_lower_hex()),
+            None => s.serialize_none(),
+        }
     }
 }
 
@@ -275,62 +228,95 @@ mod tests {
     ];
 
     #[test]
-    fn accepts_eip55_vectors_and_stores_lower_case() {
+    fn wallets_display_checksummed_and_store_lower_case() {
         for input in EIP55 {
-            let address: Address = input.parse().unwrap();
-            assert_eq!(address.to_string(), input.to_lowercase());
-            assert_eq!(address.to_checksummed(), input);
-            let upper = format!("0x{}", input[2..].to_uppercase());
-            assert_eq!(upper.parse::<Address>().unwrap(), address);
+            for spelling in [
+                input.to_owned(),
+                input.to_lowercase(),
+                format!("0x{}", input[2..].to_uppercase()),
+            ] {
+                let id: AccountId = spelling.parse().unwrap();
+                assert_eq!(id.to_string(), input, "{spelling}");
+                assert_eq!(id.key(), input.to_lowercase(), "{spelling}");
+                let json = serde_json::to_string(&id).unwrap();
+                assert_eq!(json, format!("\"{input}\""));
+            }
         }
     }
 
     #[test]
-    fn refuses_malformed_addresses() {
-        let check = |input: &str, expect: fn(&LedgerError) -> bool| {
-            let err = input.parse::<Address>().unwrap_err();
-            assert!(expect(&err), "{input}: {err:?}");
+    fn malformed_account_ids_are_refused_with_their_reason() {
+        let address_error = |input: &str| match input.parse::<AccountId>() {
+            Err(LedgerError::Primitive(blyan_primitives::Error::InvalidAddress {
+                reason, ..
+            })) => reason,
+            other => panic!("{input}: {other:?}"),
         };
-        let format = |e: &LedgerError| matches!(e, LedgerError::AddressFormat { .. });
-        check("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", format);
-        check("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beae", format); // 39 digits
-        check("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed0", format); // 41 digits
-        check("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaeg", format);
-        check("0x", format);
+        assert_eq!(
+            address_error("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beae"),
+            "expected 40 hex digits"
+        );
+        assert_eq!(
+            address_error("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaeg"),
+            "not hexadecimal"
+        );
         // One letter's case flipped breaks the checksum.
-        check("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", |e| {
-            matches!(e, LedgerError::AddressChecksum { .. })
-        });
+        assert_eq!(
+            address_error("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"),
+            "EIP-55 checksum mismatch"
+        );
+        for input in [
+            "5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+            "0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+            "system:nobody",
+            "alice",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    input.parse::<AccountId>(),
+                    Err(LedgerError::AccountIdFormat { input: ref got }) if got == input
+                ),
+                "{input}"
+            );
+        }
     }
 
     #[test]
-    fn account_ids_parse_and_order_by_text() {
+    fn system_accounts_parse_and_order_by_text() {
         for account in SystemAccount::ALL {
             let id = AccountId::System(account);
+            assert_eq!(id.to_string(), id.key());
             assert_eq!(id.to_string().parse::<AccountId>().unwrap(), id);
         }
         let mut sorted = SystemAccount::ALL.map(AccountId::System).to_vec();
         sorted.sort();
         assert_eq!(sorted, SystemAccount::ALL.map(AccountId::System).to_vec());
-        assert!(matches!(
-            "system:nobody".parse::<AccountId>(),
-            Err(LedgerError::AccountIdFormat { .. })
-        ));
-        assert!(matches!(
-            "alice".parse::<AccountId>(),
-            Err(LedgerError::AccountIdFormat { .. })
-        ));
     }
 
     proptest! {
         #[test]
-        fn address_text_round_trip(bytes in any::<[u8; 20]>()) {
-            let address = Address::from_bytes(bytes);
-            prop_assert_eq!(address.to_string().parse::<Address>().unwrap(), address);
-            prop_assert_eq!(address.to_checksummed().parse::<Address>().unwrap(), address);
-            let id = AccountId::User(address);
+        fn text_and_json_round_trip(bytes in any::<[u8; 20]>()) {
+            let id = AccountId::User(Address::from_bytes(bytes));
+            prop_assert_eq!(id.to_string().parse::<AccountId>().unwrap(), id);
+            prop_assert_eq!(id.key().parse::<AccountId>().unwrap(), id);
             let json = serde_json::to_string(&id).unwrap();
             prop_assert_eq!(serde_json::from_str::<AccountId>(&json).unwrap(), id);
+        }
+
+        #[test]
+        fn order_is_the_byte_order_of_the_stored_key(
+            a in any::<[u8; 20]>(),
+            b in any::<[u8; 20]>(),
+            system in 0..SystemAccount::ALL.len(),
+        ) {
+            let system = AccountId::System(SystemAccount::ALL[system]);
+            let ids = [AccountId::User(Address::from_bytes(a)), AccountId::User(Address::from_bytes(b)), system];
+            for x in ids {
+                for y in ids {
+                    prop_assert_eq!(x.cmp(&y), x.key().cmp(&y.key()), "{} vs {}", x, y);
+                }
+            }
         }
     }
 }

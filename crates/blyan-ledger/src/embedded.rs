@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use blyan_primitives::Address;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Core, HasCore, LedgerOptions};
-use crate::migrate::{SQLITE_MIGRATIONS, pending};
+use crate::migrate::migrate_sqlite;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::pg::{stored_account, stored_address, stored_amount};
 use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewHold, NewQuote, Store, StoreTx};
@@ -81,58 +82,11 @@ fn open_connection(path: &Path) -> Result<Connection> {
     connection.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE_LEN);
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(LedgerError::Migration {
-            version: 0,
-            reason: format!("SQLite refused WAL mode (got {mode})"),
-        });
+        return Err(LedgerError::WalRefused { journal_mode: mode });
     }
     connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     migrate_sqlite(&mut connection)?;
     Ok(connection)
-}
-
-/// Applies the SQLite migrations in one write transaction; a second process waits for the
-/// first one's write lock, then finds them applied.
-fn migrate_sqlite(connection: &mut Connection) -> Result<()> {
-    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS ledger_migrations (
-            version INTEGER PRIMARY KEY,
-            name TEXT NOT NULL,
-            checksum TEXT NOT NULL,
-            applied_at_ms INTEGER NOT NULL) STRICT",
-    )?;
-    let applied: Vec<(u32, String)> = {
-        let mut statement = tx.prepare("SELECT version, checksum FROM ledger_migrations")?;
-        let rows =
-            statement.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-    for migration in pending(SQLITE_MIGRATIONS, &applied)? {
-        tx.execute_batch(migration.sql)
-            .map_err(|e| LedgerError::Migration {
-                version: migration.version,
-                reason: e.to_string(),
-            })?;
-        tx.execute(
-            "INSERT INTO ledger_migrations (version, name, checksum, applied_at_ms) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                migration.version,
-                migration.name,
-                migration.checksum(),
-                ms(now)
-            ],
-        )?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 /// Runs commands on the one connection, off the async threads.
@@ -198,7 +152,10 @@ impl Store for SqliteStore {
         let connection = Arc::clone(&self.connection);
         let failed = Arc::clone(&self.failed);
         let ctx = Arc::clone(ctx);
+        // The blocking thread does not inherit the caller's span: carry it over.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             if !C::READ_ONLY && failed.load(Ordering::SeqCst) {
                 return Err(LedgerError::StoreFailed);
             }
@@ -384,7 +341,7 @@ impl StoreTx for SqliteTx<'_> {
                  expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
-                quote.payer.to_string(),
+                quote.payer.to_lower_hex(),
                 signed(quote.estimated_tokens),
                 quote.amount.as_i64(),
                 quote.hold_amount.as_i64(),
@@ -421,7 +378,7 @@ impl StoreTx for SqliteTx<'_> {
             )?
             .execute(params![
                 signed(hold.quote.0),
-                hold.payer.to_string(),
+                hold.payer.to_lower_hex(),
                 hold.quoted.as_i64(),
                 hold.amount.as_i64(),
                 ms(hold.created_at_ms),
@@ -517,7 +474,7 @@ impl StoreTx for SqliteTx<'_> {
     async fn held(&mut self, payer: &Address) -> Result<i64> {
         self.scalar_i64(
             "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE payer = ?1 AND status = 'authorized'",
-            [payer.to_string()],
+            [payer.to_lower_hex()],
         )
     }
 

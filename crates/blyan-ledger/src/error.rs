@@ -44,12 +44,10 @@ pub enum LedgerError {
         value: u64,
         max: u64,
     },
-    /// An Ethereum address is malformed.
-    #[error("address {input:?} is malformed: {reason}")]
-    AddressFormat { input: String, reason: &'static str },
-    /// A mixed-case Ethereum address whose EIP-55 checksum is wrong.
-    #[error("address {input:?} has a wrong EIP-55 checksum")]
-    AddressChecksum { input: String },
+    /// An Ethereum address (or another value `blyan-primitives` defines) does not parse:
+    /// not `0x` + 40 hex digits, or mixed case with a wrong EIP-55 checksum.
+    #[error(transparent)]
+    Primitive(#[from] blyan_primitives::Error),
     /// An account id is neither an address nor a known system account.
     #[error("account id {input:?} is not an address (0x + 40 hex) nor a system account")]
     AccountIdFormat { input: String },
@@ -152,9 +150,19 @@ pub enum LedgerError {
     /// A blocking task running the embedded store panicked or was cancelled.
     #[error("embedded store task failed: {reason}")]
     Task { reason: String },
-    /// A migration could not be applied, or the database was migrated by other code.
-    #[error("migration {version}: {reason}")]
-    Migration { version: u32, reason: String },
+    /// SQLite would not put the embedded store in write-ahead-log mode, on which its
+    /// durability rests.
+    #[error("SQLite refused WAL mode (journal_mode is {journal_mode:?})")]
+    WalRefused { journal_mode: String },
+    /// A schema migration could not be applied, or the database's migration history differs
+    /// from this build's migrations (edited after it was applied, or newer than this build).
+    #[error("schema migration: {0}")]
+    Migration(#[from] refinery::Error),
+    /// The database records a migration under the ledger's pre-refinery history table
+    /// (`ledger_migrations`) that this build cannot take over: unknown to it, or its SQL
+    /// changed after it was applied.
+    #[error("pre-refinery migration {version}: {reason}")]
+    LegacyMigration { version: i64, reason: &'static str },
     /// Stored data breaks an invariant (found by `verify_integrity` or while reading a row).
     #[error("ledger integrity violated: {what}")]
     Integrity { what: String },
@@ -189,7 +197,9 @@ impl LedgerError {
             | Self::Sqlite(_)
             | Self::StoreFailed
             | Self::Task { .. }
-            | Self::Migration { .. }
+            | Self::WalRefused { .. }
+            | Self::Migration(_)
+            | Self::LegacyMigration { .. }
             | Self::Integrity { .. }
             | Self::ConfigRead { .. }
             | Self::ConfigParse { .. }

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use crate::account::AccountId;
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::EmbeddedLedger;
@@ -149,11 +151,22 @@ impl<S: Store> Core<S> {
         Ok(core)
     }
 
+    /// Runs `command` in its span; a refusal is logged at debug level, a failure at warn.
     pub(crate) fn run<C: Command>(
         &self,
         command: C,
     ) -> impl Future<Output = Result<C::Output>> + Send + '_ {
-        self.store.run(&self.ctx, command)
+        let span = command.span();
+        async move {
+            let result = self.store.run(&self.ctx, command).await;
+            match &result {
+                Err(error) if error.is_refusal() => tracing::debug!(%error, "refused"),
+                Err(error) => tracing::warn!(%error, "failed"),
+                Ok(_) => {}
+            }
+            result
+        }
+        .instrument(span)
     }
 
     async fn expire_all(&self) -> Result<Vec<HoldId>> {

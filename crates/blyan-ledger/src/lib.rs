@@ -6,8 +6,8 @@
 //! treasury, reward pool, team, foundation), transactions made of entries, inference payments
 //! (quote → authorize → capture / release / expiry), rewards and burns as set by
 //! `config/tokenomics.yaml`, issuance within the yearly inflation allowance and the supply cap,
-//! and the schema migrations of its two stores: PostgreSQL (`migrations/`) for production and
-//! an embedded SQLite file (`migrations/sqlite/`) for a node run with no database server.
+//! and the schema migrations of its two stores: PostgreSQL for production and an embedded
+//! SQLite file for a node run with no database server.
 //!
 //! # Invariants
 //! - The entries of every transaction sum to zero; balances are changed only by entries, in
@@ -19,14 +19,29 @@
 //!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
 //! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
 //!   supply is minted once.
+//! - Wallet accounts are stored under their lower-case address (`AccountId::key`) and requests
+//!   are fingerprinted with it, so a database and its idempotency keys read the same whatever
+//!   the display spelling; `Display` and JSON show the EIP-55 form, as everywhere in Blyan.
 //!
-//! The rules are written once (`ops.rs`) against a small store interface (`store.rs`); each
-//! store's schema enforces the invariants again with `CHECK`s, triggers and foreign keys, and
-//! one conformance suite runs against both.
+//! The rules are written once (`ops/`, a module per operation family: transfers, payments,
+//! issuance, queries) against a small store interface (`store.rs`); each store's schema
+//! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
+//! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
+//! carrying its idempotency key and the quote, hold or accounts it concerns.
+//!
+//! # Schema migrations
+//! This crate's `migrations/postgres/` and `migrations/sqlite/` hold `V{n}__{name}.sql`, the
+//! same versions in both dialects, embedded at build time and applied through refinery when a
+//! store opens: all pending ones in one transaction, each recorded in `ledger_schema_history`;
+//! [`SCHEMA_VERSION`] is the newest. A migration edited after it was applied, or a database
+//! migrated by newer code, is refused (`LedgerError::Migration`). A database from before
+//! refinery (its history in `ledger_migrations`) is taken over on first open: the versions it
+//! records, checked against the SQL they shipped with (`LedgerError::LegacyMigration`), are
+//! recorded as applied without running again, and the old table is dropped.
 //!
 //! # What it must not depend on
-//! No other Blyan crate: it knows nothing of tensors, RocksDB or the chain. Ethereum addresses
-//! are parsed here (Keccak-256 for EIP-55) rather than borrowed from `blyan-chain`.
+//! No Blyan crate but `blyan-primitives` (the one Ethereum [`Address`]): it knows nothing of
+//! tensors, RocksDB or the chain.
 //!
 //! # Where to start reading
 //! [`Ledger`] (the operations), [`EmbeddedLedger`] and [`PgLedger`] (the stores),
@@ -89,13 +104,14 @@ mod store;
 mod tokenomics;
 mod transaction;
 
-pub use account::{AccountId, Address, SystemAccount};
+pub use account::{AccountId, SystemAccount};
 pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
+pub use blyan_primitives::Address;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};
 pub use ledger::{AnyLedger, Ledger, LedgerOptions, PG_POOL_SIZE_DEFAULT};
-pub use migrate::{Migration, PG_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use migrate::SCHEMA_VERSION;
 pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
 pub use pg::{PgLedger, migrate_postgres};
 pub use request::{

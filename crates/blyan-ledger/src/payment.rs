@@ -2,9 +2,10 @@
 
 use std::fmt;
 
+use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};

@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use blyan_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Core, HasCore, LedgerOptions};
-use crate::migrate::{PG_MIGRATION_LOCK_KEY, PG_MIGRATIONS, pending};
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewHold, NewQuote, Store, StoreTx};
 use crate::tokenomics::Tokenomics;
@@ -88,8 +88,9 @@ fn pg_pool(url: &str, size: usize) -> Result<Pool> {
         })
 }
 
-/// Applies the PostgreSQL migrations to the database at `url`, each once, in order. Several
-/// processes may call this at once: a session advisory lock serialises them.
+/// Applies the PostgreSQL migrations to the database at `url`, each once, in order, taking
+/// over a pre-refinery migration history first (see the crate documentation). Several
+/// processes may call this at once: an advisory lock serialises them.
 pub async fn migrate_postgres(url: &str) -> Result<()> {
     let pool = pg_pool(url, 1)?;
     migrate_pg(&pool).await
@@ -97,62 +98,8 @@ pub async fn migrate_postgres(url: &str) -> Result<()> {
 
 async fn migrate_pg(pool: &Pool) -> Result<()> {
     let mut client = pool.get().await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATION_LOCK_KEY])
-        .await?;
-    let result = async {
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS ledger_migrations (
-                    version INTEGER PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    checksum TEXT NOT NULL,
-                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            )
-            .await?;
-        let rows = client
-            .query("SELECT version, checksum FROM ledger_migrations", &[])
-            .await?;
-        let applied: Vec<(u32, String)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    u32::try_from(r.get::<_, i32>(0)).unwrap_or(u32::MAX),
-                    r.get(1),
-                )
-            })
-            .collect();
-        for migration in pending(PG_MIGRATIONS, &applied)? {
-            let tx = client.transaction().await?;
-            tx.batch_execute(migration.sql)
-                .await
-                .map_err(|e| LedgerError::Migration {
-                    version: migration.version,
-                    reason: e
-                        .as_db_error()
-                        .map_or_else(|| e.to_string(), |db| db.to_string()),
-                })?;
-            let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
-            tx.execute(
-                "INSERT INTO ledger_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&version, &migration.name, &migration.checksum()],
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                "applied migration"
-            );
-        }
-        Ok::<(), LedgerError>(())
-    }
-    .await;
-    // Released on error too; a dropped connection releases it as well.
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATION_LOCK_KEY])
-        .await?;
-    result
+    let client: &mut tokio_postgres::Client = &mut client;
+    crate::migrate::migrate_postgres(client).await
 }
 
 /// Runs commands on pooled connections.
@@ -416,7 +363,7 @@ impl StoreTx for PgTx<'_> {
                 "INSERT INTO quotes (payer, estimated_tokens, amount, hold_amount, created_at_ms, \
                  expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 &[
-                    &quote.payer.to_string(),
+                    &quote.payer.to_lower_hex(),
                     &signed(quote.estimated_tokens),
                     &quote.amount.as_i64(),
                     &quote.hold_amount.as_i64(),
@@ -458,7 +405,7 @@ impl StoreTx for PgTx<'_> {
                  RETURNING id",
                 &[
                     &signed(hold.quote.0),
-                    &hold.payer.to_string(),
+                    &hold.payer.to_lower_hex(),
                     &hold.quoted.as_i64(),
                     &hold.amount.as_i64(),
                     &ms(hold.created_at_ms),
@@ -569,7 +516,7 @@ impl StoreTx for PgTx<'_> {
             .query_opt(
                 "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM holds \
                  WHERE payer = $1 AND status = 'authorized'",
-                &[&payer.to_string()],
+                &[&payer.to_lower_hex()],
             )
             .await?;
         Ok(row.map_or(0, |r| r.get(0)))

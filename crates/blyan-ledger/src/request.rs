@@ -1,11 +1,18 @@
 //! Requests that move money. Each carries an idempotency key: a retry with the same key and
 //! the same request returns the first outcome and never moves money twice.
+//!
+//! A request's JSON is its idempotency fingerprint (stored beside the key and compared byte for
+//! byte on a retry), so requests serialize accounts and addresses in their stored, lower-case
+//! spelling rather than the EIP-55 display form: a fingerprint written by any version of the
+//! ledger matches the same request made today. Deserializing accepts either spelling.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountId, Address};
+use blyan_primitives::Address;
+
+use crate::account::{AccountId, stored_spelling};
 use crate::amount::Amount;
 use crate::error::{LedgerError, Result};
 use crate::payment::{HoldId, QuoteId};
@@ -90,8 +97,10 @@ pub struct TransferRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Payer (a wallet, or the treasury, reward pool, team or foundation).
+    #[serde(serialize_with = "stored_spelling::account")]
     pub from: AccountId,
     /// Payee (created on first credit).
+    #[serde(serialize_with = "stored_spelling::account")]
     pub to: AccountId,
     /// More than zero.
     pub amount: Amount,
@@ -105,6 +114,7 @@ pub struct BurnRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Whose tokens are burned.
+    #[serde(serialize_with = "stored_spelling::account")]
     pub from: AccountId,
     /// More than zero.
     pub amount: Amount,
@@ -118,6 +128,7 @@ pub struct MintRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Who receives them.
+    #[serde(serialize_with = "stored_spelling::account")]
     pub to: AccountId,
     /// More than zero.
     pub amount: Amount,
@@ -131,6 +142,7 @@ pub struct QuoteRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Who will pay.
+    #[serde(serialize_with = "stored_spelling::address")]
     pub payer: Address,
     /// 1 to `INFERENCE_TOKENS_MAX`.
     pub estimated_tokens: u64,
@@ -156,6 +168,7 @@ pub struct CaptureRequest {
     /// quote by more than the capture tolerance.
     pub actual_tokens: u64,
     /// The serving node paid the fee's non-burned share; `None` pays the reward pool.
+    #[serde(serialize_with = "stored_spelling::optional_address")]
     pub server: Option<Address>,
 }
 
@@ -174,6 +187,7 @@ pub struct ValidationRewardRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Who validated.
+    #[serde(serialize_with = "stored_spelling::address")]
     pub validator: Address,
     /// 1 to `VALIDATION_SAMPLES_MAX`.
     pub samples: u64,
@@ -185,6 +199,7 @@ pub struct LearningRewardRequest {
     /// Retry key.
     pub key: IdempotencyKey,
     /// Who produced the improved expert.
+    #[serde(serialize_with = "stored_spelling::address")]
     pub learner: Address,
     /// Improvement in basis points (100 = 1 %), 1 to `IMPROVEMENT_BPS_MAX`.
     pub improvement_bps: u32,
@@ -221,6 +236,55 @@ mod tests {
         let json = serde_json::to_string(&IdempotencyKey::new("k:1").unwrap()).unwrap();
         assert_eq!(json, "\"k:1\"");
         assert!(serde_json::from_str::<IdempotencyKey>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn requests_serialize_addresses_in_their_stored_spelling() {
+        let checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+        let lower = checksummed.to_lowercase();
+        let alice: Address = checksummed.parse().unwrap();
+        let transfer = TransferRequest {
+            key: IdempotencyKey::new("k").unwrap(),
+            from: crate::SystemAccount::Treasury.into(),
+            to: alice.into(),
+            amount: Amount::from_units(1).unwrap(),
+            memo: "m".into(),
+        };
+        let json = serde_json::to_string(&transfer).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"key":"k","from":"system:treasury","to":"{lower}","amount":1,"memo":"m"}}"#
+            )
+        );
+        let shown = json.replace(&lower, checksummed);
+        assert_eq!(
+            serde_json::from_str::<TransferRequest>(&shown).unwrap(),
+            transfer
+        );
+        let capture = |server| CaptureRequest {
+            key: IdempotencyKey::new("k").unwrap(),
+            hold: HoldId(1),
+            actual_tokens: 2,
+            server,
+        };
+        assert_eq!(
+            serde_json::to_string(&capture(Some(alice))).unwrap(),
+            format!(r#"{{"key":"k","hold":1,"actual_tokens":2,"server":"{lower}"}}"#)
+        );
+        assert_eq!(
+            serde_json::to_string(&capture(None)).unwrap(),
+            r#"{"key":"k","hold":1,"actual_tokens":2,"server":null}"#
+        );
+        let quote = QuoteRequest {
+            key: IdempotencyKey::new("k").unwrap(),
+            payer: alice,
+            estimated_tokens: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&quote).unwrap(),
+            format!(r#"{{"key":"k","payer":"{lower}","estimated_tokens":3}}"#)
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The seam between the ledger's rules (`ops.rs`, written once) and the two stores.
+//! The seam between the ledger's rules (`ops/`, written once) and the two stores.
 //!
 //! A store runs a [`Command`] inside one database transaction and gives it a [`StoreTx`]: the
 //! few primitive reads and writes the rules are written against. Both backends implement the
@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use blyan_primitives::Address;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::account::{AccountId, Address};
+use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::clock::{Clock, UnixMillis};
 use crate::error::Result;
@@ -34,6 +35,11 @@ pub(crate) trait Command: Clone + Send + Sync + 'static {
 
     /// Whether the command only reads (stores may run it without write locks).
     const READ_ONLY: bool = false;
+
+    /// The span the command runs in (both stores enter it, retries included): the operation's
+    /// name and what a user would search the logs for — the idempotency key, the quote or hold,
+    /// the accounts.
+    fn span(&self) -> tracing::Span;
 
     fn apply<T: StoreTx>(
         self,

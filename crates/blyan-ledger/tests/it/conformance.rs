@@ -34,10 +34,19 @@ async fn genesis_is_allocated_once(f: &Fixture) {
     let mut changed = tokenomics();
     changed.genesis_allocations[0].amount = bly("39000000");
     changed.genesis_allocations[1].amount = bly("31000000");
-    assert!(matches!(
-        f.open_with(changed).await,
-        Err(LedgerError::GenesisMismatch { .. })
-    ));
+    match f.open_with(changed).await {
+        Err(LedgerError::GenesisMismatch { stored, configured }) => {
+            assert_ne!(stored, configured);
+            assert!(configured.contains("39000000"), "{configured}");
+        }
+        other => panic!("expected GenesisMismatch, got {:?}", other.map(|_| ())),
+    }
+    // ...and the refusal minted and moved nothing.
+    let ledger = f.open().await;
+    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 1);
+    assert_eq!(ledger.supply().await.unwrap().minted, bly("100000000"));
+    assert_eq!(available(&ledger, REWARD_POOL).await, bly("40000000"));
+    assert_eq!(available(&ledger, TREASURY).await, bly("30000000"));
 }
 
 async fn transfers_move_money_and_history_pages(f: &Fixture) {
@@ -79,34 +88,34 @@ async fn transfers_move_money_and_history_pages(f: &Fixture) {
         None
     );
 
-    // Pages of two, newest first, through all six of alice's entries.
-    let mut seen = Vec::new();
+    // Pages of two, newest first, through all six of alice's entries. A full page always
+    // offers a next one, so the fourth page is the empty last page.
+    let mut pages = Vec::new();
     let mut before = None;
     loop {
         let page = ledger
             .history(alice, HistoryQuery { before, limit: 2 })
             .await
             .unwrap();
-        assert!(page.items.len() <= 2);
-        seen.extend(
+        pages.push(
             page.items
                 .iter()
-                .map(|i| (i.direction, i.amount, i.memo.clone())),
+                .map(|i| (i.direction, i.amount, i.memo.clone()))
+                .collect::<Vec<_>>(),
         );
         match page.next {
             Some(next) => before = Some(next),
             None => break,
         }
     }
-    assert_eq!(seen.len(), 6);
-    assert_eq!(
-        seen[0],
-        (Direction::Debit, bly("1.5"), "coffee 4".to_owned())
-    );
-    assert_eq!(
-        seen[5],
-        (Direction::Credit, bly("100"), "welcome".to_owned())
-    );
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 2, 2, 0]);
+    let mut expected: Vec<_> = (0..5)
+        .rev()
+        .map(|i| (Direction::Debit, bly("1.5"), format!("coffee {i}")))
+        .collect();
+    expected.push((Direction::Credit, bly("100"), "welcome".to_owned()));
+    assert_eq!(pages.concat(), expected);
     ledger.verify_integrity().await.unwrap();
 }
 
@@ -551,10 +560,75 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
         validator: addr(2),
         samples: 1,
     };
-    ledger.reward_validation(reward.clone()).await.unwrap();
-    ledger.reward_validation(reward).await.unwrap();
+    let first = ledger.reward_validation(reward.clone()).await.unwrap();
+    assert_eq!(ledger.reward_validation(reward).await.unwrap(), first);
     assert_eq!(available(&ledger, user(2)).await, bly("20"));
-    ledger.verify_integrity().await.unwrap();
+    let reward = LearningRewardRequest {
+        key: key("l"),
+        learner: addr(3),
+        improvement_bps: 1,
+    };
+    let first = ledger.reward_learning(reward.clone()).await.unwrap();
+    assert_eq!(ledger.reward_learning(reward).await.unwrap(), first);
+    assert_eq!(available(&ledger, user(3)).await, bly("200"));
+
+    // Release, burn, mint and batches replay too.
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("q-release"),
+            payer: addr(1),
+            estimated_tokens: 1000,
+        })
+        .await
+        .unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("a-release"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    let release = ReleaseRequest {
+        key: key("r"),
+        hold: hold.id,
+    };
+    let released = ledger.release(release.clone()).await.unwrap();
+    assert_eq!(ledger.release(release).await.unwrap(), released);
+    let burn = BurnRequest {
+        key: key("b"),
+        from: alice,
+        amount: bly("1"),
+        memo: "b".into(),
+    };
+    let burned = ledger.burn(burn.clone()).await.unwrap();
+    assert_eq!(ledger.burn(burn).await.unwrap(), burned);
+    let mint = MintRequest {
+        key: key("m"),
+        to: TREASURY,
+        amount: bly("1"),
+        memo: "m".into(),
+    };
+    let minted = ledger.mint(mint.clone()).await.unwrap();
+    assert_eq!(ledger.mint(mint).await.unwrap(), minted);
+    let batch: Vec<TransferRequest> = (0..3)
+        .map(|i| TransferRequest {
+            key: key(format!("batch-{i}")),
+            from: TREASURY,
+            to: user(4),
+            amount: bly("1"),
+            memo: String::new(),
+        })
+        .collect();
+    let recorded = ledger.transfer_batch(batch.clone()).await.unwrap();
+    assert_eq!(ledger.transfer_batch(batch).await.unwrap(), recorded);
+    assert_eq!(available(&ledger, alice).await, bly("3.1"));
+    assert_eq!(available(&ledger, user(4)).await, bly("3"));
+
+    // The genesis and one transaction per first request (transfer, authorize ×2, capture,
+    // two rewards, release, burn, mint, three batch transfers): the replays recorded none.
+    let report = ledger.verify_integrity().await.unwrap();
+    assert_eq!(report.transactions, 13);
+    assert_eq!(report.supply.burned, bly("1.18"));
 }
 
 async fn concurrent_replays_move_money_once(f: &Fixture) {
@@ -576,8 +650,10 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
     for task in tasks {
         ids.push(task.await.unwrap().unwrap().id);
     }
-    ids.dedup();
-    assert_eq!(ids.len(), 1, "every replay returns the first transaction");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "every replay returns the first transaction: {ids:?}"
+    );
     assert_eq!(available(&*ledger, alice).await, bly("7"));
 
     // Concurrent replays of one capture.
@@ -898,7 +974,8 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         "refusals moved nothing"
     );
 
-    // Capture after expiry, then nothing moved but the expiry sweep's release.
+    // A capture after expiry is refused and moves nothing either (the hold stays in escrow
+    // until the expiry sweep releases it).
     f.clock.advance_ms(300_000);
     let r = ledger.capture(capture("c-late", 10)).await.map(drop);
     check("capture after expiry", r, |e| {
@@ -913,12 +990,22 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
     // Values that never reach the ledger: malformed addresses and amounts are refused by
     // their parsers with their own errors.
     assert!(matches!(
-        "0x12345".parse::<blyan_ledger::Address>(),
-        Err(LedgerError::AddressFormat { .. })
+        "0x12345".parse::<AccountId>(),
+        Err(LedgerError::Primitive(
+            blyan_primitives::Error::InvalidAddress {
+                reason: "expected 40 hex digits",
+                ..
+            }
+        ))
     ));
     assert!(matches!(
         "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD".parse::<AccountId>(),
-        Err(LedgerError::AddressChecksum { .. })
+        Err(LedgerError::Primitive(
+            blyan_primitives::Error::InvalidAddress {
+                reason: "EIP-55 checksum mismatch",
+                ..
+            }
+        ))
     ));
     assert!(matches!(
         Amount::from_units_i128(-5),
@@ -928,6 +1015,77 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         "100000000000000000000000000000000000000".parse::<Amount>(),
         Err(LedgerError::AmountOverflow { .. })
     ));
+}
+
+/// A wallet is one account whatever the spelling it was parsed from; the store keys it in lower
+/// case (what the schema's CHECKs demand) and the ledger shows it in EIP-55 form.
+async fn a_wallet_is_one_account_in_every_spelling(f: &Fixture) {
+    let ledger = f.open().await;
+    let checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let spellings = [
+        checksummed.to_owned(),
+        checksummed.to_lowercase(),
+        format!("0x{}", checksummed[2..].to_uppercase()),
+    ];
+    for (i, spelling) in spellings.iter().enumerate() {
+        ledger
+            .transfer(TransferRequest {
+                key: key(format!("spelling-{i}")),
+                from: TREASURY,
+                to: spelling.parse().unwrap(),
+                amount: bly("1"),
+                memo: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let wallet: AccountId = checksummed.parse().unwrap();
+    assert_eq!(available(&ledger, wallet).await, bly("3"));
+    let page = ledger
+        .history(
+            wallet,
+            HistoryQuery {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let transaction = ledger
+        .transaction(page.items[0].tx_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let json = serde_json::to_string(&transaction).unwrap();
+    assert!(json.contains(checksummed), "{json}");
+    assert!(!json.contains(&checksummed.to_lowercase()), "{json}");
+    let payer = wallet_address(wallet);
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("spelling-quote"),
+            payer,
+            estimated_tokens: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(quote.payer.to_string(), checksummed);
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("spelling-authorize"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ledger.balance(wallet).await.unwrap().held, hold.amount);
+    ledger.verify_integrity().await.unwrap();
+}
+
+fn wallet_address(account: AccountId) -> blyan_ledger::Address {
+    match account {
+        AccountId::User(address) => address,
+        AccountId::System(system) => panic!("{system:?} is not a wallet"),
+    }
 }
 
 async fn random_operations_keep_the_invariants(f: &Fixture) {
@@ -971,5 +1129,6 @@ conformance!(
     concurrent_replays_move_money_once,
     double_spend_admits_exactly_the_affordable,
     bad_input_is_refused_and_moves_nothing,
+    a_wallet_is_one_account_in_every_spelling,
     random_operations_keep_the_invariants,
 );

@@ -146,7 +146,7 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
     let ledger = f.open().await;
     fund(&ledger, user(1), "1").await;
     let client = pg::connect(&f.location).await;
-    let alice = user(1).to_string();
+    let alice = user(1).key();
     // Unbalanced: refused at COMMIT by the deferred trigger.
     let unbalanced = format!(
         "BEGIN;
@@ -190,7 +190,7 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
     let f = Fixture::new(Backend::Embedded).await;
     let ledger = f.open().await;
     fund(&ledger, user(1), "1").await;
-    let alice = user(1).to_string();
+    let alice = user(1).key();
     let connection = rusqlite::Connection::open(&f.location).unwrap();
     connection
         .execute_batch("PRAGMA foreign_keys = ON")
@@ -390,12 +390,13 @@ fn child_process() {
     // Both halves of a balanced transfer's entries, without the transaction row (SQLite) or
     // before COMMIT (PostgreSQL).
     let half = |alice: &str| {
+        let treasury = TREASURY.key();
         format!(
             "INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -5000000);
-             INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{TREASURY}', 5000000);"
+             INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{treasury}', 5000000);"
         )
     };
-    let alice = user(1).to_string();
+    let alice = user(1).key();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

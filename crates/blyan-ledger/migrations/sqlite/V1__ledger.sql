@@ -1,5 +1,5 @@
 -- blyan-ledger schema, SQLite (the embedded store). The same tables and invariants as the
--- PostgreSQL migration 0001_ledger.sql, in SQLite's dialect. SQLite has no deferred constraint
+-- PostgreSQL migration postgres/V1__ledger.sql, in SQLite's dialect. SQLite has no deferred constraint
 -- triggers, so "entries sum to zero" is enforced by ordering: entries are written first (their
 -- foreign key to the transaction is deferred to COMMIT), and the transaction row can only be
 -- inserted when its entries already balance; entries cannot be added to an existing

@@ -1,5 +1,5 @@
--- blyan-ledger schema, PostgreSQL. Applied once by the ledger's migrator (recorded in
--- ledger_migrations under an advisory lock). Amounts are BIGINT units of 10^-6 BLY.
+-- blyan-ledger schema, PostgreSQL. Applied once, through refinery (recorded in
+-- ledger_schema_history; migrators take an advisory lock). Amounts are BIGINT units of 10^-6 BLY.
 --
 -- Invariants enforced here, not only in Rust:
 --   * entries of a transaction sum to zero and a transaction has at least two entries

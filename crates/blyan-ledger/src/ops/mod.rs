@@ -1,0 +1,37 @@
+//! The ledger's rules, written once against [`StoreTx`](crate::store::StoreTx) and run by both
+//! stores. Each operation is a [`Command`](crate::store::Command) run inside one store
+//! transaction; the operations are grouped by family:
+//!
+//! - [`transfers`]: account to account, batches, burns;
+//! - [`payments`]: quote → authorize → capture / release / expiry;
+//! - [`issuance`]: genesis, mints and rewards within the supply cap and inflation allowance;
+//! - [`queries`]: balances, history, supply and the integrity audit;
+//!
+//! on top of two shared layers: [`idempotency`] (one outcome per key) and [`posting`] (checks,
+//! account locks, balanced entries).
+
+mod idempotency;
+mod issuance;
+mod payments;
+mod posting;
+mod queries;
+mod transfers;
+
+pub(crate) use issuance::Genesis;
+pub(crate) use payments::ExpireHolds;
+pub(crate) use queries::{
+    GetBalance, GetHistory, GetHold, GetSupply, GetTransaction, VerifyIntegrity,
+};
+pub(crate) use transfers::TransferBatch;
+
+use crate::account::{AccountId, SystemAccount};
+
+/// Length of an inflation year, counted from genesis.
+pub(crate) const INFLATION_YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Holds expired per store transaction by the expiry sweep.
+pub(crate) const EXPIRY_BATCH_LEN: u32 = 100;
+
+const MINT: AccountId = AccountId::System(SystemAccount::Mint);
+const BURN: AccountId = AccountId::System(SystemAccount::Burn);
+const ESCROW: AccountId = AccountId::System(SystemAccount::FeeEscrow);
+const REWARD_POOL: AccountId = AccountId::System(SystemAccount::RewardPool);
