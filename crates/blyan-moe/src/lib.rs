@@ -53,6 +53,7 @@
 mod batch;
 mod cache;
 mod chain;
+mod chat_template;
 mod checkpoint;
 mod config;
 mod error;
@@ -71,6 +72,7 @@ pub use chain::{
     ModelDocument, PublishEvent, PublishOptions, PublishSummary, PublishTarget, current_model,
     ensure_model, export_from_chain, publish_model, publish_seed_model,
 };
+pub use chat_template::{ChatRole, ChatTurn, format_chat_prompt};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointFiles, EXPORT_SHARD_BYTES_DEFAULT, ExportSummary,
     GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME, export_checkpoint,
