@@ -4,10 +4,12 @@
 //! `GET /blocks/{hash}/payload`, `GET /chain/experts/{id}`, `GET /model`); blocks are signed
 //! here and sent in their wire form to `POST /blocks`. Nothing the node answers is taken on
 //! faith where it can be checked: a header must hash to the hash asked for, and a model
-//! document must hash to its header's payload hash.
+//! document must hash to its header's payload hash. The answers' shapes are the server's own
+//! (`blyan-api-types`), so a field the node renames breaks this client at compile time.
 
 use std::time::Duration;
 
+use blyan_api_types::{ChainSummary, ErrorBody, ExpertVersionInfo, ModelStatus, SubmittedBlock};
 use blyan_chain::{
     BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
     hash_payload,
@@ -15,7 +17,6 @@ use blyan_chain::{
 use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use serde::Deserialize;
 
 /// How long one request may take; a block upload of a few hundred megabytes fits well within.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -59,46 +60,6 @@ impl From<NodeError> for MoeError {
     fn from(error: NodeError) -> Self {
         MoeError::Target(Box::new(error))
     }
-}
-
-/// `GET /chain/{chain}`, the fields used here.
-#[derive(Debug, Deserialize)]
-struct ChainSummary {
-    tip_height: u64,
-    tip_hash: BlockHash,
-    pow_difficulty_bits: u32,
-    payload_bytes_max: u64,
-}
-
-/// `GET /chain/experts/{id}`.
-#[derive(Debug, Deserialize)]
-struct ExpertVersionInfo {
-    expert: ExpertName,
-    version: u32,
-    block: BlockHash,
-}
-
-/// `GET /model`, the field used here.
-#[derive(Debug, Deserialize)]
-struct ModelStatus {
-    chain: Option<ModelSummary>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ModelSummary {
-    meta_block: BlockHash,
-}
-
-/// The error body every API error has.
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 /// A node's chain as a publishing target.
@@ -288,7 +249,7 @@ impl PublishTarget for NodeTarget {
         let Some(info) = self.get_json::<ExpertVersionInfo>(&path)? else {
             return Ok(None);
         };
-        if info.expert != expert {
+        if (info.expert.layer(), info.expert.expert()) != (expert.layer(), expert.expert()) {
             return Err(NodeError::BadAnswer {
                 url: self.url(&path),
                 reason: format!("asked for {expert}, answered {}", info.expert),
@@ -335,25 +296,18 @@ impl PublishTarget for NodeTarget {
             }
             Err(other) => return Err(other.into()),
         };
-        #[derive(Deserialize)]
-        struct Submitted {
-            hash: BlockHash,
-        }
-        let submitted: Submitted = response.json().map_err(|error| NodeError::BadAnswer {
+        let submitted: SubmittedBlock = response.json().map_err(|error| NodeError::BadAnswer {
             url: url.clone(),
             reason: format!("unexpected JSON: {error}"),
         })?;
-        if submitted.hash != header.hash() {
+        let stored = submitted.hash;
+        if stored != header.hash() {
             return Err(NodeError::BadAnswer {
                 url,
-                reason: format!(
-                    "the node stored {} for block {}",
-                    submitted.hash,
-                    header.hash()
-                ),
+                reason: format!("the node stored {stored} for block {}", header.hash()),
             }
             .into());
         }
-        Ok(submitted.hash)
+        Ok(stored)
     }
 }

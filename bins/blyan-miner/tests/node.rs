@@ -7,8 +7,12 @@ mod common;
 
 use std::net::SocketAddr;
 
-use blyan_api::{AppState, Durability, NodeConfig, Server};
+use std::sync::Arc;
+
+use blyan_api::{AppState, Server};
 use blyan_chain::AuthorKey;
+use blyan_node_core::{Node as NodeState, NodeConfig};
+use blyan_primitives::Durability;
 use serde_json::Value;
 
 use common::{Workspace, stdout};
@@ -36,13 +40,12 @@ impl Node {
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = runtime.block_on(async move {
-            let state = AppState::open(config).await.unwrap();
-            state
-                .ensure_seed_model(&AuthorKey::generate())
+            let node = NodeState::open(config).await.unwrap();
+            node.ensure_seed_model(&AuthorKey::generate())
                 .await
                 .unwrap();
-            let state = state.load_model().await.unwrap();
-            let server = Server::bind(state).await.unwrap();
+            let node = Arc::new(node.load_model().await.unwrap());
+            let server = Server::bind(AppState::new(node).unwrap()).await.unwrap();
             let addr = server.local_addr().unwrap();
             tokio::spawn(server.serve(async move {
                 let _ = stopped.await;

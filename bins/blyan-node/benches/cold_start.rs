@@ -143,7 +143,7 @@ fn fixture(out: &Path) -> PathBuf {
 fn publish(checkpoint_dir: &Path, data_dir: &Path) {
     let checkpoint = Checkpoint::open(checkpoint_dir).unwrap();
     let store = ChainStore::open(
-        data_dir.join(blyan_api::CHAIN_DIR_NAME),
+        data_dir.join(blyan_node_core::CHAIN_DIR_NAME),
         StoreConfig::default(),
     )
     .unwrap();

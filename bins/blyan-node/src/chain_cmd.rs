@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use blyan_api::NodeConfig;
+use blyan_node_core::NodeConfig;
 use blyan_chain::{ChainId, ChainStore, GenesisSpec, VerifyProgress};
 use clap::Subcommand;
 
@@ -54,7 +54,7 @@ fn open_read_only(config: &NodeConfig) -> anyhow::Result<ChainStore> {
     let path = ChainStore::locate(&config.data_dir)?;
     ChainStore::open_read_only_with(
         &path,
-        blyan_api::store_config(config),
+        blyan_node_core::store_config(config),
         &GenesisSpec::shipped(),
     )
     .with_context(|| format!("opening the chain store in {} read-only", path.display()))
@@ -66,7 +66,7 @@ fn open_for_import(config: &NodeConfig) -> anyhow::Result<ChainStore> {
     let data_dir: &Path = &config.data_dir;
     let path =
         ChainStore::locate(data_dir).unwrap_or_else(|_| data_dir.join(blyan_chain::CHAIN_DIR_NAME));
-    ChainStore::open(&path, blyan_api::store_config(config))
+    ChainStore::open(&path, blyan_node_core::store_config(config))
         .with_context(|| format!("opening the chain store in {}", path.display()))
 }
 

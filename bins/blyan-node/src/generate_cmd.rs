@@ -5,8 +5,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use blyan_api::NodeConfig;
 use blyan_moe::{CancelToken, Generator, ModelOptions, SamplingParams};
+use blyan_node_core::NodeConfig;
 use clap::Args;
 
 /// Sampling options of `blyan-node generate`.
@@ -38,7 +38,7 @@ pub struct GenerateArgs {
 /// Loads the model from the data dir's chain (writing the untrained seed model first when the
 /// chain holds none, as the server does) and streams one generation to stdout.
 pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
-    let store = blyan_api::open_chain(config).context("opening the chain store")?;
+    let store = blyan_node_core::open_chain(config).context("opening the chain store")?;
     let key = crate::node_key(&config.data_dir)?;
     // Logs a warning when it writes the untrained seed.
     blyan_moe::ensure_model(&store, &key)?;

@@ -1,13 +1,18 @@
 //! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand).
+//!
+//! Serving is composition only: the node library (`blyan-node-core`) opens the node, and its
+//! services run on it: the HTTP API (`blyan-api`) and the release of expired payment holds.
 
 mod chain_cmd;
 mod generate_cmd;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use blyan_api::NodeConfig;
+use blyan_api::{AppState, HttpService, Server};
 use blyan_chain::AuthorKey;
+use blyan_node_core::{HoldExpiry, Node, NodeConfig, Services};
 use clap::{Parser, Subcommand};
 
 /// A Blyan node: stores the chain, serves the on-chain mixture-of-experts model over HTTP and
@@ -73,23 +78,33 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
+/// Opens the node (chain store, ledger), publishes the untrained seed model when the chain
+/// holds none, loads the chain's model, and runs the node's services until Ctrl-C.
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let key = node_key(&config.data_dir)?;
-    blyan_api::serve(config, Some(&key), async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C; serving until killed");
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("shutting down");
-    })
-    .await?;
+    let node = Node::open(config).await?;
+    node.ensure_seed_model(&key).await?;
+    let node = Arc::new(node.load_model().await?);
+    let server = Server::bind(AppState::new(Arc::clone(&node))?).await?;
+    let mut services = Services::new(node);
+    services.spawn(HoldExpiry::default());
+    services.spawn(HttpService::new(server));
+    services
+        .run_until(async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for Ctrl-C; serving until killed");
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("shutting down");
+        })
+        .await?;
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = load_config(&cli)?;
-    blyan_api::init_logging(config.log.format, &config.log.filter)?;
+    blyan_node_core::init_logging(config.log.format, &config.log.filter)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -7,15 +7,19 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use blyan_api_types::{
+    ApiKeyInfo, CreateApiKeyRequest, CreatedApiKey, NonceResponse, RefreshRequest, SessionResponse,
+    TokenResponse, VerifyRequest,
+};
+use blyan_node_core::AuthConfig;
+use blyan_primitives::Address;
+use serde::Deserialize;
 
-use crate::auth_store::{ApiKeyInfo, AuthStore};
-use crate::config::AuthConfig;
+use crate::auth_store::AuthStore;
 use crate::extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn, rate_limit};
 use crate::jwt::{JwtKeys, unix_seconds};
 use crate::server::AppState;
-use crate::signin::{SignIn, WalletAddress};
+use crate::signin::SignIn;
 use crate::{Error, Result};
 
 /// Everything sign-in needs, held by [`AppState`].
@@ -51,24 +55,6 @@ fn rfc3339(time: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// Body of `GET /auth/nonce`: what the sign-in message must contain.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NonceResponse {
-    /// The nonce to put in the message (single use).
-    pub nonce: String,
-    /// The domain the message must name.
-    pub domain: String,
-    /// The chain id the message must name.
-    pub chain_id: u64,
-    /// When the nonce was issued (RFC 3339); a good `Issued At` for the message.
-    pub issued_at: String,
-    /// When the nonce stops being accepted (RFC 3339).
-    pub expires_at: String,
-    /// The `address` asked about, EIP-55 checksummed as the message must write it.
-    #[schema(value_type = Option<String>)]
-    pub address: Option<WalletAddress>,
-}
-
 /// Query of `GET /auth/nonce`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct NonceQuery {
@@ -77,71 +63,9 @@ pub(crate) struct NonceQuery {
     address: Option<String>,
 }
 
-/// Body of `POST /auth/verify`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct VerifyRequest {
-    /// The EIP-4361 message, exactly as signed.
-    pub message: String,
-    /// The `personal_sign` signature, hex.
-    pub signature: String,
-}
-
-/// Tokens issued by sign-in and refresh.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    /// The signed-in wallet (EIP-55).
-    #[schema(value_type = String)]
-    pub wallet: WalletAddress,
-    /// Send as `Authorization: Bearer <access_token>`.
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds the access token lives.
-    pub expires_in: u64,
-    /// Exchange at `POST /auth/refresh` for new tokens; single use.
-    pub refresh_token: String,
-    /// Seconds the refresh token lives.
-    pub refresh_expires_in: u64,
-}
-
-/// Body of `POST /auth/refresh`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RefreshRequest {
-    /// The refresh token from the last sign-in or refresh.
-    pub refresh_token: String,
-}
-
-/// Body of `GET /auth/session`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SessionResponse {
-    /// The signed-in wallet.
-    #[schema(value_type = String)]
-    pub wallet: WalletAddress,
-    /// `access_token` or `api_key`.
-    pub credential: String,
-}
-
-/// Body of `POST /auth/api-keys`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreateApiKeyRequest {
-    /// A label for the key.
-    pub name: String,
-}
-
-/// A new API key: `key` is shown only in this answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedApiKey {
-    /// Identifier, for revoking.
-    pub id: String,
-    /// The label.
-    pub name: String,
-    /// The key; send as `Authorization: Bearer <key>`. Not stored by the node.
-    pub key: String,
-}
-
 fn tokens(
     state: &AppState,
-    wallet: WalletAddress,
+    wallet: Address,
     sid: &str,
     refresh_token: String,
     now: SystemTime,
@@ -170,7 +94,7 @@ pub(crate) async fn nonce(
         .address
         .map(|text| {
             text.to_ascii_lowercase()
-                .parse::<WalletAddress>()
+                .parse::<Address>()
                 .map_err(|error| Error::InvalidRequest {
                     field: "address".to_owned(),
                     reason: error.to_string(),

@@ -8,16 +8,16 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use blyan_api_types::ApiKeyInfo;
+use blyan_primitives::Address;
 use rand::RngCore as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
-use serde::Serialize;
 
 use crate::jwt::unix_seconds;
-use crate::signin::WalletAddress;
 use crate::{Error, Result};
 
 /// File under the data directory.
-const AUTH_STORE_FILE: &str = "api-auth.sqlite";
+pub(crate) const AUTH_STORE_FILE: &str = "api-auth.sqlite";
 
 /// Most live API keys one wallet may hold.
 pub const API_KEYS_PER_WALLET_MAX: u32 = 32;
@@ -34,44 +34,20 @@ pub const REFRESH_TOKEN_PREFIX: &str = "blyr_";
 /// Random bytes in an API key or refresh token.
 const SECRET_RANDOM_BYTES: usize = 32;
 
-const SCHEMA: &str = "
+/// Per-connection settings, applied before the migrations (SQLite refuses to change the journal
+/// mode inside the transaction a migration runs in).
+const CONNECTION_PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
-CREATE TABLE IF NOT EXISTS sessions (
-    sid TEXT PRIMARY KEY,
-    wallet TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    token_hash TEXT PRIMARY KEY,
-    sid TEXT NOT NULL REFERENCES sessions(sid),
-    expires_at INTEGER NOT NULL,
-    used_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,
-    wallet TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS api_keys_by_wallet ON api_keys(wallet);
 ";
 
-/// An API key as listed to its owner (never the key itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ApiKeyInfo {
-    /// Identifier, for revoking.
-    pub id: String,
-    /// The owner's label.
-    pub name: String,
-    /// The key's first characters, to recognise it.
-    pub prefix: String,
-    /// Creation time, seconds since the Unix epoch.
-    pub created_at: u64,
+/// The store's schema, one versioned SQL file per change under `migrations/sign_in/`, applied
+/// by refinery (the migration library the ledger uses too) and recorded in the file's
+/// `refinery_schema_history` table. V1 is the schema stores had before migrations existed,
+/// written so that applying it to such a store changes nothing: it becomes their baseline.
+mod embedded {
+    refinery::embed_migrations!("migrations/sign_in");
 }
 
 /// A refresh token joined with its session: sid, expires_at, used_at, wallet, revoked_at.
@@ -110,8 +86,12 @@ impl AuthStore {
             path: data_dir.to_owned(),
             source,
         })?;
-        let connection = Connection::open(data_dir.join(AUTH_STORE_FILE))?;
-        connection.execute_batch(SCHEMA)?;
+        let mut connection = Connection::open(data_dir.join(AUTH_STORE_FILE))?;
+        connection.execute_batch(CONNECTION_PRAGMAS)?;
+        let report = embedded::migrations::runner().run(&mut connection)?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "sign-in store migrated");
+        }
         Ok(Self {
             connection: Mutex::new(connection),
         })
@@ -128,7 +108,7 @@ impl AuthStore {
     /// Starts a session for `wallet`: its id and its first refresh token.
     pub(crate) fn create_session(
         &self,
-        wallet: &WalletAddress,
+        wallet: &Address,
         refresh_expires_at: SystemTime,
         now: SystemTime,
     ) -> Result<(String, String)> {
@@ -180,7 +160,7 @@ impl AuthStore {
         refresh: &str,
         next_expires_at: SystemTime,
         now: SystemTime,
-    ) -> Result<(String, WalletAddress, String)> {
+    ) -> Result<(String, Address, String)> {
         let now_seconds = seconds_i64(now);
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
@@ -217,7 +197,7 @@ impl AuthStore {
         if revoked_at.is_some() || expires_at <= now_seconds {
             return Err(Error::RefreshInvalid);
         }
-        let wallet: WalletAddress = wallet.parse().map_err(|_| Error::RefreshInvalid)?;
+        let wallet: Address = wallet.parse().map_err(|_| Error::RefreshInvalid)?;
         let next = random_secret(REFRESH_TOKEN_PREFIX);
         transaction.execute(
             "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
@@ -234,7 +214,7 @@ impl AuthStore {
     /// Creates an API key for `wallet`: its listing and the key, which is never shown again.
     pub(crate) fn create_api_key(
         &self,
-        wallet: &WalletAddress,
+        wallet: &Address,
         name: &str,
         now: SystemTime,
     ) -> Result<(ApiKeyInfo, String)> {
@@ -281,7 +261,7 @@ impl AuthStore {
     }
 
     /// The live API keys of `wallet`, oldest first.
-    pub(crate) fn list_api_keys(&self, wallet: &WalletAddress) -> Result<Vec<ApiKeyInfo>> {
+    pub(crate) fn list_api_keys(&self, wallet: &Address) -> Result<Vec<ApiKeyInfo>> {
         let connection = self.lock();
         let mut statement = connection.prepare(
             "SELECT id, name, created_at FROM api_keys
@@ -302,7 +282,7 @@ impl AuthStore {
     /// Revokes key `id` of `wallet`; false when it has no such live key.
     pub(crate) fn revoke_api_key(
         &self,
-        wallet: &WalletAddress,
+        wallet: &Address,
         id: &str,
         now: SystemTime,
     ) -> Result<bool> {
@@ -314,7 +294,7 @@ impl AuthStore {
     }
 
     /// The wallet owning live API key `key`.
-    pub(crate) fn api_key_wallet(&self, key: &str) -> Result<WalletAddress> {
+    pub(crate) fn api_key_wallet(&self, key: &str) -> Result<Address> {
         let wallet: Option<String> = self
             .lock()
             .query_row(
@@ -335,7 +315,7 @@ mod tests {
 
     use super::*;
 
-    fn wallet() -> WalletAddress {
+    fn wallet() -> Address {
         "0x6Da01670d8fc844e736095918bbE11fE8D564163"
             .parse()
             .unwrap()
@@ -426,11 +406,116 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), "invalid_request");
         let name_at_bound = "n".repeat(API_KEY_NAME_CHARS_MAX);
-        let other: WalletAddress = "0x0000000000000000000000000000000000000001"
+        let other: Address = "0x0000000000000000000000000000000000000001"
             .parse()
             .unwrap();
         store.create_api_key(&other, &name_at_bound, now).unwrap();
         let name_past_bound = "n".repeat(API_KEY_NAME_CHARS_MAX + 1);
         assert!(store.create_api_key(&other, &name_past_bound, now).is_err());
+    }
+
+    /// The schema the sign-in store wrote before it had migrations, exactly as it was executed
+    /// at every open.
+    const SCHEMA_BEFORE_MIGRATIONS: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    wallet TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    sid TEXT NOT NULL REFERENCES sessions(sid),
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    wallet TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_wallet ON api_keys(wallet);
+";
+
+    fn applied_versions(path: &Path) -> Vec<i64> {
+        let connection = Connection::open(path).unwrap();
+        let mut statement = connection
+            .prepare("SELECT version FROM refinery_schema_history ORDER BY version")
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<i64>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_store_created_before_migrations_opens_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUTH_STORE_FILE);
+        let now = SystemTime::now();
+        let later = now + Duration::from_secs(3600);
+        // A store as the code before migrations left it: its schema, a session with a refresh
+        // token and an API key, written with the same statements that code used.
+        let key = "bly_0123456789abcdef";
+        let refresh = "blyr_0123456789abcdef";
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(SCHEMA_BEFORE_MIGRATIONS).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO sessions (sid, wallet, created_at) VALUES (?1, ?2, ?3)",
+                    params!["s1", wallet().to_string(), seconds_i64(now)],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO refresh_tokens (token_hash, sid, expires_at) VALUES (?1, ?2, ?3)",
+                    params![hash_secret(refresh), "s1", seconds_i64(later)],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO api_keys (id, key_hash, wallet, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params!["k1", hash_secret(key), wallet().to_string(), "old", seconds_i64(now)],
+                )
+                .unwrap();
+        }
+        let store = AuthStore::open(dir.path()).unwrap();
+        assert_eq!(
+            applied_versions(&path),
+            vec![1],
+            "V1 recorded as the baseline"
+        );
+        assert_eq!(store.api_key_wallet(key).unwrap(), wallet());
+        assert!(!store.session_revoked("s1").unwrap());
+        let (sid, got_wallet, _) = store.rotate_refresh(refresh, later, now).unwrap();
+        assert_eq!((sid.as_str(), got_wallet), ("s1", wallet()));
+        let listed = store.list_api_keys(&wallet()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].name.as_str()),
+            ("k1", "old")
+        );
+        // Opening again applies nothing new.
+        drop(store);
+        AuthStore::open(dir.path()).unwrap();
+        assert_eq!(applied_versions(&path), vec![1]);
+    }
+
+    #[test]
+    fn a_new_store_is_created_by_the_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        assert_eq!(applied_versions(&dir.path().join(AUTH_STORE_FILE)), vec![1]);
+        let now = SystemTime::now();
+        store.create_api_key(&wallet(), "fresh", now).unwrap();
+        assert_eq!(store.list_api_keys(&wallet()).unwrap().len(), 1);
     }
 }

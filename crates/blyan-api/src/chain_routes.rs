@@ -3,7 +3,9 @@
 //!
 //! Store calls (RocksDB reads, hashing, fsync on append) run on blocking threads. A payload is
 //! answered straight from its mapped segment: the response body owns the [`PayloadHandle`], so
-//! no byte of it is copied into an intermediate buffer.
+//! no byte of it is copied into an intermediate buffer. A submitted block goes to
+//! `blyan_node_core::Node::submit_block` (append, then the model's reaction) in a
+//! `submit_block` span carrying the hash the block claims.
 
 use std::sync::Arc;
 
@@ -11,12 +13,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use blyan_api_types::{BlocksPage, ChainSummary, ExpertVersionInfo, SubmittedBlock};
 use blyan_chain::{
-    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind,
+    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash,
     ChainId, ChainStore, ExpertName, PayloadHandle,
 };
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use tracing::Instrument as _;
+use utoipa::IntoParams;
 
 use crate::extract::{ApiBytes, ApiQuery};
 use crate::server::AppState;
@@ -44,66 +48,12 @@ pub(crate) struct BlocksQuery {
     limit: Option<u32>,
 }
 
-/// A page of the explorer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BlocksPage {
-    /// The chain's letter.
-    pub chain: String,
-    /// Headers in (height, hash) order; each is the header's fields plus its `hash`.
-    #[schema(value_type = Vec<Object>)]
-    pub blocks: Vec<serde_json::Value>,
-    /// `from` of the next page; absent when this page reached the chain's tip.
-    pub next: Option<u64>,
-}
-
-/// Body of `POST /blocks` when the block was appended.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SubmittedBlock {
-    /// The block's hash.
-    pub hash: String,
-}
-
-/// Body of `GET /chain/{chain}`: what a publisher needs to build the chain's next block.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ChainSummary {
-    /// The chain's letter.
-    pub chain: String,
-    /// Its genesis block.
-    pub genesis: String,
-    /// Height of its tip (genesis is 0).
-    pub tip_height: u64,
-    /// Hash of its tip: the parent of the next block.
-    pub tip_hash: String,
-    /// Blocks stored, genesis included.
-    pub blocks: u64,
-    /// Sum of its payload sizes.
-    pub payload_bytes: u64,
-    /// `linear` (one block per height) or `allow_forks`.
-    pub fork_rule: String,
-    /// Leading zero bits of work each block hash needs (0: none).
-    pub pow_difficulty_bits: u32,
-    /// Largest payload `POST /blocks` takes in one block: the store's limit, or what fits the
-    /// request body limit, whichever is smaller.
-    pub payload_bytes_max: u64,
-}
-
-/// Body of `GET /chain/experts/{id}`: an expert's current version on the chain.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ExpertVersionInfo {
-    /// `layer{L}.expert{E}`.
-    pub expert: String,
-    /// Its version number, 1 for the first.
-    pub version: u32,
-    /// The block holding that version.
-    pub block: String,
-}
-
 /// The largest payload a `POST /blocks` body can carry next to the largest header.
 const SUBMIT_PAYLOAD_BYTES_MAX: u64 =
     (BLOCK_SUBMIT_BYTES_MAX - BLOCK_PREFIX_BYTES - BLOCK_HEADER_BYTES_MAX as usize) as u64;
 
 fn store(state: &AppState) -> Result<Arc<ChainStore>> {
-    state.chain.clone().ok_or(Error::ChainUnavailable)
+    state.node().chain().cloned().ok_or(Error::ChainUnavailable)
 }
 
 fn store_failed(error: blyan_chain::Error) -> Error {
@@ -203,9 +153,9 @@ pub(crate) async fn chain_summary(
     let config = store.config();
     Ok(axum::Json(ChainSummary {
         chain: chain.to_string(),
-        genesis: info.genesis.to_string(),
+        genesis: info.genesis,
         tip_height: info.tip.height,
-        tip_hash: info.tip.hash.to_string(),
+        tip_hash: info.tip.hash,
         blocks: info.blocks,
         payload_bytes: info.payload_bytes,
         fork_rule: match info.fork_rule {
@@ -239,9 +189,9 @@ pub(crate) async fn expert_version(
         id: expert.to_string(),
     })?;
     Ok(axum::Json(ExpertVersionInfo {
-        expert: version.expert.to_string(),
+        expert: version.expert,
         version: version.version,
-        block: version.hash.to_string(),
+        block: version.hash,
     }))
 }
 
@@ -310,41 +260,6 @@ pub(crate) async fn payload(
     Ok(response)
 }
 
-/// The stable code of a block the store refused, and whether it conflicts with a stored one.
-fn refusal_code(error: &blyan_chain::Error) -> (&'static str, bool) {
-    use blyan_chain::Error as E;
-    match error {
-        E::Decode { .. } => ("block_malformed", false),
-        E::UnsupportedVersion { .. } => ("block_unsupported_version", false),
-        E::LimitExceeded { .. } => ("block_limit_exceeded", false),
-        E::HeaderHashMismatch { .. } => ("block_hash_mismatch", false),
-        E::MissingSignature { .. } => ("block_unsigned", false),
-        E::BadSignature { .. } => ("block_bad_signature", false),
-        E::WrongSigner { .. } => ("block_wrong_signer", false),
-        E::PayloadLengthMismatch { .. } => ("block_payload_length_mismatch", false),
-        E::PayloadHashMismatch { .. } => ("block_payload_hash_mismatch", false),
-        E::PayloadTooLarge { .. } => ("block_payload_too_large", false),
-        E::KindNotAllowed { .. } => ("block_kind_not_allowed", false),
-        E::GenesisPlacement { .. } | E::GenesisMismatch { .. } => ("block_genesis", false),
-        E::TooManyDependencies { .. } | E::DuplicateDependency { .. } => {
-            ("block_bad_dependencies", false)
-        }
-        E::MetaInvalid { .. } => ("block_meta_invalid", false),
-        E::InsufficientWork { .. } => ("block_insufficient_work", false),
-        E::AlreadyExists { .. } => ("block_exists", true),
-        E::UnknownParent { .. } => ("block_unknown_parent", false),
-        E::ParentOnOtherChain { .. } => ("block_parent_on_other_chain", false),
-        E::HeightGap { .. } => ("block_height_gap", false),
-        E::Fork { .. } => ("block_fork", true),
-        E::UnknownDependency { .. } => ("block_unknown_dependency", false),
-        E::DependencyLater { .. } => ("block_dependency_later", false),
-        E::TimestampBeforeParent { .. } => ("block_timestamp_before_parent", false),
-        E::ExpertVersionMismatch { .. } => ("block_expert_version_mismatch", true),
-        E::PolRejected { .. } => ("block_pol_rejected", false),
-        _ => ("block_invalid", false),
-    }
-}
-
 /// Appends a signed block sent in its wire form (`hash ‖ header length (u32 LE) ‖ header ‖
 /// payload`, as `blyan_chain::encode_block` writes it).
 #[utoipa::path(post, path = "/blocks", tag = "chain",
@@ -359,48 +274,19 @@ pub(crate) async fn submit(
     State(state): State<Arc<AppState>>,
     ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, axum::Json<SubmittedBlock>)> {
-    let chain = store(&state)?;
-    let outcome = blocking(move || {
-        let hash = match chain.submit(&body) {
-            Ok(hash) => hash,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let header = chain
-            .header(&hash)
-            .map_err(store_failed)?
-            .ok_or_else(|| Error::Internal {
-                reason: format!("block {hash} was appended but has no header"),
-            })?;
-        Ok(Ok((hash, header)))
-    })
-    .await?;
-    match outcome {
-        Ok((hash, header)) => {
-            tracing::info!(block = %hash, kind = ?header.kind, "block submitted over HTTP");
-            match header.kind {
-                BlockKind::Meta => state.reload_model().await,
-                BlockKind::Expert => {
-                    if let Some(expert) = header.meta.expert {
-                        state.forget_expert(expert).await;
-                    }
-                }
-                _ => {}
-            }
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(SubmittedBlock {
-                    hash: hash.to_string(),
-                }),
-            ))
-        }
-        Err(error) if error.is_invalid_block() => {
-            let (code, conflict) = refusal_code(&error);
-            Err(Error::BlockRefused {
-                code,
-                conflict,
-                reason: error.to_string(),
-            })
-        }
-        Err(error) => Err(store_failed(error)),
+    // The hash the block claims (its wire form starts with it); the store checks it.
+    let span = tracing::info_span!("submit_block", block = tracing::field::Empty);
+    if let Some(claimed) = body
+        .get(..32)
+        .and_then(|prefix| <[u8; 32]>::try_from(prefix).ok())
+    {
+        span.record("block", tracing::field::display(BlockHash(claimed)));
     }
+    let (hash, _) = state.node().submit_block(body).instrument(span).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(SubmittedBlock {
+            hash: hash,
+        }),
+    ))
 }

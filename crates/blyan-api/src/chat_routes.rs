@@ -1,23 +1,62 @@
 //! The chat endpoints: `/chat` (JSON), `/chat/stream` (Server-Sent Events) and the
 //! OpenAI-compatible `/v1/chat/completions` and `/v1/models`.
+//!
+//! Each is a thin wrapper over the node's chat session (`blyan_node_core::Node::plan_chat` →
+//! `ChatPlan::start`): the caller's rate limits and, for anonymous callers, the free tier's
+//! per-IP quota are checked here, between planning (nothing held yet) and starting (the payment
+//! hold). The chat runs in a `chat` span under the request's `http_request` span, so its log
+//! lines carry both the request id and the chat id.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use blyan_api_types::{ChatDone, ChatRequest, CompletionRequest, MODEL_ID};
+use blyan_node_core::{ChatEvent, ChatRun, Payer};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::mpsc;
-use utoipa::ToSchema;
 
 use crate::auth::now_unix_seconds;
-use crate::chat::{self, ChatDone, ChatEvent, ChatMessage, ChatRequest, MODEL_ID};
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, Caller, rate_limit};
 use crate::server::AppState;
 use crate::{Error, Result};
+
+/// Checks the caller's limits, plans the chat, takes the free-tier quota or the payment hold,
+/// and starts it.
+async fn start_chat(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    request: &ChatRequest,
+) -> Result<ChatRun> {
+    rate_limit(state, caller)?;
+    let payer = match caller.wallet() {
+        Some(wallet) => Payer::Wallet(*wallet),
+        None => Payer::Free,
+    };
+    let plan = state.node().plan_chat(payer, request)?;
+    if payer == Payer::Free {
+        state
+            .limits
+            .free_tier
+            .check(&caller.ip(), Instant::now())
+            .map_err(|retry_after_seconds| Error::FreeTierExhausted {
+                retry_after_seconds,
+            })?;
+    }
+    Ok(plan
+        .start(Arc::clone(state.node()), state.chat_observer())
+        .await?)
+}
+
+/// The error event body of a chat that failed after it started.
+fn failure_body(error: blyan_node_core::ChatError) -> blyan_api_types::ErrorBody {
+    Error::from(error).body()
+}
 
 /// One chat answered at once (no streaming).
 #[utoipa::path(post, path = "/chat", tag = "chat", request_body = ChatRequest,
@@ -32,9 +71,15 @@ pub(crate) async fn chat(
     caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<axum::Json<ChatDone>> {
-    let prepared = chat::prepare(&state, &caller, request).await?;
-    let events = chat::run(Arc::clone(&state), prepared);
-    Ok(axum::Json(chat::collect(events).await?))
+    let run = start_chat(&state, &caller, &request).await?;
+    Ok(axum::Json(run.finish().await?))
+}
+
+/// An unnamed event whose data is `value` as JSON.
+fn json_event_data(value: &impl Serialize) -> Event {
+    Event::default()
+        .json_data(value)
+        .unwrap_or_else(|_| Event::default().data("{}"))
 }
 
 fn json_event(name: &str, value: &impl Serialize) -> Event {
@@ -53,7 +98,9 @@ fn chat_events(
         let (event, more) = match event {
             ChatEvent::Delta(text) => (json_event("delta", &json!({ "text": text })), true),
             ChatEvent::Done(done) => (json_event("done", &*done), false),
-            ChatEvent::Failed(error) => (json_event("error", &error.body()), false),
+            ChatEvent::Failed(error) => (json_event("error", &failure_body(error)), false),
+            // `ChatEvent` is non-exhaustive; an event this route does not know ends nothing.
+            _ => (Event::default().comment("unknown event"), true),
         };
         Some((Ok(event), more.then_some(receiver)))
     })
@@ -74,53 +121,10 @@ pub(crate) async fn chat_stream(
     caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response> {
-    let prepared = chat::prepare(&state, &caller, request).await?;
-    let events = chat::run(Arc::clone(&state), prepared);
-    Ok(Sse::new(chat_events(events))
+    let run = start_chat(&state, &caller, &request).await?;
+    Ok(Sse::new(chat_events(run.into_events()))
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-/// `stream_options` of an OpenAI request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct StreamOptions {
-    /// Send a last chunk with the usage.
-    #[serde(default)]
-    pub include_usage: bool,
-}
-
-/// Body of `POST /v1/chat/completions` (the OpenAI fields this node implements; others are
-/// ignored).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CompletionRequest {
-    /// Must be [`MODEL_ID`].
-    pub model: String,
-    /// The conversation.
-    pub messages: Vec<ChatMessage>,
-    /// Most tokens to generate (older name).
-    #[serde(default)]
-    pub max_tokens: Option<u32>,
-    /// Most tokens to generate.
-    #[serde(default)]
-    pub max_completion_tokens: Option<u32>,
-    /// Sampling temperature (0 greedy).
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling mass.
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    /// Sampler seed.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// Stream chunks as Server-Sent Events.
-    #[serde(default)]
-    pub stream: bool,
-    /// Streaming options.
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    /// Number of choices; only 1 is supported.
-    #[serde(default)]
-    pub n: Option<u32>,
 }
 
 fn openai_finish_reason(reason: &str) -> &'static str {
@@ -202,11 +206,13 @@ fn completion_chunks(
                 }
                 ChatEvent::Failed(error) => (
                     vec![
-                        Event::default().data(error.body().to_string()),
+                        json_event_data(&failure_body(error)),
                         Event::default().data("[DONE]"),
                     ],
                     false,
                 ),
+                // `ChatEvent` is non-exhaustive; an event this route does not know ends nothing.
+                _ => (Vec::new(), true),
             };
             Some((
                 futures::stream::iter(events.into_iter().map(Ok)),
@@ -242,26 +248,20 @@ pub(crate) async fn completions(
         .stream_options
         .as_ref()
         .is_some_and(|options| options.include_usage);
-    let input = ChatRequest {
-        messages: request.messages,
-        max_tokens: request.max_completion_tokens.or(request.max_tokens),
-        temperature: request.temperature,
-        top_p: request.top_p,
-        seed: request.seed,
-        model: Some(request.model),
-    };
-    let prepared = chat::prepare(&state, &caller, input).await?;
-    let stream_id = completion_id(prepared.id());
-    let events = chat::run(Arc::clone(&state), prepared);
+    let run = start_chat(&state, &caller, &request.to_chat_request()).await?;
+    let stream_id = completion_id(run.id());
     let created = now_unix_seconds();
     if request.stream {
-        Ok(
-            Sse::new(completion_chunks(events, stream_id, include_usage, created))
-                .keep_alive(KeepAlive::default())
-                .into_response(),
-        )
+        Ok(Sse::new(completion_chunks(
+            run.into_events(),
+            stream_id,
+            include_usage,
+            created,
+        ))
+        .keep_alive(KeepAlive::default())
+        .into_response())
     } else {
-        let done = chat::collect(events).await?;
+        let done = run.finish().await?;
         Ok(axum::Json(completion_body(&done, created)).into_response())
     }
 }
@@ -271,6 +271,7 @@ pub(crate) async fn completions(
     responses((status = 200, description = "A list object with one model")))]
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
     let data: Vec<serde_json::Value> = state
+        .node()
         .generator()
         .iter()
         .map(|_| json!({ "id": MODEL_ID, "object": "model", "created": 0, "owned_by": "blyan" }))

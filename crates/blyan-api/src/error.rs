@@ -2,38 +2,25 @@
 //!
 //! Every refusal the API gives is a variant here; [`Error::code`] is its stable machine-readable
 //! name (clients branch on it, so a code is never renamed) and the body is always
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! `{"error": {"code": "...", "message": "..."}}` ([`blyan_api_types::ErrorBody`]). The node
+//! library's errors come in through `From`: a chat refusal ([`ChatError`]) becomes the variant
+//! with its code, a refused block becomes [`Error::BlockRefused`] with the `block_*` code of the
+//! rule it breaks, and a start-up or state failure ([`NodeError`]) answers `internal`.
 
 use std::path::PathBuf;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use blyan_api_types::ErrorBody;
+use blyan_node_core::{ChatError, Error as NodeError};
 
-/// Errors of the node's API layer.
+/// Errors of the node's HTTP API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The config file exists but could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    ConfigRead {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A config field is malformed or out of bounds; `field` is its dotted path.
-    #[error("invalid config {path}: field `{field}`: {reason}")]
-    ConfigInvalid {
-        /// The file.
-        path: PathBuf,
-        /// Dotted path of the field (`.` for the document itself).
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The logging subscriber could not be installed.
-    #[error("cannot set up logging: {0}")]
-    Logging(String),
+    /// The node library failed: at start (config, stores, model) or reading its state.
+    #[error(transparent)]
+    Node(NodeError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -45,7 +32,8 @@ pub enum Error {
     /// The HTTP server stopped with an I/O error.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-    /// A file of the node's data directory could not be read or written.
+    /// A file of the API's own under the data directory (the sign-in store, the token
+    /// secret) could not be read or written.
     #[error("data file {path}: {source}")]
     DataFile {
         /// The file.
@@ -53,18 +41,12 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The chain store could not be opened.
-    #[error("cannot open the chain store: {0}")]
-    ChainOpen(#[source] blyan_chain::Error),
-    /// The ledger could not be opened or connected to.
-    #[error("cannot open the ledger: {0}")]
-    LedgerOpen(#[source] blyan_ledger::LedgerError),
-    /// The model on the chain could not be published or loaded.
-    #[error("cannot load the model from the chain: {0}")]
-    ModelLoad(#[source] blyan_moe::MoeError),
     /// The API's own store (sessions, API keys) failed.
     #[error("auth store: {0}")]
     AuthStore(#[from] rusqlite::Error),
+    /// The sign-in store's schema could not be brought up to date.
+    #[error("auth store migration: {0}")]
+    AuthStoreMigration(#[from] refinery::Error),
     /// A JSON body that does not parse or does not match the request's schema.
     #[error("malformed JSON body: {reason}")]
     MalformedJson {
@@ -293,14 +275,17 @@ impl Error {
     /// The stable machine-readable code of this error, sent as `error.code`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::ConfigRead { .. } | Self::ConfigInvalid { .. } | Self::Logging(_) => "config",
-            Self::Bind { .. }
+            Self::Node(
+                NodeError::ConfigRead { .. }
+                | NodeError::ConfigInvalid { .. }
+                | NodeError::Logging(_),
+            ) => "config",
+            Self::Node(_)
+            | Self::Bind { .. }
             | Self::Serve(_)
             | Self::DataFile { .. }
             | Self::AuthStore(_)
-            | Self::ChainOpen(_)
-            | Self::LedgerOpen(_)
-            | Self::ModelLoad(_) => "internal",
+            | Self::AuthStoreMigration(_) => "internal",
             Self::MalformedJson { .. } => "malformed_json",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::InvalidRequest { .. } => "invalid_request",
@@ -347,16 +332,12 @@ impl Error {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::ConfigRead { .. }
-            | Self::ConfigInvalid { .. }
-            | Self::Logging(_)
+            Self::Node(_)
             | Self::Bind { .. }
             | Self::Serve(_)
             | Self::DataFile { .. }
             | Self::AuthStore(_)
-            | Self::ChainOpen(_)
-            | Self::LedgerOpen(_)
-            | Self::ModelLoad(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::AuthStoreMigration(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MalformedJson { .. }
             | Self::InvalidRequest { .. }
             | Self::SiweMalformed { .. }
@@ -420,7 +401,7 @@ impl Error {
     }
 
     /// The JSON body sent for this error.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> ErrorBody {
         // Internal failures are logged in full but answered without details a caller could use.
         let message = if self.status().is_server_error()
             && !matches!(
@@ -435,7 +416,90 @@ impl Error {
         } else {
             self.to_string()
         };
-        serde_json::json!({ "error": { "code": self.code(), "message": message } })
+        ErrorBody::new(self.code(), message)
+    }
+}
+
+impl From<NodeError> for Error {
+    fn from(error: NodeError) -> Self {
+        match error {
+            NodeError::ChainUnavailable => Self::ChainUnavailable,
+            NodeError::ChainFailed(error) => {
+                tracing::error!(%error, "chain store failed");
+                Self::ChainFailed
+            }
+            NodeError::BlockRefused(error) => {
+                let (code, conflict) = refusal_code(&error);
+                Self::BlockRefused {
+                    code,
+                    conflict,
+                    reason: error.to_string(),
+                }
+            }
+            error => Self::Node(error),
+        }
+    }
+}
+
+impl From<ChatError> for Error {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::InvalidRequest { field, reason } => Self::InvalidRequest { field, reason },
+            ChatError::PromptTooLong { tokens, max } => Self::PromptTooLong { tokens, max },
+            ChatError::UnknownModel { model, served } => Self::UnknownModel { model, served },
+            ChatError::ModelUnavailable => Self::ModelUnavailable,
+            ChatError::FreeTierDisabled => Self::FreeTierDisabled,
+            ChatError::InsufficientBalance {
+                available,
+                required,
+            } => Self::InsufficientBalance {
+                available,
+                required,
+            },
+            ChatError::PaymentRefused { reason } => Self::PaymentRefused { reason },
+            ChatError::LedgerUnavailable { reason } => Self::LedgerUnavailable { reason },
+            ChatError::Generation { reason } => Self::Generation { reason },
+            // `ChatError` is non-exhaustive: a refusal added later answers as a generic failure
+            // until it gets its own code here.
+            error => Self::Generation {
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+/// The stable code of a block the store refused, and whether it conflicts with a stored one.
+fn refusal_code(error: &blyan_chain::Error) -> (&'static str, bool) {
+    use blyan_chain::Error as E;
+    match error {
+        E::Decode { .. } => ("block_malformed", false),
+        E::UnsupportedVersion { .. } => ("block_unsupported_version", false),
+        E::LimitExceeded { .. } => ("block_limit_exceeded", false),
+        E::HeaderHashMismatch { .. } => ("block_hash_mismatch", false),
+        E::MissingSignature { .. } => ("block_unsigned", false),
+        E::BadSignature { .. } => ("block_bad_signature", false),
+        E::WrongSigner { .. } => ("block_wrong_signer", false),
+        E::PayloadLengthMismatch { .. } => ("block_payload_length_mismatch", false),
+        E::PayloadHashMismatch { .. } => ("block_payload_hash_mismatch", false),
+        E::PayloadTooLarge { .. } => ("block_payload_too_large", false),
+        E::KindNotAllowed { .. } => ("block_kind_not_allowed", false),
+        E::GenesisPlacement { .. } | E::GenesisMismatch { .. } => ("block_genesis", false),
+        E::TooManyDependencies { .. } | E::DuplicateDependency { .. } => {
+            ("block_bad_dependencies", false)
+        }
+        E::MetaInvalid { .. } => ("block_meta_invalid", false),
+        E::InsufficientWork { .. } => ("block_insufficient_work", false),
+        E::AlreadyExists { .. } => ("block_exists", true),
+        E::UnknownParent { .. } => ("block_unknown_parent", false),
+        E::ParentOnOtherChain { .. } => ("block_parent_on_other_chain", false),
+        E::HeightGap { .. } => ("block_height_gap", false),
+        E::Fork { .. } => ("block_fork", true),
+        E::UnknownDependency { .. } => ("block_unknown_dependency", false),
+        E::DependencyLater { .. } => ("block_dependency_later", false),
+        E::TimestampBeforeParent { .. } => ("block_timestamp_before_parent", false),
+        E::ExpertVersionMismatch { .. } => ("block_expert_version_mismatch", true),
+        E::PolRejected { .. } => ("block_pol_rejected", false),
+        _ => ("block_invalid", false),
     }
 }
 
@@ -478,8 +542,92 @@ mod tests {
             path: "/secret/path".into(),
             source: std::io::Error::other("disk on fire"),
         };
-        let body = error.body().to_string();
+        let body = serde_json::to_string(&error.body()).unwrap();
         assert!(!body.contains("secret"), "{body}");
         assert!(body.contains("\"internal\""), "{body}");
+    }
+
+    #[test]
+    fn chat_refusals_keep_their_codes_and_statuses() {
+        let cases = [
+            (ChatError::ModelUnavailable, "model_unavailable", 503),
+            (ChatError::FreeTierDisabled, "free_tier_disabled", 401),
+            (
+                ChatError::InsufficientBalance {
+                    available: "0".into(),
+                    required: "1".into(),
+                },
+                "insufficient_balance",
+                402,
+            ),
+            (
+                ChatError::PaymentRefused {
+                    reason: "hold expired".into(),
+                },
+                "payment_refused",
+                402,
+            ),
+            (
+                ChatError::InvalidRequest {
+                    field: "max_tokens".into(),
+                    reason: "at most 1024".into(),
+                },
+                "invalid_request",
+                400,
+            ),
+            (
+                ChatError::PromptTooLong { tokens: 9, max: 8 },
+                "prompt_too_long",
+                400,
+            ),
+            (
+                ChatError::UnknownModel {
+                    model: "gpt".into(),
+                    served: "blyan-moe",
+                },
+                "unknown_model",
+                404,
+            ),
+            (
+                ChatError::LedgerUnavailable {
+                    reason: "down".into(),
+                },
+                "ledger_unavailable",
+                503,
+            ),
+            (
+                ChatError::Generation {
+                    reason: "nan".into(),
+                },
+                "generation_failed",
+                500,
+            ),
+        ];
+        for (chat, code, status) in cases {
+            let error = Error::from(chat);
+            assert_eq!((error.code(), error.status().as_u16()), (code, status));
+        }
+    }
+
+    #[test]
+    fn node_errors_answer_with_their_codes() {
+        let config = Error::from(NodeError::ConfigInvalid {
+            path: "node.yaml".into(),
+            field: "pol.enabled".into(),
+            reason: "not yet".into(),
+        });
+        assert_eq!((config.code(), config.status().as_u16()), ("config", 500));
+        let unavailable = Error::from(NodeError::ChainUnavailable);
+        assert_eq!(
+            (unavailable.code(), unavailable.status().as_u16()),
+            ("chain_unavailable", 503)
+        );
+        let task = Error::from(NodeError::Task {
+            what: "loading the model",
+            reason: "panicked at /secret/path".into(),
+        });
+        assert_eq!(task.code(), "internal");
+        let body = serde_json::to_string(&task.body()).unwrap();
+        assert!(!body.contains("secret"), "{body}");
     }
 }

@@ -9,11 +9,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use blyan_primitives::Address;
 use serde::de::DeserializeOwned;
 
 use crate::auth_store::API_KEY_PREFIX;
 use crate::server::AppState;
-use crate::signin::WalletAddress;
 use crate::{Error, Result};
 
 /// A JSON body; a malformed or oversized one is refused with `malformed_json` or
@@ -27,7 +27,10 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection, state.config.api.body_bytes_max)),
+            Err(rejection) => Err(json_rejection(
+                &rejection,
+                state.config().api.body_bytes_max,
+            )),
         }
     }
 }
@@ -108,7 +111,7 @@ pub enum Caller {
     /// A signed-in wallet.
     Wallet {
         /// The wallet.
-        wallet: WalletAddress,
+        wallet: Address,
         /// The peer's address.
         ip: IpAddr,
         /// How it signed in.
@@ -126,7 +129,7 @@ impl Caller {
     }
 
     /// The signed-in wallet, if any.
-    pub fn wallet(&self) -> Option<&WalletAddress> {
+    pub fn wallet(&self) -> Option<&Address> {
         match self {
             Self::Anonymous { .. } => None,
             Self::Wallet { wallet, .. } => Some(wallet),
@@ -190,7 +193,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 #[derive(Debug, Clone)]
 pub struct SignedIn {
     /// The wallet.
-    pub wallet: WalletAddress,
+    pub wallet: Address,
     /// How it signed in.
     pub credential: Credential,
     /// The peer's address.

@@ -9,12 +9,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use blyan_primitives::Address;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
-use crate::signin::WalletAddress;
 use crate::{Error, Result};
 
 /// The `iss` claim of every token this node issues.
@@ -123,7 +123,7 @@ impl JwtKeys {
     /// A token for `wallet` in session `sid`, valid from `now` for the key's lifetime.
     pub(crate) fn issue(
         &self,
-        wallet: &WalletAddress,
+        wallet: &Address,
         sid: &str,
         now: SystemTime,
     ) -> Result<(String, AccessClaims)> {
@@ -144,7 +144,7 @@ impl JwtKeys {
     }
 
     /// The claims of a token this node issued, if it is genuine, unexpired and for this API.
-    pub(crate) fn verify(&self, token: &str) -> Result<(AccessClaims, WalletAddress)> {
+    pub(crate) fn verify(&self, token: &str) -> Result<(AccessClaims, Address)> {
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => Error::TokenExpired,
@@ -155,7 +155,7 @@ impl JwtKeys {
         let wallet = data
             .claims
             .sub
-            .parse::<WalletAddress>()
+            .parse::<Address>()
             .map_err(|_| Error::TokenInvalid {
                 reason: "subject is not a wallet address".to_owned(),
             })?;
@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies() {
         let keys = keys();
-        let wallet: WalletAddress = WALLET.parse().unwrap();
+        let wallet: Address = WALLET.parse().unwrap();
         let (token, claims) = keys.issue(&wallet, "s1", SystemTime::now()).unwrap();
         let (verified, verified_wallet) = keys.verify(&token).unwrap();
         assert_eq!(verified, claims);
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_tampered_token_is_refused() {
         let keys = keys();
-        let wallet: WalletAddress = WALLET.parse().unwrap();
+        let wallet: Address = WALLET.parse().unwrap();
         let (token, _) = keys.issue(&wallet, "s1", SystemTime::now()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let other = claims_json(JWT_AUDIENCE, 600).replace("s1", "s2");
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let keys = keys();
-        let wallet: WalletAddress = WALLET.parse().unwrap();
+        let wallet: Address = WALLET.parse().unwrap();
         let long_ago = SystemTime::now() - Duration::from_secs(3600);
         let (token, _) = keys.issue(&wallet, "s1", long_ago).unwrap();
         check_refused(&keys, &token, "token_expired");
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn the_secret_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let wallet: WalletAddress = WALLET.parse().unwrap();
+        let wallet: Address = WALLET.parse().unwrap();
         let first = JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();
         let (token, _) = first.issue(&wallet, "s", SystemTime::now()).unwrap();
         let again = JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();

@@ -4,7 +4,7 @@
 //! test process do not mix their counts.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -14,6 +14,8 @@ use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
 };
+
+use blyan_node_core::{ChatObserver, LedgerOutcome};
 
 use crate::server::AppState;
 
@@ -175,6 +177,36 @@ impl Metrics {
             tracing::error!(%error, "cannot encode metrics");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// What the node's chat session reports lands in these metrics.
+impl ChatObserver for Metrics {
+    fn ledger_operation(&self, operation: &'static str, outcome: LedgerOutcome) {
+        self.ledger_operations
+            .with_label_values(&[operation, outcome.name()])
+            .inc();
+    }
+
+    fn first_token(&self, elapsed: Duration) {
+        self.first_token_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn generating(&self, running: bool) {
+        if running {
+            self.chats_active.inc();
+        } else {
+            self.chats_active.dec();
+        }
+    }
+
+    fn tokens(&self, tier: &'static str, prompt: u64, completion: u64) {
+        self.tokens
+            .with_label_values(&["prompt", tier])
+            .inc_by(prompt);
+        self.tokens
+            .with_label_values(&["completion", tier])
+            .inc_by(completion);
     }
 }
 

@@ -4,110 +4,36 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use blyan_api_types::{
+    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
+    ModelStatus, ModelSummary, PolStatus,
+};
 use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
 };
+use blyan_node_core::model_label;
+use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::extract::{ApiQuery, SignedIn};
 use crate::server::AppState;
-use crate::signin::WalletAddress;
 use crate::{Error, Result};
-
-/// One expert of the served model.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ExpertInfo {
-    /// `layer{L}.expert{E}`.
-    pub id: String,
-    /// Decoder layer.
-    pub layer: u32,
-    /// Expert within the layer.
-    pub expert: u32,
-    /// Current version on the parameter chain, if the chain holds one.
-    pub version: Option<u32>,
-    /// Hash of the block holding that version.
-    pub block: Option<String>,
-    /// Token positions this expert processed since the node started.
-    pub uses: u64,
-    /// Whether its weights are in the expert cache now.
-    pub cached: bool,
-}
-
-/// Expert cache counters.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CacheInfo {
-    /// Lookups answered from memory.
-    pub hits: u64,
-    /// Lookups that loaded an expert.
-    pub misses: u64,
-    /// hits / (hits + misses).
-    pub hit_rate: f64,
-    /// Experts dropped to stay in budget.
-    pub evictions: u64,
-    /// Bytes of expert weights held.
-    pub resident_bytes: u64,
-    /// The cache's byte budget.
-    pub capacity_bytes: u64,
-}
-
-/// Body of `GET /experts`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ExpertsResponse {
-    /// `untrained seed` or `trained`.
-    pub model: String,
-    /// Where the weights come from.
-    pub source: String,
-    /// Experts, layer by layer.
-    pub experts: Vec<ExpertInfo>,
-    /// The expert cache.
-    pub cache: CacheInfo,
-}
-
-/// One model: its meta block and what it is.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ModelSummary {
-    /// The model's meta block (its `config.json`, tokenizer and shared-weight blocks).
-    pub meta_block: String,
-    /// `untrained seed` or `trained`.
-    pub model: String,
-    /// Where the weights come from.
-    pub description: String,
-}
-
-/// Body of `GET /model`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ModelStatus {
-    /// The newest model on the chain; absent when the chain holds none.
-    pub chain: Option<ModelSummary>,
-    /// The model this node serves; absent when it serves none. It differs from `chain` only
-    /// while a newly published model loads, or when that model failed to load (see the log).
-    pub serving: Option<ModelSummary>,
-}
 
 /// The newest model on the chain, and the one served.
 #[utoipa::path(get, path = "/model", tag = "node",
     responses((status = 200, body = ModelStatus), (status = 503, description = "chain_unavailable")))]
 pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Json<ModelStatus>> {
-    let chain = state.chain().cloned().ok_or(Error::ChainUnavailable)?;
-    let newest = tokio::task::spawn_blocking(move || blyan_moe::current_model(&chain))
-        .await
-        .map_err(|error| Error::Internal {
-            reason: format!("reading the meta chain: {error}"),
-        })?;
-    let chain = match newest {
-        Ok((block, document)) => Some(ModelSummary {
-            meta_block: block.to_string(),
-            model: model_label(document.untrained).to_owned(),
-            description: document.description,
-        }),
-        Err(blyan_moe::MoeError::NoModelOnChain) => None,
-        Err(error) => return Err(Error::ModelLoad(error)),
-    };
-    let serving = state.generator().and_then(|generator| {
+    let newest = state.node().newest_model_on_chain().await?;
+    let chain = newest.map(|(block, document)| ModelSummary {
+        meta_block: block,
+        model: model_label(document.untrained).to_owned(),
+        description: document.description,
+    });
+    let serving = state.node().generator().and_then(|generator| {
         let info = generator.info();
         info.meta_block.map(|block| ModelSummary {
-            meta_block: block.to_string(),
+            meta_block: block,
             model: model_label(info.untrained).to_owned(),
             description: info.description.clone(),
         })
@@ -115,19 +41,11 @@ pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Js
     Ok(axum::Json(ModelStatus { chain, serving }))
 }
 
-/// The label of the served model's state, shown by `/health` and `/experts`.
-pub(crate) fn model_label(untrained: bool) -> &'static str {
-    if untrained {
-        "untrained seed"
-    } else {
-        "trained"
-    }
-}
-
 fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
-    let generator = state.generator().ok_or(Error::ModelUnavailable)?;
+    let node = state.node();
+    let generator = node.generator().ok_or(Error::ModelUnavailable)?;
     let info = generator.info();
-    let versions = match &state.chain {
+    let versions = match node.chain() {
         Some(chain) => chain.experts().map_err(|error| {
             tracing::error!(%error, "cannot list expert versions");
             Error::ChainUnavailable
@@ -139,7 +57,7 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
         .map_err(|error| Error::Generation {
             reason: error.to_string(),
         })?;
-    let uses = state.expert_uses();
+    let uses = node.expert_uses();
     let mut experts = Vec::new();
     for layer in 0..info.config.num_hidden_layers {
         for expert in 0..info.config.num_local_experts {
@@ -149,7 +67,7 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
                 .find(|v| v.expert.layer() == layer && v.expert.expert() == expert);
             experts.push(ExpertInfo {
                 version: version.map(|v| v.version),
-                block: version.map(|v| v.hash.to_string()),
+                block: version.map(|v| v.hash),
                 uses: uses
                     .get(layer as usize)
                     .and_then(|row| row.get(expert as usize))
@@ -218,21 +136,10 @@ pub(crate) async fn expert(
         })
 }
 
-/// Body of `GET /pol/status`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PolStatus {
-    /// `pol.enabled` of the node's configuration.
-    pub enabled: bool,
-    /// Whether this node can run Proof-of-Learning at all.
-    pub implemented: bool,
-    /// What that means for new expert versions.
-    pub message: String,
-}
-
 /// Proof-of-Learning status.
 #[utoipa::path(get, path = "/pol/status", tag = "experts", responses((status = 200, body = PolStatus)))]
 pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> axum::Json<PolStatus> {
-    let enabled = state.config.pol.enabled;
+    let enabled = state.config().pol.enabled;
     axum::Json(PolStatus {
         enabled,
         implemented: false,
@@ -244,21 +151,7 @@ pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> axum::Json
     })
 }
 
-/// Body of `GET /wallet/balance`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct BalanceResponse {
-    /// The wallet.
-    #[schema(value_type = String)]
-    pub wallet: WalletAddress,
-    /// Spendable, BLY.
-    pub available: String,
-    /// Held for chats in progress, BLY.
-    pub held: String,
-    /// Always `BLY`.
-    pub unit: String,
-}
-
-fn ledger_account(wallet: &WalletAddress) -> AccountId {
+fn ledger_account(wallet: &Address) -> AccountId {
     AccountId::User(LedgerAddress::from_bytes(*wallet.as_bytes()))
 }
 
@@ -278,8 +171,8 @@ pub(crate) async fn balance(
     caller: SignedIn,
 ) -> Result<axum::Json<BalanceResponse>> {
     let ledger = state
-        .ledger
-        .as_ref()
+        .node()
+        .ledger()
         .ok_or_else(|| Error::LedgerUnavailable {
             reason: "this node runs without a ledger".to_owned(),
         })?;
@@ -302,32 +195,6 @@ pub(crate) struct HistoryParams {
     before: Option<u64>,
     /// Page length, 1 to 500 (default 50).
     limit: Option<u32>,
-}
-
-/// One entry of the wallet's history.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HistoryEntry {
-    /// The entry id (page cursor).
-    pub entry_id: u64,
-    /// The transaction's kind.
-    pub kind: String,
-    /// `debit` or `credit`.
-    pub direction: String,
-    /// BLY.
-    pub amount: String,
-    /// The transaction's memo.
-    pub memo: String,
-    /// Unix milliseconds.
-    pub created_at_ms: u64,
-}
-
-/// Body of `GET /wallet/history`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HistoryResponse {
-    /// Newest first.
-    pub items: Vec<HistoryEntry>,
-    /// `before` for the next page; absent on the last page.
-    pub next: Option<u64>,
 }
 
 fn json_name(value: &impl Serialize) -> String {
@@ -355,8 +222,8 @@ pub(crate) async fn history(
         });
     }
     let ledger = state
-        .ledger
-        .as_ref()
+        .node()
+        .ledger()
         .ok_or_else(|| Error::LedgerUnavailable {
             reason: "this node runs without a ledger".to_owned(),
         })?;

@@ -6,13 +6,12 @@
 //! which this node does not have, so such signatures are refused with
 //! `contract_wallet_unsupported` rather than misreported as forged.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use blyan_primitives::Address;
 
 use crate::nonce::{IssuedNonce, NonceStore};
 use crate::{Error, Result};
@@ -33,84 +32,6 @@ const EIP6492_MAGIC: [u8; 32] = [
     0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
     0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
 ];
-
-/// An Ethereum account address: the wallet a user signed in with. Shown EIP-55 checksummed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WalletAddress([u8; 20]);
-
-impl WalletAddress {
-    /// The address's 20 bytes.
-    pub fn as_bytes(&self) -> &[u8; 20] {
-        &self.0
-    }
-
-    /// The address from its 20 bytes.
-    pub fn from_bytes(bytes: [u8; 20]) -> Self {
-        Self(bytes)
-    }
-}
-
-impl fmt::Display for WalletAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&siwe::eip55(&self.0))
-    }
-}
-
-impl fmt::Debug for WalletAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WalletAddress({self})")
-    }
-}
-
-/// Why a text is not a wallet address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not an address: {reason}")]
-pub struct WalletAddressParseError {
-    text: String,
-    reason: &'static str,
-}
-
-impl FromStr for WalletAddress {
-    type Err = WalletAddressParseError;
-
-    /// `0x` and 40 hex digits; mixed case must be a correct EIP-55 checksum.
-    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
-        let refuse = |reason| WalletAddressParseError {
-            text: text.chars().take(64).collect(),
-            reason,
-        };
-        let digits = text
-            .strip_prefix("0x")
-            .ok_or_else(|| refuse("no 0x prefix"))?;
-        let mut bytes = [0_u8; 20];
-        hex::decode_to_slice(digits, &mut bytes).map_err(|_| refuse("not 40 hex digits"))?;
-        let address = Self(bytes);
-        let mixed_case = digits.chars().any(|c| c.is_ascii_uppercase())
-            && digits.chars().any(|c| c.is_ascii_lowercase());
-        if mixed_case && address.to_string() != text {
-            return Err(refuse("wrong EIP-55 checksum"));
-        }
-        Ok(address)
-    }
-}
-
-impl Serialize for WalletAddress {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for WalletAddress {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// What a client needs to write its sign-in message.
 #[derive(Debug, Clone)]
@@ -178,7 +99,7 @@ impl SignIn {
         message: &str,
         signature: &str,
         now: SystemTime,
-    ) -> Result<WalletAddress> {
+    ) -> Result<Address> {
         if message.len() > SIWE_MESSAGE_BYTES_MAX {
             return Err(Error::SiweMalformed {
                 reason: format!("longer than {SIWE_MESSAGE_BYTES_MAX} bytes"),
@@ -199,7 +120,7 @@ impl SignIn {
         // Only now, with everything checked, is the nonce spent; a concurrent sign-in with the
         // same message loses here.
         self.nonces.consume(&parsed.nonce, now)?;
-        Ok(WalletAddress(parsed.address))
+        Ok(Address::from_bytes(parsed.address))
     }
 
     fn check_fields(
@@ -286,12 +207,12 @@ mod tests {
 
     const DOMAIN: &str = "127.0.0.1:8700";
 
-    fn address_of(key: &SigningKey) -> WalletAddress {
+    fn address_of(key: &SigningKey) -> Address {
         let point = key.verifying_key().to_encoded_point(false);
         let hash = Keccak256::digest(&point.as_bytes()[1..]);
         let mut bytes = [0_u8; 20];
         bytes.copy_from_slice(&hash[12..]);
-        WalletAddress(bytes)
+        Address::from_bytes(bytes)
     }
 
     /// `personal_sign` (EIP-191) as a wallet computes it.
@@ -319,7 +240,7 @@ mod tests {
         expiration: Option<SystemTime>,
     }
 
-    fn message(address: WalletAddress, nonce: &str, fields: &Fields) -> String {
+    fn message(address: Address, nonce: &str, fields: &Fields) -> String {
         let mut text = format!(
             "{} wants you to sign in with your Ethereum account:\n{address}\n\nSign in to Blyan.\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {nonce}\nIssued At: {}",
             fields.domain,
@@ -351,7 +272,7 @@ mod tests {
     }
 
     /// Signs a message made from `edit(good fields)` and returns the verification's outcome.
-    fn attempt(edit: impl FnOnce(&mut Fields)) -> Result<WalletAddress> {
+    fn attempt(edit: impl FnOnce(&mut Fields)) -> Result<Address> {
         let (signin, key, now) = setup();
         let nonce = signin.challenge(now).unwrap().nonce.nonce;
         let mut fields = good_fields(now);
@@ -360,7 +281,7 @@ mod tests {
         signin.verify(&text, &personal_sign(&key, &text), now)
     }
 
-    fn check_refused(result: Result<WalletAddress>, code: &str) {
+    fn check_refused(result: Result<Address>, code: &str) {
         let error = result.expect_err("sign-in must be refused");
         assert_eq!(error.code(), code, "{error}");
     }
@@ -456,22 +377,19 @@ mod tests {
     #[test]
     fn addresses_parse_with_checksum() {
         let text = "0x6Da01670d8fc844e736095918bbE11fE8D564163";
-        let address: WalletAddress = text.parse().unwrap();
+        let address: Address = text.parse().unwrap();
         assert_eq!(address.to_string(), text);
-        assert_eq!(
-            text.to_lowercase().parse::<WalletAddress>().unwrap(),
-            address
-        );
+        assert_eq!(text.to_lowercase().parse::<Address>().unwrap(), address);
         assert!(
             "0x6da01670d8fc844e736095918bbE11fE8D564163"
-                .parse::<WalletAddress>()
+                .parse::<Address>()
                 .is_err()
         );
         assert!(
             "6Da01670d8fc844e736095918bbE11fE8D564163"
-                .parse::<WalletAddress>()
+                .parse::<Address>()
                 .is_err()
         );
-        assert!("0x6Da0".parse::<WalletAddress>().is_err());
+        assert!("0x6Da0".parse::<Address>().is_err());
     }
 }

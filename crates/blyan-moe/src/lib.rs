@@ -63,6 +63,7 @@ mod batch;
 mod block_tensors;
 mod cache;
 mod chain_source;
+mod chat_template;
 mod checkpoint;
 mod config;
 mod error;
@@ -79,6 +80,7 @@ pub use batch::{DECODE_BATCH_MAX, DecodeStats};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
 pub use chain_source::{ChainSource, export_from_chain};
+pub use chat_template::{ChatRole, ChatTurn, format_chat_prompt};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointExportSummary, CheckpointFiles,
     EXPORT_SHARD_BYTES_DEFAULT, GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME,

@@ -130,8 +130,11 @@ async fn invalid_blocks_are_refused_with_the_rule_they_break() {
     let mut wrong_kind = header.clone();
     wrong_kind.kind = BlockKind::Expert;
     wrong_kind.sign(&key);
-    let answer = submit(&node, encode_block(&wrong_kind, &payload)).await;
-    assert_eq!(answer.0, 422, "{}", answer.1);
+    check_refused(
+        &submit(&node, encode_block(&wrong_kind, &payload)).await,
+        422,
+        "block_kind_not_allowed",
+    );
     // Bytes that are no block at all.
     check_refused(
         &submit(&node, b"not a block".to_vec()).await,

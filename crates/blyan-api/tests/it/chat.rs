@@ -247,7 +247,7 @@ async fn refused_requests_charge_nothing() {
         404,
         "unknown_model",
     );
-    let long = "x".repeat(blyan_api::PROMPT_TOKENS_MAX as usize + 1);
+    let long = "x".repeat(blyan_node_core::PROMPT_TOKENS_MAX as usize + 1);
     check_refused(
         &node
             .post("/chat", &json!({ "messages": user_says(&long) }), access)
@@ -260,7 +260,7 @@ async fn refused_requests_charge_nothing() {
         400,
         "invalid_request",
     );
-    let over = blyan_api::CHAT_COMPLETION_TOKENS_MAX + 1;
+    let over = blyan_node_core::CHAT_COMPLETION_TOKENS_MAX + 1;
     check_refused(
         &node
             .post("/chat", &ask(json!({ "max_tokens": over })), access)
@@ -310,7 +310,7 @@ async fn a_client_that_goes_away_is_not_charged() {
     let tokens = wallet.sign_in(&node).await;
     let body = json!({
         "messages": user_says("a long answer please"),
-        "max_tokens": blyan_api::CHAT_COMPLETION_TOKENS_MAX,
+        "max_tokens": blyan_node_core::CHAT_COMPLETION_TOKENS_MAX,
         "seed": 1,
     });
     let mut response = stream(&node, &body, Some(&tokens.access_token)).await;

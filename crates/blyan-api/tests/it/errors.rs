@@ -5,7 +5,8 @@ use crate::support::{Node, check_refused, into_json};
 #[tokio::test]
 async fn malformed_and_oversized_bodies_and_unknown_routes() {
     let node =
-        Node::start_with(|config| config.api.body_bytes_max = blyan_api::API_BODY_BYTES_MIN).await;
+        Node::start_with(|config| config.api.body_bytes_max = blyan_node_core::API_BODY_BYTES_MIN)
+            .await;
     let malformed = node
         .http
         .post(node.url("/auth/verify"))
@@ -25,7 +26,7 @@ async fn malformed_and_oversized_bodies_and_unknown_routes() {
         .unwrap();
     check_refused(&into_json(missing_field).await, 400, "malformed_json");
 
-    let limit = usize::try_from(blyan_api::API_BODY_BYTES_MIN).unwrap();
+    let limit = usize::try_from(blyan_node_core::API_BODY_BYTES_MIN).unwrap();
     let oversized = serde_json::json!({ "message": "x".repeat(limit), "signature": "0x" });
     let response = node
         .http

@@ -10,4 +10,5 @@ mod errors;
 mod load;
 mod openai;
 mod page;
+mod request_id;
 mod support;

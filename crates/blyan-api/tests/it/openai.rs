@@ -15,10 +15,10 @@ async fn completions_follow_the_openai_wire_format() {
     let node = Node::serving().await;
     let (status, models) = node.get("/v1/models", None).await;
     assert_eq!(status, 200);
-    assert_eq!(models["data"][0]["id"], blyan_api::MODEL_ID);
+    assert_eq!(models["data"][0]["id"], blyan_api_types::MODEL_ID);
 
     let body =
-        json!({ "model": blyan_api::MODEL_ID, "messages": user_says("hi"), "max_tokens": 6 });
+        json!({ "model": blyan_api_types::MODEL_ID, "messages": user_says("hi"), "max_tokens": 6 });
     let (status, completion) = node.post("/v1/chat/completions", &body, None).await;
     assert_eq!(status, 200, "{completion}");
     assert_eq!(completion["object"], "chat.completion");
@@ -93,7 +93,7 @@ async fn completions_follow_the_openai_wire_format() {
         &node
             .post(
                 "/v1/chat/completions",
-                &json!({ "model": blyan_api::MODEL_ID, "messages": user_says("hi"), "n": 2 }),
+                &json!({ "model": blyan_api_types::MODEL_ID, "messages": user_says("hi"), "n": 2 }),
                 None,
             )
             .await,
@@ -171,7 +171,7 @@ async fn the_openai_python_client_streams_and_pays_with_an_api_key() {
             .arg(CLIENT_SCRIPT)
             .arg(base_url)
             .arg(key)
-            .arg(blyan_api::MODEL_ID)
+            .arg(blyan_api_types::MODEL_ID)
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .output()

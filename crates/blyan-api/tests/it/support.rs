@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use blyan_api::{AppState, NodeConfig, Server, TokenResponse};
+use blyan_api::{AppState, Server};
+use blyan_api_types::TokenResponse;
 use blyan_chain::AuthorKey;
 use blyan_ledger::{
     AccountId, Amount, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest,
 };
+use blyan_node_core::{Node as NodeState, NodeConfig};
 use k256::ecdsa::SigningKey;
 use serde_json::Value;
 use sha3::{Digest as _, Keccak256};
@@ -17,7 +19,8 @@ use sha3::{Digest as _, Keccak256};
 /// A running node; stopped when dropped.
 pub struct Node {
     pub addr: SocketAddr,
-    pub state: Arc<AppState>,
+    /// The node library's state (chain store, ledger, model) behind the server.
+    pub state: Arc<NodeState>,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<blyan_api::Result<()>>>,
@@ -47,13 +50,13 @@ impl Node {
         config.listen = "127.0.0.1:0".parse().expect("address");
         config.data_dir = dir.path().to_owned();
         // Test blocks need not survive power loss; fsync per block only slows the tests down.
-        config.chain.durability = blyan_api::Durability::Unsynced;
+        config.chain.durability = blyan_primitives::Durability::Unsynced;
         // Tests make many requests from one address; the limits get their own test.
         config.api.rate_limit.per_ip_per_minute = 10_000;
         config.api.rate_limit.per_wallet_per_minute = 10_000;
         config.api.free_tier.requests_per_hour_per_ip = 10_000;
         edit(&mut config);
-        let mut state = AppState::open(config).await.expect("node state opens");
+        let mut state = NodeState::open(config).await.expect("node state opens");
         if with_model {
             state
                 .ensure_seed_model(&AuthorKey::generate())
@@ -65,9 +68,10 @@ impl Node {
                 .expect("the model loads from the chain");
             assert!(state.generator().is_some(), "the chain holds the model");
         }
-        let server = Server::bind(state).await.expect("bind loopback");
+        let state = Arc::new(state);
+        let app = AppState::new(Arc::clone(&state)).expect("the sign-in store opens");
+        let server = Server::bind(app).await.expect("bind loopback");
         let addr = server.local_addr().expect("bound address");
-        let state = Arc::clone(server.state());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
@@ -232,7 +236,7 @@ impl TestWallet {
         let hash = Keccak256::digest(&point.as_bytes()[1..]);
         let mut bytes = [0_u8; 20];
         bytes.copy_from_slice(&hash[12..]);
-        let address = blyan_api::WalletAddress::from_bytes(bytes).to_string();
+        let address = blyan_primitives::Address::from_bytes(bytes).to_string();
         TestWallet { key, address }
     }
 

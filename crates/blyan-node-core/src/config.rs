@@ -1,20 +1,29 @@
 //! `node.yaml`: the node's typed, validated configuration.
+//!
+//! Loading is one merge and one typed pass: the shipped defaults (`config/node.yaml`, compiled
+//! in) and the operator's file are parsed as YAML values, the file's mappings are merged into
+//! the defaults' key by key (a scalar or list replaces, a `null` leaves the default), and the
+//! result is deserialized once into [`NodeConfig`] with `deny_unknown_fields`, through
+//! `serde_path_to_error` so a refusal names the dotted path of the field. [`NodeConfig::validate`]
+//! then checks what serde cannot: bounds and relations between fields.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use blyan_primitives::{Durability, POW_DIFFICULTY_BITS_MAX};
 use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
 
 use crate::{Error, Result};
 
 /// The shipped defaults, the same text as `config/node.yaml`.
 pub const NODE_CONFIG_DEFAULT_YAML: &str = include_str!("../../../config/node.yaml");
 
+/// How the compiled-in defaults are named in errors.
+const DEFAULTS_ORIGIN: &str = "<built-in node.yaml>";
+
 /// Smallest expert cache the node accepts: one tiny expert must fit.
 pub const CACHE_EXPERT_BYTES_MIN: u64 = 1 << 20;
-
-/// Leading zero bits of proof of work beyond which no block could ever be found.
-pub const POW_DIFFICULTY_BITS_MAX: u32 = 64;
 
 /// Everything a node reads from `node.yaml`. Field names are the YAML keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,22 +86,13 @@ pub struct ChainConfig {
     pub pow_difficulty_bits: u32,
 }
 
-/// Write durability of the chain store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Durability {
-    /// The write-ahead log is fsynced before a block is acknowledged.
-    Synced,
-    /// Acknowledged blocks survive a process crash, not a machine crash.
-    Unsynced,
-}
-
 /// Proof-of-Learning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolConfig {
-    /// Whether expert blocks need a Proof-of-Learning acceptance.
+    /// Whether expert blocks need a Proof-of-Learning acceptance. Validation refuses `true`
+    /// until Proof-of-Learning lands: a node would otherwise accept the setting and then fail
+    /// at start, or worse, run without the checks the operator asked for.
     pub enabled: bool,
 }
 
@@ -180,96 +180,14 @@ pub const API_BODY_BYTES_MAX: u64 = 16 << 20;
 /// Longest accepted token or nonce lifetime, in seconds (30 days).
 pub const AUTH_TTL_SECONDS_MAX: u64 = 30 * 24 * 3600;
 
-/// A partial `node.yaml`: every field optional, so a file may set only what it changes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeConfigPatch {
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    ledger: Option<LedgerPatch>,
-    cache: Option<CachePatch>,
-    chain: Option<ChainPatch>,
-    pol: Option<PolPatch>,
-    log: Option<LogPatch>,
-    api: Option<ApiPatch>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApiPatch {
-    body_bytes_max: Option<u64>,
-    auth: Option<AuthPatch>,
-    rate_limit: Option<RateLimitPatch>,
-    free_tier: Option<FreeTierPatch>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthPatch {
-    domains: Option<Vec<String>>,
-    chain_id: Option<u64>,
-    nonce_ttl_seconds: Option<u64>,
-    access_token_ttl_seconds: Option<u64>,
-    refresh_token_ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateLimitPatch {
-    per_ip_per_minute: Option<u32>,
-    per_wallet_per_minute: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FreeTierPatch {
-    enabled: Option<bool>,
-    requests_per_hour_per_ip: Option<u32>,
-    completion_tokens_max: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LedgerPatch {
-    backend: Option<LedgerBackend>,
-    postgres_url: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CachePatch {
-    expert_bytes_max: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChainPatch {
-    durability: Option<Durability>,
-    pow_difficulty_bits: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolPatch {
-    enabled: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogPatch {
-    format: Option<LogFormat>,
-    filter: Option<String>,
-}
-
 impl NodeConfig {
     /// The shipped defaults (`config/node.yaml` as compiled in).
     pub fn defaults() -> Self {
-        let patch = parse_patch(NODE_CONFIG_DEFAULT_YAML, Path::new("<built-in node.yaml>"))
-            .expect("the shipped node.yaml parses: a unit test checks it");
-        let config = Self::from_complete_patch(patch)
+        let origin = Path::new(DEFAULTS_ORIGIN);
+        let config = Self::from_value(defaults_value(), origin)
             .expect("the shipped node.yaml sets every field: a unit test checks it");
         config
-            .validate(Path::new("<built-in node.yaml>"))
+            .validate(origin)
             .expect("the shipped node.yaml is valid: a unit test checks it");
         config
     }
@@ -292,133 +210,28 @@ impl NodeConfig {
 
     /// Parses YAML text over the shipped defaults; `origin` names the text in errors.
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self> {
-        let patch = parse_patch(text, origin)?;
-        let mut config = Self::defaults();
-        config.apply(patch);
+        let overlay = parse_yaml(text, origin)?;
+        if !matches!(overlay, Value::Null | Value::Mapping(_)) {
+            return Err(Error::ConfigInvalid {
+                path: origin.to_owned(),
+                field: ".".to_owned(),
+                reason: "the document must be a mapping of settings".to_owned(),
+            });
+        }
+        let mut merged = defaults_value();
+        merge(&mut merged, overlay);
+        let config = Self::from_value(merged, origin)?;
         config.validate(origin)?;
         Ok(config)
     }
 
-    fn from_complete_patch(patch: NodeConfigPatch) -> Option<Self> {
-        let ledger = patch.ledger?;
-        let cache = patch.cache?;
-        let chain = patch.chain?;
-        let log = patch.log?;
-        let api = patch.api?;
-        let auth = api.auth?;
-        let rate_limit = api.rate_limit?;
-        let free_tier = api.free_tier?;
-        Some(Self {
-            data_dir: patch.data_dir?,
-            listen: patch.listen?,
-            ledger: LedgerConfig {
-                backend: ledger.backend?,
-                postgres_url: ledger.postgres_url,
-            },
-            cache: CacheConfig {
-                expert_bytes_max: cache.expert_bytes_max?,
-            },
-            chain: ChainConfig {
-                durability: chain.durability?,
-                pow_difficulty_bits: chain.pow_difficulty_bits?,
-            },
-            pol: PolConfig {
-                enabled: patch.pol?.enabled?,
-            },
-            log: LogConfig {
-                format: log.format?,
-                filter: log.filter?,
-            },
-            api: ApiConfig {
-                body_bytes_max: api.body_bytes_max?,
-                auth: AuthConfig {
-                    domains: auth.domains?,
-                    chain_id: auth.chain_id?,
-                    nonce_ttl_seconds: auth.nonce_ttl_seconds?,
-                    access_token_ttl_seconds: auth.access_token_ttl_seconds?,
-                    refresh_token_ttl_seconds: auth.refresh_token_ttl_seconds?,
-                },
-                rate_limit: RateLimitConfig {
-                    per_ip_per_minute: rate_limit.per_ip_per_minute?,
-                    per_wallet_per_minute: rate_limit.per_wallet_per_minute?,
-                },
-                free_tier: FreeTierConfig {
-                    enabled: free_tier.enabled?,
-                    requests_per_hour_per_ip: free_tier.requests_per_hour_per_ip?,
-                    completion_tokens_max: free_tier.completion_tokens_max?,
-                },
-            },
+    /// The one typed pass: every field must be present (the defaults supply them) and known.
+    fn from_value(value: Value, origin: &Path) -> Result<Self> {
+        serde_path_to_error::deserialize(value).map_err(|error| Error::ConfigInvalid {
+            path: origin.to_owned(),
+            field: error.path().to_string(),
+            reason: error.into_inner().to_string(),
         })
-    }
-
-    fn apply(&mut self, patch: NodeConfigPatch) {
-        fn set<T>(slot: &mut T, value: Option<T>) {
-            if let Some(value) = value {
-                *slot = value;
-            }
-        }
-        set(&mut self.data_dir, patch.data_dir);
-        set(&mut self.listen, patch.listen);
-        if let Some(ledger) = patch.ledger {
-            set(&mut self.ledger.backend, ledger.backend);
-            if ledger.postgres_url.is_some() {
-                self.ledger.postgres_url = ledger.postgres_url;
-            }
-        }
-        if let Some(cache) = patch.cache {
-            set(&mut self.cache.expert_bytes_max, cache.expert_bytes_max);
-        }
-        if let Some(chain) = patch.chain {
-            set(&mut self.chain.durability, chain.durability);
-            set(
-                &mut self.chain.pow_difficulty_bits,
-                chain.pow_difficulty_bits,
-            );
-        }
-        if let Some(pol) = patch.pol {
-            set(&mut self.pol.enabled, pol.enabled);
-        }
-        if let Some(log) = patch.log {
-            set(&mut self.log.format, log.format);
-            set(&mut self.log.filter, log.filter);
-        }
-        if let Some(api) = patch.api {
-            set(&mut self.api.body_bytes_max, api.body_bytes_max);
-            if let Some(auth) = api.auth {
-                let slot = &mut self.api.auth;
-                set(&mut slot.domains, auth.domains);
-                set(&mut slot.chain_id, auth.chain_id);
-                set(&mut slot.nonce_ttl_seconds, auth.nonce_ttl_seconds);
-                set(
-                    &mut slot.access_token_ttl_seconds,
-                    auth.access_token_ttl_seconds,
-                );
-                set(
-                    &mut slot.refresh_token_ttl_seconds,
-                    auth.refresh_token_ttl_seconds,
-                );
-            }
-            if let Some(rate_limit) = api.rate_limit {
-                let slot = &mut self.api.rate_limit;
-                set(&mut slot.per_ip_per_minute, rate_limit.per_ip_per_minute);
-                set(
-                    &mut slot.per_wallet_per_minute,
-                    rate_limit.per_wallet_per_minute,
-                );
-            }
-            if let Some(free_tier) = api.free_tier {
-                let slot = &mut self.api.free_tier;
-                set(&mut slot.enabled, free_tier.enabled);
-                set(
-                    &mut slot.requests_per_hour_per_ip,
-                    free_tier.requests_per_hour_per_ip,
-                );
-                set(
-                    &mut slot.completion_tokens_max,
-                    free_tier.completion_tokens_max,
-                );
-            }
-        }
     }
 
     /// Checks relations serde cannot: bounds and fields required by other fields.
@@ -453,6 +266,14 @@ impl NodeConfig {
                     "{} is above the maximum of {POW_DIFFICULTY_BITS_MAX}",
                     self.chain.pow_difficulty_bits
                 ),
+            ));
+        }
+        if self.pol.enabled {
+            return Err(invalid(
+                "pol.enabled",
+                "Proof-of-Learning is not implemented in this node yet, so it cannot be turned on: \
+                 set pol.enabled to false"
+                    .into(),
             ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
@@ -536,20 +357,43 @@ impl NodeConfig {
     }
 }
 
-fn parse_patch(text: &str, origin: &Path) -> Result<NodeConfigPatch> {
+/// The compiled-in defaults as a YAML value.
+fn defaults_value() -> Value {
+    parse_yaml(NODE_CONFIG_DEFAULT_YAML, Path::new(DEFAULTS_ORIGIN))
+        .expect("the shipped node.yaml parses: a unit test checks it")
+}
+
+fn parse_yaml(text: &str, origin: &Path) -> Result<Value> {
     // An empty file is a file that changes nothing.
     if text.trim().is_empty() {
-        return Ok(NodeConfigPatch::default());
+        return Ok(Value::Null);
     }
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let field = error.path().to_string();
-        Error::ConfigInvalid {
-            path: origin.to_owned(),
-            field,
-            reason: error.into_inner().to_string(),
-        }
+    serde_yaml::from_str(text).map_err(|error| Error::ConfigInvalid {
+        path: origin.to_owned(),
+        field: ".".to_owned(),
+        reason: error.to_string(),
     })
+}
+
+/// Merges `overlay` into `base`: mappings key by key, recursively; any other value replaces;
+/// a `null` changes nothing (a section whose lines are all commented out, as in the shipped
+/// file's style).
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (_, Value::Null) => {}
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        // Unknown keys go through, for the typed pass to refuse by name.
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, overlay) => *slot = overlay,
+    }
 }
 
 #[cfg(test)]
@@ -568,8 +412,9 @@ mod tests {
 
     #[test]
     fn shipped_defaults_parse_and_are_complete() {
-        let patch = parse_patch(NODE_CONFIG_DEFAULT_YAML, Path::new("node.yaml")).unwrap();
-        let config = NodeConfig::from_complete_patch(patch).expect("every field set");
+        let value = parse_yaml(NODE_CONFIG_DEFAULT_YAML, Path::new("node.yaml")).unwrap();
+        let config =
+            NodeConfig::from_value(value, Path::new("node.yaml")).expect("every field set");
         assert_eq!(config, NodeConfig::defaults());
         assert_eq!(config.listen.port(), 8700);
         assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
@@ -672,5 +517,59 @@ mod tests {
         );
         let ttl = format!("api:\n  auth:\n    refresh_token_ttl_seconds: {AUTH_TTL_SECONDS_MAX}\n");
         NodeConfig::from_yaml_str(&ttl, Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn proof_of_learning_cannot_be_turned_on_yet() {
+        check_rejected("pol:\n  enabled: true\n", "pol.enabled");
+        let error = NodeConfig::from_yaml_str("pol:\n  enabled: true\n", Path::new("t"))
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("not implemented"),
+            "the message says why: {error}"
+        );
+        NodeConfig::from_yaml_str("pol:\n  enabled: false\n", Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn nulls_and_empty_sections_leave_the_defaults() {
+        let config = NodeConfig::from_yaml_str(
+            "cache:\nlisten: ~\nledger:\n  postgres_url: null\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(config, NodeConfig::defaults());
+        assert_eq!(
+            NodeConfig::from_yaml_str("", Path::new("t")).unwrap(),
+            NodeConfig::defaults()
+        );
+    }
+
+    #[test]
+    fn nested_overrides_keep_their_siblings() {
+        let config = NodeConfig::from_yaml_str(
+            "api:\n  auth:\n    chain_id: 5\n  free_tier:\n    enabled: false\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let defaults = NodeConfig::defaults();
+        assert_eq!(config.api.auth.chain_id, 5);
+        assert!(!config.api.free_tier.enabled);
+        assert_eq!(
+            config.api.auth.nonce_ttl_seconds,
+            defaults.api.auth.nonce_ttl_seconds
+        );
+        assert_eq!(config.api.rate_limit, defaults.api.rate_limit);
+        assert_eq!(
+            config.api.free_tier.completion_tokens_max,
+            defaults.api.free_tier.completion_tokens_max
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_refused() {
+        check_rejected("- listen\n", ".");
+        check_rejected("listen: [\n", ".");
+        check_rejected("api: 5\n", "api");
     }
 }

@@ -1,0 +1,77 @@
+//! # blyan-node-core: the Blyan node as a library
+//!
+//! The node's composition root, free of any transport: its configuration ([`NodeConfig`],
+//! `node.yaml` over compiled-in defaults), logging ([`init_logging`]), its state ([`Node`]: the
+//! chain store, the ledger, the model served and swapped when a new one lands, expert use
+//! counts), the chat and billing session ([`Node::plan_chat`] → [`ChatPlan::start`] →
+//! [`ChatRun`]: quote → authorize → generate/stream → capture or release), and the services a
+//! node runs ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a
+//! [`Node`], and starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], and later
+//! the learner, Proof-of-Learning and the network, each testable without the others.
+//!
+//! ## Invariants
+//! - A config is either fully valid or refused with the dotted path of the offending field
+//!   ([`Error::ConfigInvalid`]); a missing file means the shipped defaults. A setting the node
+//!   cannot honour (`pol.enabled: true` before Proof-of-Learning exists) is refused there, not
+//!   at start.
+//! - A chat is charged only its completion tokens, and only when it finished: a refusal, a
+//!   generation error or a receiver that goes away releases the hold. Every ledger call has an
+//!   idempotency key derived from the chat's random id, so a retried call never charges twice.
+//! - Requests already generating finish on the model they started with when a new model is
+//!   swapped in; reloads are serialized, so the newest model is the one left serving.
+//! - Logs go to stderr, so commands can stream their output on stdout.
+//!
+//! ## Must not depend on
+//! HTTP (axum, hyper), the sign-in machinery (SIWE, JWT) or Prometheus: those are `blyan-api`'s.
+//! Dependency direction: `blyan-api` → `blyan-node-core` → chain, ledger, moe.
+//!
+//! ## Where to start
+//! [`NodeConfig`], then [`Node`], [`Node::plan_chat`] and [`Services`].
+//!
+//! ```no_run
+//! # async fn run() -> blyan_node_core::Result<()> {
+//! use std::sync::Arc;
+//! use blyan_api_types::{ChatMessage, ChatRequest};
+//! use blyan_node_core::{HoldExpiry, Node, NodeConfig, NoObserver, Payer, Services};
+//!
+//! let config = NodeConfig::load(std::path::Path::new("config/node.yaml"))?;
+//! // Chain store and ledger under `data_dir`; then the newest model on the chain.
+//! let node = Arc::new(Node::open(config).await?.load_model().await?);
+//! let request = ChatRequest {
+//!     messages: vec![ChatMessage { role: "user".into(), content: "hi".into() }],
+//!     max_tokens: Some(8), temperature: Some(0.0), top_p: None, seed: None, model: None,
+//! };
+//! let plan = node.plan_chat(Payer::Free, &request).expect("a valid chat");
+//! let done = plan.start(Arc::clone(&node), Arc::new(NoObserver)).await.expect("starts")
+//!     .finish().await.expect("generates");
+//! println!("{}", done.text);
+//! let mut services = Services::new(node);
+//! services.spawn(HoldExpiry::default());
+//! services.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod chat;
+mod config;
+mod error;
+mod logging;
+mod node;
+mod service;
+
+pub use chat::{
+    CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_DELTAS_DEPTH,
+    CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX, ChatEvent, ChatObserver, ChatPlan, ChatRun,
+    LedgerOutcome, NoObserver, PROMPT_TOKENS_MAX, Payer, chat_prompt,
+};
+pub use config::{
+    API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
+    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LedgerBackend, LedgerConfig,
+    LogConfig, LogFormat, NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, RateLimitConfig,
+};
+pub use error::{BoxError, ChatError, Error, Result};
+pub use logging::init_logging;
+pub use node::{
+    CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_ledger, store_config,
+};
+pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

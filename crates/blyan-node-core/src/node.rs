@@ -1,0 +1,393 @@
+//! The node's state: the open chain store and ledger, the model it serves (swapped when a new
+//! one lands on the chain), and what it counted since it started.
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, StoreConfig};
+use blyan_ledger::{
+    Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
+};
+use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions, MoeError};
+
+use crate::config::{LedgerBackend, NodeConfig};
+use crate::{Error, Result};
+
+/// Directory of the chain store under `data_dir`.
+pub use blyan_chain::CHAIN_DIR_NAME;
+
+/// File of the embedded ledger under `data_dir`.
+pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
+
+/// The chain store's settings from the node's configuration.
+pub fn store_config(config: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        durability: config.chain.durability,
+        pow_difficulty_bits: config.chain.pow_difficulty_bits,
+        proof_of_learning: config.pol.enabled,
+        ..StoreConfig::default()
+    }
+}
+
+/// Opens (creating with genesis on first start) the chain store in `data_dir/chain`.
+pub fn open_chain(config: &NodeConfig) -> Result<ChainStore> {
+    let path = config.data_dir.join(CHAIN_DIR_NAME);
+    ChainStore::open(&path, store_config(config)).map_err(Error::ChainOpen)
+}
+
+/// Opens the ledger the configuration names: the embedded file `data_dir/ledger.sqlite`, or
+/// PostgreSQL at `ledger.postgres_url` (migrations applied), with the shipped tokenomics.
+pub async fn open_ledger(config: &NodeConfig) -> Result<AnyLedger> {
+    let tokenomics = Tokenomics::shipped().map_err(Error::LedgerOpen)?;
+    match config.ledger.backend {
+        LedgerBackend::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataFile {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let path = config.data_dir.join(LEDGER_FILE_NAME);
+            EmbeddedLedger::open_with(path, tokenomics, LedgerOptions::default())
+                .await
+                .map(AnyLedger::Embedded)
+                .map_err(Error::LedgerOpen)
+        }
+        LedgerBackend::Postgres => {
+            // Validation refuses a postgres backend without a URL; a config built in code may
+            // still lack one.
+            let url =
+                config
+                    .ledger
+                    .postgres_url
+                    .as_deref()
+                    .ok_or_else(|| Error::ConfigInvalid {
+                        path: "node.yaml".into(),
+                        field: "ledger.postgres_url".to_owned(),
+                        reason: "is required when ledger.backend is postgres".to_owned(),
+                    })?;
+            PgLedger::connect_with(url, tokenomics, LedgerOptions::default())
+                .await
+                .map(AnyLedger::Pg)
+                .map_err(Error::LedgerOpen)
+        }
+    }
+}
+
+/// Runs `work` on a blocking thread (store access, model loading), naming it in a failure.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::Task {
+            what,
+            reason: error.to_string(),
+        })
+}
+
+/// The label of a model's state, shown by `/health`, `/model` and `/experts`.
+pub fn model_label(untrained: bool) -> &'static str {
+    if untrained {
+        "untrained seed"
+    } else {
+        "trained"
+    }
+}
+
+/// A running node's state: what every service shares.
+///
+/// Built by [`Node::open`] (chain store and ledger from the configuration) or [`Node::new`]
+/// plus the `with_*` methods for the parts a node may run without (tests, tools): the chain,
+/// the ledger, the model. Share it as `Arc<Node>`.
+pub struct Node {
+    config: NodeConfig,
+    started: Instant,
+    chain: Option<Arc<ChainStore>>,
+    ledger: Option<Arc<AnyLedger>>,
+    server_account: Option<LedgerAddress>,
+    /// The model served; replaced when a new model's meta block arrives.
+    generator: RwLock<Option<Generator>>,
+    /// Serializes reloads, so the last one started (the newest model) is the one left serving.
+    reloading: tokio::sync::Mutex<()>,
+    /// Token positions per `[layer][expert]` since start, for the expert dashboard.
+    expert_uses: Mutex<Vec<Vec<u64>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .field("chain", &self.chain.is_some())
+            .field("ledger", &self.ledger.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node started now with nothing open: no chain store, ledger or model.
+    pub fn new(config: NodeConfig) -> Self {
+        Self {
+            config,
+            started: Instant::now(),
+            chain: None,
+            ledger: None,
+            server_account: None,
+            generator: RwLock::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+            expert_uses: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A node with its chain store ([`open_chain`]) and ledger ([`open_ledger`]) open, but no
+    /// model yet: see [`Self::ensure_seed_model`] and [`Self::load_model`].
+    pub async fn open(config: NodeConfig) -> Result<Self> {
+        let chain_config = config.clone();
+        let chain =
+            blocking("opening the chain store", move || open_chain(&chain_config)).await??;
+        let ledger = open_ledger(&config).await?;
+        Ok(Self::new(config)
+            .with_chain(Arc::new(chain))
+            .with_ledger(Arc::new(ledger)))
+    }
+
+    /// On a chain that holds no model yet, publishes the untrained seed model signed by `key`
+    /// (`blyan_moe::ensure_model`); on one that holds a model, writes nothing.
+    pub async fn ensure_seed_model(&self, key: &AuthorKey) -> Result<()> {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        let key = key.clone();
+        // `ensure_model` itself logs, as a warning, when it writes the untrained seed.
+        blocking("publishing the seed model", move || {
+            blyan_moe::ensure_model(&chain, &key)
+        })
+        .await?
+        .map_err(Error::ModelLoad)?;
+        Ok(())
+    }
+
+    /// Serves the newest model on the chain (`blyan_moe::Generator::from_chain`), with the
+    /// expert cache budget of `cache.expert_bytes_max`. A chain that holds no model leaves the
+    /// node without one (chat is refused with `ModelUnavailable`), with a warning in the log.
+    pub async fn load_model(self) -> Result<Self> {
+        match self.newest_model().await? {
+            Some(generator) => Ok(self.with_generator(generator)),
+            None => {
+                tracing::warn!("the chain holds no model: chat is unavailable");
+                Ok(self)
+            }
+        }
+    }
+
+    /// Loads the newest model on the chain, logging whether it is the untrained seed.
+    async fn newest_model(&self) -> Result<Option<Generator>> {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        let options = ModelOptions {
+            expert_bytes_max: self.config.cache.expert_bytes_max,
+            ..ModelOptions::default()
+        };
+        let loaded = blocking("loading the model", move || {
+            Generator::from_chain(chain, options)
+        })
+        .await?;
+        match loaded {
+            Ok(generator) => {
+                let info = generator.info();
+                if info.untrained {
+                    tracing::warn!(model = %info.description, "serving an UNTRAINED seed model");
+                } else {
+                    tracing::info!(model = %info.description, "serving the model from the chain");
+                }
+                Ok(Some(generator))
+            }
+            Err(MoeError::NoModelOnChain) => Ok(None),
+            Err(error) => Err(Error::ModelLoad(error)),
+        }
+    }
+
+    /// The newest model on the chain (its meta block and document); `None` when the chain holds
+    /// none.
+    pub async fn newest_model_on_chain(&self) -> Result<Option<(BlockHash, ModelDocument)>> {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        match blocking("reading the meta chain", move || {
+            blyan_moe::current_model(&chain)
+        })
+        .await?
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(MoeError::NoModelOnChain) => Ok(None),
+            Err(error) => Err(Error::ModelLoad(error)),
+        }
+    }
+
+    /// Switches to the newest model on the chain (after a meta block arrived). Requests already
+    /// generating finish on the model they started with. If the new model cannot be loaded, the
+    /// node keeps serving the old one and logs why.
+    pub async fn reload_model(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
+        match self.newest_model().await {
+            Ok(Some(generator)) => {
+                *self
+                    .generator
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(generator);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "the chain's newest model does not load: serving the previous one");
+            }
+        }
+    }
+
+    /// Drops `expert` from the served model's cache (after a new version of it arrived), so its
+    /// next use loads the current version from the chain.
+    pub async fn forget_expert(&self, expert: ExpertName) {
+        let Some(generator) = self.generator() else {
+            return;
+        };
+        // Evicting waits for the model between two forward passes.
+        match blocking("evicting an expert", move || {
+            generator.forget_expert(expert)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, %expert, "could not evict the expert"),
+            Err(error) => tracing::error!(%error, %expert, "evicting the expert failed"),
+        }
+    }
+
+    /// Appends a signed block sent in its wire form (`blyan_chain::encode_block`) and reacts to
+    /// it: a meta block makes the node serve the chain's newest model, an expert block drops
+    /// that expert from the cache. A block the store refuses is [`Error::BlockRefused`]; a store
+    /// failure is [`Error::ChainFailed`].
+    ///
+    /// `wire` is taken by value (a request body, for instance) so it can move to the blocking
+    /// thread that validates and appends it without a copy.
+    pub async fn submit_block<B>(&self, wire: B) -> Result<(BlockHash, BlockHeader)>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
+        let (hash, header) = blocking("appending a block", move || {
+            let hash = chain.submit(wire.as_ref()).map_err(|error| {
+                if error.is_invalid_block() {
+                    Error::BlockRefused(error)
+                } else {
+                    Error::ChainFailed(error)
+                }
+            })?;
+            let header = chain
+                .header(&hash)
+                .map_err(Error::ChainFailed)?
+                .ok_or_else(|| Error::Task {
+                    what: "appending a block",
+                    reason: format!("block {hash} was appended but has no header"),
+                })?;
+            Ok::<_, Error>((hash, header))
+        })
+        .await??;
+        tracing::info!(block = %hash, kind = ?header.kind, "block appended");
+        match header.kind {
+            BlockKind::Meta => self.reload_model().await,
+            BlockKind::Expert => {
+                if let Some(expert) = header.meta.expert {
+                    self.forget_expert(expert).await;
+                }
+            }
+            _ => {}
+        }
+        Ok((hash, header))
+    }
+
+    /// Serves `generator` (without one, chat is refused with `ModelUnavailable`).
+    #[must_use]
+    pub fn with_generator(self, generator: Generator) -> Self {
+        *self
+            .generator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generator);
+        self
+    }
+
+    /// Charges signed-in callers through `ledger` (without one, only the free tier chats).
+    #[must_use]
+    pub fn with_ledger(mut self, ledger: Arc<AnyLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The chain store, for the explorer, block submission and the model.
+    #[must_use]
+    pub fn with_chain(mut self, chain: Arc<ChainStore>) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The account paid the serving share of each captured fee (the ledger's reward pool when
+    /// not set).
+    #[must_use]
+    pub fn with_server_account(mut self, account: LedgerAddress) -> Self {
+        self.server_account = Some(account);
+        self
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The generator serving chat now, if any (a handle: the model may be replaced after).
+    pub fn generator(&self) -> Option<Generator> {
+        self.generator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The ledger, if any.
+    pub fn ledger(&self) -> Option<&Arc<AnyLedger>> {
+        self.ledger.as_ref()
+    }
+
+    /// The chain store, if any.
+    pub fn chain(&self) -> Option<&Arc<ChainStore>> {
+        self.chain.as_ref()
+    }
+
+    /// The account paid the serving share of captured fees, if set.
+    pub fn server_account(&self) -> Option<LedgerAddress> {
+        self.server_account
+    }
+
+    /// Adds one request's expert usage to the totals.
+    pub fn record_expert_usage(&self, usage: &ExpertUsage) {
+        let mut totals = self
+            .expert_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (layer, counts) in usage.tokens.iter().enumerate() {
+            if totals.len() <= layer {
+                totals.resize(layer + 1, Vec::new());
+            }
+            let row = &mut totals[layer];
+            if row.len() < counts.len() {
+                row.resize(counts.len(), 0);
+            }
+            for (slot, count) in row.iter_mut().zip(counts) {
+                *slot = slot.saturating_add(u64::from(*count));
+            }
+        }
+    }
+
+    /// Token positions per `[layer][expert]` since start.
+    pub fn expert_uses(&self) -> Vec<Vec<u64>> {
+        self.expert_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

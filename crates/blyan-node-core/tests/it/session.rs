@@ -1,0 +1,227 @@
+//! The chat and billing session without HTTP: quote → authorize → generate → capture, release
+//! on every failure, the free tier, and the refusals.
+
+use std::sync::Arc;
+
+use blyan_api_types::MODEL_ID;
+use blyan_ledger::{Amount, Ledger as _};
+use blyan_node_core::{
+    CHAT_COMPLETION_TOKENS_MAX, ChatError, ChatEvent, NoObserver, PROMPT_TOKENS_MAX, Payer,
+};
+
+use crate::support::{
+    Recorder, balance, fund, node_with, request, serving, wait_until_nothing_held, wallet,
+};
+
+#[tokio::test]
+async fn a_paid_chat_is_charged_exactly_its_completion_tokens() {
+    let test = serving().await;
+    let node = &test.node;
+    let payer = wallet(0x21);
+    fund(node, payer, "10").await;
+    let (before, _) = balance(node, payer).await;
+    let recorder = Arc::new(Recorder::default());
+    let plan = node
+        .plan_chat(
+            Payer::Wallet(payer),
+            &request("Tell me about experts.", Some(24)),
+        )
+        .unwrap();
+    assert_eq!(plan.max_tokens(), 24);
+    assert!(plan.prompt_tokens() > 0);
+    let id = plan.id().to_owned();
+    let mut run = plan
+        .start(Arc::clone(node), recorder.clone())
+        .await
+        .unwrap();
+    assert_eq!(run.id(), id);
+    // While generating, the quote for 24 tokens is held.
+    let (_, held) = balance(node, payer).await;
+    assert!(held > Amount::ZERO, "a hold is taken before generating");
+    let mut streamed = String::new();
+    let done = loop {
+        match run.next_event().await.expect("the run ends with an event") {
+            ChatEvent::Delta(text) => streamed.push_str(&text),
+            ChatEvent::Done(done) => break *done,
+            ChatEvent::Failed(error) => panic!("{error}"),
+            _ => {}
+        }
+    };
+    assert_eq!(done.id, id);
+    assert_eq!(done.model, MODEL_ID);
+    assert_eq!(done.text, streamed, "deltas concatenate to the text");
+    let completion = done.usage.completion_tokens;
+    assert!((1..=24).contains(&completion), "{done:?}");
+    assert_eq!(
+        done.usage.total_tokens,
+        done.usage.prompt_tokens + completion
+    );
+    let fee = node
+        .ledger()
+        .unwrap()
+        .tokenomics()
+        .inference_fee(completion)
+        .unwrap();
+    assert_eq!(done.cost.tier, "paid");
+    assert_eq!(done.cost.tokens_charged, completion);
+    assert_eq!(done.cost.charged, fee.to_string());
+    let (after, held) = balance(node, payer).await;
+    assert_eq!(held, Amount::ZERO, "the rest of the hold went back");
+    assert_eq!(before.units() - after.units(), fee.units());
+    assert_eq!(
+        *recorder.ledger.lock().unwrap(),
+        vec![("quote", "ok"), ("authorize", "ok"), ("capture", "ok")]
+    );
+    assert_eq!(
+        *recorder.tokens.lock().unwrap(),
+        vec![("paid", done.usage.prompt_tokens, completion)]
+    );
+    assert_eq!(*recorder.first_tokens.lock().unwrap(), 1);
+    // The experts that ran are counted for the dashboard.
+    let uses: u64 = node.expert_uses().iter().flatten().sum();
+    assert!(uses > 0);
+}
+
+#[tokio::test]
+async fn a_free_chat_touches_no_ledger_and_stays_within_its_budget() {
+    let test = serving().await;
+    let node = &test.node;
+    let budget = node.config().api.free_tier.completion_tokens_max;
+    let recorder = Arc::new(Recorder::default());
+    let plan = node
+        .plan_chat(Payer::Free, &request("hi", Some(budget + 100)))
+        .unwrap();
+    assert_eq!(
+        plan.max_tokens(),
+        budget,
+        "the free tier answers within its budget"
+    );
+    let done = plan
+        .start(Arc::clone(node), recorder.clone())
+        .await
+        .unwrap()
+        .finish()
+        .await
+        .unwrap();
+    assert_eq!(done.cost.tier, "free");
+    assert_eq!(done.cost.charged, "0");
+    assert!(done.usage.completion_tokens <= u64::from(budget));
+    assert!(recorder.ledger.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_dropped_mid_stream_releases_the_hold_and_charges_nothing() {
+    let test = serving().await;
+    let node = &test.node;
+    let payer = wallet(0x22);
+    fund(node, payer, "10").await;
+    let (before, _) = balance(node, payer).await;
+    let plan = node
+        .plan_chat(
+            Payer::Wallet(payer),
+            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+        )
+        .unwrap();
+    let mut run = plan
+        .start(Arc::clone(node), Arc::new(NoObserver))
+        .await
+        .unwrap();
+    assert!(balance(node, payer).await.1 > Amount::ZERO);
+    // Take one delta at most, then walk away.
+    let _ = run.next_event().await;
+    drop(run);
+    wait_until_nothing_held(node, payer).await;
+    assert_eq!(balance(node, payer).await.0, before, "nothing was charged");
+}
+
+#[tokio::test]
+async fn a_wallet_that_cannot_pay_is_refused_before_generating() {
+    let test = serving().await;
+    let node = &test.node;
+    let recorder = Arc::new(Recorder::default());
+    let plan = node
+        .plan_chat(Payer::Wallet(wallet(0x23)), &request("hi", Some(8)))
+        .unwrap();
+    let error = plan
+        .start(Arc::clone(node), recorder.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ChatError::InsufficientBalance { .. }),
+        "{error:?}"
+    );
+    // A quote is only a price; the hold is what the ledger refuses.
+    assert_eq!(
+        *recorder.ledger.lock().unwrap(),
+        vec![("quote", "ok"), ("authorize", "refused")]
+    );
+    assert!(
+        recorder.tokens.lock().unwrap().is_empty(),
+        "nothing generated"
+    );
+}
+
+#[tokio::test]
+async fn refusals_name_what_is_wrong() {
+    let test = serving().await;
+    let node = &test.node;
+    let paid = Payer::Wallet(wallet(0x24));
+    let field_of = |error: ChatError| match error {
+        ChatError::InvalidRequest { field, .. } => field,
+        other => panic!("{other:?}"),
+    };
+    let over = request("hi", Some(CHAT_COMPLETION_TOKENS_MAX + 1));
+    assert_eq!(
+        field_of(node.plan_chat(paid, &over).unwrap_err()),
+        "max_tokens"
+    );
+    node.plan_chat(paid, &request("hi", Some(CHAT_COMPLETION_TOKENS_MAX)))
+        .unwrap();
+    assert_eq!(
+        field_of(node.plan_chat(paid, &request("hi", Some(0))).unwrap_err()),
+        "max_tokens"
+    );
+    let mut hot = request("hi", Some(4));
+    hot.temperature = Some(-1.0);
+    assert_eq!(
+        field_of(node.plan_chat(paid, &hot).unwrap_err()),
+        "temperature"
+    );
+    let long = request(&"x".repeat(PROMPT_TOKENS_MAX as usize + 1), Some(4));
+    assert!(matches!(
+        node.plan_chat(paid, &long).unwrap_err(),
+        ChatError::PromptTooLong { max, .. } if max <= u64::from(PROMPT_TOKENS_MAX)
+    ));
+    let mut other_model = request("hi", Some(4));
+    other_model.model = Some("gpt-4".to_owned());
+    assert!(matches!(
+        node.plan_chat(paid, &other_model).unwrap_err(),
+        ChatError::UnknownModel {
+            served: MODEL_ID,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_node_without_a_model_or_free_tier_says_so() {
+    let bare = node_with(|_| {}, false).await;
+    assert_eq!(
+        bare.node
+            .plan_chat(Payer::Free, &request("hi", Some(4)))
+            .unwrap_err(),
+        ChatError::ModelUnavailable
+    );
+    let closed = node_with(|config| config.api.free_tier.enabled = false, true).await;
+    assert_eq!(
+        closed
+            .node
+            .plan_chat(Payer::Free, &request("hi", Some(4)))
+            .unwrap_err(),
+        ChatError::FreeTierDisabled
+    );
+    closed
+        .node
+        .plan_chat(Payer::Wallet(wallet(0x25)), &request("hi", Some(4)))
+        .expect("a wallet still chats");
+}
