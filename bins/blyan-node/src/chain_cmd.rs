@@ -10,8 +10,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use blyan_node_core::NodeConfig;
 use blyan_chain::{ChainId, ChainStore, GenesisSpec, VerifyProgress};
+use blyan_node_core::NodeConfig;
 use clap::Subcommand;
 
 /// Offline operations on the chain store in the data dir (`import` must not run while the node

@@ -28,6 +28,7 @@
 //! assert_eq!(body.error.code, "block_fork");
 //! # let _ = std::marker::PhantomData::<ChainSummary>;
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 mod auth;

@@ -15,8 +15,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use blyan_api_types::{BlocksPage, ChainSummary, ExpertVersionInfo, SubmittedBlock};
 use blyan_chain::{
-    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash,
-    ChainId, ChainStore, ExpertName, PayloadHandle,
+    BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BLOCKS_PAGE_COUNT_MAX, BlockHash, ChainId,
+    ChainStore, ExpertName, PayloadHandle,
 };
 use serde::Deserialize;
 use tracing::Instrument as _;
@@ -285,8 +285,6 @@ pub(crate) async fn submit(
     let (hash, _) = state.node().submit_block(body).instrument(span).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(SubmittedBlock {
-            hash: hash,
-        }),
+        axum::Json(SubmittedBlock { hash: hash }),
     ))
 }

@@ -57,6 +57,7 @@
 //! }
 //! # Ok::<(), blyan_moe::MoeError>(())
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 mod batch;

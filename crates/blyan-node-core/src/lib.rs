@@ -50,6 +50,7 @@
 //! services.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 mod chat;

@@ -9,6 +9,7 @@
 //! The network itself is not built yet; a node today serves every expert from its own store.
 //!
 //! Must not depend on: HTTP routes, the ledger.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 use blyan_chain::{BlockHash, ExpertName};

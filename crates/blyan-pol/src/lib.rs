@@ -13,6 +13,7 @@
 //! runs with Proof-of-Learning off and says so.
 //!
 //! Must not depend on: HTTP, the ledger (rewards are paid by the node from a verdict).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 use blyan_chain::{BlockHash, ExpertName};

@@ -31,6 +31,7 @@
 //! assert_eq!((expert.layer(), expert.expert()), (2, 5));
 //! assert_eq!("bf16".parse::<Dtype>().unwrap().size_bytes(), 2);
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![deny(unsafe_code)]
 
 mod address;

@@ -11,6 +11,7 @@
 //!
 //! Must not depend on: HTTP, the ledger. It will depend on `blyan-chain` (entries are blocks) and
 //! `blyan-moe` (the L1 teacher model).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
 use blyan_chain::BlockHash;

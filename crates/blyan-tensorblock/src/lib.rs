@@ -69,6 +69,7 @@
 //! # }
 //! # Ok::<(), blyan_tensorblock::Error>(())
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![deny(unsafe_code)]
 
 mod error;
