@@ -64,7 +64,7 @@ impl From<NodeError> for MoeError {
 
 /// A node's chain as a publishing target.
 #[derive(Debug)]
-pub struct NodeTarget {
+pub(crate) struct NodeTarget {
     base: String,
     http: Client,
     pow_difficulty_bits: u32,
@@ -74,7 +74,7 @@ pub struct NodeTarget {
 impl NodeTarget {
     /// Connects to the node at `url` (`http://host:port`) and reads what its chains demand of a
     /// block.
-    pub fn connect(url: &str) -> Result<Self, NodeError> {
+    pub(crate) fn connect(url: &str) -> Result<Self, NodeError> {
         let base = url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base).map_err(|error| NodeError::BadAnswer {
             url: base.clone(),

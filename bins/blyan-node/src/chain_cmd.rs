@@ -17,7 +17,7 @@ use clap::Subcommand;
 /// Offline operations on the chain store in the data dir (`import` must not run while the node
 /// serves it).
 #[derive(Debug, Subcommand)]
-pub enum ChainCommand {
+pub(crate) enum ChainCommand {
     /// Print the store's summary (chains, tips, block counts, payload bytes) as JSON. Read-only.
     Info,
     /// Re-hash every header and payload and check every link and signature; exits with status 1
@@ -71,7 +71,7 @@ fn open_for_import(config: &NodeConfig) -> anyhow::Result<ChainStore> {
 }
 
 /// Runs one chain subcommand; returns the process exit status.
-pub fn run(config: &NodeConfig, command: ChainCommand) -> anyhow::Result<i32> {
+pub(crate) fn run(config: &NodeConfig, command: ChainCommand) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
     match command {
         ChainCommand::Info => {

@@ -11,7 +11,7 @@ use clap::Args;
 
 /// Sampling options of `blyan-node generate`.
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -37,7 +37,7 @@ pub struct GenerateArgs {
 
 /// Loads the model from the data dir's chain (writing the untrained seed model first when the
 /// chain holds none, as the server does) and streams one generation to stdout.
-pub fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
+pub(crate) fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
     let store = blyan_node_core::open_chain(config).context("opening the chain store")?;
     let key = crate::node_key(&config.data_dir)?;
     // Logs a warning when it writes the untrained seed.

@@ -283,8 +283,5 @@ pub(crate) async fn submit(
         span.record("block", tracing::field::display(BlockHash(claimed)));
     }
     let (hash, _) = state.node().submit_block(body).instrument(span).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(SubmittedBlock { hash: hash }),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(SubmittedBlock { hash })))
 }

@@ -10,6 +10,8 @@
 //!   the measurement behind keeping payloads out of RocksDB (docs/chain-storage.md).
 //!
 //! `cargo bench -p blyan-chain`; kept short (small samples) so the whole run stays in minutes.
+// criterion_group! generates a public function no doc comment can reach.
+#![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;

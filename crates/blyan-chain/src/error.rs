@@ -12,6 +12,9 @@ use crate::key::SignatureFault;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `blyan-chain`.
+// Variant fields are not documented one by one: each variant's doc says what went wrong and
+// its `#[error]` message names every field in context, which is what a reader of the error sees.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

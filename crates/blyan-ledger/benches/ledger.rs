@@ -4,6 +4,8 @@
 //! does (`-c 4 -j 2`). The server is started with PostgreSQL's default durability.
 //!
 //! `cargo bench -p blyan-ledger --bench ledger`
+// criterion_group! generates a public function no doc comment can reach.
+#![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/it/pg.rs"]

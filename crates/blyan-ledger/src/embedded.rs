@@ -91,7 +91,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
 
 /// Runs commands on the one connection, off the async threads.
 #[derive(Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     /// Set when a COMMIT or ROLLBACK failed for a reason other than a constraint: the file's
     /// state is then unknown to this connection, so writes are refused until reopened.

@@ -12,6 +12,9 @@ use crate::payment::{HoldId, HoldStatus, QuoteId};
 /// money moved. Storage errors may leave the outcome of a write unknown to the caller (a
 /// connection that dropped during `COMMIT`); retrying with the same idempotency key then
 /// returns the first outcome.
+// Variant fields are not documented one by one: each variant's doc says what went wrong and
+// its `#[error]` message names every field in context, which is what a reader of the error sees.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {

@@ -104,7 +104,7 @@ async fn migrate_pg(pool: &Pool) -> Result<()> {
 
 /// Runs commands on pooled connections.
 #[derive(Clone)]
-pub struct PgStore {
+pub(crate) struct PgStore {
     pool: Pool,
 }
 

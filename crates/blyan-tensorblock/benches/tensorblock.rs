@@ -23,6 +23,8 @@
 //! ratios the targets are stated in (medians of the per-sample means each routine recorded).
 //! Run: `cargo bench -p blyan-tensorblock --bench tensorblock -- --warm-up-time 1
 //! --measurement-time 3`.
+// criterion_group! generates a public function no doc comment can reach.
+#![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::any::Any;

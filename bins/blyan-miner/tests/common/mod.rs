@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The tiny Mixtral checkpoint the fixture script writes under `out`.
-pub fn fixture(out: &Path) -> PathBuf {
+pub(crate) fn fixture(out: &Path) -> PathBuf {
     let venv = std::env::var_os("BLYAN_VENV").map_or_else(|| root().join(".venv"), PathBuf::from);
     let output = Command::new(venv.join("bin/python"))
         .arg(root().join("scripts/fixtures/make_tiny_mixtral.py"))
@@ -28,7 +28,7 @@ pub fn fixture(out: &Path) -> PathBuf {
     out.join("checkpoint")
 }
 
-pub fn miner<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+pub(crate) fn miner<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_blyan-miner"))
         .args(args)
         .output()
@@ -36,7 +36,7 @@ pub fn miner<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 }
 
 /// The command's stdout, after asserting it succeeded (both streams shown if not).
-pub fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
         "{}\n{}",
@@ -47,14 +47,14 @@ pub fn stdout(output: &Output) -> String {
 }
 
 /// A temp dir holding the fixture checkpoint and a key made by `blyan-miner keygen`.
-pub struct Workspace {
+pub(crate) struct Workspace {
     pub temp: tempfile::TempDir,
     pub checkpoint: PathBuf,
     pub key: PathBuf,
 }
 
 impl Workspace {
-    pub fn new() -> Workspace {
+    pub(crate) fn new() -> Workspace {
         let temp = tempfile::tempdir().unwrap();
         let checkpoint = fixture(&temp.path().join("fixture"));
         let key = temp.path().join("miner.key");
@@ -71,7 +71,7 @@ impl Workspace {
     }
 
     /// `upload --checkpoint … --key …` followed by `extra`.
-    pub fn upload(&self, extra: &[&str]) -> Output {
+    pub(crate) fn upload(&self, extra: &[&str]) -> Output {
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "upload".as_ref(),
             "--checkpoint".as_ref(),

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha3::{Digest as _, Keccak256};
 
 /// A running node; stopped when dropped.
-pub struct Node {
+pub(crate) struct Node {
     pub addr: SocketAddr,
     /// The node library's state (chain store, ledger, model) behind the server.
     pub state: Arc<NodeState>,
@@ -29,18 +29,18 @@ pub struct Node {
 
 impl Node {
     /// A node with the shipped defaults on `127.0.0.1:0`, changed by `edit`, without a model.
-    pub async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+    pub(crate) async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
         Self::start_serving(edit, false).await
     }
 
     /// A node whose chain holds the untrained seed model (4 layers of 8 experts, top-2,
     /// byte-level vocabulary: published as blocks at start) and which serves it from there.
-    pub async fn serving_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+    pub(crate) async fn serving_with(edit: impl FnOnce(&mut NodeConfig)) -> Node {
         Self::start_serving(edit, true).await
     }
 
     /// [`Node::serving_with`] the defaults.
-    pub async fn serving() -> Node {
+    pub(crate) async fn serving() -> Node {
         Self::serving_with(|_| {}).await
     }
 
@@ -87,20 +87,20 @@ impl Node {
     }
 
     /// A node with the shipped defaults, without a model.
-    pub async fn start() -> Node {
+    pub(crate) async fn start() -> Node {
         Self::start_with(|_| {}).await
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// The host[:port] a sign-in message for this node names.
-    pub fn domain(&self) -> String {
+    pub(crate) fn domain(&self) -> String {
         self.addr.to_string()
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -109,7 +109,7 @@ impl Node {
     }
 
     /// The Prometheus text of `GET /metrics`.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let response = self.http.get(self.url("/metrics")).send().await;
         response
             .expect("GET /metrics answers")
@@ -118,7 +118,7 @@ impl Node {
             .expect("a text body")
     }
 
-    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -127,7 +127,7 @@ impl Node {
     }
 
     /// Moves `bly` BLY from the treasury to `wallet`.
-    pub async fn fund(&self, wallet: &str, bly: &str) {
+    pub(crate) async fn fund(&self, wallet: &str, bly: &str) {
         let ledger = self.state.ledger().expect("the node has a ledger");
         let address = wallet.parse().expect("wallet address");
         ledger
@@ -143,7 +143,7 @@ impl Node {
     }
 
     /// `wallet`'s (available, held) balance in the node's ledger.
-    pub async fn balance(&self, wallet: &str) -> (Amount, Amount) {
+    pub(crate) async fn balance(&self, wallet: &str) -> (Amount, Amount) {
         let ledger = self.state.ledger().expect("the node has a ledger");
         let balance = ledger
             .balance(AccountId::User(wallet.parse().expect("wallet address")))
@@ -153,7 +153,7 @@ impl Node {
     }
 
     /// Stops the server and waits for it to drain.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -173,7 +173,7 @@ impl Drop for Node {
     }
 }
 
-pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn into_json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     let value = if text.is_empty() {
@@ -185,13 +185,13 @@ pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// The `error.code` of an error body.
-pub fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 /// Asserts an error answer with this status and code.
 #[track_caller]
-pub fn check_refused(answer: &(u16, Value), status: u16, expected_code: &str) {
+pub(crate) fn check_refused(answer: &(u16, Value), status: u16, expected_code: &str) {
     assert_eq!(
         (answer.0, code(&answer.1)),
         (status, expected_code),
@@ -208,19 +208,19 @@ pub fn check_refused(answer: &(u16, Value), status: u16, expected_code: &str) {
 }
 
 /// A wallet holding a test key.
-pub struct TestWallet {
+pub(crate) struct TestWallet {
     pub key: SigningKey,
     pub address: String,
 }
 
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     time::OffsetDateTime::from(time)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formats")
 }
 
 /// Fields of a sign-in message, to be varied by tests.
-pub struct MessageFields {
+pub(crate) struct MessageFields {
     pub domain: String,
     pub uri: String,
     pub chain_id: u64,
@@ -230,7 +230,7 @@ pub struct MessageFields {
 }
 
 impl TestWallet {
-    pub fn new(seed: u8) -> TestWallet {
+    pub(crate) fn new(seed: u8) -> TestWallet {
         let key = SigningKey::from_slice(&[seed; 32]).expect("valid scalar");
         let point = key.verifying_key().to_encoded_point(false);
         let hash = Keccak256::digest(&point.as_bytes()[1..]);
@@ -242,7 +242,7 @@ impl TestWallet {
 
     /// `personal_sign`: the EIP-191 prefixed keccak of `message`, signed recoverably; hex with
     /// `v` = 27/28 as wallets return it.
-    pub fn personal_sign(&self, message: &[u8]) -> String {
+    pub(crate) fn personal_sign(&self, message: &[u8]) -> String {
         let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
         prefixed.extend_from_slice(message);
         let (signature, recovery) = self
@@ -254,7 +254,7 @@ impl TestWallet {
         format!("0x{}", hex::encode(bytes))
     }
 
-    pub fn message(&self, fields: &MessageFields) -> String {
+    pub(crate) fn message(&self, fields: &MessageFields) -> String {
         let mut text = format!(
             "{} wants you to sign in with your Ethereum account:\n{}\n\nSign in to Blyan.\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {}\nIssued At: {}",
             fields.domain,
@@ -271,7 +271,7 @@ impl TestWallet {
     }
 
     /// Good fields for `node` with a fresh nonce from it.
-    pub async fn fields(&self, node: &Node) -> MessageFields {
+    pub(crate) async fn fields(&self, node: &Node) -> MessageFields {
         let (status, nonce) = node.get("/auth/nonce", None).await;
         assert_eq!(status, 200, "{nonce}");
         let now = SystemTime::now();
@@ -286,7 +286,7 @@ impl TestWallet {
     }
 
     /// Sends a signed message to `POST /auth/verify`.
-    pub async fn verify(&self, node: &Node, message: &str, signature: &str) -> (u16, Value) {
+    pub(crate) async fn verify(&self, node: &Node, message: &str, signature: &str) -> (u16, Value) {
         node.post(
             "/auth/verify",
             &serde_json::json!({ "message": message, "signature": signature }),
@@ -296,7 +296,7 @@ impl TestWallet {
     }
 
     /// Signs in to `node`: the tokens.
-    pub async fn sign_in(&self, node: &Node) -> TokenResponse {
+    pub(crate) async fn sign_in(&self, node: &Node) -> TokenResponse {
         let message = self.message(&self.fields(node).await);
         let signature = self.personal_sign(message.as_bytes());
         let (status, body) = self.verify(node, &message, &signature).await;
@@ -307,7 +307,7 @@ impl TestWallet {
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     /// `event:` name (`message` when absent).
     pub name: String,
     /// `data:` lines joined.
@@ -315,7 +315,7 @@ pub struct SseEvent {
 }
 
 /// Splits complete events off the front of `buffer`.
-pub fn take_events(buffer: &mut String) -> Vec<SseEvent> {
+pub(crate) fn take_events(buffer: &mut String) -> Vec<SseEvent> {
     let mut events = Vec::new();
     while let Some(end) = buffer.find("\n\n") {
         let block: String = buffer.drain(..end + 2).collect();
@@ -339,13 +339,13 @@ pub fn take_events(buffer: &mut String) -> Vec<SseEvent> {
 }
 
 /// Reads a whole event stream.
-pub async fn read_events(response: reqwest::Response) -> Vec<SseEvent> {
+pub(crate) async fn read_events(response: reqwest::Response) -> Vec<SseEvent> {
     let text = response.text().await.expect("event stream");
     let mut buffer = text.replace("\r\n", "\n");
     take_events(&mut buffer)
 }
 
 /// A chat message list with one user message.
-pub fn user_says(text: &str) -> Value {
+pub(crate) fn user_says(text: &str) -> Value {
     serde_json::json!([{ "role": "user", "content": text }])
 }

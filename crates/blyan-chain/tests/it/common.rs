@@ -9,27 +9,27 @@ use blyan_chain::{
 
 /// Whether `BLYAN_STRESS` asks for the long variants of the crash and concurrency tests (not
 /// run in CI).
-pub fn stress() -> bool {
+pub(crate) fn stress() -> bool {
     std::env::var_os("BLYAN_STRESS").is_some_and(|value| value != "0")
 }
 
 /// A timestamp after genesis; blocks in tests share it unless a test is about time.
-pub const T0: u64 = GENESIS_TIMESTAMP_MS + 86_400_000;
+pub(crate) const T0: u64 = GENESIS_TIMESTAMP_MS + 86_400_000;
 
 /// Config for tests that do not exercise durability: unsynced, so fsync does not dominate.
-pub fn fast_config() -> StoreConfig {
+pub(crate) fn fast_config() -> StoreConfig {
     StoreConfig {
         durability: Durability::Unsynced,
         ..StoreConfig::default()
     }
 }
 
-pub fn open(dir: &Path) -> ChainStore {
+pub(crate) fn open(dir: &Path) -> ChainStore {
     ChainStore::open(dir, fast_config()).unwrap()
 }
 
 /// A signed child of `parent` of `kind` committing to `payload`.
-pub fn child_of(
+pub(crate) fn child_of(
     parent: &ChainTip,
     kind: BlockKind,
     payload: &[u8],
@@ -41,7 +41,7 @@ pub fn child_of(
 }
 
 /// A signed block on the tip of `chain`.
-pub fn on_tip(
+pub(crate) fn on_tip(
     store: &ChainStore,
     chain: ChainId,
     kind: BlockKind,
@@ -52,7 +52,7 @@ pub fn on_tip(
 }
 
 /// Appends a dataset entry on chain D's tip; returns its hash.
-pub fn append_entry(store: &ChainStore, payload: &[u8], key: &AuthorKey) -> BlockHash {
+pub(crate) fn append_entry(store: &ChainStore, payload: &[u8], key: &AuthorKey) -> BlockHash {
     let header = on_tip(
         store,
         ChainId::Dataset,
@@ -64,7 +64,7 @@ pub fn append_entry(store: &ChainStore, payload: &[u8], key: &AuthorKey) -> Bloc
 }
 
 /// A signed expert block for `expert` at `version` on chain B's tip.
-pub fn expert_block(
+pub(crate) fn expert_block(
     store: &ChainStore,
     expert: &str,
     version: u32,
@@ -86,7 +86,7 @@ pub fn expert_block(
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so payloads differ without a dependency.
-pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -99,7 +99,7 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Asserts a full verification finds nothing wrong, printing the first bad block if it does.
-pub fn assert_verifies(store: &ChainStore) -> blyan_chain::VerifyReport {
+pub(crate) fn assert_verifies(store: &ChainStore) -> blyan_chain::VerifyReport {
     let report = store.verify(|_| {}).unwrap();
     assert!(
         report.is_ok(),

@@ -113,7 +113,7 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
     (succeeded, refused)
 }
 
-pub async fn random_operations_keep_the_invariants(f: &Fixture) {
+pub(crate) async fn random_operations_keep_the_invariants(f: &Fixture) {
     let ledger = Arc::new(f.open().await);
     for n in 1..=HOT_USERS {
         fund(&*ledger, user(n), "1000").await;

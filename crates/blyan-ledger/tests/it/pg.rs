@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Where the tests' databases live.
-pub struct PgServer {
+pub(crate) struct PgServer {
     /// A `key=value` connection string without `dbname`, or a URL whose database is replaced.
     base: String,
     /// The server's bin dir, when this harness started it (pgbench lives there).
@@ -29,7 +29,7 @@ static DURABLE_SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The shared server, started on first use.
-pub fn server() -> &'static PgServer {
+pub(crate) fn server() -> &'static PgServer {
     match SERVER.get_or_init(|| start(false)) {
         Ok(server) => server,
         Err(why) => panic!("no PostgreSQL for the ledger tests: {why}"),
@@ -38,7 +38,7 @@ pub fn server() -> &'static PgServer {
 
 /// A server with PostgreSQL's default durability (fsync and synchronous commit on), for the
 /// benches: figures then mean what they would in production.
-pub fn durable_server() -> &'static PgServer {
+pub(crate) fn durable_server() -> &'static PgServer {
     match DURABLE_SERVER.get_or_init(|| start(true)) {
         Ok(server) => server,
         Err(why) => panic!("no PostgreSQL for the ledger benches: {why}"),
@@ -47,7 +47,7 @@ pub fn durable_server() -> &'static PgServer {
 
 impl PgServer {
     /// The connection string for database `name`.
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         if self.base.starts_with("postgres://") || self.base.starts_with("postgresql://") {
             let (head, query) = match self.base.split_once('?') {
                 Some((h, q)) => (h, format!("?{q}")),
@@ -64,7 +64,7 @@ impl PgServer {
     }
 
     /// A new, empty database; returns its connection string.
-    pub async fn fresh_database(&self) -> String {
+    pub(crate) async fn fresh_database(&self) -> String {
         let name = format!(
             "ledger_{}_{}",
             std::process::id(),
@@ -80,7 +80,7 @@ impl PgServer {
 }
 
 /// A plain client on `url`, its connection driven on the current runtime.
-pub async fn connect(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));

@@ -10,16 +10,16 @@ use blyan_ledger::{
 use crate::pg;
 
 /// 2023-11-14T22:13:20Z: any fixed instant works; the clock only moves when a test says so.
-pub const T0_MS: u64 = 1_700_000_000_000;
+pub(crate) const T0_MS: u64 = 1_700_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Embedded,
     Pg,
 }
 
 /// A fresh, empty store of one kind, reopenable.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub backend: Backend,
     /// File path (embedded) or connection string (PostgreSQL).
     pub location: String,
@@ -28,7 +28,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub async fn new(backend: Backend) -> Fixture {
+    pub(crate) async fn new(backend: Backend) -> Fixture {
         let clock = ManualClock::new(T0_MS);
         match backend {
             Backend::Embedded => {
@@ -63,7 +63,7 @@ impl Fixture {
         }
     }
 
-    pub fn options(&self) -> LedgerOptions {
+    pub(crate) fn options(&self) -> LedgerOptions {
         LedgerOptions {
             clock: Arc::new(self.clock.clone()),
             pg_pool_size: 24,
@@ -71,11 +71,14 @@ impl Fixture {
     }
 
     /// Opens the store with the shipped tokenomics.
-    pub async fn open(&self) -> AnyLedger {
+    pub(crate) async fn open(&self) -> AnyLedger {
         self.open_with(tokenomics()).await.unwrap()
     }
 
-    pub async fn open_with(&self, tokenomics: Tokenomics) -> blyan_ledger::Result<AnyLedger> {
+    pub(crate) async fn open_with(
+        &self,
+        tokenomics: Tokenomics,
+    ) -> blyan_ledger::Result<AnyLedger> {
         Ok(match self.backend {
             Backend::Embedded => AnyLedger::Embedded(
                 EmbeddedLedger::open_with(&self.location, tokenomics, self.options()).await?,
@@ -87,37 +90,37 @@ impl Fixture {
     }
 }
 
-pub fn tokenomics() -> Tokenomics {
+pub(crate) fn tokenomics() -> Tokenomics {
     Tokenomics::shipped().unwrap()
 }
 
 /// A deterministic wallet address.
-pub fn addr(n: u32) -> Address {
+pub(crate) fn addr(n: u32) -> Address {
     let mut bytes = [0u8; 20];
     bytes[..4].copy_from_slice(&n.to_be_bytes());
     bytes[19] = 0xab;
     Address::from_bytes(bytes)
 }
 
-pub fn user(n: u32) -> AccountId {
+pub(crate) fn user(n: u32) -> AccountId {
     AccountId::User(addr(n))
 }
 
-pub fn key(text: impl Into<String>) -> IdempotencyKey {
+pub(crate) fn key(text: impl Into<String>) -> IdempotencyKey {
     IdempotencyKey::new(text).unwrap()
 }
 
-pub fn bly(text: &str) -> Amount {
+pub(crate) fn bly(text: &str) -> Amount {
     text.parse().unwrap()
 }
 
-pub const TREASURY: AccountId = AccountId::System(SystemAccount::Treasury);
-pub const REWARD_POOL: AccountId = AccountId::System(SystemAccount::RewardPool);
-pub const BURN: AccountId = AccountId::System(SystemAccount::Burn);
-pub const ESCROW: AccountId = AccountId::System(SystemAccount::FeeEscrow);
+pub(crate) const TREASURY: AccountId = AccountId::System(SystemAccount::Treasury);
+pub(crate) const REWARD_POOL: AccountId = AccountId::System(SystemAccount::RewardPool);
+pub(crate) const BURN: AccountId = AccountId::System(SystemAccount::Burn);
+pub(crate) const ESCROW: AccountId = AccountId::System(SystemAccount::FeeEscrow);
 
 /// Pays `amount` BLY from the treasury to `to`.
-pub async fn fund(ledger: &impl Ledger, to: AccountId, amount: &str) {
+pub(crate) async fn fund(ledger: &impl Ledger, to: AccountId, amount: &str) {
     ledger
         .transfer(TransferRequest {
             key: key(format!("fund-{to}-{amount}-{}", rand::random::<u64>())),
@@ -130,20 +133,20 @@ pub async fn fund(ledger: &impl Ledger, to: AccountId, amount: &str) {
         .unwrap();
 }
 
-pub async fn available(ledger: &impl Ledger, account: AccountId) -> Amount {
+pub(crate) async fn available(ledger: &impl Ledger, account: AccountId) -> Amount {
     ledger.balance(account).await.unwrap().available
 }
 
 /// Everything a refused request must leave unchanged.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub transactions: u64,
     pub entries: u64,
     pub balances: Vec<(AccountId, blyan_ledger::Balance)>,
     pub supply: blyan_ledger::Supply,
 }
 
-pub async fn snapshot(ledger: &impl Ledger, accounts: &[AccountId]) -> Snapshot {
+pub(crate) async fn snapshot(ledger: &impl Ledger, accounts: &[AccountId]) -> Snapshot {
     let report = ledger.verify_integrity().await.unwrap();
     let mut balances = Vec::new();
     for &account in accounts {

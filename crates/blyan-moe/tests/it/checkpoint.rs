@@ -27,7 +27,7 @@ fn export(
 }
 
 /// Every tensor of `a` and `b`: same names, dtypes, shapes and bytes.
-pub fn assert_same_tensors(a: &Path, b: &Path) {
+pub(crate) fn assert_same_tensors(a: &Path, b: &Path) {
     let a = SafetensorsSource::open(a).unwrap();
     let b = SafetensorsSource::open(b).unwrap();
     assert_eq!(a.names(), b.names());
@@ -110,7 +110,9 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 /// A copy of the fixture checkpoint broken by `damage`, and the error opening it gives.
-pub fn broken(damage: impl FnOnce(&Path)) -> (tempfile::TempDir, std::path::PathBuf, MoeError) {
+pub(crate) fn broken(
+    damage: impl FnOnce(&Path),
+) -> (tempfile::TempDir, std::path::PathBuf, MoeError) {
     let temp = tempfile::tempdir().unwrap();
     let dir = checkpoint_copy(temp.path());
     damage(&dir);
@@ -118,7 +120,7 @@ pub fn broken(damage: impl FnOnce(&Path)) -> (tempfile::TempDir, std::path::Path
     (temp, dir, error)
 }
 
-pub const EXPERT_W2: &str = "model.layers.2.block_sparse_moe.experts.5.w2.weight";
+pub(crate) const EXPERT_W2: &str = "model.layers.2.block_sparse_moe.experts.5.w2.weight";
 
 #[test]
 fn missing_tensor_is_named() {

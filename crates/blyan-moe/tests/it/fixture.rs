@@ -10,7 +10,7 @@ use tch::Tensor;
 
 /// One prompt of the fixture with what the reference computed for it.
 #[derive(Debug, serde::Deserialize)]
-pub struct Case {
+pub(crate) struct Case {
     pub prompt: String,
     pub input_ids: Vec<u32>,
     pub greedy_ids: Vec<u32>,
@@ -18,30 +18,30 @@ pub struct Case {
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct Expected {
+pub(crate) struct Expected {
     pub greedy_new_tokens: u32,
     pub transformers: String,
     pub cases: Vec<Case>,
 }
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: PathBuf,
     pub expected: Expected,
 }
 
 impl Fixture {
     /// The single-file checkpoint.
-    pub fn checkpoint(&self) -> PathBuf {
+    pub(crate) fn checkpoint(&self) -> PathBuf {
         self.dir.join("checkpoint")
     }
 
     /// The same weights in shards with an index.
-    pub fn sharded(&self) -> PathBuf {
+    pub(crate) fn sharded(&self) -> PathBuf {
         self.dir.join("checkpoint_sharded")
     }
 
     /// The reference logits `[prompt_len, vocab]` of case `index`.
-    pub fn logits(&self, index: usize) -> Tensor {
+    pub(crate) fn logits(&self, index: usize) -> Tensor {
         use blyan_moe::WeightSource;
         SafetensorsSource::open_file(&self.dir.join("expected.safetensors"))
             .unwrap()
@@ -51,7 +51,7 @@ impl Fixture {
 }
 
 /// The Python interpreter of the project's environment (see `scripts/env.sh`).
-pub fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("BLYAN_PYTHON") {
         return PathBuf::from(python);
     }
@@ -65,7 +65,7 @@ pub fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-pub fn repository_root() -> PathBuf {
+pub(crate) fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -111,13 +111,13 @@ fn generate() -> Fixture {
 }
 
 /// The fixture, generated on first use.
-pub fn fixture() -> &'static Fixture {
+pub(crate) fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(generate)
 }
 
 /// A fresh copy of the single-file checkpoint that a test may change.
-pub fn checkpoint_copy(into: &Path) -> PathBuf {
+pub(crate) fn checkpoint_copy(into: &Path) -> PathBuf {
     let source = fixture().checkpoint();
     let target = into.join("checkpoint");
     std::fs::create_dir_all(&target).unwrap();

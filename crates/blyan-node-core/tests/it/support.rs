@@ -12,14 +12,14 @@ use blyan_node_core::{ChatObserver, LedgerOutcome, Node, NodeConfig};
 use blyan_primitives::{Address, Durability};
 
 /// A node and the directory it lives in (removed when dropped).
-pub struct TestNode {
+pub(crate) struct TestNode {
     pub node: Arc<Node>,
     _dir: tempfile::TempDir,
 }
 
 /// A node with the shipped defaults changed by `edit`; with the seed model published and
 /// served when `with_model`.
-pub async fn node_with(edit: impl FnOnce(&mut NodeConfig), with_model: bool) -> TestNode {
+pub(crate) async fn node_with(edit: impl FnOnce(&mut NodeConfig), with_model: bool) -> TestNode {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = NodeConfig::defaults();
     config.data_dir = dir.path().to_owned();
@@ -41,17 +41,17 @@ pub async fn node_with(edit: impl FnOnce(&mut NodeConfig), with_model: bool) -> 
 }
 
 /// A node serving the seed model with the shipped defaults.
-pub async fn serving() -> TestNode {
+pub(crate) async fn serving() -> TestNode {
     node_with(|_| {}, true).await
 }
 
 /// A wallet address made from one byte.
-pub fn wallet(seed: u8) -> Address {
+pub(crate) fn wallet(seed: u8) -> Address {
     Address::from_bytes([seed; 20])
 }
 
 /// Moves `bly` BLY from the treasury to `wallet`.
-pub async fn fund(node: &Node, wallet: Address, bly: &str) {
+pub(crate) async fn fund(node: &Node, wallet: Address, bly: &str) {
     let ledger = node.ledger().expect("the node has a ledger");
     ledger
         .transfer(TransferRequest {
@@ -66,7 +66,7 @@ pub async fn fund(node: &Node, wallet: Address, bly: &str) {
 }
 
 /// `wallet`'s (available, held) balance.
-pub async fn balance(node: &Node, wallet: Address) -> (Amount, Amount) {
+pub(crate) async fn balance(node: &Node, wallet: Address) -> (Amount, Amount) {
     let ledger = node.ledger().expect("the node has a ledger");
     let balance = ledger
         .balance(AccountId::User(blyan_ledger::Address::from_bytes(
@@ -78,7 +78,7 @@ pub async fn balance(node: &Node, wallet: Address) -> (Amount, Amount) {
 }
 
 /// Waits (up to 10 s) until `wallet` holds nothing in escrow.
-pub async fn wait_until_nothing_held(node: &Node, wallet: Address) {
+pub(crate) async fn wait_until_nothing_held(node: &Node, wallet: Address) {
     for _ in 0..200 {
         if balance(node, wallet).await.1 == Amount::ZERO {
             return;
@@ -89,7 +89,7 @@ pub async fn wait_until_nothing_held(node: &Node, wallet: Address) {
 }
 
 /// A chat request with one user message.
-pub fn request(text: &str, max_tokens: Option<u32>) -> ChatRequest {
+pub(crate) fn request(text: &str, max_tokens: Option<u32>) -> ChatRequest {
     ChatRequest {
         messages: vec![ChatMessage {
             role: "user".to_owned(),
@@ -105,7 +105,7 @@ pub fn request(text: &str, max_tokens: Option<u32>) -> ChatRequest {
 
 /// An observer that remembers the ledger calls and token counts it was told of.
 #[derive(Debug, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     pub ledger: Mutex<Vec<(&'static str, &'static str)>>,
     pub tokens: Mutex<Vec<(&'static str, u64, u64)>>,
     pub first_tokens: Mutex<u32>,

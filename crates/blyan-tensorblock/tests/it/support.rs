@@ -9,7 +9,7 @@ use blyan_tensorblock::{
 };
 
 /// Counts every Rust heap allocation of this test binary (count, bytes, largest single one).
-pub struct CountingAllocator;
+pub(crate) struct CountingAllocator;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -54,19 +54,19 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
 /// Rust allocations since the last `reset_allocation_counters`.
 #[derive(Debug, Clone, Copy)]
-pub struct AllocationCounters {
+pub(crate) struct AllocationCounters {
     pub allocations: u64,
     pub bytes: u64,
     pub largest_bytes: u64,
 }
 
-pub fn reset_allocation_counters() {
+pub(crate) fn reset_allocation_counters() {
     ALLOCATIONS.store(0, Ordering::SeqCst);
     ALLOCATED_BYTES.store(0, Ordering::SeqCst);
     LARGEST_ALLOCATION_BYTES.store(0, Ordering::SeqCst);
 }
 
-pub fn allocation_counters() -> AllocationCounters {
+pub(crate) fn allocation_counters() -> AllocationCounters {
     AllocationCounters {
         allocations: ALLOCATIONS.load(Ordering::SeqCst),
         bytes: ALLOCATED_BYTES.load(Ordering::SeqCst),
@@ -78,13 +78,13 @@ pub fn allocation_counters() -> AllocationCounters {
 const CHILD_TEST_ENV: &str = "BLYAN_TENSORBLOCK_CHILD_TEST";
 
 /// True inside the child process started for `test` by [`run_as_child`].
-pub fn is_child(test: &str) -> bool {
+pub(crate) fn is_child(test: &str) -> bool {
     std::env::var(CHILD_TEST_ENV).is_ok_and(|name| name == test)
 }
 
 /// Runs the test `test` (its full path, e.g. `zero_copy::no_payload_sized_allocation`) alone in
 /// a fresh process of this test binary, and returns how that process ended.
-pub fn run_as_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
+pub(crate) fn run_as_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let exe = std::env::current_exe().expect("path of the test binary");
     Command::new(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -95,7 +95,7 @@ pub fn run_as_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
 }
 
 /// A small expert: `w1` f32 [3, 5], `w2` INT8 [4, 3] with scales, `w3` bf16 [5].
-pub fn expert_block() -> Vec<u8> {
+pub(crate) fn expert_block() -> Vec<u8> {
     let w1: Vec<u8> = (0..15)
         .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
         .collect();
@@ -130,7 +130,7 @@ pub fn expert_block() -> Vec<u8> {
 
 /// Resident memory of this process from `/proc/self/status`, in bytes: (anonymous, file-backed,
 /// the latter including shared libraries' code).
-pub fn resident_bytes() -> (u64, u64) {
+pub(crate) fn resident_bytes() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     let field = |name: &str| -> u64 {
         let line = status
@@ -144,7 +144,7 @@ pub fn resident_bytes() -> (u64, u64) {
 }
 
 /// Resident bytes of the one mapping that holds `address`, from `/proc/self/smaps`.
-pub fn mapping_resident_bytes(address: usize) -> u64 {
+pub(crate) fn mapping_resident_bytes(address: usize) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
     let mut inside = false;
     for line in smaps.lines() {
@@ -167,7 +167,7 @@ pub fn mapping_resident_bytes(address: usize) -> u64 {
 }
 
 /// Protection string (`r--p`, `rw-p`, …) of the mapping that holds `address`.
-pub fn mapping_permissions(address: usize) -> String {
+pub(crate) fn mapping_permissions(address: usize) -> String {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
@@ -185,7 +185,7 @@ pub fn mapping_permissions(address: usize) -> String {
 
 /// Heap bytes as an owner a `TensorBlock` accepts, for the tests that view blocks they built in
 /// memory.
-pub fn immutable<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> AssumeImmutable<T> {
+pub(crate) fn immutable<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> AssumeImmutable<T> {
     // SAFETY: `owner`'s bytes are never written after this, and no test that calls this applies
     // an in-place operation to a tensor of the block (writable tensors come from `load_f32`).
     // The tests of the read-only contract use file mappings, never this.
