@@ -130,5 +130,4 @@ pub use transaction::{
     Transaction, TxId, TxKind,
 };
 
-/// Length of an inflation year in milliseconds (365 days, counted from genesis).
-pub const INFLATION_YEAR_MS: u64 = ops::INFLATION_YEAR_MS;
+pub use ops::INFLATION_YEAR_MS;

@@ -26,8 +26,8 @@ pub(crate) use transfers::TransferBatch;
 
 use crate::account::{AccountId, SystemAccount};
 
-/// Length of an inflation year, counted from genesis.
-pub(crate) const INFLATION_YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Length of an inflation year in milliseconds (365 days, counted from genesis).
+pub const INFLATION_YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Holds expired per store transaction by the expiry sweep.
 pub(crate) const EXPIRY_BATCH_LEN: u32 = 100;
 
