@@ -3,7 +3,6 @@
 //! anywhere is the same value everywhere.
 
 use std::fmt;
-use std::str::FromStr;
 
 use sha3::{Digest, Keccak256};
 
@@ -112,36 +111,13 @@ impl fmt::Debug for Address {
     }
 }
 
-impl FromStr for Address {
-    type Err = Error;
-    fn from_str(input: &str) -> Result<Self> {
-        Self::parse(input)
-    }
-}
-
 impl From<[u8; 20]> for Address {
     fn from(bytes: [u8; 20]) -> Self {
         Self(bytes)
     }
 }
 
-impl serde::Serialize for Address {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Address {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text::text_form!(Address);
 
 #[cfg(test)]
 mod tests {

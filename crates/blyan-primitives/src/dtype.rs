@@ -2,7 +2,6 @@
 //! tensor summaries, checkpoints and config, spelled the same way everywhere.
 
 use std::fmt;
-use std::str::FromStr;
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
@@ -79,13 +78,6 @@ impl fmt::Display for Dtype {
     }
 }
 
-impl FromStr for Dtype {
-    type Err = Error;
-    fn from_str(input: &str) -> Result<Self> {
-        Self::parse(input)
-    }
-}
-
 /// Encoded as its one-byte [`Dtype::code`], the same byte the tensor payload format uses.
 impl bincode::Encode for Dtype {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> std::result::Result<(), EncodeError> {
@@ -103,23 +95,7 @@ impl<Context> bincode::Decode<Context> for Dtype {
 }
 bincode::impl_borrow_decode!(Dtype);
 
-impl serde::Serialize for Dtype {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Dtype {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text::text_form!(Dtype);
 
 #[cfg(test)]
 mod tests {

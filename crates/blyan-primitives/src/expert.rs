@@ -2,7 +2,6 @@
 //! on the chain, in the model, in config and on the wire.
 
 use std::fmt;
-use std::str::FromStr;
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
@@ -105,13 +104,6 @@ impl fmt::Debug for ExpertName {
     }
 }
 
-impl FromStr for ExpertName {
-    type Err = Error;
-    fn from_str(input: &str) -> Result<Self> {
-        Self::parse(input)
-    }
-}
-
 impl bincode::Encode for ExpertName {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> std::result::Result<(), EncodeError> {
         bincode::Encode::encode(&self.layer, encoder)?;
@@ -130,23 +122,7 @@ impl<Context> bincode::Decode<Context> for ExpertName {
 }
 bincode::impl_borrow_decode!(ExpertName);
 
-impl serde::Serialize for ExpertName {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ExpertName {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::text::text_form!(ExpertName);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,6 @@
 //! module only names, parses and prints them.
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::error::{Error, Result, clip};
 
@@ -58,30 +57,7 @@ macro_rules! hash_type {
             }
         }
 
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(input: &str) -> Result<Self> {
-                Self::parse(input)
-            }
-        }
-
-        impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                serializer: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> std::result::Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
-            }
-        }
+        crate::text::text_form!($ty);
     };
 }
 

@@ -42,6 +42,7 @@ mod expert;
 mod hash;
 mod immutable;
 mod limits;
+mod text;
 
 pub use address::{Address, keccak256};
 pub use dtype::Dtype;
