@@ -1,8 +1,9 @@
 //! `blyan-miner`: makes a block-signing key, publishes a Hugging Face Mixtral checkpoint to a
 //! chain store or a running node (meta block, shared-weight blocks, one block per expert) and
-//! exports it back.
+//! exports it back; trains the model or some of its experts on text (`train`).
 
 mod node;
+mod train_cmd;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,9 @@ enum Command {
         #[command(flatten)]
         destination: Destination,
     },
+    /// Trains the whole model or named experts on text files and writes a checkpoint that
+    /// `upload` publishes as it is (only the experts that changed get new blocks).
+    Train(Box<train_cmd::TrainArgs>),
     /// Writes the newest model of a chain store as a Hugging Face checkpoint.
     Export {
         /// The chain store to read.
@@ -187,6 +191,7 @@ fn main() -> anyhow::Result<()> {
             quantize,
             destination,
         } => upload(&checkpoint, &key, quantize, &destination)?,
+        Command::Train(args) => train_cmd::train(&args)?,
         Command::Export { data_dir, out } => {
             let directory = store_dir(&data_dir);
             if !directory.is_dir() {

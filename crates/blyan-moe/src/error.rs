@@ -58,6 +58,29 @@ pub enum MoeError {
         model_type: String,
     },
 
+    /// Training text that cannot be used: empty, not text, too small to split.
+    #[error("corpus: {reason}")]
+    Corpus {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A training run that cannot start as asked: an unknown expert, a bad option.
+    #[error("training: {reason}")]
+    Training {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A training state directory that cannot be resumed from.
+    #[error("training state {path}: {reason}")]
+    TrainState {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+
     /// A tensor the architecture needs is absent.
     #[error("tensor `{name}` is missing")]
     MissingTensor {

@@ -79,6 +79,7 @@ mod model_doc;
 mod publish;
 mod rng;
 mod tokenizer;
+mod train;
 mod weights;
 
 pub use batch::{DECODE_BATCH_MAX, DecodeStats};
@@ -105,7 +106,7 @@ pub use generate::{
     CancelToken, Delta, FinishReason, GENERATED_TOKENS_MAX, Generation, Generator, ModelInfo,
     STOP_TOKENS_MAX, SamplingParams, TEMPERATURE_MAX, TokenStream,
 };
-pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions};
+pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions, SequencesOutput};
 pub use model_doc::{
     MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT, ModelDocument, current_model,
 };
@@ -116,6 +117,11 @@ pub use publish::{
 pub use tokenizer::{
     BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,
     TOKENIZER_JSON_BYTES_MAX, Tokenizer,
+};
+pub use train::{
+    AdamWSettings, CORPUS_BYTES_MAX, CorpusRead, EvalReport, HELD_OUT_PER_MILLE_DEFAULT,
+    PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport, TextDocument, TokenCorpus,
+    TrainOptions, TrainScope, TrainedWeights, Trainer, learning_rate, read_corpus, state_dir,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,

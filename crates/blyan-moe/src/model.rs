@@ -63,6 +63,15 @@ impl KvCache {
     }
 }
 
+/// What [`Model::forward_sequences`] computed.
+#[derive(Debug)]
+pub struct SequencesOutput {
+    /// Float32 logits `[sequences × positions, vocab]`, row-major by sequence.
+    pub logits: Tensor,
+    /// Each layer's router probabilities `[sequences × positions, experts]` (float32).
+    pub probabilities: Vec<Tensor>,
+}
+
 /// One request's next token in a batched decoding step ([`Model::forward_batch`]).
 #[derive(Debug)]
 pub struct DecodeStep<'a> {
@@ -272,64 +281,90 @@ struct DecoderLayer {
     post_attention_layernorm: RmsNorm,
 }
 
-/// The experts each token goes to and with what weight, chosen deterministically.
+/// The experts each token goes to, chosen deterministically.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Routing {
     /// `rows[e]`: the token rows routed to expert `e`, ascending.
     pub(crate) rows: Vec<Vec<i64>>,
-    /// `weights[e][i]`: the renormalised weight of `rows[e][i]`.
-    pub(crate) weights: Vec<Vec<f32>>,
 }
 
-/// Top-k over each row of `probabilities` (`[tokens × experts]`, row-major), renormalised.
+impl Routing {
+    /// `[tokens × experts]` with 1 where the token goes to the expert and 0 elsewhere.
+    fn chosen_mask(&self, tokens: usize) -> Vec<f32> {
+        let experts = self.rows.len();
+        let mut mask = vec![0f32; tokens * experts];
+        for (expert, rows) in self.rows.iter().enumerate() {
+            for row in rows {
+                mask[*row as usize * experts + expert] = 1.0;
+            }
+        }
+        mask
+    }
+}
+
+/// Top-k over each row of `probabilities` (`[tokens × experts]`, row-major).
 ///
 /// Order is by `total_cmp`, descending, ties to the lower expert index, so the choice is the
 /// same on every machine.
 pub(crate) fn route(probabilities: &[f32], experts: usize, top_k: usize) -> Routing {
     let mut rows = vec![Vec::new(); experts];
-    let mut weights = vec![Vec::new(); experts];
     let mut order: Vec<usize> = Vec::with_capacity(experts);
     for (row, probabilities) in probabilities.chunks_exact(experts).enumerate() {
         order.clear();
         order.extend(0..experts);
         // Stable sort: equal probabilities keep ascending expert order.
         order.sort_by(|a, b| probabilities[*b].total_cmp(&probabilities[*a]));
-        let chosen = &order[..top_k];
-        // router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
-        let sum = chosen
-            .iter()
-            .fold(0.0f32, |sum, expert| sum + probabilities[*expert]);
-        for expert in chosen {
+        for expert in &order[..top_k] {
             rows[*expert].push(row as i64);
-            weights[*expert].push(probabilities[*expert] / sum);
         }
     }
-    Routing { rows, weights }
+    Routing { rows }
+}
+
+/// What one layer's mixture of experts computed.
+#[derive(Debug)]
+pub(crate) struct MoeOutput {
+    /// The weighted sum of the chosen experts' outputs, shaped like the input.
+    pub(crate) mixed: Tensor,
+    /// Which rows went to which expert, for the caller to count.
+    pub(crate) routing: Routing,
+    /// The router's softmax `[tokens, experts]` (float32): what the load-balancing loss reads.
+    pub(crate) probabilities: Tensor,
 }
 
 impl DecoderLayer {
-    /// The routed experts' mixture for every position of `xs`, and the routing (which rows
-    /// went to which expert), for the caller to count.
-    fn moe(
-        &self,
-        xs: &Tensor,
-        experts: &mut ExpertCache,
-        top_k: usize,
-    ) -> Result<(Tensor, Routing)> {
+    /// The routed experts' mixture for every position of `xs`.
+    ///
+    /// The choice of experts is made on the CPU (deterministic, see [`route`]); their weights
+    /// are computed as tensors from the router's probabilities, so a backward pass reaches the
+    /// router as in transformers.
+    fn moe(&self, xs: &Tensor, experts: &mut ExpertCache, top_k: usize) -> Result<MoeOutput> {
         let size = xs.size();
         let hidden = size[2];
         let flat = xs.f_reshape([-1, hidden])?;
+        let tokens = flat.size()[0] as usize;
         // router_logits = F.linear(hidden_states, self.weight)
         // router_probs = torch.nn.functional.softmax(router_logits.float(), dim=-1)
         let probabilities = flat
             .f_linear::<Tensor>(&self.router, None)?
             .f_softmax(-1, Kind::Float)?;
         let expert_count = probabilities.size()[1] as usize;
-        let probabilities =
-            Vec::<f32>::try_from(probabilities.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-        let routing = route(&probabilities, expert_count, top_k);
+        let on_cpu = Vec::<f32>::try_from(
+            probabilities
+                .f_detach()?
+                .f_to_device(Device::Cpu)?
+                .f_flatten(0, -1)?,
+        )?;
+        let routing = route(&on_cpu, expert_count, top_k);
 
         let device = xs.device();
+        // router_top_value /= router_top_value.sum(dim=-1, keepdim=True): the unchosen
+        // probabilities are zeroed, so the sum is the chosen ones' alone.
+        let chosen = Tensor::f_from_slice(&routing.chosen_mask(tokens))?
+            .f_view([tokens as i64, expert_count as i64])?
+            .f_to_device(device)?;
+        let chosen = probabilities.f_mul(&chosen)?;
+        let renormalised = chosen.f_div(&chosen.f_sum_dim_intlist(-1, true, Kind::Float)?)?;
         let mut output = flat.f_zeros_like()?;
         // for expert_idx in expert_hit: ... final_hidden_states.index_add_(0, token_idx, ...)
         for (expert, rows) in routing.rows.iter().enumerate() {
@@ -340,15 +375,21 @@ impl DecoderLayer {
             let weights = experts.get(id)?;
             let rows_tensor = Tensor::f_from_slice(rows)?.f_to_device(device)?;
             let selected = flat.f_index_select(0, &rows_tensor)?;
-            let scale = Tensor::f_from_slice(&routing.weights[expert])?
-                .f_to_device(device)?
-                .f_unsqueeze(1)?;
+            let scale = renormalised
+                .f_index_select(0, &rows_tensor)?
+                .f_select(1, expert as i64)?
+                .f_unsqueeze(1)?
+                .f_to_kind(flat.kind())?;
             // current_hidden_states = current_hidden_states * top_k_weights[token_idx, top_k_pos, None]
             let contribution = weights.forward(&selected)?.f_mul(&scale)?;
-            // In place; the returned handle is `output` itself.
+            // In place (autograd records it); the returned handle is `output` itself.
             let _ = output.f_index_add_(0, &rows_tensor, &contribution)?;
         }
-        Ok((output.f_reshape(size.as_slice())?, routing))
+        Ok(MoeOutput {
+            mixed: output.f_reshape(size.as_slice())?,
+            routing,
+            probabilities,
+        })
     }
 }
 
@@ -565,11 +606,11 @@ impl Model {
                     .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let (mixed, routing) = layer.moe(&normed, &mut self.experts, top_k)?;
-            for (expert, rows) in routing.rows.iter().enumerate() {
+            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            for (expert, rows) in moe.routing.rows.iter().enumerate() {
                 usage.record(layer.index, expert, rows.len());
             }
-            xs = hidden.f_add(&mixed)?;
+            xs = hidden.f_add(&moe.mixed)?;
         }
         cache.positions += tokens.len() as u32;
 
@@ -579,6 +620,79 @@ impl Model {
             Logits::All => xs,
         };
         Ok(xs.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+
+    /// The training forward pass: `batch` sequences of `positions` tokens each (`tokens` is
+    /// their concatenation, row-major), every position attending causally to its own sequence,
+    /// no KV cache. The same layers, kernels and routing as [`Model::forward`]; what differs is
+    /// only that all sequences start at position 0 together.
+    ///
+    /// Returns the float32 logits `[batch × positions, vocab]` and each layer's router
+    /// probabilities, and adds the tokens each expert processed to `usage`. Run it with
+    /// trainable tensors (see `crate::train`) and a backward pass from the loss reaches them.
+    pub fn forward_sequences(
+        &mut self,
+        tokens: &[u32],
+        batch: usize,
+        usage: &mut ExpertUsage,
+    ) -> Result<SequencesOutput> {
+        if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
+            return Err(MoeError::EmptyPrompt);
+        }
+        let positions = tokens.len() / batch;
+        let empty = self.new_kv_cache();
+        self.check_tokens(&empty, &tokens[..positions])?;
+        let vocab_size = self.config.vocab_size;
+        if let Some(id) = tokens.iter().find(|id| **id >= vocab_size) {
+            return Err(MoeError::TokenOutOfRange {
+                id: *id,
+                vocab_size,
+            });
+        }
+        let (batch, count) = (batch as i64, positions as i64);
+        let ids: Vec<i64> = tokens.iter().map(|id| i64::from(*id)).collect();
+        let ids = Tensor::f_from_slice(&ids)?
+            .f_to_device(self.device)?
+            .f_view([batch, count])?;
+        let mut xs = Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false)?;
+
+        let positions = Tensor::f_arange_start(0, count, (Kind::Float, self.device))?;
+        let freqs = positions
+            .f_unsqueeze(1)?
+            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
+        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        let cos = angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let sin = angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let mask = self.attention_mask(0, count)?;
+
+        let top_k = self.config.num_experts_per_tok as usize;
+        let mut probabilities = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let normed = layer.input_layernorm.forward(&xs)?;
+            let mut no_cache = None;
+            let attended =
+                layer
+                    .attention
+                    .forward(&normed, &cos, &sin, mask.as_ref(), &mut no_cache)?;
+            let hidden = xs.f_add(&attended)?;
+            let normed = layer.post_attention_layernorm.forward(&hidden)?;
+            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            for (expert, rows) in moe.routing.rows.iter().enumerate() {
+                usage.record(layer.index, expert, rows.len());
+            }
+            probabilities.push(moe.probabilities);
+            xs = hidden.f_add(&moe.mixed)?;
+        }
+        let hidden = i64::from(self.config.hidden_size);
+        let logits = self
+            .norm
+            .forward(&xs)?
+            .f_reshape([-1, hidden])?
+            .f_linear::<Tensor>(&self.lm_head, None)?;
+        Ok(SequencesOutput {
+            logits,
+            probabilities,
+        })
     }
 
     /// Refuses an empty feed, a token outside the vocabulary, or a feed past the context.
@@ -680,11 +794,11 @@ impl Model {
             new_caches.push(layer_caches);
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let (mixed, routing) = layer.moe(&normed, &mut self.experts, top_k)?;
-            for (expert, rows) in routing.rows.iter().enumerate() {
+            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            for (expert, rows) in moe.routing.rows.iter().enumerate() {
                 counts.extend(rows.iter().map(|row| (layer.index, expert, *row as usize)));
             }
-            xs = hidden.f_add(&mixed)?;
+            xs = hidden.f_add(&moe.mixed)?;
         }
         let logits = self
             .norm
@@ -740,15 +854,14 @@ mod tests {
     use crate::weights::RandomInit;
 
     #[test]
-    fn routing_is_top_k_renormalised_with_stable_ties() {
+    fn routing_is_top_k_with_stable_ties() {
         // Token 0: experts 2 and 0; token 1: a three-way tie keeps the lowest indices 0 and 1.
         let probabilities = [0.3, 0.1, 0.6, 0.0, 0.25, 0.25, 0.25, 0.25];
         let routing = route(&probabilities, 4, 2);
         assert_eq!(routing.rows, vec![vec![0, 1], vec![1], vec![0], vec![]]);
-        assert!((routing.weights[2][0] - 0.6 / 0.9).abs() < 1e-6);
-        assert!((routing.weights[0][0] - 0.3 / 0.9).abs() < 1e-6);
-        assert_eq!(routing.weights[0][1], 0.5);
-        assert_eq!(routing.weights[1][0], 0.5);
+        #[rustfmt::skip]
+        let expected = [1.0, 0.0, 1.0, 0.0,  1.0, 1.0, 0.0, 0.0];
+        assert_eq!(routing.chosen_mask(2), expected);
     }
 
     fn seed_model() -> Model {

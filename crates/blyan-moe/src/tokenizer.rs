@@ -128,6 +128,13 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` alone, no special token added and no length limit: how training
+    /// text is tokenized.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode(text, false).map_err(tokenizer_error)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// The text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(tokenizer_error)

@@ -25,11 +25,11 @@ fn store_config() -> StoreConfig {
     }
 }
 
-fn open_store(dir: &Path) -> Arc<ChainStore> {
+pub(crate) fn open_store(dir: &Path) -> Arc<ChainStore> {
     Arc::new(ChainStore::open(dir, store_config()).unwrap())
 }
 
-fn publish(
+pub(crate) fn publish(
     store: &ChainStore,
     key: &AuthorKey,
     dir: &Path,

@@ -8,3 +8,4 @@ mod checkpoint;
 mod fixture;
 mod generation;
 mod parity;
+mod train;
