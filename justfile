@@ -14,6 +14,10 @@ start *ARGS:
 test *ARGS:
     scripts/test.sh {{ARGS}}
 
+# Reproduce the shipped default model (models/default): corpus, training, pinned blocks.
+train-default:
+    scripts/train-default.sh
+
 # What CI runs.
 ci:
     .ci/run

@@ -3,6 +3,7 @@
 //! exports it back; trains the model or some of its experts on text (`train`).
 
 mod node;
+mod ship_cmd;
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     /// Trains the whole model or named experts on text files and writes a checkpoint that
     /// `upload` publishes as it is (only the experts that changed get new blocks).
     Train(Box<train_cmd::TrainArgs>),
+    /// Builds the shipped default model from a trained checkpoint: unsigned blocks trusted by
+    /// their pinned hashes (`models/default`).
+    Ship(ship_cmd::ShipArgs),
     /// Writes the newest model of a chain store as a Hugging Face checkpoint.
     Export {
         /// The chain store to read.
@@ -192,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             destination,
         } => upload(&checkpoint, &key, quantize, &destination)?,
         Command::Train(args) => train_cmd::train(&args)?,
+        Command::Ship(args) => ship_cmd::ship(&args)?,
         Command::Export { data_dir, out } => {
             let directory = store_dir(&data_dir);
             if !directory.is_dir() {

@@ -35,7 +35,8 @@ pub(crate) struct TrainArgs {
     /// With `--experts`: train the routers of their layers too.
     #[arg(long, requires = "experts")]
     router: bool,
-    /// Optimizer steps to run (the learning-rate schedule's length).
+    /// Optimizer steps to run (the learning-rate schedule's length; with `--resume`, a new
+    /// end for the resumed run's schedule).
     #[arg(long, value_name = "N", conflicts_with = "minutes")]
     steps: Option<u64>,
     /// Train for about this many minutes: the step count is estimated from a timed first step.
@@ -262,7 +263,15 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         options
     };
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir, &base.config, Arc::clone(&base.weights), &corpus)?,
+        Some(dir) => {
+            let mut trainer =
+                Trainer::resume(dir, &base.config, Arc::clone(&base.weights), &corpus)?;
+            // `--steps` on a resume moves the end of the schedule.
+            if let Some(steps) = args.steps {
+                trainer.set_schedule_steps(steps)?;
+            }
+            trainer
+        }
         None => {
             let steps = match (args.steps, args.minutes) {
                 (Some(steps), _) => steps,

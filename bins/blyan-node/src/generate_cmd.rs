@@ -35,13 +35,13 @@ pub(crate) struct GenerateArgs {
     cuda: bool,
 }
 
-/// Loads the model from the data dir's chain (writing the untrained seed model first when the
+/// Loads the model from the data dir's chain (writing the first model, `model.seed`, when the
 /// chain holds none, as the server does) and streams one generation to stdout.
 pub(crate) fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
     let store = blyan_node_core::open_chain(config).context("opening the chain store")?;
     let key = crate::node_key(&config.data_dir)?;
-    // Logs a warning when it writes the untrained seed.
-    blyan_moe::ensure_model(&store, &key)?;
+    // Logs what it writes (a warning for the untrained seed).
+    blyan_moe::ensure_model(&store, &key, &config.model.seed_model())?;
     let device = if args.cuda {
         blyan_moe::load_cuda_backend()?;
         anyhow::ensure!(

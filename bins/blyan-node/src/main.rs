@@ -34,8 +34,21 @@ struct Cli {
     /// Overrides `listen` of the config: the HTTP address.
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     listen: Option<std::net::SocketAddr>,
+    /// Overrides `model.seed` of the config: what a chain without a model starts with
+    /// (`shipped`: the trained default model; `random`: an untrained initialisation).
+    #[arg(long, global = true, value_name = "shipped|random")]
+    seed_model: Option<SeedChoiceArg>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--seed-model`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SeedChoiceArg {
+    /// The trained default model shipped with the node.
+    Shipped,
+    /// An untrained random initialisation (its chat is noise).
+    Random,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +62,8 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
 }
 
-/// File of the node's own signing key under `data_dir` (it signs the seed model it writes).
+/// File of the node's own signing key under `data_dir` (it signs the blocks the node writes, e.g.
+/// an untrained random model).
 const NODE_KEY_FILE: &str = "node.key";
 
 /// Reads the node's key from `data_dir`, creating it (owner-only) on first start.
@@ -74,12 +88,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    if let Some(seed) = cli.seed_model {
+        config.model.seed = match seed {
+            SeedChoiceArg::Shipped => blyan_node_core::SeedChoice::Shipped,
+            SeedChoiceArg::Random => blyan_node_core::SeedChoice::Random,
+        };
+    }
     config.validate(&cli.config)?;
     Ok(config)
 }
 
-/// Opens the node (chain store, ledger), publishes the untrained seed model when the chain
-/// holds none, loads the chain's model, and runs the node's services until Ctrl-C.
+/// Opens the node (chain store, ledger), writes the first model (`model.seed`: the shipped
+/// trained model by default) when the chain holds none, loads the chain's model, and runs the node's services until Ctrl-C.
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let key = node_key(&config.data_dir)?;
     let node = Node::open(config).await?;

@@ -17,6 +17,10 @@ pub struct Health {
     /// `untrained seed` or `trained`; absent when no model is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// What the served model is (its meta block's description, e.g. the shipped default
+    /// model's name); absent when no model is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_description: Option<String>,
 }
 
 /// One model: its meta block and what it is.

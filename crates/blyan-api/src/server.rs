@@ -104,14 +104,14 @@ impl AppState {
 /// Liveness and version.
 #[utoipa::path(get, path = "/health", tag = "node", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Health> {
+    let generator = state.node.generator();
+    let info = generator.as_ref().map(|generator| generator.info());
     axum::Json(Health {
         status: "ok".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.node.uptime().as_secs(),
-        model: state
-            .node
-            .generator()
-            .map(|generator| model_label(generator.info().untrained).to_owned()),
+        model: info.map(|info| model_label(info.untrained).to_owned()),
+        model_description: info.map(|info| info.description.clone()),
     })
 }
 

@@ -87,6 +87,98 @@ impl<R: Read> Counting<R> {
     }
 }
 
+/// Writes an export stream block by block, for blocks that are not (yet) in a store: the
+/// format [`ChainStore::export`] writes and [`ChainStore::import`] reads. The caller gives the
+/// blocks of one chain in (height, hash) order, parents first.
+pub struct ExportWriter<W: Write> {
+    out: W,
+    hashes: blake3::Hasher,
+    summary: ExportSummary,
+}
+
+fn stream_error(source: std::io::Error) -> Error {
+    Error::Io {
+        path: "<export stream>".into(),
+        source,
+    }
+}
+
+impl<W: Write> ExportWriter<W> {
+    /// Starts a stream of `chain`'s blocks with heights `from_height..=to_height`.
+    pub fn new(mut out: W, chain: ChainId, from_height: u64, to_height: u64) -> Result<Self> {
+        let mut file_header = [0u8; FILE_HEADER_BYTES];
+        file_header[..8].copy_from_slice(&EXPORT_MAGIC);
+        file_header[8] = chain.letter();
+        file_header[16..24].copy_from_slice(&from_height.to_le_bytes());
+        file_header[24..32].copy_from_slice(&to_height.to_le_bytes());
+        out.write_all(&file_header).map_err(stream_error)?;
+        Ok(Self {
+            out,
+            hashes: blake3::Hasher::new(),
+            summary: ExportSummary {
+                chain,
+                from_height,
+                to_height,
+                blocks: 0,
+                payload_bytes: 0,
+            },
+        })
+    }
+
+    /// Writes one block. A block of another chain, outside the heights, or whose payload is not
+    /// the one its header commits to is refused ([`Error::ExportFormat`]).
+    pub fn block(&mut self, header: &BlockHeader, payload: &[u8]) -> Result<()> {
+        let summary = &self.summary;
+        let hash = header.hash();
+        let wrong = |reason: String| Error::ExportFormat {
+            offset: 0,
+            reason: format!("block {hash}: {reason}"),
+        };
+        if header.chain != summary.chain {
+            return Err(wrong(format!(
+                "it is on chain {}, not {}",
+                header.chain, summary.chain
+            )));
+        }
+        if !(summary.from_height..=summary.to_height).contains(&header.height) {
+            return Err(wrong(format!(
+                "height {} is outside the stream's",
+                header.height
+            )));
+        }
+        if crate::hash::hash_payload(payload) != header.payload_hash {
+            return Err(wrong(
+                "its payload is not the one its header commits to".into(),
+            ));
+        }
+        let header_bytes = header.encode();
+        let out = &mut self.out;
+        out.write_all(&[TAG_BLOCK]).map_err(stream_error)?;
+        out.write_all(hash.as_bytes()).map_err(stream_error)?;
+        out.write_all(&(header_bytes.len() as u32).to_le_bytes())
+            .map_err(stream_error)?;
+        out.write_all(&header_bytes).map_err(stream_error)?;
+        out.write_all(payload).map_err(stream_error)?;
+        self.hashes.update(hash.as_bytes());
+        self.summary.blocks += 1;
+        self.summary.payload_bytes += payload.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the trailer and flushes.
+    pub fn finish(mut self) -> Result<ExportSummary> {
+        self.out.write_all(&[TAG_END]).map_err(stream_error)?;
+        self.out
+            .write_all(&self.summary.blocks.to_le_bytes())
+            .map_err(stream_error)?;
+        self.out
+            .write_all(self.hashes.finalize().as_bytes())
+            .map_err(stream_error)?;
+        self.out.flush().map_err(stream_error)?;
+        Ok(self.summary)
+    }
+}
+
 impl ChainStore {
     /// Writes the blocks of `chain` with heights in `from_height..=to_height` to `out`, payloads
     /// straight from their mappings. Heights past the tip are simply absent.
@@ -97,25 +189,7 @@ impl ChainStore {
         to_height: u64,
         mut out: impl Write,
     ) -> Result<ExportSummary> {
-        let io = |source| Error::Io {
-            path: "<export stream>".into(),
-            source,
-        };
-        let mut file_header = [0u8; FILE_HEADER_BYTES];
-        file_header[..8].copy_from_slice(&EXPORT_MAGIC);
-        file_header[8] = chain.letter();
-        file_header[16..24].copy_from_slice(&from_height.to_le_bytes());
-        file_header[24..32].copy_from_slice(&to_height.to_le_bytes());
-        out.write_all(&file_header).map_err(io)?;
-
-        let mut summary = ExportSummary {
-            chain,
-            from_height,
-            to_height,
-            blocks: 0,
-            payload_bytes: 0,
-        };
-        let mut hashes = blake3::Hasher::new();
+        let mut writer = ExportWriter::new(&mut out, chain, from_height, to_height)?;
         let start = height_prefix(chain, from_height);
         let end = match to_height.checked_add(1) {
             Some(next) => height_prefix(chain, next).to_vec(),
@@ -130,21 +204,9 @@ impl ChainStore {
             let payload = self.payload(&hash)?.ok_or_else(|| Error::Corruption {
                 what: format!("block {hash} has no payload record"),
             })?;
-            let header_bytes = header.encode();
-            out.write_all(&[TAG_BLOCK]).map_err(io)?;
-            out.write_all(hash.as_bytes()).map_err(io)?;
-            out.write_all(&(header_bytes.len() as u32).to_le_bytes())
-                .map_err(io)?;
-            out.write_all(&header_bytes).map_err(io)?;
-            out.write_all(&payload).map_err(io)?;
-            hashes.update(hash.as_bytes());
-            summary.blocks += 1;
-            summary.payload_bytes += payload.len() as u64;
+            writer.block(&header, &payload)?;
         }
-        out.write_all(&[TAG_END]).map_err(io)?;
-        out.write_all(&summary.blocks.to_le_bytes()).map_err(io)?;
-        out.write_all(hashes.finalize().as_bytes()).map_err(io)?;
-        out.flush().map_err(io)?;
+        let summary = writer.finish()?;
         tracing::info!(%chain, from_height, to_height, blocks = summary.blocks, "chain exported");
         Ok(summary)
     }

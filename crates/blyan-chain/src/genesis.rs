@@ -19,6 +19,21 @@ pub const COVENANT_TEXT: &str = include_str!("../../../config/covenant.md");
 /// Timestamp of the shipped genesis blocks: 2026-01-01T00:00:00Z.
 pub const GENESIS_TIMESTAMP_MS: u64 = 1_767_225_600_000;
 
+/// The hashes of the shipped default model's blocks (`models/default/blocks.txt`: one hex block
+/// hash per line, `#` comments), built into the library like the covenant. A node trusts these
+/// blocks by their hashes, as it trusts the genesis blocks, without a signature.
+pub const SHIPPED_BLOCKS_TEXT: &str = include_str!("../../../models/default/blocks.txt");
+
+/// Parses a pinned-hash list: one hex block hash per line; blank lines and `#` comments are
+/// skipped. A malformed line is [`blyan_primitives::Error`] naming it.
+pub fn parse_pinned_blocks(text: &str) -> Result<Vec<BlockHash>, blyan_primitives::Error> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::parse)
+        .collect()
+}
+
 /// What the genesis blocks are made from. Two stores agree on genesis exactly when their specs
 /// are equal. [`GenesisSpec::shipped`] is the network's; tests and private networks may use
 /// another covenant.
@@ -28,6 +43,9 @@ pub struct GenesisSpec {
     pub covenant: Cow<'static, [u8]>,
     /// Timestamp written into all three genesis headers.
     pub timestamp_ms: u64,
+    /// Blocks after genesis trusted by their hash alone (unsigned, author zero): the shipped
+    /// default model ([`SHIPPED_BLOCKS_TEXT`]). Anything else needs its author's signature.
+    pub pinned: Cow<'static, [BlockHash]>,
 }
 
 impl Default for GenesisSpec {
@@ -46,11 +64,16 @@ pub struct GenesisBlock {
 }
 
 impl GenesisSpec {
-    /// The network's genesis: [`COVENANT_TEXT`] at [`GENESIS_TIMESTAMP_MS`].
+    /// The network's genesis: [`COVENANT_TEXT`] at [`GENESIS_TIMESTAMP_MS`], with the shipped
+    /// model's blocks pinned ([`SHIPPED_BLOCKS_TEXT`]).
     pub fn shipped() -> Self {
         Self {
             covenant: Cow::Borrowed(COVENANT_TEXT.as_bytes()),
             timestamp_ms: GENESIS_TIMESTAMP_MS,
+            pinned: Cow::Owned(
+                parse_pinned_blocks(SHIPPED_BLOCKS_TEXT)
+                    .expect("models/default/blocks.txt is checked by a unit test"),
+            ),
         }
     }
 
@@ -131,6 +154,18 @@ mod tests {
             assert_eq!(block.header.depends_on, vec![spec.meta_genesis_hash()]);
             assert_eq!(block.header.payload_bytes, 0);
         }
+    }
+
+    #[test]
+    fn the_shipped_pinned_list_parses_and_comments_are_skipped() {
+        assert!(parse_pinned_blocks(SHIPPED_BLOCKS_TEXT).is_ok());
+        let hash = GenesisSpec::shipped().meta_genesis_hash();
+        let text = format!("# a comment\n\n{hash}\n  {hash}  \n");
+        assert_eq!(
+            parse_pinned_blocks(&text).expect("parses"),
+            vec![hash, hash]
+        );
+        assert!(parse_pinned_blocks("not a hash\n").is_err());
     }
 
     #[test]

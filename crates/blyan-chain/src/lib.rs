@@ -107,8 +107,11 @@ pub use config::{
 };
 pub use error::{Error, Result};
 #[cfg(feature = "store")]
-pub use export::{ExportSummary, ImportSummary};
-pub use genesis::{COVENANT_TEXT, GENESIS_TIMESTAMP_MS, GenesisBlock, GenesisSpec};
+pub use export::{ExportSummary, ExportWriter, ImportSummary};
+pub use genesis::{
+    COVENANT_TEXT, GENESIS_TIMESTAMP_MS, GenesisBlock, GenesisSpec, SHIPPED_BLOCKS_TEXT,
+    parse_pinned_blocks,
+};
 pub use hash::{RAYON_HASH_BYTES_MIN, hash_payload};
 pub use header::{
     BLOCK_HEADER_BYTES_MAX, BLOCK_PREFIX_BYTES, BlockHeader, BlockMeta, CanonicalConfig, ChainTip,

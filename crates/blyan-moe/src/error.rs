@@ -81,6 +81,15 @@ pub enum MoeError {
         reason: String,
     },
 
+    /// The shipped-model directory holds no export files.
+    #[error(
+        "{dir} holds no shipped model (no .blyexp files); run `just train-default`, or start with the untrained random model"
+    )]
+    NoShippedModel {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// A tensor the architecture needs is absent.
     #[error("tensor `{name}` is missing")]
     MissingTensor {

@@ -78,6 +78,7 @@ mod model;
 mod model_doc;
 mod publish;
 mod rng;
+mod shipped;
 mod tokenizer;
 mod train;
 mod weights;
@@ -112,7 +113,12 @@ pub use model_doc::{
 };
 pub use publish::{
     DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
-    ensure_model, publish_model, publish_seed_model,
+    SeedModel, SeedWritten, ensure_model, publish_model, publish_seed_model,
+};
+pub use shipped::{
+    CastWeights, PINNED_BLOCKS_FILE, PINNED_TIMESTAMP_MS, PinnedModel, SHIPPED_MODEL_DIR,
+    SHIPPED_SEGMENT_EXTENSION, ShippedFiles, build_pinned_model, import_shipped_model,
+    write_shipped_model,
 };
 pub use tokenizer::{
     BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,

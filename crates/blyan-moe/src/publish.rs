@@ -182,6 +182,27 @@ pub fn publish_model(
     options: &PublishOptions,
     progress: &mut dyn FnMut(&PublishEvent),
 ) -> Result<PublishSummary> {
+    publish_as(
+        target,
+        Authority::Key(key),
+        config,
+        files,
+        source,
+        options,
+        progress,
+    )
+}
+
+/// [`publish_model`] with blocks vouched for by `authority`.
+pub(crate) fn publish_as(
+    target: &dyn PublishTarget,
+    authority: Authority<'_>,
+    config: &Config,
+    files: CheckpointFiles<'_>,
+    source: &dyn WeightSource,
+    options: &PublishOptions,
+    progress: &mut dyn FnMut(&PublishEvent),
+) -> Result<PublishSummary> {
     let plan = plan(target, config, files, source, options)?;
     progress(&PublishEvent::Checked {
         blocks: (plan.groups.len() + 1 + plan.experts.len()) as u64,
@@ -191,7 +212,7 @@ pub fn publish_model(
         source,
         appender: BlockAppender {
             target,
-            key,
+            authority,
             clock_ms: 0,
         },
         progress,
@@ -568,10 +589,23 @@ fn encode_payload(
     Ok((payload, metas))
 }
 
-/// Appends signed blocks with timestamps that never go backwards.
+/// Who vouches for the blocks a publish writes.
+#[derive(Clone, Copy)]
+pub(crate) enum Authority<'a> {
+    /// Signed by this key, timestamped with the clock (never before the parent).
+    Key(&'a AuthorKey),
+    /// Unsigned, author zero, every block at this timestamp: blocks trusted by their hashes
+    /// (the shipped model, [`crate::shipped`]), the same bytes wherever they are built.
+    Pinned {
+        /// The timestamp every block carries.
+        timestamp_ms: u64,
+    },
+}
+
+/// Appends blocks with timestamps that never go backwards.
 struct BlockAppender<'a> {
     target: &'a dyn PublishTarget,
-    key: &'a AuthorKey,
+    authority: Authority<'a>,
     clock_ms: u64,
 }
 
@@ -596,16 +630,21 @@ impl BlockAppender<'_> {
                 .map_or(0, |elapsed| {
                     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
                 });
-            self.clock_ms = self.clock_ms.max(parent_ms).max(now_ms);
+            self.clock_ms = match self.authority {
+                Authority::Key(_) => self.clock_ms.max(parent_ms).max(now_ms),
+                Authority::Pinned { timestamp_ms } => timestamp_ms,
+            };
             let mut header = BlockHeader::new_child(&tip, kind, payload, self.clock_ms);
             header.meta = meta.clone();
             header.depends_on = depends_on.clone();
-            header.author = self.key.address();
-            let difficulty_bits = self.target.pow_difficulty_bits();
-            if difficulty_bits > 0 {
-                header.mine(difficulty_bits);
+            if let Authority::Key(key) = self.authority {
+                header.author = key.address();
+                let difficulty_bits = self.target.pow_difficulty_bits();
+                if difficulty_bits > 0 {
+                    header.mine(difficulty_bits);
+                }
+                header.sign(key);
             }
-            header.sign(self.key);
             match self.target.append(&header, payload) {
                 Err(MoeError::TipMoved { chain }) if attempt < TIP_RETRIES_MAX => {
                     attempt += 1;
@@ -642,21 +681,58 @@ pub fn publish_seed_model(
     publish_model(store, key, &config, files, &source, &options, &mut |_| {})
 }
 
-/// On a chain that holds no model yet, publishes the untrained seed model
-/// ([`publish_seed_model`] with [`DEFAULT_SEED`]) and returns what it wrote; on a chain that
-/// holds one, writes nothing and returns `None`. What a node calls on its first start.
-pub fn ensure_model(store: &ChainStore, key: &AuthorKey) -> Result<Option<PublishSummary>> {
+/// What a node puts on a chain that holds no model yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedModel {
+    /// The shipped trained model in this directory ([`crate::import_shipped_model`]); by
+    /// default [`crate::SHIPPED_MODEL_DIR`].
+    Shipped(std::path::PathBuf),
+    /// The untrained random initialisation of [`Config::seed`] under this seed (chat is noise).
+    Random(u64),
+}
+
+impl Default for SeedModel {
+    fn default() -> Self {
+        Self::Shipped(std::path::PathBuf::from(crate::shipped::SHIPPED_MODEL_DIR))
+    }
+}
+
+/// What [`ensure_model`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedWritten {
+    /// The shipped model was imported; its meta block.
+    Shipped(BlockHash),
+    /// The untrained random model was published.
+    Random(PublishSummary),
+}
+
+/// On a chain that holds no model yet, writes `seed`: the shipped trained model, or the
+/// untrained random one ([`publish_seed_model`], signed by `key`); returns what it wrote. On
+/// a chain that holds a model, writes nothing and returns `None`. What a node calls on its
+/// first start.
+pub fn ensure_model(
+    store: &ChainStore,
+    key: &AuthorKey,
+    seed: &SeedModel,
+) -> Result<Option<SeedWritten>> {
     match current_model(store) {
         Ok(_) => Ok(None),
-        Err(MoeError::NoModelOnChain) => {
-            let summary = publish_seed_model(store, key, DEFAULT_SEED)?;
-            tracing::warn!(
-                meta = %summary.meta_block,
-                seed = DEFAULT_SEED,
-                "the chain held no model: wrote the UNTRAINED seed model"
-            );
-            Ok(Some(summary))
-        }
+        Err(MoeError::NoModelOnChain) => match seed {
+            SeedModel::Shipped(dir) => {
+                let meta = crate::shipped::import_shipped_model(store, dir)?;
+                tracing::info!(%meta, dir = %dir.display(), "the chain held no model: imported the shipped model");
+                Ok(Some(SeedWritten::Shipped(meta)))
+            }
+            SeedModel::Random(seed) => {
+                let summary = publish_seed_model(store, key, *seed)?;
+                tracing::warn!(
+                    meta = %summary.meta_block,
+                    seed,
+                    "the chain held no model: wrote the UNTRAINED seed model"
+                );
+                Ok(Some(SeedWritten::Random(summary)))
+            }
+        },
         Err(other) => Err(other),
     }
 }

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub ledger: LedgerConfig,
     /// The expert cache.
     pub cache: CacheConfig,
+    /// The model a chain without one starts with.
+    pub model: ModelConfig,
     /// The chain store.
     pub chain: ChainConfig,
     /// Proof-of-Learning.
@@ -74,6 +76,41 @@ pub enum LedgerBackend {
 pub struct CacheConfig {
     /// Upper bound on expert weight bytes held at once.
     pub expert_bytes_max: u64,
+}
+
+/// The model a chain that holds none starts with (the node's first start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `shipped`: the trained default model shipped with the node; `random`: an untrained
+    /// random initialisation (its chat is noise).
+    pub seed: SeedChoice,
+    /// Where the shipped model's files are; `null`: the copy in the repository the node was
+    /// built from (`models/default`).
+    pub shipped_dir: Option<PathBuf>,
+}
+
+/// The model choices of [`ModelConfig::seed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedChoice {
+    /// The shipped trained model.
+    Shipped,
+    /// The untrained random initialisation.
+    Random,
+}
+
+impl ModelConfig {
+    /// What `blyan_moe::ensure_model` writes on a chain without a model.
+    pub fn seed_model(&self) -> blyan_moe::SeedModel {
+        match self.seed {
+            SeedChoice::Shipped => match &self.shipped_dir {
+                Some(dir) => blyan_moe::SeedModel::Shipped(dir.clone()),
+                None => blyan_moe::SeedModel::default(),
+            },
+            SeedChoice::Random => blyan_moe::SeedModel::Random(blyan_moe::DEFAULT_SEED),
+        }
+    }
 }
 
 /// The chain store.

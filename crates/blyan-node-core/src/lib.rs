@@ -72,7 +72,8 @@ pub use chat::{
 pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LedgerBackend, LedgerConfig,
-    LogConfig, LogFormat, NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, RateLimitConfig,
+    LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig,
+    RateLimitConfig, SeedChoice,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use logging::init_logging;

@@ -150,14 +150,16 @@ impl Node {
             .with_ledger(Arc::new(ledger)))
     }
 
-    /// On a chain that holds no model yet, publishes the untrained seed model signed by `key`
-    /// (`blyan_moe::ensure_model`); on one that holds a model, writes nothing.
+    /// On a chain that holds no model yet, writes the model `model.seed` names: the shipped
+    /// trained model, or the untrained random one signed by `key` (`blyan_moe::ensure_model`);
+    /// on one that holds a model, writes nothing.
     pub async fn ensure_seed_model(&self, key: &AuthorKey) -> Result<()> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
         let key = key.clone();
-        // `ensure_model` itself logs, as a warning, when it writes the untrained seed.
-        blocking("publishing the seed model", move || {
-            blyan_moe::ensure_model(&chain, &key)
+        let seed = self.config.model.seed_model();
+        // `ensure_model` itself logs what it wrote (a warning for the untrained seed).
+        blocking("writing the first model", move || {
+            blyan_moe::ensure_model(&chain, &key, &seed)
         })
         .await?
         .map_err(Error::ModelLoad)?;

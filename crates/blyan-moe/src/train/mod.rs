@@ -370,6 +370,19 @@ impl Trainer {
         &self.options
     }
 
+    /// Changes the length of the learning-rate schedule (e.g. to end a resumed run sooner or
+    /// later than first planned); the cosine decay continues from the current step towards
+    /// the new end. A run changed so no longer matches an unchanged one bit for bit.
+    pub fn set_schedule_steps(&mut self, steps: u64) -> Result<()> {
+        if steps < self.step {
+            return Err(MoeError::Training {
+                reason: format!("{steps} steps is fewer than the {} already done", self.step),
+            });
+        }
+        self.options.steps = steps;
+        Ok(())
+    }
+
     /// Optimizer steps done.
     pub fn steps_done(&self) -> u64 {
         self.step

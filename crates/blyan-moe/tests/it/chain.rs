@@ -485,12 +485,14 @@ fn an_empty_chain_gets_the_untrained_seed_model_once() {
         Generator::from_chain(Arc::clone(&store), ModelOptions::default()),
         Err(MoeError::NoModelOnChain)
     ));
-    let written = ensure_model(&store, &key)
-        .unwrap()
-        .expect("the chain was empty");
+    let random = blyan_moe::SeedModel::Random(blyan_moe::DEFAULT_SEED);
+    let written = match ensure_model(&store, &key, &random).unwrap() {
+        Some(blyan_moe::SeedWritten::Random(summary)) => summary,
+        other => panic!("the chain was empty, yet {other:?}"),
+    };
     assert_eq!((written.shared_written, written.experts_written), (10, 32));
     let blocks = store.block_count();
-    assert_eq!(ensure_model(&store, &key).unwrap(), None);
+    assert_eq!(ensure_model(&store, &key, &random).unwrap(), None);
     assert_eq!(
         publish_seed_model(&store, &key, blyan_moe::DEFAULT_SEED)
             .unwrap()

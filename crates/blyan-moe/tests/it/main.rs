@@ -8,4 +8,5 @@ mod checkpoint;
 mod fixture;
 mod generation;
 mod parity;
+mod shipped;
 mod train;
