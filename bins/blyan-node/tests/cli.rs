@@ -97,9 +97,10 @@ fn serves_health_on_the_configured_address() {
     };
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ok\""), "{response}");
-    // A fresh data dir gets the seeded random model, and the node never calls it trained.
+    // A fresh data dir gets the shipped trained default model, and /health names it.
+    assert!(response.contains("\"model\":\"trained\""), "{response}");
     assert!(
-        response.contains("\"model\":\"untrained seed\""),
+        response.contains("Blyan default model"),
         "{response}"
     );
     assert!(
@@ -348,6 +349,7 @@ fn generate_streams_reproducible_text_from_the_seed_model() {
     let dir = tempfile::tempdir().unwrap();
     let run = |seed: &str| {
         node_in(dir.path())
+            .args(["--seed-model", "random"])
             .args(["generate", "--prompt", "The chain", "--max-tokens", "12"])
             .args(["--temperature", "0.9", "--top-p", "0.95", "--seed", seed])
             .output()
@@ -364,4 +366,36 @@ fn generate_streams_reproducible_text_from_the_seed_model() {
     assert!(again.status.success(), "{again:?}");
     assert_eq!(first.stdout, again.stdout);
     assert!(!String::from_utf8_lossy(&again.stderr).contains("wrote the UNTRAINED"));
+}
+
+#[test]
+fn a_fresh_data_dir_generates_english_from_the_shipped_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = node_in(dir.path())
+        .env("RUST_LOG", "info")
+        .args(["generate", "--prompt", "The database", "--max-tokens", "40"])
+        .args(["--temperature", "0"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("imported the shipped model"), "{stderr}");
+    assert!(!stderr.contains("UNTRAINED"), "{stderr}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    // Greedy text of a trained byte-level model: mostly lower-case letters and spaces, and
+    // words of ordinary length; the untrained model's bytes are noise.
+    let letters = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
+    assert!(
+        letters * 10 >= text.chars().count() * 8,
+        "not English-looking: {text:?}"
+    );
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(words.len() >= 4, "{text:?}");
+    assert!(
+        words.iter().all(|word| word.len() <= 20),
+        "{text:?}"
+    );
 }
