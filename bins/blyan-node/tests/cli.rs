@@ -99,10 +99,7 @@ fn serves_health_on_the_configured_address() {
     assert!(response.contains("\"status\":\"ok\""), "{response}");
     // A fresh data dir gets the shipped trained default model, and /health names it.
     assert!(response.contains("\"model\":\"trained\""), "{response}");
-    assert!(
-        response.contains("Blyan default model"),
-        "{response}"
-    );
+    assert!(response.contains("Blyan default model"), "{response}");
     assert!(
         dir.path().join("data").is_dir(),
         "the data dir was not created"
@@ -394,8 +391,5 @@ fn a_fresh_data_dir_generates_english_from_the_shipped_model() {
     );
     let words: Vec<&str> = text.split_whitespace().collect();
     assert!(words.len() >= 4, "{text:?}");
-    assert!(
-        words.iter().all(|word| word.len() <= 20),
-        "{text:?}"
-    );
+    assert!(words.iter().all(|word| word.len() <= 20), "{text:?}");
 }

@@ -55,6 +55,9 @@ impl Node {
         config.api.rate_limit.per_ip_per_minute = 10_000;
         config.api.rate_limit.per_wallet_per_minute = 10_000;
         config.api.free_tier.requests_per_hour_per_ip = 10_000;
+        // The API's tests run on the untrained random model: its text is noise that never ends
+        // early. The shipped model's start has tests of its own (bins/blyan-node's cli.rs).
+        config.model.seed = blyan_node_core::SeedChoice::Random;
         edit(&mut config);
         let mut state = NodeState::open(config).await.expect("node state opens");
         if with_model {
