@@ -705,7 +705,7 @@ impl Context {
         run.record.history.push(point);
         if run.record.history.len() > LEARNING_HISTORY_POINTS_MAX {
             let excess = run.record.history.len() - LEARNING_HISTORY_POINTS_MAX;
-            run.record.history.drain(..excess);
+            run.record.history = run.record.history.split_off(excess);
         }
         tracing::info!(
             step = report.step,
@@ -793,26 +793,23 @@ impl Context {
         let source = &run.inputs.source;
         // The model's document stays as it is, so only the changed blocks are written: the
         // trained experts (and with `router`, their layers' router group and a new meta block).
-        // Experts are stored as the chain stores them now: an INT8 model stays INT8.
-        let first_expert = self
-            .config()
-            .experts
-            .first()
-            .copied()
-            .ok_or_else(|| Error::Task {
-                what: "publishing a candidate",
-                reason: "no expert is trained".to_owned(),
-            })?;
-        let spec = source
-            .tensor_spec(&blyan_moe::expert_tensor_name(
-                first_expert,
-                blyan_moe::ExpertMatrix::ALL[0],
-            ))
-            .map_err(learning_error("reading an expert's dtype"))?;
+        // Experts are stored as the chain stores them now: an INT8 model stays INT8 (the
+        // current block's header lists its tensors in their stored dtype).
+        let mut quantized = false;
+        if let Some(expert) = self.config().experts.first()
+            && let Some(version) = chain.expert_current(*expert).map_err(Error::ChainFailed)?
+            && let Some(header) = chain.header(&version.hash).map_err(Error::ChainFailed)?
+        {
+            quantized = header
+                .meta
+                .tensors
+                .iter()
+                .any(|tensor| tensor.dtype == blyan_primitives::Dtype::I8);
+        }
         let options = PublishOptions {
             description: source.document().description.clone(),
             untrained: source.untrained(),
-            expert_quantization: if spec.dtype == blyan_primitives::Dtype::I8 {
+            expert_quantization: if quantized {
                 ExpertQuantization::Int8
             } else {
                 ExpertQuantization::None
@@ -883,7 +880,7 @@ fn prune_candidates(dir: &Path) -> Result<()> {
     };
     let mut candidates: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(data_error(dir))?
-        .filter_map(|entry| entry.ok())
+        .flatten()
         .filter_map(|entry| {
             let name = entry.file_name();
             let step = name.to_str()?.strip_prefix("candidate-")?.parse().ok()?;
