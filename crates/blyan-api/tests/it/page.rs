@@ -404,6 +404,9 @@ async fn the_page_draws_the_learning_curve_of_a_learner_that_ran() {
         learning.enabled = true;
         learning.corpus = vec![corpus.clone()];
         learning.experts = vec!["layer1.expert2".parse().unwrap()];
+        // The router trains too, so every batch has a gradient even when the seed model's
+        // router sends none of it to this expert.
+        learning.router = true;
         learning.eval_every = 3;
         learning.eval_tokens = 256;
         learning.held_out_per_mille = 100;
