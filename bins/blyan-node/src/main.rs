@@ -1,7 +1,8 @@
 //! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand).
 //!
 //! Serving is composition only: the node library (`blyan-node-core`) opens the node, and its
-//! services run on it: the HTTP API (`blyan-api`) and the release of expired payment holds.
+//! services run on it: the HTTP API (`blyan-api`), the release of expired payment holds, and
+//! the learner (idle unless `learning.enabled`).
 
 mod chain_cmd;
 mod generate_cmd;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use blyan_api::{AppState, HttpService, Server};
 use blyan_chain::AuthorKey;
-use blyan_node_core::{HoldExpiry, Node, NodeConfig, Services};
+use blyan_node_core::{HoldExpiry, Learner, Node, NodeConfig, Services};
 use clap::{Parser, Subcommand};
 
 /// A Blyan node: stores the chain, serves the on-chain mixture-of-experts model over HTTP and
@@ -104,11 +105,14 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let key = node_key(&config.data_dir)?;
     let node = Node::open(config).await?;
     node.ensure_seed_model(&key).await?;
+    // The node's key signs what its learner publishes (with `learning.publish: true`).
+    let learner = Learner::with_key(key);
     let node = Arc::new(node.load_model().await?);
     let server = Server::bind(AppState::new(Arc::clone(&node))?).await?;
     let mut services = Services::new(node);
     services.spawn(HoldExpiry::default());
     services.spawn(HttpService::new(server));
+    services.spawn(learner);
     services
         .run_until(async {
             if let Err(error) = tokio::signal::ctrl_c().await {

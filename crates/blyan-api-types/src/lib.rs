@@ -35,6 +35,7 @@ mod auth;
 mod chain;
 mod chat;
 mod error;
+mod learning;
 mod node;
 
 pub use auth::{
@@ -47,6 +48,7 @@ pub use chat::{
     MODEL_ID, StreamOptions, Usage,
 };
 pub use error::{ErrorBody, ErrorDetail};
+pub use learning::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};
 pub use node::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, Health, HistoryEntry, HistoryResponse,
     ModelStatus, ModelSummary, PolStatus,

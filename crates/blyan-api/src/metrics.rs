@@ -1,4 +1,5 @@
-//! Prometheus metrics of the API: requests, latencies, tokens, ledger operations, expert cache.
+//! Prometheus metrics of the API: requests, latencies, tokens, ledger operations, expert cache,
+//! and the background learner.
 //!
 //! Each [`AppState`] owns its own registry (no process-global recorder), so several nodes in one
 //! test process do not mix their counts.
@@ -52,6 +53,16 @@ pub(crate) struct Metrics {
     pub decode_batches: IntGauge,
     /// Requests refused by a rate limit or the free-tier quota.
     pub rate_limited: IntCounter,
+    /// The learner's optimizer steps (across restarts).
+    pub learning_steps: IntGauge,
+    /// The learner's training tokens (across restarts).
+    pub learning_tokens: IntGauge,
+    /// The learner's last training loss, nats per token.
+    pub learning_train_loss: Gauge,
+    /// The learner's last held-out loss, nats per token.
+    pub learning_eval_loss: Gauge,
+    /// Candidates the learner made.
+    pub learning_candidates: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -130,6 +141,31 @@ impl Metrics {
             "Requests refused by a rate limit or the free-tier quota",
         )
         .expect("valid metric");
+        let learning_steps = IntGauge::new(
+            "learning_steps",
+            "Optimizer steps of the node's learner (across restarts)",
+        )
+        .expect("valid metric");
+        let learning_tokens = IntGauge::new(
+            "learning_tokens",
+            "Training tokens of the node's learner (across restarts)",
+        )
+        .expect("valid metric");
+        let learning_train_loss = Gauge::new(
+            "learning_train_loss",
+            "The learner's last training loss, nats per token",
+        )
+        .expect("valid metric");
+        let learning_eval_loss = Gauge::new(
+            "learning_eval_loss",
+            "The learner's last held-out loss, nats per token",
+        )
+        .expect("valid metric");
+        let learning_candidates = IntGauge::new(
+            "learning_candidates",
+            "Candidate expert versions the learner made",
+        )
+        .expect("valid metric");
         Self {
             requests: register(&registry, requests),
             request_seconds: register(&registry, request_seconds),
@@ -143,6 +179,11 @@ impl Metrics {
             decode_steps: register(&registry, decode_steps),
             decode_batches: register(&registry, decode_batches),
             rate_limited: register(&registry, rate_limited),
+            learning_steps: register(&registry, learning_steps),
+            learning_tokens: register(&registry, learning_tokens),
+            learning_train_loss: register(&registry, learning_train_loss),
+            learning_eval_loss: register(&registry, learning_eval_loss),
+            learning_candidates: register(&registry, learning_candidates),
             registry,
         }
     }
@@ -168,6 +209,18 @@ impl Metrics {
         let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.decode_steps.set(clamp(steps));
         self.decode_batches.set(clamp(batches));
+    }
+
+    /// Records the learner's figures as its status reports them (losses stay 0 until known).
+    pub(crate) fn set_learning(&self, status: &blyan_api_types::LearningStatus) {
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.learning_steps.set(clamp(status.steps));
+        self.learning_tokens.set(clamp(status.tokens));
+        self.learning_train_loss
+            .set(status.last_train_loss.unwrap_or(0.0));
+        self.learning_eval_loss
+            .set(status.last_eval_loss.unwrap_or(0.0));
+        self.learning_candidates.set(clamp(status.candidates_made));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -278,6 +331,15 @@ mod tests {
             .inc();
         metrics.first_token_seconds.observe(0.1);
         metrics.set_expert_cache(3, 1);
+        metrics.set_learning(&blyan_api_types::LearningStatus {
+            enabled: true,
+            steps: 40,
+            tokens: 5120,
+            last_train_loss: Some(2.5),
+            last_eval_loss: Some(2.75),
+            candidates_made: 2,
+            ..Default::default()
+        });
         let text = metrics.render();
         for family in [
             "blyan_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1",
@@ -286,6 +348,11 @@ mod tests {
             "blyan_ledger_operations_total{operation=\"capture\",outcome=\"ok\"} 1",
             "blyan_chat_first_token_seconds_count 1",
             "blyan_expert_cache_hit_ratio 0.75",
+            "blyan_learning_steps 40",
+            "blyan_learning_tokens 5120",
+            "blyan_learning_train_loss 2.5",
+            "blyan_learning_eval_loss 2.75",
+            "blyan_learning_candidates 2",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

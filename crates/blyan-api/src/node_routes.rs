@@ -1,12 +1,12 @@
 //! Read endpoints: experts with versions, use counts and cache state; Proof-of-Learning status;
-//! the signed-in wallet's balance and history.
+//! the background learner's progress; the signed-in wallet's balance and history.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use blyan_api_types::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
-    ModelStatus, ModelSummary, PolStatus,
+    LearningStatus, ModelStatus, ModelSummary, PolStatus,
 };
 use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
@@ -149,6 +149,13 @@ pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> axum::Json
             "Proof-of-Learning is off: this node has no Proof-of-Learning yet, so new expert versions are not checked or accepted by PoL".to_owned()
         },
     })
+}
+
+/// The background learner: its state, steps, tokens, the loss curve, per-expert usage shares,
+/// the served weights' baseline and the last candidate. `enabled: false` when learning is off.
+#[utoipa::path(get, path = "/learning", tag = "experts", responses((status = 200, body = LearningStatus)))]
+pub(crate) async fn learning(State(state): State<Arc<AppState>>) -> axum::Json<LearningStatus> {
+    axum::Json(state.node().learning_status())
 }
 
 fn ledger_account(wallet: &Address) -> AccountId {

@@ -67,6 +67,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::experts,
         crate::node_routes::expert,
         crate::node_routes::pol_status,
+        crate::node_routes::learning,
         crate::node_routes::balance,
         crate::node_routes::history,
     ),
@@ -77,7 +78,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         (name = "chat", description = "Chat with the on-chain model (free tier or paid)"),
         (name = "openai", description = "OpenAI-compatible endpoints"),
         (name = "chain", description = "Chain explorer and block submission"),
-        (name = "experts", description = "Experts, their versions and cache; Proof-of-Learning"),
+        (name = "experts", description = "Experts, their versions and cache; the learner; Proof-of-Learning"),
         (name = "wallet", description = "The signed-in wallet's balance and history"),
     )
 )]

@@ -98,6 +98,7 @@ impl AppState {
             let decode = generator.decode_stats();
             self.metrics.set_decode(decode.steps, decode.batches);
         }
+        self.metrics.set_learning(&self.node.learning_status());
     }
 }
 
@@ -145,6 +146,7 @@ pub fn api_routes() -> ApiRoutes {
         .get("/experts", node_routes::experts)
         .get("/experts/{id}", node_routes::expert)
         .get("/pol/status", node_routes::pol_status)
+        .get("/learning", node_routes::learning)
         .get("/wallet/balance", node_routes::balance)
         .get("/wallet/history", node_routes::history)
 }

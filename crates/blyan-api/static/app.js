@@ -309,14 +309,115 @@ async function loadExperts() {
   }
 }
 
+// ---- learning progress ----
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+let learningTimer = null;
+
+function svgElement(name, attributes) {
+  const element = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  return element;
+}
+
+function loss(value) {
+  return typeof value === "number" ? value.toFixed(4) : "–";
+}
+
+// Draws the held-out (and training) loss of `points` ({step, eval_loss, train_loss}) as SVG;
+// the plotted values stay on the element as data attributes.
+function drawCurve(svg, points) {
+  svg.replaceChildren();
+  svg.dataset.steps = points.map((p) => p.step).join(",");
+  svg.dataset.evalLosses = points.map((p) => p.eval_loss).join(",");
+  if (points.length === 0) return;
+  const width = 640, height = 260, left = 56, right = 16, top = 16, bottom = 36;
+  const steps = points.map((p) => p.step);
+  const losses = points.flatMap((p) => (typeof p.train_loss === "number" ? [p.eval_loss, p.train_loss] : [p.eval_loss]));
+  const [minX, maxX] = [Math.min(...steps), Math.max(...steps)];
+  const [minY, maxY] = [Math.min(...losses), Math.max(...losses)];
+  const x = (step) => left + (maxX === minX ? 0.5 : (step - minX) / (maxX - minX)) * (width - left - right);
+  const y = (value) => height - bottom - (maxY === minY ? 0.5 : (value - minY) / (maxY - minY)) * (height - top - bottom);
+  svg.append(
+    svgElement("line", { class: "axis", x1: left, y1: height - bottom, x2: width - right, y2: height - bottom }),
+    svgElement("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
+  );
+  const label = (text, attributes) => {
+    const element = svgElement("text", Object.assign({ class: "label" }, attributes));
+    element.textContent = text;
+    svg.append(element);
+  };
+  label(maxY.toFixed(3), { x: 4, y: top + 4 });
+  label(minY.toFixed(3), { x: 4, y: height - bottom });
+  label(`step ${minX}`, { x: left, y: height - 12 });
+  label(`step ${maxX}`, { x: width - right - 70, y: height - 12 });
+  const train = points.filter((p) => typeof p.train_loss === "number");
+  if (train.length > 0) {
+    svg.append(svgElement("polyline", {
+      id: "learning-train-line", class: "train",
+      points: train.map((p) => `${x(p.step).toFixed(1)},${y(p.train_loss).toFixed(1)}`).join(" "),
+    }));
+  }
+  svg.append(svgElement("polyline", {
+    id: "learning-eval-line", class: "eval",
+    points: points.map((p) => `${x(p.step).toFixed(1)},${y(p.eval_loss).toFixed(1)}`).join(" "),
+  }));
+  for (const p of points) {
+    const dot = svgElement("circle", { class: "point", cx: x(p.step).toFixed(1), cy: y(p.eval_loss).toFixed(1), r: 2.5 });
+    const title = svgElement("title", {});
+    title.textContent = `step ${p.step}: held-out ${loss(p.eval_loss)}, training ${loss(p.train_loss)}`;
+    dot.append(title);
+    svg.append(dot);
+  }
+}
+
+async function loadLearning() {
+  const summary = $("learning-summary");
+  const shares = $("learning-shares").querySelector("tbody");
+  try {
+    const status = await apiJson("/learning");
+    shares.replaceChildren();
+    if (!status.enabled) {
+      summary.textContent = "Learning is off on this node (learning.enabled in node.yaml).";
+      drawCurve($("learning-curve"), []);
+      $("learning-candidate").textContent = "";
+      return;
+    }
+    const baseline = status.baseline ? loss(status.baseline.eval_loss) : "–";
+    summary.textContent = `${status.state}${status.paused_for_inference ? " (waiting for chats)" : ""}: ` +
+      `${status.steps} steps, ${status.tokens} tokens, experts ${status.experts.join(", ")}; ` +
+      `held-out loss ${baseline} served → ${loss(status.last_eval_loss)} now` +
+      (status.error ? `; ${status.error}` : "");
+    drawCurve($("learning-curve"), status.history || []);
+    const candidate = status.last_candidate;
+    $("learning-candidate").textContent = candidate
+      ? `last candidate at step ${candidate.step}: held-out loss ${loss(candidate.eval_loss_before)} → ${loss(candidate.eval_loss_after)}, ` +
+        (candidate.published ? "published" : "not published") + ` (${status.candidates_made} made)`
+      : "no candidate yet";
+    (status.expert_shares || []).forEach((layer, index) => {
+      const row = shares.insertRow();
+      row.insertCell().textContent = index;
+      row.insertCell().textContent = layer.map((share) => `${(share * 100).toFixed(1)}%`).join("  ");
+    });
+  } catch (error) {
+    summary.textContent = error.message;
+  }
+  document.body.dataset.learningLoaded = String(Date.now());
+}
+
 // ---- start ----
 
 function showTab(name) {
   for (const button of document.querySelectorAll("nav button")) {
     button.classList.toggle("active", button.dataset.tab === name);
   }
-  for (const tab of ["chat", "explorer", "experts"]) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of ["chat", "explorer", "experts", "learning"]) $(`tab-${tab}`).hidden = tab !== name;
   if (name === "experts") loadExperts();
+  clearInterval(learningTimer);
+  if (name === "learning") {
+    loadLearning();
+    learningTimer = setInterval(loadLearning, 5000);
+  }
   if (name === "explorer") loadBlocks();
 }
 
@@ -330,6 +431,7 @@ async function start() {
   $("sign-out").addEventListener("click", signOut);
   $("explorer-load").addEventListener("click", loadBlocks);
   $("experts-load").addEventListener("click", loadExperts);
+  $("learning-load").addEventListener("click", loadLearning);
   try {
     const health = await apiJson("/health");
     $("node-status").textContent = `node ${health.version}${health.model ? `, model: ${health.model}` : ""}`;

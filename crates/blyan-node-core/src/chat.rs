@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::error::ChatError;
+use crate::learner::InferenceGuard;
 use crate::node::Node;
 
 /// Most messages in one chat request.
@@ -526,6 +527,8 @@ impl ChatPlan {
             ),
         };
         let cancel = CancelToken::new();
+        // From here until its generation ends, the learner waits for this chat.
+        let in_flight = billing.node.inference_gate().enter();
         let stream = match self
             .generator
             .stream_ids(self.prompt_ids, self.params, cancel.clone())
@@ -548,6 +551,7 @@ impl ChatPlan {
             stream,
             cancel,
             started: self.started,
+            in_flight,
         };
         tokio::spawn(drive(billing, running, events).instrument(span));
         Ok(ChatRun {
@@ -605,6 +609,7 @@ struct Running {
     stream: TokenStream,
     cancel: CancelToken,
     started: Instant,
+    in_flight: InferenceGuard,
 }
 
 struct Generated {
@@ -724,12 +729,14 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         stream,
         cancel,
         started,
+        in_flight,
     } = chat;
     let observer = Arc::clone(&billing.observer);
     observer.generating(true);
     let cache_before = generator.cache_stats();
     let outcome = generate(observer.as_ref(), stream, &cancel, started, &events).await;
     observer.generating(false);
+    drop(in_flight);
     let generated = match outcome {
         Ok(generated) => generated,
         Err(error) => {

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use blyan_primitives::{Durability, POW_DIFFICULTY_BITS_MAX};
+use blyan_primitives::{Durability, ExpertName, POW_DIFFICULTY_BITS_MAX};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
@@ -26,7 +26,7 @@ const DEFAULTS_ORIGIN: &str = "<built-in node.yaml>";
 pub const CACHE_EXPERT_BYTES_MIN: u64 = 1 << 20;
 
 /// Everything a node reads from `node.yaml`. Field names are the YAML keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Directory of the chain store, the embedded ledger and keys.
@@ -47,7 +47,62 @@ pub struct NodeConfig {
     pub log: LogConfig,
     /// The HTTP API: sign-in, limits, free tier.
     pub api: ApiConfig,
+    /// Micro-step learning between inference requests.
+    pub learning: LearningConfig,
 }
+
+/// Micro-step learning: a background learner fine-tunes named experts in short slices that
+/// yield to inference (`learner.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearningConfig {
+    /// Whether the node learns at all.
+    pub enabled: bool,
+    /// Text files or directories to learn from.
+    pub corpus: Vec<PathBuf>,
+    /// Whether the dataset chain's (D) entries that are UTF-8 text are learned from too.
+    pub dataset: bool,
+    /// The experts to fine-tune (`layer0.expert1`); required when enabled.
+    pub experts: Vec<ExpertName>,
+    /// Whether the routers of the experts' layers train too.
+    pub router: bool,
+    /// Target length of one training slice, in milliseconds (at most [`LEARNING_SLICE_MS_MAX`]).
+    pub slice_ms: u32,
+    /// Sequences per step (halved at start until a step fits `slice_ms`).
+    pub batch_size: u32,
+    /// Tokens per sequence.
+    pub positions: u32,
+    /// Steps between two held-out evaluations (and state saves).
+    pub eval_every: u64,
+    /// Most held-out tokens one evaluation scores.
+    pub eval_tokens: u32,
+    /// Held-out share of the text, in thousandths.
+    pub held_out_per_mille: u32,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Relative held-out loss improvement (0.01: 1%) over the served weights, or over the last
+    /// candidate, before a new candidate is made.
+    pub min_improvement: f64,
+    /// Whether a candidate is published to the node's chain (and served) at once.
+    pub publish: bool,
+    /// Fixes the batches drawn.
+    pub seed: u64,
+}
+
+/// Longest accepted `learning.slice_ms`: inference never waits behind more than one slice.
+pub const LEARNING_SLICE_MS_MAX: u32 = 200;
+
+/// Largest accepted `learning.batch_size`.
+pub const LEARNING_BATCH_SIZE_MAX: u32 = 256;
+
+/// Largest accepted `learning.positions` (the model's context may lower it further).
+pub const LEARNING_POSITIONS_MAX: u32 = 4096;
+
+/// Largest accepted `learning.eval_tokens`.
+pub const LEARNING_EVAL_TOKENS_MAX: u32 = 1 << 20;
+
+/// Most experts one node fine-tunes at once.
+pub const LEARNING_EXPERTS_MAX: usize = 64;
 
 /// Where the ledger lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +371,111 @@ impl NodeConfig {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", error.to_string()));
         }
-        self.validate_api(&invalid)
+        self.validate_api(&invalid)?;
+        self.validate_learning(&invalid)
+    }
+
+    fn validate_learning(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
+        let learning = &self.learning;
+        let within = |field: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    &format!("learning.{field}"),
+                    format!("{value} is outside {min}..={max}"),
+                ))
+            }
+        };
+        within(
+            "slice_ms",
+            u64::from(learning.slice_ms),
+            1,
+            u64::from(LEARNING_SLICE_MS_MAX),
+        )?;
+        within(
+            "batch_size",
+            u64::from(learning.batch_size),
+            1,
+            u64::from(LEARNING_BATCH_SIZE_MAX),
+        )?;
+        within(
+            "positions",
+            u64::from(learning.positions),
+            2,
+            u64::from(LEARNING_POSITIONS_MAX),
+        )?;
+        within("eval_every", learning.eval_every, 1, u64::from(u32::MAX))?;
+        within(
+            "eval_tokens",
+            u64::from(learning.eval_tokens),
+            1,
+            u64::from(LEARNING_EVAL_TOKENS_MAX),
+        )?;
+        within(
+            "held_out_per_mille",
+            u64::from(learning.held_out_per_mille),
+            1,
+            999,
+        )?;
+        if !(learning.learning_rate.is_finite()
+            && learning.learning_rate > 0.0
+            && learning.learning_rate <= 1.0)
+        {
+            return Err(invalid(
+                "learning.learning_rate",
+                format!("{} is outside (0, 1]", learning.learning_rate),
+            ));
+        }
+        if !(learning.min_improvement.is_finite() && (0.0..1.0).contains(&learning.min_improvement))
+        {
+            return Err(invalid(
+                "learning.min_improvement",
+                format!(
+                    "{} is outside [0, 1): it is a relative improvement of the held-out loss",
+                    learning.min_improvement
+                ),
+            ));
+        }
+        if learning.experts.len() > LEARNING_EXPERTS_MAX {
+            return Err(invalid(
+                "learning.experts",
+                format!("at most {LEARNING_EXPERTS_MAX} experts"),
+            ));
+        }
+        for (index, expert) in learning.experts.iter().enumerate() {
+            if learning.experts[..index].contains(expert) {
+                return Err(invalid(
+                    &format!("learning.experts[{index}]"),
+                    format!("{expert} is listed twice"),
+                ));
+            }
+        }
+        for (index, path) in learning.corpus.iter().enumerate() {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(
+                    &format!("learning.corpus[{index}]"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        if learning.enabled {
+            if learning.experts.is_empty() {
+                return Err(invalid(
+                    "learning.experts",
+                    "is required when learning.enabled is true: name the experts to fine-tune"
+                        .into(),
+                ));
+            }
+            if learning.corpus.is_empty() && !learning.dataset {
+                return Err(invalid(
+                    "learning.corpus",
+                    "is required when learning.enabled is true and learning.dataset is false"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_api(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
@@ -554,6 +713,65 @@ mod tests {
         );
         let ttl = format!("api:\n  auth:\n    refresh_token_ttl_seconds: {AUTH_TTL_SECONDS_MAX}\n");
         NodeConfig::from_yaml_str(&ttl, Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn learning_is_off_by_default() {
+        let learning = NodeConfig::defaults().learning;
+        assert!(!learning.enabled);
+        assert!(!learning.publish);
+        assert!(learning.slice_ms <= LEARNING_SLICE_MS_MAX);
+    }
+
+    #[test]
+    fn learning_values_are_checked_with_their_field() {
+        let on = "learning:\n  enabled: true\n  corpus: [docs]\n  experts: [layer0.expert1]\n";
+        let config = NodeConfig::from_yaml_str(on, Path::new("t")).unwrap();
+        assert!(config.learning.enabled);
+        assert_eq!(config.learning.experts[0].to_string(), "layer0.expert1");
+        let with = |line: &str| format!("{on}  {line}\n");
+        check_rejected(&with("slice_ms: 201"), "learning.slice_ms");
+        check_rejected(&with("slice_ms: 0"), "learning.slice_ms");
+        NodeConfig::from_yaml_str(
+            &with(&format!("slice_ms: {LEARNING_SLICE_MS_MAX}")),
+            Path::new("t"),
+        )
+        .unwrap();
+        check_rejected(&with("batch_size: 0"), "learning.batch_size");
+        check_rejected(
+            &with(&format!("batch_size: {}", LEARNING_BATCH_SIZE_MAX + 1)),
+            "learning.batch_size",
+        );
+        check_rejected(&with("positions: 1"), "learning.positions");
+        check_rejected(&with("eval_every: 0"), "learning.eval_every");
+        check_rejected(&with("eval_tokens: 0"), "learning.eval_tokens");
+        check_rejected(
+            &with("held_out_per_mille: 1000"),
+            "learning.held_out_per_mille",
+        );
+        check_rejected(&with("learning_rate: 0"), "learning.learning_rate");
+        check_rejected(&with("min_improvement: 1.5"), "learning.min_improvement");
+        check_rejected(&with("min_improvement: -0.1"), "learning.min_improvement");
+        check_rejected(&with("slice_ms: fast"), "learning.slice_ms");
+        check_rejected(&with("publsh: true"), "learning.publsh");
+        check_rejected(
+            "learning:\n  experts: [layer0.expert1, layer0.expert1]\n",
+            "learning.experts[1]",
+        );
+        check_rejected("learning:\n  experts: [expert7]\n", "learning.experts[0]");
+        check_rejected(
+            "learning:\n  enabled: true\n  corpus: [docs]\n",
+            "learning.experts",
+        );
+        check_rejected(
+            "learning:\n  enabled: true\n  experts: [layer0.expert1]\n",
+            "learning.corpus",
+        );
+        NodeConfig::from_yaml_str(
+            "learning:\n  enabled: true\n  dataset: true\n  experts: [layer0.expert1]\n",
+            Path::new("t"),
+        )
+        .expect("the dataset chain alone is a source");
     }
 
     #[test]

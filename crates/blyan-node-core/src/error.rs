@@ -62,6 +62,14 @@ pub enum Error {
     /// stored. The chain's error names the rule and the hashes involved.
     #[error("block refused: {0}")]
     BlockRefused(#[source] blyan_chain::Error),
+    /// The learner could not start or continue (`what` it was doing, and the model's error).
+    #[error("learning: {what}: {source}")]
+    Learning {
+        /// What the learner was doing.
+        what: &'static str,
+        /// Why it failed.
+        source: blyan_moe::MoeError,
+    },
     /// A blocking task (store access, model load) panicked or was cancelled.
     #[error("{what} failed: {reason}")]
     Task {

@@ -4,10 +4,11 @@
 //! `node.yaml` over compiled-in defaults), logging ([`init_logging`]), its state ([`Node`]: the
 //! chain store, the ledger, the model served and swapped when a new one lands, expert use
 //! counts), the chat and billing session ([`Node::plan_chat`] → [`ChatPlan::start`] →
-//! [`ChatRun`]: quote → authorize → generate/stream → capture or release), and the services a
-//! node runs ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a
-//! [`Node`], and starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], and later
-//! the learner, Proof-of-Learning and the network, each testable without the others.
+//! [`ChatRun`]: quote → authorize → generate/stream → capture or release), the background
+//! [`Learner`] that fine-tunes experts between chats, and the services a node runs
+//! ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a [`Node`], and
+//! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`], and
+//! later Proof-of-Learning and the network, each testable without the others.
 //!
 //! ## Invariants
 //! - A config is either fully valid or refused with the dotted path of the offending field
@@ -19,6 +20,9 @@
 //!   idempotency key derived from the chat's random id, so a retried call never charges twice.
 //! - Requests already generating finish on the model they started with when a new model is
 //!   swapped in; reloads are serialized, so the newest model is the one left serving.
+//! - The learner never takes the served model's lock (it trains its own model instance over the
+//!   chain) and starts no slice while a chat is generating ([`InferenceGate`]); without
+//!   `learning.publish` nothing it makes reaches the chain. See `docs/learning.md`.
 //! - Logs go to stderr, so commands can stream their output on stdout.
 //!
 //! ## Must not depend on
@@ -60,6 +64,7 @@ use torch_sys as _;
 mod chat;
 mod config;
 mod error;
+mod learner;
 mod logging;
 mod node;
 mod service;
@@ -71,11 +76,17 @@ pub use chat::{
 };
 pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
-    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LedgerBackend, LedgerConfig,
-    LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig,
-    RateLimitConfig, SeedChoice,
+    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LEARNING_BATCH_SIZE_MAX,
+    LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
+    LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
+    NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, RateLimitConfig, SeedChoice,
 };
 pub use error::{BoxError, ChatError, Error, Result};
+pub use learner::{
+    InferenceGate, InferenceGuard, LEARNING_CANDIDATES_KEPT, LEARNING_DIR_NAME,
+    LEARNING_HISTORY_POINTS_MAX, LEARNING_SCHEDULE_STEPS, LEARNING_WARMUP_STEPS, Learner,
+    dataset_documents,
+};
 pub use logging::init_logging;
 pub use node::{
     CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_ledger, store_config,

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use blyan_api_types::LearningStatus;
 use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, StoreConfig};
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
@@ -11,6 +12,7 @@ use blyan_ledger::{
 use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions, MoeError};
 
 use crate::config::{LedgerBackend, NodeConfig};
+use crate::learner::{InferenceGate, initial_status};
 use crate::{Error, Result};
 
 /// Directory of the chain store under `data_dir`.
@@ -111,6 +113,10 @@ pub struct Node {
     reloading: tokio::sync::Mutex<()>,
     /// Token positions per `[layer][expert]` since start, for the expert dashboard.
     expert_uses: Mutex<Vec<Vec<u64>>>,
+    /// Inference requests in flight, which the learner waits for.
+    inference: Arc<InferenceGate>,
+    /// What the learner is doing, for `GET /learning` and `/metrics`.
+    learning: Mutex<LearningStatus>,
 }
 
 impl std::fmt::Debug for Node {
@@ -126,8 +132,11 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node started now with nothing open: no chain store, ledger or model.
     pub fn new(config: NodeConfig) -> Self {
+        let learning = Mutex::new(initial_status(&config.learning));
         Self {
             config,
+            inference: Arc::new(InferenceGate::default()),
+            learning,
             started: Instant::now(),
             chain: None,
             ledger: None,
@@ -391,5 +400,23 @@ impl Node {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The gate counting inference requests in flight (a chat holds it while it generates).
+    pub fn inference_gate(&self) -> &Arc<InferenceGate> {
+        &self.inference
+    }
+
+    /// What the background learner is doing now (`enabled: false` when learning is off).
+    pub fn learning_status(&self) -> LearningStatus {
+        self.learning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the learner's status (the learner's thread reports through it).
+    pub(crate) fn update_learning_status(&self, change: impl FnOnce(&mut LearningStatus)) {
+        change(&mut self.learning.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }

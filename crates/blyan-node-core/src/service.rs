@@ -1,9 +1,9 @@
 //! The services a node runs, and their shared lifetime.
 //!
 //! A [`Service`] is a long-running part of the node: the HTTP API (`blyan-api`'s
-//! `HttpService`), the release of expired payment holds ([`HoldExpiry`]), and later the learner,
-//! the Proof-of-Learning validator and the peer-to-peer network. Each gets the shared
-//! [`Node`] and a [`Shutdown`] signal. [`Services`] starts them on the tokio runtime and stops
+//! `HttpService`), the release of expired payment holds ([`HoldExpiry`]), the learner
+//! ([`crate::Learner`]), and later the Proof-of-Learning validator and the peer-to-peer
+//! network. Each gets the shared [`Node`] and a [`Shutdown`] signal. [`Services`] starts them on the tokio runtime and stops
 //! them together: when the caller's signal fires (Ctrl-C) or when any service ends, every
 //! service is asked to stop, and [`Services::run_until`] returns once all have, with the first
 //! failure if there was one.

@@ -418,3 +418,18 @@ async fn the_expert_dashboard_counts_uses_and_cache_state() {
     let (status, pol) = node.get("/pol/status", None).await;
     assert_eq!((status, pol["enabled"].as_bool()), (200, Some(false)));
 }
+
+#[tokio::test]
+async fn learning_answers_disabled_when_it_is_off() {
+    let node = Node::start().await;
+    let (status, learning) = node.get("/learning", None).await;
+    assert_eq!(status, 200, "{learning}");
+    assert_eq!(learning["enabled"], false);
+    assert_eq!(learning["state"], "disabled");
+    assert_eq!(learning["steps"], 0);
+    assert!(learning["history"].as_array().unwrap().is_empty());
+    let metrics = node.metrics().await;
+    for family in ["blyan_learning_steps 0", "blyan_learning_candidates 0"] {
+        assert!(metrics.contains(family), "missing {family} in\n{metrics}");
+    }
+}

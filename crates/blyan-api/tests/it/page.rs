@@ -1,7 +1,8 @@
 //! The web page in headless Chromium, driven through chromedriver: load, a streamed free-tier
 //! chat, the stop button, sign-in through an injected EIP-1193 provider whose `personal_sign`
 //! the test answers with a secp256k1 key, the balance, a paid chat, the explorer and the expert
-//! dashboard. A screenshot is saved under the target directory.
+//! dashboard. A screenshot is saved under the target directory. A second session draws the
+//! learning curve of a node whose learner ran, and checks it against `GET /learning`.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+
+use blyan_node_core::{Learner, Services};
 
 use crate::support::{Node, TestWallet};
 
@@ -365,5 +368,157 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
         .click()
         .await
         .unwrap();
+    Ok(())
+}
+
+/// The repository's docs/ cut into one file per paragraph (many pieces for the held-out split).
+fn docs_corpus(dir: &std::path::Path) -> PathBuf {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let mut count = 0;
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for paragraph in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
+            std::fs::write(
+                corpus.join(format!("{count:05}.txt")),
+                format!("{paragraph}\n\n"),
+            )
+            .unwrap();
+            count += 1;
+        }
+    }
+    corpus
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_draws_the_learning_curve_of_a_learner_that_ran() {
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = docs_corpus(corpus_dir.path());
+    let node = Node::serving_with(|config| {
+        let learning = &mut config.learning;
+        learning.enabled = true;
+        learning.corpus = vec![corpus.clone()];
+        learning.experts = vec!["layer1.expert2".parse().unwrap()];
+        // The router trains too, so every batch has a gradient even when the seed model's
+        // router sends none of it to this expert.
+        learning.router = true;
+        learning.eval_every = 3;
+        learning.eval_tokens = 256;
+        learning.held_out_per_mille = 100;
+        learning.slice_ms = 200;
+    })
+    .await;
+    // The learner runs until the curve has a few points, then stops: the page draws a curve
+    // that no longer moves.
+    let mut services = Services::new(std::sync::Arc::clone(&node.state));
+    services.spawn(Learner::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(services.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + PAGE_WAIT * 5;
+    loop {
+        let status = node.state.learning_status();
+        assert_ne!(status.state, "failed", "{:?}", status.error);
+        if status.history.len() >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the learner never made 4 points: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let (status, learning) = node.get("/learning", None).await;
+    assert_eq!(status, 200, "{learning}");
+    assert_eq!(learning["state"], "stopped");
+    let points = learning["history"].as_array().unwrap().clone();
+    assert!(points.len() >= 4);
+    let metrics = node.metrics().await;
+    for family in [
+        format!("blyan_learning_steps {}", learning["steps"]),
+        format!("blyan_learning_tokens {}", learning["tokens"]),
+        format!("blyan_learning_candidates {}", learning["candidates_made"]),
+    ] {
+        assert!(metrics.contains(&family), "missing {family} in\n{metrics}");
+    }
+
+    let driver = start_driver();
+    let client = browser(&driver).await;
+    let outcome = draw_learning(&node, &client, &points).await;
+    client.close().await.expect("session closes");
+    outcome.expect("learning view");
+}
+
+async fn draw_learning(node: &Node, client: &Client, points: &[Value]) -> Result<(), String> {
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+    client
+        .find(Locator::Css("nav button[data-tab=learning]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let drawn = wait_js(
+        client,
+        "learning curve drawn",
+        "const svg = document.getElementById('learning-curve'); \
+         const line = document.getElementById('learning-eval-line'); \
+         if (!line || !svg.dataset.steps) return null; \
+         return { steps: svg.dataset.steps, losses: svg.dataset.evalLosses, \
+                  vertices: line.getAttribute('points').trim().split(/\\s+/).length, \
+                  dots: svg.querySelectorAll('circle.point').length, \
+                  train: !!document.getElementById('learning-train-line'), \
+                  summary: document.getElementById('learning-summary').textContent };",
+    )
+    .await;
+    let steps: Vec<u64> = points.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    let losses: Vec<f64> = points
+        .iter()
+        .map(|p| p["eval_loss"].as_f64().unwrap())
+        .collect();
+    let drawn_steps: Vec<u64> = drawn["steps"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let drawn_losses: Vec<f64> = drawn["losses"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    if drawn_steps != steps || drawn_losses != losses {
+        return Err(format!(
+            "the page drew steps {drawn_steps:?} losses {drawn_losses:?}, /learning has {steps:?} {losses:?}"
+        ));
+    }
+    if drawn["vertices"] != json!(points.len()) || drawn["dots"] != json!(points.len()) {
+        return Err(format!("{} points but the curve is {drawn}", points.len()));
+    }
+    if drawn["train"] != json!(true) {
+        return Err("no training-loss line".to_owned());
+    }
+    let summary = drawn["summary"].as_str().unwrap_or_default();
+    if !summary.contains("stopped") || !summary.contains("layer1.expert2") {
+        return Err(format!("summary {summary:?}"));
+    }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Integration tests of the node library without HTTP: a node on a temp data dir (RocksDB
-//! chain store, embedded ledger, the untrained seed model) driven through its chat session and
-//! its services.
+//! chain store, embedded ledger, the untrained seed model) driven through its chat session,
+//! its services and its learner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod learner;
 mod services;
 mod session;
 mod support;
