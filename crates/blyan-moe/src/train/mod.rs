@@ -450,7 +450,11 @@ impl Trainer {
             let total = loss
                 .f_add(&aux.f_mul_scalar(self.options.router_aux_loss_coef)?)?
                 .f_div_scalar(f64::from(accumulation))?;
-            total.f_backward()?;
+            // A batch that routes no token to a trained expert (and trains no router) has no
+            // gradient: nothing to learn from it, and nothing to do but count it.
+            if total.requires_grad() {
+                total.f_backward()?;
+            }
             loss_sum += loss.f_double_value(&[])?;
             aux_sum += aux.f_double_value(&[])?;
         }

@@ -7,17 +7,42 @@ use std::sync::Arc;
 
 use blyan_chain::AuthorKey;
 use blyan_moe::{
-    Checkpoint, ExpertName, ExpertQuantization, MoeError, SafetensorsSource, TokenCorpus,
-    TrainOptions, TrainScope, Trainer, WeightSource, parameter_layout, read_corpus,
+    Checkpoint, ExpertName, ExpertQuantization, MoeError, SafetensorsSource, TextDocument,
+    TokenCorpus, TrainOptions, TrainScope, Trainer, WeightSource, parameter_layout, read_corpus,
 };
 
 use crate::chain::{open_store, publish};
 use crate::fixture::{fixture, repository_root};
 
-/// The project's own documentation: real English text, the same on every machine.
+/// The project's own documentation, one document per paragraph: real English text in over a
+/// hundred pieces, so a tenth of them held out is (all but surely, and fixed by the text) some.
 fn corpus(checkpoint: &Checkpoint) -> TokenCorpus {
-    let read = read_corpus(&[repository_root().join("docs")]).unwrap();
-    TokenCorpus::new(&checkpoint.tokenizer().unwrap(), &read.documents, 100, None).unwrap()
+    TokenCorpus::new(
+        &checkpoint.tokenizer().unwrap(),
+        &paragraphs(&["docs"]),
+        100,
+        None,
+    )
+    .unwrap()
+}
+
+fn paragraphs(paths: &[&str]) -> Vec<TextDocument> {
+    let paths: Vec<_> = paths
+        .iter()
+        .map(|path| repository_root().join(path))
+        .collect();
+    let read = read_corpus(&paths).unwrap();
+    let mut documents = Vec::new();
+    for document in &read.documents {
+        for (index, paragraph) in document.text.split("\n\n").enumerate() {
+            documents.push(TextDocument {
+                name: format!("{}#{index}", document.name),
+                text: format!("{paragraph}\n\n"),
+            });
+        }
+    }
+    assert!(documents.len() > 100, "{} paragraphs", documents.len());
+    documents
 }
 
 fn options(scope: TrainScope, steps: u64) -> TrainOptions {
@@ -131,14 +156,9 @@ fn a_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     assert!(changed > 0, "training changed nothing");
 
     // A state of another corpus, or of another model, is refused.
-    let other_read = read_corpus(&[
-        repository_root().join("README.md"),
-        repository_root().join("docs"),
-    ])
-    .unwrap();
     let other = TokenCorpus::new(
         &checkpoint.tokenizer().unwrap(),
-        &other_read.documents,
+        &paragraphs(&["README.md", "docs"]),
         100,
         None,
     )
@@ -260,4 +280,42 @@ fn bad_runs_are_refused_before_training() {
     ));
     let _: &Path = empty.path();
     let _ = Arc::new(());
+}
+
+/// The fixture with layer 0's router zeroed: every token ties, and the tie goes to experts 0
+/// and 1, so layer 0's expert 7 never sees a token.
+struct ZeroRouter(Arc<dyn WeightSource>);
+
+impl WeightSource for ZeroRouter {
+    fn tensor(&self, name: &str) -> blyan_moe::Result<tch::Tensor> {
+        let tensor = self.0.tensor(name)?;
+        if name == "model.layers.0.block_sparse_moe.gate.weight" {
+            return Ok(tensor.zeros_like());
+        }
+        Ok(tensor)
+    }
+
+    fn describe(&self) -> String {
+        "the fixture with layer 0's router zeroed".into()
+    }
+}
+
+#[test]
+fn a_step_that_routes_nothing_to_the_trained_expert_changes_nothing_and_fails_nothing() {
+    let checkpoint = Checkpoint::open(&fixture().checkpoint()).unwrap();
+    let corpus = corpus(&checkpoint);
+    let base: Arc<dyn WeightSource> = Arc::new(ZeroRouter(checkpoint.weights()));
+    let scope = TrainScope::Experts {
+        experts: vec![expert("layer0.expert7")],
+        router: false,
+    };
+    let mut trainer =
+        Trainer::new(checkpoint.config(), Arc::clone(&base), options(scope, 2)).unwrap();
+    let report = trainer.step(&corpus).unwrap();
+    assert!(report.loss.is_finite());
+    assert_eq!(report.grad_norm, 0.0);
+    assert_eq!(trainer.expert_shares()[0][7], 0.0);
+    let name = blyan_moe::expert_tensor_name(expert("layer0.expert7"), blyan_moe::ExpertMatrix::W1);
+    let after = trainer.weights().unwrap().tensor(&name).unwrap();
+    assert!(after.equal(&base.tensor(&name).unwrap()));
 }
