@@ -126,8 +126,9 @@ pub use tokenizer::{
 };
 pub use train::{
     AdamWSettings, CORPUS_BYTES_MAX, CorpusRead, EvalReport, HELD_OUT_PER_MILLE_DEFAULT,
-    PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport, TextDocument, TokenCorpus,
-    TrainOptions, TrainScope, TrainedWeights, Trainer, learning_rate, read_corpus, state_dir,
+    PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport, TextDocument, TextSplit,
+    TokenCorpus, TrainOptions, TrainScope, TrainedWeights, Trainer, learning_rate, read_corpus,
+    split_texts, state_dir,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,

@@ -296,6 +296,41 @@ fn pad(tokens: &[u32], window: usize) -> Vec<u32> {
     tokens.iter().copied().cycle().take(window).collect()
 }
 
+/// The texts of a corpus split as [`TokenCorpus::new`] splits it (the same pieces, the same
+/// held-out test), before tokenization.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextSplit {
+    /// The training pieces, concatenated in corpus order.
+    pub train: String,
+    /// The held-out pieces, concatenated in corpus order: the text training never sees.
+    pub held_out: String,
+}
+
+/// The training and held-out texts of `documents` under `held_out_per_mille`: byte for byte
+/// what [`TokenCorpus::new`] tokenizes into its two parts (its end-of-text tokens aside). What
+/// a baseline that reads text rather than tokens, such as a general-purpose compressor given
+/// the training text as context, is measured on.
+///
+/// A held-out share outside 1‰..999‰ is [`MoeError::Corpus`], as for [`TokenCorpus::new`].
+pub fn split_texts(documents: &[TextDocument], held_out_per_mille: u32) -> Result<TextSplit> {
+    if held_out_per_mille == 0 || held_out_per_mille >= 1000 {
+        return Err(MoeError::Corpus {
+            reason: format!("held-out share {held_out_per_mille}‰ must be within 1‰..999‰"),
+        });
+    }
+    let mut split = TextSplit::default();
+    for document in documents {
+        for piece in pieces(&document.text) {
+            if is_held_out(piece, held_out_per_mille) {
+                split.held_out.push_str(piece);
+            } else {
+                split.train.push_str(piece);
+            }
+        }
+    }
+    Ok(split)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +441,31 @@ mod tests {
         let read = read_corpus(&[dir.path().to_owned()]).expect("reads");
         assert_eq!(read.documents.len(), 1);
         assert_eq!(read.skipped, vec![binary]);
+    }
+
+    #[test]
+    fn split_texts_are_the_texts_token_corpus_tokenizes() {
+        let tokenizer = Tokenizer::byte_level();
+        let texts: Vec<String> = (0..300)
+            .map(|index| format!("section {index}: {}\n", "some words ".repeat(2000)))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let documents = documents(&refs);
+        let corpus = TokenCorpus::new(&tokenizer, &documents, 100, None).expect("split");
+        let split = split_texts(&documents, 100).expect("split");
+        assert_eq!(split.train.len() as u64, corpus.train_bytes());
+        assert_eq!(split.held_out.len() as u64, corpus.held_out_bytes());
+        assert_eq!(
+            tokenizer.encode_plain(&split.held_out).expect("tokens"),
+            corpus.held_out()
+        );
+        assert_eq!(
+            tokenizer.encode_plain(&split.train).expect("tokens"),
+            corpus.train()
+        );
+        assert!(matches!(
+            split_texts(&documents, 1000),
+            Err(MoeError::Corpus { .. })
+        ));
     }
 }

@@ -32,7 +32,7 @@ use tch::{Kind, Tensor};
 
 pub use data::{
     CORPUS_BYTES_MAX, CorpusRead, HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, TextDocument,
-    TokenCorpus, read_corpus,
+    TextSplit, TokenCorpus, read_corpus, split_texts,
 };
 pub use optim::{AdamWSettings, learning_rate};
 use optim::{Parameter, adamw_step, clip_gradients};
