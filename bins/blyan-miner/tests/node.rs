@@ -285,6 +285,8 @@ fn a_fine_tune_from_a_node_uploads_back_only_its_experts() {
             "32".as_ref(),
             "--eval-tokens".as_ref(),
             "512".as_ref(),
+            "--held-out-per-mille".as_ref(),
+            "500".as_ref(),
             "--threads".as_ref(),
             "1".as_ref(),
             "--json".as_ref(),

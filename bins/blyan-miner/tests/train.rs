@@ -36,6 +36,9 @@ fn train(extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
         "32",
         "--eval-tokens",
         "512",
+        // docs/ is a handful of pieces: hold out half, so both sides hold some.
+        "--held-out-per-mille",
+        "500",
     ]
     .iter()
     .map(OsString::from)
@@ -158,6 +161,7 @@ fn bad_input_is_refused_before_training_and_before_out_is_written() {
             &"--init",
             &init,
             &"--corpus",
+            &docs(),
             &root().join("README.md"),
             &"--resume",
             &state,
