@@ -1,20 +1,31 @@
-//! `upload --node URL`: a running node's chain, over its HTTP API, as a [`PublishTarget`].
+//! A running node's chain over its HTTP API: as a [`PublishTarget`] for `upload --node URL`,
+//! and as the source of `train --from-node URL` ([`NodeModel`]: the current model fetched block
+//! by block and written as a Hugging Face checkpoint).
 //!
 //! Reads go through the node's chain endpoints (`GET /chain/{chain}`, `GET /blocks/{hash}`,
 //! `GET /blocks/{hash}/payload`, `GET /chain/experts/{id}`, `GET /model`); blocks are signed
 //! here and sent in their wire form to `POST /blocks`. Nothing the node answers is taken on
-//! faith where it can be checked: a header must hash to the hash asked for, and a model
-//! document must hash to its header's payload hash. The answers' shapes are the server's own
+//! faith where it can be checked: a header must hash to the hash asked for, a model document
+//! must hash to its header's payload hash, and a fetched parameter block must match its header
+//! (payload hash and length, tensor list) and its place in the model ([`VerifiedBlock`],
+//! [`PayloadSource`]). The answers' shapes are the server's own
 //! (`blyan-api-types`), so a field the node renames breaks this client at compile time.
 
+use std::io::Read as _;
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use blyan_api_types::{ChainSummary, ErrorBody, ExpertVersionInfo, ModelStatus, SubmittedBlock};
 use blyan_chain::{
     BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
     hash_payload,
 };
-use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget};
+use blyan_moe::{
+    Checkpoint, Config, EXPORT_SHARD_BYTES_DEFAULT, MODEL_DOCUMENT_BYTES_MAX, ModelDocument,
+    MoeError, PayloadSource, PublishTarget, VerifiedBlock, experts_of, export_checkpoint,
+};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 
@@ -53,6 +64,21 @@ pub enum NodeError {
         url: String,
         /// What is wrong with the answer.
         reason: String,
+    },
+
+    /// A block the node served fails a check (its header, payload or place in the model).
+    #[error("{url}: {source}")]
+    BadBlock {
+        /// The URL the block was read from.
+        url: String,
+        /// The check that failed, naming the block.
+        source: MoeError,
+    },
+    /// The node's chain holds no model.
+    #[error("{url}: the node's chain holds no model")]
+    NoModel {
+        /// The node.
+        url: String,
     },
 }
 
@@ -165,7 +191,9 @@ impl NodeTarget {
         Ok(Some(header))
     }
 
-    fn fetch_model(&self) -> Result<Option<(BlockHash, ModelDocument)>, MoeError> {
+    /// The model the node's chain names now: its meta block, that block's header and its
+    /// document (header and payload checked against the hash).
+    fn fetch_model(&self) -> Result<Option<(BlockHash, BlockHeader, ModelDocument)>, MoeError> {
         let Some(status) = self.get_json::<ModelStatus>("/model")? else {
             return Err(NodeError::BadAnswer {
                 url: self.url("/model"),
@@ -204,7 +232,7 @@ impl NodeTarget {
         }
         let document = ModelDocument::from_payload(block, &payload)?
             .ok_or_else(|| bad("the meta block holds no model document".to_owned()))?;
-        Ok(Some((block, document)))
+        Ok(Some((block, header, document)))
     }
 }
 
@@ -264,7 +292,9 @@ impl PublishTarget for NodeTarget {
     }
 
     fn current_model(&self) -> blyan_moe::Result<Option<(BlockHash, ModelDocument)>> {
-        self.fetch_model()
+        Ok(self
+            .fetch_model()?
+            .map(|(block, _, document)| (block, document)))
     }
 
     fn pow_difficulty_bits(&self) -> u32 {
@@ -312,12 +342,193 @@ impl PublishTarget for NodeTarget {
     }
 }
 
-/// Fetches the current model of the node at `url` into `dir` as a Hugging Face checkpoint,
-/// every block checked against its header's payload hash.
-pub(crate) fn fetch_checkpoint(
-    url: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<blyan_moe::Checkpoint> {
-    let _ = (url, dir);
-    anyhow::bail!("fetching a model from a node is not built yet")
+/// The model a node serves from its chain, located (meta block and document read and checked)
+/// but not yet downloaded: enough to check a training run's arguments against its
+/// configuration before anything is fetched or written.
+pub(crate) struct NodeModel {
+    target: NodeTarget,
+    meta_block: BlockHash,
+    meta_header: BlockHeader,
+    document: ModelDocument,
+    config: Config,
+}
+
+/// What [`NodeModel::download`] records beside a checkpoint it wrote: the blocks it came from.
+/// A later download of the same node state finds it and reuses the checkpoint.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FetchedFrom {
+    meta_block: BlockHash,
+    experts: Vec<(ExpertName, BlockHash)>,
+}
+
+/// The file [`FetchedFrom`] is written to, last, inside the checkpoint directory.
+const FETCHED_FROM_FILE: &str = "fetched-from.json";
+/// Largest [`FETCHED_FROM_FILE`] read, in bytes.
+const FETCHED_FROM_BYTES_MAX: u64 = 16 << 20;
+
+impl NodeModel {
+    /// Reads the current model's meta block and document from the node at `url`.
+    pub(crate) fn locate(url: &str) -> Result<Self, NodeError> {
+        let target = NodeTarget::connect(url)?;
+        let located = target.fetch_model().map_err(|source| match source {
+            MoeError::Target(inner) => match inner.downcast::<NodeError>() {
+                Ok(node) => *node,
+                Err(other) => NodeError::BadBlock {
+                    url: target.url("/model"),
+                    source: MoeError::Target(other),
+                },
+            },
+            other => NodeError::BadBlock {
+                url: target.url("/model"),
+                source: other,
+            },
+        })?;
+        let Some((meta_block, meta_header, document)) = located else {
+            return Err(NodeError::NoModel {
+                url: target.base.clone(),
+            });
+        };
+        let config = Config::from_json(document.config_json.as_bytes()).map_err(|source| {
+            NodeError::BadBlock {
+                url: target.url(&format!("/blocks/{meta_block}/payload")),
+                source,
+            }
+        })?;
+        Ok(Self {
+            target,
+            meta_block,
+            meta_header,
+            document,
+            config,
+        })
+    }
+
+    /// The model's configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The meta block the model was read from.
+    pub(crate) fn meta_block(&self) -> BlockHash {
+        self.meta_block
+    }
+
+    /// Fetches every block of the model (each header checked against its hash, each payload
+    /// against its header, each block against its place in the model) and writes it into `dir`
+    /// as a Hugging Face checkpoint. A checkpoint that an earlier download of the same blocks
+    /// left in `dir` is reused as it is.
+    pub(crate) fn download(&self, dir: &Path) -> anyhow::Result<Checkpoint> {
+        let mut experts = Vec::new();
+        for id in experts_of(&self.config) {
+            let version = self
+                .target
+                .expert_current(id)?
+                .ok_or_else(|| NodeError::BadAnswer {
+                    url: self.target.url(&format!("/chain/experts/{id}")),
+                    reason: format!("the node has no block of expert {id}"),
+                })?;
+            experts.push((id, version.hash));
+        }
+        let fetched_from = FetchedFrom {
+            meta_block: self.meta_block,
+            experts,
+        };
+        let marker = dir.join(FETCHED_FROM_FILE);
+        if read_marker(&marker).as_ref() == Some(&fetched_from)
+            && let Ok(checkpoint) = Checkpoint::open(dir)
+        {
+            tracing::info!(dir = %dir.display(), meta_block = %self.meta_block, "reusing the fetched model");
+            return Ok(checkpoint);
+        }
+        // Whatever was there no longer says where it came from until the new one is complete.
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("removing {}", marker.display()))?;
+        }
+        let mut shared = Vec::with_capacity(self.document.shared.len());
+        for block in self.document.shared.values() {
+            shared.push(self.fetch_block(*block)?);
+        }
+        let mut experts = Vec::with_capacity(fetched_from.experts.len());
+        for (id, block) in &fetched_from.experts {
+            experts.push((*id, self.fetch_block(*block)?));
+        }
+        let source = PayloadSource::new(
+            self.meta_block,
+            &self.meta_header,
+            self.document.clone(),
+            shared,
+            experts,
+        )
+        .map_err(|source| NodeError::BadBlock {
+            url: self.target.base.clone(),
+            source,
+        })?;
+        export_checkpoint(
+            dir,
+            source.config(),
+            source.files(),
+            &source,
+            EXPORT_SHARD_BYTES_DEFAULT,
+        )
+        .with_context(|| format!("writing the fetched model into {}", dir.display()))?;
+        let checkpoint = Checkpoint::open(dir)
+            .with_context(|| format!("reading back the fetched model in {}", dir.display()))?;
+        let mut bytes = serde_json::to_vec_pretty(&fetched_from)?;
+        bytes.push(b'\n');
+        std::fs::write(&marker, bytes).with_context(|| format!("writing {}", marker.display()))?;
+        Ok(checkpoint)
+    }
+
+    /// Block `block`'s header and payload from the node, checked ([`VerifiedBlock`]).
+    fn fetch_block(&self, block: BlockHash) -> Result<VerifiedBlock, NodeError> {
+        let header_url = self.target.url(&format!("/blocks/{block}"));
+        let header = self
+            .target
+            .fetch_header(&block)?
+            .ok_or_else(|| NodeError::BadAnswer {
+                url: header_url.clone(),
+                reason: "the model names this block, and the node does not have it".to_owned(),
+            })?;
+        let path = format!("/blocks/{block}/payload");
+        let url = self.target.url(&path);
+        let bytes_max = self.target.payload_bytes_max;
+        if header.payload_bytes > bytes_max {
+            return Err(NodeError::BadAnswer {
+                url: header_url,
+                reason: format!(
+                    "the payload is {} bytes; the node's chains take at most {bytes_max}",
+                    header.payload_bytes
+                ),
+            });
+        }
+        let response = self
+            .target
+            .get(&path)?
+            .ok_or_else(|| NodeError::BadAnswer {
+                url: url.clone(),
+                reason: "the block has no payload".to_owned(),
+            })?;
+        // At most one byte more than the header promises: enough to see a longer body.
+        let mut payload = Vec::with_capacity(header.payload_bytes as usize);
+        response
+            .take(header.payload_bytes + 1)
+            .read_to_end(&mut payload)
+            .map_err(|error| NodeError::BadAnswer {
+                url: url.clone(),
+                reason: format!("reading the payload: {error}"),
+            })?;
+        VerifiedBlock::new(block, header, payload)
+            .map_err(|source| NodeError::BadBlock { url, source })
+    }
+}
+
+/// The [`FetchedFrom`] record in `path`, if there is a readable one.
+fn read_marker(path: &Path) -> Option<FetchedFrom> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(FETCHED_FROM_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -1,8 +1,10 @@
-//! `blyan-miner train`: trains the whole model or named experts on text, and writes a Hugging
-//! Face checkpoint that `upload` takes as it is.
+//! `blyan-miner train`: trains the whole model or named experts on text (files, or the dataset
+//! entries of chain D), and writes a Hugging Face checkpoint that `upload` takes as it is.
 //!
 //! Everything that can be wrong with the input (no text, an unknown expert, a state directory
-//! of another model or corpus, an unreadable file) is found before the first step. The run's
+//! of another model or corpus, an unreadable file, a data directory without a chain) is found
+//! before the first step and before `--out` is written; with `--from-node` the model is fetched
+//! into `OUT/base-model` only after the experts were checked against its configuration. The run's
 //! state is saved into `OUT/train-state` at every evaluation and at the end, so `--resume
 //! OUT/train-state` continues it exactly.
 
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use blyan_chain::{ChainStore, ExpertName};
 use blyan_moe::{
-    ChainSource, CheckpointFiles, Config, EvalReport, RandomInit, TokenCorpus, Tokenizer,
-    TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, state_dir,
+    ChainSource, CheckpointFiles, Config, EvalReport, RandomInit, TextDocument, TokenCorpus,
+    Tokenizer, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, read_dataset,
+    state_dir,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,10 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// `blyan-miner train`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct TrainArgs {
-    /// Text files or directories to learn from (directories are walked; non-text files are
-    /// skipped). A share of the text (`--held-out-per-mille`) is held out for evaluation.
-    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
-    corpus: Vec<PathBuf>,
+    #[command(flatten)]
+    text: Text,
     #[command(flatten)]
     start: Start,
     /// Experts to fine-tune, e.g. `layer2.expert5,layer0.expert1`; absent: the whole model.
@@ -48,9 +49,14 @@ pub(crate) struct TrainArgs {
     /// Where the trained checkpoint goes (config.json, tokenizer.json, model.safetensors).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Continue the run saved in this state directory (e.g. `OUT/train-state`).
+    /// Continue the run saved in this state directory (e.g. `OUT/train-state`): its model,
+    /// options, schedule, optimizer state and step; only the text must be the same.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Stop after this many steps of this invocation, the schedule staying `--steps` long: the
+    /// state and checkpoint are written as at the end, and `--resume` continues the run.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<u64>,
     /// Sequences per micro-batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -78,6 +84,21 @@ pub(crate) struct TrainArgs {
     /// Print one JSON object per evaluation and a final one, instead of a progress bar.
     #[arg(long)]
     json: bool,
+}
+
+/// What the run learns from: text files, chain D's dataset entries, or both. A share of the
+/// text (`--held-out-per-mille`) is held out for evaluation.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+struct Text {
+    /// Text files or directories to learn from (directories are walked; non-text files are
+    /// skipped).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    corpus: Vec<PathBuf>,
+    /// A node's data directory (or chain store) whose dataset chain (D) holds the text: every
+    /// dataset entry that is UTF-8 text, read-only (a node may be running on it).
+    #[arg(long, value_name = "DIR")]
+    dataset: Option<PathBuf>,
 }
 
 /// Where the weights to train start from: exactly one.
@@ -114,7 +135,9 @@ fn fetch_dir(out: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn base(start: &Start, seed: u64, out: &Path) -> anyhow::Result<Base> {
+/// The weights a run starts from, checked against the experts it is to train before anything is
+/// fetched or written.
+fn base(start: &Start, seed: u64, experts: &[ExpertName], out: &Path) -> anyhow::Result<Base> {
     if let Some(config_path) = &start.init {
         let bytes = std::fs::read(config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
@@ -126,6 +149,7 @@ fn base(start: &Start, seed: u64, out: &Path) -> anyhow::Result<Base> {
         } else {
             Tokenizer::byte_level_json()
         };
+        check_experts(&config, experts)?;
         let weights = Arc::new(RandomInit::new(&config, seed)?);
         return Ok(Base {
             config_json: config.to_json()?,
@@ -145,14 +169,19 @@ fn base(start: &Start, seed: u64, out: &Path) -> anyhow::Result<Base> {
             .with_context(|| format!("opening the chain store in {}", data_dir.display()))?;
         let source = ChainSource::open(Arc::new(store))
             .with_context(|| format!("reading the current model of {}", data_dir.display()))?;
+        check_experts(source.config(), experts)?;
         return from_source(
             source,
             format!("the current model of {}", data_dir.display()),
         );
     }
     if let Some(url) = &start.from_node {
+        let model = crate::node::NodeModel::locate(url)
+            .with_context(|| format!("reading the current model of the node at {url}"))?;
+        check_experts(model.config(), experts)?;
         let dir = fetch_dir(out)?;
-        let checkpoint = crate::node::fetch_checkpoint(url, &dir)
+        let checkpoint = model
+            .download(&dir)
             .with_context(|| format!("fetching the current model of the node at {url}"))?;
         let files = checkpoint.files();
         return Ok(Base {
@@ -161,10 +190,52 @@ fn base(start: &Start, seed: u64, out: &Path) -> anyhow::Result<Base> {
             tokenizer_json: files.tokenizer_json.to_vec(),
             generation_config_json: files.generation_config_json.map(<[u8]>::to_vec),
             weights: checkpoint.weights(),
-            description: format!("the current model of {url}"),
+            description: format!(
+                "the current model of {url} (meta block {}, fetched into {})",
+                model.meta_block(),
+                dir.display()
+            ),
         });
     }
     anyhow::bail!("train needs --from-node URL, --from-data-dir DIR or --init CONFIG")
+}
+
+/// Refuses an expert the model does not have, naming it and the model's shape.
+fn check_experts(config: &Config, experts: &[ExpertName]) -> anyhow::Result<()> {
+    for expert in experts {
+        anyhow::ensure!(
+            expert.layer() < config.num_hidden_layers && expert.expert() < config.num_local_experts,
+            "unknown expert {expert}: the model has {} layers of {} experts (layer0.expert0 to \
+             layer{}.expert{})",
+            config.num_hidden_layers,
+            config.num_local_experts,
+            config.num_hidden_layers.saturating_sub(1),
+            config.num_local_experts.saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
+/// The run's text: the corpus files and chain D's entries, read and checked before the model
+/// is even opened.
+fn read_text(text: &Text) -> anyhow::Result<(Vec<TextDocument>, usize)> {
+    let mut documents = Vec::new();
+    let mut skipped = 0;
+    if !text.corpus.is_empty() {
+        let read = read_corpus(&text.corpus)?;
+        skipped += read.skipped.len();
+        documents.extend(read.documents);
+    }
+    if let Some(dir) = &text.dataset {
+        let store = ChainStore::locate(dir)
+            .and_then(ChainStore::open_read_only)
+            .with_context(|| format!("opening the chain store in {}", dir.display()))?;
+        let read = read_dataset(&store)
+            .with_context(|| format!("reading the dataset of {}", dir.display()))?;
+        skipped += read.skipped.len();
+        documents.extend(read.documents);
+    }
+    Ok((documents, skipped))
 }
 
 fn from_source(source: ChainSource, description: String) -> anyhow::Result<Base> {
@@ -220,21 +291,21 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         anyhow::ensure!(threads > 0, "--threads must be positive");
         tch::set_num_threads(threads);
     }
-    // Everything is read and checked before the first step.
-    let base = base(&args.start, args.seed, &args.out)?;
+    // Everything is read and checked before the first step, and before `--out` is written.
+    let (documents, skipped) = read_text(&args.text)?;
+    let base = base(&args.start, args.seed, &args.experts, &args.out)?;
     let tokenizer = Tokenizer::from_json(&base.tokenizer_json).context("the model's tokenizer")?;
-    let read = read_corpus(&args.corpus)?;
     let corpus = TokenCorpus::new(
         &tokenizer,
-        &read.documents,
+        &documents,
         args.held_out_per_mille,
         base.config.eos_token_ids().first().copied(),
     )?;
     if !args.json {
         eprintln!(
             "corpus: {} documents ({} skipped), {} training and {} held-out tokens, fingerprint {}",
-            read.documents.len(),
-            read.skipped.len(),
+            documents.len(),
+            skipped,
             corpus.train().len(),
             corpus.held_out().len(),
             corpus.fingerprint()
@@ -322,7 +393,10 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     bar.set_position(trainer.steps_done());
     let mut last_loss = None;
     let mut smoothed: Option<f64> = None;
-    while trainer.steps_done() < total_steps {
+    let stop_at = args.stop_after.map_or(total_steps, |steps| {
+        trainer.steps_done().saturating_add(steps).min(total_steps)
+    });
+    while trainer.steps_done() < stop_at {
         let step = trainer.step(&corpus)?;
         last_loss = Some(step.loss);
         let average = smoothed.map_or(step.loss, |value| 0.9 * value + 0.1 * step.loss);
@@ -333,7 +407,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
             "loss {average:.3}, {:.0} tokens/s",
             (trainer.tokens_seen() - tokens_at_start) as f64 / seconds.max(1e-9)
         ));
-        if step.step % args.eval_every.max(1) == 0 && step.step < total_steps {
+        if step.step % args.eval_every.max(1) == 0 && step.step < stop_at {
             let eval = trainer.evaluate(&corpus)?;
             trainer.save(&state, &corpus)?;
             report(&eval_line("eval", &eval, Some(average), &trainer))?;

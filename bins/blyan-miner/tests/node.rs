@@ -251,3 +251,122 @@ fn bad_destinations_are_refused_with_a_clear_error() {
     let stderr = failed(&["--node", &format!("{}/health", node.url())]);
     assert!(stderr.contains("is this a Blyan node?"), "{stderr}");
 }
+
+/// `train --from-node` fetches the node's model block by block, checked, reuses it for a run on
+/// the same node state, and its fine-tune of two experts uploads back as exactly two new expert
+/// versions.
+#[test]
+fn a_fine_tune_from_a_node_uploads_back_only_its_experts() {
+    let temp = tempfile::tempdir().unwrap();
+    let key = temp.path().join("miner.key");
+    stdout(&common::miner(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        key.as_os_str(),
+    ]));
+    let node = Node::start(|_| {});
+    let url = node.url();
+    let out = temp.path().join("tuned");
+    let docs = common::root().join("docs");
+    let train = |steps: &str| {
+        let output = common::miner(&[
+            "train".as_ref(),
+            "--from-node".as_ref(),
+            url.as_ref(),
+            "--corpus".as_ref(),
+            docs.as_os_str(),
+            "--experts".as_ref(),
+            "layer0.expert1,layer2.expert5".as_ref(),
+            "--steps".as_ref(),
+            steps.as_ref(),
+            "--batch-size".as_ref(),
+            "2".as_ref(),
+            "--positions".as_ref(),
+            "32".as_ref(),
+            "--eval-tokens".as_ref(),
+            "512".as_ref(),
+            "--held-out-per-mille".as_ref(),
+            "500".as_ref(),
+            "--threads".as_ref(),
+            "1".as_ref(),
+            "--json".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        let lines = stdout(&output);
+        let done: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+        assert_eq!(done["event"], "done", "{lines}");
+        done
+    };
+    let done = train("3");
+    assert_eq!(done["steps"], 3, "{done}");
+    let base = out.join("base-model");
+    let fetched: Value =
+        serde_json::from_slice(&std::fs::read(base.join("fetched-from.json")).unwrap()).unwrap();
+    assert_eq!(
+        fetched["meta_block"],
+        node.get("/model")["chain"]["meta_block"],
+        "{fetched}"
+    );
+    assert_eq!(fetched["experts"].as_array().unwrap().len(), 32);
+
+    // The same node state: the fetched checkpoint is reused, not written again.
+    let weights = base.join("model.safetensors");
+    let written = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    train("2");
+    assert_eq!(
+        std::fs::metadata(&weights).unwrap().modified().unwrap(),
+        written
+    );
+
+    let summary = stdout(&common::miner(&[
+        "upload".as_ref(),
+        "--checkpoint".as_ref(),
+        out.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--node".as_ref(),
+        url.as_ref(),
+    ]));
+    assert!(
+        summary
+            .contains("shared blocks: 0 written, 10 unchanged; experts: 2 written, 30 unchanged"),
+        "{summary}"
+    );
+    for (expert, version) in [
+        ("layer0.expert1", 2),
+        ("layer2.expert5", 2),
+        ("layer0.expert0", 1),
+    ] {
+        let info = node.get(&format!("/chain/experts/{expert}"));
+        assert_eq!(info["version"], version, "{expert}: {info}");
+    }
+    assert_eq!(
+        node.get("/model")["serving"]["meta_block"].as_str(),
+        Some(meta_block(&summary).as_str())
+    );
+}
+
+#[test]
+fn train_from_an_unreachable_node_names_it_and_writes_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("out");
+    let output = common::miner(&[
+        "train".as_ref(),
+        "--from-node".as_ref(),
+        "http://127.0.0.1:9".as_ref(),
+        "--corpus".as_ref(),
+        common::root().join("docs").as_os_str(),
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reading the current model of the node at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

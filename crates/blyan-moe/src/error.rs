@@ -307,6 +307,17 @@ pub enum MoeError {
         /// The block's name, e.g. `layer0.attention`.
         name: String,
     },
+
+    /// A block fetched from elsewhere (a node over HTTP) failed a check: its header does not
+    /// hash to its hash, its payload does not match its header, or it is not the block the
+    /// model document calls for.
+    #[error("block {block}: {reason}")]
+    BadBlock {
+        /// The block.
+        block: blyan_chain::BlockHash,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Result with the crate's error.

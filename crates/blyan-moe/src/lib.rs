@@ -38,7 +38,8 @@
 //!
 //! # Modules
 //! `model_doc` (how a model lies on the chain), `publish` (writing it, in phases),
-//! `chain_source` (reading it), `block_tensors` (a block header's tensor list against its
+//! `chain_source` (reading it), `block_payloads` (a model from block payloads fetched over
+//! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
 //! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`.
 //!
@@ -65,6 +66,7 @@
 use torch_sys as _;
 
 mod batch;
+mod block_payloads;
 mod block_tensors;
 mod cache;
 mod chain_source;
@@ -84,6 +86,7 @@ mod train;
 mod weights;
 
 pub use batch::{DECODE_BATCH_MAX, DecodeStats};
+pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
 pub use chain_source::{ChainSource, export_from_chain};
@@ -125,10 +128,10 @@ pub use tokenizer::{
     TOKENIZER_JSON_BYTES_MAX, Tokenizer,
 };
 pub use train::{
-    AdamWSettings, CORPUS_BYTES_MAX, CorpusRead, EvalReport, HELD_OUT_PER_MILLE_DEFAULT,
-    PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport, TextDocument, TextSplit,
-    TokenCorpus, TrainOptions, TrainScope, TrainedWeights, Trainer, learning_rate, read_corpus,
-    split_texts, state_dir,
+    AdamWSettings, CORPUS_BYTES_MAX, CorpusRead, DatasetRead, EvalReport,
+    HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport,
+    TextDocument, TextSplit, TokenCorpus, TrainOptions, TrainScope, TrainedWeights, Trainer,
+    learning_rate, read_corpus, read_dataset, split_texts, state_dir,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,

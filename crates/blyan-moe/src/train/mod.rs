@@ -21,6 +21,7 @@
 //! two machines agree on a loss to a tolerance, never bit for bit.
 
 mod data;
+mod dataset;
 mod optim;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub use data::{
     CORPUS_BYTES_MAX, CorpusRead, HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, TextDocument,
     TextSplit, TokenCorpus, read_corpus, split_texts,
 };
+pub use dataset::{DatasetRead, read_dataset};
 pub use optim::{AdamWSettings, learning_rate};
 use optim::{Parameter, adamw_step, clip_gradients};
 
