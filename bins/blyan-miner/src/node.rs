@@ -71,8 +71,8 @@ pub enum NodeError {
     BadBlock {
         /// The URL the block was read from.
         url: String,
-        /// The check that failed, naming the block.
-        source: MoeError,
+        /// The check that failed, naming the block (boxed: the model's error is large).
+        source: Box<MoeError>,
     },
     /// The node's chain holds no model.
     #[error("{url}: the node's chain holds no model")]
@@ -375,12 +375,12 @@ impl NodeModel {
                 Ok(node) => *node,
                 Err(other) => NodeError::BadBlock {
                     url: target.url("/model"),
-                    source: MoeError::Target(other),
+                    source: Box::new(MoeError::Target(other)),
                 },
             },
             other => NodeError::BadBlock {
                 url: target.url("/model"),
-                source: other,
+                source: Box::new(other),
             },
         })?;
         let Some((meta_block, meta_header, document)) = located else {
@@ -391,7 +391,7 @@ impl NodeModel {
         let config = Config::from_json(document.config_json.as_bytes()).map_err(|source| {
             NodeError::BadBlock {
                 url: target.url(&format!("/blocks/{meta_block}/payload")),
-                source,
+                source: Box::new(source),
             }
         })?;
         Ok(Self {
@@ -462,7 +462,7 @@ impl NodeModel {
         )
         .map_err(|source| NodeError::BadBlock {
             url: self.target.base.clone(),
-            source,
+            source: Box::new(source),
         })?;
         export_checkpoint(
             dir,
@@ -518,8 +518,10 @@ impl NodeModel {
                 url: url.clone(),
                 reason: format!("reading the payload: {error}"),
             })?;
-        VerifiedBlock::new(block, header, payload)
-            .map_err(|source| NodeError::BadBlock { url, source })
+        VerifiedBlock::new(block, header, payload).map_err(|source| NodeError::BadBlock {
+            url,
+            source: Box::new(source),
+        })
     }
 }
 

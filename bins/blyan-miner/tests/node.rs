@@ -32,6 +32,7 @@ impl Node {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().to_owned();
         config.chain.durability = Durability::Unsynced;
+        config.model.seed = blyan_node_core::SeedChoice::Random;
         edit(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -2,8 +2,9 @@
 //!
 //! This crate owns the model (embedding, decoder layers with RMSNorm, rotary grouped-query
 //! attention and a KV cache, a router choosing the top-k of E SwiGLU experts, final norm, LM
-//! head), the expert cache, text generation, and the conversions between a Hugging Face
-//! checkpoint and chain blocks.
+//! head), the expert cache, text generation, training ([`Trainer`], through the same forward
+//! pass), the shipped default model ([`build_pinned_model`], [`import_shipped_model`]), and the
+//! conversions between a Hugging Face checkpoint and chain blocks.
 //!
 //! # Invariants
 //! - The model never knows where its bytes come from: every weight arrives through
@@ -41,7 +42,8 @@
 //! `chain_source` (reading it), `block_payloads` (a model from block payloads fetched over
 //! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
-//! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`.
+//! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`,
+//! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model).
 //!
 //! # Example
 //! ```
