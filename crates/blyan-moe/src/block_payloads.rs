@@ -189,15 +189,7 @@ impl PayloadSource {
 
     /// The model's JSON files as published, for export.
     pub fn files(&self) -> CheckpointFiles<'_> {
-        CheckpointFiles {
-            config_json: self.document.config_json.as_bytes(),
-            generation_config_json: self
-                .document
-                .generation_config_json
-                .as_deref()
-                .map(str::as_bytes),
-            tokenizer_json: self.document.tokenizer_json.as_bytes(),
-        }
+        self.document.files()
     }
 
     fn block(&self, name: &str) -> Result<&VerifiedBlock> {

@@ -585,15 +585,7 @@ impl Model {
             .f_unsqueeze(0)?;
         let mut xs = Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false)?;
 
-        // freqs = position_ids[..., None].float() * self.inv_freq; emb = torch.cat((freqs, freqs), dim=-1)
-        let positions = Tensor::f_arange_start(past, past + count, (Kind::Float, self.device))?;
-        let freqs = positions
-            .f_unsqueeze(1)?
-            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
-        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
-        // cos.unsqueeze(unsqueeze_dim): [1, 1, positions, head_dim]
-        let cos = angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
-        let sin = angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let (cos, sin) = self.rotary(past, count)?;
         let mask = self.attention_mask(past, count)?;
 
         let top_k = self.config.num_experts_per_tok as usize;
@@ -656,13 +648,7 @@ impl Model {
             .f_view([batch, count])?;
         let mut xs = Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false)?;
 
-        let positions = Tensor::f_arange_start(0, count, (Kind::Float, self.device))?;
-        let freqs = positions
-            .f_unsqueeze(1)?
-            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
-        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
-        let cos = angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
-        let sin = angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?;
+        let (cos, sin) = self.rotary(0, count)?;
         let mask = self.attention_mask(0, count)?;
 
         let top_k = self.config.num_experts_per_tok as usize;
@@ -693,6 +679,22 @@ impl Model {
             logits,
             probabilities,
         })
+    }
+
+    /// The rotary cosines and sines of `count` positions after `past`, each `[1, 1, count,
+    /// head_dim]`, shared by every sequence of a batch.
+    fn rotary(&self, past: i64, count: i64) -> Result<(Tensor, Tensor)> {
+        // freqs = position_ids[..., None].float() * self.inv_freq; emb = torch.cat((freqs, freqs), dim=-1)
+        let positions = Tensor::f_arange_start(past, past + count, (Kind::Float, self.device))?;
+        let freqs = positions
+            .f_unsqueeze(1)?
+            .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
+        let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        // cos.unsqueeze(unsqueeze_dim): [1, 1, positions, head_dim]
+        Ok((
+            angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?,
+            angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?,
+        ))
     }
 
     /// Refuses an empty feed, a token outside the vocabulary, or a feed past the context.

@@ -53,6 +53,15 @@ pub struct ModelDocument {
 }
 
 impl ModelDocument {
+    /// The model's JSON files as published, for export.
+    pub fn files(&self) -> crate::checkpoint::CheckpointFiles<'_> {
+        crate::checkpoint::CheckpointFiles {
+            config_json: self.config_json.as_bytes(),
+            generation_config_json: self.generation_config_json.as_deref().map(str::as_bytes),
+            tokenizer_json: self.tokenizer_json.as_bytes(),
+        }
+    }
+
     /// Parses the payload of meta block `block`: `Ok(None)` when it is not a model document at
     /// all, [`MoeError::BadMetaBlock`] when it claims to be one and is malformed.
     pub fn from_payload(block: BlockHash, payload: &[u8]) -> Result<Option<Self>> {
