@@ -122,6 +122,10 @@ fn main() {
         config.learning.experts = vec!["layer0.expert0".parse().unwrap(), "layer2.expert3".parse().unwrap()];
         config.learning.held_out_per_mille = 100;
         config.learning.min_improvement = 0.99;
+        // Evaluate often enough that the held-out curve over the rounds has points.
+        config.learning.eval_every = 8;
+        // The untrained seed model the figures were first measured on.
+        config.model.seed = blyan_node_core::SeedChoice::Random;
         let slice_ms = config.learning.slice_ms;
         let node = Node::open(config).await.unwrap();
         node.ensure_seed_model(&AuthorKey::generate()).await.unwrap();
@@ -172,5 +176,13 @@ fn main() {
             "  p99 ratio on/off: {:.2}x (goal <= 1.2x)",
             on_p99.as_secs_f64() / off_p99.as_secs_f64()
         );
+        let baseline = status.baseline.as_ref().map(|baseline| baseline.eval_loss);
+        let last = status.history.last().map(|point| (point.step, point.eval_loss));
+        if let (Some(baseline), Some((step, last))) = (baseline, last) {
+            println!(
+                "  learner held-out loss: {baseline:.4} (served weights) -> {last:.4} at step {step} ({} points)",
+                status.history.len()
+            );
+        }
     });
 }
