@@ -21,11 +21,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blyan_api_types::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};
-use blyan_chain::{AuthorKey, BLOCKS_PAGE_COUNT_MAX, BlockKind, ChainId, ChainStore};
+use blyan_chain::AuthorKey;
 use blyan_moe::{
-    CORPUS_BYTES_MAX, ChainSource, EvalReport, ExpertName, ExpertQuantization, PublishEvent,
-    PublishOptions, TextDocument, TokenCorpus, TrainOptions, TrainScope, Trainer, WeightSource,
-    read_corpus,
+    ChainSource, EvalReport, ExpertName, ExpertQuantization, PublishEvent, PublishOptions,
+    TokenCorpus, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, read_dataset,
 };
 
 use crate::config::LearningConfig;
@@ -254,50 +253,6 @@ fn learning_error(what: &'static str) -> impl FnOnce(blyan_moe::MoeError) -> Err
     move |source| Error::Learning { what, source }
 }
 
-/// The dataset chain's entries that are UTF-8 text without NUL bytes, oldest first, within
-/// [`CORPUS_BYTES_MAX`] bytes.
-pub fn dataset_documents(chain: &ChainStore) -> Result<Vec<TextDocument>> {
-    let mut documents = Vec::new();
-    let mut bytes = 0u64;
-    let mut from = 0u64;
-    loop {
-        let page = chain
-            .blocks(ChainId::Dataset, from, BLOCKS_PAGE_COUNT_MAX)
-            .map_err(Error::ChainFailed)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        from = last.header.height + 1;
-        for sealed in &page {
-            if sealed.header.kind != BlockKind::DatasetEntry {
-                continue;
-            }
-            let Some(payload) = chain
-                .payload_verified(&sealed.hash)
-                .map_err(Error::ChainFailed)?
-            else {
-                continue;
-            };
-            let raw: &[u8] = payload.as_ref();
-            if raw.contains(&0) {
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(raw) else {
-                continue;
-            };
-            bytes += text.len() as u64;
-            if bytes > CORPUS_BYTES_MAX {
-                return Ok(documents);
-            }
-            documents.push(TextDocument {
-                name: sealed.hash.to_string(),
-                text: text.to_owned(),
-            });
-        }
-    }
-    Ok(documents)
-}
-
 /// The trainer's options for `config` with `batch_size` sequences per step.
 fn train_options(config: &LearningConfig, batch_size: usize) -> TrainOptions {
     let scope = TrainScope::Experts {
@@ -500,7 +455,14 @@ impl Context {
             documents.extend(read.documents);
         }
         if config.dataset {
-            documents.extend(dataset_documents(&chain)?);
+            match read_dataset(&chain) {
+                Ok(read) => documents.extend(read.documents),
+                // With a corpus beside it, a chain D without text is nothing to add yet.
+                Err(error) if !config.corpus.is_empty() => {
+                    tracing::warn!(%error, "chain D adds no text to the learning corpus");
+                }
+                Err(error) => return Err(learning_error("reading chain D")(error)),
+            }
         }
         let eos = source.config().eos_token_ids().first().copied();
         let corpus = TokenCorpus::new(&tokenizer, &documents, config.held_out_per_mille, eos)

@@ -85,7 +85,6 @@ pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
     InferenceGate, InferenceGuard, LEARNING_CANDIDATES_KEPT, LEARNING_DIR_NAME,
     LEARNING_HISTORY_POINTS_MAX, LEARNING_SCHEDULE_STEPS, LEARNING_WARMUP_STEPS, Learner,
-    dataset_documents,
 };
 pub use logging::init_logging;
 pub use node::{

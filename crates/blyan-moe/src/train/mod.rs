@@ -196,15 +196,18 @@ pub struct EvalReport {
     pub tokens: u64,
 }
 
-/// Weights the training run is computing with: trained tensors as shared handles of the
-/// parameters, everything else from the base source.
-struct TrainableSource {
+/// Some tensors held here over a base [`WeightSource`] that supplies the rest. While a run
+/// trains, the model computes through one whose tensors are shared handles of the parameters;
+/// [`Trainer::weights`] returns one whose tensors are copies in the base's dtypes: the weights
+/// reached, what [`Trainer::export`] writes and what a node serves after a run.
+pub struct TrainedWeights {
     base: Arc<dyn WeightSource>,
     // libtorch tensors are `Send` but not `Sync`; the lock makes the source shareable.
     trained: Mutex<HashMap<String, Tensor>>,
+    description: String,
 }
 
-impl TrainableSource {
+impl TrainedWeights {
     fn trained(&self, name: &str) -> Option<Tensor> {
         self.trained
             .lock()
@@ -214,7 +217,7 @@ impl TrainableSource {
     }
 }
 
-impl WeightSource for TrainableSource {
+impl WeightSource for TrainedWeights {
     fn tensor(&self, name: &str) -> Result<Tensor> {
         match self.trained(name) {
             Some(tensor) => Ok(tensor),
@@ -227,38 +230,6 @@ impl WeightSource for TrainableSource {
         match names.each_ref().map(|name| self.trained(name)) {
             [Some(w1), Some(w2), Some(w3)] => Ok(ExpertWeights { w1, w2, w3 }),
             _ => self.base.expert(id),
-        }
-    }
-
-    fn tensor_spec(&self, name: &str) -> Result<TensorSpec> {
-        self.base.tensor_spec(name)
-    }
-
-    fn describe(&self) -> String {
-        format!("training over {}", self.base.describe())
-    }
-}
-
-/// The weights a run has reached, as a [`WeightSource`]: trained tensors converted back to
-/// the dtype the base stores them in, every other tensor exactly as the base holds it. What
-/// [`Trainer::export`] writes and what a node serves after a run.
-pub struct TrainedWeights {
-    base: Arc<dyn WeightSource>,
-    trained: Mutex<HashMap<String, Tensor>>,
-    description: String,
-}
-
-impl WeightSource for TrainedWeights {
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        let trained = self
-            .trained
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .map(Tensor::shallow_clone);
-        match trained {
-            Some(tensor) => Ok(tensor),
-            None => self.base.tensor(name),
         }
     }
 
@@ -342,9 +313,10 @@ impl Trainer {
             .iter()
             .map(|parameter| (parameter.name.clone(), parameter.value.shallow_clone()))
             .collect();
-        let source = Arc::new(TrainableSource {
+        let source = Arc::new(TrainedWeights {
             base: Arc::clone(&base),
             trained: Mutex::new(trained),
+            description: format!("training over {}", base.describe()),
         });
         // Every expert stays resident: a trained one must remain the same leaf tensor.
         let model = Model::load(config, source, ModelOptions::default())?;
