@@ -72,7 +72,7 @@ fn learning_config(
     config
 }
 
-/// A node on `config` serving the seed model (published by a fresh key when the chain is empty).
+/// A node on `config` serving its first model (`model.seed`: the shipped one by default).
 async fn open_node(config: NodeConfig) -> Arc<Node> {
     let node = Node::open(config).await.expect("the node opens");
     node.ensure_seed_model(&AuthorKey::generate())
@@ -308,4 +308,42 @@ async fn a_published_candidate_writes_only_its_experts_and_is_served() {
         .await
         .expect("the node still chats");
     assert!(done.usage.completion_tokens > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_d_without_text_adds_nothing_beside_a_corpus_and_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = docs_corpus(dir.path());
+
+    // Beside a corpus, an empty chain D is nothing to learn from yet: the learner runs.
+    let config = learning_config(&dir.path().join("with-corpus"), &corpus, |config| {
+        config.learning.dataset = true;
+    });
+    let node = open_node(config).await;
+    let running = run_learner(&node, Learner::new());
+    wait_for(&node, "a step", |status| status.steps > 0).await;
+    running.stop().await;
+
+    // Alone, it is the learner's error, naming chain D.
+    let config = learning_config(&dir.path().join("alone"), &corpus, |config| {
+        config.learning.dataset = true;
+        config.learning.corpus.clear();
+    });
+    let node = open_node(config).await;
+    let running = run_learner(&node, Learner::new());
+    let deadline = Instant::now() + LEARNER_WAIT;
+    let status = loop {
+        let status = node.learning_status();
+        if status.state == "failed" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the learner never failed: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("chain D"), "{error}");
+    running.stop().await;
 }
