@@ -105,7 +105,7 @@ fn upload(
     let remote;
     let target: &dyn PublishTarget = match (&destination.node, &destination.data_dir) {
         (Some(url), _) => {
-            remote = node::NodeTarget::connect(url)
+            remote = blyan_client::NodeClient::connect(url)
                 .with_context(|| format!("connecting to the node at {url}"))?;
             &remote
         }

@@ -39,7 +39,7 @@ pub(crate) struct GenerateArgs {
 /// chain holds none, as the server does) and streams one generation to stdout.
 pub(crate) fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()> {
     let store = blyan_node_core::open_chain(config).context("opening the chain store")?;
-    let key = crate::node_key(&config.data_dir)?;
+    let key = blyan_node_core::node_key(&config.data_dir)?;
     // Logs what it writes (a warning for the untrained seed).
     blyan_moe::ensure_model(&store, &key, &config.model.seed_model())?;
     let device = if args.cuda {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use blyan_api::{AppState, HttpService, Server};
 use blyan_chain::AuthorKey;
-use blyan_node_core::{HoldExpiry, Learner, Node, NodeConfig, Services};
+use blyan_node_core::{HoldExpiry, Learner, Node, NodeConfig, PolService, Services};
 use clap::{Parser, Subcommand};
 
 /// A Blyan node: stores the chain, serves the on-chain mixture-of-experts model over HTTP and
@@ -63,24 +63,6 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
 }
 
-/// File of the node's own signing key under `data_dir` (it signs the blocks the node writes, e.g.
-/// an untrained random model).
-const NODE_KEY_FILE: &str = "node.key";
-
-/// Reads the node's key from `data_dir`, creating it (owner-only) on first start.
-pub(crate) fn node_key(data_dir: &std::path::Path) -> anyhow::Result<AuthorKey> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let path = data_dir.join(NODE_KEY_FILE);
-    if path.exists() {
-        return Ok(AuthorKey::read_file(&path)?);
-    }
-    let key = AuthorKey::generate();
-    key.write_file(&path)?;
-    tracing::info!(address = %key.address(), path = %path.display(), "created the node's key");
-    Ok(key)
-}
-
 fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
     let mut config = NodeConfig::load(&cli.config)?;
     if let Some(data_dir) = &cli.data_dir {
@@ -102,7 +84,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
 /// Opens the node (chain store, ledger), writes the first model (`model.seed`: the shipped
 /// trained model by default) when the chain holds none, loads the chain's model, and runs the node's services until Ctrl-C.
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    let key = node_key(&config.data_dir)?;
+    let key = blyan_node_core::node_key(&config.data_dir)?;
     let node = Node::open(config).await?;
     node.ensure_seed_model(&key).await?;
     // The node's key signs what its learner publishes (with `learning.publish: true`).
@@ -113,6 +95,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     services.spawn(HoldExpiry::default());
     services.spawn(HttpService::new(server));
     services.spawn(learner);
+    services.spawn(PolService);
     services
         .run_until(async {
             if let Err(error) = tokio::signal::ctrl_c().await {

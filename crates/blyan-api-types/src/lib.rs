@@ -37,6 +37,7 @@ mod chat;
 mod error;
 mod learning;
 mod node;
+mod pol;
 
 pub use auth::{
     ApiKeyInfo, CreateApiKeyRequest, CreatedApiKey, NonceResponse, RefreshRequest, SessionResponse,
@@ -51,5 +52,9 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use learning::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};
 pub use node::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, Health, HistoryEntry, HistoryResponse,
-    ModelStatus, ModelSummary, PolStatus,
+    ModelStatus, ModelSummary,
+};
+pub use pol::{
+    PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolLosses,
+    PolModelBlocks, PolPaymentInfo, PolStatus, PolValidatorInfo, PolVoteInfo,
 };

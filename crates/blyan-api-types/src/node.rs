@@ -100,18 +100,6 @@ pub struct ExpertsResponse {
     pub cache: CacheInfo,
 }
 
-/// Body of `GET /pol/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PolStatus {
-    /// `pol.enabled` of the node's configuration.
-    pub enabled: bool,
-    /// Whether this node can run Proof-of-Learning at all.
-    pub implemented: bool,
-    /// What that means for new expert versions.
-    pub message: String,
-}
-
 /// Body of `GET /wallet/balance`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -254,6 +254,12 @@ pub enum Error {
         /// The store's explanation, naming the hashes involved.
         reason: String,
     },
+    /// A Proof-of-Learning claim whose author cannot lock the bond; nothing was stored.
+    #[error("the claim's bond cannot be locked: {reason}")]
+    BondUnpaid {
+        /// The ledger's refusal.
+        reason: String,
+    },
     /// An internal task failed.
     #[error("internal failure: {reason}")]
     Internal {
@@ -325,6 +331,7 @@ impl Error {
             Self::ChainFailed => "chain_failed",
             Self::BlockNotFound { .. } => "block_not_found",
             Self::BlockRefused { code, .. } => code,
+            Self::BondUnpaid { .. } => "bond_unpaid",
             Self::Internal { .. } => "internal",
         }
     }
@@ -343,9 +350,9 @@ impl Error {
             | Self::SiweMalformed { .. }
             | Self::PromptTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownModel { .. } | Self::UnknownExpert { .. } => StatusCode::NOT_FOUND,
-            Self::InsufficientBalance { .. } | Self::PaymentRefused { .. } => {
-                StatusCode::PAYMENT_REQUIRED
-            }
+            Self::InsufficientBalance { .. }
+            | Self::PaymentRefused { .. }
+            | Self::BondUnpaid { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelUnavailable | Self::LedgerUnavailable { .. } | Self::ChainUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -428,6 +435,9 @@ impl From<NodeError> for Error {
                 tracing::error!(%error, "chain store failed");
                 Self::ChainFailed
             }
+            NodeError::BondUnpaid { source, .. } => Self::BondUnpaid {
+                reason: source.to_string(),
+            },
             NodeError::BlockRefused(error) => {
                 let (code, conflict) = refusal_code(&error);
                 Self::BlockRefused {
@@ -498,7 +508,9 @@ fn refusal_code(error: &blyan_chain::Error) -> (&'static str, bool) {
         E::DependencyLater { .. } => ("block_dependency_later", false),
         E::TimestampBeforeParent { .. } => ("block_timestamp_before_parent", false),
         E::ExpertVersionMismatch { .. } => ("block_expert_version_mismatch", true),
-        E::PolRejected { .. } => ("block_pol_rejected", false),
+        // Proof-of-Learning's own stable codes (`not_a_validator`, `duplicate_vote`, …).
+        E::PolRejected { code, .. } => (code, false),
+        E::PromotionInvalid { .. } => ("block_promotion_invalid", true),
         _ => ("block_invalid", false),
     }
 }

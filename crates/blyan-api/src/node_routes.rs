@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use blyan_api_types::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
-    LearningStatus, ModelStatus, ModelSummary, PolStatus,
+    LearningStatus, ModelStatus, ModelSummary, PolClaimDetail, PolStatus,
 };
 use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
 };
 use blyan_node_core::model_label;
+use blyan_primitives::BlockHash;
 use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -137,18 +138,33 @@ pub(crate) async fn expert(
 }
 
 /// Proof-of-Learning status.
-#[utoipa::path(get, path = "/pol/status", tag = "experts", responses((status = 200, body = PolStatus)))]
-pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> axum::Json<PolStatus> {
-    let enabled = state.config().pol.enabled;
-    axum::Json(PolStatus {
-        enabled,
-        implemented: false,
-        message: if enabled {
-            "pol.enabled is set, but this node has no Proof-of-Learning yet: new expert versions are not checked or accepted by PoL".to_owned()
-        } else {
-            "Proof-of-Learning is off: this node has no Proof-of-Learning yet, so new expert versions are not checked or accepted by PoL".to_owned()
-        },
-    })
+/// Proof-of-Learning: the mode, threshold, evaluation and validator set, and every claim with
+/// its candidates, beacon, votes, certificate and the payments it made, newest first.
+#[utoipa::path(get, path = "/pol/status", tag = "experts",
+    responses((status = 200, body = PolStatus), (status = 503, description = "chain_unavailable")))]
+pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> Result<axum::Json<PolStatus>> {
+    Ok(axum::Json(state.node().pol_status().await?))
+}
+
+/// One claim, and the served model a validator evaluates it against (what
+/// `blyan-validator run` reads).
+#[utoipa::path(get, path = "/pol/claims/{hash}", tag = "experts",
+    params(("hash" = String, Path, description = "The claim's block hash (hex)")),
+    responses((status = 200, body = PolClaimDetail), (status = 404, description = "block_not_found")))]
+pub(crate) async fn pol_claim(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> Result<axum::Json<PolClaimDetail>> {
+    let block: BlockHash = hash.parse().map_err(|_| Error::InvalidRequest {
+        field: "hash".to_owned(),
+        reason: "not a block hash (64 hex characters)".to_owned(),
+    })?;
+    state
+        .node()
+        .pol_claim(block)
+        .await?
+        .map(axum::Json)
+        .ok_or(Error::BlockNotFound { hash })
 }
 
 /// The background learner: its state, steps, tokens, the loss curve, per-expert usage shares,

@@ -67,6 +67,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::experts,
         crate::node_routes::expert,
         crate::node_routes::pol_status,
+        crate::node_routes::pol_claim,
         crate::node_routes::learning,
         crate::node_routes::balance,
         crate::node_routes::history,

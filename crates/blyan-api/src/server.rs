@@ -146,6 +146,7 @@ pub fn api_routes() -> ApiRoutes {
         .get("/experts", node_routes::experts)
         .get("/experts/{id}", node_routes::expert)
         .get("/pol/status", node_routes::pol_status)
+        .get("/pol/claims/{hash}", node_routes::pol_claim)
         .get("/learning", node_routes::learning)
         .get("/wallet/balance", node_routes::balance)
         .get("/wallet/history", node_routes::history)

@@ -224,9 +224,22 @@ pub enum Error {
         got: u32,
         expected: u32,
     },
-    /// Proof-of-Learning refused an expert block.
-    #[error("block {block} refused by Proof-of-Learning: {reason}")]
-    PolRejected { block: BlockHash, reason: String },
+    /// Proof-of-Learning refused a block.
+    #[error("block {block} refused by Proof-of-Learning ({code}): {reason}")]
+    PolRejected {
+        block: BlockHash,
+        /// The rejection's stable name ([`crate::PolRejection::code`]).
+        code: &'static str,
+        reason: String,
+    },
+    /// A block would promote a block that is not a stored candidate, or an expert version that
+    /// is no longer its expert's next one.
+    #[error("block {block} cannot promote {candidate}: {reason}")]
+    PromotionInvalid {
+        block: BlockHash,
+        candidate: BlockHash,
+        reason: String,
+    },
     /// `proof_of_learning` is on but no hook was given to the store.
     #[error("config turns proof_of_learning on, but no PolAcceptance hook was given")]
     PolHookMissing,
@@ -315,7 +328,8 @@ impl Error {
             | Error::DependencyLater { block, .. }
             | Error::TimestampBeforeParent { block, .. }
             | Error::ExpertVersionMismatch { block, .. }
-            | Error::PolRejected { block, .. } => Some(*block),
+            | Error::PolRejected { block, .. }
+            | Error::PromotionInvalid { block, .. } => Some(*block),
             #[cfg(feature = "store")]
             Error::StoredPayloadCorrupt { block, .. } => Some(*block),
             Error::HeaderHashMismatch { expected, .. } => Some(*expected),

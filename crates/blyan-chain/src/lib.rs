@@ -122,7 +122,7 @@ pub use key::{
     AuthorKey, SECRET_KEY_BYTES, SIGNATURE_BYTES, Signature, SignatureFault, eip191_hash,
 };
 #[cfg(feature = "store")]
-pub use pol::{ExpertCandidate, PolAcceptance, PolRejection};
+pub use pol::{Admission, OfferedBlock, PolAcceptance, PolRejection};
 #[cfg(feature = "store")]
 pub use schema::{Relation, STORE_FORMAT_VERSION};
 #[cfg(feature = "store")]

@@ -10,6 +10,7 @@
 //! | `dependents`      | target hash ‖ dependent hash          | [`Relation`] byte             |
 //! | `expert_versions` | expert (8) ‖ version (u32)            | block hash                    |
 //! | `expert_heads`    | expert (8)                            | version (u32) ‖ block hash    |
+//! | `candidates`      | block hash (32)                       | empty                         |
 //! | `default`         | `format`, `next_seq`, `active_segment`, `chain/<letter>` | see [`MetaKey`] |
 
 use blyan_primitives::{BlockHash, PayloadHash};
@@ -24,7 +25,14 @@ use crate::header::canonical_config;
 /// Version 2: headers of [`crate::HEADER_FORMAT_VERSION`] 2 (one-byte tensor dtypes). The
 /// RocksDB layout is version 1's; a version-1 store's headers no longer decode, so it is refused
 /// at open rather than block by block.
-pub const STORE_FORMAT_VERSION: u32 = 2;
+///
+/// Version 3: the `candidates` column family (blocks stored but not served, see
+/// [`crate::Admission`]). A version-2 store has no candidate, so opening it read-write adds the
+/// empty column family and records version 3; nothing else changes.
+pub const STORE_FORMAT_VERSION: u32 = 3;
+
+/// The previous format, upgraded in place when opened read-write.
+pub(crate) const STORE_FORMAT_VERSION_UPGRADABLE: u32 = 2;
 
 pub(crate) const CF_HEADERS: &str = "headers";
 pub(crate) const CF_PAYLOADS: &str = "payloads";
@@ -33,9 +41,10 @@ pub(crate) const CF_BY_HEIGHT: &str = "by_height";
 pub(crate) const CF_DEPENDENTS: &str = "dependents";
 pub(crate) const CF_EXPERT_VERSIONS: &str = "expert_versions";
 pub(crate) const CF_EXPERT_HEADS: &str = "expert_heads";
+pub(crate) const CF_CANDIDATES: &str = "candidates";
 
 /// Every column family but `default`, in creation order.
-pub(crate) const COLUMN_FAMILIES: [&str; 7] = [
+pub(crate) const COLUMN_FAMILIES: [&str; 8] = [
     CF_HEADERS,
     CF_PAYLOADS,
     CF_BY_SEQ,
@@ -43,6 +52,7 @@ pub(crate) const COLUMN_FAMILIES: [&str; 7] = [
     CF_DEPENDENTS,
     CF_EXPERT_VERSIONS,
     CF_EXPERT_HEADS,
+    CF_CANDIDATES,
 ];
 
 /// Keys of the `default` column family.

@@ -355,7 +355,8 @@ impl ChainStore {
                 });
             }
         }
-        if header.kind == BlockKind::Expert {
+        // A candidate (stored, never promoted) is not in the expert index; a promoted one is.
+        if header.kind == BlockKind::Expert && !self.is_candidate(&block)? {
             let expert = header.meta.expert.ok_or(Error::MetaInvalid {
                 block,
                 kind: header.kind,

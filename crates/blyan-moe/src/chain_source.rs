@@ -22,7 +22,7 @@ use crate::expert::{
     ExpertMatrix, ExpertName, ExpertWeights, expert_tensor_name, parse_expert_tensor_name,
 };
 use crate::model_doc::{
-    MODEL_DOCUMENT_FORMAT, ModelDocument, current_model, shared_block_kind, shared_groups,
+    MODEL_DOCUMENT_FORMAT, ModelDocument, served_models, shared_block_kind, shared_groups,
 };
 use crate::tokenizer::Tokenizer;
 use crate::weights::WeightSource;
@@ -65,10 +65,14 @@ fn read_tensor_block(
 }
 
 impl ChainSource {
-    /// The newest model on `store`'s meta chain ([`MoeError::NoModelOnChain`] if none).
+    /// The newest served model on `store`'s meta chain that opens ([`MoeError::NoModelOnChain`]
+    /// if none is served). A newer model that does not open (a shared block missing or of the
+    /// wrong kind, a stray dependency) is logged and skipped; if none opens, the newest one's
+    /// error. A store failure is returned as it happens.
     pub fn open(store: Arc<ChainStore>) -> Result<Self> {
-        let (meta_block, document) = current_model(&store)?;
-        Self::from_document(store, meta_block, document)
+        first_that_loads(&store, |meta_block, document| {
+            Self::from_document(Arc::clone(&store), meta_block, document)
+        })
     }
 
     /// The model of meta block `meta_block`.
@@ -265,6 +269,28 @@ impl WeightSource for ChainSource {
             self.meta_block, self.document.description
         )
     }
+}
+
+/// `load` applied to the served models of `store`, newest first, until one succeeds: the
+/// failures before are logged; if every model fails, the newest one's error; without a served
+/// model, [`MoeError::NoModelOnChain`]. A store failure ends the walk with its error.
+pub(crate) fn first_that_loads<T>(
+    store: &ChainStore,
+    mut load: impl FnMut(BlockHash, ModelDocument) -> Result<T>,
+) -> Result<T> {
+    let mut newest_error = None;
+    for found in served_models(store)? {
+        let (meta_block, document) = found?;
+        match load(meta_block, document) {
+            Ok(loaded) => return Ok(loaded),
+            Err(error @ MoeError::Chain(_)) => return Err(error),
+            Err(error) => {
+                tracing::warn!(%meta_block, %error, "skipping a model that does not load");
+                newest_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(newest_error.unwrap_or(MoeError::NoModelOnChain))
 }
 
 /// Writes the newest model on `store` as a Hugging Face checkpoint into `dir` (shards of at most

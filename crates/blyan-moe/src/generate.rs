@@ -299,15 +299,26 @@ impl Generator {
         Self::with_meta_block(model, tokenizer, untrained, None)
     }
 
-    /// Serves the newest model on `store`: shared weights loaded once, experts on demand
-    /// through the cache of `options`. The generator's [`ModelInfo::untrained`] says whether it
-    /// is the untrained seed.
+    /// Serves the newest served model on `store` that loads: shared weights loaded once,
+    /// experts on demand through the cache of `options`. A newer model that does not load is
+    /// logged and skipped (see [`ChainSource::open`]). The generator's
+    /// [`ModelInfo::untrained`] says whether it is the untrained seed.
     pub fn from_chain(store: Arc<ChainStore>, options: ModelOptions) -> Result<Self> {
-        let source = ChainSource::open(store)?;
+        crate::chain_source::first_that_loads(&store, |meta_block, _| {
+            Self::from_meta_block(Arc::clone(&store), meta_block, options.clone())
+        })
+    }
+
+    /// Serves the model of meta block `meta_block` on `store`.
+    pub fn from_meta_block(
+        store: Arc<ChainStore>,
+        meta_block: blyan_chain::BlockHash,
+        options: ModelOptions,
+    ) -> Result<Self> {
+        let source = ChainSource::open_at(store, meta_block)?;
         let config = source.config().clone();
         let tokenizer = source.tokenizer()?;
         let untrained = source.untrained();
-        let meta_block = source.meta_block();
         let model = Model::load(&config, Arc::new(source), options)?;
         Ok(Self::with_meta_block(
             model,

@@ -114,7 +114,7 @@ pub use generate::{
 };
 pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions, SequencesOutput};
 pub use model_doc::{
-    MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT, ModelDocument, current_model,
+    MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT, ModelDocument, current_model, served_models,
 };
 pub use publish::{
     DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
@@ -133,7 +133,7 @@ pub use train::{
     AdamWSettings, CORPUS_BYTES_MAX, CorpusRead, DatasetRead, EvalReport,
     HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport,
     TextDocument, TextSplit, TokenCorpus, TrainOptions, TrainScope, TrainedWeights, Trainer,
-    learning_rate, read_corpus, read_dataset, split_texts, state_dir,
+    learning_rate, read_corpus, read_dataset, split_texts, state_dir, windows_loss,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,

@@ -106,30 +106,64 @@ impl ModelDocument {
     }
 }
 
-/// The newest model document on the meta chain, with its block.
+/// The newest model document on the meta chain that is served, with its block.
+///
+/// Skipped, newest first: meta blocks that are not model documents, candidates that
+/// Proof-of-Learning has not promoted ([`ChainStore::is_candidate`]), and meta blocks whose
+/// document is malformed (logged: a bad meta block never stops a node from serving the last good
+/// model). See [`served_models`] for the same walk yielding every served model.
 pub fn current_model(store: &ChainStore) -> Result<(BlockHash, ModelDocument)> {
+    served_models(store)?
+        .next()
+        .transpose()?
+        .ok_or(MoeError::NoModelOnChain)
+}
+
+/// Every served model on the meta chain, newest first, skipping what [`current_model`] skips.
+/// A store failure ends the walk with its error.
+pub fn served_models(
+    store: &ChainStore,
+) -> Result<impl Iterator<Item = Result<(BlockHash, ModelDocument)>> + '_> {
     let tip = store.tip(ChainId::Meta);
-    for height in (1..=tip.height).rev() {
-        for block in store
-            .block_hashes_at(ChainId::Meta, height)?
-            .into_iter()
-            .rev()
-        {
-            let Some(header) = store.header(&block)? else {
-                continue;
-            };
-            if header.kind != BlockKind::Meta || header.payload_bytes > MODEL_DOCUMENT_BYTES_MAX {
-                continue;
-            }
-            let Some(payload) = store.payload_verified(&block)? else {
-                continue;
-            };
-            if let Some(document) = ModelDocument::from_payload(block, &payload)? {
-                return Ok((block, document));
-            }
+    let blocks = (1..=tip.height).rev().flat_map(move |height| {
+        match store.block_hashes_at(ChainId::Meta, height) {
+            Ok(blocks) => blocks.into_iter().rev().map(Ok).collect::<Vec<_>>(),
+            Err(error) => vec![Err(MoeError::from(error))],
         }
+    });
+    Ok(blocks.filter_map(move |block| {
+        let block = match block {
+            Ok(block) => block,
+            Err(error) => return Some(Err(error)),
+        };
+        match served_document(store, block) {
+            Ok(Some(document)) => Some(Ok((block, document))),
+            Ok(None) => None,
+            Err(MoeError::BadMetaBlock { block, reason }) => {
+                tracing::warn!(%block, %reason, "skipping a meta block whose model document is malformed");
+                None
+            }
+            Err(error) => Some(Err(error)),
+        }
+    }))
+}
+
+/// The model document of meta block `block` when it is one and is served; `None` for another
+/// kind of block, a candidate, or a payload that is not a model document.
+fn served_document(store: &ChainStore, block: BlockHash) -> Result<Option<ModelDocument>> {
+    let Some(header) = store.header(&block)? else {
+        return Ok(None);
+    };
+    if header.kind != BlockKind::Meta
+        || header.payload_bytes > MODEL_DOCUMENT_BYTES_MAX
+        || store.is_candidate(&block)?
+    {
+        return Ok(None);
     }
-    Err(MoeError::NoModelOnChain)
+    let Some(payload) = store.payload_verified(&block)? else {
+        return Ok(None);
+    };
+    ModelDocument::from_payload(block, &payload)
 }
 
 /// The shared groups of a configuration, in publishing order.

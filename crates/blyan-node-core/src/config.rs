@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use blyan_pol::{PolMode, ValidatorStake};
 use blyan_primitives::{Durability, ExpertName, POW_DIFFICULTY_BITS_MAX};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
@@ -178,14 +179,55 @@ pub struct ChainConfig {
     pub pow_difficulty_bits: u32,
 }
 
-/// Proof-of-Learning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Proof-of-Learning (`docs/pol.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolConfig {
-    /// Whether expert blocks need a Proof-of-Learning acceptance. Validation refuses `true`
-    /// until Proof-of-Learning lands: a node would otherwise accept the setting and then fail
-    /// at start, or worse, run without the checks the operator asked for.
-    pub enabled: bool,
+    /// How new versions become served: certificates (`pol`), certificates and proof of work
+    /// (`hybrid`), or proof of work only (`pow`).
+    pub mode: PolMode,
+    /// Least relative improvement a certificate accepts (0.01 = 1 %).
+    pub threshold: f64,
+    /// Largest difference, in nats, between accepting validators' losses counted together.
+    pub loss_tolerance: f64,
+    /// Chain-D blocks after which an undecided claim may be expired.
+    pub expiry_blocks: u64,
+    /// The validator set; empty: the node's own key with stake 1.
+    pub validators: Vec<ValidatorStake>,
+    /// Whether the node runs the validator when its key is in the set.
+    pub validator: bool,
+    /// How often the node's Proof-of-Learning service looks at the chain, in milliseconds.
+    pub interval_ms: u64,
+    /// The evaluation validators run.
+    pub eval: PolEvalConfig,
+}
+
+/// The evaluation every validator of a network runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolEvalConfig {
+    /// The public evaluation pool; empty: the shipped model's pool.
+    pub corpus: Vec<PathBuf>,
+    /// The validators' hidden evaluation set, added to the pool.
+    pub hidden: Vec<PathBuf>,
+    /// Windows drawn per evaluation.
+    pub windows: u32,
+    /// Tokens per window.
+    pub positions: u32,
+    /// Torch threads evaluations run with.
+    pub threads: u32,
+}
+
+impl PolConfig {
+    /// The threshold in basis points of the base loss.
+    pub fn threshold_bps(&self) -> i64 {
+        (self.threshold * 10_000.0).round() as i64
+    }
+
+    /// The loss tolerance in micro-nats.
+    pub fn tolerance_micros(&self) -> u64 {
+        (self.loss_tolerance * 1e6).round() as u64
+    }
 }
 
 /// Logging.
@@ -360,19 +402,78 @@ impl NodeConfig {
                 ),
             ));
         }
-        if self.pol.enabled {
-            return Err(invalid(
-                "pol.enabled",
-                "Proof-of-Learning is not implemented in this node yet, so it cannot be turned on: \
-                 set pol.enabled to false"
-                    .into(),
-            ));
-        }
+        self.validate_pol(&invalid)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", error.to_string()));
         }
         self.validate_api(&invalid)?;
         self.validate_learning(&invalid)
+    }
+
+    fn validate_pol(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
+        let pol = &self.pol;
+        if !(pol.threshold > 0.0 && pol.threshold < 1.0) {
+            return Err(invalid(
+                "pol.threshold",
+                format!("{} is outside (0, 1)", pol.threshold),
+            ));
+        }
+        if !(0.0..=1.0).contains(&pol.loss_tolerance) {
+            return Err(invalid(
+                "pol.loss_tolerance",
+                format!("{} is outside 0..=1 nats", pol.loss_tolerance),
+            ));
+        }
+        if pol.expiry_blocks == 0 {
+            return Err(invalid("pol.expiry_blocks", "must be at least 1".into()));
+        }
+        if pol.mode == PolMode::Hybrid && self.chain.pow_difficulty_bits == 0 {
+            return Err(invalid(
+                "pol.mode",
+                "hybrid needs proof of work: set chain.pow_difficulty_bits to 1 or more".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for validator in &pol.validators {
+            if validator.stake == 0 {
+                return Err(invalid(
+                    "pol.validators",
+                    format!("{} has stake 0", validator.address),
+                ));
+            }
+            if !seen.insert(validator.address) {
+                return Err(invalid(
+                    "pol.validators",
+                    format!("{} is listed twice", validator.address),
+                ));
+            }
+        }
+        if !(10..=60_000).contains(&pol.interval_ms) {
+            return Err(invalid(
+                "pol.interval_ms",
+                format!("{} is outside 10..=60000", pol.interval_ms),
+            ));
+        }
+        let eval = &pol.eval;
+        if !(1..=1024).contains(&eval.windows) {
+            return Err(invalid(
+                "pol.eval.windows",
+                format!("{} is outside 1..=1024", eval.windows),
+            ));
+        }
+        if !(8..=4096).contains(&eval.positions) {
+            return Err(invalid(
+                "pol.eval.positions",
+                format!("{} is outside 8..=4096", eval.positions),
+            ));
+        }
+        if !(1..=256).contains(&eval.threads) {
+            return Err(invalid(
+                "pol.eval.threads",
+                format!("{} is outside 1..=256", eval.threads),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_learning(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
@@ -614,7 +715,8 @@ mod tests {
         assert_eq!(config, NodeConfig::defaults());
         assert_eq!(config.listen.port(), 8700);
         assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
-        assert!(!config.pol.enabled);
+        assert_eq!(config.pol.mode, PolMode::Pol);
+        assert_eq!(config.pol.threshold_bps(), 100);
     }
 
     #[test]
@@ -775,15 +877,24 @@ mod tests {
     }
 
     #[test]
-    fn proof_of_learning_cannot_be_turned_on_yet() {
+    fn proof_of_learning_settings_are_checked() {
         check_rejected("pol:\n  enabled: true\n", "pol.enabled");
-        let error = NodeConfig::from_yaml_str("pol:\n  enabled: true\n", Path::new("t"))
-            .expect_err("refused");
-        assert!(
-            error.to_string().contains("not implemented"),
-            "the message says why: {error}"
+        check_rejected("pol:\n  mode: maybe\n", "pol.mode");
+        check_rejected("pol:\n  threshold: 0\n", "pol.threshold");
+        check_rejected("pol:\n  mode: hybrid\n", "pol.mode");
+        check_rejected("pol:\n  eval:\n    windows: 0\n", "pol.eval.windows");
+        check_rejected(
+            "pol:\n  validators:\n  - {address: \"0x0000000000000000000000000000000000000001\", stake: 0}\n",
+            "pol.validators",
         );
-        NodeConfig::from_yaml_str("pol:\n  enabled: false\n", Path::new("t")).unwrap();
+        let config = NodeConfig::from_yaml_str(
+            "chain:\n  pow_difficulty_bits: 4\npol:\n  mode: hybrid\n  threshold: 0.02\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(config.pol.mode, PolMode::Hybrid);
+        assert_eq!(config.pol.threshold_bps(), 200);
+        NodeConfig::from_yaml_str("pol:\n  mode: pow\n", Path::new("t")).unwrap();
     }
 
     #[test]

@@ -67,6 +67,8 @@ mod error;
 mod learner;
 mod logging;
 mod node;
+mod pol;
+mod pol_status;
 mod service;
 
 pub use chat::{
@@ -79,7 +81,7 @@ pub use config::{
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LEARNING_BATCH_SIZE_MAX,
     LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
     LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
-    NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, RateLimitConfig, SeedChoice,
+    NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, PolEvalConfig, RateLimitConfig, SeedChoice,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
@@ -89,5 +91,9 @@ pub use learner::{
 pub use logging::init_logging;
 pub use node::{
     CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_ledger, store_config,
+};
+pub use pol::{
+    NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement, eval_pool,
+    node_key, pol_params,
 };
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

@@ -5,7 +5,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use blyan_api_types::LearningStatus;
-use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, StoreConfig};
+use blyan_chain::{
+    AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, GenesisSpec, PolAcceptance,
+    StoreConfig,
+};
+use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
 };
@@ -13,6 +17,7 @@ use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions,
 
 use crate::config::{LedgerBackend, NodeConfig};
 use crate::learner::{InferenceGate, initial_status};
+use crate::pol::PolContext;
 use crate::{Error, Result};
 
 /// Directory of the chain store under `data_dir`.
@@ -26,15 +31,25 @@ pub fn store_config(config: &NodeConfig) -> StoreConfig {
     StoreConfig {
         durability: config.chain.durability,
         pow_difficulty_bits: config.chain.pow_difficulty_bits,
-        proof_of_learning: config.pol.enabled,
+        proof_of_learning: config.pol.mode.certifies(),
         ..StoreConfig::default()
     }
 }
 
-/// Opens (creating with genesis on first start) the chain store in `data_dir/chain`.
+/// Opens (creating with genesis on first start) the chain store in `data_dir/chain`, with the
+/// Proof-of-Learning gate of `config` unless its mode is `pow`.
 pub fn open_chain(config: &NodeConfig) -> Result<ChainStore> {
+    let context = PolContext::load(config)?;
+    open_chain_with(config, context.as_ref())
+}
+
+/// [`open_chain`] with the Proof-of-Learning context already loaded.
+fn open_chain_with(config: &NodeConfig, context: Option<&PolContext>) -> Result<ChainStore> {
     let path = config.data_dir.join(CHAIN_DIR_NAME);
-    ChainStore::open(&path, store_config(config)).map_err(Error::ChainOpen)
+    let gate = context
+        .map(|context| Arc::new(PolGate::new(context.params.clone())) as Arc<dyn PolAcceptance>);
+    ChainStore::open_with(&path, store_config(config), &GenesisSpec::shipped(), gate)
+        .map_err(Error::ChainOpen)
 }
 
 /// Opens the ledger the configuration names: the embedded file `data_dir/ledger.sqlite`, or
@@ -117,6 +132,8 @@ pub struct Node {
     inference: Arc<InferenceGate>,
     /// What the learner is doing, for `GET /learning` and `/metrics`.
     learning: Mutex<LearningStatus>,
+    /// Proof-of-Learning's rules, pool and the node's key (`None` in `pow` mode).
+    pol: Option<Arc<PolContext>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -144,6 +161,7 @@ impl Node {
             generator: RwLock::new(None),
             reloading: tokio::sync::Mutex::new(()),
             expert_uses: Mutex::new(Vec::new()),
+            pol: None,
         }
     }
 
@@ -151,12 +169,24 @@ impl Node {
     /// model yet: see [`Self::ensure_seed_model`] and [`Self::load_model`].
     pub async fn open(config: NodeConfig) -> Result<Self> {
         let chain_config = config.clone();
-        let chain =
-            blocking("opening the chain store", move || open_chain(&chain_config)).await??;
+        let (chain, context) = blocking("opening the chain store", move || {
+            let context = PolContext::load(&chain_config)?.map(Arc::new);
+            let chain = open_chain_with(&chain_config, context.as_deref())?;
+            Ok::<_, Error>((chain, context))
+        })
+        .await??;
         let ledger = open_ledger(&config).await?;
-        Ok(Self::new(config)
+        let mut node = Self::new(config)
             .with_chain(Arc::new(chain))
-            .with_ledger(Arc::new(ledger)))
+            .with_ledger(Arc::new(ledger));
+        node.pol = context;
+        Ok(node)
+    }
+
+    /// Proof-of-Learning's rules, pool and the node's key; `None` in `pow` mode or on a node
+    /// built without [`Node::open`].
+    pub fn pol(&self) -> Option<&Arc<PolContext>> {
+        self.pol.as_ref()
     }
 
     /// On a chain that holds no model yet, writes the model `model.seed` names: the shipped
@@ -278,7 +308,11 @@ impl Node {
         B: AsRef<[u8]> + Send + 'static,
     {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
-        let (hash, header) = blocking("appending a block", move || {
+        let claim = self.claim_in(wire.as_ref());
+        if let (Some((claim, author)), Some(ledger)) = (claim, self.ledger.as_ref()) {
+            crate::pol::lock_bond(ledger, claim, author).await?;
+        }
+        let appended = blocking("appending a block", move || {
             let hash = chain.submit(wire.as_ref()).map_err(|error| {
                 if error.is_invalid_block() {
                     Error::BlockRefused(error)
@@ -293,20 +327,70 @@ impl Node {
                     what: "appending a block",
                     reason: format!("block {hash} was appended but has no header"),
                 })?;
-            Ok::<_, Error>((hash, header))
+            let candidate = chain.is_candidate(&hash).map_err(Error::ChainFailed)?;
+            Ok::<_, Error>((hash, header, candidate))
         })
-        .await??;
-        tracing::info!(block = %hash, kind = ?header.kind, "block appended");
+        .await
+        .and_then(|appended| appended);
+        let (hash, header, candidate) = match appended {
+            Ok(appended) => appended,
+            Err(error) => {
+                if let (Some((claim, _)), Some(ledger)) = (claim, self.ledger.as_ref()) {
+                    crate::pol::undo_bond(ledger, claim).await;
+                }
+                return Err(error);
+            }
+        };
+        tracing::info!(block = %hash, kind = ?header.kind, candidate, "block appended");
         match header.kind {
+            _ if candidate => {}
             BlockKind::Meta => self.reload_model().await,
             BlockKind::Expert => {
                 if let Some(expert) = header.meta.expert {
                     self.forget_expert(expert).await;
                 }
             }
+            BlockKind::PolProof if self.promotes(hash).await => self.reload_model().await,
             _ => {}
         }
         Ok((hash, header))
+    }
+
+    /// The claim (its hash and author) a wire block holds, when Proof-of-Learning is on and it
+    /// is one; the bond is locked before it is appended.
+    fn claim_in(&self, wire: &[u8]) -> Option<(BlockHash, LedgerAddress)> {
+        self.pol.as_ref()?;
+        let decoded = blyan_chain::decode_block(wire).ok()?;
+        if decoded.header.kind != BlockKind::PolProof {
+            return None;
+        }
+        let hash = decoded.header.hash();
+        match PolRecord::from_payload(hash, decoded.payload).ok()? {
+            PolRecord::Claim(_) => Some((hash, decoded.header.author)),
+            _ => None,
+        }
+    }
+
+    /// Whether stored block `hash` is an accepting certificate (its append promoted a
+    /// candidate, so the served model changed).
+    async fn promotes(&self, hash: BlockHash) -> bool {
+        let Some(chain) = self.chain.clone() else {
+            return false;
+        };
+        blocking("reading a certificate", move || {
+            matches!(
+                RecordBlock::read(&chain, hash),
+                Ok(Some(RecordBlock {
+                    record: PolRecord::Certificate(Certificate {
+                        outcome: Outcome::Accepted,
+                        ..
+                    }),
+                    ..
+                }))
+            )
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Serves `generator` (without one, chat is refused with `ModelUnavailable`).

@@ -1,69 +1,54 @@
-//! Proof-of-Learning: how a new expert version earns its place on the chain.
+//! Proof-of-Learning: how a new expert version or model becomes what the network serves.
 //!
-//! A node fine-tunes selected experts on accepted data and publishes a candidate expert block
-//! with a proof: the base block it started from, a commitment to the training data, the
-//! hyper-parameters and seed, and the loss before and after on a held-out set whose answers were
-//! committed on chain before they were revealed. Validators re-run the evaluation
-//! deterministically and accept only a real improvement above the threshold; a spoofed claim is
-//! rejected and its author can be penalised. The chain store asks for this acceptance through
-//! `blyan_chain::PolAcceptance` when the node's `pol.enabled` is set.
+//! An author stores its new blocks on the chain, where the chain's admission hook
+//! ([`PolGate`]) keeps them as *candidates* that are not served, then appends a [`Claim`]
+//! naming them, its base model, its own losses and a commitment to its training data (the node
+//! that takes the claim locks the author's bond). A validator appends a [`Beacon`] of fresh
+//! randomness after the claim; each claim's evaluation batch is drawn from the shared
+//! evaluation pool by `blake3(claim ‖ beacon)`, so it was unknown when the claim was committed
+//! ([`draw`]). Validators re-run the base and the candidate on that batch
+//! ([`evaluate_claim`]: CPU, f32, a fixed thread count) and append signed [`Vote`]s. Once
+//! validators holding more than 2/3 of the stake accept with agreeing losses and an improvement
+//! of at least the threshold, anyone appends a [`Certificate`]; the gate checks it and the chain
+//! promotes the candidate in the same write batch, so it is served from then on. More than 1/3
+//! refusing rejects the claim; no quorum within the expiry expires it. [`settlement`] derives
+//! from a certificate what the ledger pays (bond refund or burn, learning, validation and data
+//! rewards), keyed by the certificate's hash. Two conflicting votes of one validator are
+//! evidence ([`Slash`]) that takes its stake. The protocol, its tolerances and what differs
+//! across machines: `docs/pol.md`.
 //!
-//! Status: this crate holds the shape of a claim ([`PolClaim`]) and of a validator's answer
-//! ([`PolVerdict`]). Training, proof building and re-evaluation are not built yet, so the node
-//! runs with Proof-of-Learning off and says so.
-//!
-//! Must not depend on: HTTP, the ledger (rewards are paid by the node from a verdict).
+//! Must not depend on: HTTP, the ledger (the node pays what [`settlement`] says).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
-use blyan_chain::{BlockHash, ExpertName};
+mod error;
+mod eval;
+mod gate;
+mod params;
+mod record;
+mod rewards;
+mod validator;
+mod view;
 
-/// Losses are fixed-point (millionths of a nat) so a claim encodes and compares exactly and a
-/// validator's re-run reproduces it bit for bit.
-pub type LossMicros = u64;
-
-/// What a learner claims about a candidate expert version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolClaim {
-    /// The expert that was trained.
-    pub expert: ExpertName,
-    /// The version training started from.
-    pub base_block: BlockHash,
-    /// The candidate version.
-    pub candidate_block: BlockHash,
-    /// blake3 commitment to the training data (the dataset entries' block hashes, in order).
-    pub data_commitment: [u8; 32],
-    /// The held-out evaluation set, committed on chain before its answers were revealed.
-    pub held_out_block: BlockHash,
-    /// Seed of every random choice in training and evaluation.
-    pub seed: u64,
-    /// Held-out loss of the base version.
-    pub loss_before: LossMicros,
-    /// Held-out loss of the candidate version.
-    pub loss_after: LossMicros,
-}
-
-/// A validator's answer to a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PolVerdict {
-    /// The re-run reproduced the claim and the improvement clears the threshold.
-    Accepted {
-        /// Improvement in basis points of the base loss.
-        improvement_basis_points: u32,
-    },
-    /// The re-run's losses differ from the claim's.
-    NotReproduced {
-        /// Loss before, as re-measured.
-        loss_before: LossMicros,
-        /// Loss after, as re-measured.
-        loss_after: LossMicros,
-    },
-    /// Reproduced, but the improvement is below the threshold.
-    BelowThreshold {
-        /// Improvement in basis points of the base loss.
-        improvement_basis_points: u32,
-        /// The threshold in basis points.
-        threshold_basis_points: u32,
-    },
-}
+pub use error::{PolError, Result};
+pub use eval::{
+    BlockSource, EvalPool, ModelBlocks, StoreBlocks, draw, evaluate_pair, load_model,
+    verified_raw, verified_tensors,
+};
+pub use gate::PolGate;
+pub use params::{PolMode, PolParams, ValidatorStake};
+pub use record::{
+    BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX,
+    CLAIM_DATA_BLOCKS_MAX, Certificate, Claim, EvalSpec, LossMicros, Losses, Outcome,
+    POL_RECORD_BYTES_MAX, POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, Verdict, Vote,
+    data_blocks_commitment, delta_bps, eval_seed, loss_micros,
+};
+pub use rewards::{BondAction, Payment, Settlement, bond_key, settlement};
+pub use validator::{
+    candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim, fresh_randomness,
+    now_ms, record_block, verdict,
+};
+pub use view::{
+    ClaimState, ClaimStatus, Tally, agree, all_claims, same_vote, scan_records,
+    slashed_validators,
+};

@@ -8,7 +8,7 @@
 //! same at height 10 as at height 10⁹.
 
 use std::io::Read;
-use std::sync::{Arc, MutexGuard, PoisonError};
+use std::sync::{MutexGuard, PoisonError};
 
 use blyan_primitives::BlockHash;
 use rocksdb::WriteBatch;
@@ -18,7 +18,7 @@ use super::{ChainStore, ExpertVersion, Writer};
 use crate::chain::BlockKind;
 use crate::error::{Error, Result, db_error};
 use crate::header::{BlockHeader, decode_block};
-use crate::pol::{ExpertCandidate, PolAcceptance};
+use crate::pol::{Admission, OfferedBlock};
 use crate::schema::{ActiveSegment, MetaKey, encode_record};
 use crate::segment::{Placement, StreamError};
 
@@ -42,7 +42,8 @@ impl ChainStore {
     /// genesis placement, dependency count and duplicates, metadata, payload limit, proof of
     /// work, signature and signer, payload length and hash; then against the store: already
     /// stored, parent known and on this chain, height, timestamp, fork rule, dependencies known
-    /// and not later, expert version; then Proof-of-Learning for expert blocks when on.
+    /// and not later, expert version; then, when on, the Proof-of-Learning hook's
+    /// [`Admission`] (run under the append lock).
     /// Returns the block hash once the block is durable per the config's durability. A store
     /// opened read-only refuses with [`Error::ReadOnly`] before checking anything.
     pub fn append(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash> {
@@ -52,16 +53,11 @@ impl ChainStore {
         let block = self.validator.check_header(header)?;
         span.record("block", tracing::field::display(block));
         self.validator.check_payload(block, header, payload)?;
-        if let Some(hook) = self.pol_hook_for(header) {
-            // Check links first so the hook only evaluates blocks that could be appended.
-            let chains = *self.chains.read().unwrap_or_else(PoisonError::into_inner);
-            let base = self.validator.check_links(self, &chains, header, block)?;
-            self.run_pol(hook.as_ref(), header, block, base, payload)?;
-        }
         let durability = self.durability();
         let mut writer = self.lock_writer("append")?;
         let chains = writer.chains;
-        self.validator.check_links(self, &chains, header, block)?;
+        let base = self.validator.check_links(self, &chains, header, block)?;
+        let admission = self.admit(header, block, base, payload)?;
         let placement = self.poison_on_err(writer.segment.place(
             payload.len() as u64,
             self.segment_target(),
@@ -69,7 +65,7 @@ impl ChainStore {
         ))?;
         self.maps.set_active(writer.segment.active());
         self.poison_on_err(writer.segment.write(placement, payload, durability))?;
-        self.commit(&mut writer, header, block, placement)
+        self.commit(&mut writer, header, block, placement, &admission)
     }
 
     /// Validates and appends a block whose payload arrives from `payload`, a reader giving at
@@ -77,8 +73,8 @@ impl ChainStore {
     /// into the segment, hashed on the way, in bounded memory; if they do not match the header
     /// they are cut off again ([`Error::PayloadLengthMismatch`], [`Error::PayloadHashMismatch`])
     /// and the segment is as before. Holds the append lock while reading, so give it a fast
-    /// reader (a file, a local buffer); the Proof-of-Learning hook, if on, also runs under the
-    /// lock here.
+    /// reader (a file, a local buffer); the Proof-of-Learning hook, if on, runs under the lock
+    /// too, once the payload is in.
     pub fn append_reader(&self, header: &BlockHeader, mut payload: impl Read) -> Result<BlockHash> {
         let span = append_span(header, true);
         let _entered = span.enter();
@@ -123,20 +119,25 @@ impl ChainStore {
             self.poison_on_err(writer.segment.discard())?;
             return Err(error);
         }
-        if let Some(hook) = self.pol_hook_for(header) {
+        let admission = if self.pol.is_some() && header.prev_hash.is_some() {
             let verdict = {
                 // The guard borrows the segment writer: `discard` below cannot run while the
                 // hook still sees the mapped bytes.
                 let uncommitted = self.poison_on_err(writer.segment.map_uncommitted(placement))?;
-                self.run_pol(hook.as_ref(), header, block, base, &uncommitted)
+                self.admit(header, block, base, &uncommitted)
             };
-            if let Err(error) = verdict {
-                self.poison_on_err(writer.segment.discard())?;
-                return Err(error);
+            match verdict {
+                Ok(admission) => admission,
+                Err(error) => {
+                    self.poison_on_err(writer.segment.discard())?;
+                    return Err(error);
+                }
             }
-        }
+        } else {
+            Admission::Serve
+        };
         self.poison_on_err(writer.segment.sync(durability))?;
-        self.commit(&mut writer, header, block, placement)
+        self.commit(&mut writer, header, block, placement, &admission)
     }
 
     /// Decodes a block in [`crate::encode_block`]'s form and appends it: what `POST /blocks`
@@ -147,39 +148,66 @@ impl ChainStore {
         self.append(&decoded.header, decoded.payload)
     }
 
-    fn pol_hook_for(&self, header: &BlockHeader) -> Option<&Arc<dyn PolAcceptance>> {
-        if header.kind == BlockKind::Expert {
-            self.pol.as_ref()
-        } else {
-            None
-        }
-    }
-
-    fn run_pol(
+    /// The Proof-of-Learning hook's admission of a block ([`Admission::Serve`] without a hook).
+    /// Runs under the append lock, after the link checks.
+    fn admit(
         &self,
-        hook: &dyn PolAcceptance,
         header: &BlockHeader,
         block: BlockHash,
         base: Option<ExpertVersion>,
         payload: &[u8],
-    ) -> Result<()> {
-        let expert = header.meta.expert.ok_or(Error::MetaInvalid {
-            block,
-            kind: header.kind,
-            reason: "an expert block must name its expert",
-        })?;
-        let candidate = ExpertCandidate {
+    ) -> Result<Admission> {
+        let Some(hook) = self.pol.as_ref() else {
+            return Ok(Admission::Serve);
+        };
+        let offered = OfferedBlock {
             hash: block,
             header,
-            expert,
             base,
             payload,
         };
-        hook.accept_expert(self, &candidate)
+        let admission = hook
+            .admit(self, &offered)
             .map_err(|rejection| Error::PolRejected {
                 block,
+                code: rejection.code,
                 reason: rejection.reason,
-            })
+            })?;
+        if let Admission::Promote(candidates) = &admission {
+            for candidate in candidates {
+                self.check_promotion(block, *candidate)?;
+            }
+        }
+        Ok(admission)
+    }
+
+    /// Refuses a promotion of `candidate` by `block` unless `candidate` is a stored candidate
+    /// and, for an expert block, its version is its expert's current + 1.
+    fn check_promotion(&self, block: BlockHash, candidate: BlockHash) -> Result<()> {
+        let invalid = |reason: String| Error::PromotionInvalid {
+            block,
+            candidate,
+            reason,
+        };
+        if !self.is_candidate(&candidate)? {
+            return Err(invalid("not a stored candidate".into()));
+        }
+        let header = self
+            .header(&candidate)?
+            .ok_or_else(|| invalid("not stored".into()))?;
+        if header.kind == BlockKind::Expert
+            && let Some(expert) = header.meta.expert
+        {
+            let current = self.expert_current(expert)?;
+            let expected = current.map_or(1, |current| current.version.saturating_add(1));
+            if header.meta.version != expected {
+                return Err(invalid(format!(
+                    "version {} of {expert}, but the next version is {expected}",
+                    header.meta.version
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Commits one block's batch, then advances the in-memory state to match.
@@ -189,6 +217,7 @@ impl ChainStore {
         header: &BlockHeader,
         block: BlockHash,
         placement: Placement,
+        admission: &Admission,
     ) -> Result<BlockHash> {
         let chain = header.chain.index();
         let seq = writer.next_seq;
@@ -200,7 +229,13 @@ impl ChainStore {
             placement,
             seq,
             Some(writer.chains[chain]),
+            admission == &Admission::Candidate,
         );
+        if let Admission::Promote(candidates) = admission {
+            for candidate in candidates {
+                self.put_promotion(&mut batch, *candidate)?;
+            }
+        }
         let mut active = writer.segment.active();
         if placement.len > 0 {
             active = ActiveSegment {
@@ -221,7 +256,12 @@ impl ChainStore {
         writer.chains[chain] = record;
         self.maps.set_active(active);
         self.chains.write().unwrap_or_else(PoisonError::into_inner)[chain] = record;
-        tracing::debug!(seq, payload_bytes = placement.len, "block appended");
+        tracing::debug!(
+            seq,
+            payload_bytes = placement.len,
+            ?admission,
+            "block appended"
+        );
         Ok(block)
     }
 }

@@ -18,8 +18,8 @@ use crate::error::{Error, Result, db_error, io_error};
 use crate::genesis::GenesisSpec;
 use crate::pol::PolAcceptance;
 use crate::schema::{
-    ActiveSegment, COLUMN_FAMILIES, ChainRecord, MetaKey, STORE_FORMAT_VERSION, decode_record,
-    encode_record,
+    ActiveSegment, COLUMN_FAMILIES, ChainRecord, MetaKey, STORE_FORMAT_VERSION,
+    STORE_FORMAT_VERSION_UPGRADABLE, decode_record, encode_record,
 };
 use crate::segment::{self, SegmentMaps, SegmentWriter};
 use crate::validate::Validator;
@@ -41,18 +41,20 @@ const DB_MARKER_FILE_NAME: &str = "CURRENT";
 
 /// The state a store keeps under its `default` column family, as loaded at open.
 struct Loaded {
+    /// The format found: [`STORE_FORMAT_VERSION`] or [`STORE_FORMAT_VERSION_UPGRADABLE`].
+    format: u32,
     next_seq: u64,
     active: ActiveSegment,
     chains: ChainRecords,
 }
 
-fn column_families() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+fn column_families(names: Vec<&'static str>) -> impl Iterator<Item = ColumnFamilyDescriptor> {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     let mut cf_options = Options::default();
     cf_options.set_compression_type(DBCompressionType::Lz4);
     cf_options.set_block_based_table_factory(&table);
-    COLUMN_FAMILIES
+    names
         .into_iter()
         .map(move |name| ColumnFamilyDescriptor::new(name, cf_options.clone()))
 }
@@ -64,15 +66,22 @@ fn open_db(path: &Path) -> Result<DB> {
     options.set_compression_type(DBCompressionType::Lz4);
     options.set_max_background_jobs(2);
     options.set_keep_log_file_num(4);
-    DB::open_cf_descriptors(&options, path, column_families()).map_err(db_error("open"))
+    DB::open_cf_descriptors(&options, path, column_families(COLUMN_FAMILIES.to_vec()))
+        .map_err(db_error("open"))
 }
 
 /// RocksDB's read-only open: replays the WAL into memory, writes no file (not even its info
 /// log), takes no lock, so it may run beside a node serving the same store and sees the store
-/// as of this moment.
+/// as of this moment. Opens the column families the database has: a store of the previous
+/// format lacks `candidates`, and a read-only open cannot add it.
 fn open_db_read_only(path: &Path) -> Result<DB> {
     let options = Options::default();
-    DB::open_cf_descriptors_read_only(&options, path, column_families(), false)
+    let existing = DB::list_cf(&options, path).map_err(db_error("list column families"))?;
+    let names = COLUMN_FAMILIES
+        .into_iter()
+        .filter(|name| existing.iter().any(|found| found == name))
+        .collect();
+    DB::open_cf_descriptors_read_only(&options, path, column_families(names), false)
         .map_err(db_error("open read-only"))
 }
 
@@ -94,7 +103,7 @@ fn load(db: &DB, validator: &Validator) -> Result<Option<Loaded>> {
             what: "format key is not 4 bytes".into(),
         })?;
     let format = u32::from_le_bytes(format);
-    if format != STORE_FORMAT_VERSION {
+    if format != STORE_FORMAT_VERSION && format != STORE_FORMAT_VERSION_UPGRADABLE {
         return Err(Error::StoreFormat {
             got: format,
             supported: STORE_FORMAT_VERSION,
@@ -130,6 +139,7 @@ fn load(db: &DB, validator: &Validator) -> Result<Option<Loaded>> {
         what: "chain records".into(),
     })?;
     Ok(Some(Loaded {
+        format,
         next_seq,
         active,
         chains,
@@ -172,6 +182,16 @@ impl ChainStore {
 
         let (writer, fresh) = match load(&db, &validator)? {
             Some(loaded) => {
+                if loaded.format == STORE_FORMAT_VERSION_UPGRADABLE {
+                    // `open_db` created the empty `candidates` column family: all that differs.
+                    db.put(MetaKey::FORMAT, STORE_FORMAT_VERSION.to_le_bytes())
+                        .map_err(db_error("upgrade format"))?;
+                    tracing::info!(
+                        from = STORE_FORMAT_VERSION_UPGRADABLE,
+                        to = STORE_FORMAT_VERSION,
+                        "chain store format upgraded"
+                    );
+                }
                 let segment = SegmentWriter::recover(&segments_dir, loaded.active)?;
                 let writer = Writer {
                     segment,
@@ -306,7 +326,8 @@ impl ChainStore {
                 .segment
                 .write(placement, &block.payload, durability)?;
             let seq = writer.next_seq;
-            let record = self.put_block(&mut batch, &block.header, hash, placement, seq, None);
+            let record =
+                self.put_block(&mut batch, &block.header, hash, placement, seq, None, false);
             writer.segment.commit(placement);
             writer.next_seq += 1;
             writer.chains[chain.index()] = record;

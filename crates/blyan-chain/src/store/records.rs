@@ -9,9 +9,9 @@ use crate::chain::BlockKind;
 use crate::error::{Error, Result};
 use crate::header::BlockHeader;
 use crate::schema::{
-    CF_BY_HEIGHT, CF_BY_SEQ, CF_DEPENDENTS, CF_EXPERT_HEADS, CF_EXPERT_VERSIONS, CF_HEADERS,
-    CF_PAYLOADS, ChainRecord, MetaKey, PayloadRecord, Relation, encode_record, expert_version_key,
-    hash_from_bytes, height_key, pair_key,
+    CF_BY_HEIGHT, CF_BY_SEQ, CF_CANDIDATES, CF_DEPENDENTS, CF_EXPERT_HEADS, CF_EXPERT_VERSIONS,
+    CF_HEADERS, CF_PAYLOADS, ChainRecord, MetaKey, PayloadRecord, Relation, encode_record,
+    expert_version_key, hash_from_bytes, height_key, pair_key,
 };
 use crate::segment::Placement;
 
@@ -20,8 +20,10 @@ const EXPERT_HEAD_BYTES: usize = 4 + 32;
 
 impl ChainStore {
     /// Puts every record of one block into `batch`: header, payload record, `by_seq`,
-    /// `by_height`, `dependents`, expert indices and the chain's record, which it returns.
-    /// `chain_before` is the chain's record before the block (`None` for genesis).
+    /// `by_height`, `dependents`, expert indices (or, for a `candidate`, the candidate mark
+    /// instead) and the chain's record, which it returns. `chain_before` is the chain's record
+    /// before the block (`None` for genesis).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn put_block(
         &self,
         batch: &mut WriteBatch,
@@ -30,6 +32,7 @@ impl ChainStore {
         placement: Placement,
         seq: u64,
         chain_before: Option<ChainRecord>,
+        candidate: bool,
     ) -> ChainRecord {
         batch.put_cf(self.cf(CF_HEADERS), block.as_bytes(), header.encode());
         let payload = PayloadRecord {
@@ -64,19 +67,10 @@ impl ChainStore {
                 [Relation::DependsOn.byte()],
             );
         }
-        if header.kind == BlockKind::Expert
-            && let Some(expert) = header.meta.expert
-        {
-            let name = expert.to_key_bytes();
-            batch.put_cf(
-                self.cf(CF_EXPERT_VERSIONS),
-                expert_version_key(name, header.meta.version),
-                block.as_bytes(),
-            );
-            let mut head = [0u8; EXPERT_HEAD_BYTES];
-            head[..4].copy_from_slice(&header.meta.version.to_be_bytes());
-            head[4..].copy_from_slice(block.as_bytes());
-            batch.put_cf(self.cf(CF_EXPERT_HEADS), name, head);
+        if candidate {
+            batch.put_cf(self.cf(CF_CANDIDATES), block.as_bytes(), []);
+        } else {
+            self.put_expert_head(batch, header, block);
         }
         let record = match chain_before {
             None => ChainRecord {
@@ -103,6 +97,53 @@ impl ChainStore {
         };
         batch.put(MetaKey::chain(header.chain), encode_record(&record));
         record
+    }
+}
+
+impl ChainStore {
+    /// For an expert block: its `expert_versions` entry and its expert's new head.
+    fn put_expert_head(&self, batch: &mut WriteBatch, header: &BlockHeader, block: BlockHash) {
+        if header.kind == BlockKind::Expert
+            && let Some(expert) = header.meta.expert
+        {
+            let name = expert.to_key_bytes();
+            batch.put_cf(
+                self.cf(CF_EXPERT_VERSIONS),
+                expert_version_key(name, header.meta.version),
+                block.as_bytes(),
+            );
+            let mut head = [0u8; EXPERT_HEAD_BYTES];
+            head[..4].copy_from_slice(&header.meta.version.to_be_bytes());
+            head[4..].copy_from_slice(block.as_bytes());
+            batch.put_cf(self.cf(CF_EXPERT_HEADS), name, head);
+        }
+    }
+
+    /// Puts a promotion of stored candidate `candidate` into `batch`: its candidate mark goes,
+    /// and an expert block becomes its expert's current version. The caller checked the
+    /// promotion under the append lock.
+    pub(super) fn put_promotion(&self, batch: &mut WriteBatch, candidate: BlockHash) -> Result<()> {
+        let header = self.header(&candidate)?.ok_or_else(|| Error::Corruption {
+            what: format!("promoted candidate {candidate} has no header"),
+        })?;
+        batch.delete_cf(self.cf(CF_CANDIDATES), candidate.as_bytes());
+        self.put_expert_head(batch, &header, candidate);
+        Ok(())
+    }
+
+    /// Whether `block` is stored as a candidate: appended, not served, not (yet) promoted (see
+    /// [`crate::Admission`]). False for a block not stored.
+    pub fn is_candidate(&self, block: &BlockHash) -> Result<bool> {
+        // A store of the previous format opened read-only has no `candidates` family, and no
+        // candidate.
+        let Some(family) = self.db.cf_handle(CF_CANDIDATES) else {
+            return Ok(false);
+        };
+        Ok(self
+            .db
+            .get_pinned_cf(family, block.as_bytes())
+            .map_err(crate::error::db_error("read candidate mark"))?
+            .is_some())
     }
 }
 

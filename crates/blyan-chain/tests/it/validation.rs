@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use blyan_chain::{
-    AuthorKey, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockHeader, BlockKind, ChainId, ChainStore,
-    DEPENDS_ON_COUNT_MAX, Dtype, Error, ExpertCandidate, ForkRule, ForkRules, GenesisSpec,
-    HEADER_FORMAT_VERSION, PolAcceptance, PolRejection, SignatureFault, StoreConfig,
+    Admission, AuthorKey, BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockHeader, BlockKind, ChainId,
+    ChainStore, DEPENDS_ON_COUNT_MAX, Dtype, Error, ExpertName, ForkRule, ForkRules, GenesisSpec,
+    HEADER_FORMAT_VERSION, OfferedBlock, PolAcceptance, PolRejection, SignatureFault, StoreConfig,
     TENSOR_METAS_COUNT_MAX, TensorMeta, decode_block, encode_block,
 };
 
@@ -748,81 +748,161 @@ fn page_limit_holds_at_the_bound_and_fails_one_past() {
     ));
 }
 
-/// Accepts a payload whose first byte is even; counts its calls and remembers the last base.
+/// Decides by a payload's first byte: 0 serves, 1 stores a candidate, 2 promotes the blocks the
+/// header depends on, anything else is refused. Counts its calls, remembers the last base.
 #[derive(Default)]
-struct EvenFirstByte {
+struct FirstByteRules {
     calls: AtomicU64,
     last_base: std::sync::Mutex<Option<Option<BlockHash>>>,
 }
 
-impl PolAcceptance for EvenFirstByte {
-    fn accept_expert(
+impl PolAcceptance for FirstByteRules {
+    fn admit(
         &self,
         store: &ChainStore,
-        candidate: &ExpertCandidate<'_>,
-    ) -> Result<(), PolRejection> {
+        block: &OfferedBlock<'_>,
+    ) -> Result<Admission, PolRejection> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         assert!(
-            !store.contains(&candidate.hash).unwrap(),
-            "the hook sees candidates, not stored blocks"
+            !store.contains(&block.hash).unwrap(),
+            "the hook sees offered blocks, not stored ones"
         );
-        *self.last_base.lock().unwrap() = Some(candidate.base.map(|base| base.hash));
-        match candidate.payload.first() {
-            Some(byte) if byte % 2 == 0 => Ok(()),
+        *self.last_base.lock().unwrap() = Some(block.base.map(|base| base.hash));
+        match block.payload.first() {
+            Some(0) => Ok(Admission::Serve),
+            Some(1) => Ok(Admission::Candidate),
+            Some(2) => Ok(Admission::Promote(block.header.depends_on.clone())),
             _ => Err(PolRejection {
+                code: "loss_not_improved",
                 reason: "loss did not improve".into(),
             }),
         }
     }
 }
 
+/// A dataset entry on chain D's tip that depends on `targets`.
+fn entry_depending_on(
+    store: &ChainStore,
+    payload: &[u8],
+    targets: &[BlockHash],
+    key: &AuthorKey,
+) -> BlockHeader {
+    let mut header = on_tip(
+        store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        payload,
+        key,
+    );
+    header.depends_on = targets.to_vec();
+    header.sign(key);
+    header
+}
+
 #[test]
-fn proof_of_learning_hook_decides_expert_blocks() {
+fn proof_of_learning_admissions_serve_hold_and_promote() {
     let dir = tempfile::tempdir().unwrap();
-    let hook = Arc::new(EvenFirstByte::default());
+    let hook = Arc::new(FirstByteRules::default());
     let config = StoreConfig {
         proof_of_learning: true,
         ..fast_config()
     };
-    let store = ChainStore::open_with(
-        dir.path(),
-        config,
-        &GenesisSpec::shipped(),
-        Some(hook.clone()),
-    )
-    .unwrap();
+    let open_with_hook = |hook: Arc<FirstByteRules>| {
+        ChainStore::open_with(
+            dir.path(),
+            config.clone(),
+            &GenesisSpec::shipped(),
+            Some(hook),
+        )
+        .unwrap()
+    };
+    let store = open_with_hook(hook.clone());
     let key = AuthorKey::generate();
+    let expert = ExpertName::parse("layer1.expert1").unwrap();
 
-    let first = expert_block(&store, "layer1.expert1", 1, &[2, 0], &key);
-    let first_hash = store.append(&first, &[2, 0]).unwrap();
+    // Served at once: the expert's current version.
+    let first = expert_block(&store, "layer1.expert1", 1, &[0, 0], &key);
+    let first_hash = store.append(&first, &[0, 0]).unwrap();
     assert_eq!(*hook.last_base.lock().unwrap(), Some(None));
+    assert_eq!(
+        store.expert_current(expert).unwrap().unwrap().hash,
+        first_hash
+    );
+    assert!(!store.is_candidate(&first_hash).unwrap());
 
+    // Two candidates on one base: stored, not current, both version 2.
+    let a = expert_block(&store, "layer1.expert1", 2, &[1, 0xa], &key);
+    let a_hash = store.append(&a, &[1, 0xa]).unwrap();
+    assert_eq!(*hook.last_base.lock().unwrap(), Some(Some(first_hash)));
+    let b = expert_block(&store, "layer1.expert1", 2, &[1, 0xb], &key);
+    let b_hash = store.append_reader(&b, &[1u8, 0xb][..]).unwrap();
+    for candidate in [a_hash, b_hash] {
+        assert!(store.is_candidate(&candidate).unwrap());
+    }
+    assert_eq!(
+        store.expert_current(expert).unwrap().unwrap().hash,
+        first_hash
+    );
+    assert_eq!(store.expert_versions(expert).unwrap().len(), 1);
+
+    // Refused, with the hook's code, and nothing left behind (streamed too).
     let rejected = expert_block(&store, "layer1.expert1", 2, &[3, 0], &key);
     match refused(&store, &rejected, &[3, 0]) {
-        Error::PolRejected { reason, .. } => assert_eq!(reason, "loss did not improve"),
+        Error::PolRejected { code, reason, .. } => {
+            assert_eq!(code, "loss_not_improved");
+            assert_eq!(reason, "loss did not improve");
+        }
         other => panic!("expected PolRejected, got {other:?}"),
     }
-    assert_eq!(*hook.last_base.lock().unwrap(), Some(Some(first_hash)));
-
-    // The streamed path consults the hook too, and a refusal leaves no bytes behind.
     let rejected_stream = expert_block(&store, "layer1.expert1", 2, &[5, 5, 5], &key);
     assert!(matches!(
         store.append_reader(&rejected_stream, &[5u8, 5, 5][..]),
         Err(Error::PolRejected { .. })
     ));
-    let accepted = expert_block(&store, "layer1.expert1", 2, &[4, 4], &key);
-    store.append_reader(&accepted, &[4u8, 4][..]).unwrap();
 
-    // Only expert blocks go to the hook.
-    append_entry(&store, &[1], &key);
-    assert_eq!(hook.calls.load(Ordering::SeqCst), 4);
+    // Promoting a block that is not a candidate is refused.
+    let bad = entry_depending_on(&store, &[2, 1], &[first_hash], &key);
+    match refused(&store, &bad, &[2, 1]) {
+        Error::PromotionInvalid { candidate, .. } => assert_eq!(candidate, first_hash),
+        other => panic!("expected PromotionInvalid, got {other:?}"),
+    }
+
+    // A promotes: current, no longer a candidate, indexed as version 2.
+    let promote_a = entry_depending_on(&store, &[2, 2], &[a_hash], &key);
+    store.append(&promote_a, &[2, 2]).unwrap();
+    let current = store.expert_current(expert).unwrap().unwrap();
+    assert_eq!((current.hash, current.version), (a_hash, 2));
+    assert!(!store.is_candidate(&a_hash).unwrap());
+    assert!(store.is_candidate(&b_hash).unwrap());
+
+    // B's base is gone: promoting it now is refused.
+    let promote_b = entry_depending_on(&store, &[2, 3], &[b_hash], &key);
+    match refused(&store, &promote_b, &[2, 3]) {
+        Error::PromotionInvalid {
+            candidate, reason, ..
+        } => {
+            assert_eq!(candidate, b_hash);
+            assert!(reason.contains("next version is 3"), "{reason}");
+        }
+        other => panic!("expected PromotionInvalid, got {other:?}"),
+    }
+    // Every offered block went to the hook, refused ones included.
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 8);
+    crate::common::assert_verifies(&store);
+
+    // The state survives a reopen.
+    drop(store);
+    let store = open_with_hook(Arc::new(FirstByteRules::default()));
+    assert_eq!(store.expert_current(expert).unwrap().unwrap().hash, a_hash);
+    assert!(store.is_candidate(&b_hash).unwrap());
+    assert!(!store.is_candidate(&a_hash).unwrap());
     crate::common::assert_verifies(&store);
 }
 
 #[test]
 fn proof_of_learning_off_never_calls_the_hook() {
     let dir = tempfile::tempdir().unwrap();
-    let hook = Arc::new(EvenFirstByte::default());
+    let hook = Arc::new(FirstByteRules::default());
     let store = ChainStore::open_with(
         dir.path(),
         fast_config(),
@@ -831,9 +911,9 @@ fn proof_of_learning_off_never_calls_the_hook() {
     )
     .unwrap();
     let key = AuthorKey::generate();
-    // An odd first byte, which the hook would refuse.
+    // A first byte the hook would refuse.
     store
-        .append(&expert_block(&store, "layer0.expert0", 1, &[1], &key), &[1])
+        .append(&expert_block(&store, "layer0.expert0", 1, &[7], &key), &[7])
         .unwrap();
     assert_eq!(hook.calls.load(Ordering::SeqCst), 0);
 }

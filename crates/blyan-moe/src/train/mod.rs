@@ -497,35 +497,13 @@ impl Trainer {
             .map(|index| index * available / windows * positions)
             .collect();
         let window_len = positions.min(held_out.len() - 1);
-        let mut loss_sum = 0.0;
-        let mut scored = 0u64;
-        tch::no_grad(|| -> Result<()> {
-            for group in starts.chunks(self.options.batch_size.max(1)) {
-                let mut inputs = Vec::with_capacity(group.len() * window_len);
-                let mut targets = Vec::with_capacity(group.len() * window_len);
-                for start in group {
-                    inputs.extend_from_slice(&held_out[*start..start + window_len]);
-                    targets.extend(
-                        held_out[start + 1..start + 1 + window_len]
-                            .iter()
-                            .map(|id| i64::from(*id)),
-                    );
-                }
-                let mut usage = ExpertUsage::new(&self.config);
-                let output = self
-                    .model
-                    .forward_sequences(&inputs, group.len(), &mut usage)?;
-                let targets = Tensor::f_from_slice(&targets)?;
-                let losses = output
-                    .logits
-                    .f_log_softmax(-1, Kind::Float)?
-                    .f_gather(1, &targets.f_unsqueeze(1)?, false)?
-                    .f_neg()?;
-                loss_sum += losses.f_sum(Kind::Double)?.f_double_value(&[])?;
-                scored += targets.numel() as u64;
-            }
-            Ok(())
-        })?;
+        let (loss_sum, scored) = windows_loss_sum(
+            &mut self.model,
+            held_out,
+            &starts,
+            window_len,
+            self.options.batch_size,
+        )?;
         let loss = loss_sum / scored.max(1) as f64;
         let tokens_per_byte = held_out.len() as f64 / corpus.held_out_bytes().max(1) as f64;
         Ok(EvalReport {
@@ -703,6 +681,77 @@ impl Trainer {
         }
         Ok(trainer)
     }
+}
+
+/// Mean next-token cross-entropy (nats) of `model` over the windows of `tokens` starting at
+/// `starts`, each `positions` tokens predicting the `positions` that follow by one, run
+/// `batch` windows per forward pass without gradients. The sum is taken in f64 in window
+/// order, so the same model, tokens and thread count give the same bits. Every window must fit:
+/// `start + positions < tokens.len()` ([`MoeError::Corpus`] otherwise).
+pub fn windows_loss(
+    model: &mut Model,
+    tokens: &[u32],
+    starts: &[usize],
+    positions: usize,
+    batch: usize,
+) -> Result<f64> {
+    let (sum, scored) = windows_loss_sum(model, tokens, starts, positions, batch)?;
+    if scored == 0 {
+        return Err(MoeError::Corpus {
+            reason: "no window to evaluate".into(),
+        });
+    }
+    Ok(sum / scored as f64)
+}
+
+/// The summed cross-entropy and the count of scored tokens behind [`windows_loss`].
+fn windows_loss_sum(
+    model: &mut Model,
+    tokens: &[u32],
+    starts: &[usize],
+    positions: usize,
+    batch: usize,
+) -> Result<(f64, u64)> {
+    if let Some(start) = starts
+        .iter()
+        .find(|start| positions == 0 || **start + positions >= tokens.len())
+    {
+        return Err(MoeError::Corpus {
+            reason: format!(
+                "a window of {positions} tokens at {start} does not fit {} tokens",
+                tokens.len()
+            ),
+        });
+    }
+    let config = model.config().clone();
+    let mut loss_sum = 0.0;
+    let mut scored = 0u64;
+    tch::no_grad(|| -> Result<()> {
+        for group in starts.chunks(batch.max(1)) {
+            let mut inputs = Vec::with_capacity(group.len() * positions);
+            let mut targets = Vec::with_capacity(group.len() * positions);
+            for start in group {
+                inputs.extend_from_slice(&tokens[*start..start + positions]);
+                targets.extend(
+                    tokens[start + 1..start + 1 + positions]
+                        .iter()
+                        .map(|id| i64::from(*id)),
+                );
+            }
+            let mut usage = ExpertUsage::new(&config);
+            let output = model.forward_sequences(&inputs, group.len(), &mut usage)?;
+            let targets = Tensor::f_from_slice(&targets)?;
+            let losses = output
+                .logits
+                .f_log_softmax(-1, Kind::Float)?
+                .f_gather(1, &targets.f_unsqueeze(1)?, false)?
+                .f_neg()?;
+            loss_sum += losses.f_sum(Kind::Double)?.f_double_value(&[])?;
+            scored += targets.numel() as u64;
+        }
+        Ok(())
+    })?;
+    Ok((loss_sum, scored))
 }
 
 /// Where a run's state directory keeps itself, for callers that name only an output.

@@ -1,0 +1,412 @@
+//! A running node's HTTP API as a client: what `blyan-miner` (publishing, `train --from-node`)
+//! and `blyan-validator run` (claims, votes) speak.
+//!
+//! Reads go through the node's chain endpoints (`GET /chain/{chain}`, `GET /blocks/{hash}`,
+//! `GET /blocks/{hash}/payload`, `GET /chain/experts/{id}`, `GET /model`, `GET /pol/…`); blocks
+//! are signed by the caller and sent in their wire form to `POST /blocks`. Nothing the node
+//! answers is taken on faith where it can be checked: a header must hash to the hash asked
+//! for, a payload must hash to its header's commitment, a parameter block must match its header
+//! ([`VerifiedBlock`]). The answers' shapes are the server's own (`blyan-api-types`), so a field
+//! the node renames breaks this client at compile time. [`NodeClient`] is also a
+//! [`PublishTarget`], so `blyan_moe::publish_model` publishes to a node as to a local store.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+#![forbid(unsafe_code)]
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use blyan_api_types::{ChainSummary, ErrorBody, ExpertVersionInfo, ModelStatus, SubmittedBlock};
+use blyan_chain::{
+    BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
+    hash_payload,
+};
+use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget, VerifiedBlock};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+
+/// How long one request may take; a block upload of a few hundred megabytes fits well within.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long connecting to the node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request to the node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The request could not be made or its answer not read.
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL asked.
+        url: String,
+        /// What the HTTP client reported.
+        source: reqwest::Error,
+    },
+    /// The node answered with an error (its `{"error": {"code", "message"}}` body).
+    #[error("{url}: the node answered {status} {code}: {message}")]
+    Refused {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The API's stable error code (`block_bad_signature`, …).
+        code: String,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node's answer is not what its API promises, or fails a check.
+    #[error("{url}: {reason}")]
+    BadAnswer {
+        /// The URL asked.
+        url: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+
+    /// A block the node served fails a check (its header, payload or place in the model).
+    #[error("{url}: {source}")]
+    BadBlock {
+        /// The URL the block was read from.
+        url: String,
+        /// The check that failed, naming the block (boxed: the model's error is large).
+        source: Box<MoeError>,
+    },
+    /// The node's chain holds no model.
+    #[error("{url}: the node's chain holds no model")]
+    NoModel {
+        /// The node.
+        url: String,
+    },
+}
+
+impl From<ClientError> for MoeError {
+    fn from(error: ClientError) -> Self {
+        MoeError::Target(Box::new(error))
+    }
+}
+
+/// A node's HTTP API.
+#[derive(Debug)]
+pub struct NodeClient {
+    base: String,
+    http: Client,
+    pow_difficulty_bits: u32,
+    payload_bytes_max: u64,
+}
+
+impl NodeClient {
+    /// Connects to the node at `url` (`http://host:port`) and reads what its chains demand of a
+    /// block.
+    pub fn connect(url: &str) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).map_err(|error| ClientError::BadAnswer {
+            url: base.clone(),
+            reason: format!("not a node URL: {error}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ClientError::BadAnswer {
+                url: base,
+                reason: "a node URL starts with http:// or https://".to_owned(),
+            });
+        }
+        let built = Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("blyan-client/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let http = built.map_err(|source| ClientError::Http {
+            url: base.clone(),
+            source,
+        })?;
+        let mut target = Self {
+            base,
+            http,
+            pow_difficulty_bits: 0,
+            payload_bytes_max: 0,
+        };
+        let parameters = target.chain(ChainId::Parameters)?;
+        let meta = target.chain(ChainId::Meta)?;
+        target.pow_difficulty_bits = parameters.pow_difficulty_bits.max(meta.pow_difficulty_bits);
+        target.payload_bytes_max = parameters.payload_bytes_max.min(meta.payload_bytes_max);
+        Ok(target)
+    }
+
+    /// The full URL of `path` on the node.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`: `Ok(None)` on 404, the response on success, [`ClientError::Refused`] otherwise.
+    pub fn get(&self, path: &str) -> Result<Option<Response>, ClientError> {
+        let url = self.url(path);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .map_err(|source| ClientError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(checked(url, response)?))
+    }
+
+    /// `GET path` as JSON: `Ok(None)` on 404.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+        let Some(response) = self.get(path)? else {
+            return Ok(None);
+        };
+        let url = self.url(path);
+        response
+            .json::<T>()
+            .map(Some)
+            .map_err(|error| ClientError::BadAnswer {
+                url,
+                reason: format!("unexpected JSON: {error}"),
+            })
+    }
+
+    /// `GET /chain/{chain}`: the chain's tip and rules.
+    pub fn chain(&self, chain: ChainId) -> Result<ChainSummary, ClientError> {
+        let path = format!("/chain/{chain}");
+        self.get_json(&path)?.ok_or_else(|| ClientError::BadAnswer {
+            url: self.url(&path),
+            reason: "no such route: is this a Blyan node?".to_owned(),
+        })
+    }
+
+    /// `GET /blocks/{hash}`: the header, checked to hash to `block`; `None` when unknown.
+    pub fn fetch_header(&self, block: &BlockHash) -> Result<Option<BlockHeader>, ClientError> {
+        let path = format!("/blocks/{block}");
+        let Some(header) = self.get_json::<BlockHeader>(&path)? else {
+            return Ok(None);
+        };
+        if header.hash() != *block {
+            return Err(ClientError::BadAnswer {
+                url: self.url(&path),
+                reason: format!("the header hashes to {}, not {block}", header.hash()),
+            });
+        }
+        Ok(Some(header))
+    }
+
+    /// The model the node's chain names now: its meta block, that block's header and its
+    /// document (header and payload checked against the hash).
+    pub fn fetch_model(&self) -> Result<Option<(BlockHash, BlockHeader, ModelDocument)>, MoeError> {
+        let Some(status) = self.get_json::<ModelStatus>("/model")? else {
+            return Err(ClientError::BadAnswer {
+                url: self.url("/model"),
+                reason: "no such route: is this a Blyan node?".to_owned(),
+            }
+            .into());
+        };
+        let Some(summary) = status.chain else {
+            return Ok(None);
+        };
+        let block = summary.meta_block;
+        let path = format!("/blocks/{block}/payload");
+        let bad = |reason: String| ClientError::BadAnswer {
+            url: self.url(&path),
+            reason,
+        };
+        let header = self
+            .fetch_header(&block)?
+            .ok_or_else(|| bad("the model's meta block is not on the node".to_owned()))?;
+        if header.payload_bytes > MODEL_DOCUMENT_BYTES_MAX {
+            return Err(bad(format!(
+                "the model document is {} bytes; at most {MODEL_DOCUMENT_BYTES_MAX} are read",
+                header.payload_bytes
+            ))
+            .into());
+        }
+        let response = self
+            .get(&path)?
+            .ok_or_else(|| bad("the meta block has no payload".to_owned()))?;
+        let payload = response.bytes().map_err(|source| ClientError::Http {
+            url: self.url(&path),
+            source,
+        })?;
+        if hash_payload(&payload) != header.payload_hash {
+            return Err(bad("the payload does not match its header's hash".to_owned()).into());
+        }
+        let document = ModelDocument::from_payload(block, &payload)?
+            .ok_or_else(|| bad("the meta block holds no model document".to_owned()))?;
+        Ok(Some((block, header, document)))
+    }
+}
+
+/// The response if its status is a success, else the node's error as [`ClientError::Refused`].
+fn checked(url: String, response: Response) -> Result<Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => (
+            "unknown".to_owned(),
+            text.chars().take(512).collect::<String>(),
+        ),
+    };
+    Err(ClientError::Refused {
+        url,
+        status: status.as_u16(),
+        code,
+        message,
+    })
+}
+
+impl PublishTarget for NodeClient {
+    fn tip(&self, chain: ChainId) -> blyan_moe::Result<ChainTip> {
+        let summary = self.chain(chain)?;
+        Ok(ChainTip {
+            chain,
+            height: summary.tip_height,
+            hash: summary.tip_hash,
+        })
+    }
+
+    fn header(&self, block: &BlockHash) -> blyan_moe::Result<Option<BlockHeader>> {
+        Ok(self.fetch_header(block)?)
+    }
+
+    fn expert_current(&self, expert: ExpertName) -> blyan_moe::Result<Option<ExpertVersion>> {
+        let path = format!("/chain/experts/{expert}");
+        let Some(info) = self.get_json::<ExpertVersionInfo>(&path)? else {
+            return Ok(None);
+        };
+        if (info.expert.layer(), info.expert.expert()) != (expert.layer(), expert.expert()) {
+            return Err(ClientError::BadAnswer {
+                url: self.url(&path),
+                reason: format!("asked for {expert}, answered {}", info.expert),
+            }
+            .into());
+        }
+        Ok(Some(ExpertVersion {
+            expert,
+            version: info.version,
+            hash: info.block,
+        }))
+    }
+
+    fn current_model(&self) -> blyan_moe::Result<Option<(BlockHash, ModelDocument)>> {
+        Ok(self
+            .fetch_model()?
+            .map(|(block, _, document)| (block, document)))
+    }
+
+    fn pow_difficulty_bits(&self) -> u32 {
+        self.pow_difficulty_bits
+    }
+
+    fn payload_bytes_max(&self) -> u64 {
+        self.payload_bytes_max
+    }
+
+    fn append(&self, header: &BlockHeader, payload: &[u8]) -> blyan_moe::Result<BlockHash> {
+        match self.post_block(header, payload) {
+            Err(ClientError::Refused { code, .. }) if code == "block_fork" => {
+                Err(MoeError::TipMoved {
+                    chain: header.chain,
+                })
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+
+impl NodeClient {
+    /// The node's base URL (`http://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The largest payload the node's chains take.
+    pub fn payload_bytes_max(&self) -> u64 {
+        self.payload_bytes_max
+    }
+
+    /// Sends a signed block to `POST /blocks`; the node's refusal is [`ClientError::Refused`]
+    /// with its code (`block_fork` when the chain's tip moved).
+    pub fn post_block(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash, ClientError> {
+        let url = self.url("/blocks");
+        let response = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(encode_block(header, payload))
+            .send()
+            .map_err(|source| ClientError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let response = checked(url.clone(), response)?;
+        let submitted: SubmittedBlock = response.json().map_err(|error| ClientError::BadAnswer {
+            url: url.clone(),
+            reason: format!("unexpected JSON: {error}"),
+        })?;
+        if submitted.hash != header.hash() {
+            return Err(ClientError::BadAnswer {
+                url,
+                reason: format!("the node stored {} for block {}", submitted.hash, header.hash()),
+            });
+        }
+        Ok(submitted.hash)
+    }
+
+    /// Block `block`'s header and payload, the header hashing to `block` and the payload to the
+    /// header's commitment.
+    pub fn raw_block(&self, block: BlockHash) -> Result<(BlockHeader, Vec<u8>), ClientError> {
+        let header_url = self.url(&format!("/blocks/{block}"));
+        let header = self
+            .fetch_header(&block)?
+            .ok_or_else(|| ClientError::BadAnswer {
+                url: header_url.clone(),
+                reason: "the node does not have this block".to_owned(),
+            })?;
+        let path = format!("/blocks/{block}/payload");
+        let url = self.url(&path);
+        let bytes_max = self.payload_bytes_max;
+        if header.payload_bytes > bytes_max {
+            return Err(ClientError::BadAnswer {
+                url: header_url,
+                reason: format!(
+                    "the payload is {} bytes; the node's chains take at most {bytes_max}",
+                    header.payload_bytes
+                ),
+            });
+        }
+        let response = self.get(&path)?.ok_or_else(|| ClientError::BadAnswer {
+            url: url.clone(),
+            reason: "the block has no payload".to_owned(),
+        })?;
+        // At most one byte more than the header promises: enough to see a longer body.
+        let mut payload = Vec::with_capacity(header.payload_bytes as usize);
+        response
+            .take(header.payload_bytes + 1)
+            .read_to_end(&mut payload)
+            .map_err(|error| ClientError::BadAnswer {
+                url: url.clone(),
+                reason: format!("reading the payload: {error}"),
+            })?;
+        if payload.len() as u64 != header.payload_bytes || hash_payload(&payload) != header.payload_hash {
+            return Err(ClientError::BadAnswer {
+                url,
+                reason: "the payload does not match its header".to_owned(),
+            });
+        }
+        Ok((header, payload))
+    }
+
+    /// Tensor block `block` from the node, checked ([`VerifiedBlock`]).
+    pub fn tensor_block(&self, block: BlockHash) -> Result<VerifiedBlock, ClientError> {
+        let (header, payload) = self.raw_block(block)?;
+        VerifiedBlock::new(block, header, payload).map_err(|source| ClientError::BadBlock {
+            url: self.url(&format!("/blocks/{block}/payload")),
+            source: Box::new(source),
+        })
+    }
+}

@@ -1,0 +1,615 @@
+//! Proof-of-Learning in the node (`docs/pol.md`): the node's key, the evaluation pool and the
+//! rules ([`PolParams`]) the chain store's gate applies, and [`PolService`], which keeps claims
+//! moving: as a validator (when the node's key is in the set) it seeds claims with beacons and
+//! votes on them; as any node it appends the certificate once the votes decide, the expiry once
+//! a claim is too old, the slashing evidence of a validator that voted twice; and it settles
+//! every certificate in the ledger (bond refund or burn, rewards) by keys derived from the
+//! certificate's hash, so a restart or a replay pays nothing twice.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blyan_chain::{AuthorKey, BlockHash, ChainId, ChainStore, encode_block};
+use blyan_ledger::{
+    Address as LedgerAddress, Amount, BondOutcome, BondSettleRequest, DataRewardRequest,
+    IdempotencyKey, LearningRewardRequest, Ledger as _, LedgerError, ValidationRewardRequest,
+};
+use blyan_moe::{TextDocument, read_corpus};
+use blyan_pol::{
+    Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams,
+    PolRecord, RecordBlock, Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims,
+    evaluate_claim, fresh_randomness, record_block, scan_records, settlement,
+    slashed_validators,
+};
+use blyan_primitives::Address;
+
+use crate::config::NodeConfig;
+use crate::error::BoxError;
+use crate::node::{Node, blocking};
+use crate::service::{Service, Shutdown};
+use crate::{Error, Result};
+
+/// File of the node's own signing key under `data_dir`: it signs the blocks the node writes (an
+/// untrained random model, beacons, votes, certificates, what the learner publishes).
+pub const NODE_KEY_FILE: &str = "node.key";
+
+/// Directory of the shipped evaluation pool inside the shipped model's directory.
+pub const SHIPPED_EVAL_DIR: &str = "eval";
+
+/// Reads the node's key from `data_dir`, creating it (owner-only) on first use.
+pub fn node_key(data_dir: &Path) -> Result<AuthorKey> {
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataFile {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(NODE_KEY_FILE);
+    let key_error = |source| Error::NodeKey {
+        path: path.clone(),
+        source,
+    };
+    if path.exists() {
+        return AuthorKey::read_file(&path).map_err(key_error);
+    }
+    let key = AuthorKey::generate();
+    key.write_file(&path).map_err(key_error)?;
+    tracing::info!(address = %key.address(), path = %path.display(), "created the node's key");
+    Ok(key)
+}
+
+/// The evaluation pool `pol.eval` names: its corpus (the shipped pool when empty) and hidden
+/// set, files in name order within directories.
+pub fn eval_pool(config: &NodeConfig) -> Result<EvalPool> {
+    let eval = &config.pol.eval;
+    let mut paths = eval.corpus.clone();
+    if paths.is_empty() {
+        let shipped = config
+            .model
+            .shipped_dir
+            .clone()
+            .unwrap_or_else(|| blyan_moe::SHIPPED_MODEL_DIR.into());
+        paths.push(shipped.join(SHIPPED_EVAL_DIR));
+    }
+    paths.extend(eval.hidden.iter().cloned());
+    let read = read_corpus(&paths).map_err(|source| Error::Learning {
+        what: "reading the evaluation pool",
+        source,
+    })?;
+    let documents: Vec<TextDocument> = read.documents;
+    EvalPool::new(documents).map_err(|source| Error::Pol {
+        what: "building the evaluation pool",
+        source,
+    })
+}
+
+/// The rules of `config` with the validator set it names (the node's own address with stake 1
+/// when empty) and the evaluation of `pool`.
+pub fn pol_params(config: &NodeConfig, node: Address, pool: &EvalPool) -> PolParams {
+    let pol = &config.pol;
+    let validators = if pol.validators.is_empty() {
+        vec![ValidatorStake {
+            address: node,
+            stake: 1,
+        }]
+    } else {
+        pol.validators.clone()
+    };
+    PolParams {
+        mode: pol.mode,
+        validators,
+        threshold_bps: pol.threshold_bps(),
+        tolerance_micros: pol.tolerance_micros(),
+        expiry_blocks: pol.expiry_blocks,
+        eval: pool.spec(pol.eval.windows, pol.eval.positions),
+    }
+}
+
+/// What the node needs to take part in Proof-of-Learning.
+#[derive(Debug)]
+pub struct PolContext {
+    /// The rules (the chain store's gate applies the same).
+    pub params: PolParams,
+    /// The evaluation pool.
+    pub pool: EvalPool,
+    /// The node's key.
+    pub key: AuthorKey,
+    /// Proof-of-work bits the node's blocks need.
+    pub pow_bits: u32,
+    /// Torch threads evaluations run with.
+    pub threads: u32,
+}
+
+impl PolContext {
+    /// Reads the pool and the key of `config`; `None` in `pow` mode, where nothing is
+    /// certified.
+    pub fn load(config: &NodeConfig) -> Result<Option<Self>> {
+        if !config.pol.mode.certifies() {
+            return Ok(None);
+        }
+        let key = node_key(&config.data_dir)?;
+        let pool = eval_pool(config)?;
+        let params = pol_params(config, key.address(), &pool);
+        Ok(Some(Self {
+            params,
+            pool,
+            key,
+            pow_bits: config.chain.pow_difficulty_bits,
+            threads: config.pol.eval.threads,
+        }))
+    }
+
+    /// Whether the node's key is a validator with stake.
+    pub fn is_validator(&self) -> bool {
+        self.params.stake_of(self.key.address()) > 0
+    }
+}
+
+/// What one pass of the service did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PolTick {
+    /// Beacons appended.
+    pub beacons: usize,
+    /// Votes appended.
+    pub votes: usize,
+    /// Certificates appended.
+    pub certificates: usize,
+    /// Slashing evidence appended.
+    pub slashes: usize,
+    /// Certificates settled in the ledger this pass.
+    pub settled: usize,
+}
+
+/// The node's Proof-of-Learning service: see the module documentation.
+#[derive(Debug, Default)]
+pub struct PolService;
+
+impl Service for PolService {
+    fn name(&self) -> &'static str {
+        "pol"
+    }
+
+    async fn run(self, node: Arc<Node>, shutdown: Shutdown) -> std::result::Result<(), BoxError> {
+        let Some(context) = node.pol().cloned() else {
+            shutdown.requested().await;
+            return Ok(());
+        };
+        let period = Duration::from_millis(node.config().pol.interval_ms);
+        let mut settled = BTreeSet::new();
+        tracing::info!(
+            validator = context.is_validator(),
+            address = %context.key.address(),
+            pool = context.pool.commitment(),
+            "proof of learning running"
+        );
+        loop {
+            if shutdown.is_requested() {
+                return Ok(());
+            }
+            if let Err(error) = tick(&node, &context, &mut settled).await {
+                tracing::warn!(%error, "proof-of-learning pass failed; retrying");
+            }
+            tokio::select! {
+                () = shutdown.clone().requested() => return Ok(()),
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+    }
+}
+
+/// One pass: seed, vote, certify, expire, slash, settle. `settled` holds the certificates this
+/// process already settled (the ledger's idempotency keys make a repeat harmless anyway).
+pub async fn tick(
+    node: &Arc<Node>,
+    context: &Arc<PolContext>,
+    settled: &mut BTreeSet<BlockHash>,
+) -> Result<PolTick> {
+    let mut done = PolTick::default();
+    let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
+    let plan = {
+        let chain = Arc::clone(&chain);
+        let context = Arc::clone(context);
+        blocking("planning proof of learning", move || plan(&chain, &context)).await??
+    };
+    for record in plan.beacons {
+        submit_record(node, &chain, context, &record).await?;
+        done.beacons += 1;
+    }
+    if context.is_validator() {
+        for (claim, state) in plan.to_vote {
+            let chain_for_eval = Arc::clone(&chain);
+            let context_for_eval = Arc::clone(context);
+            let vote = blocking("evaluating a claim", move || {
+                tch::set_num_threads(context_for_eval.params_threads());
+                let base = ModelBlocks::served(&chain_for_eval)?;
+                let beacon = state
+                    .beacon
+                    .as_ref()
+                    .map(|beacon| beacon.hash)
+                    .unwrap_or(BlockHash::ZERO);
+                evaluate_claim(
+                    &StoreBlocks(&chain_for_eval),
+                    &context_for_eval.params,
+                    &context_for_eval.pool,
+                    claim,
+                    &state.claim,
+                    beacon,
+                    &base,
+                )
+            })
+            .await?
+            .map_err(|source| Error::Pol {
+                what: "evaluating a claim",
+                source,
+            })?;
+            tracing::info!(%claim, verdict = vote.verdict.name(), base = vote.losses.base, candidate = vote.losses.candidate, "voting");
+            submit_record(node, &chain, context, &PolRecord::Vote(vote)).await?;
+            done.votes += 1;
+        }
+    }
+    // Decide what the votes on chain now decide (including the votes just appended).
+    let decisions = {
+        let chain = Arc::clone(&chain);
+        let context = Arc::clone(context);
+        blocking("deciding claims", move || decide(&chain, &context)).await??
+    };
+    for record in decisions.certificates {
+        match submit_record(node, &chain, context, &record).await {
+            Ok(()) => done.certificates += 1,
+            Err(Error::BlockRefused(error)) => {
+                tracing::info!(%error, "a certificate was refused (another decided first?)");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    for record in decisions.slashes {
+        submit_record(node, &chain, context, &record).await?;
+        done.slashes += 1;
+    }
+    done.settled = settle_all(node, &chain, context, settled).await?;
+    Ok(done)
+}
+
+impl PolContext {
+    fn params_threads(&self) -> i32 {
+        // `pol.eval.threads` is validated to 1..=256.
+        i32::try_from(self.threads).unwrap_or(1)
+    }
+}
+
+/// What a pass will append before evaluating.
+struct Plan {
+    beacons: Vec<PolRecord>,
+    to_vote: Vec<(BlockHash, ClaimState)>,
+}
+
+fn plan(chain: &ChainStore, context: &PolContext) -> Result<Plan> {
+    let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
+    let me = context.key.address();
+    let mut unseeded = Vec::new();
+    let mut to_vote = Vec::new();
+    for state in claims {
+        if state.certificate.is_some() {
+            continue;
+        }
+        match &state.beacon {
+            None => unseeded.push(state.hash()),
+            Some(_) => {
+                if !state.votes.iter().any(|(block, _)| block.author == me) {
+                    to_vote.push((state.hash(), state));
+                }
+            }
+        }
+    }
+    let beacons = if context.is_validator() {
+        unseeded
+            .chunks(blyan_pol::BEACON_CLAIMS_MAX)
+            .map(|claims| {
+                PolRecord::Beacon(Beacon {
+                    claims: claims.to_vec(),
+                    randomness: fresh_randomness(),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Plan { beacons, to_vote })
+}
+
+/// Certificates and slashing evidence the chain's records now call for.
+struct Decisions {
+    certificates: Vec<PolRecord>,
+    slashes: Vec<PolRecord>,
+}
+
+fn decide(chain: &ChainStore, context: &PolContext) -> Result<Decisions> {
+    let params = &context.params;
+    let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
+    let slashed = slashed_validators(&records);
+    let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
+    let tip = chain.tip(ChainId::Dataset).height;
+    let mut accepted = Vec::new();
+    let mut certificates = Vec::new();
+    let mut slashes = Vec::new();
+    for state in &claims {
+        if state.certificate.is_some() {
+            continue;
+        }
+        let tally = Tally::count(params, &state.votes, &slashed);
+        for validator in &tally.equivocators {
+            let mut theirs = state
+                .votes
+                .iter()
+                .filter(|(block, _)| block.author == *validator)
+                .map(|(block, _)| block.hash);
+            if let (Some(first), Some(second)) = (theirs.next(), theirs.next()) {
+                slashes.push(PolRecord::Slash(Slash {
+                    validator: *validator,
+                    claim: state.hash(),
+                    votes: [first, second],
+                }));
+            }
+        }
+        match tally.outcome(params) {
+            Some(Outcome::Accepted) => accepted.push((
+                tally.candidate_loss().unwrap_or(u64::MAX),
+                state.hash(),
+                tally.accepts.iter().map(|vote| vote.0).collect::<Vec<_>>(),
+            )),
+            Some(outcome) => certificates.push(PolRecord::Certificate(Certificate {
+                claim: state.hash(),
+                outcome,
+                votes: tally.refusals.iter().map(|vote| vote.0).collect(),
+            })),
+            None if tip.saturating_sub(state.block.height) + 1 >= params.expiry_blocks => {
+                certificates.push(PolRecord::Certificate(Certificate {
+                    claim: state.hash(),
+                    outcome: Outcome::Expired,
+                    votes: Vec::new(),
+                }));
+            }
+            None => {}
+        }
+    }
+    // The best accepted candidate first: lowest loss, then lowest hash.
+    accepted.sort();
+    let mut certificates: Vec<PolRecord> = accepted
+        .into_iter()
+        .map(|(_, claim, votes)| {
+            PolRecord::Certificate(Certificate {
+                claim,
+                outcome: Outcome::Accepted,
+                votes,
+            })
+        })
+        .chain(certificates)
+        .collect();
+    certificates.dedup();
+    let mut seen = BTreeSet::new();
+    slashes.retain(|record| match record {
+        PolRecord::Slash(slash) => !slashed.contains(&slash.validator) && seen.insert(slash.validator),
+        _ => false,
+    });
+    Ok(Decisions {
+        certificates,
+        slashes,
+    })
+}
+
+/// Writes `record` in a block signed by the node's key on chain D's tip and submits it like
+/// any block (so the node reacts to it as to one received), retrying on a moved tip.
+async fn submit_record(
+    node: &Arc<Node>,
+    chain: &Arc<ChainStore>,
+    context: &Arc<PolContext>,
+    record: &PolRecord,
+) -> Result<()> {
+    for _ in 0..8 {
+        let wire = {
+            let chain = Arc::clone(chain);
+            let context = Arc::clone(context);
+            let record = record.clone();
+            blocking("writing a proof-of-learning block", move || {
+                let parent = chain.tip(ChainId::Dataset);
+                let mut not_before = 0;
+                for dependency in record
+                    .required_dependencies()
+                    .into_iter()
+                    .chain(std::iter::once(parent.hash))
+                {
+                    if let Some(header) = chain.header(&dependency)? {
+                        not_before = not_before.max(header.timestamp_ms);
+                    }
+                }
+                let (header, payload) =
+                    record_block(&parent, not_before, &record, &context.key, context.pow_bits);
+                Ok::<_, blyan_chain::Error>(encode_block(&header, &payload))
+            })
+            .await?
+            .map_err(Error::ChainFailed)?
+        };
+        match node.submit_block(wire).await {
+            Err(Error::BlockRefused(blyan_chain::Error::Fork { .. })) => continue,
+            Err(Error::BlockRefused(blyan_chain::Error::TimestampBeforeParent { .. })) => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(Error::Task {
+        what: "writing a proof-of-learning block",
+        reason: "chain D's tip kept moving".into(),
+    })
+}
+
+/// Settles every certificate on chain not yet settled by this process.
+async fn settle_all(
+    node: &Arc<Node>,
+    chain: &Arc<ChainStore>,
+    context: &Arc<PolContext>,
+    settled: &mut BTreeSet<BlockHash>,
+) -> Result<usize> {
+    let Some(ledger) = node.ledger().cloned() else {
+        return Ok(0);
+    };
+    let pending = {
+        let chain = Arc::clone(chain);
+        let context = Arc::clone(context);
+        let known = settled.clone();
+        blocking("reading certificates", move || {
+            let mut pending = Vec::new();
+            for record in scan_records(&chain, 1)? {
+                if matches!(record.record, PolRecord::Certificate(_))
+                    && !known.contains(&record.hash)
+                {
+                    pending.push(settlement(&chain, &context.params, &record)?);
+                }
+            }
+            Ok::<_, blyan_pol::PolError>(pending)
+        })
+        .await?
+        .map_err(pol_error("reading certificates"))?
+    };
+    let mut count = 0;
+    for plan in pending {
+        apply_settlement(&ledger, &plan).await?;
+        settled.insert(plan.certificate);
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn key(text: String) -> Result<IdempotencyKey> {
+    IdempotencyKey::new(text).map_err(|source| Error::Ledger {
+        what: "building an idempotency key",
+        source,
+    })
+}
+
+/// Applies one certificate's bond settlement and payments; each is idempotent by its key.
+pub async fn apply_settlement(ledger: &blyan_ledger::AnyLedger, plan: &Settlement) -> Result<()> {
+    let outcome = match plan.bond {
+        blyan_pol::BondAction::Refund => BondOutcome::Refund,
+        blyan_pol::BondAction::Burn => BondOutcome::Burn,
+    };
+    let bond = ledger
+        .settle_bond(BondSettleRequest {
+            key: key(format!("pol-settle:{}", plan.certificate))?,
+            bond: key(blyan_pol::bond_key(plan.claim))?,
+            outcome,
+            memo: format!("claim {} {}", plan.claim, plan.outcome.name()),
+        })
+        .await;
+    match bond {
+        Ok(_) => {}
+        Err(LedgerError::UnknownBond { .. }) => {
+            tracing::info!(claim = %plan.claim, "no bond was locked for this claim on this node");
+        }
+        Err(error) if error.is_refusal() => {
+            tracing::warn!(claim = %plan.claim, %error, "the claim's bond was not settled");
+        }
+        Err(error) => return Err(ledger_failed(error)),
+    }
+    for payment in &plan.payments {
+        let paid = match payment {
+            Payment::Learning {
+                key: text,
+                to,
+                improvement_bps,
+            } => ledger
+                .reward_learning(LearningRewardRequest {
+                    key: key(text.clone())?,
+                    learner: *to,
+                    improvement_bps: *improvement_bps,
+                })
+                .await
+                .map(|_| ()),
+            Payment::Validation { key: text, to, samples } => ledger
+                .reward_validation(ValidationRewardRequest {
+                    key: key(text.clone())?,
+                    validator: *to,
+                    samples: *samples,
+                })
+                .await
+                .map(|_| ()),
+            Payment::Data { key: text, to, samples } => ledger
+                .reward_data(DataRewardRequest {
+                    key: key(text.clone())?,
+                    contributor: *to,
+                    samples: *samples,
+                    memo: format!("data used by claim {}", plan.claim),
+                })
+                .await
+                .map(|_| ()),
+        };
+        match paid {
+            Ok(()) => {}
+            Err(error) if error.is_refusal() => {
+                tracing::warn!(certificate = %plan.certificate, %error, "a reward was refused");
+            }
+            Err(error) => return Err(ledger_failed(error)),
+        }
+    }
+    tracing::info!(
+        certificate = %plan.certificate,
+        claim = %plan.claim,
+        outcome = plan.outcome.name(),
+        payments = plan.payments.len(),
+        "certificate settled"
+    );
+    Ok(())
+}
+
+fn ledger_failed(source: LedgerError) -> Error {
+    Error::Ledger {
+        what: "settling proof of learning",
+        source,
+    }
+}
+
+fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
+    move |source| Error::Pol { what, source }
+}
+
+/// Locks the bond of claim `claim` by `author` (`tokenomics.pol.candidate_bond`), before the
+/// claim is appended. A refusal (insufficient funds) is [`Error::BondUnpaid`].
+pub async fn lock_bond(
+    ledger: &blyan_ledger::AnyLedger,
+    claim: BlockHash,
+    author: LedgerAddress,
+) -> Result<()> {
+    let amount: Amount = ledger.tokenomics().pol.candidate_bond;
+    ledger
+        .lock_bond(blyan_ledger::BondLockRequest {
+            key: key(blyan_pol::bond_key(claim))?,
+            owner: author,
+            amount,
+            memo: format!("bond of claim {claim}"),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|source| {
+            if source.is_refusal() {
+                Error::BondUnpaid { claim, source }
+            } else {
+                ledger_failed(source)
+            }
+        })
+}
+
+/// Gives back the bond of a claim the chain then refused.
+pub async fn undo_bond(ledger: &blyan_ledger::AnyLedger, claim: BlockHash) {
+    let undo = async {
+        ledger
+            .settle_bond(BondSettleRequest {
+                key: key(format!("pol-bond-undo:{claim}"))?,
+                bond: key(blyan_pol::bond_key(claim))?,
+                outcome: BondOutcome::Refund,
+                memo: format!("claim {claim} was not stored"),
+            })
+            .await
+            .map_err(ledger_failed)
+    };
+    if let Err(error) = undo.await {
+        tracing::error!(%claim, %error, "could not give back the bond of a refused claim");
+    }
+}
