@@ -248,6 +248,48 @@ pub(crate) async fn bond_settles_once(f: &Fixture) {
         ledger.bond(key("b1")).await.unwrap().map(|b| b.state),
         Some(BondState::Burned)
     );
+
+    // Settlements racing on one bond (refunds and burns under different keys): exactly one
+    // wins, the others are told its outcome, and the money moves once.
+    ledger.lock_bond(lock("b3", alice, "100")).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let ledger = ledger.clone();
+            let outcome = if i % 2 == 0 {
+                BondOutcome::Refund
+            } else {
+                BondOutcome::Burn
+            };
+            tokio::spawn(async move {
+                ledger
+                    .settle_bond(settle(&format!("b3-race-{i}"), "b3", outcome))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(bond) => won.push(bond),
+            Err(LedgerError::BondSettled { state, .. }) => refused.push(state),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let state = won[0].state;
+    assert!(
+        refused.iter().all(|s| *s == state),
+        "{refused:?} vs {state:?}"
+    );
+    let (alice_after, burned_after) = match state {
+        BondState::Refunded => ("200", "100"),
+        _ => ("100", "200"),
+    };
+    assert_eq!(available(&ledger, alice).await, bly(alice_after));
+    assert_eq!(available(&ledger, BURN).await, bly(burned_after));
+    assert_eq!(available(&ledger, BOND_ESCROW).await, Amount::ZERO);
+    ledger.verify_integrity().await.unwrap();
 }
 
 pub(crate) async fn bond_retries_return_the_first_outcome(f: &Fixture) {

@@ -484,18 +484,40 @@ async fn embedded_database_from_before_refinery_opens_and_replays() {
     assert_eq!(sqlite_recorded_versions(&path), all_versions());
 }
 
+/// Locks a bond for the fixture's alice and burns it, so the V2 tables hold a settled bond.
+async fn lock_and_burn_a_bond(ledger: &impl Ledger) {
+    ledger
+        .lock_bond(BondLockRequest {
+            key: key("v2-bond"),
+            owner: alice(),
+            amount: bly("1"),
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+    ledger
+        .settle_bond(BondSettleRequest {
+            key: key("v2-bond-burn"),
+            bond: key("v2-bond"),
+            outcome: BondOutcome::Burn,
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 /// V2 rebuilds `accounts` and `transactions` to widen their CHECKs: the rebuilt tables keep
-/// every V1 invariant (CHECKs, triggers, the genesis index, foreign keys), and the helper
-/// indexes of the rebuild are gone.
+/// every V1 invariant (CHECKs, triggers, the genesis index, foreign keys), a settled bond can
+/// neither change nor vanish, and the helper indexes of the rebuild are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_v2_rebuild_keeps_the_v1_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let path = load_sqlite_fixture(&dir);
-    drop(
-        EmbeddedLedger::open_with(&path, tokenomics(), options(1))
-            .await
-            .unwrap(),
-    );
+    let ledger = EmbeddedLedger::open_with(&path, tokenomics(), options(1))
+        .await
+        .unwrap();
+    lock_and_burn_a_bond(&ledger).await;
+    drop(ledger);
     let connection = rusqlite::Connection::open(&path).unwrap();
     connection
         .execute_batch("PRAGMA foreign_keys = ON")
@@ -509,6 +531,9 @@ async fn embedded_v2_rebuild_keeps_the_v1_invariants() {
         "UPDATE accounts SET balance = -1 WHERE account = 'system:treasury'",
         "UPDATE accounts SET balance = 1 WHERE account = 'system:mint'",
         "DELETE FROM accounts WHERE account = 'system:treasury'",
+        "DELETE FROM bonds",
+        "UPDATE bonds SET state = 'locked', settle_tx = NULL, settled_at_ms = NULL",
+        "UPDATE bonds SET amount = 1",
     ];
     for sql in refused {
         assert!(connection.execute(sql, []).is_err(), "{sql} was accepted");
@@ -611,6 +636,42 @@ async fn pg_database_from_before_refinery_opens_and_replays() {
         .unwrap();
     assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 14);
     assert_eq!(pg_recorded_versions(&url).await, all_versions());
+}
+
+/// V2 widens `accounts`' and `transactions`' CHECKs on PostgreSQL: the new account and kinds
+/// are admitted, anything else is still refused, the V1 triggers still hold, and a settled
+/// bond can neither change nor vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_v2_keeps_the_v1_invariants() {
+    let url = load_postgres_fixture().await;
+    let ledger = PgLedger::connect_with(&url, tokenomics(), options(2))
+        .await
+        .unwrap();
+    lock_and_burn_a_bond(&ledger).await;
+    drop(ledger);
+    let client = pg::connect(&url).await;
+    let refused = [
+        "UPDATE transactions SET memo = 'x' WHERE id = 1",
+        "INSERT INTO accounts (account, created_at_ms) VALUES ('system:nobody', 0)",
+        "INSERT INTO transactions (kind, memo, created_at_ms) VALUES ('bond_nonsense', '', 0)",
+        "UPDATE accounts SET balance = -1 WHERE account = 'system:bond_escrow'",
+        "DELETE FROM bonds",
+    ];
+    for sql in refused {
+        assert!(
+            client.batch_execute(sql).await.is_err(),
+            "{sql} was accepted"
+        );
+    }
+    let bond_escrow: i64 = client
+        .query_one(
+            "SELECT balance FROM accounts WHERE account = 'system:bond_escrow'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bond_escrow, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
