@@ -27,6 +27,9 @@ pub enum SystemAccount {
     Burn,
     /// Funds held for authorized inference payments until capture, release or expiry.
     FeeEscrow,
+    /// Proof-of-Learning candidate bonds, locked from their authors until the candidate is
+    /// accepted (refunded) or rejected or expired (burned).
+    BondEscrow,
     /// The network's treasury.
     Treasury,
     /// Pays validation and learning rewards; receives the serving share of fees when no
@@ -40,7 +43,8 @@ pub enum SystemAccount {
 
 impl SystemAccount {
     /// Every system account, in the order of their text form.
-    pub const ALL: [SystemAccount; 7] = [
+    pub const ALL: [SystemAccount; 8] = [
+        SystemAccount::BondEscrow,
         SystemAccount::Burn,
         SystemAccount::FeeEscrow,
         SystemAccount::Foundation,
@@ -56,6 +60,7 @@ impl SystemAccount {
             SystemAccount::Mint => "mint",
             SystemAccount::Burn => "burn",
             SystemAccount::FeeEscrow => "fee_escrow",
+            SystemAccount::BondEscrow => "bond_escrow",
             SystemAccount::Treasury => "treasury",
             SystemAccount::RewardPool => "reward_pool",
             SystemAccount::Team => "team",
@@ -63,12 +68,16 @@ impl SystemAccount {
         }
     }
 
-    /// Accounts that only the ledger's own operations move (mint, burn, escrow): refused as
-    /// the source or destination of transfers, burns, mints and allocations.
+    /// Accounts that only the ledger's own operations move (mint, burn, the fee and bond
+    /// escrows): refused as the source or destination of transfers, burns, mints and
+    /// allocations.
     pub fn is_reserved(self) -> bool {
         matches!(
             self,
-            SystemAccount::Mint | SystemAccount::Burn | SystemAccount::FeeEscrow
+            SystemAccount::Mint
+                | SystemAccount::Burn
+                | SystemAccount::FeeEscrow
+                | SystemAccount::BondEscrow
         )
     }
 }

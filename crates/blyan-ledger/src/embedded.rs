@@ -16,13 +16,14 @@ use blyan_primitives::Address;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 
 use crate::account::AccountId;
+use crate::bond::{Bond, BondState};
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::migrate::migrate_sqlite;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
-use crate::pg::{stored_account, stored_address, stored_amount};
-use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewHold, NewQuote, Store, StoreTx};
+use crate::pg::{stored_account, stored_address, stored_amount, stored_bond_key};
+use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewBond, NewHold, NewQuote, Store, StoreTx};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{Entry, EntryId, HistoryItem, Transaction, TxId, TxKind};
 
@@ -195,6 +196,22 @@ const QUOTE_COLUMNS: &str =
     "id, payer, estimated_tokens, amount, hold_amount, created_at_ms, expires_at_ms";
 const HOLD_COLUMNS: &str = "id, quote_id, payer, quoted, amount, status, created_at_ms, \
                             expires_at_ms, authorize_tx, settle_tx";
+
+const BOND_COLUMNS: &str =
+    "key, owner, amount, state, locked_at_ms, lock_tx, settled_at_ms, settle_tx";
+
+fn bond_row(row: &Row<'_>) -> Result<Bond> {
+    Ok(Bond {
+        key: stored_bond_key(&row.get::<_, String>(0)?)?,
+        owner: stored_address(&row.get::<_, String>(1)?)?,
+        amount: stored_amount(row.get(2)?)?,
+        state: BondState::parse(&row.get::<_, String>(3)?)?,
+        locked_at_ms: unms(row.get(4)?),
+        lock_tx: TxId(id_of(row.get(5)?)),
+        settled_at_ms: row.get::<_, Option<i64>>(6)?.map(unms),
+        settle_tx: row.get::<_, Option<i64>>(7)?.map(|id| TxId(id_of(id))),
+    })
+}
 
 fn quote_row(row: &Row<'_>) -> Result<Quote> {
     Ok(Quote {
@@ -416,6 +433,44 @@ impl StoreTx for SqliteTx<'_> {
         Ok(holds)
     }
 
+    async fn insert_bond(&mut self, bond: &NewBond<'_>) -> Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO bonds (key, owner, amount, state, locked_at_ms, lock_tx) \
+                 VALUES (?1, ?2, ?3, 'locked', ?4, ?5)",
+            )?
+            .execute(params![
+                bond.key,
+                bond.owner.to_lower_hex(),
+                bond.amount.as_i64(),
+                ms(bond.locked_at_ms),
+                signed(bond.lock_tx.0),
+            ])?;
+        Ok(())
+    }
+
+    async fn bond(&mut self, key: &str, _lock: bool) -> Result<Option<Bond>> {
+        let sql = format!("SELECT {BOND_COLUMNS} FROM bonds WHERE key = ?1");
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let mut rows = statement.query([key])?;
+        rows.next()?.map(bond_row).transpose()
+    }
+
+    async fn settle_bond(
+        &mut self,
+        key: &str,
+        state: BondState,
+        settle_tx: TxId,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.connection
+            .prepare_cached(
+                "UPDATE bonds SET state = ?2, settle_tx = ?3, settled_at_ms = ?4 WHERE key = ?1",
+            )?
+            .execute(params![key, state.as_str(), signed(settle_tx.0), ms(now)])?;
+        Ok(())
+    }
+
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {
         Ok(self
             .connection
@@ -473,7 +528,10 @@ impl StoreTx for SqliteTx<'_> {
 
     async fn held(&mut self, payer: &Address) -> Result<i64> {
         self.scalar_i64(
-            "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE payer = ?1 AND status = 'authorized'",
+            "SELECT (SELECT COALESCE(SUM(amount), 0) FROM holds \
+                     WHERE payer = ?1 AND status = 'authorized') \
+                  + (SELECT COALESCE(SUM(amount), 0) FROM bonds \
+                     WHERE owner = ?1 AND state = 'locked')",
             [payer.to_lower_hex()],
         )
     }
@@ -591,6 +649,11 @@ impl StoreTx for SqliteTx<'_> {
         facts.burn = balance_of(self, "system:burn")?;
         facts.held = self.scalar_i64(
             "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE status = 'authorized'",
+            [],
+        )?;
+        facts.bond_escrow = balance_of(self, "system:bond_escrow")?;
+        facts.bonded = self.scalar_i64(
+            "SELECT COALESCE(SUM(amount), 0) FROM bonds WHERE state = 'locked'",
             [],
         )?;
         Ok(facts)

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use crate::account::AccountId;
 use crate::amount::Amount;
+use crate::bond::BondState;
 use crate::payment::{HoldId, HoldStatus, QuoteId};
+use crate::request::IdempotencyKey;
 
 /// Everything the ledger can refuse or fail at.
 ///
@@ -101,6 +103,15 @@ pub enum LedgerError {
         hold: HoldId,
         charge: Amount,
         max: Amount,
+    },
+    /// No bond was locked under this key.
+    #[error("bond {bond} is unknown")]
+    UnknownBond { bond: IdempotencyKey },
+    /// The bond was already refunded or burned (by another settlement).
+    #[error("bond {bond} is already settled ({state:?})")]
+    BondSettled {
+        bond: IdempotencyKey,
+        state: BondState,
     },
     /// The idempotency key was first used for a different request.
     #[error("idempotency key {key:?} was first used for a different request: {first_request}")]

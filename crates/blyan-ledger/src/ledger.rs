@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use crate::account::AccountId;
+use crate::bond::Bond;
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::EmbeddedLedger;
 use crate::error::Result;
@@ -14,8 +15,9 @@ use crate::ops::{self, EXPIRY_BATCH_LEN};
 use crate::payment::{Capture, Hold, HoldId, Quote};
 use crate::pg::PgLedger;
 use crate::request::{
-    AuthorizeRequest, BurnRequest, CaptureRequest, HistoryQuery, LearningRewardRequest,
-    MintRequest, QuoteRequest, ReleaseRequest, TransferRequest, ValidationRewardRequest,
+    AuthorizeRequest, BondLockRequest, BondSettleRequest, BurnRequest, CaptureRequest,
+    DataRewardRequest, HistoryQuery, IdempotencyKey, LearningRewardRequest, MintRequest,
+    QuoteRequest, ReleaseRequest, TransferRequest, ValidationRewardRequest,
 };
 use crate::store::{Command, Ctx, Store};
 use crate::tokenomics::Tokenomics;
@@ -79,6 +81,25 @@ pub trait Ledger: Send + Sync {
         request: LearningRewardRequest,
     ) -> impl Future<Output = Result<Transaction>> + Send;
 
+    /// Pays a dataset contributor per committed sample a certified candidate used (from the
+    /// reward pool; shortfall minted).
+    fn reward_data(
+        &self,
+        request: DataRewardRequest,
+    ) -> impl Future<Output = Result<Transaction>> + Send;
+
+    /// Locks a Proof-of-Learning candidate's bond: `amount` moves from the owner's available
+    /// balance into `system:bond_escrow` (`LedgerError::InsufficientFunds` when it does not
+    /// cover it). The request's key names the bond.
+    fn lock_bond(&self, request: BondLockRequest) -> impl Future<Output = Result<Bond>> + Send;
+
+    /// Settles a locked bond once: refunds it to its owner or burns it. A bond already settled
+    /// by another request is `LedgerError::BondSettled`; an unknown one `LedgerError::UnknownBond`.
+    fn settle_bond(&self, request: BondSettleRequest) -> impl Future<Output = Result<Bond>> + Send;
+
+    /// The bond locked under `key` (its lock request's key), as it stands now.
+    fn bond(&self, key: IdempotencyKey) -> impl Future<Output = Result<Option<Bond>>> + Send;
+
     /// Prices estimated inference tokens; valid for the quote TTL.
     fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send;
 
@@ -115,8 +136,9 @@ pub trait Ledger: Send + Sync {
     fn supply(&self) -> impl Future<Output = Result<Supply>> + Send;
 
     /// Checks every invariant against the stored data (balanced transactions, balances equal
-    /// to their entries, no negative balance, balances summing to zero, escrow equal to the
-    /// authorized holds); `LedgerError::Integrity` lists what is broken.
+    /// to their entries, no negative balance, balances summing to zero, the fee escrow equal to
+    /// the authorized holds, the bond escrow equal to the locked bonds);
+    /// `LedgerError::Integrity` lists what is broken.
     fn verify_integrity(&self) -> impl Future<Output = Result<IntegrityReport>> + Send;
 
     /// The tokenomics this ledger applies.
@@ -209,6 +231,18 @@ macro_rules! ledger_via_core {
             }
             fn reward_learning(&self, request: LearningRewardRequest) -> impl Future<Output = Result<Transaction>> + Send {
                 self.core().run(request)
+            }
+            fn reward_data(&self, request: DataRewardRequest) -> impl Future<Output = Result<Transaction>> + Send {
+                self.core().run(request)
+            }
+            fn lock_bond(&self, request: BondLockRequest) -> impl Future<Output = Result<Bond>> + Send {
+                self.core().run(request)
+            }
+            fn settle_bond(&self, request: BondSettleRequest) -> impl Future<Output = Result<Bond>> + Send {
+                self.core().run(request)
+            }
+            fn bond(&self, key: IdempotencyKey) -> impl Future<Output = Result<Option<Bond>>> + Send {
+                self.core().run(ops::GetBond(key))
             }
             fn quote(&self, request: QuoteRequest) -> impl Future<Output = Result<Quote>> + Send {
                 self.core().run(request)
@@ -328,6 +362,18 @@ impl Ledger for AnyLedger {
     }
     async fn reward_learning(&self, request: LearningRewardRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.reward_learning(request))
+    }
+    async fn reward_data(&self, request: DataRewardRequest) -> Result<Transaction> {
+        any_ledger!(self, l => l.reward_data(request))
+    }
+    async fn lock_bond(&self, request: BondLockRequest) -> Result<Bond> {
+        any_ledger!(self, l => l.lock_bond(request))
+    }
+    async fn settle_bond(&self, request: BondSettleRequest) -> Result<Bond> {
+        any_ledger!(self, l => l.settle_bond(request))
+    }
+    async fn bond(&self, key: IdempotencyKey) -> Result<Option<Bond>> {
+        any_ledger!(self, l => l.bond(key))
     }
     async fn quote(&self, request: QuoteRequest) -> Result<Quote> {
         any_ledger!(self, l => l.quote(request))

@@ -3,11 +3,13 @@
 //!
 //! # What it owns
 //! Accounts (user wallets by Ethereum address, and the system accounts: mint, burn, fee escrow,
-//! treasury, reward pool, team, foundation), transactions made of entries, inference payments
-//! (quote → authorize → capture / release / expiry), rewards and burns as set by
-//! `config/tokenomics.yaml`, issuance within the yearly inflation allowance and the supply cap,
-//! and the schema migrations of its two stores: PostgreSQL for production and an embedded
-//! SQLite file for a node run with no database server.
+//! bond escrow, treasury, reward pool, team, foundation), transactions made of entries,
+//! inference payments (quote → authorize → capture / release / expiry), Proof-of-Learning
+//! candidate bonds (lock → refund on acceptance / burn on rejection or expiry), rewards
+//! (validation per sample, learning per basis point of improvement, data contribution per
+//! sample) and burns as set by `config/tokenomics.yaml`, issuance within the yearly inflation
+//! allowance and the supply cap, and the schema migrations of its two stores: PostgreSQL for
+//! production and an embedded SQLite file for a node run with no database server.
 //!
 //! # Invariants
 //! - The entries of every transaction sum to zero; balances are changed only by entries, in
@@ -17,6 +19,8 @@
 //! - Amounts are integers of 10^-6 BLY ([`Amount`]); there are no floats anywhere.
 //! - A request retried with the same idempotency key returns its first outcome and moves money
 //!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
+//! - The fee escrow holds exactly the authorized holds, the bond escrow exactly the locked
+//!   bonds; a bond (named by its lock request's key) settles once, refunded or burned.
 //! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
 //!   supply is minted once.
 //! - Wallet accounts are stored under their lower-case address (`AccountId::key`) and requests
@@ -24,7 +28,7 @@
 //!   the display spelling; `Display` and JSON show the EIP-55 form, as everywhere in Blyan.
 //!
 //! The rules are written once (`ops/`, a module per operation family: transfers, payments,
-//! issuance, queries) against a small store interface (`store.rs`); each store's schema
+//! bonds, issuance, queries) against a small store interface (`store.rs`); each store's schema
 //! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
 //! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
 //! carrying its idempotency key and the quote, hold or accounts it concerns.
@@ -47,13 +51,15 @@
 //! [`Ledger`] (the operations), [`EmbeddedLedger`] and [`PgLedger`] (the stores),
 //! [`AnyLedger`] (either store, chosen at run time: `AnyLedger::embedded(path, tokenomics)` or
 //! `AnyLedger::postgres(url, tokenomics)`; cheap to clone, `Send + Sync`, so an HTTP handler's
-//! state can hold it), [`Tokenomics`] (the numbers), [`Amount`] and [`AccountId`] (the values).
+//! state can hold it), [`Tokenomics`] (the numbers), [`Amount`] and [`AccountId`] (the values),
+//! [`Bond`] (a Proof-of-Learning candidate's stake).
 //!
 //! # Example
 //! ```no_run
 //! use blyan_ledger::{
-//!     AccountId, Amount, AuthorizeRequest, CaptureRequest, EmbeddedLedger, IdempotencyKey,
-//!     Ledger, QuoteRequest, SystemAccount, Tokenomics, TransferRequest,
+//!     AccountId, Amount, AuthorizeRequest, BondLockRequest, BondOutcome, BondSettleRequest,
+//!     BondState, CaptureRequest, EmbeddedLedger, IdempotencyKey, Ledger, QuoteRequest,
+//!     SystemAccount, Tokenomics, TransferRequest,
 //! };
 //!
 //! # async fn run() -> blyan_ledger::Result<()> {
@@ -84,6 +90,25 @@
 //!     })
 //!     .await?;
 //! assert_eq!(capture.charged, "0.42".parse()?);
+//!
+//! // A Proof-of-Learning candidate's bond: locked on submission, burned on rejection.
+//! let bond = ledger
+//!     .lock_bond(BondLockRequest {
+//!         key: IdempotencyKey::new("bond-candidate-1")?,
+//!         owner: alice,
+//!         amount: ledger.tokenomics().pol.candidate_bond,
+//!         memo: "candidate 1".into(),
+//!     })
+//!     .await?;
+//! let burned = ledger
+//!     .settle_bond(BondSettleRequest {
+//!         key: IdempotencyKey::new("bond-candidate-1-rejected")?,
+//!         bond: bond.key,
+//!         outcome: BondOutcome::Burn,
+//!         memo: "rejected".into(),
+//!     })
+//!     .await?;
+//! assert_eq!(burned.state, BondState::Burned);
 //! # Ok(())
 //! # }
 //! ```
@@ -92,6 +117,7 @@
 
 mod account;
 mod amount;
+mod bond;
 mod clock;
 mod embedded;
 mod error;
@@ -108,6 +134,7 @@ mod transaction;
 pub use account::{AccountId, SystemAccount};
 pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
 pub use blyan_primitives::Address;
+pub use bond::{Bond, BondOutcome, BondState};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};
@@ -116,14 +143,15 @@ pub use migrate::SCHEMA_VERSION;
 pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
 pub use pg::{PgLedger, migrate_postgres};
 pub use request::{
-    AuthorizeRequest, BurnRequest, CaptureRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery,
-    IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest,
-    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
+    AuthorizeRequest, BondLockRequest, BondSettleRequest, BurnRequest, CaptureRequest,
+    DataRewardRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery, IDEMPOTENCY_KEY_BYTES_MAX,
+    IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest, QuoteRequest,
+    ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
 };
 pub use tokenomics::{
-    Allocation, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX, INFERENCE_TOKENS_MAX,
-    InferenceConfig, PAYMENT_TTL_SECONDS_MAX, PaymentsConfig, RewardsConfig,
-    SHIPPED_TOKENOMICS_YAML, SupplyConfig, Tokenomics, VALIDATION_SAMPLES_MAX,
+    Allocation, DATA_SAMPLES_MAX, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX,
+    INFERENCE_TOKENS_MAX, InferenceConfig, PAYMENT_TTL_SECONDS_MAX, PaymentsConfig, PolConfig,
+    RewardsConfig, SHIPPED_TOKENOMICS_YAML, SupplyConfig, Tokenomics, VALIDATION_SAMPLES_MAX,
 };
 pub use transaction::{
     Balance, Direction, Entry, EntryId, HistoryItem, HistoryPage, IntegrityReport, Supply,

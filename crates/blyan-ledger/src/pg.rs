@@ -12,11 +12,13 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::account::AccountId;
 use crate::amount::Amount;
+use crate::bond::{Bond, BondState};
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
-use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewHold, NewQuote, Store, StoreTx};
+use crate::request::IdempotencyKey;
+use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewBond, NewHold, NewQuote, Store, StoreTx};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{EntryId, HistoryItem, Transaction, TxId, TxKind};
 
@@ -221,10 +223,31 @@ pub(crate) fn stored_address(text: &str) -> Result<Address> {
     })
 }
 
+pub(crate) fn stored_bond_key(text: &str) -> Result<IdempotencyKey> {
+    IdempotencyKey::new(text).map_err(|e| LedgerError::Integrity {
+        what: format!("stored bond key: {e}"),
+    })
+}
+
 const QUOTE_COLUMNS: &str =
     "id, payer, estimated_tokens, amount, hold_amount, created_at_ms, expires_at_ms";
 const HOLD_COLUMNS: &str = "id, quote_id, payer, quoted, amount, status, created_at_ms, \
                             expires_at_ms, authorize_tx, settle_tx";
+const BOND_COLUMNS: &str =
+    "key, owner, amount, state, locked_at_ms, lock_tx, settled_at_ms, settle_tx";
+
+fn bond_row(row: &Row) -> Result<Bond> {
+    Ok(Bond {
+        key: stored_bond_key(row.get(0))?,
+        owner: stored_address(row.get(1))?,
+        amount: stored_amount(row.get(2))?,
+        state: BondState::parse(row.get(3))?,
+        locked_at_ms: unms(row.get(4)),
+        lock_tx: TxId(id_of(row.get(5))),
+        settled_at_ms: row.get::<_, Option<i64>>(6).map(unms),
+        settle_tx: row.get::<_, Option<i64>>(7).map(|id| TxId(id_of(id))),
+    })
+}
 
 fn quote_row(row: &Row) -> Result<Quote> {
     Ok(Quote {
@@ -451,6 +474,50 @@ impl StoreTx for PgTx<'_> {
         rows.iter().map(hold_row).collect()
     }
 
+    async fn insert_bond(&mut self, bond: &NewBond<'_>) -> Result<()> {
+        self.execute(
+            "INSERT INTO bonds (key, owner, amount, state, locked_at_ms, lock_tx) \
+             VALUES ($1, $2, $3, 'locked', $4, $5)",
+            &[
+                &bond.key,
+                &bond.owner.to_lower_hex(),
+                &bond.amount.as_i64(),
+                &ms(bond.locked_at_ms),
+                &signed(bond.lock_tx.0),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bond(&mut self, key: &str, lock: bool) -> Result<Option<Bond>> {
+        let sql = if lock {
+            format!("SELECT {BOND_COLUMNS} FROM bonds WHERE key = $1 FOR UPDATE")
+        } else {
+            format!("SELECT {BOND_COLUMNS} FROM bonds WHERE key = $1")
+        };
+        self.query_opt(&sql, &[&key])
+            .await?
+            .as_ref()
+            .map(bond_row)
+            .transpose()
+    }
+
+    async fn settle_bond(
+        &mut self,
+        key: &str,
+        state: BondState,
+        settle_tx: TxId,
+        now: UnixMillis,
+    ) -> Result<()> {
+        self.execute(
+            "UPDATE bonds SET state = $2, settle_tx = $3, settled_at_ms = $4 WHERE key = $1",
+            &[&key, &state.as_str(), &signed(settle_tx.0), &ms(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {
         let row = self
             .query_opt("SELECT value FROM ledger_meta WHERE key = $1", &[&key])
@@ -514,8 +581,10 @@ impl StoreTx for PgTx<'_> {
     async fn held(&mut self, payer: &Address) -> Result<i64> {
         let row = self
             .query_opt(
-                "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM holds \
-                 WHERE payer = $1 AND status = 'authorized'",
+                "SELECT ((SELECT COALESCE(SUM(amount), 0) FROM holds \
+                          WHERE payer = $1 AND status = 'authorized') \
+                       + (SELECT COALESCE(SUM(amount), 0) FROM bonds \
+                          WHERE owner = $1 AND state = 'locked'))::BIGINT",
                 &[&payer.to_lower_hex()],
             )
             .await?;
@@ -655,6 +724,17 @@ impl StoreTx for PgTx<'_> {
         facts.held = self
             .query_opt(
                 "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM holds WHERE status = 'authorized'",
+                &[],
+            )
+            .await?
+            .map_or(0, |r| r.get(0));
+        facts.bond_escrow = self
+            .balance(&AccountId::System(crate::SystemAccount::BondEscrow))
+            .await?
+            .unwrap_or(0);
+        facts.bonded = self
+            .query_opt(
+                "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM bonds WHERE state = 'locked'",
                 &[],
             )
             .await?

@@ -205,6 +205,48 @@ pub struct LearningRewardRequest {
     pub improvement_bps: u32,
 }
 
+/// Reward a dataset contributor for committed samples a certified candidate used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRewardRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// Who contributed the samples.
+    #[serde(serialize_with = "stored_spelling::address")]
+    pub contributor: Address,
+    /// 1 to `DATA_SAMPLES_MAX`.
+    pub samples: u64,
+    /// At most [`MEMO_BYTES_MAX`] bytes; empty records a memo naming the sample count.
+    pub memo: String,
+}
+
+/// Lock a Proof-of-Learning candidate's bond: `amount` moves from `owner` into
+/// `system:bond_escrow`. The request's `key` names the bond from then on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondLockRequest {
+    /// Retry key, and the bond's name for `settle_bond` and `bond`.
+    pub key: IdempotencyKey,
+    /// The candidate's author, who pays the bond from their available balance.
+    #[serde(serialize_with = "stored_spelling::address")]
+    pub owner: Address,
+    /// More than zero (the caller takes it from `Tokenomics::pol.candidate_bond`).
+    pub amount: Amount,
+    /// At most [`MEMO_BYTES_MAX`] bytes (the candidate it bonds, say).
+    pub memo: String,
+}
+
+/// Settle a locked bond once: refund it to its owner or burn it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondSettleRequest {
+    /// Retry key of this settlement.
+    pub key: IdempotencyKey,
+    /// The bond: its lock request's key.
+    pub bond: IdempotencyKey,
+    /// Refund (candidate accepted) or burn (rejected or expired).
+    pub outcome: crate::bond::BondOutcome,
+    /// At most [`MEMO_BYTES_MAX`] bytes.
+    pub memo: String,
+}
+
 /// Pages through an account's history, newest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryQuery {

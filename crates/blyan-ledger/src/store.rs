@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::account::AccountId;
 use crate::amount::Amount;
+use crate::bond::{Bond, BondState};
 use crate::clock::{Clock, UnixMillis};
 use crate::error::Result;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
@@ -84,6 +85,15 @@ pub(crate) struct NewHold {
     pub authorize_tx: crate::transaction::TxId,
 }
 
+/// A bond to store (state `locked`).
+pub(crate) struct NewBond<'a> {
+    pub key: &'a str,
+    pub owner: Address,
+    pub amount: Amount,
+    pub locked_at_ms: UnixMillis,
+    pub lock_tx: crate::transaction::TxId,
+}
+
 /// Raw facts `verify_integrity` judges.
 #[derive(Debug, Default)]
 pub(crate) struct AuditFacts {
@@ -104,6 +114,10 @@ pub(crate) struct AuditFacts {
     pub escrow: i64,
     /// Sum of authorized holds.
     pub held: i64,
+    /// Balance of the bond escrow.
+    pub bond_escrow: i64,
+    /// Sum of locked bonds.
+    pub bonded: i64,
     /// Balance of the mint account (minus the total ever minted).
     pub mint: i64,
     /// Balance of the burn account.
@@ -114,7 +128,7 @@ pub(crate) struct AuditFacts {
 ///
 /// Locking discipline, the same in both stores (SQLite has one writer, so its locks are
 /// trivially held; PostgreSQL takes row locks): an idempotency key first, then at most one
-/// quote or a set of holds, then accounts in ascending key order in one statement.
+/// quote, one bond or a set of holds, then accounts in ascending key order in one statement.
 pub(crate) trait StoreTx: Send {
     /// Reserves `key` for `request`. `None` when reserved now; the stored row when the key was
     /// used before (waits for a concurrent holder of the key to finish).
@@ -178,6 +192,20 @@ pub(crate) trait StoreTx: Send {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Hold>>> + Send;
 
+    fn insert_bond(&mut self, bond: &NewBond<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The bond locked under `key`; locked when `lock`.
+    fn bond(&mut self, key: &str, lock: bool) -> impl Future<Output = Result<Option<Bond>>> + Send;
+
+    /// Marks a locked bond refunded or burned by `settle_tx` at `now`.
+    fn settle_bond(
+        &mut self,
+        key: &str,
+        state: BondState,
+        settle_tx: crate::transaction::TxId,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     fn meta(&mut self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 
     fn set_meta(&mut self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
@@ -202,7 +230,7 @@ pub(crate) trait StoreTx: Send {
     /// An account's stored balance, `None` when it does not exist.
     fn balance(&mut self, account: &AccountId) -> impl Future<Output = Result<Option<i64>>> + Send;
 
-    /// Sum of a payer's authorized holds.
+    /// Sum of a payer's authorized holds and of the bonds they have locked.
     fn held(&mut self, payer: &Address) -> impl Future<Output = Result<i64>> + Send;
 
     fn transaction(

@@ -1,4 +1,5 @@
-//! `config/tokenomics.yaml`: supply, genesis allocations, rewards, fees and payment timings.
+//! `config/tokenomics.yaml`: supply, genesis allocations, rewards, fees, payment timings and
+//! the Proof-of-Learning candidate bond.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,6 +23,8 @@ pub const INFERENCE_TOKENS_MAX: u64 = 10_000_000;
 pub const VALIDATION_SAMPLES_MAX: u64 = 1_000_000;
 /// Largest learning improvement one reward may pay for, in basis points (100 %).
 pub const IMPROVEMENT_BPS_MAX: u32 = 10_000;
+/// Most contributed data samples one data reward may pay for.
+pub const DATA_SAMPLES_MAX: u64 = 1_000_000;
 
 /// Typed, validated tokenomics. Amounts are read as decimal BLY (`"20000"`), shares and rates
 /// as integer basis points (100 bps = 1 %): no floats.
@@ -38,6 +41,8 @@ pub struct Tokenomics {
     pub inference: InferenceConfig,
     /// Quote and hold lifetimes, capture tolerance.
     pub payments: PaymentsConfig,
+    /// Proof-of-Learning: the bond a candidate locks.
+    pub pol: PolConfig,
 }
 
 /// Supply bounds.
@@ -77,6 +82,19 @@ pub struct RewardsConfig {
     /// BLY per 1 % (100 bps) of accepted Proof-of-Learning improvement.
     #[serde(deserialize_with = "deserialize_bly")]
     pub learning_per_improvement_percent: Amount,
+    /// BLY per committed dataset sample a certified candidate used, paid to its contributor.
+    #[serde(deserialize_with = "deserialize_bly")]
+    pub data_per_sample: Amount,
+}
+
+/// Proof-of-Learning amounts the ledger holds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolConfig {
+    /// BLY a candidate's author locks when submitting it: refunded on acceptance, burned on
+    /// rejection or expiry. More than zero, so spam always costs.
+    #[serde(deserialize_with = "deserialize_bly")]
+    pub candidate_bond: Amount,
 }
 
 /// Inference pricing.
@@ -230,6 +248,8 @@ impl Tokenomics {
                 self.rewards.learning_per_improvement_percent,
                 "rewards.learning_per_improvement_percent",
             ),
+            (self.rewards.data_per_sample, "rewards.data_per_sample"),
+            (self.pol.candidate_bond, "pol.candidate_bond"),
             (
                 self.inference.fee_per_1000_tokens,
                 "inference.fee_per_1000_tokens",
@@ -238,6 +258,12 @@ impl Tokenomics {
             if value > supply.cap {
                 return Err(invalid(field, format!("{value} BLY exceeds supply.cap")));
             }
+        }
+        if self.pol.candidate_bond.is_zero() {
+            return Err(invalid(
+                "pol.candidate_bond",
+                "must be greater than zero".into(),
+            ));
         }
         if self.inference.fee_per_1000_tokens.is_zero() {
             return Err(invalid(
@@ -292,6 +318,18 @@ impl Tokenomics {
         check_limit("validated samples", samples, VALIDATION_SAMPLES_MAX)?;
         let units = u128::from(self.rewards.validation_per_sample.units()) * u128::from(samples);
         self.capped("validation reward", units)
+    }
+
+    /// The data reward for `samples` committed samples a certified candidate used.
+    pub fn data_reward(&self, samples: u64) -> Result<Amount> {
+        if samples == 0 {
+            return Err(LedgerError::Zero {
+                field: "data samples",
+            });
+        }
+        check_limit("data samples", samples, DATA_SAMPLES_MAX)?;
+        let units = u128::from(self.rewards.data_per_sample.units()) * u128::from(samples);
+        self.capped("data reward", units)
     }
 
     /// The learning reward for an improvement of `improvement_bps` (100 bps = 1 %), rounded
@@ -388,6 +426,8 @@ mod tests {
             t.learning_reward(1).unwrap(),
             Amount::from_bly(200).unwrap()
         );
+        assert_eq!(t.data_reward(5).unwrap(), Amount::from_bly(100).unwrap());
+        assert_eq!(t.pol.candidate_bond, Amount::from_bly(100).unwrap());
         let quoted = Amount::from_bly(10).unwrap();
         assert_eq!(
             t.hold_amount(quoted).unwrap(),
@@ -421,5 +461,11 @@ mod tests {
             t.learning_reward(0),
             Err(LedgerError::Zero { .. })
         ));
+        assert!(t.data_reward(DATA_SAMPLES_MAX).is_ok());
+        assert!(matches!(
+            t.data_reward(DATA_SAMPLES_MAX + 1),
+            Err(LedgerError::LimitExceeded { .. })
+        ));
+        assert!(matches!(t.data_reward(0), Err(LedgerError::Zero { .. })));
     }
 }

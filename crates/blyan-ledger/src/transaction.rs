@@ -38,7 +38,7 @@ pub enum TxKind {
     Mint,
     /// Tokens destroyed.
     Burn,
-    /// Validation or learning reward.
+    /// Validation, learning or data-contribution reward.
     Reward,
     /// An inference payment's hold moved into escrow.
     Authorize,
@@ -48,10 +48,16 @@ pub enum TxKind {
     Release,
     /// A hold past its time to live returned to the payer.
     Expiry,
+    /// A Proof-of-Learning candidate's bond moved from its author into the bond escrow.
+    BondLock,
+    /// A bond returned to its author (the candidate was accepted).
+    BondRefund,
+    /// A bond burned (the candidate was rejected or expired).
+    BondBurn,
 }
 
 impl TxKind {
-    const ALL: [TxKind; 9] = [
+    const ALL: [TxKind; 12] = [
         TxKind::Genesis,
         TxKind::Transfer,
         TxKind::Mint,
@@ -61,6 +67,9 @@ impl TxKind {
         TxKind::Capture,
         TxKind::Release,
         TxKind::Expiry,
+        TxKind::BondLock,
+        TxKind::BondRefund,
+        TxKind::BondBurn,
     ];
 
     /// The stored name (`transfer`).
@@ -75,6 +84,9 @@ impl TxKind {
             TxKind::Capture => "capture",
             TxKind::Release => "release",
             TxKind::Expiry => "expiry",
+            TxKind::BondLock => "bond_lock",
+            TxKind::BondRefund => "bond_refund",
+            TxKind::BondBurn => "bond_burn",
         }
     }
 
@@ -196,7 +208,8 @@ pub struct HistoryPage {
 pub struct Balance {
     /// Spendable now.
     pub available: Amount,
-    /// Held for authorized inference payments (in escrow, not part of `available`).
+    /// In escrow, not part of `available`: authorized inference payments and locked
+    /// Proof-of-Learning candidate bonds.
     pub held: Amount,
 }
 

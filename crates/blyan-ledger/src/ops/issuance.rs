@@ -11,7 +11,8 @@ use crate::amount::Amount;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::request::{
-    IdempotencyKey, LearningRewardRequest, MintRequest, ValidationRewardRequest, check_memo,
+    DataRewardRequest, IdempotencyKey, LearningRewardRequest, MintRequest, ValidationRewardRequest,
+    check_memo,
 };
 use crate::store::{Command, Ctx, StoreTx};
 use crate::transaction::{Transaction, TxKind};
@@ -261,6 +262,41 @@ impl Command for LearningRewardRequest {
         idempotent!(tx, ctx, &self.key, "learning_reward", &self, |now| {
             let memo = format!("learning reward: {} bps improvement", self.improvement_bps);
             pay_reward(tx, ctx, &self.key, self.learner.into(), amount, &memo, now).await?
+        })
+    }
+}
+
+impl Command for DataRewardRequest {
+    type Output = Transaction;
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "ledger.reward_data",
+            key = %self.key,
+            contributor = %self.contributor,
+            samples = self.samples,
+        )
+    }
+
+    async fn apply<T: StoreTx>(self, tx: &mut T, ctx: &Ctx) -> Result<Transaction> {
+        let amount = ctx.tokenomics.data_reward(self.samples)?;
+        check_memo(&self.memo)?;
+        idempotent!(tx, ctx, &self.key, "data_reward", &self, |now| {
+            let memo = if self.memo.is_empty() {
+                format!("data reward: {} samples", self.samples)
+            } else {
+                self.memo.clone()
+            };
+            pay_reward(
+                tx,
+                ctx,
+                &self.key,
+                self.contributor.into(),
+                amount,
+                &memo,
+                now,
+            )
+            .await?
         })
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! - [`transfers`]: account to account, batches, burns;
 //! - [`payments`]: quote → authorize → capture / release / expiry;
+//! - [`bonds`]: Proof-of-Learning candidate bonds, locked then refunded or burned once;
 //! - [`issuance`]: genesis, mints and rewards within the supply cap and inflation allowance;
 //! - [`queries`]: balances, history, supply and the integrity audit;
 //!
 //! on top of two shared layers: [`idempotency`] (one outcome per key) and [`posting`] (checks,
 //! account locks, balanced entries).
 
+mod bonds;
 mod idempotency;
 mod issuance;
 mod payments;
@@ -20,7 +22,7 @@ mod transfers;
 pub(crate) use issuance::Genesis;
 pub(crate) use payments::ExpireHolds;
 pub(crate) use queries::{
-    GetBalance, GetHistory, GetHold, GetSupply, GetTransaction, VerifyIntegrity,
+    GetBalance, GetBond, GetHistory, GetHold, GetSupply, GetTransaction, VerifyIntegrity,
 };
 pub(crate) use transfers::TransferBatch;
 
@@ -34,4 +36,5 @@ pub(crate) const EXPIRY_BATCH_LEN: u32 = 100;
 const MINT: AccountId = AccountId::System(SystemAccount::Mint);
 const BURN: AccountId = AccountId::System(SystemAccount::Burn);
 const ESCROW: AccountId = AccountId::System(SystemAccount::FeeEscrow);
+const BOND_ESCROW: AccountId = AccountId::System(SystemAccount::BondEscrow);
 const REWARD_POOL: AccountId = AccountId::System(SystemAccount::RewardPool);

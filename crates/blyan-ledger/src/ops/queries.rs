@@ -1,10 +1,12 @@
-//! Reads: balances, history, transactions, holds, supply, and the integrity audit.
+//! Reads: balances, history, transactions, holds, bonds, supply, and the integrity audit.
 
 use super::{BURN, MINT};
 use crate::account::AccountId;
 use crate::amount::Amount;
+use crate::bond::Bond;
 use crate::error::{LedgerError, Result};
 use crate::payment::{Hold, HoldId};
+use crate::request::IdempotencyKey;
 use crate::request::{HISTORY_PAGE_LEN_MAX, HistoryQuery};
 use crate::store::{Command, Ctx, StoreTx};
 use crate::tokenomics::check_limit;
@@ -106,6 +108,22 @@ impl Command for GetHold {
     }
 }
 
+#[derive(Clone)]
+pub(crate) struct GetBond(pub IdempotencyKey);
+
+impl Command for GetBond {
+    type Output = Option<Bond>;
+    const READ_ONLY: bool = true;
+
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("ledger.bond", bond = %self.0)
+    }
+
+    async fn apply<T: StoreTx>(self, tx: &mut T, _ctx: &Ctx) -> Result<Option<Bond>> {
+        tx.bond(self.0.as_str(), false).await
+    }
+}
+
 async fn supply_of<T: StoreTx>(tx: &mut T, ctx: &Ctx) -> Result<Supply> {
     let mint = tx.balance(&MINT).await?.unwrap_or(0);
     let burn = tx.balance(&BURN).await?.unwrap_or(0);
@@ -184,6 +202,12 @@ impl Command for VerifyIntegrity {
             problems.push(format!(
                 "escrow {} != authorized holds {}",
                 facts.escrow, facts.held
+            ));
+        }
+        if facts.bond_escrow != facts.bonded {
+            problems.push(format!(
+                "bond escrow {} != locked bonds {}",
+                facts.bond_escrow, facts.bonded
             ));
         }
         if !problems.is_empty() {

@@ -1,4 +1,5 @@
-//! The conformance suite: every scenario runs against both stores (see the macro at the end).
+//! The conformance suite: every scenario runs against both stores (see the macro at the end;
+//! the bond and data-reward scenarios live in `bonds.rs`).
 
 use std::sync::Arc;
 
@@ -1088,6 +1089,13 @@ fn wallet_address(account: AccountId) -> blyan_ledger::Address {
     }
 }
 
+use crate::bonds::{
+    bond_lock_then_burn_grows_the_burned_supply, bond_lock_then_refund_restores_balances_exactly,
+    bond_retries_return_the_first_outcome, bond_settles_once,
+    bond_without_funds_is_refused_and_moves_nothing,
+    data_and_learning_rewards_pay_the_configured_amounts,
+};
+
 async fn random_operations_keep_the_invariants(f: &Fixture) {
     crate::concurrency::random_operations_keep_the_invariants(f).await;
 }
@@ -1131,4 +1139,10 @@ conformance!(
     bad_input_is_refused_and_moves_nothing,
     a_wallet_is_one_account_in_every_spelling,
     random_operations_keep_the_invariants,
+    bond_lock_then_refund_restores_balances_exactly,
+    bond_lock_then_burn_grows_the_burned_supply,
+    bond_without_funds_is_refused_and_moves_nothing,
+    bond_settles_once,
+    bond_retries_return_the_first_outcome,
+    data_and_learning_rewards_pay_the_configured_amounts,
 );

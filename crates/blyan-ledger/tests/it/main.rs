@@ -1,6 +1,7 @@
 //! blyan-ledger's integration tests: one binary, a module per scenario.
 #![allow(clippy::unwrap_used)]
 
+mod bonds;
 mod concurrency;
 mod conformance;
 mod faults;

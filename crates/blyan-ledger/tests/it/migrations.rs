@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use blyan_ledger::{
-    AccountId, Address, AnyLedger, AuthorizeRequest, BurnRequest, CaptureRequest, EmbeddedLedger,
-    HoldId, HoldStatus, LearningRewardRequest, Ledger, LedgerError, LedgerOptions, ManualClock,
-    MintRequest, PgLedger, QuoteId, QuoteRequest, SCHEMA_VERSION, TransferRequest, TxId,
-    ValidationRewardRequest,
+    AccountId, Address, Amount, AnyLedger, AuthorizeRequest, BondLockRequest, BondOutcome,
+    BondSettleRequest, BondState, BurnRequest, CaptureRequest, EmbeddedLedger, HoldId, HoldStatus,
+    LearningRewardRequest, Ledger, LedgerError, LedgerOptions, ManualClock, MintRequest, PgLedger,
+    QuoteId, QuoteRequest, SCHEMA_VERSION, TransferRequest, TxId, ValidationRewardRequest,
 };
 use refinery::error::Kind;
 
@@ -408,6 +408,36 @@ async fn check_pre_refinery_ledger(ledger: &AnyLedger) {
     let balance = ledger.balance(AccountId::User(alice())).await.unwrap();
     assert_eq!((balance.available, balance.held), (bly("95.1"), bly("0")));
     assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 12);
+
+    // V2 applied to this V1 database: the bond escrow exists, empty, and bonds work on the
+    // old accounts.
+    assert_eq!(available(ledger, BOND_ESCROW).await, Amount::ZERO);
+    let bond = ledger
+        .lock_bond(BondLockRequest {
+            key: key("after-v2-bond"),
+            owner: alice(),
+            amount: bly("10"),
+            memo: "candidate".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(bond.lock_tx, TxId(13));
+    let burned = ledger
+        .settle_bond(BondSettleRequest {
+            key: key("after-v2-bond-burn"),
+            bond: bond.key,
+            outcome: BondOutcome::Burn,
+            memo: "rejected".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(burned.state, BondState::Burned);
+    assert_eq!(
+        available(ledger, AccountId::User(alice())).await,
+        bly("85.1")
+    );
+    assert_eq!(available(ledger, BURN).await, bly("11.58"));
+    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 14);
 }
 
 fn load_sqlite_fixture(dir: &tempfile::TempDir) -> std::path::PathBuf {
@@ -450,8 +480,102 @@ async fn embedded_database_from_before_refinery_opens_and_replays() {
     let ledger = EmbeddedLedger::open_with(&path, tokenomics(), options(1))
         .await
         .unwrap();
-    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 12);
+    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 14);
     assert_eq!(sqlite_recorded_versions(&path), all_versions());
+}
+
+/// Locks a bond for the fixture's alice and burns it, so the V2 tables hold a settled bond.
+async fn lock_and_burn_a_bond(ledger: &impl Ledger) {
+    ledger
+        .lock_bond(BondLockRequest {
+            key: key("v2-bond"),
+            owner: alice(),
+            amount: bly("1"),
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+    ledger
+        .settle_bond(BondSettleRequest {
+            key: key("v2-bond-burn"),
+            bond: key("v2-bond"),
+            outcome: BondOutcome::Burn,
+            memo: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+/// V2 rebuilds `accounts` and `transactions` to widen their CHECKs: the rebuilt tables keep
+/// every V1 invariant (CHECKs, triggers, the genesis index, foreign keys), a settled bond can
+/// neither change nor vanish, and the helper indexes of the rebuild are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_v2_rebuild_keeps_the_v1_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = load_sqlite_fixture(&dir);
+    let ledger = EmbeddedLedger::open_with(&path, tokenomics(), options(1))
+        .await
+        .unwrap();
+    lock_and_burn_a_bond(&ledger).await;
+    drop(ledger);
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute_batch("PRAGMA foreign_keys = ON")
+        .unwrap();
+    let refused = [
+        "UPDATE transactions SET memo = 'x' WHERE id = 1",
+        "DELETE FROM transactions WHERE id = 1",
+        "INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (100, 'transfer', '', 0)",
+        "INSERT INTO entries (tx_id, account, amount) VALUES (1, 'system:treasury', 1)",
+        "INSERT INTO accounts (account, created_at_ms) VALUES ('system:nobody', 0)",
+        "UPDATE accounts SET balance = -1 WHERE account = 'system:treasury'",
+        "UPDATE accounts SET balance = 1 WHERE account = 'system:mint'",
+        "DELETE FROM accounts WHERE account = 'system:treasury'",
+        "DELETE FROM bonds",
+        "UPDATE bonds SET state = 'locked', settle_tx = NULL, settled_at_ms = NULL",
+        "UPDATE bonds SET amount = 1",
+    ];
+    for sql in refused {
+        assert!(connection.execute(sql, []).is_err(), "{sql} was accepted");
+    }
+    let names: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_schema WHERE type IN ('index', 'trigger') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for expected in [
+        "transactions_one_genesis",
+        "transactions_balanced",
+        "transactions_no_update",
+        "transactions_no_delete",
+        "bonds_settle_once",
+        "bonds_no_delete",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing: {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("v2_")),
+        "rebuild helpers left: {names:?}"
+    );
+    let violations: i64 = connection
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(violations, 0);
+    let bond_escrow: i64 = connection
+        .query_row(
+            "SELECT balance FROM accounts WHERE account = 'system:bond_escrow'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bond_escrow, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,8 +634,44 @@ async fn pg_database_from_before_refinery_opens_and_replays() {
     let ledger = PgLedger::connect_with(&url, tokenomics(), options(4))
         .await
         .unwrap();
-    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 12);
+    assert_eq!(ledger.verify_integrity().await.unwrap().transactions, 14);
     assert_eq!(pg_recorded_versions(&url).await, all_versions());
+}
+
+/// V2 widens `accounts`' and `transactions`' CHECKs on PostgreSQL: the new account and kinds
+/// are admitted, anything else is still refused, the V1 triggers still hold, and a settled
+/// bond can neither change nor vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_v2_keeps_the_v1_invariants() {
+    let url = load_postgres_fixture().await;
+    let ledger = PgLedger::connect_with(&url, tokenomics(), options(2))
+        .await
+        .unwrap();
+    lock_and_burn_a_bond(&ledger).await;
+    drop(ledger);
+    let client = pg::connect(&url).await;
+    let refused = [
+        "UPDATE transactions SET memo = 'x' WHERE id = 1",
+        "INSERT INTO accounts (account, created_at_ms) VALUES ('system:nobody', 0)",
+        "INSERT INTO transactions (kind, memo, created_at_ms) VALUES ('bond_nonsense', '', 0)",
+        "UPDATE accounts SET balance = -1 WHERE account = 'system:bond_escrow'",
+        "DELETE FROM bonds",
+    ];
+    for sql in refused {
+        assert!(
+            client.batch_execute(sql).await.is_err(),
+            "{sql} was accepted"
+        );
+    }
+    let bond_escrow: i64 = client
+        .query_one(
+            "SELECT balance FROM accounts WHERE account = 'system:bond_escrow'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bond_escrow, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,7 @@ pub(crate) const TREASURY: AccountId = AccountId::System(SystemAccount::Treasury
 pub(crate) const REWARD_POOL: AccountId = AccountId::System(SystemAccount::RewardPool);
 pub(crate) const BURN: AccountId = AccountId::System(SystemAccount::Burn);
 pub(crate) const ESCROW: AccountId = AccountId::System(SystemAccount::FeeEscrow);
+pub(crate) const BOND_ESCROW: AccountId = AccountId::System(SystemAccount::BondEscrow);
 
 /// Pays `amount` BLY from the treasury to `to`.
 pub(crate) async fn fund(ledger: &impl Ledger, to: AccountId, amount: &str) {

@@ -15,6 +15,8 @@ fn shipped_file_has_the_seed_numbers() {
     assert_eq!(t.supply.inflation_yearly_bps_max, 1000);
     assert_eq!(t.rewards.validation_per_sample, bly("20"));
     assert_eq!(t.rewards.learning_per_improvement_percent, bly("20000"));
+    assert_eq!(t.rewards.data_per_sample, bly("20"));
+    assert_eq!(t.pol.candidate_bond, bly("100"));
     assert_eq!(t.inference.fee_per_1000_tokens, bly("1"));
     assert_eq!(t.inference.burn_share_bps, 2000);
     assert_eq!(t.payments.quote_ttl_seconds, 300);
@@ -125,6 +127,18 @@ fn malformed_files_are_refused_naming_the_field() {
             "payments",
             "quote_ttl_seconds",
         ),
+        (
+            "candidate_bond: \"100\"",
+            "candidate_bond: 100.5",
+            "pol.candidate_bond",
+            "float",
+        ),
+        (
+            "data_per_sample: \"20\"\n",
+            "",
+            "rewards",
+            "data_per_sample",
+        ),
     ];
     for &(from, to, field, word) in cases {
         match parse_edited(from, to) {
@@ -204,6 +218,21 @@ fn inconsistent_files_are_refused_naming_the_field() {
             "validation_per_sample: \"20\"",
             "validation_per_sample: \"1000000001\"",
             "rewards.validation_per_sample",
+        ),
+        (
+            "data_per_sample: \"20\"",
+            "data_per_sample: \"1000000001\"",
+            "rewards.data_per_sample",
+        ),
+        (
+            "candidate_bond: \"100\"",
+            "candidate_bond: \"0\"",
+            "pol.candidate_bond",
+        ),
+        (
+            "candidate_bond: \"100\"",
+            "candidate_bond: \"1000000001\"",
+            "pol.candidate_bond",
         ),
     ];
     for &(from, to, field) in cases {
