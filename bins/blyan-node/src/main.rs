@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use blyan_api::{AppState, HttpService, Server};
-use blyan_chain::AuthorKey;
 use blyan_node_core::{HoldExpiry, Learner, Node, NodeConfig, PolService, Services};
 use clap::{Parser, Subcommand};
 

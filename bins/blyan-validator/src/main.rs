@@ -1,8 +1,13 @@
-//! `blyan-validator`: re-checks what others published. Today that is the chain itself: every
-//! header re-hashed, every payload re-hashed against its commitment, every link and signature
-//! checked, in bounded memory, with the first bad block named. The store is opened read-only:
-//! verifying changes no byte of it (payload bytes a crash left past the committed end are
-//! reported, not removed). Re-running Proof-of-Learning claims lands with the learning crate.
+//! `blyan-validator`: re-checks what others published.
+//!
+//! - `verify`: the chain itself: every header re-hashed, every payload re-hashed against its
+//!   commitment, every link and signature checked, in bounded memory, with the first bad block
+//!   named. The store is opened read-only: verifying changes no byte of it (payload bytes a
+//!   crash left past the committed end are reported, not removed).
+//! - `run`: a Proof-of-Learning validator against a node (`run_cmd.rs`): re-runs each seeded
+//!   claim's evaluation and sends a signed vote.
+
+mod run_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +40,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate Proof-of-Learning claims for a node: re-run each seeded claim's evaluation on
+    /// the drawn batch and send a signed vote, until stopped (or once, with `--once`).
+    Run(run_cmd::RunArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -47,6 +55,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .init();
     match cli.command {
         Command::Verify { store, json } => verify(&store, json),
+        Command::Run(args) => run_cmd::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

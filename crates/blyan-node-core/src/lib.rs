@@ -94,6 +94,6 @@ pub use node::{
 };
 pub use pol::{
     NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement, eval_pool,
-    node_key, pol_params,
+    node_key, pol_params, tick as pol_tick,
 };
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

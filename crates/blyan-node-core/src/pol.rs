@@ -19,7 +19,7 @@ use blyan_ledger::{
 use blyan_moe::{TextDocument, read_corpus};
 use blyan_pol::{
     Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams,
-    PolRecord, RecordBlock, Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims,
+    PolRecord, Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims,
     evaluate_claim, fresh_randomness, record_block, scan_records, settlement,
     slashed_validators,
 };
@@ -197,8 +197,9 @@ impl Service for PolService {
     }
 }
 
-/// One pass: seed, vote, certify, expire, slash, settle. `settled` holds the certificates this
-/// process already settled (the ledger's idempotency keys make a repeat harmless anyway).
+/// One pass of [`PolService`]: seed, vote, certify, expire, slash, settle. `settled` holds the
+/// certificates this process already settled (the ledger's idempotency keys make a repeat
+/// harmless anyway). Tests and tools drive Proof-of-Learning step by step with it.
 pub async fn tick(
     node: &Arc<Node>,
     context: &Arc<PolContext>,
@@ -572,7 +573,7 @@ fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
 
 /// Locks the bond of claim `claim` by `author` (`tokenomics.pol.candidate_bond`), before the
 /// claim is appended. A refusal (insufficient funds) is [`Error::BondUnpaid`].
-pub async fn lock_bond(
+pub(crate) async fn lock_bond(
     ledger: &blyan_ledger::AnyLedger,
     claim: BlockHash,
     author: LedgerAddress,
@@ -597,7 +598,7 @@ pub async fn lock_bond(
 }
 
 /// Gives back the bond of a claim the chain then refused.
-pub async fn undo_bond(ledger: &blyan_ledger::AnyLedger, claim: BlockHash) {
+pub(crate) async fn undo_bond(ledger: &blyan_ledger::AnyLedger, claim: BlockHash) {
     let undo = async {
         ledger
             .settle_bond(BondSettleRequest {
