@@ -1,10 +1,12 @@
-//! Invariants under concurrency: 16 tasks × 1000 random operations on a few hot accounts.
+//! Invariants under concurrency: 16 tasks × 1000 random operations (transfers, payments,
+//! candidate bonds) on a few hot accounts.
 
 use std::sync::Arc;
 
 use blyan_ledger::{
-    AccountId, Amount, AuthorizeRequest, CaptureRequest, Hold, Ledger, LedgerError, Quote,
-    QuoteRequest, ReleaseRequest, SystemAccount, TransferRequest,
+    AccountId, Amount, AuthorizeRequest, Bond, BondLockRequest, BondOutcome, BondSettleRequest,
+    CaptureRequest, Hold, Ledger, LedgerError, Quote, QuoteRequest, ReleaseRequest, SystemAccount,
+    TransferRequest,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,12 +23,41 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
     let mut rng = StdRng::seed_from_u64(u64::from(task));
     let mut quotes: Vec<Quote> = Vec::new();
     let mut holds: Vec<Hold> = Vec::new();
+    let mut bonds: Vec<Bond> = Vec::new();
     let (mut succeeded, mut refused) = (0, 0);
     for op in 0..OPS_PER_TASK {
         let k = key(format!("t{task}-op{op}"));
         let roll = rng.gen_range(0..100);
         let result: blyan_ledger::Result<()> =
-            if roll < 40 || (roll < 75 && quotes.is_empty() && holds.is_empty()) {
+            if roll >= 95 && !bonds.is_empty() && rng.gen_bool(0.5) {
+                let bond = bonds.swap_remove(rng.gen_range(0..bonds.len()));
+                let outcome = if rng.gen_bool(0.5) {
+                    BondOutcome::Refund
+                } else {
+                    BondOutcome::Burn
+                };
+                ledger
+                    .settle_bond(BondSettleRequest {
+                        key: k,
+                        bond: bond.key,
+                        outcome,
+                        memo: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            } else if roll >= 95 {
+                let owner = addr(rng.gen_range(1..=HOT_USERS));
+                let amount = Amount::from_units(rng.gen_range(10_000..2_000_000)).unwrap();
+                ledger
+                    .lock_bond(BondLockRequest {
+                        key: k,
+                        owner,
+                        amount,
+                        memo: String::new(),
+                    })
+                    .await
+                    .map(|bond| bonds.push(bond))
+            } else if roll < 40 || (roll < 75 && quotes.is_empty() && holds.is_empty()) {
                 let from = rng.gen_range(1..=HOT_USERS);
                 let to = (from + rng.gen_range(1..HOT_USERS) - 1) % HOT_USERS + 1;
                 let amount = Amount::from_units(rng.gen_range(10_000..2_000_000)).unwrap();
@@ -134,8 +165,9 @@ pub(crate) async fn random_operations_keep_the_invariants(f: &Fixture) {
         "{succeeded} succeeded, {refused} refused"
     );
 
-    // Every transaction balanced, balances equal their entries, none negative, escrow equals
-    // the open holds (verify_integrity), and the balances add up to minted − burned.
+    // Every transaction balanced, balances equal their entries, none negative, the fee escrow
+    // equals the open holds and the bond escrow the locked bonds (verify_integrity), and the
+    // balances add up to minted − burned.
     let report = ledger.verify_integrity().await.unwrap();
     let mut accounts: Vec<AccountId> = (1..=HOT_USERS).map(user).collect();
     accounts.extend((0..SERVERS).map(|s| user(50 + s)));
@@ -160,4 +192,25 @@ pub(crate) async fn random_operations_keep_the_invariants(f: &Fixture) {
         supply.circulating
     );
     assert!(report.transactions > u64::from(succeeded) / 2);
+    // Bonds were locked and settled along the way.
+    let bond_moves = ledger
+        .history(
+            AccountId::System(SystemAccount::BondEscrow),
+            blyan_ledger::HistoryQuery {
+                before: None,
+                limit: blyan_ledger::HISTORY_PAGE_LEN_MAX,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    for direction in [
+        blyan_ledger::Direction::Credit,
+        blyan_ledger::Direction::Debit,
+    ] {
+        assert!(
+            bond_moves.iter().any(|item| item.direction == direction),
+            "no {direction:?} of the bond escrow"
+        );
+    }
 }
