@@ -2,6 +2,7 @@
 //! chain store or a running node (meta block, shared-weight blocks, one block per expert) and
 //! exports it back; trains the model or some of its experts on text (`train`).
 
+mod claim_cmd;
 mod node;
 mod ship_cmd;
 mod train_cmd;
@@ -9,7 +10,7 @@ mod train_cmd;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use blyan_chain::{AuthorKey, ChainStore, StoreConfig};
+use blyan_chain::{AuthorKey, ChainStore, ExpertName, StoreConfig};
 use blyan_moe::{
     Checkpoint, EXPORT_SHARD_BYTES_DEFAULT, ExpertQuantization, PublishEvent, PublishOptions,
     PublishTarget, export_from_chain, publish_model,
@@ -55,6 +56,9 @@ enum Command {
         quantize: Option<Quantize>,
         #[command(flatten)]
         destination: Destination,
+        /// What a node that certifies (Proof-of-Learning) is told about the candidate.
+        #[command(flatten)]
+        claim: claim_cmd::ClaimArgs,
     },
     /// Trains the whole model or named experts on text files and writes a checkpoint that
     /// `upload` publishes as it is (only the experts that changed get new blocks).
@@ -78,7 +82,9 @@ enum Command {
 #[group(required = true, multiple = false)]
 struct Destination {
     /// A running node to publish to over HTTP (`http://host:port`): blocks are signed here and
-    /// sent to its `POST /blocks`; the node serves the new model as soon as its meta block lands.
+    /// sent to its `POST /blocks`. A node in `pow` mode serves them at once; one that certifies
+    /// stores new expert versions and models as candidates, and `upload` then claims them (a
+    /// bond is locked) for its validators to evaluate.
     #[arg(long, value_name = "URL")]
     node: Option<String>,
     /// A node's data directory to write into directly (its chain store is created if absent);
@@ -96,18 +102,19 @@ fn upload(
     key: &std::path::Path,
     quantize: Option<Quantize>,
     destination: &Destination,
+    claim: &claim_cmd::ClaimArgs,
 ) -> anyhow::Result<()> {
     // Everything is checked before the destination is even opened.
     let checkpoint = Checkpoint::open(checkpoint)
         .with_context(|| format!("refusing checkpoint {}", checkpoint.display()))?;
     let key = AuthorKey::read_file(key)?;
     let mut local = None;
-    let remote;
+    let mut remote = None;
     let target: &dyn PublishTarget = match (&destination.node, &destination.data_dir) {
         (Some(url), _) => {
-            remote = blyan_client::NodeClient::connect(url)
+            let client = blyan_client::NodeClient::connect(url)
                 .with_context(|| format!("connecting to the node at {url}"))?;
-            &remote
+            &*remote.insert(client)
         }
         (None, Some(data_dir)) => {
             let store = ChainStore::open(store_dir(data_dir), StoreConfig::default())
@@ -130,9 +137,14 @@ fn upload(
         ProgressStyle::with_template("{bar:40} {pos}/{len} blocks {bytes_per_sec} {msg}")
             .context("progress bar template")?,
     );
+    // Expert versions and the meta block: what a node that certifies holds as candidates.
+    let mut candidates = Vec::new();
     let mut progress = |event: &PublishEvent| match event {
         PublishEvent::Checked { blocks } => bar.set_length(*blocks),
-        PublishEvent::Written { name, .. } => {
+        PublishEvent::Written { name, block, .. } => {
+            if name == "meta" || ExpertName::parse(name).is_ok() {
+                candidates.push(*block);
+            }
             bar.set_message(format!("wrote {name}"));
             bar.inc(1);
         }
@@ -171,6 +183,19 @@ fn upload(
         summary.bytes_written,
         key.address(),
     );
+    let Some(client) = &remote else {
+        return Ok(());
+    };
+    let Some(hash) = claim_cmd::claim(client, &key, candidates, claim)? else {
+        return Ok(());
+    };
+    if let Some(seconds) = claim.wait {
+        let decided = claim_cmd::wait(client, hash, seconds)?;
+        claim_cmd::report(&decided);
+        if decided.status != "accepted" {
+            anyhow::bail!("claim {hash} was {}", decided.status);
+        }
+    }
     Ok(())
 }
 
@@ -194,7 +219,8 @@ fn main() -> anyhow::Result<()> {
             key,
             quantize,
             destination,
-        } => upload(&checkpoint, &key, quantize, &destination)?,
+            claim,
+        } => upload(&checkpoint, &key, quantize, &destination, &claim)?,
         Command::Train(args) => train_cmd::train(&args)?,
         Command::Ship(args) => ship_cmd::ship(&args)?,
         Command::Export { data_dir, out } => {

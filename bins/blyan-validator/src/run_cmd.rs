@@ -5,20 +5,15 @@
 //! batch the claim's beacon draws from its own copy of the evaluation pool (CPU, f32, a fixed
 //! torch thread count), and sends a signed vote to `POST /blocks`.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use blyan_api_types::{PolClaimDetail, PolStatus};
-use blyan_chain::{AuthorKey, BlockHash, BlockHeader, ChainId, ChainTip};
-use blyan_client::{ClientError, NodeClient};
+use blyan_chain::AuthorKey;
+use blyan_client::{NodeBlocks, NodeClient};
 use blyan_moe::{ExpertName, read_corpus};
-use blyan_pol::{
-    BlockSource, EvalPool, ModelBlocks, PolError, PolMode, PolParams, PolRecord, Vote,
-    evaluate_claim, record_block,
-};
+use blyan_pol::{EvalPool, ModelBlocks, PolMode, PolParams, PolRecord, Vote, evaluate_claim};
 use clap::Args;
 
 /// Arguments of `blyan-validator run`.
@@ -48,29 +43,6 @@ pub(crate) struct RunArgs {
     once: bool,
 }
 
-/// Blocks fetched from the node, kept for the next claim on the same model.
-struct HttpBlocks<'a> {
-    client: &'a NodeClient,
-    cache: RefCell<HashMap<BlockHash, (BlockHeader, Vec<u8>)>>,
-}
-
-impl BlockSource for HttpBlocks<'_> {
-    fn fetch(&self, hash: BlockHash) -> blyan_pol::Result<(BlockHeader, Vec<u8>)> {
-        if let Some(found) = self.cache.borrow().get(&hash) {
-            return Ok(found.clone());
-        }
-        let fetched = self
-            .client
-            .raw_block(hash)
-            .map_err(|error| PolError::Fetch {
-                block: hash,
-                reason: error.to_string(),
-            })?;
-        self.cache.borrow_mut().insert(hash, fetched.clone());
-        Ok(fetched)
-    }
-}
-
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let key = AuthorKey::read_file(&args.key)
         .with_context(|| format!("reading the key {}", args.key.display()))?;
@@ -82,10 +54,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let pool = EvalPool::new(read_corpus(&paths)?.documents)?;
     tch::set_num_threads(i32::try_from(args.threads).context("--threads")?);
     let client = NodeClient::connect(&args.node)?;
-    let blocks = HttpBlocks {
-        client: &client,
-        cache: RefCell::new(HashMap::new()),
-    };
+    let blocks = NodeBlocks::new(&client);
     tracing::info!(address = %key.address(), node = %args.node, pool = pool.commitment(), "validator running");
     loop {
         match pass(&client, &blocks, &key, &pool) {
@@ -114,8 +83,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(args.interval_ms));
         // Blocks of models no longer served are not needed again.
-        if blocks.cache.borrow().len() > 4096 {
-            blocks.cache.borrow_mut().clear();
+        if blocks.len() > 4096 {
+            blocks.clear();
         }
     }
 }
@@ -123,7 +92,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 /// One pass: a vote on every seeded claim this validator has not voted on.
 fn pass(
     client: &NodeClient,
-    blocks: &HttpBlocks<'_>,
+    blocks: &NodeBlocks<'_>,
     key: &AuthorKey,
     pool: &EvalPool,
 ) -> anyhow::Result<Vec<Vote>> {
@@ -150,7 +119,7 @@ fn pass(
 
 fn vote_on(
     client: &NodeClient,
-    blocks: &HttpBlocks<'_>,
+    blocks: &NodeBlocks<'_>,
     key: &AuthorKey,
     pool: &EvalPool,
     status: &PolStatus,
@@ -166,7 +135,7 @@ fn vote_on(
     }
     let claim_hash = detail.claim.claim;
     let beacon = detail.claim.beacon.context("the claim has no beacon yet")?;
-    let (claim_header, claim_payload) = blocks.fetch_verified(claim_hash)?;
+    let (_, claim_payload) = blyan_pol::verified_raw(blocks, claim_hash)?;
     let PolRecord::Claim(claim) = PolRecord::from_payload(claim_hash, &claim_payload)? else {
         bail!("block {claim_hash} is not a claim");
     };
@@ -187,35 +156,6 @@ fn vote_on(
         experts,
     };
     let vote = evaluate_claim(blocks, &params, pool, claim_hash, &claim, beacon, &base)?;
-    let (_, beacon_payload) = blocks.fetch_verified(beacon)?;
-    drop(beacon_payload);
-    let record = PolRecord::Vote(vote.clone());
-    for _ in 0..8 {
-        let summary = client.chain(ChainId::Dataset)?;
-        let parent = ChainTip {
-            chain: ChainId::Dataset,
-            height: summary.tip_height,
-            hash: summary.tip_hash,
-        };
-        let mut not_before = claim_header.timestamp_ms;
-        for block in [summary.tip_hash, beacon] {
-            if let Some(header) = client.fetch_header(&block)? {
-                not_before = not_before.max(header.timestamp_ms);
-            }
-        }
-        let (header, payload) =
-            record_block(&parent, not_before, &record, key, summary.pow_difficulty_bits);
-        match client.post_block(&header, &payload) {
-            Ok(_) => return Ok(vote),
-            Err(ClientError::Refused { code, .. }) if code == "block_fork" => continue,
-            Err(error) => return Err(error.into()),
-        }
-    }
-    bail!("chain D's tip kept moving while voting on {claim_hash}")
-}
-
-impl HttpBlocks<'_> {
-    fn fetch_verified(&self, hash: BlockHash) -> anyhow::Result<(BlockHeader, Vec<u8>)> {
-        Ok(blyan_pol::verified_raw(self, hash)?)
-    }
+    client.post_record(&PolRecord::Vote(vote.clone()), key)?;
+    Ok(vote)
 }

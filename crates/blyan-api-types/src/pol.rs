@@ -30,6 +30,9 @@ pub struct PolStatus {
     pub candidate_bond: String,
     /// The validator set.
     pub validators: Vec<PolValidatorInfo>,
+    /// The model served now, as blocks (what a new claim's candidate improves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<PolModelBlocks>,
     /// Every claim on the chain, newest first.
     pub claims: Vec<PolClaimInfo>,
 }

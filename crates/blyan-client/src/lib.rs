@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use blyan_api_types::{ChainSummary, ErrorBody, ExpertVersionInfo, ModelStatus, SubmittedBlock};
 use blyan_chain::{
-    BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
+    AuthorKey, BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
     hash_payload,
 };
+use blyan_pol::{BlockSource, PolRecord, record_block};
 use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget, VerifiedBlock};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -407,6 +408,108 @@ impl NodeClient {
         VerifiedBlock::new(block, header, payload).map_err(|source| ClientError::BadBlock {
             url: self.url(&format!("/blocks/{block}/payload")),
             source: Box::new(source),
+        })
+    }
+}
+
+/// A node's blocks as a Proof-of-Learning [`BlockSource`] (what a remote validator or an author
+/// evaluates with), each fetched once and kept. Every block is checked by the caller
+/// ([`blyan_pol::verified_raw`], [`blyan_pol::verified_tensors`]) as well as by
+/// [`NodeClient::raw_block`].
+#[derive(Debug)]
+pub struct NodeBlocks<'a> {
+    client: &'a NodeClient,
+    cache: std::sync::Mutex<std::collections::HashMap<BlockHash, (BlockHeader, Vec<u8>)>>,
+}
+
+impl<'a> NodeBlocks<'a> {
+    /// No block fetched yet.
+    pub fn new(client: &'a NodeClient) -> Self {
+        Self {
+            client,
+            cache: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Forgets the blocks kept so far.
+    pub fn clear(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Blocks kept.
+    pub fn len(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no block is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BlockSource for NodeBlocks<'_> {
+    fn fetch(&self, hash: BlockHash) -> blyan_pol::Result<(BlockHeader, Vec<u8>)> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .cloned();
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let fetched = self
+            .client
+            .raw_block(hash)
+            .map_err(|error| blyan_pol::PolError::Fetch {
+                block: hash,
+                reason: error.to_string(),
+            })?;
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(hash, fetched.clone());
+        Ok(fetched)
+    }
+}
+
+impl NodeClient {
+    /// Writes `record` in a block signed by `key` on chain D's tip of the node and sends it,
+    /// rebuilding it on the new tip when the tip moved meanwhile (up to 8 times).
+    pub fn post_record(&self, record: &PolRecord, key: &AuthorKey) -> Result<BlockHash, ClientError> {
+        for _ in 0..8 {
+            let summary = self.chain(ChainId::Dataset)?;
+            let parent = ChainTip {
+                chain: ChainId::Dataset,
+                height: summary.tip_height,
+                hash: summary.tip_hash,
+            };
+            let mut not_before = 0;
+            for block in record
+                .required_dependencies()
+                .into_iter()
+                .chain(std::iter::once(summary.tip_hash))
+            {
+                if let Some(header) = self.fetch_header(&block)? {
+                    not_before = not_before.max(header.timestamp_ms);
+                }
+            }
+            let (header, payload) =
+                record_block(&parent, not_before, record, key, summary.pow_difficulty_bits);
+            match self.post_block(&header, &payload) {
+                Err(ClientError::Refused { code, .. }) if code == "block_fork" => continue,
+                other => return other,
+            }
+        }
+        Err(ClientError::BadAnswer {
+            url: self.url("/blocks"),
+            reason: "chain D's tip kept moving".to_owned(),
         })
     }
 }

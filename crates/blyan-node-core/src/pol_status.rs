@@ -126,6 +126,17 @@ fn claim_info(
     })
 }
 
+fn model_blocks(served: &ModelBlocks) -> PolModelBlocks {
+    PolModelBlocks {
+        meta: served.meta,
+        experts: served
+            .experts
+            .iter()
+            .map(|(expert, block)| (expert.to_string(), *block))
+            .collect(),
+    }
+}
+
 fn eval_info(params: Option<&PolParams>) -> Option<PolEvalInfo> {
     params.map(|params| PolEvalInfo {
         pool: params.eval.pool.clone(),
@@ -175,6 +186,7 @@ impl Node {
                 }
             }
             let config = &node.config().pol;
+            let served = ModelBlocks::served(&chain).ok().map(|served| model_blocks(&served));
             Ok(PolStatus {
                 mode: serde_json::to_value(config.mode)
                     .ok()
@@ -201,6 +213,7 @@ impl Node {
                             .collect()
                     })
                     .unwrap_or_default(),
+                served,
                 claims,
             })
         })
@@ -231,14 +244,7 @@ impl Node {
             let served = ModelBlocks::served(&chain).map_err(pol_error("reading the served model"))?;
             Ok(Some(PolClaimDetail {
                 claim: claim_info(&chain, &tokenomics, &state, plan.as_ref())?,
-                served: PolModelBlocks {
-                    meta: served.meta,
-                    experts: served
-                        .experts
-                        .iter()
-                        .map(|(expert, block)| (expert.to_string(), *block))
-                        .collect(),
-                },
+                served: model_blocks(&served),
                 eval: eval_info(params),
             }))
         })
