@@ -207,15 +207,23 @@ pub async fn tick(
 ) -> Result<PolTick> {
     let mut done = PolTick::default();
     let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
-    let plan = {
+    let planned = {
         let chain = Arc::clone(&chain);
         let context = Arc::clone(context);
         blocking("planning proof of learning", move || plan(&chain, &context)).await??
     };
-    for record in plan.beacons {
-        submit_record(node, &chain, context, &record).await?;
-        done.beacons += 1;
+    let mut plan_now = planned;
+    if !plan_now.beacons.is_empty() {
+        for record in std::mem::take(&mut plan_now.beacons) {
+            submit_record(node, &chain, context, &record).await?;
+            done.beacons += 1;
+        }
+        // The claims just seeded are to vote on in this pass too.
+        let chain = Arc::clone(&chain);
+        let context = Arc::clone(context);
+        plan_now = blocking("planning proof of learning", move || plan(&chain, &context)).await??;
     }
+    let plan = plan_now;
     if context.is_validator() {
         for (claim, state) in plan.to_vote {
             let chain_for_eval = Arc::clone(&chain);
@@ -602,7 +610,7 @@ pub(crate) async fn undo_bond(ledger: &blyan_ledger::AnyLedger, claim: BlockHash
     let undo = async {
         ledger
             .settle_bond(BondSettleRequest {
-                key: key(format!("pol-bond-undo:{claim}"))?,
+                key: key(format!("pol-undo:{claim}"))?,
                 bond: key(blyan_pol::bond_key(claim))?,
                 outcome: BondOutcome::Refund,
                 memo: format!("claim {claim} was not stored"),

@@ -3,7 +3,8 @@
 //!
 //! - Expert and meta blocks are stored as candidates, not served: unless pinned in the library
 //!   (the shipped model), or the chain serves no model yet (the first model of a chain is its
-//!   genesis model: there is nothing to compare it with). Shared-weight and router blocks are
+//!   genesis model: there is nothing to compare it with), or the block is an expert's first
+//!   version (it replaces nothing; publishing writes a model's experts after its meta block). Shared-weight and router blocks are
 //!   served as they land: nothing uses them until a served meta block names them, and a meta
 //!   block is a candidate like an expert.
 //! - `PolProof` blocks carry the records of `record.rs`, each checked here: a claim by the
@@ -70,6 +71,9 @@ impl PolGate {
     pub fn decide(&self, store: &ChainStore, block: &OfferedBlock<'_>) -> Result<Admission> {
         let header = block.header;
         match header.kind {
+            // An expert's first version replaces nothing: it is served (a model names its
+            // experts only by name, so it is used once a served model has that expert).
+            BlockKind::Expert if block.base.is_none() => Ok(Admission::Serve),
             BlockKind::Expert | BlockKind::Meta => {
                 if store.validator().is_pinned(&block.hash) || !serves_a_model(store)? {
                     Ok(Admission::Serve)
@@ -404,10 +408,17 @@ impl PolGate {
                 format!("block {foreign} is not a vote on claim {}", certificate.claim),
             );
         }
-        let tally = Tally::count(&self.params, &votes, &scanned.slashed);
-        if let Some(validator) = tally.equivocators.first() {
-            return refused("equivocation", format!("{validator} voted twice on this claim"));
+        // A validator that voted twice on this claim (anywhere on chain) counts for nothing.
+        if let Some((block, _)) = votes
+            .iter()
+            .find(|(block, _)| all.equivocators.contains(&block.author))
+        {
+            return refused(
+                "equivocation",
+                format!("{} voted twice on this claim", block.author),
+            );
         }
+        let tally = Tally::count(&self.params, &votes, &scanned.slashed);
         match (certificate.outcome, tally.outcome(&self.params)) {
             (Outcome::Accepted, Some(Outcome::Accepted)) => {
                 if tally.accepts.len() != votes.len() {

@@ -119,7 +119,7 @@ fn settle(
         .flatten();
     if let Some(delta) = improvement_bps {
         payments.push(Payment::Learning {
-            key: format!("pol-reward:{hash}:learning"),
+            key: format!("pol:{hash}:learn"),
             to: author,
             improvement_bps: u32::try_from(delta.max(0)).unwrap_or(u32::MAX),
         });
@@ -133,7 +133,7 @@ fn settle(
     voters.sort();
     for validator in voters {
         payments.push(Payment::Validation {
-            key: format!("pol-reward:{hash}:validator:{}", validator.to_lower_hex()),
+            key: format!("pol:{hash}:val:{}", validator.to_lower_hex()),
             to: validator,
             samples: u64::from(params.eval.windows),
         });
@@ -147,7 +147,7 @@ fn settle(
         }
         for (contributor, samples) in contributors {
             payments.push(Payment::Data {
-                key: format!("pol-reward:{hash}:data:{}", contributor.to_lower_hex()),
+                key: format!("pol:{hash}:data:{}", contributor.to_lower_hex()),
                 to: contributor,
                 samples,
             });

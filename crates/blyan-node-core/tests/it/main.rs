@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod learner;
+mod pol;
 mod services;
 mod session;
 mod support;

@@ -14,7 +14,7 @@ use blyan_primitives::{Address, Durability};
 /// A node and the directory it lives in (removed when dropped).
 pub(crate) struct TestNode {
     pub node: Arc<Node>,
-    _dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
 }
 
 /// A node with the shipped defaults changed by `edit`; with the seed model published and

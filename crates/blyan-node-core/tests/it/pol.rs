@@ -1,0 +1,630 @@
+//! Proof-of-Learning end to end on one node: real chain store with its gate, real ledger, the
+//! node's own PoL pass, and three validators run as tasks (the same pass, each with its own key).
+//! Honest candidates are certified, served and paid; every refusal is typed and serves nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use blyan_chain::{AuthorKey, BlockHash, BlockKind, ChainId, ChainStore, encode_block};
+use blyan_ledger::{Amount, Ledger as _};
+use blyan_moe::{
+    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus,
+    TrainOptions, TrainScope, Trainer, WeightSource, publish_model, read_corpus,
+};
+use blyan_node_core::{Error, Node, PolContext, SeedChoice, pol_tick};
+use blyan_pol::{
+    Certificate, Claim, EvalPool, Losses, ModelBlocks, Outcome, PolRecord, StoreBlocks, Verdict,
+    Vote, candidate_headers, evaluate_for_claim, record_block,
+};
+use blyan_primitives::Address;
+
+use crate::support::{TestNode, balance, fund, node_with};
+
+/// The repository's docs, one document per paragraph: English text the shipped evaluation pool
+/// is not.
+fn docs_text() -> Vec<TextDocument> {
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    paragraphs(read_corpus(&[docs]).unwrap().documents)
+}
+
+fn paragraphs(documents: Vec<TextDocument>) -> Vec<TextDocument> {
+    documents
+        .iter()
+        .flat_map(|document| document.text.split("\n\n"))
+        .filter(|paragraph| paragraph.trim().len() > 40)
+        .enumerate()
+        .map(|(index, paragraph)| TextDocument {
+            name: format!("paragraph {index}"),
+            text: format!("{paragraph}\n\n"),
+        })
+        .collect()
+}
+
+/// A node serving the untrained seed model whose validators are `validators` (stake 1 each),
+/// evaluating `windows` windows of 64 tokens.
+async fn pol_node(validators: &[Address], edit: impl FnOnce(&mut blyan_node_core::NodeConfig)) -> TestNode {
+    let validators = validators.to_vec();
+    node_with(
+        move |config| {
+            config.model.seed = SeedChoice::Random;
+            config.pol.validators = validators
+                .iter()
+                .map(|address| blyan_pol::ValidatorStake {
+                    address: *address,
+                    stake: 1,
+                })
+                .collect();
+            config.pol.eval.windows = 16;
+            config.pol.eval.positions = 64;
+            config.pol.eval.threads = 1;
+            edit(config);
+        },
+        true,
+    )
+    .await
+}
+
+/// What validator `key` runs: the node's rules and pool, its own key.
+fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
+    let context = node.pol().expect("the node certifies");
+    Arc::new(PolContext {
+        params: context.params.clone(),
+        pool: context.pool.clone(),
+        key: key.clone(),
+        pow_bits: 0,
+        threads: 1,
+    })
+}
+
+/// One pass of each validator, then of the node itself (which certifies and settles).
+async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
+    for key in validators {
+        pol_tick(&node.node, &validator(&node.node, key), &mut Default::default())
+            .await
+            .expect("a validator's pass");
+    }
+    let own = Arc::clone(node.node.pol().unwrap());
+    pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .expect("the node's pass");
+}
+
+fn chain(node: &Node) -> Arc<ChainStore> {
+    Arc::clone(node.chain().unwrap())
+}
+
+/// Trains `experts` of the served model on `documents` for `steps` steps at `learning_rate` and
+/// writes the result into the node's chain signed by `author`: the new expert blocks (which the
+/// gate keeps as candidates).
+fn train_candidate(
+    node: &Node,
+    author: &AuthorKey,
+    experts: &[&str],
+    documents: &[TextDocument],
+    steps: u64,
+    learning_rate: f64,
+) -> Vec<BlockHash> {
+    let store = chain(node);
+    let source = Arc::new(ChainSource::open(Arc::clone(&store)).unwrap());
+    let config = source.config().clone();
+    let tokenizer = source.tokenizer().unwrap();
+    let eos = config.eos_token_ids().first().copied();
+    let corpus = TokenCorpus::new(&tokenizer, documents, 200, eos).unwrap();
+    let experts: Vec<ExpertName> = experts.iter().map(|name| name.parse().unwrap()).collect();
+    let mut options = TrainOptions::new(
+        TrainScope::Experts {
+            experts,
+            router: false,
+        },
+        steps,
+    );
+    options.batch_size = 8;
+    options.positions = 64;
+    options.learning_rate = learning_rate;
+    options.min_learning_rate = learning_rate / 10.0;
+    let mut trainer = Trainer::new(&config, Arc::clone(&source) as Arc<dyn WeightSource>, options).unwrap();
+    for _ in 0..steps {
+        trainer.step(&corpus).unwrap();
+    }
+    let weights = trainer.weights().unwrap();
+    publish_weights(node, author, &weights)
+}
+
+/// Publishes `weights` over the served model into the node's chain, keeping its document (so
+/// only changed experts are written); the written expert blocks.
+fn publish_weights(node: &Node, author: &AuthorKey, weights: &dyn WeightSource) -> Vec<BlockHash> {
+    let store = chain(node);
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    let document = source.document().clone();
+    let mut written = Vec::new();
+    publish_model(
+        &*store,
+        author,
+        source.config(),
+        source.files(),
+        weights,
+        &PublishOptions {
+            expert_quantization: blyan_moe::ExpertQuantization::None,
+            untrained: document.untrained,
+            description: document.description.clone(),
+        },
+        &mut |event| {
+            if let PublishEvent::Written { block, .. } = event {
+                written.push(*block);
+            }
+        },
+    )
+    .unwrap();
+    written
+}
+
+/// The claim of `candidates` by `author`, its losses measured as an author does (public draw of
+/// `pool`), or `claimed` when given.
+fn claim_record(node: &Node, candidates: Vec<BlockHash>, pool: &EvalPool, claimed: Option<Losses>) -> Claim {
+    let store = chain(node);
+    let base = ModelBlocks::served(&store).unwrap();
+    let mut claim = Claim {
+        candidates,
+        base_model: base.meta,
+        claimed: Losses { base: 0, candidate: 0 },
+        data_commitment: blake3::hash(b"training text").to_hex().to_string(),
+        data_blocks: Vec::new(),
+    };
+    let blocks = StoreBlocks(&store);
+    let candidate = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
+    let spec = &node.pol().unwrap().params.eval;
+    claim.claimed = match claimed {
+        Some(losses) => losses,
+        None => evaluate_for_claim(&blocks, pool, spec, &base, &candidate).unwrap(),
+    };
+    claim
+}
+
+/// Submits `record` signed by `key` on chain D's tip, as a block from the network would come.
+async fn submit(node: &Node, key: &AuthorKey, record: &PolRecord) -> Result<BlockHash, Error> {
+    let store = chain(node);
+    let parent = store.tip(ChainId::Dataset);
+    let mut not_before = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
+    for dependency in record.required_dependencies() {
+        if let Some(header) = store.header(&dependency).unwrap() {
+            not_before = not_before.max(header.timestamp_ms);
+        }
+    }
+    let (header, payload) = record_block(&parent, not_before, record, key, 0);
+    node.submit_block(encode_block(&header, &payload))
+        .await
+        .map(|(hash, _)| hash)
+}
+
+fn pol_code(error: &Error) -> &'static str {
+    match error {
+        Error::BlockRefused(blyan_chain::Error::PolRejected { code, .. }) => code,
+        other => panic!("expected a Proof-of-Learning refusal, got {other}"),
+    }
+}
+
+fn served_expert(node: &Node, expert: &str) -> BlockHash {
+    chain(node)
+        .expert_current(expert.parse().unwrap())
+        .unwrap()
+        .unwrap()
+        .hash
+}
+
+fn keys(count: usize) -> Vec<AuthorKey> {
+    (0..count).map(|_| AuthorKey::generate()).collect()
+}
+
+fn addresses(keys: &[AuthorKey]) -> Vec<Address> {
+    keys.iter().map(AuthorKey::address).collect()
+}
+
+fn state(node: &Node, claim: BlockHash) -> blyan_pol::ClaimState {
+    blyan_pol::ClaimState::read(&chain(node), claim).unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() {
+    let validators = keys(3);
+    let node = pol_node(&addresses(&validators), |_| {}).await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let (before, _) = balance(&node.node, author.address()).await;
+
+    let experts = ["layer0.expert0", "layer1.expert0", "layer2.expert0", "layer3.expert0"];
+    let old = served_expert(&node.node, "layer0.expert0");
+    let candidates = train_candidate(&node.node, &author, &experts, &docs_text(), 30, 1e-2);
+    assert_eq!(candidates.len(), experts.len(), "one new version per trained expert");
+    // Stored, not served.
+    assert_eq!(served_expert(&node.node, "layer0.expert0"), old);
+    for candidate in &candidates {
+        assert!(chain(&node.node).is_candidate(candidate).unwrap());
+    }
+    let pool = node.node.pol().unwrap().pool.clone();
+    let claim = claim_record(&node.node, candidates.clone(), &pool, None);
+    assert!(claim.claimed.delta_bps() >= 100, "the author measured {:?}", claim.claimed);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+    let bond: Amount = "100".parse().unwrap();
+    let (locked, held) = balance(&node.node, author.address()).await;
+    assert_eq!((locked, held), (before.checked_sub(bond).unwrap(), bond), "the bond is locked");
+
+    run_validators(&node, &validators).await;
+    let decided = state(&node.node, claim_hash);
+    assert_eq!(decided.votes.len(), 3);
+    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::Accept));
+    // Same build, same thread count: the three validators measured the same bits.
+    let losses: Vec<_> = decided.votes.iter().map(|(_, vote)| vote.losses).collect();
+    assert!(losses.windows(2).all(|pair| pair[0] == pair[1]), "{losses:?}");
+    let (_, certificate) = decided.certificate.clone().expect("certified");
+    assert_eq!(certificate.outcome, Outcome::Accepted);
+
+    // Served: the expert's current version is the candidate, and the node serves it.
+    assert_eq!(served_expert(&node.node, "layer0.expert0"), candidates[0]);
+    assert!(!chain(&node.node).is_candidate(&candidates[0]).unwrap());
+    let generator = node.node.generator().unwrap();
+    assert!(generator.info().description.contains("UNTRAINED") || !generator.info().untrained);
+
+    // Paid exactly: bond back, plus 20 000 BLY per 1 % of the certified improvement.
+    let delta = losses[0].delta_bps();
+    let reward = node
+        .node
+        .ledger()
+        .unwrap()
+        .tokenomics()
+        .learning_reward(u32::try_from(delta).unwrap())
+        .unwrap();
+    let (after, held) = balance(&node.node, author.address()).await;
+    assert_eq!(held, Amount::ZERO);
+    assert_eq!(after, before.checked_add(reward).unwrap());
+    // Each validator got its validation reward, once.
+    for key in &validators {
+        let (paid, _) = balance(&node.node, key.address()).await;
+        assert_eq!(
+            paid,
+            node.node.ledger().unwrap().tokenomics().validation_reward(16).unwrap()
+        );
+    }
+    // A second pass (a restart's replay) pays nothing twice.
+    run_validators(&node, &validators).await;
+    assert_eq!(balance(&node.node, author.address()).await.0, after);
+
+    let status = node.node.pol_status().await.unwrap();
+    let shown = &status.claims[0];
+    assert_eq!(shown.status, "accepted");
+    let payments = &shown.certificate.as_ref().unwrap().payments;
+    assert_eq!(payments.iter().filter(|payment| payment.kind == "validation").count(), 3);
+    assert_eq!(payments[0].amount, reward.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_keys_upload_is_a_candidate_and_changes_nothing_served() {
+    let node = pol_node(&[], |_| {}).await;
+    let stranger = AuthorKey::generate();
+    let before = served_expert(&node.node, "layer0.expert0");
+    let meta_before = node.node.generator().unwrap().info().meta_block;
+    // A whole new model (new description: a new meta block) from a fresh key.
+    let store = chain(&node.node);
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    let random = blyan_moe::RandomInit::new(source.config(), 99).unwrap();
+    let mut written = Vec::new();
+    publish_model(
+        &*store,
+        &stranger,
+        source.config(),
+        source.files(),
+        &random,
+        &PublishOptions {
+            expert_quantization: blyan_moe::ExpertQuantization::None,
+            untrained: false,
+            description: "replacement".into(),
+        },
+        &mut |event| {
+            if let PublishEvent::Written { block, .. } = event {
+                written.push(*block);
+            }
+        },
+    )
+    .unwrap();
+    node.node.reload_model().await;
+    assert_eq!(served_expert(&node.node, "layer0.expert0"), before);
+    assert_eq!(node.node.generator().unwrap().info().meta_block, meta_before);
+    assert_eq!(blyan_moe::current_model(&store).unwrap().0, meta_before.unwrap());
+    let candidates = written
+        .iter()
+        .filter(|block| {
+            let kind = store.header(block).unwrap().unwrap().kind;
+            kind == BlockKind::Expert || kind == BlockKind::Meta
+        })
+        .count();
+    assert!(candidates > 1);
+    assert!(written.iter().all(|block| {
+        let header = store.header(block).unwrap().unwrap();
+        !matches!(header.kind, BlockKind::Expert | BlockKind::Meta) || store.is_candidate(block).unwrap()
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_noise_and_unpaid_bonds_are_refused_and_nothing_is_served() {
+    let validators = keys(3);
+    let node = pol_node(&addresses(&validators), |_| {}).await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let store = chain(&node.node);
+    let served = served_expert(&node.node, "layer1.expert2");
+
+    // A copy of the current weights: the same payload under a new version.
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    let copy_blocks = vec![copy_of_served(&node.node, &author, "layer1.expert2")];
+    // Claiming a big improvement does not make it one.
+    let copy_claim = claim_record(&node.node, copy_blocks.clone(), &pool, Some(Losses { base: 5_000_000, candidate: 4_000_000 }));
+    let copy_hash = submit(&node.node, &author, &PolRecord::Claim(copy_claim)).await.unwrap();
+    run_validators(&node, &validators).await;
+    let decided = state(&node.node, copy_hash);
+    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::NotReproduced), "{:?}", decided.votes);
+    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert_eq!(served_expert(&node.node, "layer1.expert2"), served);
+    assert!(store.is_candidate(&copy_blocks[0]).unwrap());
+    // The bond burned.
+    let (available, held) = balance(&node.node, author.address()).await;
+    assert_eq!((available, held), ("900".parse().unwrap(), Amount::ZERO));
+
+    // The copy plus small noise, claimed honestly: below the threshold.
+    let noisy = NoisyExpert {
+        base: &source,
+        expert: "layer1.expert2".parse().unwrap(),
+        noise: 1e-3,
+    };
+    let noisy_blocks = publish_weights(&node.node, &author, &noisy);
+    let noisy_claim = claim_record(&node.node, noisy_blocks.clone(), &pool, None);
+    let noisy_hash = submit(&node.node, &author, &PolRecord::Claim(noisy_claim)).await.unwrap();
+    run_validators(&node, &validators).await;
+    let decided = state(&node.node, noisy_hash);
+    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::BelowThreshold), "{:?}", decided.votes);
+    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert_eq!(served_expert(&node.node, "layer1.expert2"), served);
+
+    // An author who cannot pay the bond: refused, nothing stored.
+    let poor = AuthorKey::generate();
+    let poor_blocks = publish_weights(&node.node, &poor, &NoisyExpert {
+        base: &source,
+        expert: "layer2.expert2".parse().unwrap(),
+        noise: 1e-3,
+    });
+    let poor_claim = claim_record(&node.node, poor_blocks, &pool, None);
+    let tip = store.tip(ChainId::Dataset);
+    let error = submit(&node.node, &poor, &PolRecord::Claim(poor_claim)).await.unwrap_err();
+    assert!(matches!(error, Error::BondUnpaid { .. }), "{error}");
+    assert_eq!(store.tip(ChainId::Dataset), tip);
+
+    // Someone else's candidates cannot be claimed (their author locks the bond).
+    let theirs = publish_weights(&node.node, &author, &NoisyExpert {
+        base: &source,
+        expert: "layer3.expert3".parse().unwrap(),
+        noise: 1e-3,
+    });
+    fund(&node.node, poor.address(), "500").await;
+    let stolen = claim_record(&node.node, theirs, &pool, None);
+    let error = submit(&node.node, &poor, &PolRecord::Claim(stolen)).await.unwrap_err();
+    assert_eq!(pol_code(&error), "not_the_author");
+    // Its bond came back.
+    assert_eq!(balance(&node.node, poor.address()).await, ("500".parse().unwrap(), Amount::ZERO));
+}
+
+/// A new version of `expert` whose payload is the served one's, byte for byte.
+fn copy_of_served(node: &Node, author: &AuthorKey, expert: &str) -> BlockHash {
+    let store = chain(node);
+    let current = store.expert_current(expert.parse().unwrap()).unwrap().unwrap();
+    let served = store.header(&current.hash).unwrap().unwrap();
+    let payload = store.payload(&current.hash).unwrap().unwrap();
+    let parent = store.tip(ChainId::Parameters);
+    let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms + 1;
+    let mut header = blyan_chain::BlockHeader::new_child(&parent, BlockKind::Expert, payload.as_ref(), stamp);
+    header.meta = served.meta.clone();
+    header.meta.version = current.version + 1;
+    header.sign(author);
+    store.append(&header, payload.as_ref()).unwrap()
+}
+
+/// The served model with one expert's matrices plus `noise` × a fixed random direction.
+struct NoisyExpert<'a> {
+    base: &'a ChainSource,
+    expert: ExpertName,
+    noise: f64,
+}
+
+impl WeightSource for NoisyExpert<'_> {
+    fn tensor(&self, name: &str) -> blyan_moe::Result<tch::Tensor> {
+        let tensor = self.base.tensor(name)?;
+        let ours = blyan_moe::parse_expert_tensor_name(name).is_some_and(|(id, _)| id == self.expert);
+        if !ours {
+            // A copy of what is stored.
+            return Ok(tensor.copy());
+        }
+        tch::manual_seed(7);
+        Ok(&tensor + tch::Tensor::randn_like(&tensor) * self.noise)
+    }
+
+    fn describe(&self) -> String {
+        "served weights with noise".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_or_slashed() {
+    let validators = keys(3);
+    let node = pol_node(&addresses(&validators), |_| {}).await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let store = chain(&node.node);
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    let blocks = publish_weights(&node.node, &author, &NoisyExpert {
+        base: &source,
+        expert: "layer0.expert5".parse().unwrap(),
+        noise: 1e-3,
+    });
+    let claim = claim_record(&node.node, blocks.clone(), &pool, None);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+
+    // A vote before any beacon: not seeded.
+    let params = node.node.pol().unwrap().params.clone();
+    let forged = |beacon: BlockHash, verdict: Verdict, candidate: u64| Vote {
+        claim: claim_hash,
+        beacon,
+        eval: params.eval.clone(),
+        losses: Losses { base: 5_000_000, candidate },
+        verdict,
+        detail: String::new(),
+    };
+    let not_a_beacon = store.block_hashes_at(ChainId::Dataset, 0).unwrap()[0];
+    let error = submit(&node.node, &validators[0], &PolRecord::Vote(forged(not_a_beacon, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "not_seeded");
+    // A beacon by a stranger: not a validator.
+    let stranger = AuthorKey::generate();
+    let beacon = PolRecord::Beacon(blyan_pol::Beacon {
+        claims: vec![claim_hash],
+        randomness: "00".repeat(32),
+    });
+    assert_eq!(pol_code(&submit(&node.node, &stranger, &beacon).await.unwrap_err()), "not_a_validator");
+    let beacon_hash = submit(&node.node, &validators[0], &beacon).await.unwrap();
+    // A vote by a stranger.
+    let error = submit(&node.node, &stranger, &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "not_a_validator");
+
+    // Validator 0 accepts, then votes again differently: admitted as evidence, then slashed.
+    let first = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap();
+    let same = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&same), "duplicate_vote");
+    let second = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::BelowThreshold, 5_000_000)))
+        .await
+        .unwrap();
+    // Two forged accepts of validators 1 and 2 plus validator 0's would be > 2/3, but validator 0
+    // equivocated: its votes count for nothing.
+    let v1 = submit(&node.node, &validators[1], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap();
+    let certificate = |votes: Vec<BlockHash>| PolRecord::Certificate(Certificate {
+        claim: claim_hash,
+        outcome: Outcome::Accepted,
+        votes,
+    });
+    let error = submit(&node.node, &stranger, &certificate(vec![first, v1])).await.unwrap_err();
+    assert_eq!(pol_code(&error), "equivocation");
+    let error = submit(&node.node, &stranger, &certificate(vec![v1])).await.unwrap_err();
+    assert_eq!(pol_code(&error), "no_quorum");
+
+    // The node records the evidence; validator 0's stake is gone.
+    let own = Arc::clone(node.node.pol().unwrap());
+    let tick = pol_tick(&node.node, &own, &mut Default::default()).await.unwrap();
+    assert_eq!(tick.slashes, 1);
+    let status = node.node.pol_status().await.unwrap();
+    let slashed: Vec<_> = status.validators.iter().filter(|validator| validator.slashed).collect();
+    assert_eq!(slashed.len(), 1);
+    assert_eq!(slashed[0].address, validators[0].address().to_string());
+    let error = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "validator_slashed");
+    let _ = second;
+
+    // A certificate of another claim's votes, replayed for this one: foreign votes.
+    let other_blocks = publish_weights(&node.node, &author, &NoisyExpert {
+        base: &source,
+        expert: "layer2.expert6".parse().unwrap(),
+        noise: 1e-3,
+    });
+    let other = claim_record(&node.node, other_blocks, &pool, None);
+    let other_hash = submit(&node.node, &author, &PolRecord::Claim(other)).await.unwrap();
+    let replayed = PolRecord::Certificate(Certificate {
+        claim: other_hash,
+        outcome: Outcome::Accepted,
+        votes: vec![v1],
+    });
+    let error = submit(&node.node, &stranger, &replayed).await.unwrap_err();
+    assert_eq!(pol_code(&error), "foreign_vote");
+    assert_ne!(served_expert(&node.node, "layer0.expert5"), blocks[0]);
+    assert!(store.is_candidate(&blocks[0]).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_batch() {
+    let validators = keys(3);
+    let dir = tempfile::tempdir().unwrap();
+    // The public pool: a few paragraphs anyone can read (and train on).
+    let public = dir.path().join("public.txt");
+    let text: String = docs_text()
+        .iter()
+        .take(40)
+        .map(|paragraph| paragraph.text.as_str())
+        .collect();
+    std::fs::write(&public, &text).unwrap();
+    let hidden = PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval");
+    let node = pol_node(&addresses(&validators), |config| {
+        // The trained default model: overfitting it on a few paragraphs hurts elsewhere.
+        config.model.seed = SeedChoice::Shipped;
+        config.pol.eval.corpus = vec![public.clone()];
+        config.pol.eval.hidden = vec![hidden];
+    })
+    .await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let documents = paragraphs(vec![TextDocument {
+        name: "public".into(),
+        text: text.clone(),
+    }]);
+    let experts: Vec<String> = (0..4)
+        .flat_map(|layer| (0..8).map(move |expert| format!("layer{layer}.expert{expert}")))
+        .collect();
+    let experts: Vec<&str> = experts.iter().map(String::as_str).collect();
+    let candidates = train_candidate(&node.node, &author, &experts, &documents, 40, 3e-3);
+    // The author measures on the public pool only: a large improvement.
+    let public_pool = EvalPool::new(documents).unwrap();
+    let claim = claim_record(&node.node, candidates.clone(), &public_pool, None);
+    assert!(claim.claimed.delta_bps() >= 100, "overfitting shows on the public text: {:?}", claim.claimed);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+    run_validators(&node, &validators).await;
+    let decided = state(&node.node, claim_hash);
+    for (_, vote) in &decided.votes {
+        assert_eq!(vote.verdict, Verdict::NotReproduced, "{vote:?}");
+        assert!(vote.losses.delta_bps() < 100, "{vote:?}");
+    }
+    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert_ne!(served_expert(&node.node, "layer0.expert0"), candidates[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_block_that_does_not_decode_is_skipped_and_the_node_restarts() {
+    // In `pow` mode every block is served as it lands: the worst case for a bad meta block.
+    let node = pol_node(&[], |config| config.pol.mode = blyan_pol::PolMode::Pow).await;
+    let config = node.node.config().clone();
+    let served = node.node.generator().unwrap().info().meta_block;
+    let key = AuthorKey::generate();
+    let store = chain(&node.node);
+    for payload in [
+        br#"{"format":"blyan-model/1","architecture":"#.to_vec(),
+        br#"{"format":"blyan-model/1","architecture":{},"untrained":false}"#.to_vec(),
+    ] {
+        let parent = store.tip(ChainId::Meta);
+        let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms + 1;
+        let mut header = blyan_chain::BlockHeader::new_child(&parent, BlockKind::Meta, &payload, stamp);
+        header.sign(&key);
+        node.node.submit_block(encode_block(&header, &payload)).await.unwrap();
+        assert_eq!(node.node.generator().unwrap().info().meta_block, served, "still serving the last good model");
+    }
+    drop(store);
+    let TestNode { node, _dir } = node;
+    drop(node);
+    let reopened = Node::open(config).await.expect("the node opens").load_model().await.expect("and serves");
+    assert_eq!(reopened.generator().unwrap().info().meta_block, served);
+    drop(_dir);
+}
+
