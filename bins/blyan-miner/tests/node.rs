@@ -1,6 +1,7 @@
 //! `blyan-miner upload --node URL` against a real node (the `blyan-api` server on loopback, its
-//! RocksDB chain store in a temp dir): the node takes the blocks, validates them, and serves the
-//! new model as soon as its meta block lands.
+//! RocksDB chain store in a temp dir): in `pow` mode the node takes the blocks, validates them,
+//! and serves the new model as soon as its meta block lands; in its default Proof-of-Learning
+//! mode the upload is a candidate that `upload` claims and, with `--wait`, sees certified.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,13 +21,27 @@ use common::{Workspace, stdout};
 /// A node serving the untrained seed model on `127.0.0.1:0`; stopped when dropped.
 struct Node {
     addr: SocketAddr,
+    state: Arc<NodeState>,
     runtime: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
+    /// A node in `pow` mode: what it is sent is served as it lands.
     fn start(edit: impl FnOnce(&mut NodeConfig)) -> Node {
+        Self::start_with(
+            |config| {
+                config.pol.mode = blyan_pol::PolMode::Pow;
+                edit(config);
+            },
+            false,
+        )
+    }
+
+    /// A node with its own configuration; `pol_service`: with the node's Proof-of-Learning
+    /// service running (the node's key is the single validator by default).
+    fn start_with(edit: impl FnOnce(&mut NodeConfig), pol_service: bool) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut config = NodeConfig::defaults();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -40,21 +55,30 @@ impl Node {
             .build()
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let addr = runtime.block_on(async move {
+        let (addr, state) = runtime.block_on(async move {
             let node = NodeState::open(config).await.unwrap();
             node.ensure_seed_model(&AuthorKey::generate())
                 .await
                 .unwrap();
             let node = Arc::new(node.load_model().await.unwrap());
-            let server = Server::bind(AppState::new(node).unwrap()).await.unwrap();
+            let server = Server::bind(AppState::new(Arc::clone(&node)).unwrap())
+                .await
+                .unwrap();
             let addr = server.local_addr().unwrap();
             tokio::spawn(server.serve(async move {
                 let _ = stopped.await;
             }));
-            addr
+            if pol_service {
+                let mut services = blyan_node_core::Services::new(Arc::clone(&node));
+                services.spawn(blyan_node_core::PolService);
+                // Until the runtime goes with the node.
+                tokio::spawn(services.run_until(std::future::pending()));
+            }
+            (addr, node)
         });
         Node {
             addr,
+            state,
             runtime,
             stop: Some(stop),
             _dir: dir,
@@ -370,4 +394,123 @@ fn train_from_an_unreachable_node_names_it_and_writes_nothing() {
         "{stderr}"
     );
     assert!(!out.exists());
+}
+
+/// The default single-node network learns end to end: `train --from-node` fine-tunes four
+/// experts, `upload --wait` stores them as candidates, claims them (bond locked), and the node's
+/// in-process validator seeds, re-evaluates, votes and certifies; the upload sees `accepted`,
+/// the node serves the new versions, and the author got the bond back and the learning reward.
+#[test]
+fn a_single_node_certifies_an_uploaded_fine_tune() {
+    let temp = tempfile::tempdir().unwrap();
+    let key_file = temp.path().join("miner.key");
+    let address = stdout(&common::miner(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        key_file.as_os_str(),
+    ]));
+    let node = Node::start_with(
+        |config| {
+            config.pol.eval.windows = 16;
+            config.pol.eval.positions = 64;
+            config.pol.eval.threads = 1;
+            config.pol.interval_ms = 100;
+        },
+        true,
+    );
+    let author: blyan_primitives::Address = address.trim().parse().unwrap();
+    let ledger = Arc::clone(node.state.ledger().unwrap());
+    node.runtime.block_on(async {
+        use blyan_ledger::Ledger as _;
+        ledger
+            .transfer(blyan_ledger::TransferRequest {
+                key: blyan_ledger::IdempotencyKey::new("fund-author").unwrap(),
+                from: blyan_ledger::SystemAccount::Treasury.into(),
+                to: blyan_ledger::AccountId::User(blyan_ledger::Address::from_bytes(
+                    *author.as_bytes(),
+                )),
+                amount: "1000".parse().unwrap(),
+                memo: "test funding".into(),
+            })
+            .await
+            .unwrap();
+    });
+    let url = node.url();
+    let out = temp.path().join("tuned");
+    let docs = common::root().join("docs");
+    let trained = stdout(&common::miner(&[
+        "train".as_ref(),
+        "--from-node".as_ref(),
+        url.as_ref(),
+        "--corpus".as_ref(),
+        docs.as_os_str(),
+        "--experts".as_ref(),
+        "layer0.expert0,layer1.expert0,layer2.expert0,layer3.expert0".as_ref(),
+        "--steps".as_ref(),
+        "30".as_ref(),
+        "--batch-size".as_ref(),
+        "8".as_ref(),
+        "--positions".as_ref(),
+        "64".as_ref(),
+        "--learning-rate".as_ref(),
+        "0.01".as_ref(),
+        "--eval-tokens".as_ref(),
+        "512".as_ref(),
+        "--held-out-per-mille".as_ref(),
+        "500".as_ref(),
+        "--threads".as_ref(),
+        "1".as_ref(),
+        "--json".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]));
+    assert!(trained.contains("\"done\""), "{trained}");
+    let served_before = node.get("/model")["serving"]["meta_block"].clone();
+    let output = common::miner(&[
+        "upload".as_ref(),
+        "--checkpoint".as_ref(),
+        out.as_os_str(),
+        "--key".as_ref(),
+        key_file.as_os_str(),
+        "--node".as_ref(),
+        url.as_ref(),
+        "--data".as_ref(),
+        docs.as_os_str(),
+        "--wait".as_ref(),
+        "300".as_ref(),
+    ]);
+    let report = stdout(&output);
+    assert!(report.contains(": accepted"), "{report}");
+    assert!(report.contains("vote by"), "{report}");
+    assert!(report.contains("(learning)"), "{report}");
+    // The node serves the certified model: a new meta block and the four new expert versions.
+    let served = node.get("/model")["serving"]["meta_block"].clone();
+    assert_ne!(served, served_before);
+    assert_eq!(served, node.get("/model")["chain"]["meta_block"]);
+    for expert in ["layer0.expert0", "layer3.expert0"] {
+        assert_eq!(node.get(&format!("/chain/experts/{expert}"))["version"], 2, "{expert}");
+    }
+    assert_eq!(node.get("/chain/experts/layer0.expert1")["version"], 1);
+    let status = node.get("/pol/status");
+    let claim = &status["claims"][0];
+    assert_eq!(claim["status"], "accepted", "{status}");
+    let certificate = &claim["certificate"];
+    assert_eq!(certificate["bond"], "refund");
+    let reward = certificate["payments"][0]["amount"].as_str().unwrap().to_owned();
+    let balance = node.runtime.block_on(async {
+        use blyan_ledger::Ledger as _;
+        ledger
+            .balance(blyan_ledger::AccountId::User(blyan_ledger::Address::from_bytes(
+                *author.as_bytes(),
+            )))
+            .await
+            .unwrap()
+    });
+    let expected = "1000"
+        .parse::<blyan_ledger::Amount>()
+        .unwrap()
+        .checked_add(reward.parse().unwrap())
+        .unwrap();
+    assert_eq!(balance.available, expected, "reward {reward}");
+    assert_eq!(balance.held, blyan_ledger::Amount::ZERO);
 }

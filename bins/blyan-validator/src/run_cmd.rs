@@ -1,5 +1,6 @@
 //! `blyan-validator run`: a validator daemon against a node's HTTP API. Each pass reads
-//! `GET /pol/status`, and for every seeded claim it has not voted on: reads the claim
+//! `GET /pol/status`, seeds the claims still waiting for a beacon (fresh randomness appended
+//! after them), and for every seeded claim it has not voted on: reads the claim
 //! (`GET /pol/claims/{hash}`: the served model and the network's evaluation), fetches every
 //! block it needs (each checked against its hash), re-runs the base and the candidate on the
 //! batch the claim's beacon draws from its own copy of the evaluation pool (CPU, f32, a fixed
@@ -13,7 +14,10 @@ use blyan_api_types::{PolClaimDetail, PolStatus};
 use blyan_chain::AuthorKey;
 use blyan_client::{NodeBlocks, NodeClient};
 use blyan_moe::{ExpertName, read_corpus};
-use blyan_pol::{EvalPool, ModelBlocks, PolMode, PolParams, PolRecord, Vote, evaluate_claim};
+use blyan_pol::{
+    Beacon, EvalPool, ModelBlocks, PolMode, PolParams, PolRecord, Vote, evaluate_claim,
+    fresh_randomness,
+};
 use clap::Args;
 
 /// Arguments of `blyan-validator run`.
@@ -103,6 +107,29 @@ fn pass(
     if !status.validators.iter().any(|validator| validator.address == me) {
         bail!("{me} is not in the node's validator set");
     }
+    // Seed the claims waiting for a beacon, then read the status again to vote on them.
+    let unseeded: Vec<_> = status
+        .claims
+        .iter()
+        .rev()
+        .filter(|claim| claim.status == "awaiting_beacon")
+        .map(|claim| claim.claim)
+        .collect();
+    let status = if unseeded.is_empty() {
+        status
+    } else {
+        for claims in unseeded.chunks(blyan_pol::BEACON_CLAIMS_MAX) {
+            let beacon = PolRecord::Beacon(Beacon {
+                claims: claims.to_vec(),
+                randomness: fresh_randomness(),
+            });
+            let hash = client.post_record(&beacon, key)?;
+            tracing::info!(beacon = %hash, claims = claims.len(), "seeded claims");
+        }
+        client
+            .get_json("/pol/status")?
+            .context("the node has no /pol/status")?
+    };
     let mut votes = Vec::new();
     for claim in status.claims.iter().rev() {
         if claim.status != "voting" || claim.votes.iter().any(|vote| vote.validator == me) {

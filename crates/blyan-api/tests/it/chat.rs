@@ -416,7 +416,10 @@ async fn the_expert_dashboard_counts_uses_and_cache_state() {
         "unknown_expert",
     );
     let (status, pol) = node.get("/pol/status", None).await;
-    assert_eq!((status, pol["enabled"].as_bool()), (200, Some(false)));
+    assert_eq!((status, pol["mode"].as_str()), (200, Some("pol")), "{pol}");
+    assert_eq!(pol["threshold_bps"], 100);
+    assert_eq!(pol["node_validates"], true);
+    assert_eq!(pol["claims"].as_array().map(Vec::len), Some(0));
 }
 
 #[tokio::test]
