@@ -66,7 +66,7 @@ fn open_for_import(config: &NodeConfig) -> anyhow::Result<ChainStore> {
     let data_dir: &Path = &config.data_dir;
     let path =
         ChainStore::locate(data_dir).unwrap_or_else(|_| data_dir.join(blyan_chain::CHAIN_DIR_NAME));
-    ChainStore::open(&path, blyan_node_core::store_config(config))
+    blyan_node_core::open_chain_at(config, &path)
         .with_context(|| format!("opening the chain store in {}", path.display()))
 }
 

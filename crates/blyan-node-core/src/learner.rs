@@ -741,7 +741,8 @@ impl Context {
     }
 
     /// Writes the trained experts' new versions to the node's chain (only changed blocks are
-    /// written) and makes the node serve them.
+    /// written) and makes the node serve them; when the node certifies (Proof-of-Learning),
+    /// they are candidates and the learner claims them with its key (which pays the bond).
     fn publish(&self, run: &Run) -> Result<blyan_chain::BlockHash> {
         let chain = self.node.chain().cloned().ok_or(Error::ChainUnavailable)?;
         let key = self.key.as_ref().ok_or_else(|| Error::Task {
@@ -778,6 +779,7 @@ impl Context {
             },
         };
         let mut written_experts = Vec::new();
+        let mut candidates = Vec::new();
         let summary = blyan_moe::publish_model(
             &*chain,
             key,
@@ -786,10 +788,13 @@ impl Context {
             &weights,
             &options,
             &mut |event: &PublishEvent| {
-                if let PublishEvent::Written { name, .. } = event
-                    && let Ok(expert) = name.parse::<ExpertName>()
-                {
-                    written_experts.push(expert);
+                if let PublishEvent::Written { name, block, .. } = event {
+                    if let Ok(expert) = name.parse::<ExpertName>() {
+                        written_experts.push(expert);
+                        candidates.push(*block);
+                    } else if name == "meta" {
+                        candidates.push(*block);
+                    }
                 }
             },
         )
@@ -800,6 +805,22 @@ impl Context {
             meta_written = summary.meta_written,
             "candidate published"
         );
+        if self.node.pol().is_some() {
+            // The node certifies: what was written is a candidate until validators accept it.
+            let commitment = run.inputs.corpus.fingerprint().to_owned();
+            match self.runtime.block_on(crate::pol::claim_candidates(
+                &self.node,
+                key,
+                candidates,
+                commitment,
+            )) {
+                Ok(claim) => tracing::info!(%claim, "candidate claimed for Proof-of-Learning"),
+                Err(error) => {
+                    tracing::warn!(%error, "the candidate was published but could not be claimed")
+                }
+            }
+            return Ok(summary.meta_block);
+        }
         if summary.meta_written {
             self.runtime.block_on(self.node.reload_model());
         }

@@ -90,10 +90,11 @@ pub use learner::{
 };
 pub use logging::init_logging;
 pub use node::{
-    CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_ledger, store_config,
+    CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_chain_at, open_ledger,
+    store_config,
 };
 pub use pol::{
     NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement, eval_pool,
-    node_key, pol_params, tick as pol_tick,
+    claim_candidates, node_key, pol_params, tick as pol_tick,
 };
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

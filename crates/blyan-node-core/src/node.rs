@@ -43,12 +43,25 @@ pub fn open_chain(config: &NodeConfig) -> Result<ChainStore> {
     open_chain_with(config, context.as_ref())
 }
 
+/// [`open_chain`] for the store in `path` (a chain store directory), with the gate of `config`.
+pub fn open_chain_at(config: &NodeConfig, path: &std::path::Path) -> Result<ChainStore> {
+    let context = PolContext::load(config)?;
+    open_store(config, path, context.as_ref())
+}
+
 /// [`open_chain`] with the Proof-of-Learning context already loaded.
 fn open_chain_with(config: &NodeConfig, context: Option<&PolContext>) -> Result<ChainStore> {
-    let path = config.data_dir.join(CHAIN_DIR_NAME);
+    open_store(config, &config.data_dir.join(CHAIN_DIR_NAME), context)
+}
+
+fn open_store(
+    config: &NodeConfig,
+    path: &std::path::Path,
+    context: Option<&PolContext>,
+) -> Result<ChainStore> {
     let gate = context
         .map(|context| Arc::new(PolGate::new(context.params.clone())) as Arc<dyn PolAcceptance>);
-    ChainStore::open_with(&path, store_config(config), &GenesisSpec::shipped(), gate)
+    ChainStore::open_with(path, store_config(config), &GenesisSpec::shipped(), gate)
         .map_err(Error::ChainOpen)
 }
 

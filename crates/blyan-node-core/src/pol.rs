@@ -264,7 +264,7 @@ pub async fn tick(
     };
     for record in decisions.certificates {
         match submit_record(node, &chain, context, &record).await {
-            Ok(()) => done.certificates += 1,
+            Ok(_) => done.certificates += 1,
             Err(Error::BlockRefused(error)) => {
                 tracing::info!(%error, "a certificate was refused (another decided first?)");
             }
@@ -413,7 +413,7 @@ async fn submit_record(
     chain: &Arc<ChainStore>,
     context: &Arc<PolContext>,
     record: &PolRecord,
-) -> Result<()> {
+) -> Result<BlockHash> {
     for _ in 0..8 {
         let wire = {
             let chain = Arc::clone(chain);
@@ -441,7 +441,7 @@ async fn submit_record(
         match node.submit_block(wire).await {
             Err(Error::BlockRefused(blyan_chain::Error::Fork { .. })) => continue,
             Err(Error::BlockRefused(blyan_chain::Error::TimestampBeforeParent { .. })) => continue,
-            other => return other.map(|_| ()),
+            other => return other.map(|(hash, _)| hash),
         }
     }
     Err(Error::Task {
@@ -621,4 +621,59 @@ pub(crate) async fn undo_bond(ledger: &blyan_ledger::AnyLedger, claim: BlockHash
     if let Err(error) = undo.await {
         tracing::error!(%claim, %error, "could not give back the bond of a refused claim");
     }
+}
+
+/// Claims `candidates` (blocks just stored as candidates on the node's chain) for `key`: the
+/// author's own evaluation on the node's pool (public draw), then the claim, submitted like any
+/// block (so the bond is locked from `key`'s account, [`Error::BondUnpaid`] when it cannot be).
+/// What the learner does with what it publishes when the node certifies.
+pub async fn claim_candidates(
+    node: &Arc<Node>,
+    key: &AuthorKey,
+    candidates: Vec<BlockHash>,
+    data_commitment: String,
+) -> Result<BlockHash> {
+    let context = node.pol().cloned().ok_or_else(|| Error::Task {
+        what: "claiming candidates",
+        reason: "the node runs no Proof-of-Learning (pol.mode is pow)".to_owned(),
+    })?;
+    let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
+    let record = {
+        let context = Arc::clone(&context);
+        blocking("evaluating candidates", move || {
+            tch::set_num_threads(context.params_threads());
+            let source = StoreBlocks(&chain);
+            let base = ModelBlocks::served(&chain)?;
+            let mut claim = blyan_pol::Claim {
+                candidates,
+                base_model: base.meta,
+                claimed: blyan_pol::Losses {
+                    base: 0,
+                    candidate: 0,
+                },
+                data_commitment,
+                data_blocks: Vec::new(),
+            };
+            let candidate = base.with_candidates(&blyan_pol::candidate_headers(&source, &claim)?);
+            claim.claimed = blyan_pol::evaluate_for_claim(
+                &source,
+                &context.pool,
+                &context.params.eval,
+                &base,
+                &candidate,
+            )?;
+            Ok::<_, blyan_pol::PolError>(PolRecord::Claim(claim))
+        })
+        .await?
+        .map_err(pol_error("evaluating candidates"))?
+    };
+    let author = Arc::new(PolContext {
+        params: context.params.clone(),
+        pool: context.pool.clone(),
+        key: key.clone(),
+        pow_bits: context.pow_bits,
+        threads: context.threads,
+    });
+    let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
+    submit_record(node, &chain, &author, &record).await
 }

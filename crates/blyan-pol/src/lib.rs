@@ -21,6 +21,10 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+// A dependency only so its build script's `DEP_TCH_LIBTORCH_LIB` reaches ours, which embeds
+// libtorch's directory as an rpath (build/torch_rpath.rs).
+use torch_sys as _;
+
 mod error;
 mod eval;
 mod gate;

@@ -271,6 +271,8 @@ async fn a_published_candidate_writes_only_its_experts_and_is_served() {
         config.learning.experts = experts(&["layer1.expert4"]);
         config.learning.min_improvement = 0.0;
         config.learning.publish = true;
+        // Proof of work: what is published is served as it lands.
+        config.pol.mode = blyan_pol::PolMode::Pow;
     });
     let node = open_node(config).await;
     let chain = Arc::clone(node.chain().unwrap());
@@ -346,4 +348,40 @@ async fn chain_d_without_text_adds_nothing_beside_a_corpus_and_is_refused_alone(
     let error = status.error.unwrap_or_default();
     assert!(error.contains("chain D"), "{error}");
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_candidate_is_claimed_when_the_node_certifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = docs_corpus(dir.path());
+    let config = learning_config(&dir.path().join("node"), &corpus, |config| {
+        config.learning.experts = experts(&["layer1.expert4"]);
+        config.learning.min_improvement = 0.0;
+        config.learning.publish = true;
+        config.pol.eval.windows = 8;
+        config.pol.eval.positions = 32;
+    });
+    let node = open_node(config).await;
+    let chain = Arc::clone(node.chain().unwrap());
+    let trained: ExpertName = "layer1.expert4".parse().unwrap();
+    let served = chain.expert_current(trained).unwrap().unwrap();
+    let key = AuthorKey::generate();
+    crate::support::fund(&node, key.address(), "1000").await;
+    let running = run_learner(&node, Learner::with_key(key.clone()));
+    wait_for(&node, "a published candidate", |status| {
+        status.last_candidate.as_ref().is_some_and(|c| c.published)
+    })
+    .await;
+    running.stop().await;
+    // Stored as a candidate, not served, and claimed by the learner's key with its bond locked.
+    assert_eq!(chain.expert_current(trained).unwrap().unwrap(), served);
+    let claims = blyan_pol::all_claims(&chain).unwrap();
+    let claim = claims.first().expect("the learner claimed its candidate");
+    assert_eq!(claim.block.author, key.address());
+    assert_eq!(claim.claim.candidates.len(), 1);
+    let header = chain.header(&claim.claim.candidates[0]).unwrap().unwrap();
+    assert_eq!(header.meta.expert, Some(trained));
+    assert!(chain.is_candidate(&claim.claim.candidates[0]).unwrap());
+    let (_, held) = crate::support::balance(&node, key.address()).await;
+    assert_eq!(held, "100".parse().unwrap());
 }
