@@ -1,5 +1,6 @@
 // The Blyan node's page: streaming chat (free tier or signed in), Sign-In with Ethereum through
-// the browser's EIP-1193 provider, balance, chain explorer and expert dashboard.
+// the browser's EIP-1193 provider, balance and ledger history, chain explorer, expert dashboard,
+// the learner's progress and Proof-of-Learning's claims, votes and certificates.
 // Plain JavaScript, no build step; it talks only to the node that served it.
 "use strict";
 
@@ -131,6 +132,7 @@ async function showWallet() {
   $("sign-out").hidden = !signedIn;
   $("wallet-address").textContent = signedIn ? session.wallet : "not signed in (free tier)";
   $("wallet-balance").textContent = "";
+  if (!$("tab-wallet").hidden) loadWalletHistory();
   if (!signedIn) return;
   try {
     const balance = await apiJson("/wallet/balance");
@@ -312,7 +314,8 @@ async function loadExperts() {
 // ---- learning progress ----
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-let learningTimer = null;
+// Refreshes the open tab's live view (learning progress, Proof-of-Learning).
+let tabTimer = null;
 
 function svgElement(name, attributes) {
   const element = document.createElementNS(SVG_NS, name);
@@ -405,19 +408,220 @@ async function loadLearning() {
   document.body.dataset.learningLoaded = String(Date.now());
 }
 
+// ---- Proof-of-Learning ----
+
+const CLAIM_STATUS = {
+  awaiting_beacon: "awaiting beacon",
+  voting: "voting",
+  accepted: "accepted",
+  rejected: "rejected",
+  expired: "expired",
+};
+
+const VERDICTS = {
+  accept: "accept",
+  below_threshold: "below threshold",
+  not_reproduced: "not reproduced",
+  unloadable: "unloadable",
+};
+
+const PAYMENT_KINDS = {
+  learning: "learning reward",
+  validation: "validation reward",
+  data: "data reward",
+};
+
+// Basis points as a signed percentage ("+1.25 %").
+function percent(bps, signed = true) {
+  const text = `${(Math.abs(bps) / 100).toFixed(2)} %`;
+  if (!signed || bps === 0) return text;
+  return `${bps > 0 ? "+" : "−"}${text}`;
+}
+
+// Micro-nats as nats.
+function nats(micros) {
+  return typeof micros === "number" ? (micros / 1e6).toFixed(4) : "–";
+}
+
+function short(text) {
+  return text && text.length > 14 ? `${text.slice(0, 8)}…${text.slice(-4)}` : text || "";
+}
+
+// An element with a class and text (node data only ever lands in textContent).
+function element(name, className, text) {
+  const created = document.createElement(name);
+  if (className) created.className = className;
+  if (text !== undefined) created.textContent = text;
+  return created;
+}
+
+// A table with a header row `columns` and one row per entry of `rows` (arrays of cell texts).
+function table(className, columns, rows) {
+  const created = element("table", className);
+  const head = created.createTHead().insertRow();
+  for (const column of columns) head.appendChild(element("th", "", column));
+  const body = created.createTBody();
+  for (const cells of rows) {
+    const row = body.insertRow();
+    for (const cell of cells) row.insertCell().textContent = cell;
+  }
+  return created;
+}
+
+function lossesText(losses) {
+  return `loss ${nats(losses.base)} → ${nats(losses.candidate)} (Δ ${percent(losses.delta_bps)})`;
+}
+
+function showClaim(claim, bondText) {
+  const article = element("article", "claim");
+  article.dataset.claim = claim.claim;
+  article.dataset.status = claim.status;
+  const heading = element("h3");
+  const badge = element("span", `badge status-${claim.status}`, CLAIM_STATUS[claim.status] || claim.status);
+  heading.append(badge, ` claim ${short(claim.claim)} by ${short(claim.author)} at height ${claim.height}`);
+  heading.title = claim.claim;
+  article.appendChild(heading);
+
+  const candidates = claim.candidates.map((candidate) => {
+    const what = candidate.expert ? `${candidate.expert} v${candidate.version}` : `${candidate.kind} v${candidate.version}`;
+    return candidate.candidate ? what : `${what} (served)`;
+  });
+  article.appendChild(element("p", "candidates", `candidates: ${candidates.join(", ") || "none"}`));
+  article.appendChild(element("p", "claimed", `claimed by the author: ${lossesText(claim.claimed)}; ` +
+    `${claim.data_blocks} dataset entries credited`));
+  article.appendChild(element("p", "muted", claim.seed
+    ? `evaluation seed ${short(claim.seed)} from beacon ${short(claim.beacon)}`
+    : "waiting for a beacon to seed the evaluation"));
+
+  if (claim.votes.length) {
+    article.appendChild(table("votes", ["validator", "verdict", "base loss", "candidate loss", "Δ", "detail"],
+      claim.votes.map((vote) => [
+        short(vote.validator), VERDICTS[vote.verdict] || vote.verdict,
+        nats(vote.losses.base), nats(vote.losses.candidate), percent(vote.losses.delta_bps), vote.detail,
+      ])));
+  } else {
+    article.appendChild(element("p", "muted", "no votes yet"));
+  }
+
+  const certificate = claim.certificate;
+  if (certificate) {
+    const improvement = typeof certificate.improvement_bps === "number"
+      ? `, certified improvement ${percent(certificate.improvement_bps)}` : "";
+    const bond = certificate.bond === "refund" ? `bond of ${bondText} refunded` : `bond of ${bondText} burned`;
+    const outcome = element("p", `outcome outcome-${certificate.outcome}`,
+      `${certificate.outcome} by certificate ${short(certificate.block)} (${certificate.votes.length} ${certificate.votes.length === 1 ? "vote" : "votes"})${improvement}; ${bond}`);
+    outcome.title = certificate.block;
+    article.appendChild(outcome);
+    if (certificate.payments.length) {
+      article.appendChild(table("payments", ["payment", "to", "amount"],
+        certificate.payments.map((payment) => [
+          PAYMENT_KINDS[payment.kind] || payment.kind, short(payment.to), `${payment.amount} BLY`,
+        ])));
+    }
+  }
+  return article;
+}
+
+async function loadPol() {
+  const rules = $("pol-rules");
+  const validators = $("pol-validators").querySelector("tbody");
+  const claims = $("pol-claims");
+  try {
+    const status = await apiJson("/pol/status");
+    validators.replaceChildren();
+    claims.replaceChildren();
+    const bondText = `${status.candidate_bond} BLY`;
+    const evaluation = status.eval
+      ? `; each vote evaluates ${status.eval.windows} windows of ${status.eval.positions} tokens drawn from pool ${short(status.eval.pool)}`
+      : "";
+    const self = status.node_address
+      ? `; this node (${short(status.node_address)}) ${status.node_validates ? "validates" : "does not validate"}`
+      : "";
+    rules.textContent = status.mode === "pow"
+      ? "mode pow: new versions are served as they land; nothing is certified."
+      : `mode ${status.mode}: a candidate is served once validators holding more than 2/3 of stake accept ` +
+        `an improvement of at least ${percent(status.threshold_bps, false)}; a claim locks a bond of ${bondText}, ` +
+        `undecided claims expire after ${status.expiry_blocks} blocks${evaluation}${self}.`;
+    for (const validator of status.validators) {
+      const row = validators.insertRow();
+      row.insertCell().textContent = validator.address;
+      row.insertCell().textContent = validator.stake;
+      const state = row.insertCell();
+      state.textContent = validator.slashed ? "slashed" : "active";
+      if (validator.slashed) state.className = "slashed";
+    }
+    $("pol-empty").hidden = status.claims.length > 0;
+    for (const claim of status.claims) claims.appendChild(showClaim(claim, bondText));
+  } catch (error) {
+    rules.textContent = error.message;
+  }
+  document.body.dataset.polLoaded = String(Date.now());
+}
+
+// ---- wallet history ----
+
+const LEDGER_KINDS = {
+  genesis: "genesis",
+  transfer: "transfer",
+  mint: "minted",
+  burn: "burned",
+  reward: "reward",
+  authorize: "chat payment held",
+  capture: "chat payment",
+  release: "hold released",
+  expiry: "hold expired",
+  bond_lock: "bond locked",
+  bond_refund: "bond refunded",
+  bond_burn: "bond burned",
+};
+
+async function loadWalletHistory() {
+  const note = $("wallet-history-note");
+  const body = $("wallet-history").querySelector("tbody");
+  body.replaceChildren();
+  if (!session.wallet) {
+    note.textContent = "Sign in with your wallet to see its ledger entries: payments, rewards and bonds.";
+  } else {
+    try {
+      const entries = await apiJson("/wallet/history?limit=100");
+      note.textContent = entries.items.length ? `newest first, ${session.wallet}` : "No ledger entries yet.";
+      for (const entry of entries.items) {
+        const row = body.insertRow();
+        row.dataset.kind = entry.kind;
+        row.insertCell().textContent = new Date(entry.created_at_ms).toLocaleString();
+        row.insertCell().textContent = LEDGER_KINDS[entry.kind] || entry.kind;
+        const amount = row.insertCell();
+        amount.textContent = `${entry.direction === "credit" ? "+" : "−"}${entry.amount} BLY`;
+        amount.className = entry.direction;
+        row.insertCell().textContent = entry.memo;
+      }
+    } catch (error) {
+      note.textContent = error.message;
+    }
+  }
+  document.body.dataset.walletHistoryLoaded = String(Date.now());
+}
+
 // ---- start ----
+
+const TABS = ["chat", "explorer", "experts", "learning", "pol", "wallet"];
 
 function showTab(name) {
   for (const button of document.querySelectorAll("nav button")) {
     button.classList.toggle("active", button.dataset.tab === name);
   }
-  for (const tab of ["chat", "explorer", "experts", "learning"]) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of TABS) $(`tab-${tab}`).hidden = tab !== name;
   if (name === "experts") loadExperts();
-  clearInterval(learningTimer);
+  clearInterval(tabTimer);
   if (name === "learning") {
     loadLearning();
-    learningTimer = setInterval(loadLearning, 5000);
+    tabTimer = setInterval(loadLearning, 5000);
   }
+  if (name === "pol") {
+    loadPol();
+    tabTimer = setInterval(loadPol, 5000);
+  }
+  if (name === "wallet") loadWalletHistory();
   if (name === "explorer") loadBlocks();
 }
 
@@ -432,6 +636,8 @@ async function start() {
   $("explorer-load").addEventListener("click", loadBlocks);
   $("experts-load").addEventListener("click", loadExperts);
   $("learning-load").addEventListener("click", loadLearning);
+  $("pol-load").addEventListener("click", loadPol);
+  $("wallet-history-load").addEventListener("click", loadWalletHistory);
   try {
     const health = await apiJson("/health");
     $("node-status").textContent = `node ${health.version}${health.model ? `, model: ${health.model}` : ""}`;

@@ -2,17 +2,21 @@
 //! chat, the stop button, sign-in through an injected EIP-1193 provider whose `personal_sign`
 //! the test answers with a secp256k1 key, the balance, a paid chat, the explorer and the expert
 //! dashboard. A screenshot is saved under the target directory. A second session draws the
-//! learning curve of a node whose learner ran, and checks it against `GET /learning`.
+//! learning curve of a node whose learner ran, and checks it against `GET /learning`. A third
+//! shows Proof-of-Learning: the rules and validator, then a claim the node (its only validator)
+//! seeded, voted on and rejected, and the author's locked bond in the wallet history.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use blyan_node_core::{Learner, Services};
+use blyan_chain::AuthorKey;
+use blyan_node_core::{Learner, PolContext, Services, pol_tick};
 
 use crate::support::{Node, TestWallet};
 
@@ -166,6 +170,54 @@ fn hex_to_bytes(hex: &str) -> Vec<u8> {
     hex::decode(hex.trim_start_matches("0x")).expect("hex message")
 }
 
+/// Signs `wallet` in through an injected EIP-1193 provider, answering its `personal_sign`.
+async fn sign_in(node: &Node, client: &Client, wallet: &TestWallet) -> Result<(), String> {
+    client
+        .execute(PROVIDER, vec![json!(wallet.address)])
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = wait_js(
+        client,
+        "personal_sign requested",
+        "const r = window.__blyanSignRequests[0]; return r ? { message: r.message, address: r.address } : null;",
+    )
+    .await;
+    let message = hex_to_bytes(request["message"].as_str().unwrap_or_default());
+    let text = String::from_utf8(message.clone()).map_err(|e| e.to_string())?;
+    if !text.contains(&wallet.address)
+        || !text.contains(&format!("{} wants you to sign in", node.addr))
+    {
+        return Err(format!("sign-in message {text:?}"));
+    }
+    let signature = wallet.personal_sign(&message);
+    client
+        .execute(
+            "window.__blyanSignRequests.shift().resolve(arguments[0]); return true;",
+            vec![json!(signature)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Clicks the navigation button of tab `name`.
+async fn open_tab(client: &Client, name: &str) -> Result<(), String> {
+    client
+        .find(Locator::Css(&format!("nav button[data-tab={name}]")))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 #[tokio::test]
 async fn the_page_chats_streams_signs_in_and_explores_in_chromium() {
     let node = Node::serving().await;
@@ -267,38 +319,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
     // Sign in through the injected EIP-1193 provider.
     let wallet = TestWallet::new(0x41);
     node.fund(&wallet.address, "7").await;
-    client
-        .execute(PROVIDER, vec![json!(wallet.address)])
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let request = wait_js(
-        client,
-        "personal_sign requested",
-        "const r = window.__blyanSignRequests[0]; return r ? { message: r.message, address: r.address } : null;",
-    )
-    .await;
-    let message = hex_to_bytes(request["message"].as_str().unwrap_or_default());
-    let text = String::from_utf8(message.clone()).map_err(|e| e.to_string())?;
-    if !text.contains(&wallet.address)
-        || !text.contains(&format!("{} wants you to sign in", node.addr))
-    {
-        return Err(format!("sign-in message {text:?}"));
-    }
-    let signature = wallet.personal_sign(&message);
-    client
-        .execute(
-            "window.__blyanSignRequests.shift().resolve(arguments[0]); return true;",
-            vec![json!(signature)],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    sign_in(node, client, &wallet).await?;
     let balance = wait_js(
         client,
         "balance shown",
@@ -519,6 +540,226 @@ async fn draw_learning(node: &Node, client: &Client, points: &[Value]) -> Result
     let summary = drawn["summary"].as_str().unwrap_or_default();
     if !summary.contains("stopped") || !summary.contains("layer1.expert2") {
         return Err(format!("summary {summary:?}"));
+    }
+    Ok(())
+}
+
+/// An address as the page shortens it.
+fn short(text: &str) -> String {
+    format!("{}…{}", &text[..8], &text[text.len() - 4..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_proof_of_learning_claim_its_votes_and_the_authors_bond() {
+    let node = Node::serving_with(|config| {
+        // A short evaluation: this test checks what the page shows of a vote.
+        config.pol.eval.windows = 8;
+        config.pol.eval.positions = 64;
+        config.pol.eval.threads = 1;
+    })
+    .await;
+    let context = Arc::clone(
+        node.state
+            .pol()
+            .expect("Proof-of-Learning is on by default"),
+    );
+    assert!(
+        context.is_validator(),
+        "the node's own key is the only validator"
+    );
+    let driver = start_driver();
+    let client = browser(&driver).await;
+    let outcome = drive_pol(&node, &client, &context).await;
+    if outcome.is_ok() {
+        open_tab(&client, "pol").await.expect("back to the claims");
+        let png = client.screenshot().await.expect("screenshot");
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("blyan-api-page-pol.png");
+        std::fs::write(&path, &png).expect("screenshot saved");
+        eprintln!("screenshot: {}", path.display());
+    }
+    client.close().await.expect("session closes");
+    outcome.expect("Proof-of-Learning view");
+}
+
+async fn drive_pol(node: &Node, client: &Client, context: &Arc<PolContext>) -> Result<(), String> {
+    let validator = context.key.address().to_string();
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+
+    // No claims yet: the rules, the one validator and the empty state.
+    open_tab(client, "pol").await?;
+    let empty = wait_js(
+        client,
+        "Proof-of-Learning rules shown",
+        "if (!document.body.dataset.polLoaded) return null; \
+         const rows = document.querySelectorAll('#pol-validators tbody tr'); \
+         return { rules: document.getElementById('pol-rules').textContent, \
+                  validators: Array.from(rows, (r) => Array.from(r.cells, (c) => c.textContent)), \
+                  empty: !document.getElementById('pol-empty').hidden, \
+                  claims: document.querySelectorAll('#pol-claims .claim').length };",
+    )
+    .await;
+    let rules = empty["rules"].as_str().unwrap_or_default();
+    if !rules.starts_with("mode pol")
+        || !rules.contains("at least 1.00 %")
+        || !rules.contains("100 BLY")
+    {
+        return Err(format!("rules {rules:?}"));
+    }
+    if empty["validators"] != json!([[validator, "1", "active"]]) {
+        return Err(format!("validators {}", empty["validators"]));
+    }
+    if empty["empty"] != json!(true) || empty["claims"] != json!(0) {
+        return Err(format!("no claims yet, but the page shows {empty}"));
+    }
+
+    // An author claims a byte-for-byte copy of a served expert improves the model by 20 %.
+    let author = TestWallet::new(0x52);
+    let key = AuthorKey::from_bytes(&[0x52; 32]).map_err(|e| e.to_string())?;
+    assert_eq!(
+        key.address().to_string(),
+        author.address,
+        "one key, two signers"
+    );
+    node.fund(&author.address, "1000").await;
+    let candidate = node.copy_of_served(&key, "layer1.expert2");
+    let claim = node
+        .claim(
+            &key,
+            vec![candidate],
+            blyan_pol::Losses {
+                base: 5_000_000,
+                candidate: 4_000_000,
+            },
+        )
+        .await;
+    // The node, the only validator, seeds the evaluation, votes and certifies the outcome.
+    let mut decided = Value::Null;
+    for _ in 0..3 {
+        pol_tick(&node.state, context, &mut Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, body) = node.get("/pol/status", None).await;
+        assert_eq!(status, 200, "{body}");
+        if !body["claims"][0]["certificate"].is_null() {
+            decided = body["claims"][0].clone();
+            break;
+        }
+    }
+    assert_eq!(decided["claim"], json!(claim.to_string()), "{decided}");
+    assert_eq!(decided["status"], "rejected", "{decided}");
+    assert_eq!(
+        decided["votes"][0]["verdict"], "not_reproduced",
+        "{decided}"
+    );
+    assert_eq!(decided["votes"][0]["validator"], json!(validator));
+    assert_eq!(decided["certificate"]["bond"], "burn", "{decided}");
+    let version = decided["candidates"][0]["version"].as_u64().unwrap();
+
+    // The page shows the claim with its badge, candidate, vote and outcome.
+    client
+        .find(Locator::Id("pol-load"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let shown = wait_js(
+        client,
+        "the claim shown",
+        &format!(
+            "const claim = document.querySelector('#pol-claims .claim[data-claim=\"{claim}\"]'); \
+             if (!claim) return null; \
+             const vote = claim.querySelector('table.votes tbody tr'); \
+             return {{ status: claim.dataset.status, \
+                      badge: claim.querySelector('.badge').textContent, \
+                      candidates: claim.querySelector('.candidates').textContent, \
+                      claimed: claim.querySelector('.claimed').textContent, \
+                      vote: vote ? Array.from(vote.cells, (c) => c.textContent) : null, \
+                      outcome: claim.querySelector('.outcome').textContent, \
+                      payments: Array.from(claim.querySelectorAll('table.payments tbody tr'), \
+                                           (r) => Array.from(r.cells, (c) => c.textContent)), \
+                      empty: !document.getElementById('pol-empty').hidden }};"
+        ),
+    )
+    .await;
+    let vote = &decided["votes"][0]["losses"];
+    // Even a rejected claim pays its validators for the evaluation.
+    let payments: Vec<Value> = decided["certificate"]["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|payment| {
+            json!([
+                match payment["kind"].as_str().unwrap() {
+                    "learning" => "learning reward",
+                    "validation" => "validation reward",
+                    "data" => "data reward",
+                    other => panic!("unknown payment kind {other}"),
+                },
+                short(payment["to"].as_str().unwrap()),
+                format!("{} BLY", payment["amount"].as_str().unwrap()),
+            ])
+        })
+        .collect();
+    let paid = &decided["certificate"]["payments"];
+    assert_eq!(payments.len(), 1, "one validation reward: {paid}");
+    assert_eq!(
+        (&paid[0]["kind"], &paid[0]["to"]),
+        (&json!("validation"), &json!(validator)),
+        "{paid}"
+    );
+    let nats = |micros: &Value| format!("{:.4}", micros.as_f64().unwrap() / 1e6);
+    let expected = json!({
+        "status": "rejected",
+        "badge": "rejected",
+        "candidates": format!("candidates: layer1.expert2 v{version}"),
+        "claimed": "claimed by the author: loss 5.0000 → 4.0000 (Δ +20.00 %); 0 dataset entries credited",
+        "vote": [
+            short(&validator), "not reproduced", nats(&vote["base"]), nats(&vote["candidate"]),
+            "0.00 %", decided["votes"][0]["detail"],
+        ],
+        "outcome": "rejected by certificate ".to_owned()
+            + &short(decided["certificate"]["block"].as_str().unwrap())
+            + " (1 vote); bond of 100 BLY burned",
+        "payments": payments,
+        "empty": false,
+    });
+    if shown != expected {
+        return Err(format!("the page shows {shown:#}, expected {expected:#}"));
+    }
+
+    // The author signs in: the wallet history names the locked bond.
+    sign_in(node, client, &author).await?;
+    wait_js(
+        client,
+        "signed in",
+        "return document.getElementById('wallet-balance').textContent;",
+    )
+    .await;
+    open_tab(client, "wallet").await?;
+    let rows = wait_js(
+        client,
+        "wallet history shown",
+        "const rows = document.querySelectorAll('#wallet-history tbody tr'); \
+         if (rows.length < 2) return null; \
+         return Array.from(rows, (r) => [r.dataset.kind, r.cells[1].textContent, r.cells[2].textContent]);",
+    )
+    .await;
+    let expected = json!([
+        ["bond_lock", "bond locked", "−100 BLY"],
+        ["transfer", "transfer", "+1000 BLY"],
+    ]);
+    if rows != expected {
+        return Err(format!("wallet history {rows}, expected {expected}"));
     }
     Ok(())
 }

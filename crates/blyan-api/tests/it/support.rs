@@ -1,5 +1,6 @@
-//! A node on a temp data dir serving real HTTP on loopback, and a test wallet that signs the way
-//! a browser wallet does (EIP-191 `personal_sign` with a secp256k1 key).
+//! A node on a temp data dir serving real HTTP on loopback, a test wallet that signs the way
+//! a browser wallet does (EIP-191 `personal_sign` with a secp256k1 key), and Proof-of-Learning
+//! claims written into the node's chain as an author would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use blyan_api::{AppState, Server};
 use blyan_api_types::TokenResponse;
-use blyan_chain::AuthorKey;
+use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainId, encode_block};
 use blyan_ledger::{
     AccountId, Amount, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest,
 };
@@ -153,6 +154,76 @@ impl Node {
             .await
             .expect("balance");
         (balance.available, balance.held)
+    }
+
+    /// A new version of `expert` whose payload is the served one's byte for byte, signed by
+    /// `author`: the chain keeps it as a candidate.
+    pub(crate) fn copy_of_served(&self, author: &AuthorKey, expert: &str) -> BlockHash {
+        let store = self.state.chain().expect("the node has a chain");
+        let current = store
+            .expert_current(expert.parse().expect("expert name"))
+            .expect("chain read")
+            .expect("the expert is served");
+        let served = store
+            .header(&current.hash)
+            .expect("chain read")
+            .expect("served header");
+        let payload = store
+            .payload(&current.hash)
+            .expect("chain read")
+            .expect("served payload");
+        let parent = store.tip(ChainId::Parameters);
+        let stamp = store
+            .header(&parent.hash)
+            .expect("chain read")
+            .expect("tip header")
+            .timestamp_ms
+            + 1;
+        let mut header =
+            BlockHeader::new_child(&parent, BlockKind::Expert, payload.as_ref(), stamp);
+        header.meta = served.meta.clone();
+        header.meta.version = current.version + 1;
+        header.sign(author);
+        store
+            .append(&header, payload.as_ref())
+            .expect("the candidate is stored")
+    }
+
+    /// Claims `candidates` over the served model with `claimed` losses, signed by `author` on
+    /// chain D's tip as a block from the network would come (the author's bond is locked).
+    pub(crate) async fn claim(
+        &self,
+        author: &AuthorKey,
+        candidates: Vec<BlockHash>,
+        claimed: blyan_pol::Losses,
+    ) -> BlockHash {
+        let store = self.state.chain().expect("the node has a chain");
+        let record = blyan_pol::PolRecord::Claim(blyan_pol::Claim {
+            candidates,
+            base_model: blyan_pol::ModelBlocks::served(store)
+                .expect("the served model")
+                .meta,
+            claimed,
+            data_commitment: blake3::hash(b"training text").to_hex().to_string(),
+            data_blocks: Vec::new(),
+        });
+        let parent = store.tip(ChainId::Dataset);
+        let mut not_before = store
+            .header(&parent.hash)
+            .expect("chain read")
+            .expect("tip header")
+            .timestamp_ms;
+        for dependency in record.required_dependencies() {
+            if let Some(header) = store.header(&dependency).expect("chain read") {
+                not_before = not_before.max(header.timestamp_ms);
+            }
+        }
+        let (header, payload) = blyan_pol::record_block(&parent, not_before, &record, author, 0);
+        self.state
+            .submit_block(encode_block(&header, &payload))
+            .await
+            .expect("the claim is accepted onto the chain")
+            .0
     }
 
     /// Stops the server and waits for it to drain.
