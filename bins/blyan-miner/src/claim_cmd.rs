@@ -11,9 +11,7 @@ use blyan_api_types::{PolClaimDetail, PolClaimInfo, PolStatus};
 use blyan_chain::{AuthorKey, BlockHash};
 use blyan_client::{NodeBlocks, NodeClient};
 use blyan_moe::{ExpertName, read_corpus};
-use blyan_pol::{
-    Claim, EvalPool, ModelBlocks, PolRecord, candidate_headers, evaluate_for_claim,
-};
+use blyan_pol::{Claim, EvalPool, ModelBlocks, PolRecord, candidate_headers, evaluate_for_claim};
 use clap::Args;
 
 /// How `upload --node` claims what it wrote.
@@ -112,7 +110,11 @@ pub(crate) fn claim(
 }
 
 /// Waits up to `seconds` for claim `claim` to be decided; its final state.
-pub(crate) fn wait(client: &NodeClient, claim: BlockHash, seconds: u64) -> anyhow::Result<PolClaimInfo> {
+pub(crate) fn wait(
+    client: &NodeClient,
+    claim: BlockHash,
+    seconds: u64,
+) -> anyhow::Result<PolClaimInfo> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         let detail: PolClaimDetail = client
@@ -137,7 +139,11 @@ pub(crate) fn report(claim: &PolClaimInfo) {
     for vote in &claim.votes {
         println!(
             "  vote by {}: {} (loss {} -> {}, {} bps)",
-            vote.validator, vote.verdict, vote.losses.base, vote.losses.candidate, vote.losses.delta_bps
+            vote.validator,
+            vote.verdict,
+            vote.losses.base,
+            vote.losses.candidate,
+            vote.losses.delta_bps
         );
     }
     if let Some(certificate) = &claim.certificate {
@@ -150,7 +156,10 @@ pub(crate) fn report(claim: &PolClaimInfo) {
                 .map_or("-".to_owned(), |bps| bps.to_string())
         );
         for payment in &certificate.payments {
-            println!("  paid {} BLY to {} ({})", payment.amount, payment.to, payment.kind);
+            println!(
+                "  paid {} BLY to {} ({})",
+                payment.amount, payment.to, payment.kind
+            );
         }
     }
 }

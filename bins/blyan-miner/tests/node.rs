@@ -488,7 +488,11 @@ fn a_single_node_certifies_an_uploaded_fine_tune() {
     assert_ne!(served, served_before);
     assert_eq!(served, node.get("/model")["chain"]["meta_block"]);
     for expert in ["layer0.expert0", "layer3.expert0"] {
-        assert_eq!(node.get(&format!("/chain/experts/{expert}"))["version"], 2, "{expert}");
+        assert_eq!(
+            node.get(&format!("/chain/experts/{expert}"))["version"],
+            2,
+            "{expert}"
+        );
     }
     assert_eq!(node.get("/chain/experts/layer0.expert1")["version"], 1);
     let status = node.get("/pol/status");
@@ -496,13 +500,16 @@ fn a_single_node_certifies_an_uploaded_fine_tune() {
     assert_eq!(claim["status"], "accepted", "{status}");
     let certificate = &claim["certificate"];
     assert_eq!(certificate["bond"], "refund");
-    let reward = certificate["payments"][0]["amount"].as_str().unwrap().to_owned();
+    let reward = certificate["payments"][0]["amount"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let balance = node.runtime.block_on(async {
         use blyan_ledger::Ledger as _;
         ledger
-            .balance(blyan_ledger::AccountId::User(blyan_ledger::Address::from_bytes(
-                *author.as_bytes(),
-            )))
+            .balance(blyan_ledger::AccountId::User(
+                blyan_ledger::Address::from_bytes(*author.as_bytes()),
+            ))
             .await
             .unwrap()
     });

@@ -80,7 +80,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             Err(error) if args.once => return Err(error),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "validator pass failed; retrying"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "validator pass failed; retrying")
+            }
         }
         if args.once {
             return Ok(());
@@ -104,7 +106,11 @@ fn pass(
     let status: PolStatus = client
         .get_json("/pol/status")?
         .context("the node has no /pol/status: is it a Blyan node?")?;
-    if !status.validators.iter().any(|validator| validator.address == me) {
+    if !status
+        .validators
+        .iter()
+        .any(|validator| validator.address == me)
+    {
         bail!("{me} is not in the node's validator set");
     }
     // Seed the claims waiting for a beacon, then read the status again to vote on them.
@@ -152,7 +158,10 @@ fn vote_on(
     status: &PolStatus,
     detail: &PolClaimDetail,
 ) -> anyhow::Result<Vote> {
-    let eval = detail.eval.clone().context("the node runs no Proof-of-Learning")?;
+    let eval = detail
+        .eval
+        .clone()
+        .context("the node runs no Proof-of-Learning")?;
     if eval.pool != pool.commitment() {
         bail!(
             "this validator's evaluation pool ({}) is not the network's ({}): give the same --eval-corpus and --eval-hidden",

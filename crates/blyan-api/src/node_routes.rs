@@ -12,8 +12,8 @@ use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
 };
 use blyan_node_core::model_label;
-use blyan_primitives::BlockHash;
 use blyan_primitives::Address;
+use blyan_primitives::BlockHash;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
@@ -142,7 +142,9 @@ pub(crate) async fn expert(
 /// its candidates, beacon, votes, certificate and the payments it made, newest first.
 #[utoipa::path(get, path = "/pol/status", tag = "experts",
     responses((status = 200, body = PolStatus), (status = 503, description = "chain_unavailable")))]
-pub(crate) async fn pol_status(State(state): State<Arc<AppState>>) -> Result<axum::Json<PolStatus>> {
+pub(crate) async fn pol_status(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<PolStatus>> {
     Ok(axum::Json(state.node().pol_status().await?))
 }
 

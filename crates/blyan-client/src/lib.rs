@@ -24,8 +24,8 @@ use blyan_chain::{
     AuthorKey, BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
     hash_payload,
 };
-use blyan_pol::{BlockSource, PolRecord, record_block};
 use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget, VerifiedBlock};
+use blyan_pol::{BlockSource, PolRecord, record_block};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 
@@ -158,7 +158,10 @@ impl NodeClient {
     }
 
     /// `GET path` as JSON: `Ok(None)` on 404.
-    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
         let Some(response) = self.get(path)? else {
             return Ok(None);
         };
@@ -322,7 +325,6 @@ impl PublishTarget for NodeClient {
     }
 }
 
-
 impl NodeClient {
     /// The node's base URL (`http://host:port`).
     pub fn base(&self) -> &str {
@@ -336,7 +338,11 @@ impl NodeClient {
 
     /// Sends a signed block to `POST /blocks`; the node's refusal is [`ClientError::Refused`]
     /// with its code (`block_fork` when the chain's tip moved).
-    pub fn post_block(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash, ClientError> {
+    pub fn post_block(
+        &self,
+        header: &BlockHeader,
+        payload: &[u8],
+    ) -> Result<BlockHash, ClientError> {
         let url = self.url("/blocks");
         let response = self
             .http
@@ -349,14 +355,19 @@ impl NodeClient {
                 source,
             })?;
         let response = checked(url.clone(), response)?;
-        let submitted: SubmittedBlock = response.json().map_err(|error| ClientError::BadAnswer {
-            url: url.clone(),
-            reason: format!("unexpected JSON: {error}"),
-        })?;
+        let submitted: SubmittedBlock =
+            response.json().map_err(|error| ClientError::BadAnswer {
+                url: url.clone(),
+                reason: format!("unexpected JSON: {error}"),
+            })?;
         if submitted.hash != header.hash() {
             return Err(ClientError::BadAnswer {
                 url,
-                reason: format!("the node stored {} for block {}", submitted.hash, header.hash()),
+                reason: format!(
+                    "the node stored {} for block {}",
+                    submitted.hash,
+                    header.hash()
+                ),
             });
         }
         Ok(submitted.hash)
@@ -397,7 +408,9 @@ impl NodeClient {
                 url: url.clone(),
                 reason: format!("reading the payload: {error}"),
             })?;
-        if payload.len() as u64 != header.payload_bytes || hash_payload(&payload) != header.payload_hash {
+        if payload.len() as u64 != header.payload_bytes
+            || hash_payload(&payload) != header.payload_hash
+        {
             return Err(ClientError::BadAnswer {
                 url,
                 reason: "the payload does not match its header".to_owned(),
@@ -486,7 +499,11 @@ impl BlockSource for NodeBlocks<'_> {
 impl NodeClient {
     /// Writes `record` in a block signed by `key` on chain D's tip of the node and sends it,
     /// rebuilding it on the new tip when the tip moved meanwhile (up to 8 times).
-    pub fn post_record(&self, record: &PolRecord, key: &AuthorKey) -> Result<BlockHash, ClientError> {
+    pub fn post_record(
+        &self,
+        record: &PolRecord,
+        key: &AuthorKey,
+    ) -> Result<BlockHash, ClientError> {
         for _ in 0..8 {
             let summary = self.chain(ChainId::Dataset)?;
             let parent = ChainTip {
@@ -504,8 +521,13 @@ impl NodeClient {
                     not_before = not_before.max(header.timestamp_ms);
                 }
             }
-            let (header, payload) =
-                record_block(&parent, not_before, record, key, summary.pow_difficulty_bits);
+            let (header, payload) = record_block(
+                &parent,
+                not_before,
+                record,
+                key,
+                summary.pow_difficulty_bits,
+            );
             match self.post_block(&header, &payload) {
                 Err(ClientError::Refused { code, .. }) if code == "block_fork" => continue,
                 other => return other,

@@ -305,7 +305,7 @@ impl Generator {
     /// [`ModelInfo::untrained`] says whether it is the untrained seed.
     pub fn from_chain(store: Arc<ChainStore>, options: ModelOptions) -> Result<Self> {
         crate::chain_source::first_that_loads(&store, |meta_block, _| {
-            Self::from_meta_block(Arc::clone(&store), meta_block, options.clone())
+            Self::from_meta_block(Arc::clone(&store), meta_block, options)
         })
     }
 

@@ -76,32 +76,32 @@ pub enum Error {
     BondUnpaid {
         /// The claim's block.
         claim: blyan_chain::BlockHash,
-        /// The ledger's refusal (insufficient funds, for instance).
-        source: blyan_ledger::LedgerError,
+        /// The ledger's refusal (insufficient funds, for instance; boxed: it is large).
+        source: Box<blyan_ledger::LedgerError>,
     },
     /// A ledger operation failed (not a refusal: the store itself).
     #[error("ledger: {what}: {source}")]
     Ledger {
         /// What the node was doing.
         what: &'static str,
-        /// The ledger's error.
-        source: blyan_ledger::LedgerError,
+        /// The ledger's error (boxed: it is large).
+        source: Box<blyan_ledger::LedgerError>,
     },
     /// Proof-of-Learning could not start or run (`what` it was doing, and why).
     #[error("proof of learning: {what}: {source}")]
     Pol {
         /// What it was doing.
         what: &'static str,
-        /// Why it failed.
-        source: blyan_pol::PolError,
+        /// Why it failed (boxed: it is large).
+        source: Box<blyan_pol::PolError>,
     },
     /// The node's key file could not be read or written.
     #[error("node key {path}: {source}")]
     NodeKey {
         /// The key file.
         path: std::path::PathBuf,
-        /// The chain crate's key error.
-        source: blyan_chain::Error,
+        /// The chain crate's key error (boxed: it is large).
+        source: Box<blyan_chain::Error>,
     },
     /// A blocking task (store access, model load) panicked or was cancelled.
     #[error("{what} failed: {reason}")]

@@ -809,10 +809,7 @@ impl Context {
             // The node certifies: what was written is a candidate until validators accept it.
             let commitment = run.inputs.corpus.fingerprint().to_owned();
             match self.runtime.block_on(crate::pol::claim_candidates(
-                &self.node,
-                key,
-                candidates,
-                commitment,
+                &self.node, key, candidates, commitment,
             )) {
                 Ok(claim) => tracing::info!(%claim, "candidate claimed for Proof-of-Learning"),
                 Err(error) => {

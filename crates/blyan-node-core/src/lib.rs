@@ -94,7 +94,7 @@ pub use node::{
     store_config,
 };
 pub use pol::{
-    NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement, eval_pool,
-    claim_candidates, node_key, pol_params, tick as pol_tick,
+    NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement,
+    claim_candidates, eval_pool, node_key, pol_params, tick as pol_tick,
 };
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

@@ -9,11 +9,11 @@ use blyan_chain::{
     AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, GenesisSpec, PolAcceptance,
     StoreConfig,
 };
-use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
 };
 use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions, MoeError};
+use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 
 use crate::config::{LedgerBackend, NodeConfig};
 use crate::learner::{InferenceGate, initial_status};

@@ -18,10 +18,9 @@ use blyan_ledger::{
 };
 use blyan_moe::{TextDocument, read_corpus};
 use blyan_pol::{
-    Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams,
-    PolRecord, Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims,
-    evaluate_claim, fresh_randomness, record_block, scan_records, settlement,
-    slashed_validators,
+    Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams, PolRecord,
+    Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims, evaluate_claim,
+    fresh_randomness, record_block, scan_records, settlement, slashed_validators,
 };
 use blyan_primitives::Address;
 
@@ -47,7 +46,7 @@ pub fn node_key(data_dir: &Path) -> Result<AuthorKey> {
     let path = data_dir.join(NODE_KEY_FILE);
     let key_error = |source| Error::NodeKey {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     };
     if path.exists() {
         return AuthorKey::read_file(&path).map_err(key_error);
@@ -79,7 +78,7 @@ pub fn eval_pool(config: &NodeConfig) -> Result<EvalPool> {
     let documents: Vec<TextDocument> = read.documents;
     EvalPool::new(documents).map_err(|source| Error::Pol {
         what: "building the evaluation pool",
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -247,10 +246,7 @@ pub async fn tick(
                 )
             })
             .await?
-            .map_err(|source| Error::Pol {
-                what: "evaluating a claim",
-                source,
-            })?;
+            .map_err(pol_error("evaluating a claim"))?;
             tracing::info!(%claim, verdict = vote.verdict.name(), base = vote.losses.base, candidate = vote.losses.candidate, "voting");
             submit_record(node, &chain, context, &PolRecord::Vote(vote)).await?;
             done.votes += 1;
@@ -397,7 +393,9 @@ fn decide(chain: &ChainStore, context: &PolContext) -> Result<Decisions> {
     certificates.dedup();
     let mut seen = BTreeSet::new();
     slashes.retain(|record| match record {
-        PolRecord::Slash(slash) => !slashed.contains(&slash.validator) && seen.insert(slash.validator),
+        PolRecord::Slash(slash) => {
+            !slashed.contains(&slash.validator) && seen.insert(slash.validator)
+        }
         _ => false,
     });
     Ok(Decisions {
@@ -490,7 +488,7 @@ async fn settle_all(
 fn key(text: String) -> Result<IdempotencyKey> {
     IdempotencyKey::new(text).map_err(|source| Error::Ledger {
         what: "building an idempotency key",
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -532,7 +530,11 @@ pub async fn apply_settlement(ledger: &blyan_ledger::AnyLedger, plan: &Settlemen
                 })
                 .await
                 .map(|_| ()),
-            Payment::Validation { key: text, to, samples } => ledger
+            Payment::Validation {
+                key: text,
+                to,
+                samples,
+            } => ledger
                 .reward_validation(ValidationRewardRequest {
                     key: key(text.clone())?,
                     validator: *to,
@@ -540,7 +542,11 @@ pub async fn apply_settlement(ledger: &blyan_ledger::AnyLedger, plan: &Settlemen
                 })
                 .await
                 .map(|_| ()),
-            Payment::Data { key: text, to, samples } => ledger
+            Payment::Data {
+                key: text,
+                to,
+                samples,
+            } => ledger
                 .reward_data(DataRewardRequest {
                     key: key(text.clone())?,
                     contributor: *to,
@@ -571,12 +577,15 @@ pub async fn apply_settlement(ledger: &blyan_ledger::AnyLedger, plan: &Settlemen
 fn ledger_failed(source: LedgerError) -> Error {
     Error::Ledger {
         what: "settling proof of learning",
-        source,
+        source: Box::new(source),
     }
 }
 
 fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
-    move |source| Error::Pol { what, source }
+    move |source| Error::Pol {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Locks the bond of claim `claim` by `author` (`tokenomics.pol.candidate_bond`), before the
@@ -598,7 +607,10 @@ pub(crate) async fn lock_bond(
         .map(|_| ())
         .map_err(|source| {
             if source.is_refusal() {
-                Error::BondUnpaid { claim, source }
+                Error::BondUnpaid {
+                    claim,
+                    source: Box::new(source),
+                }
             } else {
                 ledger_failed(source)
             }

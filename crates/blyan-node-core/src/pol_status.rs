@@ -38,15 +38,21 @@ fn payment(tokenomics: &Tokenomics, payment: &Payment) -> PolPaymentInfo {
             to,
             tokenomics.learning_reward(*improvement_bps),
         ),
-        Payment::Validation { key, to, samples } => {
-            ("validation", key, to, tokenomics.validation_reward(*samples))
-        }
+        Payment::Validation { key, to, samples } => (
+            "validation",
+            key,
+            to,
+            tokenomics.validation_reward(*samples),
+        ),
         Payment::Data { key, to, samples } => ("data", key, to, tokenomics.data_reward(*samples)),
     };
     PolPaymentInfo {
         kind: kind.to_owned(),
         to: to.to_string(),
-        amount: amount.map_or_else(|error| format!("unpayable: {error}"), |amount| amount.to_string()),
+        amount: amount.map_or_else(
+            |error| format!("unpayable: {error}"),
+            |amount| amount.to_string(),
+        ),
         key: key.clone(),
     }
 }
@@ -75,8 +81,10 @@ fn claim_info(
             candidate,
         });
     }
-    let certificate = state.certificate.as_ref().map(|(block, certificate)| {
-        PolCertificateInfo {
+    let certificate = state
+        .certificate
+        .as_ref()
+        .map(|(block, certificate)| PolCertificateInfo {
             block: block.hash,
             outcome: certificate.outcome.name().to_owned(),
             votes: certificate.votes.clone(),
@@ -94,8 +102,7 @@ fn claim_info(
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
-    });
+        });
     Ok(PolClaimInfo {
         claim: state.hash(),
         author: state.block.author.to_string(),
@@ -146,13 +153,13 @@ fn eval_info(params: Option<&PolParams>) -> Option<PolEvalInfo> {
 }
 
 fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
-    move |source| Error::Pol { what, source }
+    move |source| Error::Pol {
+        what,
+        source: Box::new(source),
+    }
 }
 
-fn settlements(
-    chain: &ChainStore,
-    params: &PolParams,
-) -> Result<BTreeMap<BlockHash, Settlement>> {
+fn settlements(chain: &ChainStore, params: &PolParams) -> Result<BTreeMap<BlockHash, Settlement>> {
     let mut plans = BTreeMap::new();
     for record in scan_records(chain, 1).map_err(pol_error("reading records"))? {
         if matches!(record.record, blyan_pol::PolRecord::Certificate(_)) {
@@ -181,12 +188,23 @@ impl Node {
                 let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
                 slashed = slashed_validators(&records);
                 let plans = settlements(&chain, params)?;
-                for state in all_claims(&chain).map_err(pol_error("reading claims"))?.iter().rev() {
-                    claims.push(claim_info(&chain, &tokenomics, state, plans.get(&state.hash()))?);
+                for state in all_claims(&chain)
+                    .map_err(pol_error("reading claims"))?
+                    .iter()
+                    .rev()
+                {
+                    claims.push(claim_info(
+                        &chain,
+                        &tokenomics,
+                        state,
+                        plans.get(&state.hash()),
+                    )?);
                 }
             }
             let config = &node.config().pol;
-            let served = ModelBlocks::served(&chain).ok().map(|served| model_blocks(&served));
+            let served = ModelBlocks::served(&chain)
+                .ok()
+                .map(|served| model_blocks(&served));
             Ok(PolStatus {
                 mode: serde_json::to_value(config.mode)
                     .ok()
@@ -226,7 +244,8 @@ impl Node {
         let chain = self.chain().cloned().ok_or(Error::ChainUnavailable)?;
         let node = Arc::clone(self);
         blocking("reading a claim", move || {
-            let Some(state) = ClaimState::read(&chain, claim).map_err(pol_error("reading a claim"))?
+            let Some(state) =
+                ClaimState::read(&chain, claim).map_err(pol_error("reading a claim"))?
             else {
                 return Ok(None);
             };
@@ -241,7 +260,8 @@ impl Node {
                 }
                 _ => None,
             };
-            let served = ModelBlocks::served(&chain).map_err(pol_error("reading the served model"))?;
+            let served =
+                ModelBlocks::served(&chain).map_err(pol_error("reading the served model"))?;
             Ok(Some(PolClaimDetail {
                 claim: claim_info(&chain, &tokenomics, &state, plan.as_ref())?,
                 served: model_blocks(&served),

@@ -20,15 +20,22 @@ pub enum PolError {
     /// The evaluation pool is unusable (empty, too small for a window).
     #[error("evaluation pool: {reason}")]
     Pool { reason: String },
-    /// A model (base or candidate) could not be read or run.
+    /// A model (base or candidate) could not be read or run (boxed: the model's error is
+    /// large).
     #[error(transparent)]
-    Model(#[from] blyan_moe::MoeError),
+    Model(Box<blyan_moe::MoeError>),
     /// The chain store failed.
     #[error(transparent)]
     Chain(#[from] blyan_chain::Error),
     /// A block a claim names could not be fetched.
     #[error("block {block} could not be fetched: {reason}")]
     Fetch { block: BlockHash, reason: String },
+}
+
+impl From<blyan_moe::MoeError> for PolError {
+    fn from(error: blyan_moe::MoeError) -> Self {
+        PolError::Model(Box::new(error))
+    }
 }
 
 impl PolError {

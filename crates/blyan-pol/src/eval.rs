@@ -92,10 +92,7 @@ pub fn draw(tokens: &[u32], seed: [u8; 32], spec: &EvalSpec) -> Result<Vec<usize
     let positions = spec.positions as usize;
     if positions == 0 || spec.windows == 0 || tokens.len() <= positions + 1 {
         return Err(PolError::Pool {
-            reason: format!(
-                "{} tokens cannot hold windows of {positions}",
-                tokens.len()
-            ),
+            reason: format!("{} tokens cannot hold windows of {positions}", tokens.len()),
         });
     }
     let starts_possible = (tokens.len() - positions - 1) as u64;
@@ -179,7 +176,10 @@ impl BlockSource for StoreBlocks<'_> {
 /// commitment ([`PolError::Fetch`] otherwise).
 pub fn verified_raw(source: &dyn BlockSource, hash: BlockHash) -> Result<(BlockHeader, Vec<u8>)> {
     let (header, payload) = source.fetch(hash)?;
-    let bad = |reason: String| PolError::Fetch { block: hash, reason };
+    let bad = |reason: String| PolError::Fetch {
+        block: hash,
+        reason,
+    };
     if header.hash() != hash {
         return Err(bad(format!("its header hashes to {}", header.hash())));
     }
@@ -201,7 +201,7 @@ pub fn verified_tensors(source: &dyn BlockSource, hash: BlockHash) -> Result<Ver
 pub fn load_model(source: &dyn BlockSource, blocks: &ModelBlocks) -> Result<(Model, Tokenizer)> {
     let (meta_header, meta_payload) = verified_raw(source, blocks.meta)?;
     let document = ModelDocument::from_payload(blocks.meta, &meta_payload)?.ok_or_else(|| {
-        PolError::Model(blyan_moe::MoeError::BadMetaBlock {
+        PolError::from(blyan_moe::MoeError::BadMetaBlock {
             block: blocks.meta.to_string(),
             reason: "not a model document".into(),
         })
@@ -214,9 +214,10 @@ pub fn load_model(source: &dyn BlockSource, blocks: &ModelBlocks) -> Result<(Mod
     let config = blyan_moe::Config::from_json(document.config_json.as_bytes())?;
     let mut experts = Vec::new();
     for expert in experts_of(&config) {
-        let hash = blocks.experts.get(&expert).ok_or(PolError::Model(
-            blyan_moe::MoeError::MissingExpert { expert },
-        ))?;
+        let hash = blocks
+            .experts
+            .get(&expert)
+            .ok_or_else(|| PolError::from(blyan_moe::MoeError::MissingExpert { expert }))?;
         experts.push((expert, verified_tensors(source, *hash)?));
     }
     let tokenizer = Tokenizer::from_json(document.tokenizer_json.as_bytes())?;
@@ -244,7 +245,9 @@ pub fn evaluate_pair(
     let starts = draw(&tokens, seed, spec).map_err(|error| (None, error))?;
     let positions = spec.positions as usize;
     let loss = |model: &mut Model| -> Result<LossMicros> {
-        Ok(loss_micros(windows_loss(model, &tokens, &starts, positions, EVAL_BATCH)?))
+        Ok(loss_micros(windows_loss(
+            model, &tokens, &starts, positions, EVAL_BATCH,
+        )?))
     };
     let base_loss = loss(&mut base_model).map_err(|error| (None, error))?;
     drop(base_model);

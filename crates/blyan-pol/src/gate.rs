@@ -17,17 +17,16 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
 use blyan_chain::{
-    Admission, BlockHash, BlockHeader, BlockKind, ChainId, ChainStore, OfferedBlock,
-    PolAcceptance, PolRejection,
+    Admission, BlockHash, BlockHeader, BlockKind, ChainId, ChainStore, OfferedBlock, PolAcceptance,
+    PolRejection,
 };
 use blyan_primitives::Address;
 
 use crate::error::{PolError, Result};
 use crate::params::PolParams;
 use crate::record::{
-    BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX,
-    CLAIM_DATA_BLOCKS_MAX, Certificate, Claim, Outcome, PolRecord, RecordBlock, Slash, Vote,
-    data_blocks_commitment,
+    BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
+    Certificate, Claim, Outcome, PolRecord, RecordBlock, Slash, Vote, data_blocks_commitment,
 };
 use crate::view::{ClaimState, Tally, same_vote, scan_records};
 
@@ -135,10 +134,7 @@ impl PolGate {
             if !header.depends_on.contains(&required) {
                 return Err(PolError::refused(
                     "missing_dependency",
-                    format!(
-                        "a {} must depend on block {required}",
-                        record.type_name()
-                    ),
+                    format!("a {} must depend on block {required}", record.type_name()),
                 ));
             }
         }
@@ -158,7 +154,10 @@ impl PolGate {
         if self.params.stake_of(header.author) == 0 {
             return Err(PolError::refused(
                 "not_a_validator",
-                format!("{} is not in the validator set: it cannot write a {what}", header.author),
+                format!(
+                    "{} is not in the validator set: it cannot write a {what}",
+                    header.author
+                ),
             ));
         }
         if self.live_stake(header.author, scanned) == 0 {
@@ -170,22 +169,36 @@ impl PolGate {
         Ok(())
     }
 
-    fn check_claim(&self, store: &ChainStore, header: &BlockHeader, claim: &Claim) -> Result<Admission> {
+    fn check_claim(
+        &self,
+        store: &ChainStore,
+        header: &BlockHeader,
+        claim: &Claim,
+    ) -> Result<Admission> {
         let refused = |code, reason: String| Err(PolError::refused(code, reason));
         if claim.candidates.is_empty() || claim.candidates.len() > CLAIM_CANDIDATES_MAX {
             return refused(
                 "bad_claim",
-                format!("{} candidate blocks, not 1..={CLAIM_CANDIDATES_MAX}", claim.candidates.len()),
+                format!(
+                    "{} candidate blocks, not 1..={CLAIM_CANDIDATES_MAX}",
+                    claim.candidates.len()
+                ),
             );
         }
         if claim.data_blocks.len() > CLAIM_DATA_BLOCKS_MAX {
             return refused(
                 "bad_claim",
-                format!("{} data blocks, above {CLAIM_DATA_BLOCKS_MAX}", claim.data_blocks.len()),
+                format!(
+                    "{} data blocks, above {CLAIM_DATA_BLOCKS_MAX}",
+                    claim.data_blocks.len()
+                ),
             );
         }
         if !is_hex32(&claim.data_commitment) {
-            return refused("bad_claim", "the data commitment is not 32 bytes of hex".into());
+            return refused(
+                "bad_claim",
+                "the data commitment is not 32 bytes of hex".into(),
+            );
         }
         let mut experts = BTreeSet::new();
         let mut metas = 0;
@@ -195,7 +208,10 @@ impl PolGate {
                 return refused("bad_claim", format!("candidate {candidate} is named twice"));
             }
             let Some(candidate_header) = store.header(candidate)? else {
-                return refused("unknown_candidate", format!("candidate {candidate} is not stored"));
+                return refused(
+                    "unknown_candidate",
+                    format!("candidate {candidate} is not stored"),
+                );
             };
             if !store.is_candidate(candidate)? {
                 return refused(
@@ -216,7 +232,10 @@ impl PolGate {
                 BlockKind::Meta => metas += 1,
                 BlockKind::Expert => {
                     let Some(expert) = candidate_header.meta.expert else {
-                        return refused("bad_claim", format!("expert block {candidate} names no expert"));
+                        return refused(
+                            "bad_claim",
+                            format!("expert block {candidate} names no expert"),
+                        );
                     };
                     if !experts.insert(expert) {
                         return refused("bad_claim", format!("two candidates for {expert}"));
@@ -234,7 +253,10 @@ impl PolGate {
                     }
                 }
                 other => {
-                    return refused("bad_claim", format!("candidate {candidate} is a {other} block"));
+                    return refused(
+                        "bad_claim",
+                        format!("candidate {candidate} is a {other} block"),
+                    );
                 }
             }
             for dependent in store.dependents(candidate)? {
@@ -257,14 +279,20 @@ impl PolGate {
         if claim.base_model != served {
             return refused(
                 "stale_base",
-                format!("the claim's base model is {}, the served one {served}", claim.base_model),
+                format!(
+                    "the claim's base model is {}, the served one {served}",
+                    claim.base_model
+                ),
             );
         }
         if !claim.data_blocks.is_empty() {
             for data in &claim.data_blocks {
                 let kind = store.header(data)?.map(|header| header.kind);
                 if kind != Some(BlockKind::DatasetEntry) {
-                    return refused("bad_claim", format!("data block {data} is not a dataset entry"));
+                    return refused(
+                        "bad_claim",
+                        format!("data block {data} is not a dataset entry"),
+                    );
                 }
             }
             if data_blocks_commitment(&claim.data_blocks) != claim.data_commitment {
@@ -288,11 +316,17 @@ impl PolGate {
         if beacon.claims.is_empty() || beacon.claims.len() > BEACON_CLAIMS_MAX {
             return Err(PolError::refused(
                 "bad_beacon",
-                format!("{} claims, not 1..={BEACON_CLAIMS_MAX}", beacon.claims.len()),
+                format!(
+                    "{} claims, not 1..={BEACON_CLAIMS_MAX}",
+                    beacon.claims.len()
+                ),
             ));
         }
         if !is_hex32(&beacon.randomness) {
-            return Err(PolError::refused("bad_beacon", "randomness is not 32 bytes of hex"));
+            return Err(PolError::refused(
+                "bad_beacon",
+                "randomness is not 32 bytes of hex",
+            ));
         }
         for claim in &beacon.claims {
             let state = open_claim(store, *claim)?;
@@ -320,7 +354,10 @@ impl PolGate {
             Some(beacon) => {
                 return Err(PolError::refused(
                     "wrong_beacon",
-                    format!("claim {} was seeded by beacon {}, not {}", vote.claim, beacon.hash, vote.beacon),
+                    format!(
+                        "claim {} was seeded by beacon {}, not {}",
+                        vote.claim, beacon.hash, vote.beacon
+                    ),
                 ));
             }
             None => {
@@ -346,7 +383,10 @@ impl PolGate {
         {
             return Err(PolError::refused(
                 "duplicate_vote",
-                format!("{} already voted the same in block {}", header.author, earlier.hash),
+                format!(
+                    "{} already voted the same in block {}",
+                    header.author, earlier.hash
+                ),
             ));
         }
         // A second, different vote is admitted: it is the evidence a `Slash` record cites, and
@@ -364,7 +404,13 @@ impl PolGate {
         let refused = |code, reason: String| Err(PolError::refused(code, reason));
         let state = open_claim(store, certificate.claim)?;
         if certificate.votes.len() > CERTIFICATE_VOTES_MAX {
-            return refused("bad_certificate", format!("{} votes, above {CERTIFICATE_VOTES_MAX}", certificate.votes.len()));
+            return refused(
+                "bad_certificate",
+                format!(
+                    "{} votes, above {CERTIFICATE_VOTES_MAX}",
+                    certificate.votes.len()
+                ),
+            );
         }
         let all = Tally::count(&self.params, &state.votes, &scanned.slashed);
         if certificate.outcome == Outcome::Expired {
@@ -375,7 +421,10 @@ impl PolGate {
             if age < self.params.expiry_blocks {
                 return refused(
                     "not_expired",
-                    format!("the claim is {age} chain-D blocks old; it expires after {}", self.params.expiry_blocks),
+                    format!(
+                        "the claim is {age} chain-D blocks old; it expires after {}",
+                        self.params.expiry_blocks
+                    ),
                 );
             }
             if let Some(outcome) = all.outcome(&self.params) {
@@ -405,7 +454,10 @@ impl PolGate {
                 .unwrap_or(BlockHash::ZERO);
             return refused(
                 "foreign_vote",
-                format!("block {foreign} is not a vote on claim {}", certificate.claim),
+                format!(
+                    "block {foreign} is not a vote on claim {}",
+                    certificate.claim
+                ),
             );
         }
         // A validator that voted twice on this claim (anywhere on chain) counts for nothing.
@@ -424,7 +476,8 @@ impl PolGate {
                 if tally.accepts.len() != votes.len() {
                     return refused(
                         "votes_disagree",
-                        "a listed vote refuses or disagrees with the others beyond the tolerance".into(),
+                        "a listed vote refuses or disagrees with the others beyond the tolerance"
+                            .into(),
                     );
                 }
                 self.check_best_candidate(store, &state, &tally, scanned)?;
@@ -470,8 +523,8 @@ impl PolGate {
             if rival.claim.base_model != state.claim.base_model {
                 continue;
             }
-            let overlaps = (model && rival.has_model(store)?)
-                || !rival.experts(store)?.is_disjoint(&experts);
+            let overlaps =
+                (model && rival.has_model(store)?) || !rival.experts(store)?.is_disjoint(&experts);
             if !overlaps {
                 continue;
             }
@@ -479,7 +532,10 @@ impl PolGate {
             if rival_tally.outcome(&self.params) != Some(Outcome::Accepted) {
                 continue;
             }
-            let theirs = (rival_tally.candidate_loss().unwrap_or(u64::MAX), rival.hash());
+            let theirs = (
+                rival_tally.candidate_loss().unwrap_or(u64::MAX),
+                rival.hash(),
+            );
             if theirs < mine {
                 return Err(PolError::refused(
                     "better_candidate",
@@ -495,7 +551,12 @@ impl PolGate {
         Ok(())
     }
 
-    fn check_slash(&self, store: &ChainStore, slash: &Slash, scanned: &Scanned) -> Result<Admission> {
+    fn check_slash(
+        &self,
+        store: &ChainStore,
+        slash: &Slash,
+        scanned: &Scanned,
+    ) -> Result<Admission> {
         if scanned.slashed.contains(&slash.validator) {
             return Err(PolError::refused(
                 "already_slashed",
@@ -513,13 +574,19 @@ impl PolGate {
                 _ => {
                     return Err(PolError::refused(
                         "bad_evidence",
-                        format!("block {hash} is not a vote of {} on claim {}", slash.validator, slash.claim),
+                        format!(
+                            "block {hash} is not a vote of {} on claim {}",
+                            slash.validator, slash.claim
+                        ),
                     ));
                 }
             }
         }
         if slash.votes[0] == slash.votes[1] || same_vote(&votes[0], &votes[1]) {
-            return Err(PolError::refused("bad_evidence", "the two votes do not conflict"));
+            return Err(PolError::refused(
+                "bad_evidence",
+                "the two votes do not conflict",
+            ));
         }
         Ok(Admission::Serve)
     }
@@ -540,8 +607,9 @@ impl PolAcceptance for PolGate {
 
 /// A stored claim without a certificate.
 fn open_claim(store: &ChainStore, claim: BlockHash) -> Result<ClaimState> {
-    let state = ClaimState::read(store, claim)?
-        .ok_or_else(|| PolError::refused("unknown_claim", format!("block {claim} is not a claim")))?;
+    let state = ClaimState::read(store, claim)?.ok_or_else(|| {
+        PolError::refused("unknown_claim", format!("block {claim} is not a claim"))
+    })?;
     if let Some((certificate, decided)) = &state.certificate {
         return Err(PolError::refused(
             "decided",

@@ -36,23 +36,22 @@ mod view;
 
 pub use error::{PolError, Result};
 pub use eval::{
-    BlockSource, EvalPool, ModelBlocks, StoreBlocks, draw, evaluate_pair, load_model,
-    verified_raw, verified_tensors,
+    BlockSource, EvalPool, ModelBlocks, StoreBlocks, draw, evaluate_pair, load_model, verified_raw,
+    verified_tensors,
 };
 pub use gate::PolGate;
 pub use params::{PolMode, PolParams, ValidatorStake};
 pub use record::{
-    BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX,
-    CLAIM_DATA_BLOCKS_MAX, Certificate, Claim, EvalSpec, LossMicros, Losses, Outcome,
-    POL_RECORD_BYTES_MAX, POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, Verdict, Vote,
-    data_blocks_commitment, delta_bps, eval_seed, loss_micros,
+    BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
+    Certificate, Claim, EvalSpec, LossMicros, Losses, Outcome, POL_RECORD_BYTES_MAX,
+    POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, Verdict, Vote, data_blocks_commitment,
+    delta_bps, eval_seed, loss_micros,
 };
 pub use rewards::{BondAction, Payment, Settlement, bond_key, settlement};
 pub use validator::{
-    candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim, fresh_randomness,
-    now_ms, record_block, verdict,
+    candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim, fresh_randomness, now_ms,
+    record_block, verdict,
 };
 pub use view::{
-    ClaimState, ClaimStatus, Tally, agree, all_claims, same_vote, scan_records,
-    slashed_validators,
+    ClaimState, ClaimStatus, Tally, agree, all_claims, same_vote, scan_records, slashed_validators,
 };

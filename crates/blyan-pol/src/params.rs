@@ -65,7 +65,10 @@ impl PolParams {
 
     /// The set's total stake.
     pub fn total_stake(&self) -> u64 {
-        self.validators.iter().map(|validator| validator.stake).sum()
+        self.validators
+            .iter()
+            .map(|validator| validator.stake)
+            .sum()
     }
 
     /// Whether `stake` is more than 2/3 of `total`.

@@ -287,7 +287,12 @@ impl PolRecord {
     /// are checked by the gate).
     pub fn required_dependencies(&self) -> Vec<BlockHash> {
         match self {
-            PolRecord::Claim(claim) => claim.candidates.iter().take(BEACON_CLAIMS_MAX).copied().collect(),
+            PolRecord::Claim(claim) => claim
+                .candidates
+                .iter()
+                .take(BEACON_CLAIMS_MAX)
+                .copied()
+                .collect(),
             PolRecord::Beacon(beacon) => beacon.claims.clone(),
             PolRecord::Vote(vote) => vec![vote.claim, vote.beacon],
             PolRecord::Certificate(certificate) => {

@@ -81,12 +81,22 @@ pub fn bond_key(claim: BlockHash) -> String {
 }
 
 /// What certificate `block` settles.
-pub fn settlement(store: &ChainStore, params: &PolParams, block: &RecordBlock) -> Result<Settlement> {
+pub fn settlement(
+    store: &ChainStore,
+    params: &PolParams,
+    block: &RecordBlock,
+) -> Result<Settlement> {
     let PolRecord::Certificate(certificate) = &block.record else {
-        return Err(PolError::refused("not_a_certificate", format!("block {} is a {}", block.hash, block.record.type_name())));
+        return Err(PolError::refused(
+            "not_a_certificate",
+            format!("block {} is a {}", block.hash, block.record.type_name()),
+        ));
     };
     let state = ClaimState::read(store, certificate.claim)?.ok_or_else(|| {
-        PolError::refused("unknown_claim", format!("block {} is not a claim", certificate.claim))
+        PolError::refused(
+            "unknown_claim",
+            format!("block {} is not a claim", certificate.claim),
+        )
     })?;
     // The slashes before the certificate are the ones its gate counted.
     let slashed = slashed_validators(

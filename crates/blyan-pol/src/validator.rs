@@ -39,7 +39,10 @@ pub fn verdict(params: &PolParams, claimed: &Losses, measured: &Losses) -> (Verd
 }
 
 /// A claim's candidate blocks with their headers, fetched and verified from `source`.
-pub fn candidate_headers(source: &dyn BlockSource, claim: &Claim) -> Result<Vec<(BlockHash, BlockHeader)>> {
+pub fn candidate_headers(
+    source: &dyn BlockSource,
+    claim: &Claim,
+) -> Result<Vec<(BlockHash, BlockHeader)>> {
     claim
         .candidates
         .iter()
@@ -63,7 +66,13 @@ pub fn evaluate_claim(
     let candidate = match candidate_headers(source, claim) {
         Ok(headers) => base.with_candidates(&headers),
         Err(error) => {
-            return Ok(unloadable(claim_hash, beacon, spec, None, &error.to_string()));
+            return Ok(unloadable(
+                claim_hash,
+                beacon,
+                spec,
+                None,
+                &error.to_string(),
+            ));
         }
     };
     match evaluate_pair(source, base, &candidate, pool, seed, &spec) {

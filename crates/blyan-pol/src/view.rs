@@ -166,7 +166,11 @@ pub struct Tally {
 
 impl Tally {
     /// Counts `votes` under `params`, ignoring `slashed` validators.
-    pub fn count(params: &PolParams, votes: &[(RecordBlock, Vote)], slashed: &BTreeSet<Address>) -> Self {
+    pub fn count(
+        params: &PolParams,
+        votes: &[(RecordBlock, Vote)],
+        slashed: &BTreeSet<Address>,
+    ) -> Self {
         let mut by_validator: BTreeMap<Address, Vec<&(RecordBlock, Vote)>> = BTreeMap::new();
         for vote in votes {
             by_validator.entry(vote.0.author).or_default().push(vote);
@@ -197,11 +201,10 @@ impl Tally {
             for vote in accepting {
                 if agree(&vote.3, &median, params.tolerance_micros) {
                     tally.accept_stake += vote.2;
-                    tally.delta_bps = Some(
-                        tally
-                            .delta_bps
-                            .map_or(vote.3.delta_bps(), |least: i64| least.min(vote.3.delta_bps())),
-                    );
+                    tally.delta_bps =
+                        Some(tally.delta_bps.map_or(vote.3.delta_bps(), |least: i64| {
+                            least.min(vote.3.delta_bps())
+                        }));
                     tally.accepts.push(vote);
                 }
             }
@@ -214,7 +217,9 @@ impl Tally {
     pub fn outcome(&self, params: &PolParams) -> Option<Outcome> {
         let total = params.total_stake();
         if PolParams::is_supermajority(self.accept_stake, total)
-            && self.delta_bps.is_some_and(|delta| delta >= params.threshold_bps)
+            && self
+                .delta_bps
+                .is_some_and(|delta| delta >= params.threshold_bps)
         {
             Some(Outcome::Accepted)
         } else if PolParams::is_blocking(self.refusal_stake, total) {

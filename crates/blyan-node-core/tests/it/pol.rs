@@ -8,8 +8,8 @@ use std::sync::Arc;
 use blyan_chain::{AuthorKey, BlockHash, BlockKind, ChainId, ChainStore, encode_block};
 use blyan_ledger::{Amount, Ledger as _};
 use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus,
-    TrainOptions, TrainScope, Trainer, WeightSource, publish_model, read_corpus,
+    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
+    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
 };
 use blyan_node_core::{Error, Node, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
@@ -42,7 +42,10 @@ fn paragraphs(documents: Vec<TextDocument>) -> Vec<TextDocument> {
 
 /// A node serving the untrained seed model whose validators are `validators` (stake 1 each),
 /// evaluating `windows` windows of 64 tokens.
-async fn pol_node(validators: &[Address], edit: impl FnOnce(&mut blyan_node_core::NodeConfig)) -> TestNode {
+async fn pol_node(
+    validators: &[Address],
+    edit: impl FnOnce(&mut blyan_node_core::NodeConfig),
+) -> TestNode {
     let validators = validators.to_vec();
     node_with(
         move |config| {
@@ -79,9 +82,13 @@ fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
 /// One pass of each validator, then of the node itself (which certifies and settles).
 async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
     for key in validators {
-        pol_tick(&node.node, &validator(&node.node, key), &mut Default::default())
-            .await
-            .expect("a validator's pass");
+        pol_tick(
+            &node.node,
+            &validator(&node.node, key),
+            &mut Default::default(),
+        )
+        .await
+        .expect("a validator's pass");
     }
     let own = Arc::clone(node.node.pol().unwrap());
     pol_tick(&node.node, &own, &mut Default::default())
@@ -122,7 +129,12 @@ fn train_candidate(
     options.positions = 64;
     options.learning_rate = learning_rate;
     options.min_learning_rate = learning_rate / 10.0;
-    let mut trainer = Trainer::new(&config, Arc::clone(&source) as Arc<dyn WeightSource>, options).unwrap();
+    let mut trainer = Trainer::new(
+        &config,
+        Arc::clone(&source) as Arc<dyn WeightSource>,
+        options,
+    )
+    .unwrap();
     for _ in 0..steps {
         trainer.step(&corpus).unwrap();
     }
@@ -160,13 +172,21 @@ fn publish_weights(node: &Node, author: &AuthorKey, weights: &dyn WeightSource) 
 
 /// The claim of `candidates` by `author`, its losses measured as an author does (public draw of
 /// `pool`), or `claimed` when given.
-fn claim_record(node: &Node, candidates: Vec<BlockHash>, pool: &EvalPool, claimed: Option<Losses>) -> Claim {
+fn claim_record(
+    node: &Node,
+    candidates: Vec<BlockHash>,
+    pool: &EvalPool,
+    claimed: Option<Losses>,
+) -> Claim {
     let store = chain(node);
     let base = ModelBlocks::served(&store).unwrap();
     let mut claim = Claim {
         candidates,
         base_model: base.meta,
-        claimed: Losses { base: 0, candidate: 0 },
+        claimed: Losses {
+            base: 0,
+            candidate: 0,
+        },
         data_commitment: blake3::hash(b"training text").to_hex().to_string(),
         data_blocks: Vec::new(),
     };
@@ -220,7 +240,9 @@ fn addresses(keys: &[AuthorKey]) -> Vec<Address> {
 }
 
 fn state(node: &Node, claim: BlockHash) -> blyan_pol::ClaimState {
-    blyan_pol::ClaimState::read(&chain(node), claim).unwrap().unwrap()
+    blyan_pol::ClaimState::read(&chain(node), claim)
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,10 +253,19 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
     fund(&node.node, author.address(), "1000").await;
     let (before, _) = balance(&node.node, author.address()).await;
 
-    let experts = ["layer0.expert0", "layer1.expert0", "layer2.expert0", "layer3.expert0"];
+    let experts = [
+        "layer0.expert0",
+        "layer1.expert0",
+        "layer2.expert0",
+        "layer3.expert0",
+    ];
     let old = served_expert(&node.node, "layer0.expert0");
     let candidates = train_candidate(&node.node, &author, &experts, &docs_text(), 30, 1e-2);
-    assert_eq!(candidates.len(), experts.len(), "one new version per trained expert");
+    assert_eq!(
+        candidates.len(),
+        experts.len(),
+        "one new version per trained expert"
+    );
     // Stored, not served.
     assert_eq!(served_expert(&node.node, "layer0.expert0"), old);
     for candidate in &candidates {
@@ -242,19 +273,37 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
     }
     let pool = node.node.pol().unwrap().pool.clone();
     let claim = claim_record(&node.node, candidates.clone(), &pool, None);
-    assert!(claim.claimed.delta_bps() >= 100, "the author measured {:?}", claim.claimed);
-    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+    assert!(
+        claim.claimed.delta_bps() >= 100,
+        "the author measured {:?}",
+        claim.claimed
+    );
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
     let bond: Amount = "100".parse().unwrap();
     let (locked, held) = balance(&node.node, author.address()).await;
-    assert_eq!((locked, held), (before.checked_sub(bond).unwrap(), bond), "the bond is locked");
+    assert_eq!(
+        (locked, held),
+        (before.checked_sub(bond).unwrap(), bond),
+        "the bond is locked"
+    );
 
     run_validators(&node, &validators).await;
     let decided = state(&node.node, claim_hash);
     assert_eq!(decided.votes.len(), 3);
-    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::Accept));
+    assert!(
+        decided
+            .votes
+            .iter()
+            .all(|(_, vote)| vote.verdict == Verdict::Accept)
+    );
     // Same build, same thread count: the three validators measured the same bits.
     let losses: Vec<_> = decided.votes.iter().map(|(_, vote)| vote.losses).collect();
-    assert!(losses.windows(2).all(|pair| pair[0] == pair[1]), "{losses:?}");
+    assert!(
+        losses.windows(2).all(|pair| pair[0] == pair[1]),
+        "{losses:?}"
+    );
     let (_, certificate) = decided.certificate.clone().expect("certified");
     assert_eq!(certificate.outcome, Outcome::Accepted);
 
@@ -281,7 +330,12 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         let (paid, _) = balance(&node.node, key.address()).await;
         assert_eq!(
             paid,
-            node.node.ledger().unwrap().tokenomics().validation_reward(16).unwrap()
+            node.node
+                .ledger()
+                .unwrap()
+                .tokenomics()
+                .validation_reward(16)
+                .unwrap()
         );
     }
     // A second pass (a restart's replay) pays nothing twice.
@@ -292,7 +346,13 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
     let shown = &status.claims[0];
     assert_eq!(shown.status, "accepted");
     let payments = &shown.certificate.as_ref().unwrap().payments;
-    assert_eq!(payments.iter().filter(|payment| payment.kind == "validation").count(), 3);
+    assert_eq!(
+        payments
+            .iter()
+            .filter(|payment| payment.kind == "validation")
+            .count(),
+        3
+    );
     assert_eq!(payments[0].amount, reward.to_string());
 }
 
@@ -327,8 +387,14 @@ async fn a_fresh_keys_upload_is_a_candidate_and_changes_nothing_served() {
     .unwrap();
     node.node.reload_model().await;
     assert_eq!(served_expert(&node.node, "layer0.expert0"), before);
-    assert_eq!(node.node.generator().unwrap().info().meta_block, meta_before);
-    assert_eq!(blyan_moe::current_model(&store).unwrap().0, meta_before.unwrap());
+    assert_eq!(
+        node.node.generator().unwrap().info().meta_block,
+        meta_before
+    );
+    assert_eq!(
+        blyan_moe::current_model(&store).unwrap().0,
+        meta_before.unwrap()
+    );
     let candidates = written
         .iter()
         .filter(|block| {
@@ -339,7 +405,8 @@ async fn a_fresh_keys_upload_is_a_candidate_and_changes_nothing_served() {
     assert!(candidates > 1);
     assert!(written.iter().all(|block| {
         let header = store.header(block).unwrap().unwrap();
-        !matches!(header.kind, BlockKind::Expert | BlockKind::Meta) || store.is_candidate(block).unwrap()
+        !matches!(header.kind, BlockKind::Expert | BlockKind::Meta)
+            || store.is_candidate(block).unwrap()
     }));
 }
 
@@ -357,12 +424,32 @@ async fn copies_noise_and_unpaid_bonds_are_refused_and_nothing_is_served() {
     let source = ChainSource::open(Arc::clone(&store)).unwrap();
     let copy_blocks = vec![copy_of_served(&node.node, &author, "layer1.expert2")];
     // Claiming a big improvement does not make it one.
-    let copy_claim = claim_record(&node.node, copy_blocks.clone(), &pool, Some(Losses { base: 5_000_000, candidate: 4_000_000 }));
-    let copy_hash = submit(&node.node, &author, &PolRecord::Claim(copy_claim)).await.unwrap();
+    let copy_claim = claim_record(
+        &node.node,
+        copy_blocks.clone(),
+        &pool,
+        Some(Losses {
+            base: 5_000_000,
+            candidate: 4_000_000,
+        }),
+    );
+    let copy_hash = submit(&node.node, &author, &PolRecord::Claim(copy_claim))
+        .await
+        .unwrap();
     run_validators(&node, &validators).await;
     let decided = state(&node.node, copy_hash);
-    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::NotReproduced), "{:?}", decided.votes);
-    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert!(
+        decided
+            .votes
+            .iter()
+            .all(|(_, vote)| vote.verdict == Verdict::NotReproduced),
+        "{:?}",
+        decided.votes
+    );
+    assert_eq!(
+        decided.certificate.as_ref().unwrap().1.outcome,
+        Outcome::Rejected
+    );
     assert_eq!(served_expert(&node.node, "layer1.expert2"), served);
     assert!(store.is_candidate(&copy_blocks[0]).unwrap());
     // The bond burned.
@@ -377,49 +464,80 @@ async fn copies_noise_and_unpaid_bonds_are_refused_and_nothing_is_served() {
     };
     let noisy_blocks = publish_weights(&node.node, &author, &noisy);
     let noisy_claim = claim_record(&node.node, noisy_blocks.clone(), &pool, None);
-    let noisy_hash = submit(&node.node, &author, &PolRecord::Claim(noisy_claim)).await.unwrap();
+    let noisy_hash = submit(&node.node, &author, &PolRecord::Claim(noisy_claim))
+        .await
+        .unwrap();
     run_validators(&node, &validators).await;
     let decided = state(&node.node, noisy_hash);
-    assert!(decided.votes.iter().all(|(_, vote)| vote.verdict == Verdict::BelowThreshold), "{:?}", decided.votes);
-    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert!(
+        decided
+            .votes
+            .iter()
+            .all(|(_, vote)| vote.verdict == Verdict::BelowThreshold),
+        "{:?}",
+        decided.votes
+    );
+    assert_eq!(
+        decided.certificate.as_ref().unwrap().1.outcome,
+        Outcome::Rejected
+    );
     assert_eq!(served_expert(&node.node, "layer1.expert2"), served);
 
     // An author who cannot pay the bond: refused, nothing stored.
     let poor = AuthorKey::generate();
-    let poor_blocks = publish_weights(&node.node, &poor, &NoisyExpert {
-        base: &source,
-        expert: "layer2.expert2".parse().unwrap(),
-        noise: 1e-3,
-    });
+    let poor_blocks = publish_weights(
+        &node.node,
+        &poor,
+        &NoisyExpert {
+            base: &source,
+            expert: "layer2.expert2".parse().unwrap(),
+            noise: 1e-3,
+        },
+    );
     let poor_claim = claim_record(&node.node, poor_blocks, &pool, None);
     let tip = store.tip(ChainId::Dataset);
-    let error = submit(&node.node, &poor, &PolRecord::Claim(poor_claim)).await.unwrap_err();
+    let error = submit(&node.node, &poor, &PolRecord::Claim(poor_claim))
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::BondUnpaid { .. }), "{error}");
     assert_eq!(store.tip(ChainId::Dataset), tip);
 
     // Someone else's candidates cannot be claimed (their author locks the bond).
-    let theirs = publish_weights(&node.node, &author, &NoisyExpert {
-        base: &source,
-        expert: "layer3.expert3".parse().unwrap(),
-        noise: 1e-3,
-    });
+    let theirs = publish_weights(
+        &node.node,
+        &author,
+        &NoisyExpert {
+            base: &source,
+            expert: "layer3.expert3".parse().unwrap(),
+            noise: 1e-3,
+        },
+    );
     fund(&node.node, poor.address(), "500").await;
     let stolen = claim_record(&node.node, theirs, &pool, None);
-    let error = submit(&node.node, &poor, &PolRecord::Claim(stolen)).await.unwrap_err();
+    let error = submit(&node.node, &poor, &PolRecord::Claim(stolen))
+        .await
+        .unwrap_err();
     assert_eq!(pol_code(&error), "not_the_author");
     // Its bond came back.
-    assert_eq!(balance(&node.node, poor.address()).await, ("500".parse().unwrap(), Amount::ZERO));
+    assert_eq!(
+        balance(&node.node, poor.address()).await,
+        ("500".parse().unwrap(), Amount::ZERO)
+    );
 }
 
 /// A new version of `expert` whose payload is the served one's, byte for byte.
 fn copy_of_served(node: &Node, author: &AuthorKey, expert: &str) -> BlockHash {
     let store = chain(node);
-    let current = store.expert_current(expert.parse().unwrap()).unwrap().unwrap();
+    let current = store
+        .expert_current(expert.parse().unwrap())
+        .unwrap()
+        .unwrap();
     let served = store.header(&current.hash).unwrap().unwrap();
     let payload = store.payload(&current.hash).unwrap().unwrap();
     let parent = store.tip(ChainId::Parameters);
     let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms + 1;
-    let mut header = blyan_chain::BlockHeader::new_child(&parent, BlockKind::Expert, payload.as_ref(), stamp);
+    let mut header =
+        blyan_chain::BlockHeader::new_child(&parent, BlockKind::Expert, payload.as_ref(), stamp);
     header.meta = served.meta.clone();
     header.meta.version = current.version + 1;
     header.sign(author);
@@ -436,7 +554,8 @@ struct NoisyExpert<'a> {
 impl WeightSource for NoisyExpert<'_> {
     fn tensor(&self, name: &str) -> blyan_moe::Result<tch::Tensor> {
         let tensor = self.base.tensor(name)?;
-        let ours = blyan_moe::parse_expert_tensor_name(name).is_some_and(|(id, _)| id == self.expert);
+        let ours =
+            blyan_moe::parse_expert_tensor_name(name).is_some_and(|(id, _)| id == self.expert);
         if !ours {
             // A copy of what is stored.
             return Ok(tensor.copy());
@@ -459,13 +578,19 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
     let pool = node.node.pol().unwrap().pool.clone();
     let store = chain(&node.node);
     let source = ChainSource::open(Arc::clone(&store)).unwrap();
-    let blocks = publish_weights(&node.node, &author, &NoisyExpert {
-        base: &source,
-        expert: "layer0.expert5".parse().unwrap(),
-        noise: 1e-3,
-    });
+    let blocks = publish_weights(
+        &node.node,
+        &author,
+        &NoisyExpert {
+            base: &source,
+            expert: "layer0.expert5".parse().unwrap(),
+            noise: 1e-3,
+        },
+    );
     let claim = claim_record(&node.node, blocks.clone(), &pool, None);
-    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
 
     // A vote before any beacon: not seeded.
     let params = node.node.pol().unwrap().params.clone();
@@ -473,14 +598,21 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         claim: claim_hash,
         beacon,
         eval: params.eval.clone(),
-        losses: Losses { base: 5_000_000, candidate },
+        losses: Losses {
+            base: 5_000_000,
+            candidate,
+        },
         verdict,
         detail: String::new(),
     };
     let not_a_beacon = store.block_hashes_at(ChainId::Dataset, 0).unwrap()[0];
-    let error = submit(&node.node, &validators[0], &PolRecord::Vote(forged(not_a_beacon, Verdict::Accept, 4_000_000)))
-        .await
-        .unwrap_err();
+    let error = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Vote(forged(not_a_beacon, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(pol_code(&error), "not_seeded");
     // A beacon by a stranger: not a validator.
     let stranger = AuthorKey::generate();
@@ -488,62 +620,107 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         claims: vec![claim_hash],
         randomness: "00".repeat(32),
     });
-    assert_eq!(pol_code(&submit(&node.node, &stranger, &beacon).await.unwrap_err()), "not_a_validator");
+    assert_eq!(
+        pol_code(&submit(&node.node, &stranger, &beacon).await.unwrap_err()),
+        "not_a_validator"
+    );
     let beacon_hash = submit(&node.node, &validators[0], &beacon).await.unwrap();
     // A vote by a stranger.
-    let error = submit(&node.node, &stranger, &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
-        .await
-        .unwrap_err();
+    let error = submit(
+        &node.node,
+        &stranger,
+        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(pol_code(&error), "not_a_validator");
 
     // Validator 0 accepts, then votes again differently: admitted as evidence, then slashed.
-    let first = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
-        .await
-        .unwrap();
-    let same = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
-        .await
-        .unwrap_err();
+    let first = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap();
+    let same = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(pol_code(&same), "duplicate_vote");
-    let second = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::BelowThreshold, 5_000_000)))
-        .await
-        .unwrap();
+    let second = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Vote(forged(beacon_hash, Verdict::BelowThreshold, 5_000_000)),
+    )
+    .await
+    .unwrap();
     // Two forged accepts of validators 1 and 2 plus validator 0's would be > 2/3, but validator 0
     // equivocated: its votes count for nothing.
-    let v1 = submit(&node.node, &validators[1], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
+    let v1 = submit(
+        &node.node,
+        &validators[1],
+        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap();
+    let certificate = |votes: Vec<BlockHash>| {
+        PolRecord::Certificate(Certificate {
+            claim: claim_hash,
+            outcome: Outcome::Accepted,
+            votes,
+        })
+    };
+    let error = submit(&node.node, &stranger, &certificate(vec![first, v1]))
         .await
-        .unwrap();
-    let certificate = |votes: Vec<BlockHash>| PolRecord::Certificate(Certificate {
-        claim: claim_hash,
-        outcome: Outcome::Accepted,
-        votes,
-    });
-    let error = submit(&node.node, &stranger, &certificate(vec![first, v1])).await.unwrap_err();
+        .unwrap_err();
     assert_eq!(pol_code(&error), "equivocation");
-    let error = submit(&node.node, &stranger, &certificate(vec![v1])).await.unwrap_err();
+    let error = submit(&node.node, &stranger, &certificate(vec![v1]))
+        .await
+        .unwrap_err();
     assert_eq!(pol_code(&error), "no_quorum");
 
     // The node records the evidence; validator 0's stake is gone.
     let own = Arc::clone(node.node.pol().unwrap());
-    let tick = pol_tick(&node.node, &own, &mut Default::default()).await.unwrap();
+    let tick = pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .unwrap();
     assert_eq!(tick.slashes, 1);
     let status = node.node.pol_status().await.unwrap();
-    let slashed: Vec<_> = status.validators.iter().filter(|validator| validator.slashed).collect();
+    let slashed: Vec<_> = status
+        .validators
+        .iter()
+        .filter(|validator| validator.slashed)
+        .collect();
     assert_eq!(slashed.len(), 1);
     assert_eq!(slashed[0].address, validators[0].address().to_string());
-    let error = submit(&node.node, &validators[0], &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)))
-        .await
-        .unwrap_err();
+    let error = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(pol_code(&error), "validator_slashed");
     let _ = second;
 
     // A certificate of another claim's votes, replayed for this one: foreign votes.
-    let other_blocks = publish_weights(&node.node, &author, &NoisyExpert {
-        base: &source,
-        expert: "layer2.expert6".parse().unwrap(),
-        noise: 1e-3,
-    });
+    let other_blocks = publish_weights(
+        &node.node,
+        &author,
+        &NoisyExpert {
+            base: &source,
+            expert: "layer2.expert6".parse().unwrap(),
+            noise: 1e-3,
+        },
+    );
     let other = claim_record(&node.node, other_blocks, &pool, None);
-    let other_hash = submit(&node.node, &author, &PolRecord::Claim(other)).await.unwrap();
+    let other_hash = submit(&node.node, &author, &PolRecord::Claim(other))
+        .await
+        .unwrap();
     let replayed = PolRecord::Certificate(Certificate {
         claim: other_hash,
         outcome: Outcome::Accepted,
@@ -589,15 +766,24 @@ async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_
     // The author measures on the public pool only: a large improvement.
     let public_pool = EvalPool::new(documents).unwrap();
     let claim = claim_record(&node.node, candidates.clone(), &public_pool, None);
-    assert!(claim.claimed.delta_bps() >= 100, "overfitting shows on the public text: {:?}", claim.claimed);
-    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim)).await.unwrap();
+    assert!(
+        claim.claimed.delta_bps() >= 100,
+        "overfitting shows on the public text: {:?}",
+        claim.claimed
+    );
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
     run_validators(&node, &validators).await;
     let decided = state(&node.node, claim_hash);
     for (_, vote) in &decided.votes {
         assert_eq!(vote.verdict, Verdict::NotReproduced, "{vote:?}");
         assert!(vote.losses.delta_bps() < 100, "{vote:?}");
     }
-    assert_eq!(decided.certificate.as_ref().unwrap().1.outcome, Outcome::Rejected);
+    assert_eq!(
+        decided.certificate.as_ref().unwrap().1.outcome,
+        Outcome::Rejected
+    );
     assert_ne!(served_expert(&node.node, "layer0.expert0"), candidates[0]);
 }
 
@@ -615,16 +801,28 @@ async fn a_meta_block_that_does_not_decode_is_skipped_and_the_node_restarts() {
     ] {
         let parent = store.tip(ChainId::Meta);
         let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms + 1;
-        let mut header = blyan_chain::BlockHeader::new_child(&parent, BlockKind::Meta, &payload, stamp);
+        let mut header =
+            blyan_chain::BlockHeader::new_child(&parent, BlockKind::Meta, &payload, stamp);
         header.sign(&key);
-        node.node.submit_block(encode_block(&header, &payload)).await.unwrap();
-        assert_eq!(node.node.generator().unwrap().info().meta_block, served, "still serving the last good model");
+        node.node
+            .submit_block(encode_block(&header, &payload))
+            .await
+            .unwrap();
+        assert_eq!(
+            node.node.generator().unwrap().info().meta_block,
+            served,
+            "still serving the last good model"
+        );
     }
     drop(store);
     let TestNode { node, _dir } = node;
     drop(node);
-    let reopened = Node::open(config).await.expect("the node opens").load_model().await.expect("and serves");
+    let reopened = Node::open(config)
+        .await
+        .expect("the node opens")
+        .load_model()
+        .await
+        .expect("and serves");
     assert_eq!(reopened.generator().unwrap().info().meta_block, served);
     drop(_dir);
 }
-
