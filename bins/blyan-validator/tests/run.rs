@@ -13,8 +13,8 @@ use blyan_api::{AppState, Server};
 use blyan_chain::{AuthorKey, BlockHash, encode_block};
 use blyan_ledger::{AccountId, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest};
 use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus,
-    TrainOptions, TrainScope, Trainer, WeightSource, publish_model, read_corpus,
+    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
+    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
 };
 use blyan_node_core::{Node, NodeConfig, PolService, SeedChoice, Services};
 use blyan_pol::{
@@ -55,13 +55,23 @@ fn fine_tune(node: &Node, author: &AuthorKey) -> Vec<BlockHash> {
     let experts = (0..config.num_hidden_layers)
         .map(|layer| ExpertName::new(layer, 0).unwrap())
         .collect();
-    let mut options = TrainOptions::new(TrainScope::Experts { experts, router: false }, 30);
+    let mut options = TrainOptions::new(
+        TrainScope::Experts {
+            experts,
+            router: false,
+        },
+        30,
+    );
     options.batch_size = 8;
     options.positions = 64;
     options.learning_rate = 1e-2;
     options.min_learning_rate = 1e-3;
-    let mut trainer =
-        Trainer::new(&config, Arc::clone(&source) as Arc<dyn WeightSource>, options).unwrap();
+    let mut trainer = Trainer::new(
+        &config,
+        Arc::clone(&source) as Arc<dyn WeightSource>,
+        options,
+    )
+    .unwrap();
     for _ in 0..30 {
         trainer.step(&corpus).unwrap();
     }
@@ -129,7 +139,9 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
         .unwrap();
     let (node, addr) = runtime.block_on(async {
         let node = Node::open(config).await.unwrap();
-        node.ensure_seed_model(&AuthorKey::generate()).await.unwrap();
+        node.ensure_seed_model(&AuthorKey::generate())
+            .await
+            .unwrap();
         let node = Arc::new(node.load_model().await.unwrap());
         let server = Server::bind(AppState::new(Arc::clone(&node)).unwrap())
             .await
@@ -145,7 +157,9 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
 
     // The author: funded, a fine-tune stored as candidates, and its claim.
     let author = AuthorKey::generate();
-    let author_account = AccountId::User(blyan_ledger::Address::from_bytes(*author.address().as_bytes()));
+    let author_account = AccountId::User(blyan_ledger::Address::from_bytes(
+        *author.address().as_bytes(),
+    ));
     let ledger = Arc::clone(node.ledger().unwrap());
     runtime.block_on(async {
         ledger
@@ -167,13 +181,22 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
     let mut claim = Claim {
         candidates: candidates.clone(),
         base_model: base.meta,
-        claimed: Losses { base: 0, candidate: 0 },
+        claimed: Losses {
+            base: 0,
+            candidate: 0,
+        },
         data_commitment: blake3::hash(b"docs").to_hex().to_string(),
         data_blocks: Vec::new(),
     };
     let candidate = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
-    claim.claimed =
-        evaluate_for_claim(&blocks, &context.pool, &context.params.eval, &base, &candidate).unwrap();
+    claim.claimed = evaluate_for_claim(
+        &blocks,
+        &context.pool,
+        &context.params.eval,
+        &base,
+        &candidate,
+    )
+    .unwrap();
     let parent = store.tip(blyan_chain::ChainId::Dataset);
     let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
     let (header, payload) = record_block(&parent, stamp, &PolRecord::Claim(claim), &author, 0);
@@ -215,8 +238,16 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
     };
     let claim = &status["claims"][0];
     assert_eq!(claim["votes"].as_array().unwrap().len(), 3);
-    let first: Vec<_> = claim["votes"].as_array().unwrap().iter().map(|vote| vote["losses"].clone()).collect();
-    assert!(first.windows(2).all(|pair| pair[0] == pair[1]), "three processes, one result: {first:?}");
+    let first: Vec<_> = claim["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vote| vote["losses"].clone())
+        .collect();
+    assert!(
+        first.windows(2).all(|pair| pair[0] == pair[1]),
+        "three processes, one result: {first:?}"
+    );
     let expert = get(&format!("{url}/chain/experts/layer0.expert0"));
     assert_eq!(expert["block"], candidates[0].to_string(), "{expert}");
     let reward: blyan_ledger::Amount = claim["certificate"]["payments"][0]["amount"]
@@ -227,12 +258,20 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
     let balance = runtime.block_on(ledger.balance(author_account)).unwrap();
     assert_eq!(
         balance.available,
-        "1000".parse::<blyan_ledger::Amount>().unwrap().checked_add(reward).unwrap()
+        "1000"
+            .parse::<blyan_ledger::Amount>()
+            .unwrap()
+            .checked_add(reward)
+            .unwrap()
     );
     // Each validator was paid for its vote.
     for (key, _) in &keys {
         let paid = runtime
-            .block_on(ledger.balance(AccountId::User(blyan_ledger::Address::from_bytes(*key.address().as_bytes()))))
+            .block_on(
+                ledger.balance(AccountId::User(blyan_ledger::Address::from_bytes(
+                    *key.address().as_bytes(),
+                ))),
+            )
             .unwrap();
         assert!(paid.available > blyan_ledger::Amount::ZERO);
     }

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use blyan_chain::{AuthorKey, BlockHash, ChainId, ChainStore, encode_block};
 use blyan_ledger::{AccountId, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest};
 use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus,
-    TrainOptions, TrainScope, Trainer, WeightSource, publish_model, read_corpus,
+    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
+    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
 };
 use blyan_node_core::{Node, NodeConfig, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
@@ -50,22 +50,42 @@ fn paragraphs() -> Vec<TextDocument> {
 }
 
 /// Fine-tunes one expert per layer (`index`) of the served model and writes the candidates.
-fn candidate(store: &Arc<ChainStore>, author: &AuthorKey, index: u32, documents: &[TextDocument]) -> Vec<BlockHash> {
+fn candidate(
+    store: &Arc<ChainStore>,
+    author: &AuthorKey,
+    index: u32,
+    documents: &[TextDocument],
+) -> Vec<BlockHash> {
     let source = Arc::new(ChainSource::open(Arc::clone(store)).unwrap());
     let config = source.config().clone();
     let tokenizer = source.tokenizer().unwrap();
-    let corpus =
-        TokenCorpus::new(&tokenizer, documents, 200, config.eos_token_ids().first().copied()).unwrap();
+    let corpus = TokenCorpus::new(
+        &tokenizer,
+        documents,
+        200,
+        config.eos_token_ids().first().copied(),
+    )
+    .unwrap();
     let experts = (0..config.num_hidden_layers)
         .map(|layer| ExpertName::new(layer, index).unwrap())
         .collect();
-    let mut options = TrainOptions::new(TrainScope::Experts { experts, router: false }, 30);
+    let mut options = TrainOptions::new(
+        TrainScope::Experts {
+            experts,
+            router: false,
+        },
+        30,
+    );
     options.batch_size = 8;
     options.positions = 64;
     options.learning_rate = 1e-2;
     options.min_learning_rate = 1e-3;
-    let mut trainer =
-        Trainer::new(&config, Arc::clone(&source) as Arc<dyn WeightSource>, options).unwrap();
+    let mut trainer = Trainer::new(
+        &config,
+        Arc::clone(&source) as Arc<dyn WeightSource>,
+        options,
+    )
+    .unwrap();
     for _ in 0..30 {
         trainer.step(&corpus).unwrap();
     }
@@ -123,7 +143,9 @@ fn main() {
         .collect();
     let node = runtime.block_on(async {
         let node = Node::open(config).await.unwrap();
-        node.ensure_seed_model(&AuthorKey::generate()).await.unwrap();
+        node.ensure_seed_model(&AuthorKey::generate())
+            .await
+            .unwrap();
         Arc::new(node.load_model().await.unwrap())
     });
     let store = Arc::clone(node.chain().unwrap());
@@ -136,7 +158,9 @@ fn main() {
             .transfer(TransferRequest {
                 key: IdempotencyKey::new("bench-author").unwrap(),
                 from: SystemAccount::Treasury.into(),
-                to: AccountId::User(blyan_ledger::Address::from_bytes(*author.address().as_bytes())),
+                to: AccountId::User(blyan_ledger::Address::from_bytes(
+                    *author.address().as_bytes(),
+                )),
                 amount: "100000".parse().unwrap(),
                 memo: "bench".into(),
             })
@@ -162,22 +186,37 @@ fn main() {
     let mut certificate_times = Vec::new();
     let mut accepted = 0;
     for round in 0..rounds {
-        let candidates = candidate(&store, &author, u32::try_from(round % 8).unwrap(), &documents);
+        let candidates = candidate(
+            &store,
+            &author,
+            u32::try_from(round % 8).unwrap(),
+            &documents,
+        );
         let blocks = StoreBlocks(&store);
         let base = ModelBlocks::served(&store).unwrap();
         let mut claim = Claim {
             candidates,
             base_model: base.meta,
-            claimed: Losses { base: 0, candidate: 0 },
+            claimed: Losses {
+                base: 0,
+                candidate: 0,
+            },
             data_commitment: blake3::hash(b"docs").to_hex().to_string(),
             data_blocks: Vec::new(),
         };
         let candidate_model = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
-        claim.claimed =
-            evaluate_for_claim(&blocks, &own.pool, &own.params.eval, &base, &candidate_model).unwrap();
+        claim.claimed = evaluate_for_claim(
+            &blocks,
+            &own.pool,
+            &own.params.eval,
+            &base,
+            &candidate_model,
+        )
+        .unwrap();
         let parent = store.tip(ChainId::Dataset);
         let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
-        let (header, payload) = record_block(&parent, stamp, &PolRecord::Claim(claim.clone()), &author, 0);
+        let (header, payload) =
+            record_block(&parent, stamp, &PolRecord::Claim(claim.clone()), &author, 0);
         let claim_hash = runtime
             .block_on(node.submit_block(encode_block(&header, &payload)))
             .unwrap()
@@ -189,12 +228,27 @@ fn main() {
         let seed = eval_seed(claim_hash, beacon);
         for _ in 0..2 {
             let started = Instant::now();
-            let losses =
-                evaluate_pair(&blocks, &base, &candidate_model, &own.pool, seed, &own.params.eval).unwrap();
+            let losses = evaluate_pair(
+                &blocks,
+                &base,
+                &candidate_model,
+                &own.pool,
+                seed,
+                &own.params.eval,
+            )
+            .unwrap();
             author_times.push(started.elapsed());
             let started = Instant::now();
-            let vote =
-                evaluate_claim(&blocks, &own.params, &own.pool, claim_hash, &claim, beacon, &base).unwrap();
+            let vote = evaluate_claim(
+                &blocks,
+                &own.params,
+                &own.pool,
+                claim_hash,
+                &claim,
+                beacon,
+                &base,
+            )
+            .unwrap();
             validator_times.push(started.elapsed());
             assert_eq!(vote.losses, losses, "the same batch gives the same bits");
         }
@@ -203,12 +257,18 @@ fn main() {
         let started = Instant::now();
         runtime.block_on(async {
             for context in &contexts {
-                pol_tick(&node, context, &mut Default::default()).await.unwrap();
+                pol_tick(&node, context, &mut Default::default())
+                    .await
+                    .unwrap();
             }
-            pol_tick(&node, &own, &mut Default::default()).await.unwrap();
+            pol_tick(&node, &own, &mut Default::default())
+                .await
+                .unwrap();
         });
         certificate_times.push(started.elapsed());
-        let state = blyan_pol::ClaimState::read(&store, claim_hash).unwrap().unwrap();
+        let state = blyan_pol::ClaimState::read(&store, claim_hash)
+            .unwrap()
+            .unwrap();
         let (_, certificate) = state.certificate.expect("the claim is decided");
         if certificate.outcome == blyan_pol::Outcome::Accepted {
             accepted += 1;

@@ -202,6 +202,16 @@ fn claim_record(
 
 /// Submits `record` signed by `key` on chain D's tip, as a block from the network would come.
 async fn submit(node: &Node, key: &AuthorKey, record: &PolRecord) -> Result<BlockHash, Error> {
+    submit_with_work(node, key, record, 0).await
+}
+
+/// [`submit`] with `bits` of proof of work.
+async fn submit_with_work(
+    node: &Node,
+    key: &AuthorKey,
+    record: &PolRecord,
+    bits: u32,
+) -> Result<BlockHash, Error> {
     let store = chain(node);
     let parent = store.tip(ChainId::Dataset);
     let mut not_before = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
@@ -210,7 +220,7 @@ async fn submit(node: &Node, key: &AuthorKey, record: &PolRecord) -> Result<Bloc
             not_before = not_before.max(header.timestamp_ms);
         }
     }
-    let (header, payload) = record_block(&parent, not_before, record, key, 0);
+    let (header, payload) = record_block(&parent, not_before, record, key, bits);
     node.submit_block(encode_block(&header, &payload))
         .await
         .map(|(hash, _)| hash)
@@ -825,4 +835,58 @@ async fn a_meta_block_that_does_not_decode_is_skipped_and_the_node_restarts() {
         .expect("and serves");
     assert_eq!(reopened.generator().unwrap().info().meta_block, served);
     drop(_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_mode_needs_work_on_every_block_and_still_decides() {
+    const BITS: u32 = 6;
+    let node = pol_node(&[], |config| {
+        config.pol.mode = blyan_pol::PolMode::Hybrid;
+        config.chain.pow_difficulty_bits = BITS;
+    })
+    .await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let store = chain(&node.node);
+    let source = ChainSource::open(Arc::clone(&store)).unwrap();
+    // Publishing mines (the store asks for work); the blocks are still only candidates.
+    let blocks = publish_weights(
+        &node.node,
+        &author,
+        &NoisyExpert {
+            base: &source,
+            expert: "layer2.expert1".parse().unwrap(),
+            noise: 1e-3,
+        },
+    );
+    assert!(store.is_candidate(&blocks[0]).unwrap());
+    let claim = PolRecord::Claim(claim_record(&node.node, blocks.clone(), &pool, None));
+    let error = submit(&node.node, &author, &claim).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::BlockRefused(blyan_chain::Error::InsufficientWork { .. })
+        ),
+        "{error}"
+    );
+    let claim_hash = submit_with_work(&node.node, &author, &claim, BITS)
+        .await
+        .unwrap();
+    // The node (the only validator) mines its beacon, vote and certificate.
+    let own = Arc::clone(node.node.pol().unwrap());
+    pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .unwrap();
+    let decided = state(&node.node, claim_hash);
+    let (certificate, record) = decided.certificate.expect("decided");
+    assert_eq!(record.outcome, Outcome::Rejected);
+    for block in [
+        decided.beacon.unwrap().hash,
+        decided.votes[0].0.hash,
+        certificate.hash,
+    ] {
+        assert!(block.leading_zero_bits() >= BITS, "{block}");
+    }
+    assert!(store.is_candidate(&blocks[0]).unwrap());
 }
