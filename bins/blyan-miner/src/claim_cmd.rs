@@ -11,7 +11,7 @@ use blyan_api_types::{PolClaimDetail, PolClaimInfo, PolStatus};
 use blyan_chain::{AuthorKey, BlockHash};
 use blyan_client::{NodeBlocks, NodeClient};
 use blyan_moe::{ExpertName, read_corpus};
-use blyan_pol::{Claim, EvalPool, ModelBlocks, PolRecord, candidate_headers, evaluate_for_claim};
+use blyan_pol::{EvalPool, ModelBlocks, PolRecord, build_claim};
 use clap::Args;
 
 /// How `upload --node` claims what it wrote.
@@ -78,22 +78,18 @@ pub(crate) fn claim(
         experts,
     };
     let blocks = NodeBlocks::new(client);
-    let mut claim = Claim {
-        candidates,
-        base_model: base.meta,
-        claimed: blyan_pol::Losses {
-            base: 0,
-            candidate: 0,
-        },
-        data_commitment: data_commitment(&args.data)?,
-        data_blocks: Vec::new(),
-    };
-    let candidate = base.with_candidates(&candidate_headers(&blocks, &claim)?);
     // The author's pool may be only the public part of the network's: its claim is what it can
     // measure; validators measure on the whole pool.
     let spec = pool.spec(eval.windows, eval.positions);
-    claim.claimed = evaluate_for_claim(&blocks, &pool, &spec, &base, &candidate)
-        .context("evaluating the candidate against the served model")?;
+    let claim = build_claim(
+        &blocks,
+        &base,
+        candidates,
+        &pool,
+        &spec,
+        data_commitment(&args.data)?,
+    )
+    .context("evaluating the candidate against the served model")?;
     let hash = client
         .post_record(&PolRecord::Claim(claim.clone()), key)
         .context("sending the claim")?;

@@ -4,100 +4,23 @@
 //! candidate; the node certifies it, serves it and pays its author.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../../crates/blyan-node-core/tests/fixtures/fine_tune.rs"]
+mod fine_tune;
+
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blyan_api::{AppState, Server};
-use blyan_chain::{AuthorKey, BlockHash, encode_block};
+use blyan_chain::{AuthorKey, encode_block};
 use blyan_ledger::{AccountId, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest};
-use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
-    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
-};
+use blyan_moe::ExpertName;
 use blyan_node_core::{Node, NodeConfig, PolService, SeedChoice, Services};
-use blyan_pol::{
-    Claim, Losses, ModelBlocks, PolRecord, StoreBlocks, ValidatorStake, candidate_headers,
-    evaluate_for_claim, record_block,
-};
+use blyan_pol::{ModelBlocks, PolRecord, StoreBlocks, ValidatorStake, build_claim, record_block};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The repository's docs, one document per paragraph.
-fn paragraphs() -> Vec<TextDocument> {
-    read_corpus(&[root().join("docs")])
-        .unwrap()
-        .documents
-        .iter()
-        .flat_map(|document| document.text.split("\n\n"))
-        .filter(|paragraph| paragraph.trim().len() > 40)
-        .enumerate()
-        .map(|(index, paragraph)| TextDocument {
-            name: format!("paragraph {index}"),
-            text: format!("{paragraph}\n\n"),
-        })
-        .collect()
-}
-
-/// Fine-tunes expert 0 of every layer of the node's model on the docs and stores the new
-/// versions (candidates) signed by `author`.
-fn fine_tune(node: &Node, author: &AuthorKey) -> Vec<BlockHash> {
-    let store = Arc::clone(node.chain().unwrap());
-    let source = Arc::new(ChainSource::open(Arc::clone(&store)).unwrap());
-    let config = source.config().clone();
-    let tokenizer = source.tokenizer().unwrap();
-    let eos = config.eos_token_ids().first().copied();
-    let corpus = TokenCorpus::new(&tokenizer, &paragraphs(), 200, eos).unwrap();
-    let experts = (0..config.num_hidden_layers)
-        .map(|layer| ExpertName::new(layer, 0).unwrap())
-        .collect();
-    let mut options = TrainOptions::new(
-        TrainScope::Experts {
-            experts,
-            router: false,
-        },
-        30,
-    );
-    options.batch_size = 8;
-    options.positions = 64;
-    options.learning_rate = 1e-2;
-    options.min_learning_rate = 1e-3;
-    let mut trainer = Trainer::new(
-        &config,
-        Arc::clone(&source) as Arc<dyn WeightSource>,
-        options,
-    )
-    .unwrap();
-    for _ in 0..30 {
-        trainer.step(&corpus).unwrap();
-    }
-    let weights = trainer.weights().unwrap();
-    let document = source.document().clone();
-    let mut written = Vec::new();
-    publish_model(
-        &*store,
-        author,
-        source.config(),
-        source.files(),
-        &weights,
-        &PublishOptions {
-            expert_quantization: blyan_moe::ExpertQuantization::None,
-            untrained: document.untrained,
-            description: document.description.clone(),
-        },
-        &mut |event| {
-            if let PublishEvent::Written { block, .. } = event {
-                written.push(*block);
-            }
-        },
-    )
-    .unwrap();
-    written
-}
+use fine_tune::{docs_paragraphs, fine_tune};
 
 fn get(url: &str) -> Value {
     let response = reqwest::blocking::get(url).unwrap();
@@ -173,28 +96,21 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
             .await
             .unwrap();
     });
-    let candidates = fine_tune(&node, &author);
     let store = Arc::clone(node.chain().unwrap());
-    let blocks = StoreBlocks(&store);
+    let experts = (0..4)
+        .map(|layer| ExpertName::new(layer, 0).unwrap())
+        .collect();
+    let candidates = fine_tune(&store, &author, experts, &docs_paragraphs(), 30, 1e-2);
     let base = ModelBlocks::served(&store).unwrap();
     let context = Arc::clone(node.pol().unwrap());
-    let mut claim = Claim {
-        candidates: candidates.clone(),
-        base_model: base.meta,
-        claimed: Losses {
-            base: 0,
-            candidate: 0,
-        },
-        data_commitment: blake3::hash(b"docs").to_hex().to_string(),
-        data_blocks: Vec::new(),
-    };
-    let candidate = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
-    claim.claimed = evaluate_for_claim(
-        &blocks,
+    let commitment = blake3::hash(b"docs").to_hex().to_string();
+    let claim = build_claim(
+        &StoreBlocks(&store),
+        &base,
+        candidates.clone(),
         &context.pool,
         &context.params.eval,
-        &base,
-        &candidate,
+        commitment,
     )
     .unwrap();
     let parent = store.tip(blyan_chain::ChainId::Dataset);

@@ -16,102 +16,22 @@
 //! test`. Rounds: `BLYAN_BENCH_ROUNDS` (default 5).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+#[path = "../tests/fixtures/fine_tune.rs"]
+mod fine_tune;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blyan_chain::{AuthorKey, BlockHash, ChainId, ChainStore, encode_block};
+use blyan_chain::{AuthorKey, ChainId, encode_block};
 use blyan_ledger::{AccountId, IdempotencyKey, Ledger as _, SystemAccount, TransferRequest};
-use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
-    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
-};
+use blyan_moe::ExpertName;
 use blyan_node_core::{Node, NodeConfig, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
-    Claim, Losses, ModelBlocks, PolRecord, StoreBlocks, ValidatorStake, candidate_headers,
-    eval_seed, evaluate_claim, evaluate_for_claim, evaluate_pair, record_block,
+    ModelBlocks, PolRecord, StoreBlocks, ValidatorStake, build_claim, candidate_headers, eval_seed,
+    evaluate_claim, evaluate_pair, record_block,
 };
 use blyan_primitives::Durability;
-
-fn paragraphs() -> Vec<TextDocument> {
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs");
-    read_corpus(&[docs])
-        .unwrap()
-        .documents
-        .iter()
-        .flat_map(|document| document.text.split("\n\n"))
-        .filter(|paragraph| paragraph.trim().len() > 40)
-        .enumerate()
-        .map(|(index, paragraph)| TextDocument {
-            name: format!("paragraph {index}"),
-            text: format!("{paragraph}\n\n"),
-        })
-        .collect()
-}
-
-/// Fine-tunes one expert per layer (`index`) of the served model and writes the candidates.
-fn candidate(
-    store: &Arc<ChainStore>,
-    author: &AuthorKey,
-    index: u32,
-    documents: &[TextDocument],
-) -> Vec<BlockHash> {
-    let source = Arc::new(ChainSource::open(Arc::clone(store)).unwrap());
-    let config = source.config().clone();
-    let tokenizer = source.tokenizer().unwrap();
-    let corpus = TokenCorpus::new(
-        &tokenizer,
-        documents,
-        200,
-        config.eos_token_ids().first().copied(),
-    )
-    .unwrap();
-    let experts = (0..config.num_hidden_layers)
-        .map(|layer| ExpertName::new(layer, index).unwrap())
-        .collect();
-    let mut options = TrainOptions::new(
-        TrainScope::Experts {
-            experts,
-            router: false,
-        },
-        30,
-    );
-    options.batch_size = 8;
-    options.positions = 64;
-    options.learning_rate = 1e-2;
-    options.min_learning_rate = 1e-3;
-    let mut trainer = Trainer::new(
-        &config,
-        Arc::clone(&source) as Arc<dyn WeightSource>,
-        options,
-    )
-    .unwrap();
-    for _ in 0..30 {
-        trainer.step(&corpus).unwrap();
-    }
-    let weights = trainer.weights().unwrap();
-    let document = source.document().clone();
-    let mut written = Vec::new();
-    publish_model(
-        &**store,
-        author,
-        source.config(),
-        source.files(),
-        &weights,
-        &PublishOptions {
-            expert_quantization: blyan_moe::ExpertQuantization::None,
-            untrained: document.untrained,
-            description: document.description.clone(),
-        },
-        &mut |event| {
-            if let PublishEvent::Written { block, .. } = event {
-                written.push(*block);
-            }
-        },
-    )
-    .unwrap();
-    written
-}
+use fine_tune::{docs_paragraphs, fine_tune};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -167,7 +87,7 @@ fn main() {
             .await
             .unwrap();
     });
-    let documents = paragraphs();
+    let documents = docs_paragraphs();
     let contexts: Vec<Arc<PolContext>> = validators
         .iter()
         .map(|key| {
@@ -186,33 +106,25 @@ fn main() {
     let mut certificate_times = Vec::new();
     let mut accepted = 0;
     for round in 0..rounds {
-        let candidates = candidate(
-            &store,
-            &author,
-            u32::try_from(round % 8).unwrap(),
-            &documents,
-        );
+        // One expert per layer, another index each round.
+        let index = u32::try_from(round % 8).unwrap();
+        let experts = (0..4)
+            .map(|layer| ExpertName::new(layer, index).unwrap())
+            .collect();
+        let candidates = fine_tune(&store, &author, experts, &documents, 30, 1e-2);
         let blocks = StoreBlocks(&store);
         let base = ModelBlocks::served(&store).unwrap();
-        let mut claim = Claim {
-            candidates,
-            base_model: base.meta,
-            claimed: Losses {
-                base: 0,
-                candidate: 0,
-            },
-            data_commitment: blake3::hash(b"docs").to_hex().to_string(),
-            data_blocks: Vec::new(),
-        };
-        let candidate_model = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
-        claim.claimed = evaluate_for_claim(
+        let commitment = blake3::hash(b"docs").to_hex().to_string();
+        let claim = build_claim(
             &blocks,
+            &base,
+            candidates,
             &own.pool,
             &own.params.eval,
-            &base,
-            &candidate_model,
+            commitment,
         )
         .unwrap();
+        let candidate_model = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
         let parent = store.tip(ChainId::Dataset);
         let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
         let (header, payload) =

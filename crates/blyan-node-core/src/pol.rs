@@ -654,25 +654,14 @@ pub async fn claim_candidates(
         let context = Arc::clone(&context);
         blocking("evaluating candidates", move || {
             tch::set_num_threads(context.params_threads());
-            let source = StoreBlocks(&chain);
             let base = ModelBlocks::served(&chain)?;
-            let mut claim = blyan_pol::Claim {
+            let claim = blyan_pol::build_claim(
+                &StoreBlocks(&chain),
+                &base,
                 candidates,
-                base_model: base.meta,
-                claimed: blyan_pol::Losses {
-                    base: 0,
-                    candidate: 0,
-                },
-                data_commitment,
-                data_blocks: Vec::new(),
-            };
-            let candidate = base.with_candidates(&blyan_pol::candidate_headers(&source, &claim)?);
-            claim.claimed = blyan_pol::evaluate_for_claim(
-                &source,
                 &context.pool,
                 &context.params.eval,
-                &base,
-                &candidate,
+                data_commitment,
             )?;
             Ok::<_, blyan_pol::PolError>(PolRecord::Claim(claim))
         })

@@ -49,8 +49,8 @@ pub use record::{
 };
 pub use rewards::{BondAction, Payment, Settlement, bond_key, settlement};
 pub use validator::{
-    candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim, fresh_randomness, now_ms,
-    record_block, verdict,
+    build_claim, candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim,
+    fresh_randomness, now_ms, publish_over_served, record_block, verdict,
 };
 pub use view::{
     ClaimState, ClaimStatus, Tally, agree, all_claims, same_vote, scan_records, slashed_validators,

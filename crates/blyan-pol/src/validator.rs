@@ -4,7 +4,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainTip};
+use blyan_chain::{AuthorKey, BlockHash, BlockHeader, BlockKind, ChainStore, ChainTip};
+use blyan_moe::{
+    Config, ExpertName, ExpertQuantization, PublishEvent, PublishOptions, WeightSource,
+    publish_model,
+};
 
 use crate::error::Result;
 use crate::eval::{BlockSource, EvalPool, ModelBlocks, evaluate_pair, verified_raw};
@@ -136,6 +140,66 @@ pub fn evaluate_for_claim(
 ) -> Result<Losses> {
     evaluate_pair(source, base, candidate, pool, claimed_seed(base.meta), spec)
         .map_err(|(_, error)| error)
+}
+
+/// The claim of `candidates` (stored blocks) on the served model `base`: its losses as the
+/// author measures them ([`evaluate_for_claim`] on `pool` under `spec`), and
+/// `data_commitment`. What `blyan-miner upload` and the node's learner send.
+pub fn build_claim(
+    source: &dyn BlockSource,
+    base: &ModelBlocks,
+    candidates: Vec<BlockHash>,
+    pool: &EvalPool,
+    spec: &EvalSpec,
+    data_commitment: String,
+) -> Result<Claim> {
+    let mut claim = Claim {
+        candidates,
+        base_model: base.meta,
+        claimed: Losses {
+            base: 0,
+            candidate: 0,
+        },
+        data_commitment,
+        data_blocks: Vec::new(),
+    };
+    let candidate = base.with_candidates(&candidate_headers(source, &claim)?);
+    claim.claimed = evaluate_for_claim(source, pool, spec, base, &candidate)?;
+    Ok(claim)
+}
+
+/// Publishes `weights` over the model `store` serves, keeping its model document, so only the
+/// blocks whose payload changed are written (with the gate, expert versions and a meta block
+/// are candidates). Returns the expert and meta blocks written: what a claim names.
+pub fn publish_over_served(
+    store: &ChainStore,
+    key: &AuthorKey,
+    weights: &dyn WeightSource,
+    quantization: ExpertQuantization,
+) -> Result<Vec<BlockHash>> {
+    let (_, document) = blyan_moe::current_model(store)?;
+    let config = Config::from_json(document.config_json.as_bytes())?;
+    let mut written = Vec::new();
+    publish_model(
+        store,
+        key,
+        &config,
+        document.files(),
+        weights,
+        &PublishOptions {
+            expert_quantization: quantization,
+            untrained: document.untrained,
+            description: document.description.clone(),
+        },
+        &mut |event| {
+            if let PublishEvent::Written { name, block, .. } = event
+                && (name == "meta" || name.parse::<ExpertName>().is_ok())
+            {
+                written.push(*block);
+            }
+        },
+    )?;
+    Ok(written)
 }
 
 /// Milliseconds since the Unix epoch now.

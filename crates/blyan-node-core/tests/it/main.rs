@@ -3,6 +3,8 @@
 //! its services and its learner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../fixtures/fine_tune.rs"]
+mod fine_tune;
 mod learner;
 mod pol;
 mod services;

@@ -8,37 +8,18 @@ use std::sync::Arc;
 use blyan_chain::{AuthorKey, BlockHash, BlockKind, ChainId, ChainStore, encode_block};
 use blyan_ledger::{Amount, Ledger as _};
 use blyan_moe::{
-    ChainSource, ExpertName, PublishEvent, PublishOptions, TextDocument, TokenCorpus, TrainOptions,
-    TrainScope, Trainer, WeightSource, publish_model, read_corpus,
+    ChainSource, ExpertName, ExpertQuantization, PublishEvent, PublishOptions, TextDocument,
+    WeightSource, publish_model,
 };
 use blyan_node_core::{Error, Node, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
     Certificate, Claim, EvalPool, Losses, ModelBlocks, Outcome, PolRecord, StoreBlocks, Verdict,
-    Vote, candidate_headers, evaluate_for_claim, record_block,
+    Vote, build_claim, record_block,
 };
 use blyan_primitives::Address;
 
+use crate::fine_tune::{docs_paragraphs, fine_tune, paragraphs};
 use crate::support::{TestNode, balance, fund, node_with};
-
-/// The repository's docs, one document per paragraph: English text the shipped evaluation pool
-/// is not.
-fn docs_text() -> Vec<TextDocument> {
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs");
-    paragraphs(read_corpus(&[docs]).unwrap().documents)
-}
-
-fn paragraphs(documents: Vec<TextDocument>) -> Vec<TextDocument> {
-    documents
-        .iter()
-        .flat_map(|document| document.text.split("\n\n"))
-        .filter(|paragraph| paragraph.trim().len() > 40)
-        .enumerate()
-        .map(|(index, paragraph)| TextDocument {
-            name: format!("paragraph {index}"),
-            text: format!("{paragraph}\n\n"),
-        })
-        .collect()
-}
 
 /// A node serving the untrained seed model whose validators are `validators` (stake 1 each),
 /// evaluating `windows` windows of 64 tokens.
@@ -100,9 +81,7 @@ fn chain(node: &Node) -> Arc<ChainStore> {
     Arc::clone(node.chain().unwrap())
 }
 
-/// Trains `experts` of the served model on `documents` for `steps` steps at `learning_rate` and
-/// writes the result into the node's chain signed by `author`: the new expert blocks (which the
-/// gate keeps as candidates).
+/// Trains `experts` of the served model on `documents` and writes the new versions (candidates).
 fn train_candidate(
     node: &Node,
     author: &AuthorKey,
@@ -111,63 +90,35 @@ fn train_candidate(
     steps: u64,
     learning_rate: f64,
 ) -> Vec<BlockHash> {
-    let store = chain(node);
-    let source = Arc::new(ChainSource::open(Arc::clone(&store)).unwrap());
-    let config = source.config().clone();
-    let tokenizer = source.tokenizer().unwrap();
-    let eos = config.eos_token_ids().first().copied();
-    let corpus = TokenCorpus::new(&tokenizer, documents, 200, eos).unwrap();
-    let experts: Vec<ExpertName> = experts.iter().map(|name| name.parse().unwrap()).collect();
-    let mut options = TrainOptions::new(
-        TrainScope::Experts {
-            experts,
-            router: false,
-        },
+    let experts = experts.iter().map(|name| name.parse().unwrap()).collect();
+    fine_tune(
+        &chain(node),
+        author,
+        experts,
+        documents,
         steps,
-    );
-    options.batch_size = 8;
-    options.positions = 64;
-    options.learning_rate = learning_rate;
-    options.min_learning_rate = learning_rate / 10.0;
-    let mut trainer = Trainer::new(
-        &config,
-        Arc::clone(&source) as Arc<dyn WeightSource>,
-        options,
+        learning_rate,
     )
-    .unwrap();
-    for _ in 0..steps {
-        trainer.step(&corpus).unwrap();
-    }
-    let weights = trainer.weights().unwrap();
-    publish_weights(node, author, &weights)
 }
 
-/// Publishes `weights` over the served model into the node's chain, keeping its document (so
-/// only changed experts are written); the written expert blocks.
+/// Publishes `weights` over the served model into the node's chain (only changed experts are
+/// written); the blocks written.
 fn publish_weights(node: &Node, author: &AuthorKey, weights: &dyn WeightSource) -> Vec<BlockHash> {
-    let store = chain(node);
-    let source = ChainSource::open(Arc::clone(&store)).unwrap();
-    let document = source.document().clone();
-    let mut written = Vec::new();
-    publish_model(
-        &*store,
+    blyan_pol::publish_over_served(&chain(node), author, weights, ExpertQuantization::None).unwrap()
+}
+
+/// A new version of `expert` with small noise (below any threshold), written by `author`.
+fn noisy_version(node: &Node, author: &AuthorKey, expert: &str) -> Vec<BlockHash> {
+    let source = ChainSource::open(chain(node)).unwrap();
+    publish_weights(
+        node,
         author,
-        source.config(),
-        source.files(),
-        weights,
-        &PublishOptions {
-            expert_quantization: blyan_moe::ExpertQuantization::None,
-            untrained: document.untrained,
-            description: document.description.clone(),
-        },
-        &mut |event| {
-            if let PublishEvent::Written { block, .. } = event {
-                written.push(*block);
-            }
+        &NoisyExpert {
+            base: &source,
+            expert: expert.parse().unwrap(),
+            noise: 1e-3,
         },
     )
-    .unwrap();
-    written
 }
 
 /// The claim of `candidates` by `author`, its losses measured as an author does (public draw of
@@ -180,23 +131,20 @@ fn claim_record(
 ) -> Claim {
     let store = chain(node);
     let base = ModelBlocks::served(&store).unwrap();
-    let mut claim = Claim {
-        candidates,
-        base_model: base.meta,
-        claimed: Losses {
-            base: 0,
-            candidate: 0,
-        },
-        data_commitment: blake3::hash(b"training text").to_hex().to_string(),
-        data_blocks: Vec::new(),
-    };
-    let blocks = StoreBlocks(&store);
-    let candidate = base.with_candidates(&candidate_headers(&blocks, &claim).unwrap());
     let spec = &node.pol().unwrap().params.eval;
-    claim.claimed = match claimed {
-        Some(losses) => losses,
-        None => evaluate_for_claim(&blocks, pool, spec, &base, &candidate).unwrap(),
-    };
+    let commitment = blake3::hash(b"training text").to_hex().to_string();
+    let mut claim = build_claim(
+        &StoreBlocks(&store),
+        &base,
+        candidates,
+        pool,
+        spec,
+        commitment,
+    )
+    .unwrap();
+    if let Some(losses) = claimed {
+        claim.claimed = losses;
+    }
     claim
 }
 
@@ -270,7 +218,7 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         "layer3.expert0",
     ];
     let old = served_expert(&node.node, "layer0.expert0");
-    let candidates = train_candidate(&node.node, &author, &experts, &docs_text(), 30, 1e-2);
+    let candidates = train_candidate(&node.node, &author, &experts, &docs_paragraphs(), 30, 1e-2);
     assert_eq!(
         candidates.len(),
         experts.len(),
@@ -495,15 +443,7 @@ async fn copies_noise_and_unpaid_bonds_are_refused_and_nothing_is_served() {
 
     // An author who cannot pay the bond: refused, nothing stored.
     let poor = AuthorKey::generate();
-    let poor_blocks = publish_weights(
-        &node.node,
-        &poor,
-        &NoisyExpert {
-            base: &source,
-            expert: "layer2.expert2".parse().unwrap(),
-            noise: 1e-3,
-        },
-    );
+    let poor_blocks = noisy_version(&node.node, &poor, "layer2.expert2");
     let poor_claim = claim_record(&node.node, poor_blocks, &pool, None);
     let tip = store.tip(ChainId::Dataset);
     let error = submit(&node.node, &poor, &PolRecord::Claim(poor_claim))
@@ -513,15 +453,7 @@ async fn copies_noise_and_unpaid_bonds_are_refused_and_nothing_is_served() {
     assert_eq!(store.tip(ChainId::Dataset), tip);
 
     // Someone else's candidates cannot be claimed (their author locks the bond).
-    let theirs = publish_weights(
-        &node.node,
-        &author,
-        &NoisyExpert {
-            base: &source,
-            expert: "layer3.expert3".parse().unwrap(),
-            noise: 1e-3,
-        },
-    );
+    let theirs = noisy_version(&node.node, &author, "layer3.expert3");
     fund(&node.node, poor.address(), "500").await;
     let stolen = claim_record(&node.node, theirs, &pool, None);
     let error = submit(&node.node, &poor, &PolRecord::Claim(stolen))
@@ -587,16 +519,7 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
     fund(&node.node, author.address(), "1000").await;
     let pool = node.node.pol().unwrap().pool.clone();
     let store = chain(&node.node);
-    let source = ChainSource::open(Arc::clone(&store)).unwrap();
-    let blocks = publish_weights(
-        &node.node,
-        &author,
-        &NoisyExpert {
-            base: &source,
-            expert: "layer0.expert5".parse().unwrap(),
-            noise: 1e-3,
-        },
-    );
+    let blocks = noisy_version(&node.node, &author, "layer0.expert5");
     let claim = claim_record(&node.node, blocks.clone(), &pool, None);
     let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
         .await
@@ -718,15 +641,7 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
     let _ = second;
 
     // A certificate of another claim's votes, replayed for this one: foreign votes.
-    let other_blocks = publish_weights(
-        &node.node,
-        &author,
-        &NoisyExpert {
-            base: &source,
-            expert: "layer2.expert6".parse().unwrap(),
-            noise: 1e-3,
-        },
-    );
+    let other_blocks = noisy_version(&node.node, &author, "layer2.expert6");
     let other = claim_record(&node.node, other_blocks, &pool, None);
     let other_hash = submit(&node.node, &author, &PolRecord::Claim(other))
         .await
@@ -748,7 +663,7 @@ async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_
     let dir = tempfile::tempdir().unwrap();
     // The public pool: a few paragraphs anyone can read (and train on).
     let public = dir.path().join("public.txt");
-    let text: String = docs_text()
+    let text: String = docs_paragraphs()
         .iter()
         .take(40)
         .map(|paragraph| paragraph.text.as_str())
@@ -849,17 +764,8 @@ async fn hybrid_mode_needs_work_on_every_block_and_still_decides() {
     fund(&node.node, author.address(), "1000").await;
     let pool = node.node.pol().unwrap().pool.clone();
     let store = chain(&node.node);
-    let source = ChainSource::open(Arc::clone(&store)).unwrap();
     // Publishing mines (the store asks for work); the blocks are still only candidates.
-    let blocks = publish_weights(
-        &node.node,
-        &author,
-        &NoisyExpert {
-            base: &source,
-            expert: "layer2.expert1".parse().unwrap(),
-            noise: 1e-3,
-        },
-    );
+    let blocks = noisy_version(&node.node, &author, "layer2.expert1");
     assert!(store.is_candidate(&blocks[0]).unwrap());
     let claim = PolRecord::Claim(claim_record(&node.node, blocks.clone(), &pool, None));
     let error = submit(&node.node, &author, &claim).await.unwrap_err();
