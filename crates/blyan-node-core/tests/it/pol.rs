@@ -174,6 +174,11 @@ async fn submit_with_work(
         .map(|(hash, _)| hash)
 }
 
+/// Submits `vote` signed by `key`.
+async fn vote(node: &Node, key: &AuthorKey, vote: Vote) -> Result<BlockHash, Error> {
+    submit(node, key, &PolRecord::Vote(vote)).await
+}
+
 fn pol_code(error: &Error) -> &'static str {
     match error {
         Error::BlockRefused(blyan_chain::Error::PolRejected { code, .. }) => code,
@@ -539,10 +544,10 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         detail: String::new(),
     };
     let not_a_beacon = store.block_hashes_at(ChainId::Dataset, 0).unwrap()[0];
-    let error = submit(
+    let error = vote(
         &node.node,
         &validators[0],
-        &PolRecord::Vote(forged(not_a_beacon, Verdict::Accept, 4_000_000)),
+        forged(not_a_beacon, Verdict::Accept, 4_000_000),
     )
     .await
     .unwrap_err();
@@ -558,48 +563,33 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         "not_a_validator"
     );
     let beacon_hash = submit(&node.node, &validators[0], &beacon).await.unwrap();
+    let accept = forged(beacon_hash, Verdict::Accept, 4_000_000);
     // A vote by a stranger.
-    let error = submit(
-        &node.node,
-        &stranger,
-        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
-    )
-    .await
-    .unwrap_err();
+    let error = vote(&node.node, &stranger, accept.clone())
+        .await
+        .unwrap_err();
     assert_eq!(pol_code(&error), "not_a_validator");
 
     // Validator 0 accepts, then votes again differently: admitted as evidence, then slashed.
-    let first = submit(
-        &node.node,
-        &validators[0],
-        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
-    )
-    .await
-    .unwrap();
-    let same = submit(
-        &node.node,
-        &validators[0],
-        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
-    )
-    .await
-    .unwrap_err();
+    let first = vote(&node.node, &validators[0], accept.clone())
+        .await
+        .unwrap();
+    let same = vote(&node.node, &validators[0], accept.clone())
+        .await
+        .unwrap_err();
     assert_eq!(pol_code(&same), "duplicate_vote");
-    let second = submit(
+    let second = vote(
         &node.node,
         &validators[0],
-        &PolRecord::Vote(forged(beacon_hash, Verdict::BelowThreshold, 5_000_000)),
+        forged(beacon_hash, Verdict::BelowThreshold, 5_000_000),
     )
     .await
     .unwrap();
     // Two forged accepts of validators 1 and 2 plus validator 0's would be > 2/3, but validator 0
     // equivocated: its votes count for nothing.
-    let v1 = submit(
-        &node.node,
-        &validators[1],
-        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
-    )
-    .await
-    .unwrap();
+    let v1 = vote(&node.node, &validators[1], accept.clone())
+        .await
+        .unwrap();
     let certificate = |votes: Vec<BlockHash>| {
         PolRecord::Certificate(Certificate {
             claim: claim_hash,
@@ -630,13 +620,9 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         .collect();
     assert_eq!(slashed.len(), 1);
     assert_eq!(slashed[0].address, validators[0].address().to_string());
-    let error = submit(
-        &node.node,
-        &validators[0],
-        &PolRecord::Vote(forged(beacon_hash, Verdict::Accept, 4_000_000)),
-    )
-    .await
-    .unwrap_err();
+    let error = vote(&node.node, &validators[0], accept.clone())
+        .await
+        .unwrap_err();
     assert_eq!(pol_code(&error), "validator_slashed");
     let _ = second;
 
