@@ -20,7 +20,7 @@ use blyan_moe::{TextDocument, read_corpus};
 use blyan_pol::{
     Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams, PolRecord,
     Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims, evaluate_claim,
-    fresh_randomness, record_block, scan_records, settlement, slashed_validators,
+    fresh_randomness, params_after, record_block, scan_records, settlement, slashed_validators,
 };
 use blyan_primitives::Address;
 
@@ -223,7 +223,7 @@ pub async fn tick(
         plan_now = blocking("planning proof of learning", move || plan(&chain, &context)).await??;
     }
     let plan = plan_now;
-    if context.is_validator() {
+    {
         for (claim, state) in plan.to_vote {
             let chain_for_eval = Arc::clone(&chain);
             let context_for_eval = Arc::clone(context);
@@ -289,8 +289,18 @@ struct Plan {
 }
 
 fn plan(chain: &ChainStore, context: &PolContext) -> Result<Plan> {
-    let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
+    let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
     let me = context.key.address();
+    // The set in force may have changed on the chain since the node started.
+    let validating = params_after(&context.params, &records).stake_of(me) > 0
+        && !slashed_validators(&records).contains(&me);
+    if !validating {
+        return Ok(Plan {
+            beacons: Vec::new(),
+            to_vote: Vec::new(),
+        });
+    }
+    let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
     let mut unseeded = Vec::new();
     let mut to_vote = Vec::new();
     for state in claims {
@@ -306,19 +316,15 @@ fn plan(chain: &ChainStore, context: &PolContext) -> Result<Plan> {
             }
         }
     }
-    let beacons = if context.is_validator() {
-        unseeded
-            .chunks(blyan_pol::BEACON_CLAIMS_MAX)
-            .map(|claims| {
-                PolRecord::Beacon(Beacon {
-                    claims: claims.to_vec(),
-                    randomness: fresh_randomness(),
-                })
+    let beacons = unseeded
+        .chunks(blyan_pol::BEACON_CLAIMS_MAX)
+        .map(|claims| {
+            PolRecord::Beacon(Beacon {
+                claims: claims.to_vec(),
+                randomness: fresh_randomness(),
             })
-            .collect()
-    } else {
-        Vec::new()
-    };
+        })
+        .collect();
     Ok(Plan { beacons, to_vote })
 }
 
@@ -329,8 +335,8 @@ struct Decisions {
 }
 
 fn decide(chain: &ChainStore, context: &PolContext) -> Result<Decisions> {
-    let params = &context.params;
     let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
+    let params = &params_after(&context.params, &records);
     let slashed = slashed_validators(&records);
     let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
     let tip = chain.tip(ChainId::Dataset).height;

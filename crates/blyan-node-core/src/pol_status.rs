@@ -12,7 +12,7 @@ use blyan_chain::{BlockHash, BlockKind, ChainStore};
 use blyan_ledger::Tokenomics;
 use blyan_pol::{
     BondAction, ClaimState, Losses, ModelBlocks, Payment, PolParams, Settlement, all_claims,
-    eval_seed, scan_records, settlement, slashed_validators,
+    eval_seed, params_after, scan_records, settlement, slashed_validators,
 };
 
 use crate::node::{Node, blocking};
@@ -177,17 +177,23 @@ impl Node {
         let node = Arc::clone(self);
         blocking("reading proof of learning", move || {
             let context = node.pol();
-            let params = context.map(|context| &context.params);
+            let records = if context.is_some() {
+                scan_records(&chain, 1).map_err(pol_error("reading records"))?
+            } else {
+                Vec::new()
+            };
+            // The set in force: the configured one, or the last approved on the chain.
+            let current = context.map(|context| params_after(&context.params, &records));
+            let params = current.as_ref();
             let tokenomics = match node.ledger() {
                 Some(ledger) => blyan_ledger::Ledger::tokenomics(ledger.as_ref()).clone(),
                 None => Tokenomics::shipped().map_err(Error::LedgerOpen)?,
             };
             let mut claims = Vec::new();
             let mut slashed = Default::default();
-            if let Some(params) = params {
-                let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
+            if params.is_some() {
                 slashed = slashed_validators(&records);
-                let plans = settlements(&chain, params)?;
+                let plans = settlements(&chain, &node.pol().expect("checked").params)?;
                 for state in all_claims(&chain)
                     .map_err(pol_error("reading claims"))?
                     .iter()
@@ -215,8 +221,9 @@ impl Node {
                 expiry_blocks: config.expiry_blocks,
                 eval: eval_info(params),
                 node_address: context.map(|context| context.key.address().to_string()),
-                node_validates: context.is_some_and(|context| context.is_validator())
-                    && config.validator,
+                node_validates: context.is_some_and(|context| {
+                    params.is_some_and(|params| params.stake_of(context.key.address()) > 0)
+                }) && config.validator,
                 candidate_bond: tokenomics.pol.candidate_bond.to_string(),
                 validators: params
                     .map(|params| {

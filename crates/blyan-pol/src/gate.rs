@@ -11,14 +11,15 @@
 //!   candidates' author on the model served now; a beacon by a validator after the claims it
 //!   seeds; a vote by a validator on a seeded claim with the network's evaluation; a certificate
 //!   whose votes reach the quorum (it promotes the candidate) or the refusal quorum, or an
-//!   expiry; slashing evidence of two conflicting votes.
+//!   expiry; slashing evidence of two conflicting votes; a new validator set approved by
+//!   validators holding more than 2/3 of the current set's stake.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
 use blyan_chain::{
     Admission, BlockHash, BlockHeader, BlockKind, ChainId, ChainStore, OfferedBlock, PolAcceptance,
-    PolRejection,
+    PolRejection, Signature,
 };
 use blyan_primitives::Address;
 
@@ -26,12 +27,13 @@ use crate::error::{PolError, Result};
 use crate::params::PolParams;
 use crate::record::{
     BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
-    Certificate, Claim, Outcome, PolRecord, RecordBlock, Slash, Vote, data_blocks_commitment,
+    Certificate, Claim, Outcome, PolRecord, RecordBlock, Slash, ValidatorSet, Vote,
+    data_blocks_commitment, validator_set_message,
 };
 use crate::view::{ClaimState, Tally, same_vote, scan_records};
 
 /// What the gate remembers of chain D between appends, advanced to the tip on each decision.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Scanned {
     /// The next chain D height to read.
     next_height: u64,
@@ -39,6 +41,10 @@ struct Scanned {
     slashed: BTreeSet<Address>,
     /// Claims without a certificate.
     open: BTreeSet<BlockHash>,
+    /// The validator set in force, and the block of the record that set it (zero: the
+    /// configured set).
+    set: Vec<crate::params::ValidatorStake>,
+    set_id: BlockHash,
 }
 
 /// The Proof-of-Learning rules as the chain's admission hook.
@@ -51,12 +57,24 @@ pub struct PolGate {
 impl PolGate {
     /// A gate applying `params`.
     pub fn new(params: PolParams) -> Self {
+        let set = params.validators.clone();
         Self {
             params,
             scanned: Mutex::new(Scanned {
                 next_height: 1,
-                ..Scanned::default()
+                slashed: BTreeSet::new(),
+                open: BTreeSet::new(),
+                set,
+                set_id: BlockHash::ZERO,
             }),
+        }
+    }
+
+    /// The rules with the validator set in force.
+    fn params_now(&self, scanned: &Scanned) -> PolParams {
+        PolParams {
+            validators: scanned.set.clone(),
+            ..self.params.clone()
         }
     }
 
@@ -93,6 +111,7 @@ impl PolGate {
                         self.check_certificate(store, header, certificate, &scanned)
                     }
                     PolRecord::Slash(slash) => self.check_slash(store, slash, &scanned),
+                    PolRecord::Validators(set) => self.check_validator_set(set, &scanned),
                 }
             }
             _ => Ok(Admission::Serve),
@@ -115,6 +134,10 @@ impl PolGate {
                 }
                 PolRecord::Slash(slash) => {
                     scanned.slashed.insert(slash.validator);
+                }
+                PolRecord::Validators(set) => {
+                    scanned.set = set.validators.clone();
+                    scanned.set_id = record.hash;
                 }
                 _ => {}
             }
@@ -146,12 +169,12 @@ impl PolGate {
         if scanned.slashed.contains(&validator) {
             0
         } else {
-            self.params.stake_of(validator)
+            self.params_now(scanned).stake_of(validator)
         }
     }
 
     fn require_validator(&self, header: &BlockHeader, scanned: &Scanned, what: &str) -> Result<()> {
-        if self.params.stake_of(header.author) == 0 {
+        if self.params_now(scanned).stake_of(header.author) == 0 {
             return Err(PolError::refused(
                 "not_a_validator",
                 format!(
@@ -412,22 +435,23 @@ impl PolGate {
                 ),
             );
         }
-        let all = Tally::count(&self.params, &state.votes, &scanned.slashed);
+        let params = self.params_now(scanned);
+        let all = Tally::count(&params, &state.votes, &scanned.slashed);
         if certificate.outcome == Outcome::Expired {
             if !certificate.votes.is_empty() {
                 return refused("bad_certificate", "an expiry carries no votes".into());
             }
             let age = header.height.saturating_sub(state.block.height);
-            if age < self.params.expiry_blocks {
+            if age < params.expiry_blocks {
                 return refused(
                     "not_expired",
                     format!(
                         "the claim is {age} chain-D blocks old; it expires after {}",
-                        self.params.expiry_blocks
+                        params.expiry_blocks
                     ),
                 );
             }
-            if let Some(outcome) = all.outcome(&self.params) {
+            if let Some(outcome) = all.outcome(&params) {
                 return refused(
                     "decided",
                     format!("the votes on chain already reach `{}`", outcome.name()),
@@ -470,8 +494,8 @@ impl PolGate {
                 format!("{} voted twice on this claim", block.author),
             );
         }
-        let tally = Tally::count(&self.params, &votes, &scanned.slashed);
-        match (certificate.outcome, tally.outcome(&self.params)) {
+        let tally = Tally::count(&params, &votes, &scanned.slashed);
+        match (certificate.outcome, tally.outcome(&params)) {
             (Outcome::Accepted, Some(Outcome::Accepted)) => {
                 if tally.accepts.len() != votes.len() {
                     return refused(
@@ -492,7 +516,7 @@ impl PolGate {
                     tally.accept_stake,
                     tally.refusals.len(),
                     tally.refusal_stake,
-                    self.params.total_stake(),
+                    params.total_stake(),
                     claimed.name(),
                     reached.map_or("no outcome", Outcome::name)
                 ),
@@ -528,8 +552,9 @@ impl PolGate {
             if !overlaps {
                 continue;
             }
-            let rival_tally = Tally::count(&self.params, &rival.votes, &scanned.slashed);
-            if rival_tally.outcome(&self.params) != Some(Outcome::Accepted) {
+            let params = self.params_now(scanned);
+            let rival_tally = Tally::count(&params, &rival.votes, &scanned.slashed);
+            if rival_tally.outcome(&params) != Some(Outcome::Accepted) {
                 continue;
             }
             let theirs = (
@@ -587,6 +612,57 @@ impl PolGate {
                 "bad_evidence",
                 "the two votes do not conflict",
             ));
+        }
+        Ok(Admission::Serve)
+    }
+}
+
+impl PolGate {
+    fn check_validator_set(&self, set: &ValidatorSet, scanned: &Scanned) -> Result<Admission> {
+        let refused = |code, reason: String| Err(PolError::refused(code, reason));
+        if set.previous != scanned.set_id {
+            return refused(
+                "stale_set",
+                format!(
+                    "the change replaces the set of {}, the set in force is {}'s",
+                    set.previous, scanned.set_id
+                ),
+            );
+        }
+        let mut members = BTreeSet::new();
+        if set.validators.is_empty() {
+            return refused("bad_set", "a validator set cannot be empty".into());
+        }
+        for validator in &set.validators {
+            if validator.stake == 0 || !members.insert(validator.address) {
+                return refused(
+                    "bad_set",
+                    format!("{} is listed twice or with stake 0", validator.address),
+                );
+            }
+        }
+        let message = validator_set_message(set.previous, &set.validators);
+        let mut approvers = BTreeSet::new();
+        for approval in &set.approvals {
+            let signer = Signature::parse(approval)
+                .map_err(|error| PolError::refused("bad_set", format!("approval: {error}")))?
+                .recover_eip191(&message)
+                .map_err(|fault| PolError::refused("bad_set", format!("approval: {fault:?}")))?;
+            approvers.insert(signer);
+        }
+        let current = self.params_now(scanned);
+        let approving: u64 = approvers
+            .iter()
+            .map(|approver| self.live_stake(*approver, scanned))
+            .sum();
+        if !PolParams::is_supermajority(approving, current.total_stake()) {
+            return refused(
+                "no_quorum",
+                format!(
+                    "approvals of stake {approving} of {}: more than 2/3 must approve a new set",
+                    current.total_stake()
+                ),
+            );
         }
         Ok(Admission::Serve)
     }

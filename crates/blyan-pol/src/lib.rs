@@ -44,8 +44,8 @@ pub use params::{PolMode, PolParams, ValidatorStake};
 pub use record::{
     BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
     Certificate, Claim, EvalSpec, LossMicros, Losses, Outcome, POL_RECORD_BYTES_MAX,
-    POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, Verdict, Vote, data_blocks_commitment,
-    delta_bps, eval_seed, loss_micros,
+    POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, ValidatorSet, Verdict, Vote,
+    data_blocks_commitment, delta_bps, eval_seed, loss_micros, validator_set_message,
 };
 pub use rewards::{BondAction, Payment, Settlement, bond_key, settlement};
 pub use validator::{
@@ -53,5 +53,6 @@ pub use validator::{
     fresh_randomness, now_ms, publish_over_served, record_block, verdict,
 };
 pub use view::{
-    ClaimState, ClaimStatus, Tally, agree, all_claims, same_vote, scan_records, slashed_validators,
+    ClaimState, ClaimStatus, Tally, agree, all_claims, current_validators, params_after, same_vote,
+    scan_records, slashed_validators,
 };

@@ -11,12 +11,15 @@
 //!   decide it; an accepted one promotes the candidate, and every payment is keyed by its hash.
 //! - [`Slash`]: two conflicting votes by one validator on one claim: the evidence that takes its
 //!   stake away.
+//! - [`ValidatorSet`]: a new validator set, approved by signatures of validators holding more
+//!   than 2/3 of the current set's stake.
 
 use blyan_chain::{BlockHash, BlockHeader, BlockKind};
 use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PolError, Result};
+use crate::params::ValidatorStake;
 
 /// The `format` of every Proof-of-Learning document.
 pub const POL_RECORD_FORMAT: &str = "blyan-pol/1";
@@ -214,6 +217,30 @@ pub struct Slash {
     pub votes: [BlockHash; 2],
 }
 
+/// A new validator set, approved by validators holding more than 2/3 of the current set's
+/// stake, each signing [`validator_set_message`] with its key (EIP-191, as blocks are signed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorSet {
+    /// The set this one replaces: the block of the previous `validators` record, or the zero
+    /// hash for the configured set.
+    pub previous: BlockHash,
+    /// The new set.
+    pub validators: Vec<ValidatorStake>,
+    /// Signatures (hex) of current validators over [`validator_set_message`].
+    pub approvals: Vec<String>,
+}
+
+/// What a validator signs to approve `validators` replacing the set of `previous`.
+pub fn validator_set_message(previous: BlockHash, validators: &[ValidatorStake]) -> Vec<u8> {
+    let mut message = format!("blyan-pol 1 validator set\nprevious {previous}\n").into_bytes();
+    for validator in validators {
+        message
+            .extend(format!("{} {}\n", validator.address.to_lower_hex(), validator.stake).bytes());
+    }
+    message
+}
+
 /// One Proof-of-Learning document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -228,6 +255,8 @@ pub enum PolRecord {
     Certificate(Certificate),
     /// See [`Slash`].
     Slash(Slash),
+    /// See [`ValidatorSet`].
+    Validators(ValidatorSet),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -280,6 +309,7 @@ impl PolRecord {
             PolRecord::Vote(_) => "vote",
             PolRecord::Certificate(_) => "certificate",
             PolRecord::Slash(_) => "slash",
+            PolRecord::Validators(_) => "validators",
         }
     }
 
@@ -301,6 +331,8 @@ impl PolRecord {
                 dependencies
             }
             PolRecord::Slash(slash) => slash.votes.to_vec(),
+            PolRecord::Validators(set) if set.previous != BlockHash::ZERO => vec![set.previous],
+            PolRecord::Validators(_) => Vec::new(),
         }
     }
 }

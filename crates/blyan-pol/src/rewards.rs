@@ -13,7 +13,7 @@ use blyan_primitives::Address;
 use crate::error::{PolError, Result};
 use crate::params::PolParams;
 use crate::record::{Certificate, Outcome, PolRecord, RecordBlock};
-use crate::view::{ClaimState, Tally, scan_records, slashed_validators};
+use crate::view::{ClaimState, Tally, params_after, scan_records, slashed_validators};
 
 /// What to do with a claim's bond.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,14 +98,14 @@ pub fn settlement(
             format!("block {} is not a claim", certificate.claim),
         )
     })?;
-    // The slashes before the certificate are the ones its gate counted.
-    let slashed = slashed_validators(
-        &scan_records(store, 1)?
-            .into_iter()
-            .filter(|record| record.height < block.height)
-            .collect::<Vec<_>>(),
-    );
-    Ok(settle(params, block.hash, certificate, &state, &slashed))
+    // The slashes and the validator set before the certificate are the ones its gate counted.
+    let before: Vec<_> = scan_records(store, 1)?
+        .into_iter()
+        .filter(|record| record.height < block.height)
+        .collect();
+    let slashed = slashed_validators(&before);
+    let params = params_after(params, &before);
+    Ok(settle(&params, block.hash, certificate, &state, &slashed))
 }
 
 fn settle(

@@ -9,7 +9,7 @@ use blyan_moe::ExpertName;
 use blyan_primitives::Address;
 
 use crate::error::Result;
-use crate::params::PolParams;
+use crate::params::{PolParams, ValidatorStake};
 use crate::record::{Certificate, Claim, Losses, Outcome, PolRecord, RecordBlock, Vote};
 
 /// Chain D blocks read per page while scanning.
@@ -296,4 +296,28 @@ pub fn all_claims(store: &ChainStore) -> Result<Vec<ClaimState>> {
         }
     }
     Ok(claims)
+}
+
+/// The validator set in force after `records` (chain order): the last `validators` record's
+/// set and its block, or `configured` and the zero hash when there is none.
+pub fn current_validators(
+    configured: &[ValidatorStake],
+    records: &[RecordBlock],
+) -> (Vec<ValidatorStake>, BlockHash) {
+    records
+        .iter()
+        .rev()
+        .find_map(|record| match &record.record {
+            PolRecord::Validators(set) => Some((set.validators.clone(), record.hash)),
+            _ => None,
+        })
+        .unwrap_or_else(|| (configured.to_vec(), BlockHash::ZERO))
+}
+
+/// `params` with the validator set in force after `records`.
+pub fn params_after(params: &PolParams, records: &[RecordBlock]) -> PolParams {
+    PolParams {
+        validators: current_validators(&params.validators, records).0,
+        ..params.clone()
+    }
 }

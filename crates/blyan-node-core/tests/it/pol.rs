@@ -13,8 +13,8 @@ use blyan_moe::{
 };
 use blyan_node_core::{Error, Node, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
-    Certificate, Claim, EvalPool, Losses, ModelBlocks, Outcome, PolRecord, StoreBlocks, Verdict,
-    Vote, build_claim, record_block,
+    Certificate, Claim, EvalPool, Losses, ModelBlocks, Outcome, PolRecord, StoreBlocks,
+    ValidatorSet, ValidatorStake, Verdict, Vote, build_claim, record_block, validator_set_message,
 };
 use blyan_primitives::Address;
 
@@ -781,4 +781,73 @@ async fn hybrid_mode_needs_work_on_every_block_and_still_decides() {
         assert!(block.leading_zero_bits() >= BITS, "{block}");
     }
     assert!(store.is_candidate(&blocks[0]).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validator_set_changes_only_with_more_than_two_thirds_of_its_stake() {
+    let validators = keys(3);
+    let node = pol_node(&addresses(&validators), |_| {}).await;
+    let newcomer = AuthorKey::generate();
+    let new_set: Vec<ValidatorStake> = [&validators[0], &validators[1], &newcomer]
+        .iter()
+        .map(|key| ValidatorStake {
+            address: key.address(),
+            stake: 1,
+        })
+        .collect();
+    let message = validator_set_message(BlockHash::ZERO, &new_set);
+    let approve = |key: &AuthorKey| key.sign_eip191(&message).to_string();
+    let change = |approvals: Vec<String>| {
+        PolRecord::Validators(ValidatorSet {
+            previous: BlockHash::ZERO,
+            validators: new_set.clone(),
+            approvals,
+        })
+    };
+    // Two of three is not more than 2/3; a stranger's approval adds nothing.
+    let stranger = AuthorKey::generate();
+    let short = change(vec![
+        approve(&validators[0]),
+        approve(&validators[1]),
+        approve(&stranger),
+    ]);
+    let error = submit(&node.node, &newcomer, &short).await.unwrap_err();
+    assert_eq!(pol_code(&error), "no_quorum");
+    let all = change(validators.iter().map(approve).collect());
+    submit(&node.node, &newcomer, &all).await.unwrap();
+    // The same change again replaces a set no longer in force.
+    let error = submit(&node.node, &newcomer, &all).await.unwrap_err();
+    assert_eq!(pol_code(&error), "stale_set");
+
+    // The newcomer seeds claims now; the validator left out cannot.
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let blocks = noisy_version(&node.node, &author, "layer1.expert1");
+    let claim = claim_record(&node.node, blocks, &pool, None);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
+    let beacon = PolRecord::Beacon(blyan_pol::Beacon {
+        claims: vec![claim_hash],
+        randomness: "11".repeat(32),
+    });
+    let error = submit(&node.node, &validators[2], &beacon)
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "not_a_validator");
+    submit(&node.node, &newcomer, &beacon).await.unwrap();
+    let status = node.node.pol_status().await.unwrap();
+    let shown: Vec<_> = status
+        .validators
+        .iter()
+        .map(|validator| validator.address.clone())
+        .collect();
+    assert_eq!(
+        shown,
+        new_set
+            .iter()
+            .map(|validator| validator.address.to_string())
+            .collect::<Vec<_>>()
+    );
 }
