@@ -228,7 +228,7 @@ pub async fn tick(
             let chain_for_eval = Arc::clone(&chain);
             let context_for_eval = Arc::clone(context);
             let vote = blocking("evaluating a claim", move || {
-                tch::set_num_threads(context_for_eval.params_threads());
+                let _threads = EvalThreads::set(context_for_eval.params_threads());
                 let base = ModelBlocks::served(&chain_for_eval)?;
                 let beacon = state
                     .beacon
@@ -273,6 +273,25 @@ pub async fn tick(
     }
     done.settled = settle_all(node, &chain, context, settled).await?;
     Ok(done)
+}
+
+/// Torch's thread count set for an evaluation (results are bit-exact at one count only) and
+/// put back when dropped, so chat keeps the node's own count. Torch's pool is process-wide:
+/// a chat generating meanwhile runs with the evaluation's count.
+struct EvalThreads(i32);
+
+impl EvalThreads {
+    fn set(threads: i32) -> Self {
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(threads);
+        Self(previous)
+    }
+}
+
+impl Drop for EvalThreads {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
 }
 
 impl PolContext {
@@ -659,7 +678,7 @@ pub async fn claim_candidates(
     let record = {
         let context = Arc::clone(&context);
         blocking("evaluating candidates", move || {
-            tch::set_num_threads(context.params_threads());
+            let _threads = EvalThreads::set(context.params_threads());
             let base = ModelBlocks::served(&chain)?;
             let claim = blyan_pol::build_claim(
                 &StoreBlocks(&chain),
