@@ -321,10 +321,15 @@ impl Node {
         B: AsRef<[u8]> + Send + 'static,
     {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
-        let claim = self.claim_in(wire.as_ref());
+        // A claim's bond is locked before it is appended; a claim already stored (a resend)
+        // has its bond, and the store refuses it again.
+        let claim = self
+            .claim_in(wire.as_ref())
+            .filter(|(claim, _)| !chain.contains(claim).unwrap_or(false));
         if let (Some((claim, author)), Some(ledger)) = (claim, self.ledger.as_ref()) {
             crate::pol::lock_bond(ledger, claim, author).await?;
         }
+        let stored_chain = Arc::clone(&chain);
         let appended = blocking("appending a block", move || {
             let hash = chain.submit(wire.as_ref()).map_err(|error| {
                 if error.is_invalid_block() {
@@ -348,7 +353,11 @@ impl Node {
         let (hash, header, candidate) = match appended {
             Ok(appended) => appended,
             Err(error) => {
-                if let (Some((claim, _)), Some(ledger)) = (claim, self.ledger.as_ref()) {
+                // Give the bond back unless the claim is stored after all (the same claim sent
+                // twice at once: the other send appended it).
+                if let (Some((claim, _)), Some(ledger)) = (claim, self.ledger.as_ref())
+                    && !stored_chain.contains(&claim).unwrap_or(true)
+                {
                     crate::pol::undo_bond(ledger, claim).await;
                 }
                 return Err(error);

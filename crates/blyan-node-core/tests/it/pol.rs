@@ -851,3 +851,32 @@ async fn the_validator_set_changes_only_with_more_than_two_thirds_of_its_stake()
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_sent_twice_locks_one_bond_and_keeps_it() {
+    let node = pol_node(&[], |_| {}).await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let blocks = noisy_version(&node.node, &author, "layer0.expert3");
+    let claim = PolRecord::Claim(claim_record(&node.node, blocks, &pool, None));
+    let store = chain(&node.node);
+    let parent = store.tip(ChainId::Dataset);
+    let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms;
+    let (header, payload) = record_block(&parent, stamp, &claim, &author, 0);
+    let wire = encode_block(&header, &payload);
+    node.node.submit_block(wire.clone()).await.unwrap();
+    let error = node.node.submit_block(wire).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::BlockRefused(blyan_chain::Error::AlreadyExists { .. })
+        ),
+        "{error}"
+    );
+    // One bond, still held.
+    assert_eq!(
+        balance(&node.node, author.address()).await,
+        ("900".parse().unwrap(), "100".parse().unwrap())
+    );
+}
