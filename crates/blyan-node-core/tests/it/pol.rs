@@ -880,3 +880,53 @@ async fn a_claim_sent_twice_locks_one_bond_and_keeps_it() {
         ("900".parse().unwrap(), "100".parse().unwrap())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_no_validator_decides_expires_and_its_bond_burns() {
+    // Three validators that never act.
+    let node = pol_node(&addresses(&keys(3)), |config| config.pol.expiry_blocks = 3).await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let blocks = noisy_version(&node.node, &author, "layer3.expert6");
+    let claim = claim_record(&node.node, blocks.clone(), &pool, None);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
+    let own = Arc::clone(node.node.pol().unwrap());
+    let store = chain(&node.node);
+    let expiry = PolRecord::Certificate(Certificate {
+        claim: claim_hash,
+        outcome: Outcome::Expired,
+        votes: Vec::new(),
+    });
+    let error = submit(&node.node, &author, &expiry).await.unwrap_err();
+    assert_eq!(pol_code(&error), "not_expired");
+    // Chain D moves on (dataset entries); the node's pass expires the claim once it is old.
+    for index in 0..2u8 {
+        pol_tick(&node.node, &own, &mut Default::default())
+            .await
+            .unwrap();
+        assert!(state(&node.node, claim_hash).certificate.is_none());
+        let parent = store.tip(ChainId::Dataset);
+        let stamp = store.header(&parent.hash).unwrap().unwrap().timestamp_ms + 1;
+        let payload = [b'e', index];
+        let mut header =
+            blyan_chain::BlockHeader::new_child(&parent, BlockKind::DatasetEntry, &payload, stamp);
+        header.sign(&author);
+        node.node
+            .submit_block(encode_block(&header, &payload))
+            .await
+            .unwrap();
+    }
+    pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .unwrap();
+    let decided = state(&node.node, claim_hash);
+    assert_eq!(decided.certificate.unwrap().1.outcome, Outcome::Expired);
+    assert!(store.is_candidate(&blocks[0]).unwrap());
+    assert_eq!(
+        balance(&node.node, author.address()).await,
+        ("900".parse().unwrap(), Amount::ZERO)
+    );
+}
