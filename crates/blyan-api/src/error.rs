@@ -625,8 +625,8 @@ mod tests {
     fn node_errors_answer_with_their_codes() {
         let config = Error::from(NodeError::ConfigInvalid {
             path: "node.yaml".into(),
-            field: "pol.enabled".into(),
-            reason: "not yet".into(),
+            field: "pol.mode".into(),
+            reason: "hybrid needs proof of work".into(),
         });
         assert_eq!((config.code(), config.status().as_u16()), ("config", 500));
         let unavailable = Error::from(NodeError::ChainUnavailable);

@@ -77,8 +77,9 @@ pub struct StoreConfig {
     /// [`SEGMENT_BYTES_TARGET_MIN`]..=[`BLOCK_PAYLOAD_BYTES_MAX`]. A larger payload gets a
     /// segment of its own.
     pub segment_bytes_target: u64,
-    /// When on, every expert block must pass the store's [`crate::PolAcceptance`] hook before it
-    /// is appended; opening a store with this on and no hook fails.
+    /// When on, every block but genesis goes through the store's [`crate::PolAcceptance`] hook,
+    /// whose [`crate::Admission`] says whether it is served, held as a candidate, or promotes
+    /// candidates; opening a store with this on and no hook fails.
     pub proof_of_learning: bool,
 }
 

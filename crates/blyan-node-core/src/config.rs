@@ -750,7 +750,7 @@ mod tests {
         check_rejected("ledger:\n  backend: oracle\n", "ledger.backend");
         check_rejected("cache:\n  expert_bytes_max: -1\n", "cache.expert_bytes_max");
         check_rejected("chain:\n  durability: sometimes\n", "chain.durability");
-        check_rejected("pol:\n  enabled: maybe\n", "pol.enabled");
+        check_rejected("pol:\n  mode: maybe\n", "pol.mode");
         check_rejected("cache:\n  expert_byte_max: 5\n", "cache.expert_byte_max");
         check_rejected("colour: blue\n", "colour");
     }

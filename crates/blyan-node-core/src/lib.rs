@@ -7,14 +7,16 @@
 //! [`ChatRun`]: quote → authorize → generate/stream → capture or release), the background
 //! [`Learner`] that fine-tunes experts between chats, and the services a node runs
 //! ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a [`Node`], and
-//! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`], and
-//! later Proof-of-Learning and the network, each testable without the others.
+//! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`],
+//! [`PolService`] (Proof-of-Learning, `docs/pol.md`), and later the network, each testable
+//! without the others.
 //!
 //! ## Invariants
 //! - A config is either fully valid or refused with the dotted path of the offending field
 //!   ([`Error::ConfigInvalid`]); a missing file means the shipped defaults. A setting the node
-//!   cannot honour (`pol.enabled: true` before Proof-of-Learning exists) is refused there, not
-//!   at start.
+//!   cannot honour (`pol.mode: hybrid` without proof of work) is refused there, not at start.
+//! - With Proof-of-Learning on, what the node serves changes only through the chain's gate: a
+//!   candidate is never served, and a claim's bond is locked before the claim is appended.
 //! - A chat is charged only its completion tokens, and only when it finished: a refusal, a
 //!   generation error or a receiver that goes away releases the hold. Every ledger call has an
 //!   idempotency key derived from the chat's random id, so a retried call never charges twice.
