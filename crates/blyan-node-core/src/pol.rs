@@ -489,11 +489,12 @@ async fn settle_all(
         let known = settled.clone();
         blocking("reading certificates", move || {
             let mut pending = Vec::new();
-            for record in scan_records(&chain, 1)? {
+            let records = scan_records(&chain, 1)?;
+            for record in &records {
                 if matches!(record.record, PolRecord::Certificate(_))
                     && !known.contains(&record.hash)
                 {
-                    pending.push(settlement(&chain, &context.params, &record)?);
+                    pending.push(settlement(&chain, &context.params, record, &records)?);
                 }
             }
             Ok::<_, blyan_pol::PolError>(pending)

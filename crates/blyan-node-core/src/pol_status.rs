@@ -159,11 +159,15 @@ fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
     }
 }
 
-fn settlements(chain: &ChainStore, params: &PolParams) -> Result<BTreeMap<BlockHash, Settlement>> {
+fn settlements(
+    chain: &ChainStore,
+    params: &PolParams,
+    records: &[blyan_pol::RecordBlock],
+) -> Result<BTreeMap<BlockHash, Settlement>> {
     let mut plans = BTreeMap::new();
-    for record in scan_records(chain, 1).map_err(pol_error("reading records"))? {
+    for record in records {
         if matches!(record.record, blyan_pol::PolRecord::Certificate(_)) {
-            let plan = settlement(chain, params, &record).map_err(pol_error("settling"))?;
+            let plan = settlement(chain, params, record, records).map_err(pol_error("settling"))?;
             plans.insert(plan.claim, plan);
         }
     }
@@ -193,7 +197,7 @@ impl Node {
             let mut slashed = Default::default();
             if params.is_some() {
                 slashed = slashed_validators(&records);
-                let plans = settlements(&chain, &node.pol().expect("checked").params)?;
+                let plans = settlements(&chain, &node.pol().expect("checked").params, &records)?;
                 for state in all_claims(&chain)
                     .map_err(pol_error("reading claims"))?
                     .iter()
@@ -263,7 +267,11 @@ impl Node {
             };
             let plan = match (&state.certificate, params) {
                 (Some((block, _)), Some(params)) => {
-                    Some(settlement(&chain, params, block).map_err(pol_error("settling"))?)
+                    let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
+                    Some(
+                        settlement(&chain, params, block, &records)
+                            .map_err(pol_error("settling"))?,
+                    )
                 }
                 _ => None,
             };

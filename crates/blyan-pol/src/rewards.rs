@@ -13,7 +13,9 @@ use blyan_primitives::Address;
 use crate::error::{PolError, Result};
 use crate::params::PolParams;
 use crate::record::{Certificate, Outcome, PolRecord, RecordBlock};
-use crate::view::{ClaimState, Tally, params_after, scan_records, slashed_validators};
+#[cfg(doc)]
+use crate::view::scan_records;
+use crate::view::{ClaimState, Tally, params_after, slashed_validators};
 
 /// What to do with a claim's bond.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +83,15 @@ pub fn bond_key(claim: BlockHash) -> String {
 }
 
 /// What certificate `block` settles.
+///
+/// `records` are chain D's records in chain order ([`scan_records`]), at least up to the
+/// certificate: the slashes and validator set before it are the ones its gate counted. Callers
+/// settling many certificates pass one scan for all of them.
 pub fn settlement(
     store: &ChainStore,
     params: &PolParams,
     block: &RecordBlock,
+    records: &[RecordBlock],
 ) -> Result<Settlement> {
     let PolRecord::Certificate(certificate) = &block.record else {
         return Err(PolError::refused(
@@ -98,10 +105,10 @@ pub fn settlement(
             format!("block {} is not a claim", certificate.claim),
         )
     })?;
-    // The slashes and the validator set before the certificate are the ones its gate counted.
-    let before: Vec<_> = scan_records(store, 1)?
-        .into_iter()
+    let before: Vec<_> = records
+        .iter()
         .filter(|record| record.height < block.height)
+        .cloned()
         .collect();
     let slashed = slashed_validators(&before);
     let params = params_after(params, &before);
