@@ -765,11 +765,17 @@ async fn hybrid_mode_needs_work_on_every_block_and_still_decides() {
     let claim_hash = submit_with_work(&node.node, &author, &claim, BITS)
         .await
         .unwrap();
-    // The node (the only validator) mines its beacon, vote and certificate.
+    // The node (the only validator) mines its beacon, vote and certificate; like the service,
+    // a pass whose block lost a race to the tip is followed by another.
     let own = Arc::clone(node.node.pol().unwrap());
-    pol_tick(&node.node, &own, &mut Default::default())
-        .await
-        .unwrap();
+    for _ in 0..3 {
+        pol_tick(&node.node, &own, &mut Default::default())
+            .await
+            .unwrap();
+        if state(&node.node, claim_hash).certificate.is_some() {
+            break;
+        }
+    }
     let decided = state(&node.node, claim_hash);
     let (certificate, record) = decided.certificate.expect("decided");
     assert_eq!(record.outcome, Outcome::Rejected);
