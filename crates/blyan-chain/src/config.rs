@@ -28,8 +28,9 @@ pub enum ForkRule {
     /// One block per height: a second child of a parent is [`Error::Fork`].
     #[default]
     Linear,
-    /// Any stored block may gain more children; the tip is the first block seen at the greatest
-    /// height.
+    /// Any stored block may gain more children; the tip is the block at the greatest height,
+    /// the smallest hash among several there, so nodes holding the same blocks agree on it
+    /// whatever order the blocks arrived in.
     AllowForks,
 }
 

@@ -209,6 +209,12 @@ impl AuthorKey {
         self.address
     }
 
+    /// The 32 secret bytes. Sensitive: for deriving the node's network identity from the same
+    /// key (`blyan-p2p`), never for logs or the wire.
+    pub fn secret_bytes(&self) -> [u8; SECRET_KEY_BYTES] {
+        self.key.to_bytes().into()
+    }
+
     /// Signs `message` the way `personal_sign` does (EIP-191); RFC 6979 deterministic, low-s.
     pub fn sign_eip191(&self, message: &[u8]) -> Signature {
         let digest = eip191_hash(message);

@@ -127,7 +127,8 @@ pub fn served_models(
     let tip = store.tip(ChainId::Meta);
     let blocks = (1..=tip.height).rev().flat_map(move |height| {
         match store.block_hashes_at(ChainId::Meta, height) {
-            Ok(blocks) => blocks.into_iter().rev().map(Ok).collect::<Vec<_>>(),
+            // Forks: the smallest hash first, as the store picks its tip.
+            Ok(blocks) => blocks.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(error) => vec![Err(MoeError::from(error))],
         }
     });

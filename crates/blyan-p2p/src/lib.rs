@@ -1,37 +1,45 @@
-//! Expert nodes: who holds which experts, and calling an expert another node holds.
+//! The network: nodes find each other, gossip block headers, sync their chains and transfer
+//! payloads, on rust-libp2p.
 //!
-//! Expert nodes announce the experts they hold; a node that lacks an expert calls a node that
-//! has it, load-balanced across holders, retried on another holder when one fails, with results
-//! checked. Nodes also sync blocks with each other: headers are gossiped, payloads streamed
-//! (libp2p's gossipsub caps messages at 64 KiB). The engine is libp2p, not a home-made network.
+//! A node's peer id is derived from its chain key ([`keypair_of`], [`peer_address`]), so a peer
+//! id names a chain author. [`Network::start`] runs one task that owns the libp2p swarm (QUIC,
+//! and TCP + noise + yamux; identify, Kademlia, gossipsub, request-response, ping) and a syncer:
 //!
-//! Status: this crate holds the vocabulary of the network ([`NodeId`], [`ExpertAnnouncement`]).
-//! The network itself is not built yet; a node today serves every expert from its own store.
+//! - **Gossip**: every block appended to the local store, by any path, is announced as its
+//!   header on the network's headers topic (Proof-of-Learning records on their own topic).
+//!   A received header is validated as a header alone (format, signature, work, limits) before
+//!   gossipsub forwards it; an invalid one is not forwarded and its sender is penalized
+//!   (gossipsub's score and a ban). Payloads never travel over gossip.
+//! - **Sync** ([`protocol`]): on connect, periodically, and on a header it lacks, a node asks
+//!   the peer for its status (a peer of another genesis is refused: [`NetworkError::GenesisMismatch`]),
+//!   walks back from unknown tips and dependencies, and appends what it fetched in dependency
+//!   order through the store's full validation (`ChainStore::append`, Proof-of-Learning gate
+//!   included). Each block appended this way is reported ([`Network::next_appended`]) so the
+//!   node can react as to `POST /blocks`.
+//! - **Payloads**: fetched from the peers that hold them.
+//!
+//! Start reading at [`Network`] and [`NetworkHandle`].
 //!
 //! Must not depend on: HTTP routes, the ledger.
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
-use blyan_chain::{BlockHash, ExpertName};
+mod config;
+mod error;
+mod identity;
+mod network;
+mod payload;
+mod peers;
+pub mod protocol;
+mod serve;
+mod sync;
 
-/// A node's identity on the network: the hash of its public key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub [u8; 32]);
-
-/// One expert version a node offers to serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldExpert {
-    /// The expert.
-    pub expert: ExpertName,
-    /// The exact version (block) held.
-    pub block: BlockHash,
-}
-
-/// What a node tells the network it can serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpertAnnouncement {
-    /// Who announces.
-    pub node: NodeId,
-    /// What it holds.
-    pub experts: Vec<HeldExpert>,
-}
+pub use config::{DEFAULT_LISTEN, NetworkConfig};
+pub use error::{NetworkError, Result};
+pub use identity::{address_of_public, keypair_of, peer_address};
+pub use libp2p::{Multiaddr, PeerId};
+pub use network::{
+    APPENDED_QUEUED_MAX, GOSSIP_MESSAGE_BYTES_MAX, Network, NetworkHandle, NetworkStats,
+};
+pub use peers::{BAN_MAX, Offence, PeerInfo};
+pub use sync::{Appended, SYNC_HEADERS_MAX};

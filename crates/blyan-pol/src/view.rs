@@ -257,9 +257,17 @@ pub fn scan_records(store: &ChainStore, from_height: u64) -> Result<Vec<RecordBl
     let mut records = Vec::new();
     let mut height = from_height.max(1);
     while height <= tip {
-        let page = store.blocks(ChainId::Dataset, height, SCAN_PAGE)?;
+        let mut page = store.blocks(ChainId::Dataset, height, SCAN_PAGE)?;
         if page.is_empty() {
             break;
+        }
+        // A full page may end part-way through a height that holds several blocks (forks):
+        // leave that height's blocks to the next page, unless the page holds nothing else.
+        if page.len() == SCAN_PAGE as usize {
+            let last = page[page.len() - 1].header.height;
+            if page[0].header.height != last {
+                page.retain(|sealed| sealed.header.height != last);
+            }
         }
         for sealed in &page {
             height = height.max(sealed.header.height + 1);

@@ -312,6 +312,28 @@ impl ChainStore {
             .sum()
     }
 
+    /// Blocks appended with sequence numbers from `from_seq` on, in append order, at most
+    /// `limit`: how a reader follows what was appended since it last looked (the network
+    /// announces new blocks this way, whichever path appended them).
+    pub fn appended_since(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, BlockHash)>> {
+        self.hashes_by_seq(from_seq).take(limit).collect()
+    }
+
+    /// The sequence number the next appended block gets (0 on an empty store).
+    pub fn next_sequence(&self) -> Result<u64> {
+        let mut last = self.db.iterator_cf(self.cf(CF_BY_SEQ), IteratorMode::End);
+        match last.next() {
+            None => Ok(0),
+            Some(item) => {
+                let (key, _) = item.map_err(db_error("read the last append sequence"))?;
+                let seq_bytes: [u8; 8] = (*key).try_into().map_err(|_| Error::Corruption {
+                    what: "by_seq key".into(),
+                })?;
+                Ok(u64::from_be_bytes(seq_bytes) + 1)
+            }
+        }
+    }
+
     /// Iterates block hashes in append order from sequence number `from_seq`.
     pub(crate) fn hashes_by_seq(
         &self,

@@ -81,7 +81,10 @@ impl ChainStore {
                 payload_bytes: placement.len,
             },
             Some(before) => {
-                let new_tip = header.height > before.tip_height;
+                // The greatest height wins; at equal heights (forks) the smaller hash, so every
+                // node holding the same blocks picks the same tip whatever order they came in.
+                let new_tip = header.height > before.tip_height
+                    || (header.height == before.tip_height && block < before.tip_hash);
                 ChainRecord {
                     genesis: before.genesis,
                     tip_height: if new_tip {

@@ -1,0 +1,43 @@
+//! The network's settings.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Default listen addresses: QUIC and TCP on every interface, port 4801.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/udp/4801/quic-v1", "/ip4/0.0.0.0/tcp/4801"];
+
+/// How a node joins the network.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on (QUIC `/udp/N/quic-v1`, TCP `/tcp/N`; port 0 picks a free one).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to connect to at start and whenever the node has no peer; an address may end in
+    /// `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// How often the node asks each connected peer for its tips (anti-entropy besides gossip).
+    pub sync_interval: Duration,
+    /// How long a request to a peer may take.
+    pub request_timeout: Duration,
+    /// How often the node looks for blocks appended locally to announce.
+    pub announce_interval: Duration,
+    /// How long a peer that misbehaved (bad payload bytes, invalid headers, another network)
+    /// is avoided first; doubles with each offence.
+    pub ban: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .iter()
+                .map(|address| address.parse().expect("the default listen addresses parse"))
+                .collect(),
+            bootstrap: Vec::new(),
+            sync_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            announce_interval: Duration::from_millis(200),
+            ban: Duration::from_secs(15),
+        }
+    }
+}
