@@ -532,10 +532,11 @@ fn decode_sidecar(
 mod tests {
     use super::*;
 
-    fn marked(count: u64, marks: &[Range<u64>]) -> Blocks {
+    /// Blocks of `count` with the `(start, end)` block ranges marked.
+    fn marked(count: u64, marks: &[(u64, u64)]) -> Blocks {
         let mut blocks = Blocks::empty(count).unwrap();
-        for range in marks {
-            blocks.mark(range.clone());
+        for (start, end) in marks {
+            blocks.mark(*start..*end);
         }
         blocks
     }
@@ -545,9 +546,9 @@ mod tests {
         let payload = PayloadHash([7; 32]);
         for (count, marks) in [
             (0, vec![]),
-            (1, vec![0..1]),
-            (9, vec![0..3, 5..9]),
-            (17, vec![16..17]),
+            (1, vec![(0, 1)]),
+            (9, vec![(0, 3), (5, 9)]),
+            (17, vec![(16, 17)]),
         ] {
             let blocks = marked(count, &marks);
             let len = count * PayloadStage::BLOCK_BYTES;
@@ -563,7 +564,7 @@ mod tests {
     fn a_sidecar_that_does_not_match_counts_as_nothing_written() {
         let payload = PayloadHash([7; 32]);
         let len = 9 * PayloadStage::BLOCK_BYTES;
-        let good = encode_sidecar(payload, len, 42, &marked(9, &[0..9]));
+        let good = encode_sidecar(payload, len, 42, &marked(9, &[(0, 9)]));
         let check = |bytes: &[u8], expected: &str| {
             assert_eq!(
                 decode_sidecar(bytes, payload, len, 42, 9),
@@ -601,7 +602,7 @@ mod tests {
 
     #[test]
     fn marking_counts_each_block_once() {
-        let blocks = marked(20, &[0..4, 2..6, 19..20]);
+        let blocks = marked(20, &[(0, 4), (2, 6), (19, 20)]);
         assert_eq!(blocks.written, 7);
         assert!(blocks.is_set(5) && !blocks.is_set(6) && blocks.is_set(19));
     }
