@@ -153,6 +153,20 @@ impl StagePaths {
         }
     }
 
+    /// The payload whose staging data file `path` is, if it is one (`<64 hex digits>.part`).
+    pub(crate) fn payload_of(path: &Path) -> Option<PayloadHash> {
+        let name = path.file_name()?.to_str()?;
+        let digits = name.strip_suffix(".part")?;
+        if digits.len() != 64
+            || !digits
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        PayloadHash::parse(digits).ok()
+    }
+
     /// Removes every file of the stage; missing ones are fine.
     pub(crate) fn remove_all(&self) -> Result<()> {
         for path in [&self.data, &self.sidecar, &self.sidecar_temp] {

@@ -16,7 +16,7 @@ use blyan_primitives::{BlockHash, PayloadHash};
 use tracing::field::Empty;
 
 use super::{ChainStore, Writer};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_error};
 use crate::hash::hash_payload;
 use crate::header::BlockHeader;
 use crate::pol::Admission;
@@ -108,6 +108,28 @@ impl ChainStore {
         StagePaths::new(&self.root.join(STAGING_DIR_NAME), payload).remove_all()?;
         tracing::debug!(%payload, "payload stage discarded");
         Ok(())
+    }
+
+    /// The payloads with a staging file on disk (open or not), ascending: downloads a restart
+    /// interrupted, to resume ([`ChainStore::stage_payload`] with their header, learned again
+    /// from peers: a staged header is not stored) or to [`ChainStore::discard_stage`]. Reads
+    /// only; works on a read-only store too.
+    pub fn staged_payloads(&self) -> Result<Vec<PayloadHash>> {
+        let dir = self.root.join(STAGING_DIR_NAME);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        };
+        let mut payloads = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(&dir))?;
+            if let Some(payload) = StagePaths::payload_of(&entry.path()) {
+                payloads.push(payload);
+            }
+        }
+        payloads.sort_unstable();
+        Ok(payloads)
     }
 
     /// The checks of a staged append; returns the block hash, and the append lock held after

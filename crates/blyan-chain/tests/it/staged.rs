@@ -510,28 +510,31 @@ fn an_empty_payload_is_complete_at_once_and_appends() {
 fn leftover_staging_files_are_ignored_by_verification_and_read_only_opens() {
     let dir = tempfile::tempdir().unwrap();
     let key = AuthorKey::generate();
-    {
+    let header = {
         let store = open(dir.path());
+        assert!(store.staged_payloads().unwrap().is_empty());
         let payload = bytes(10, (3 * BLOCK) as usize);
-        let stage = store
-            .stage_payload(&entry_header(&store, &payload, &key))
-            .unwrap();
+        let header = entry_header(&store, &payload, &key);
+        let stage = store.stage_payload(&header).unwrap();
         stage.write_at(0, &payload[..BLOCK as usize]).unwrap();
         stage.flush().unwrap();
         std::fs::write(dir.path().join("staging").join("stray.tmp"), b"junk").unwrap();
-    }
+        header
+    };
     let store = ChainStore::open_read_only(dir.path()).unwrap();
     let report = assert_verifies(&store);
     assert!(report.unacknowledged_tail.is_none());
+    assert_eq!(store.staged_payloads().unwrap(), vec![header.payload_hash]);
     drop(store);
     let store = open(dir.path());
     assert_verifies(&store);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("staging"))
-            .unwrap()
-            .count(),
-        3
-    );
+    let staging = dir.path().join("staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 3);
+    // Listed until discarded; the stray file is not a stage, and stays.
+    assert_eq!(store.staged_payloads().unwrap(), vec![header.payload_hash]);
+    store.discard_stage(&header.payload_hash).unwrap();
+    assert!(store.staged_payloads().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
 }
 
 /// What adoption leaves on disk when the process dies after its rename and before the RocksDB
