@@ -62,7 +62,7 @@ impl ChainStore {
     /// appends go after it, or roll over to a new segment as usual), fsynced with its directory
     /// under [`blyan_primitives::Durability::Synced`] before the batch commits; its sidecar is
     /// removed. An I/O failure from there on poisons the store as any failed append write does;
-    /// the download is then lost on reopen.
+    /// if it came after the rename, the download is lost when the store is reopened.
     pub fn append_staged(
         &self,
         header: &BlockHeader,
