@@ -294,6 +294,46 @@ pub enum Error {
     /// A store written by an unknown version of this crate.
     #[error("store format {got} is not supported (this build reads {supported})")]
     StoreFormat { got: u32, supported: u32 },
+    /// A staged write whose offset, or whose length when it does not end the payload, is not a
+    /// multiple of [`crate::PayloadStage::BLOCK_BYTES`].
+    #[cfg(feature = "store")]
+    #[error(
+        "staged write of {bytes} bytes at offset {offset} of payload {payload}: not on \
+         {block_bytes}-byte block boundaries (only a write ending the payload may be short)"
+    )]
+    StageMisaligned {
+        payload: PayloadHash,
+        offset: u64,
+        bytes: u64,
+        block_bytes: u64,
+    },
+    /// A staged write reaching past the end of its payload.
+    #[cfg(feature = "store")]
+    #[error(
+        "staged write of {bytes} bytes at offset {offset} runs past the end of payload \
+         {payload} ({payload_bytes} bytes)"
+    )]
+    StageOutOfBounds {
+        payload: PayloadHash,
+        offset: u64,
+        bytes: u64,
+        payload_bytes: u64,
+    },
+    /// [`crate::ChainStore::append_staged`] given a stage with bytes still missing.
+    #[cfg(feature = "store")]
+    #[error("payload of block {block} is staged with {missing_bytes} bytes still missing")]
+    StageIncomplete {
+        block: BlockHash,
+        missing_bytes: u64,
+    },
+    /// A second stage of a payload whose stage is open, or a discard of an open stage.
+    #[cfg(feature = "store")]
+    #[error("payload {payload} has an open stage: close it (drop it) first")]
+    StageBusy { payload: PayloadHash },
+    /// [`crate::ChainStore::append_staged`] given a stage another store opened.
+    #[cfg(feature = "store")]
+    #[error("the stage of payload {payload} belongs to another store")]
+    StageOfAnotherStore { payload: PayloadHash },
     /// An export file that is not well formed.
     #[error("export file, at byte {offset}: {reason}")]
     ExportFormat { offset: u64, reason: String },
@@ -331,7 +371,9 @@ impl Error {
             | Error::PolRejected { block, .. }
             | Error::PromotionInvalid { block, .. } => Some(*block),
             #[cfg(feature = "store")]
-            Error::StoredPayloadCorrupt { block, .. } => Some(*block),
+            Error::StoredPayloadCorrupt { block, .. } | Error::StageIncomplete { block, .. } => {
+                Some(*block)
+            }
             Error::HeaderHashMismatch { expected, .. } => Some(*expected),
             Error::GenesisMismatch { got, .. } => Some(*got),
             _ => None,
@@ -346,7 +388,12 @@ impl Error {
             Error::Database { .. }
             | Error::StoredPayloadCorrupt { .. }
             | Error::NoStore { .. }
-            | Error::ReadOnly { .. } => false,
+            | Error::ReadOnly { .. }
+            | Error::StageMisaligned { .. }
+            | Error::StageOutOfBounds { .. }
+            | Error::StageIncomplete { .. }
+            | Error::StageBusy { .. }
+            | Error::StageOfAnotherStore { .. } => false,
             Error::Io { .. }
             | Error::Corruption { .. }
             | Error::Poisoned

@@ -23,6 +23,10 @@
 //!   match their header.
 //! - A store opened with [`ChainStore::open_read_only`] writes nothing: no recovery, no genesis,
 //!   every append refused with [`Error::ReadOnly`].
+//! - A payload downloaded in ranges ([`ChainStore::stage_payload`], [`PayloadStage`]) is written
+//!   once: [`ChainStore::append_staged`] checks it as `append` does and adopts its staging file
+//!   as a segment (a rename), never copying it. A resumed stage claims only bytes a
+//!   [`PayloadStage::flush`] made durable.
 //!
 //! ## Must not depend on
 //! Any blyan crate but `blyan-primitives` (whose [`Address`], [`BlockHash`], [`PayloadHash`],
@@ -35,16 +39,18 @@
 //! stateless [`Validator`]), which builds without RocksDB's C++: the fuzz target uses it so.
 //!
 //! ## Where unsafe lives
-//! Only in the `segment` module (feature `store`): the two `memmap2` mappings of segment files
-//! (committed payloads for [`PayloadHandle`]s, and a just-written payload shown to the
+//! Only in the `segment` module (feature `store`): the three `memmap2` mappings of segment files
+//! (committed payloads for [`PayloadHandle`]s; a just-written payload shown to the
 //! Proof-of-Learning hook through a guard that borrows the segment writer, so the bytes cannot be
-//! discarded while it is mapped), and `PayloadHandle`'s `unsafe impl`
+//! discarded while it is mapped; a staged payload checked by [`ChainStore::append_staged`]
+//! through a guard that borrows its staging file mutably), and `PayloadHandle`'s `unsafe impl`
 //! of [`blyan_primitives::ImmutableBytes`]. Each carries a `// SAFETY:` argument; the rest of the
 //! crate denies `unsafe_code`.
 //!
 //! ## Where to start reading
 //! [`BlockHeader`] (format and hash), [`Validator`] (block rules), [`ChainStore`] (open, append,
-//! lookups, [`ChainStore::verify`], export/import), [`PayloadHandle`] (zero-copy bytes). The
+//! lookups, [`ChainStore::verify`], export/import), [`PayloadHandle`] (zero-copy bytes),
+//! [`PayloadStage`] (a payload downloaded in ranges, appended without a copy). The
 //! storage design and its measurements are in `docs/chain-storage.md`.
 //!
 //! ## Example
@@ -91,6 +97,8 @@ mod schema;
 #[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
+mod stage;
+#[cfg(feature = "store")]
 mod store;
 mod validate;
 #[cfg(feature = "store")]
@@ -127,6 +135,8 @@ pub use pol::{Admission, OfferedBlock, PolAcceptance, PolRejection};
 pub use schema::{Relation, STORE_FORMAT_VERSION};
 #[cfg(feature = "store")]
 pub use segment::{PAYLOAD_ALIGN_BYTES, PayloadHandle};
+#[cfg(feature = "store")]
+pub use stage::{PayloadStage, SIDECAR_FORMAT_VERSION};
 #[cfg(feature = "store")]
 pub use store::{
     BLOCKS_PAGE_COUNT_MAX, CHAIN_DIR_NAME, ChainInfo, ChainStore, Dependent, ExpertVersion,

@@ -10,12 +10,20 @@
 //! the active segment, and segments newer than it, are removed: they were never acknowledged. A
 //! read-only open leaves them alone; [`scan_tail`] reports them.
 //!
-//! This is the crate's one module with `unsafe` (allowed in `lib.rs`): the two file mappings
+//! A staged payload (`stage.rs`) is downloaded into a staging file laid out as a segment holding
+//! one payload (header with id 0, payload at offset 64). [`SegmentWriter::adopt`] makes it the
+//! next segment: it seals the active segment, writes the new id into the staging file's header,
+//! fsyncs it (synced durability), renames it into `segments/` and makes it the active segment;
+//! the RocksDB batch commits after. A crash in between leaves a segment newer than the committed
+//! active one, removed by recovery as above: the invariants hold unchanged.
+//!
+//! This is the crate's one module with `unsafe` (allowed in `lib.rs`): the three file mappings
 //! ([`SegmentMaps`] for committed payloads, [`SegmentWriter::map_uncommitted`] for a payload
-//! being appended) and `PayloadHandle`'s `ImmutableBytes` impl, each with its `// SAFETY:`
-//! argument. The writer's mutating methods take `&mut self` and the uncommitted mapping is an
-//! [`UncommittedPayload`] guard borrowing the writer, so the compiler forbids discarding or
-//! writing bytes while they are mapped.
+//! being appended, [`map_staged`] for a staged payload being checked) and `PayloadHandle`'s
+//! `ImmutableBytes` impl, each with its `// SAFETY:` argument. The writer's mutating methods take
+//! `&mut self` and the uncommitted mapping is an [`UncommittedPayload`] guard borrowing the
+//! writer, so the compiler forbids discarding or writing bytes while they are mapped; the staged
+//! mapping is a [`StagedPayload`] guard borrowing the staging file mutably, likewise.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -66,6 +74,29 @@ fn segment_id_of(path: &Path) -> Option<u64> {
     } else {
         None
     }
+}
+
+/// A segment's header: magic, id, then `tag` (0 in a segment; a staging file's incarnation
+/// nonce, see `stage.rs`), then zeros.
+pub(crate) fn segment_header(id: u64, tag: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..16].copy_from_slice(&id.to_le_bytes());
+    header[16..24].copy_from_slice(&tag.to_le_bytes());
+    header
+}
+
+/// The id and tag of a header written by [`segment_header`], or `None` when the magic is not
+/// a segment's.
+pub(crate) fn parse_segment_header(
+    header: &[u8; SEGMENT_HEADER_BYTES as usize],
+) -> Option<(u64, u64)> {
+    if header[..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    let id = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let tag = u64::from_le_bytes(header[16..24].try_into().ok()?);
+    Some((id, tag))
 }
 
 fn align_up(offset: u64) -> u64 {
@@ -284,10 +315,8 @@ impl SegmentWriter {
             .truncate(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        header[..8].copy_from_slice(&SEGMENT_MAGIC);
-        header[8..16].copy_from_slice(&id.to_le_bytes());
-        file.write_all_at(&header, 0).map_err(io_error(&path))?;
+        file.write_all_at(&segment_header(id, 0), 0)
+            .map_err(io_error(&path))?;
         if durability == Durability::Synced {
             file.sync_all().map_err(io_error(&path))?;
             sync_dir(dir)?;
@@ -462,6 +491,69 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Adopts a staging file as the next segment, which becomes the active one: seals the
+    /// active segment (as rolling over does), writes the new id into the staging file's header,
+    /// renames it to `segments/<id + 1>.seg` (fsyncing file and directories when synced), and
+    /// returns where its payload lies: `len` bytes at [`SEGMENT_HEADER_BYTES`]. Not committed
+    /// until the index batch is; a crash before that leaves a segment newer than the committed
+    /// active one, which recovery removes like any unacknowledged segment.
+    ///
+    /// `staged` is the staging file, read-write, laid out as a one-payload segment of exactly
+    /// `SEGMENT_HEADER_BYTES + len` bytes and written by nothing else any more (the caller
+    /// consumed its stage).
+    pub(crate) fn adopt(
+        &mut self,
+        staged: File,
+        staged_path: &Path,
+        len: u64,
+        durability: Durability,
+    ) -> Result<Placement> {
+        debug_assert!(len > 0, "an empty payload needs no segment");
+        let staged_len = staged.metadata().map_err(io_error(staged_path))?.len();
+        if staged_len != SEGMENT_HEADER_BYTES + len {
+            return Err(Error::Corruption {
+                what: format!(
+                    "staging file {} is {staged_len} bytes, a payload of {len} needs {}",
+                    staged_path.display(),
+                    SEGMENT_HEADER_BYTES + len
+                ),
+            });
+        }
+        // Seal the active segment, as `place` does before rolling over.
+        let path = self.path();
+        self.file.set_len(self.end).map_err(io_error(&path))?;
+        if durability == Durability::Synced {
+            self.file.sync_all().map_err(io_error(&path))?;
+        }
+        let id = self.id + 1;
+        staged
+            .write_all_at(&segment_header(id, 0), 0)
+            .map_err(io_error(staged_path))?;
+        if durability == Durability::Synced {
+            // The payload bytes too: the index must never name bytes that are not durable.
+            staged.sync_all().map_err(io_error(staged_path))?;
+        }
+        let target = segment_path(&self.dir, id);
+        std::fs::rename(staged_path, &target).map_err(io_error(&target))?;
+        if durability == Durability::Synced {
+            sync_dir(&self.dir)?;
+            if let Some(staging_dir) = staged_path.parent() {
+                sync_dir(staging_dir)?;
+            }
+        }
+        *self = Self {
+            dir: self.dir.clone(),
+            id,
+            file: staged,
+            end: SEGMENT_HEADER_BYTES,
+        };
+        Ok(Placement {
+            segment: id,
+            offset: SEGMENT_HEADER_BYTES,
+            len,
+        })
+    }
+
     /// Maps bytes written at `placement` but not committed, for the Proof-of-Learning hook of a
     /// streamed append. The guard borrows the writer, so the bytes can be neither discarded nor
     /// overwritten while it lives; the caller holds the append lock throughout.
@@ -521,12 +613,76 @@ impl Deref for UncommittedPayload<'_> {
     }
 }
 
+/// The payload of a staging file (a one-payload segment being downloaded), mapped read-only for
+/// the checks of [`crate::ChainStore::append_staged`]: its hash and the Proof-of-Learning hook.
+/// Borrows the staging file mutably: while the guard lives nothing can write through it.
+pub(crate) struct StagedPayload<'stage> {
+    /// `None` for an empty payload (an empty mapping is not allowed).
+    map: Option<Mmap>,
+    len: usize,
+    _file: PhantomData<&'stage mut File>,
+}
+
+impl Deref for StagedPayload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            Some(map) => {
+                &map[SEGMENT_HEADER_BYTES as usize..SEGMENT_HEADER_BYTES as usize + self.len]
+            }
+            None => &EMPTY.0,
+        }
+    }
+}
+
+/// Maps the `len` payload bytes of the staging file `file` (at `path`), which must be exactly
+/// `SEGMENT_HEADER_BYTES + len` bytes long ([`Error::Corruption`] otherwise).
+///
+/// The caller's contract, which `crate::stage::PayloadStage` keeps: `file` is the only handle
+/// anything writes the staging file through (the store opens one stage per payload at a time,
+/// and only that stage writes or truncates its file), so borrowing it mutably for the guard's
+/// lifetime stops every write.
+pub(crate) fn map_staged<'file>(
+    file: &'file mut File,
+    path: &Path,
+    len: u64,
+) -> Result<StagedPayload<'file>> {
+    let file_len = file.metadata().map_err(io_error(path))?.len();
+    if file_len != SEGMENT_HEADER_BYTES + len {
+        return Err(Error::Corruption {
+            what: format!(
+                "staging file {} is {file_len} bytes, a payload of {len} needs {}",
+                path.display(),
+                SEGMENT_HEADER_BYTES + len
+            ),
+        });
+    }
+    let map = if len == 0 {
+        None
+    } else {
+        let map_len = to_usize(file_len, "staging file length")?;
+        // SAFETY: the mapping is read-only and within the file's length, just checked. The
+        // staging file is written and truncated only through `file` (the caller's contract:
+        // one stage per payload in a store, one read-write store per directory by RocksDB's
+        // LOCK, read-only stores open no stage), and the returned guard borrows `file` mutably
+        // for as long as the mapping lives, so no write or truncation can happen meanwhile.
+        // Outside interference with the store's files is not defended against (as for
+        // segments).
+        Some(unsafe { MmapOptions::new().len(map_len).map(&*file) }.map_err(io_error(path))?)
+    };
+    Ok(StagedPayload {
+        map,
+        len: to_usize(len, "staged payload length")?,
+        _file: PhantomData,
+    })
+}
+
 /// Reads and checks the header of the active segment and that the file holds every committed
 /// byte; returns the file's length. Writes nothing.
 fn check_active_file(file: &File, path: &Path, active: ActiveSegment) -> Result<u64> {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     file.read_exact_at(&mut header, 0).map_err(io_error(path))?;
-    if header[..8] != SEGMENT_MAGIC || header[8..16] != active.id.to_le_bytes() {
+    if parse_segment_header(&header).is_none_or(|(id, _)| id != active.id) {
         return Err(Error::Corruption {
             what: format!("{} has no valid segment header", path.display()),
         });

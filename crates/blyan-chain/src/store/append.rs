@@ -150,7 +150,7 @@ impl ChainStore {
 
     /// The Proof-of-Learning hook's admission of a block ([`Admission::Serve`] without a hook).
     /// Runs under the append lock, after the link checks.
-    fn admit(
+    pub(super) fn admit(
         &self,
         header: &BlockHeader,
         block: BlockHash,
@@ -211,7 +211,7 @@ impl ChainStore {
     }
 
     /// Commits one block's batch, then advances the in-memory state to match.
-    fn commit(
+    pub(super) fn commit(
         &self,
         writer: &mut MutexGuard<'_, Writer>,
         header: &BlockHeader,

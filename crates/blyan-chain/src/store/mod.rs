@@ -4,6 +4,8 @@
 //! - `open.rs`: opening read-write (create with genesis, or load and recover) and read-only (no
 //!   recovery, no genesis, nothing written), and finding a store in a node's data directory;
 //! - `append.rs`: validated appends, in memory or streamed, with the Proof-of-Learning hook;
+//! - `stage.rs`: staged payloads ([`crate::PayloadStage`], a download written in ranges) and
+//!   their append, which adopts the staging file as a segment instead of copying it;
 //! - `records.rs`: the RocksDB records one block writes (the layout itself is `schema.rs`);
 //! - `read.rs`: lookups, pages, expert versions, dependents, summaries.
 //!
@@ -14,6 +16,7 @@ mod append;
 mod open;
 mod read;
 mod records;
+mod stage;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +32,7 @@ use crate::header::ChainTip;
 use crate::pol::PolAcceptance;
 use crate::schema::{ChainRecord, Relation};
 use crate::segment::{PayloadHandle, SegmentMaps, SegmentWriter};
+use crate::stage::StageRegistry;
 use crate::validate::Validator;
 
 pub use open::CHAIN_DIR_NAME;
@@ -113,6 +117,8 @@ pub struct ChainStore {
     chains: RwLock<ChainRecords>,
     pub(crate) maps: SegmentMaps,
     poisoned: AtomicBool,
+    /// Payloads with an open [`crate::PayloadStage`]: one stage per payload at a time.
+    stages: Arc<StageRegistry>,
 }
 
 // The HTTP API shares one store between async tasks through an `Arc`.

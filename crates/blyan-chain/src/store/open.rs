@@ -234,6 +234,7 @@ impl ChainStore {
             chains: RwLock::new(chains),
             maps,
             poisoned: AtomicBool::new(false),
+            stages: Arc::default(),
         };
         if fresh {
             store.create_genesis(genesis)?;
@@ -286,6 +287,7 @@ impl ChainStore {
             chains: RwLock::new(loaded.chains),
             maps: SegmentMaps::new(segments_dir, loaded.active),
             poisoned: AtomicBool::new(false),
+            stages: Arc::default(),
         };
         tracing::info!("chain store open read-only");
         Ok(store)

@@ -1,6 +1,7 @@
 //! Crash safety: a child process (this test binary, re-run on `crash_child`) appends in a loop,
-//! printing each hash `append` acknowledged; the parent SIGKILLs it at random moments, many
-//! times. After each kill the store must reopen, verify, and hold every acknowledged block.
+//! printing each hash `append` (or `append_reader`, or a staged download's `append_staged`)
+//! acknowledged; the parent SIGKILLs it at random moments, many times. After each kill the store
+//! must reopen, verify, and hold every acknowledged block.
 //!
 //! 40 kills by default; `BLYAN_CRASH_ROUNDS=n` or `BLYAN_STRESS=1` (400) for longer runs.
 //!
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use blyan_chain::{
     AuthorKey, BlockHash, BlockHeader, BlockKind, ChainId, ChainStore, Durability, ExpertName,
-    StoreConfig,
+    PayloadStage, StoreConfig,
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -85,7 +86,11 @@ fn child_loop(dir: &Path) {
                 header.meta.expert = Some(expert);
                 header.meta.version = version;
                 header.sign(&key);
-                store.append(&header, &payload)
+                if round % 8 == 2 {
+                    append_staged(&store, &header, &payload)
+                } else {
+                    store.append(&header, &payload)
+                }
             }
             _ => {
                 let payload = bytes(rng.r#gen(), 300);
@@ -104,6 +109,26 @@ fn child_loop(dir: &Path) {
         writeln!(out, "ACK {hash}").expect("stdout");
         out.flush().expect("stdout");
     }
+}
+
+/// Downloads `payload` into a stage in reverse block order, flushing halfway, and appends it
+/// by adoption: kills land in stage writes, flushes and adoption too.
+fn append_staged(
+    store: &ChainStore,
+    header: &BlockHeader,
+    payload: &[u8],
+) -> blyan_chain::Result<BlockHash> {
+    let stage = store.stage_payload(header)?;
+    let block = PayloadStage::BLOCK_BYTES as usize;
+    let starts: Vec<usize> = (0..payload.len()).step_by(block).rev().collect();
+    for (index, start) in starts.iter().enumerate() {
+        let end = (start + block).min(payload.len());
+        stage.write_at(*start as u64, &payload[*start..end])?;
+        if index == starts.len() / 2 {
+            stage.flush()?;
+        }
+    }
+    store.append_staged(header, stage)
 }
 
 #[test]

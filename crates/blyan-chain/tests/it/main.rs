@@ -8,6 +8,7 @@ mod concurrent;
 mod crash;
 mod export;
 mod read_only;
+mod staged;
 mod store;
 mod validation;
 mod verify;
