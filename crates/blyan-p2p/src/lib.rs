@@ -12,6 +12,8 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+pub mod transfer;
+
 use blyan_chain::{BlockHash, ExpertName};
 
 /// A node's identity on the network: the hash of its public key.
