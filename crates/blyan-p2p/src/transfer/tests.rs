@@ -871,3 +871,23 @@ proptest! {
         prop_assert_eq!(writes, groups_of(&ranges));
     }
 }
+
+#[test]
+fn a_fetch_can_run_on_its_own_tokio_task() {
+    // The node spawns each fetch: its future must be Send (and so must verify nothing across
+    // an await that is not).
+    fn assert_send<T: Send>(_: &T) {}
+    let data = Arc::new(payload_bytes(10, 14));
+    let holders = MemoryHolders::new(Arc::clone(&data), &[("a", Behaviour::Honest)]);
+    let sink = CheckingSink::new(Arc::clone(&data));
+    let future = fetch(
+        hash_of(&data),
+        10,
+        vec![0..10],
+        vec!["a"],
+        &holders,
+        &sink,
+        FetchOptions::default(),
+    );
+    assert_send(&future);
+}
