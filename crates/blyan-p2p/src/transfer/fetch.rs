@@ -376,6 +376,7 @@ fn plan(
 /// Resumable: pass only the ranges still missing (after a restart, those the staging file
 /// lacks); nothing else is requested. Verification runs on the task polling the fetch
 /// (≈ 1 ms per 4 MiB), so spawn it on its own task.
+#[tracing::instrument(name = "payload_fetch", skip_all, fields(%payload, size, holders = holders.len()))]
 pub async fn fetch<H, S, K>(
     payload: PayloadHash,
     size: u64,
@@ -416,6 +417,15 @@ where
     };
     let outcome = run.drive(missing, source, sink).await;
     let report = run.report(started.elapsed());
+    tracing::debug!(
+        bytes = report.bytes_written,
+        requests = report.requests,
+        failures = report.failure_count,
+        offenses = report.offenses.len(),
+        elapsed = ?report.elapsed,
+        ok = outcome.is_ok(),
+        "payload fetch ended"
+    );
     match outcome {
         Ok(()) => Ok(report),
         Err(error) => Err(FetchError { error, report }),
