@@ -326,7 +326,10 @@ fn plan(
     let mut merged: Vec<Range<u64>> = Vec::with_capacity(missing.len());
     for range in missing {
         let start = range.start - range.start % GROUP_BYTES;
-        let end = range.end.next_multiple_of(GROUP_BYTES).min(size);
+        let end = range
+            .end
+            .checked_next_multiple_of(GROUP_BYTES)
+            .map_or(size, |end| end.min(size));
         match merged.last_mut() {
             Some(last) if start <= last.end => last.end = last.end.max(end),
             _ => merged.push(start..end),

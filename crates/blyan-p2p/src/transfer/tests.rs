@@ -362,6 +362,9 @@ fn the_largest_response_fits_its_limit() {
         len <= RANGE_RESPONSE_BYTES_MAX,
         "{len} > {RANGE_RESPONSE_BYTES_MAX}"
     );
+    // The proof overhead the limit's doc promises: under 512 KiB.
+    let proof = len - RANGE_REQUEST_DATA_BYTES_MAX;
+    assert!(proof < 512 * 1024, "proof {proof} bytes");
 }
 
 #[test]
