@@ -673,3 +673,80 @@ where
         outcome,
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "a list of one range is a request for one range"
+)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Byte-by-group coverage of `ranges`: the set of group starts they touch.
+    fn groups_touched(ranges: &[Range<u64>]) -> Vec<u64> {
+        let mut groups: Vec<u64> = ranges
+            .iter()
+            .flat_map(|range| {
+                (range.start / GROUP_BYTES..range.end.div_ceil(GROUP_BYTES))
+                    .map(|group| group * GROUP_BYTES)
+            })
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn plan_covers_exactly_the_missing_groups_in_valid_requests(
+            size in 1u64..(3 << 20),
+            cuts in proptest::collection::vec((0.0f64..1.0, 0.0f64..0.1), 0..80),
+            request_groups in 1u64..40,
+        ) {
+            let missing: Vec<Range<u64>> = cuts
+                .iter()
+                .map(|&(at, length)| {
+                    let start = (at * size as f64) as u64 % size;
+                    let end = (start + 1 + (length * size as f64) as u64).min(size);
+                    start..end
+                })
+                .collect();
+            let request_bytes = request_groups * GROUP_BYTES;
+            let pieces = plan(size, missing.clone(), request_bytes).expect("plan");
+            let mut planned: Vec<Range<u64>> = Vec::new();
+            for piece in &pieces {
+                let request = RangeRequest {
+                    payload: PayloadHash::ZERO,
+                    size,
+                    ranges: piece.ranges.clone(),
+                };
+                let bytes = request.check().expect("every piece is a valid request");
+                prop_assert!(bytes > 0 && bytes <= request_bytes);
+                planned.extend(piece.ranges.iter().cloned());
+            }
+            planned.sort_by_key(|range| range.start);
+            prop_assert!(planned.windows(2).all(|pair| pair[0].end <= pair[1].start), "no group twice");
+            prop_assert_eq!(groups_touched(&planned), groups_touched(&missing));
+        }
+    }
+
+    #[test]
+    fn plan_refuses_empty_and_out_of_bounds_ranges() {
+        assert_eq!(
+            plan(100, vec![5..5], GROUP_BYTES).err(),
+            Some(RangeError::Empty { start: 5, end: 5 })
+        );
+        assert_eq!(
+            plan(100, vec![0..101], GROUP_BYTES).err(),
+            Some(RangeError::OutOfBounds {
+                start: 0,
+                end: 101,
+                size: 100
+            })
+        );
+    }
+}

@@ -244,8 +244,10 @@ mod byte_string {
 }
 
 #[cfg(test)]
-// A list of one range is a request for one range, not a range spelled as a list.
-#[allow(clippy::single_range_in_vec_init)]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "a list of one range is a request for one range"
+)]
 mod tests {
     use super::*;
 
