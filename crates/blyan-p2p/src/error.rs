@@ -39,15 +39,8 @@ pub enum NetworkError {
         reason: String,
     },
     /// A peer is on another network: its genesis blocks differ from ours.
-    #[error("peer {peer} is on another network: its genesis {theirs} differs from ours {ours}")]
-    GenesisMismatch {
-        /// The peer.
-        peer: PeerId,
-        /// Our meta-chain genesis block.
-        ours: BlockHash,
-        /// Theirs.
-        theirs: BlockHash,
-    },
+    #[error("{0}")]
+    GenesisMismatch(Box<GenesisMismatch>),
     /// A peer broke the protocol (a header whose hash is not the one asked for, a chain of
     /// ancestors that does not link, a status without every chain).
     #[error("peer {peer} broke the protocol: {reason}")]
@@ -68,6 +61,18 @@ pub enum NetworkError {
     /// The chain store failed (not a refused block: the store itself).
     #[error("chain store: {0}")]
     Chain(#[from] blyan_chain::Error),
+}
+
+/// A peer whose genesis blocks differ from ours: it is on another network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("peer {peer} is on another network: its genesis {theirs} differs from ours {ours}")]
+pub struct GenesisMismatch {
+    /// The peer.
+    pub peer: PeerId,
+    /// Our meta-chain genesis block.
+    pub ours: BlockHash,
+    /// Theirs.
+    pub theirs: BlockHash,
 }
 
 /// The network's result type.

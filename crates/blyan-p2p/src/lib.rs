@@ -33,13 +33,15 @@ mod peers;
 pub mod protocol;
 mod serve;
 mod sync;
+pub mod transfer;
 
 pub use config::{DEFAULT_LISTEN, NetworkConfig};
-pub use error::{NetworkError, Result};
+pub use error::{GenesisMismatch, NetworkError, Result};
 pub use identity::{address_of_public, keypair_of, peer_address};
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::{
     APPENDED_QUEUED_MAX, GOSSIP_MESSAGE_BYTES_MAX, Network, NetworkHandle, NetworkStats,
 };
+pub use payload::PAYLOAD_IN_MEMORY_BYTES_MAX;
 pub use peers::{BAN_MAX, Offence, PeerInfo};
 pub use sync::{Appended, SYNC_HEADERS_MAX};

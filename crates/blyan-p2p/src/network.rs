@@ -394,6 +394,13 @@ impl Network {
     }
 }
 
+fn encoded_bytes(response: &PayloadResponse) -> u64 {
+    match &response.0 {
+        crate::transfer::RangeResponse::Encoded(bytes) => bytes.len() as u64,
+        _ => 0,
+    }
+}
+
 fn build_behaviour(
     key: &libp2p::identity::Keypair,
     topics: &Topics,
@@ -700,13 +707,11 @@ impl SwarmTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::info!(peer = %peer_id, "peer disconnected");
-                    self.peers.disconnected(peer_id);
-                }
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                self.peers.disconnected(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
@@ -886,12 +891,10 @@ impl SwarmTask {
                     let answered =
                         tokio::task::spawn_blocking(move || server.answer_payload(request)).await;
                     let response = answered.unwrap_or_else(|error| {
-                        PayloadResponse::Refused(format!("the answer failed: {error}"))
+                        tracing::error!(%error, "a payload answer failed");
+                        PayloadResponse(crate::transfer::RangeResponse::not_held())
                     });
-                    let bytes = match &response {
-                        PayloadResponse::Ranges(bytes) => bytes.len() as u64,
-                        _ => 0,
-                    };
+                    let bytes = encoded_bytes(&response);
                     let _ = commands
                         .send(Command::RespondPayload {
                             peer,
@@ -912,10 +915,7 @@ impl SwarmTask {
                 ..
             } => {
                 if let Some((_, reply)) = self.pending_payload.remove(&request_id) {
-                    let bytes = match &response {
-                        PayloadResponse::Ranges(bytes) => bytes.len() as u64,
-                        _ => 0,
-                    };
+                    let bytes = encoded_bytes(&response);
                     self.peers.answered(peer, bytes);
                     NetworkStats::add(&self.stats.bytes_in, bytes);
                     let _ = reply.send(Ok(response));

@@ -18,6 +18,8 @@ use blyan_chain::BlockHash;
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p::StreamProtocol;
 
+use crate::transfer::{RANGE_RESPONSE_BYTES_MAX, RangeRequest, RangeResponse};
+
 /// The sync protocol's name.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blyan/sync/1");
 /// The payload protocol's name.
@@ -46,8 +48,8 @@ pub const SYNC_REQUEST_BYTES_MAX: u64 = 64 * 1024;
 pub const SYNC_RESPONSE_BYTES_MAX: u64 = 2 * 1024 * 1024;
 /// Largest encoded payload request.
 pub const PAYLOAD_REQUEST_BYTES_MAX: u64 = 64 * 1024;
-/// Largest encoded payload response: a range request's data cap plus its tree and framing.
-pub const PAYLOAD_RESPONSE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Largest encoded payload response: a range response plus framing.
+pub const PAYLOAD_RESPONSE_BYTES_MAX: u64 = RANGE_RESPONSE_BYTES_MAX + 4096;
 
 const _: () = assert!(
     HEADERS_PER_RESPONSE_MAX as u64 * 4096 < SYNC_RESPONSE_BYTES_MAX,
@@ -112,20 +114,15 @@ pub enum SyncResponse {
 pub struct PayloadRequest {
     /// The block whose payload is asked for.
     pub block: BlockHash,
-    /// The ranges, in [`crate::transfer`]'s request form.
-    pub ranges: Vec<u8>,
+    /// The ranges, for the payload the block's header names.
+    #[bincode(with_serde)]
+    pub range: RangeRequest,
 }
 
-/// An answer to a [`PayloadRequest`].
+/// An answer to a [`PayloadRequest`]: the verified-streaming encoding of the ranges, or a typed
+/// refusal (not held, another size, invalid ranges).
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub enum PayloadResponse {
-    /// The verified-streaming encoding of the ranges.
-    Ranges(Vec<u8>),
-    /// The node does not hold the block's payload.
-    NotHeld,
-    /// The request was refused; the reason says why.
-    Refused(String),
-}
+pub struct PayloadResponse(#[bincode(with_serde)] pub RangeResponse);
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -260,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_over_its_bound_is_refused_not_truncated() {
-        let response = PayloadResponse::Ranges(vec![1; 100]);
+        let response = SyncResponse::Headers(vec![vec![1; 100]]);
         let mut wire = Vec::new();
         write_bounded(
             &mut futures::io::Cursor::new(&mut wire),
@@ -270,7 +267,7 @@ mod tests {
         )
         .await
         .expect("fits");
-        let error = read_bounded::<_, PayloadResponse>(
+        let error = read_bounded::<_, SyncResponse>(
             &mut futures::io::Cursor::new(wire.clone()),
             50,
             "response",
@@ -279,7 +276,7 @@ mod tests {
         .expect_err("over the bound");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("exceeds 50 bytes"), "{error}");
-        let back: PayloadResponse =
+        let back: SyncResponse =
             read_bounded(&mut futures::io::Cursor::new(wire), 1000, "response")
                 .await
                 .expect("within the bound");

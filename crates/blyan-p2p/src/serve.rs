@@ -96,6 +96,6 @@ impl Server {
     }
 
     pub(crate) fn answer_payload(&self, request: PayloadRequest) -> PayloadResponse {
-        self.payloads.answer(request)
+        PayloadResponse(self.payloads.answer(request))
     }
 }

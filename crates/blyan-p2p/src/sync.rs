@@ -18,7 +18,7 @@ use blyan_chain::{BlockHash, BlockHeader, ChainId, ChainStore};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{NetworkError, Result};
+use crate::error::{GenesisMismatch, NetworkError, Result};
 use crate::network::{NetworkHandle, NetworkStats};
 use crate::payload::{FetchedPayload, fetch_payload};
 use crate::peers::Offence;
@@ -109,7 +109,7 @@ impl Syncer {
             match result {
                 Ok(0) => {}
                 Ok(appended) => tracing::info!(%peer, appended, "synced blocks from a peer"),
-                Err(error @ NetworkError::GenesisMismatch { .. }) => {
+                Err(error @ NetworkError::GenesisMismatch(_)) => {
                     tracing::warn!(%error, "refusing a peer of another network");
                     self.net
                         .penalize(peer, Offence::OtherNetwork, error.to_string())
@@ -168,11 +168,11 @@ impl Syncer {
                 .first()
                 .copied()
                 .unwrap_or(BlockHash([0; 32]));
-            return Err(NetworkError::GenesisMismatch {
+            return Err(NetworkError::GenesisMismatch(Box::new(GenesisMismatch {
                 peer,
                 ours: ours[0],
                 theirs,
-            });
+            })));
         }
         Ok(())
     }
@@ -270,7 +270,7 @@ impl Syncer {
                 self.refuse(block);
                 continue;
             }
-            let payload = fetch_payload(&self.net, block, &header, &holders).await?;
+            let payload = fetch_payload(&self.net, &self.chain, block, &header, &holders).await?;
             if self.append(peer, block, header, payload).await? {
                 appended += 1;
             }

@@ -188,3 +188,151 @@ async fn an_invalid_gossiped_header_is_not_forwarded_and_costs_its_sender() {
     })
     .await;
 }
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct LyingHolderBehaviour {
+    payload: libp2p::request_response::Behaviour<
+        blyan_p2p::protocol::BincodeCodec<
+            blyan_p2p::protocol::PayloadRequest,
+            blyan_p2p::protocol::PayloadResponse,
+        >,
+    >,
+    identify: identify::Behaviour,
+}
+
+/// A node that speaks only the payload protocol (its handler is the test's loop).
+fn lying_holder() -> Swarm<LyingHolderBehaviour> {
+    use blyan_p2p::protocol::{
+        BincodeCodec, PAYLOAD_PROTOCOL, PAYLOAD_REQUEST_BYTES_MAX, PAYLOAD_RESPONSE_BYTES_MAX,
+    };
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| LyingHolderBehaviour {
+            payload: libp2p::request_response::Behaviour::with_codec(
+                BincodeCodec::new(PAYLOAD_REQUEST_BYTES_MAX, PAYLOAD_RESPONSE_BYTES_MAX),
+                [(
+                    PAYLOAD_PROTOCOL,
+                    libp2p::request_response::ProtocolSupport::Full,
+                )],
+                libp2p::request_response::Config::default(),
+            ),
+            identify: identify::Behaviour::new(identify::Config::new(
+                blyan_p2p::protocol::PROTOCOL_VERSION.to_owned(),
+                key.public(),
+            )),
+        })
+        .unwrap()
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_sending_bad_ranges_is_caught_banned_and_the_payload_completes_elsewhere() {
+    use blyan_p2p::protocol::PayloadResponse;
+    use blyan_p2p::transfer::{Outboard, RangeResponse, respond};
+    use libp2p::request_response;
+
+    // Larger than the in-memory limit: fetched into a staging file from both holders at once.
+    let data = payload(77, 12 * 1024 * 1024 + 123);
+    assert!(data.len() as u64 > blyan_p2p::PAYLOAD_IN_MEMORY_BYTES_MAX);
+    let stored = data.clone();
+    let a = start_with(
+        &GenesisSpec::shipped(),
+        config(Vec::new()),
+        move |chain, key| {
+            crate::support::append_entry(chain, key, &stored);
+        },
+    )
+    .await;
+    let block = a.chain.tip(ChainId::Dataset).hash;
+    let header = a.chain.header(&block).unwrap().unwrap();
+    let outboard = Outboard::compute(header.payload_hash, &data).unwrap();
+
+    let mut liar = lying_holder();
+    liar.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let liar_address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = liar.select_next_some().await {
+            break address;
+        }
+    };
+    let liar_peer = *liar.local_peer_id();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let served_by_liar = std::sync::Arc::clone(&served);
+    let lies = data.clone();
+    let liar_task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(LyingHolderBehaviourEvent::Payload(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) = liar.select_next_some().await
+            {
+                let mut response = respond(&request.range, &lies, &outboard).unwrap();
+                if let RangeResponse::Encoded(bytes) = &mut response {
+                    let middle = bytes.len() / 2;
+                    bytes[middle] ^= 0x40;
+                }
+                served_by_liar.fetch_add(1, Ordering::Relaxed);
+                let _ = liar
+                    .behaviour_mut()
+                    .payload
+                    .send_response(channel, PayloadResponse(response));
+            }
+        }
+    });
+
+    // C meets the liar first, then A: the payload's holders are both.
+    let c = start(vec![
+        liar_address.with(libp2p::multiaddr::Protocol::P2p(liar_peer)),
+    ])
+    .await;
+    eventually("C connects to the liar", || async {
+        c.net
+            .handle()
+            .connected()
+            .await
+            .unwrap()
+            .contains(&liar_peer)
+    })
+    .await;
+    c.net.handle().dial(a.tcp_address()).await.unwrap();
+    eventually("C appends A's block", || async {
+        c.chain.contains(&block).unwrap()
+    })
+    .await;
+    assert_eq!(
+        c.chain
+            .payload_verified(&block)
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        &data[..]
+    );
+    assert!(served.load(Ordering::Relaxed) >= 1, "the liar was asked");
+    let info = c
+        .net
+        .handle()
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|info| info.peer == liar_peer)
+        .unwrap();
+    assert_eq!(
+        info.bad_ranges, 1,
+        "caught at its first bad range, then avoided"
+    );
+    assert!(info.banned_for.is_some());
+    assert_eq!(c.net.handle().stats().bad_ranges.load(Ordering::Relaxed), 1);
+    liar_task.abort();
+}
