@@ -1,8 +1,9 @@
 //! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand).
 //!
 //! Serving is composition only: the node library (`blyan-node-core`) opens the node, and its
-//! services run on it: the HTTP API (`blyan-api`), the release of expired payment holds, and
-//! the learner (idle unless `learning.enabled`).
+//! services run on it: the HTTP API (`blyan-api`), the release of expired payment holds, the
+//! learner (idle unless `learning.enabled`), Proof-of-Learning, and the network (with
+//! `p2p.enabled`, `--p2p-listen` or `--peer`).
 
 mod chain_cmd;
 mod generate_cmd;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use blyan_api::{AppState, HttpService, Server};
-use blyan_node_core::{HoldExpiry, Learner, Node, NodeConfig, PolService, Services};
+use blyan_node_core::{
+    HoldExpiry, Learner, NetworkService, Node, NodeConfig, PolService, Services,
+};
 use clap::{Parser, Subcommand};
 
 /// A Blyan node: stores the chain, serves the on-chain mixture-of-experts model over HTTP and
@@ -38,6 +41,14 @@ struct Cli {
     /// (`shipped`: the trained default model; `random`: an untrained initialisation).
     #[arg(long, global = true, value_name = "shipped|random")]
     seed_model: Option<SeedChoiceArg>,
+    /// Joins the network listening on this multiaddr (repeatable; replaces `p2p.listen`), e.g.
+    /// `/ip4/0.0.0.0/udp/4801/quic-v1` or `/ip4/0.0.0.0/tcp/4801`.
+    #[arg(long = "p2p-listen", global = true, value_name = "MULTIADDR")]
+    p2p_listen: Vec<String>,
+    /// Joins the network through this peer (repeatable; added to `p2p.bootstrap`), e.g.
+    /// `/ip4/192.0.2.7/udp/4801/quic-v1/p2p/16Uiu2HAm…`.
+    #[arg(long = "peer", global = true, value_name = "MULTIADDR")]
+    peers: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -76,6 +87,14 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
             SeedChoiceArg::Random => blyan_node_core::SeedChoice::Random,
         };
     }
+    if !cli.p2p_listen.is_empty() {
+        config.p2p.listen = cli.p2p_listen.clone();
+        config.p2p.enabled = true;
+    }
+    if !cli.peers.is_empty() {
+        config.p2p.bootstrap.extend(cli.peers.iter().cloned());
+        config.p2p.enabled = true;
+    }
     config.validate(&cli.config)?;
     Ok(config)
 }
@@ -95,6 +114,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     services.spawn(HttpService::new(server));
     services.spawn(learner);
     services.spawn(PolService);
+    if services.node().config().p2p.enabled {
+        services.spawn(NetworkService);
+    }
     services
         .run_until(async {
             if let Err(error) = tokio::signal::ctrl_c().await {

@@ -37,6 +37,7 @@ mod chat;
 mod error;
 mod learning;
 mod node;
+mod p2p;
 mod pol;
 
 pub use auth::{
@@ -54,6 +55,7 @@ pub use node::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, Health, HistoryEntry, HistoryResponse,
     ModelStatus, ModelSummary,
 };
+pub use p2p::{NetworkCounters, NetworkPeers, PeerView};
 pub use pol::{
     PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolLosses,
     PolModelBlocks, PolPaymentInfo, PolStatus, PolValidatorInfo, PolVoteInfo,

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use blyan_node_core::{ChatObserver, LedgerOutcome};
@@ -63,6 +63,10 @@ pub(crate) struct Metrics {
     pub learning_eval_loss: Gauge,
     /// Candidates the learner made.
     pub learning_candidates: IntGauge,
+    /// Peers connected now (0 without a network).
+    pub p2p_peers_connected: IntGauge,
+    /// The network's counters since it started, by `counter` (bytes_in, blocks_synced, …).
+    pub p2p_totals: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -166,6 +170,16 @@ impl Metrics {
             "Candidate expert versions the learner made",
         )
         .expect("valid metric");
+        let p2p_peers_connected =
+            IntGauge::new("p2p_peers_connected", "Peers connected now").expect("valid metric");
+        let p2p_totals = IntGaugeVec::new(
+            Opts::new(
+                "p2p_totals",
+                "The network's counters since it started (bytes in and out, headers announced, accepted and rejected, blocks synced and refused, payload bytes fetched, bad ranges, failed requests)",
+            ),
+            &["counter"],
+        )
+        .expect("valid metric");
         Self {
             requests: register(&registry, requests),
             request_seconds: register(&registry, request_seconds),
@@ -184,6 +198,8 @@ impl Metrics {
             learning_train_loss: register(&registry, learning_train_loss),
             learning_eval_loss: register(&registry, learning_eval_loss),
             learning_candidates: register(&registry, learning_candidates),
+            p2p_peers_connected: register(&registry, p2p_peers_connected),
+            p2p_totals: register(&registry, p2p_totals),
             registry,
         }
     }
@@ -221,6 +237,30 @@ impl Metrics {
         self.learning_eval_loss
             .set(status.last_eval_loss.unwrap_or(0.0));
         self.learning_candidates.set(clamp(status.candidates_made));
+    }
+
+    /// Records the network's connected peers and counters.
+    pub(crate) fn set_network(
+        &self,
+        connected: usize,
+        counters: &blyan_api_types::NetworkCounters,
+    ) {
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.p2p_peers_connected.set(clamp(connected as u64));
+        for (name, value) in [
+            ("bytes_in", counters.bytes_in),
+            ("bytes_out", counters.bytes_out),
+            ("headers_announced", counters.headers_announced),
+            ("headers_accepted", counters.headers_accepted),
+            ("headers_rejected", counters.headers_rejected),
+            ("blocks_synced", counters.blocks_synced),
+            ("blocks_refused", counters.blocks_refused),
+            ("payload_bytes_fetched", counters.payload_bytes_fetched),
+            ("bad_ranges", counters.bad_ranges),
+            ("requests_failed", counters.requests_failed),
+        ] {
+            self.p2p_totals.with_label_values(&[name]).set(clamp(value));
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -298,6 +338,13 @@ pub(crate) async fn track(
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.refresh_model_metrics();
+    if let Some(network) = state.node().network() {
+        let connected = network.connected().await.map_or(0, |peers| peers.len());
+        state.metrics.set_network(
+            connected,
+            &blyan_node_core::network_counters(network.stats()),
+        );
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

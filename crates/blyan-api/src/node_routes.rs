@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use blyan_api_types::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
-    LearningStatus, ModelStatus, ModelSummary, PolClaimDetail, PolStatus,
+    LearningStatus, ModelStatus, ModelSummary, NetworkPeers, PolClaimDetail, PolStatus,
 };
 use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
@@ -146,6 +146,15 @@ pub(crate) async fn pol_status(
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<PolStatus>> {
     Ok(axum::Json(state.node().pol_status().await?))
+}
+
+/// The node's place in the network: its peer id and addresses, counters, and every peer it met
+/// (round trip, traffic, offences, bans). `enabled: false` when the node runs no network.
+#[utoipa::path(get, path = "/p2p/peers", tag = "network", responses((status = 200, body = NetworkPeers)))]
+pub(crate) async fn p2p_peers(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<NetworkPeers>> {
+    Ok(axum::Json(state.node().network_peers().await?))
 }
 
 /// One claim, and the served model a validator evaluates it against (what

@@ -69,6 +69,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::pol_status,
         crate::node_routes::pol_claim,
         crate::node_routes::learning,
+        crate::node_routes::p2p_peers,
         crate::node_routes::balance,
         crate::node_routes::history,
     ),
@@ -81,6 +82,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         (name = "chain", description = "Chain explorer and block submission"),
         (name = "experts", description = "Experts, their versions and cache; the learner; Proof-of-Learning"),
         (name = "wallet", description = "The signed-in wallet's balance and history"),
+        (name = "network", description = "Peers, gossip, chain sync and payload transfer"),
     )
 )]
 pub struct ApiDoc;

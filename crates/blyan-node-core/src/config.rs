@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub chain: ChainConfig,
     /// Proof-of-Learning.
     pub pol: PolConfig,
+    /// The network.
+    pub p2p: P2pConfig,
     /// Logging.
     pub log: LogConfig,
     /// The HTTP API: sign-in, limits, free tier.
@@ -177,6 +179,47 @@ pub struct ChainConfig {
     pub durability: Durability,
     /// Leading zero bits a block hash needs; 0 turns proof of work off.
     pub pow_difficulty_bits: u32,
+    /// Whether each chain keeps two children of one parent (blocks appended apart on two
+    /// nodes).
+    pub fork_rules: blyan_chain::ForkRules,
+}
+
+/// The network (`blyan-p2p`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Whether the node joins a network at all.
+    pub enabled: bool,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs of peers to join through.
+    pub bootstrap: Vec<String>,
+    /// How often, in milliseconds, tips are compared with every peer.
+    pub sync_interval_ms: u64,
+}
+
+impl P2pConfig {
+    /// The network's settings; the addresses must have passed [`NodeConfig::validate`].
+    pub fn network_config(&self) -> Result<blyan_p2p::NetworkConfig> {
+        let parse = |field: &str, addresses: &[String]| {
+            addresses
+                .iter()
+                .map(|address| {
+                    address.parse().map_err(|error| Error::ConfigInvalid {
+                        path: PathBuf::from(DEFAULTS_ORIGIN),
+                        field: field.to_owned(),
+                        reason: format!("{address:?} is not a multiaddr: {error}"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(blyan_p2p::NetworkConfig {
+            listen: parse("p2p.listen", &self.listen)?,
+            bootstrap: parse("p2p.bootstrap", &self.bootstrap)?,
+            sync_interval: std::time::Duration::from_millis(self.sync_interval_ms),
+            ..blyan_p2p::NetworkConfig::default()
+        })
+    }
 }
 
 /// Proof-of-Learning (`docs/pol.md`).
@@ -403,11 +446,42 @@ impl NodeConfig {
             ));
         }
         self.validate_pol(&invalid)?;
+        self.validate_p2p(&invalid)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", error.to_string()));
         }
         self.validate_api(&invalid)?;
         self.validate_learning(&invalid)
+    }
+
+    fn validate_p2p(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
+        let p2p = &self.p2p;
+        for (field, addresses) in [
+            ("p2p.listen", &p2p.listen),
+            ("p2p.bootstrap", &p2p.bootstrap),
+        ] {
+            for address in addresses {
+                if let Err(error) = address.parse::<blyan_p2p::Multiaddr>() {
+                    return Err(invalid(
+                        field,
+                        format!("{address:?} is not a multiaddr: {error}"),
+                    ));
+                }
+            }
+        }
+        if p2p.enabled && p2p.listen.is_empty() {
+            return Err(invalid(
+                "p2p.listen",
+                "the network needs an address to listen on".into(),
+            ));
+        }
+        if !(100..=3_600_000).contains(&p2p.sync_interval_ms) {
+            return Err(invalid(
+                "p2p.sync_interval_ms",
+                format!("{} is outside 100..=3600000", p2p.sync_interval_ms),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_pol(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {

@@ -103,6 +103,9 @@ pub enum Error {
         /// The chain crate's key error (boxed: it is large).
         source: Box<blyan_chain::Error>,
     },
+    /// The network could not start (an address in use, a bad key).
+    #[error("network: {0}")]
+    Network(#[source] Box<blyan_p2p::NetworkError>),
     /// A blocking task (store access, model load) panicked or was cancelled.
     #[error("{what} failed: {reason}")]
     Task {

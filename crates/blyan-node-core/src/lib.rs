@@ -8,8 +8,9 @@
 //! [`Learner`] that fine-tunes experts between chats, and the services a node runs
 //! ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a [`Node`], and
 //! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`],
-//! [`PolService`] (Proof-of-Learning, `docs/pol.md`), and later the network, each testable
-//! without the others.
+//! [`PolService`] (Proof-of-Learning, `docs/pol.md`) and [`NetworkService`] (peers, gossip,
+//! chain sync and payload transfer over `blyan-p2p`, `docs/network.md`), each testable without
+//! the others.
 //!
 //! ## Invariants
 //! - A config is either fully valid or refused with the dotted path of the offending field
@@ -68,6 +69,7 @@ mod config;
 mod error;
 mod learner;
 mod logging;
+mod network;
 mod node;
 mod pol;
 mod pol_status;
@@ -83,7 +85,8 @@ pub use config::{
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LEARNING_BATCH_SIZE_MAX,
     LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
     LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
-    NODE_CONFIG_DEFAULT_YAML, NodeConfig, PolConfig, PolEvalConfig, RateLimitConfig, SeedChoice,
+    NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig, PolEvalConfig, RateLimitConfig,
+    SeedChoice,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
@@ -91,6 +94,7 @@ pub use learner::{
     LEARNING_HISTORY_POINTS_MAX, LEARNING_SCHEDULE_STEPS, LEARNING_WARMUP_STEPS, Learner,
 };
 pub use logging::init_logging;
+pub use network::{NetworkService, P2P_ADDRESSES_FILE, counters as network_counters};
 pub use node::{
     CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_chain_at, open_ledger,
     store_config,

@@ -32,6 +32,7 @@ pub fn store_config(config: &NodeConfig) -> StoreConfig {
         durability: config.chain.durability,
         pow_difficulty_bits: config.chain.pow_difficulty_bits,
         proof_of_learning: config.pol.mode.certifies(),
+        fork_rules: config.chain.fork_rules,
         ..StoreConfig::default()
     }
 }
@@ -147,6 +148,8 @@ pub struct Node {
     learning: Mutex<LearningStatus>,
     /// Proof-of-Learning's rules, pool and the node's key (`None` in `pow` mode).
     pol: Option<Arc<PolContext>>,
+    /// The network, once [`crate::NetworkService`] has started it.
+    network: std::sync::OnceLock<blyan_p2p::NetworkHandle>,
 }
 
 impl std::fmt::Debug for Node {
@@ -175,7 +178,18 @@ impl Node {
             reloading: tokio::sync::Mutex::new(()),
             expert_uses: Mutex::new(Vec::new()),
             pol: None,
+            network: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The network, when the node runs one ([`crate::NetworkService`]).
+    pub fn network(&self) -> Option<&blyan_p2p::NetworkHandle> {
+        self.network.get()
+    }
+
+    /// Records the running network's handle (once; a second call is ignored).
+    pub(crate) fn set_network(&self, handle: blyan_p2p::NetworkHandle) {
+        let _ = self.network.set(handle);
     }
 
     /// A node with its chain store ([`open_chain`]) and ledger ([`open_ledger`]) open, but no
@@ -364,6 +378,15 @@ impl Node {
             }
         };
         tracing::info!(block = %hash, kind = ?header.kind, candidate, "block appended");
+        self.block_appended(hash, &header, candidate).await;
+        Ok((hash, header))
+    }
+
+    /// Reacts to a block appended to the chain, whichever way it came (`POST /blocks`, a
+    /// peer): a meta block makes the node serve the chain's newest model, an expert block drops
+    /// that expert from the cache, an accepting certificate reloads the model. A candidate
+    /// changes nothing served.
+    pub async fn block_appended(&self, hash: BlockHash, header: &BlockHeader, candidate: bool) {
         match header.kind {
             _ if candidate => {}
             BlockKind::Meta => self.reload_model().await,
@@ -375,7 +398,6 @@ impl Node {
             BlockKind::PolProof if self.promotes(hash).await => self.reload_model().await,
             _ => {}
         }
-        Ok((hash, header))
     }
 
     /// The claim (its hash and author) a wire block holds, when Proof-of-Learning is on and it

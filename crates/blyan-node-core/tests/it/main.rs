@@ -6,6 +6,7 @@
 #[path = "../fixtures/fine_tune.rs"]
 mod fine_tune;
 mod learner;
+mod network;
 mod pol;
 mod services;
 mod session;
