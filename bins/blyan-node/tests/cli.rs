@@ -393,3 +393,90 @@ fn a_fresh_data_dir_generates_english_from_the_shipped_model() {
     assert!(words.len() >= 4, "{text:?}");
     assert!(words.iter().all(|word| word.len() <= 20), "{text:?}");
 }
+
+/// Starts `blyan-node` serving from `data` on HTTP `port` with the network on a free loopback
+/// TCP port, joined through `peer` when given.
+fn networked_node(dir: &std::path::Path, data: &str, port: u16, peer: Option<&str>) -> Running {
+    let mut command = Command::new(NODE);
+    command
+        .env_clear()
+        .current_dir(dir)
+        .arg("--data-dir")
+        .arg(dir.join(data))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--p2p-listen")
+        .arg("/ip4/127.0.0.1/tcp/0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(peer) = peer {
+        command.arg("--peer").arg(peer);
+    }
+    Running(command.spawn().unwrap())
+}
+
+/// Polls `condition` (a bounded wait for processes to start and meet; not a timing assertion).
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within 180 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn peers(port: u16) -> Option<serde_json::Value> {
+    let response = http_get(port, "/p2p/peers").ok()?;
+    let body = response.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str(body).ok()
+}
+
+#[test]
+fn two_node_processes_join_through_the_peer_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = networked_node(dir.path(), "a", port_a, None);
+    let addresses = dir.path().join("a/p2p-addresses.txt");
+    eventually("A writes its network addresses", || {
+        std::fs::read_to_string(&addresses).is_ok_and(|text| !text.is_empty())
+    });
+    let a_address = std::fs::read_to_string(&addresses).unwrap();
+    let a_address = a_address.lines().next().unwrap().to_owned();
+    let a_peer = a_address.rsplit("/p2p/").next().unwrap().to_owned();
+    let _b = networked_node(dir.path(), "b", port_b, Some(&a_address));
+    eventually("B lists A as connected", || {
+        peers(port_b).is_some_and(|status| {
+            status["peers"].as_array().is_some_and(|peers| {
+                peers
+                    .iter()
+                    .any(|peer| peer["peer_id"] == a_peer.as_str() && peer["connected"] == true)
+            })
+        })
+    });
+    let at_a = peers(port_a).unwrap();
+    assert_eq!(at_a["peer_id"], a_peer.as_str());
+    assert_eq!(at_a["peers"].as_array().unwrap().len(), 1, "{at_a}");
+    // Both started from the shipped model: their chains already agree.
+    let tip = |port: u16| http_get(port, "/chain/A").unwrap();
+    let body = |response: String| response.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    let (chain_a, chain_b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&body(tip(port_a))).unwrap(),
+        serde_json::from_str(&body(tip(port_b))).unwrap(),
+    );
+    assert_eq!(chain_a["tip_hash"], chain_b["tip_hash"]);
+}
+
+#[test]
+fn a_malformed_peer_address_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(NODE)
+        .env_clear()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--peer")
+        .arg("127.0.0.1:4801")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("p2p.bootstrap"), "{stderr}");
+}

@@ -602,9 +602,61 @@ async function loadWalletHistory() {
   document.body.dataset.walletHistoryLoaded = String(Date.now());
 }
 
+// ---- network ----
+
+function bytes(count) {
+  if (count >= 1e9) return `${(count / 1e9).toFixed(2)} GB`;
+  if (count >= 1e6) return `${(count / 1e6).toFixed(1)} MB`;
+  if (count >= 1e3) return `${(count / 1e3).toFixed(1)} kB`;
+  return `${count} B`;
+}
+
+async function loadNetwork() {
+  const self = $("network-self");
+  const counters = $("network-counters");
+  const body = $("network-peers").querySelector("tbody");
+  try {
+    const network = await apiJson("/p2p/peers");
+    body.replaceChildren();
+    if (!network.enabled) {
+      self.textContent = "This node runs alone: start it with --p2p-listen or --peer (p2p.enabled) to join a network.";
+      counters.textContent = "";
+    } else {
+      self.textContent = `peer ${network.peer_id}, listening on ${network.listen.join(", ")}`;
+      const stats = network.stats;
+      counters.textContent =
+        `${stats.blocks_synced} blocks synced (${stats.blocks_refused} refused), ` +
+        `${bytes(stats.payload_bytes_fetched)} of payloads fetched, ${bytes(stats.bytes_out)} served; ` +
+        `headers: ${stats.headers_announced} announced, ${stats.headers_accepted} accepted, ` +
+        `${stats.headers_rejected} rejected; ${stats.bad_ranges} bad ranges caught.`;
+    }
+    for (const peer of network.peers) {
+      const row = body.insertRow();
+      row.dataset.peer = peer.peer_id;
+      row.insertCell().textContent = short(peer.peer_id);
+      row.insertCell().textContent = peer.address ? short(peer.address) : "";
+      const state = row.insertCell();
+      state.textContent = peer.refused
+        ? "refused: another network"
+        : peer.banned_seconds
+          ? `banned ${Math.ceil(peer.banned_seconds)} s`
+          : peer.connected ? "connected" : "disconnected";
+      if (peer.refused || peer.banned_seconds) state.className = "slashed";
+      row.insertCell().textContent = peer.rtt_ms === undefined ? "" : `${peer.rtt_ms.toFixed(1)} ms`;
+      row.insertCell().textContent = bytes(peer.bytes_in);
+      row.insertCell().textContent = bytes(peer.bytes_out);
+      row.insertCell().textContent =
+        peer.offences ? `${peer.offences} (${peer.invalid_headers} bad headers, ${peer.bad_ranges} bad ranges)` : "0";
+    }
+  } catch (error) {
+    self.textContent = error.message;
+  }
+  document.body.dataset.networkLoaded = String(Date.now());
+}
+
 // ---- start ----
 
-const TABS = ["chat", "explorer", "experts", "learning", "pol", "wallet"];
+const TABS = ["chat", "explorer", "experts", "learning", "pol", "wallet", "network"];
 
 function showTab(name) {
   for (const button of document.querySelectorAll("nav button")) {
@@ -623,6 +675,10 @@ function showTab(name) {
   }
   if (name === "wallet") loadWalletHistory();
   if (name === "explorer") loadBlocks();
+  if (name === "network") {
+    loadNetwork();
+    tabTimer = setInterval(loadNetwork, 5000);
+  }
 }
 
 async function start() {
@@ -638,6 +694,7 @@ async function start() {
   $("learning-load").addEventListener("click", loadLearning);
   $("pol-load").addEventListener("click", loadPol);
   $("wallet-history-load").addEventListener("click", loadWalletHistory);
+  $("network-load").addEventListener("click", loadNetwork);
   try {
     const health = await apiJson("/health");
     $("node-status").textContent = `node ${health.version}${health.model ? `, model: ${health.model}` : ""}`;

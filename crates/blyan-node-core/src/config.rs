@@ -842,6 +842,17 @@ mod tests {
         );
         check_rejected("log:\n  filter: 'info,=='\n", "log.filter");
         check_rejected("data_dir: ''\n", "data_dir");
+        check_rejected("p2p:\n  listen: ['not an address']\n", "p2p.listen");
+        check_rejected(
+            "p2p:\n  bootstrap: ['/ip4/1.2.3.4/tcp/x']\n",
+            "p2p.bootstrap",
+        );
+        check_rejected("p2p:\n  enabled: true\n  listen: []\n", "p2p.listen");
+        check_rejected("p2p:\n  sync_interval_ms: 99\n", "p2p.sync_interval_ms");
+        check_rejected(
+            "chain:\n  fork_rules:\n    meta: sideways\n",
+            "chain.fork_rules.meta",
+        );
         check_rejected("api:\n  body_bytes_max: 4095\n", "api.body_bytes_max");
         check_rejected(
             "api:\n  auth:\n    domains: ['a b']\n",

@@ -9,6 +9,7 @@ mod chat;
 mod errors;
 mod load;
 mod openai;
+mod p2p;
 mod page;
 mod request_id;
 mod support;

@@ -4,7 +4,8 @@
 //! dashboard. A screenshot is saved under the target directory. A second session draws the
 //! learning curve of a node whose learner ran, and checks it against `GET /learning`. A third
 //! shows Proof-of-Learning: the rules and validator, then a claim the node (its only validator)
-//! seeded, voted on and rejected, and the author's locked bond in the wallet history.
+//! seeded, voted on and rejected, and the author's locked bond in the wallet history. A fourth
+//! shows the network view of a node joined to a peer.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -760,6 +761,51 @@ async fn drive_pol(node: &Node, client: &Client, context: &Arc<PolContext>) -> R
     ]);
     if rows != expected {
         return Err(format!("wallet history {rows}, expected {expected}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_shows_the_network_and_its_peers() {
+    let (a, b, _networks) = crate::p2p::two_nodes().await;
+    let a_peer = a.state.network().unwrap().local_peer().to_string();
+    let driver = start_driver();
+    let client = browser(&driver).await;
+    let outcome = drive_network(&b, &client, &a_peer).await;
+    client.close().await.expect("session closes");
+    outcome.expect("network view");
+}
+
+async fn drive_network(node: &Node, client: &Client, peer: &str) -> Result<(), String> {
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+    open_tab(client, "network").await?;
+    let row = wait_js(
+        client,
+        "the peer's row",
+        &format!(
+            "if (!document.body.dataset.networkLoaded) return null; \
+             const row = document.querySelector('#network-peers tr[data-peer=\"{peer}\"]'); \
+             return row ? Array.from(row.cells, cell => cell.textContent) : null;"
+        ),
+    )
+    .await;
+    let cells: Vec<String> = serde_json::from_value(row).map_err(|e| e.to_string())?;
+    if cells[2] != "connected" {
+        return Err(format!("the peer's state reads {cells:?}"));
+    }
+    let own = text_of(client, "network-self").await;
+    let id = node.state.network().unwrap().local_peer().to_string();
+    if !own.contains(&id) {
+        return Err(format!("the page's own line reads {own:?}, without {id}"));
     }
     Ok(())
 }
