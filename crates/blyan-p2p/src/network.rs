@@ -25,9 +25,9 @@ use crate::error::{NetworkError, Result};
 use crate::identity::keypair_of;
 use crate::peers::{Offence, PeerInfo, PeerTable};
 use crate::protocol::{
-    BincodeCodec, KAD_PROTOCOL, PAYLOAD_PROTOCOL, PAYLOAD_REQUEST_BYTES_MAX,
-    PAYLOAD_RESPONSE_BYTES_MAX, PROTOCOL_VERSION, PayloadRequest, PayloadResponse, SYNC_PROTOCOL,
-    SYNC_REQUEST_BYTES_MAX, SYNC_RESPONSE_BYTES_MAX, SyncRequest, SyncResponse,
+    BincodeCodec, KAD_PROTOCOL, PAYLOAD_PROTOCOL, PROTOCOL_VERSION, PayloadCodec, PayloadRequest,
+    PayloadResponse, SYNC_PROTOCOL, SYNC_REQUEST_BYTES_MAX, SYNC_RESPONSE_BYTES_MAX, SyncRequest,
+    SyncResponse,
 };
 use crate::serve::Server;
 use crate::sync::{Appended, Syncer, Trigger};
@@ -53,7 +53,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<BincodeCodec<SyncRequest, SyncResponse>>,
-    payload: request_response::Behaviour<BincodeCodec<PayloadRequest, PayloadResponse>>,
+    payload: request_response::Behaviour<PayloadCodec>,
     ping: ping::Behaviour,
 }
 
@@ -451,7 +451,7 @@ fn build_behaviour(
         request_config.clone(),
     );
     let payload = request_response::Behaviour::with_codec(
-        BincodeCodec::new(PAYLOAD_REQUEST_BYTES_MAX, PAYLOAD_RESPONSE_BYTES_MAX),
+        PayloadCodec,
         [(PAYLOAD_PROTOCOL, ProtocolSupport::Full)],
         request_config,
     );

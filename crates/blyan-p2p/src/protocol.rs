@@ -48,8 +48,8 @@ pub const SYNC_REQUEST_BYTES_MAX: u64 = 64 * 1024;
 pub const SYNC_RESPONSE_BYTES_MAX: u64 = 2 * 1024 * 1024;
 /// Largest encoded payload request.
 pub const PAYLOAD_REQUEST_BYTES_MAX: u64 = 64 * 1024;
-/// Largest encoded payload response: a range response plus framing.
-pub const PAYLOAD_RESPONSE_BYTES_MAX: u64 = RANGE_RESPONSE_BYTES_MAX + 4096;
+/// Largest payload response: a range response's encoded bytes.
+pub const PAYLOAD_RESPONSE_BYTES_MAX: u64 = RANGE_RESPONSE_BYTES_MAX;
 
 const _: () = assert!(
     HEADERS_PER_RESPONSE_MAX as u64 * 4096 < SYNC_RESPONSE_BYTES_MAX,
@@ -120,9 +120,157 @@ pub struct PayloadRequest {
 }
 
 /// An answer to a [`PayloadRequest`]: the verified-streaming encoding of the ranges, or a typed
-/// refusal (not held, another size, invalid ranges).
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct PayloadResponse(#[bincode(with_serde)] pub RangeResponse);
+/// refusal (not held, another size, invalid ranges). On the wire ([`PayloadCodec`]) the encoded
+/// bytes follow a one-byte tag and their length as they are: no serialization pass, one buffer
+/// allocated to the announced length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadResponse(pub RangeResponse);
+
+/// The payload protocol's codec: requests in bincode; a response of encoded ranges as tag 0, a
+/// big-endian `u64` length and the bytes, read into one buffer of exactly that length; a refusal
+/// as tag 1 and its bincode. Both bounded by [`PAYLOAD_REQUEST_BYTES_MAX`] and
+/// [`PAYLOAD_RESPONSE_BYTES_MAX`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PayloadCodec;
+
+const PAYLOAD_ENCODED_TAG: u8 = 0;
+const PAYLOAD_REFUSAL_TAG: u8 = 1;
+
+impl libp2p::request_response::Codec for PayloadCodec {
+    type Protocol = StreamProtocol;
+    type Request = PayloadRequest;
+    type Response = PayloadResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<PayloadRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_bounded(io, PAYLOAD_REQUEST_BYTES_MAX, "payload request").await
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<PayloadResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut tag = [0u8; 1];
+        io.read_exact(&mut tag).await?;
+        match tag[0] {
+            PAYLOAD_ENCODED_TAG => {
+                let mut length = [0u8; 8];
+                io.read_exact(&mut length).await?;
+                let length = u64::from_be_bytes(length);
+                if length > PAYLOAD_RESPONSE_BYTES_MAX {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "payload response of {length} bytes exceeds {PAYLOAD_RESPONSE_BYTES_MAX}"
+                        ),
+                    ));
+                }
+                let mut bytes = vec![0u8; length as usize];
+                io.read_exact(&mut bytes).await?;
+                let mut rest = [0u8; 1];
+                if io.read(&mut rest).await? != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "payload response: bytes after the announced length",
+                    ));
+                }
+                Ok(PayloadResponse(RangeResponse::Encoded(bytes)))
+            }
+            PAYLOAD_REFUSAL_TAG => {
+                let Serde(response) =
+                    read_bounded(io, SYNC_REQUEST_BYTES_MAX, "payload refusal").await?;
+                Ok(PayloadResponse(response))
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("payload response: unknown tag {other}"),
+            )),
+        }
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: PayloadRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_bounded(io, &request, PAYLOAD_REQUEST_BYTES_MAX, "payload request").await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: PayloadResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        match response.0 {
+            RangeResponse::Encoded(bytes) => {
+                if bytes.len() as u64 > PAYLOAD_RESPONSE_BYTES_MAX {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "payload response of {} bytes exceeds {PAYLOAD_RESPONSE_BYTES_MAX}",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                let mut head = [0u8; 9];
+                head[0] = PAYLOAD_ENCODED_TAG;
+                head[1..].copy_from_slice(&(bytes.len() as u64).to_be_bytes());
+                io.write_all(&head).await?;
+                io.write_all(&bytes).await?;
+                io.close().await
+            }
+            refusal => {
+                io.write_all(&[PAYLOAD_REFUSAL_TAG]).await?;
+                write_bounded(
+                    io,
+                    &Serde(refusal),
+                    SYNC_REQUEST_BYTES_MAX,
+                    "payload refusal",
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// A serde value in bincode's serde mode, for the codec's refusals.
+struct Serde<T>(T);
+
+impl<T: serde::Serialize> bincode::Encode for Serde<T> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> std::result::Result<(), bincode::error::EncodeError> {
+        bincode::serde::Compat(&self.0).encode(encoder)
+    }
+}
+
+impl<Context, T: serde::de::DeserializeOwned> bincode::Decode<Context> for Serde<T> {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> std::result::Result<Self, bincode::error::DecodeError> {
+        let bincode::serde::Compat(value) = bincode::serde::Compat::<T>::decode(decoder)?;
+        Ok(Serde(value))
+    }
+}
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -253,6 +401,50 @@ mod tests {
         let (back, _): (SyncRequest, usize) =
             bincode::decode_from_slice(&bytes, config()).expect("decodes");
         assert_eq!(back, request);
+    }
+
+    async fn payload_round_trip(response: PayloadResponse) -> PayloadResponse {
+        use libp2p::request_response::Codec as _;
+        let mut wire = Vec::new();
+        PayloadCodec
+            .write_response(
+                &PAYLOAD_PROTOCOL,
+                &mut futures::io::Cursor::new(&mut wire),
+                response,
+            )
+            .await
+            .expect("writes");
+        PayloadCodec
+            .read_response(&PAYLOAD_PROTOCOL, &mut futures::io::Cursor::new(wire))
+            .await
+            .expect("reads")
+    }
+
+    #[tokio::test]
+    async fn payload_responses_round_trip_as_raw_bytes_and_typed_refusals() {
+        let encoded = PayloadResponse(RangeResponse::Encoded(
+            (0..=255u8).cycle().take(70_000).collect(),
+        ));
+        assert_eq!(payload_round_trip(encoded.clone()).await, encoded);
+        let refused = PayloadResponse(RangeResponse::not_held());
+        assert_eq!(payload_round_trip(refused.clone()).await, refused);
+    }
+
+    #[tokio::test]
+    async fn a_payload_response_announcing_too_many_bytes_is_refused_before_reading_them() {
+        use libp2p::request_response::Codec as _;
+        let mut wire = vec![PAYLOAD_ENCODED_TAG];
+        wire.extend_from_slice(&(PAYLOAD_RESPONSE_BYTES_MAX + 1).to_be_bytes());
+        let error = PayloadCodec
+            .read_response(&PAYLOAD_PROTOCOL, &mut futures::io::Cursor::new(wire))
+            .await
+            .expect_err("over the bound");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let error = PayloadCodec
+            .read_response(&PAYLOAD_PROTOCOL, &mut futures::io::Cursor::new(vec![7]))
+            .await
+            .expect_err("unknown tag");
+        assert!(error.to_string().contains("unknown tag 7"), "{error}");
     }
 
     #[tokio::test]

@@ -358,10 +358,48 @@ fn fork_allowed_where_the_rule_allows_it() {
     assert_eq!(at_one, expected);
     assert_eq!(
         store.tip(ChainId::Dataset).hash,
-        first,
-        "the first block at the greatest height is the tip"
+        first.min(second),
+        "the smallest hash at the greatest height is the tip, whichever came first"
     );
+    // The same blocks in the other order: the same tip.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = ChainStore::open(other_dir.path(), config_with_forks()).unwrap();
+    for payload in [&b"second"[..], b"first"] {
+        other
+            .append(
+                &child_of(&genesis_tip, BlockKind::DatasetEntry, payload, &key),
+                payload,
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        other.tip(ChainId::Dataset).hash,
+        store.tip(ChainId::Dataset).hash
+    );
+    // A higher block is the tip whatever its hash.
+    let third = store
+        .append(
+            &child_of(
+                &store.tip(ChainId::Dataset),
+                BlockKind::DatasetEntry,
+                b"third",
+                &key,
+            ),
+            b"third",
+        )
+        .unwrap();
+    assert_eq!(store.tip(ChainId::Dataset).hash, third);
     crate::common::assert_verifies(&store);
+}
+
+fn config_with_forks() -> StoreConfig {
+    StoreConfig {
+        fork_rules: ForkRules {
+            dataset: ForkRule::AllowForks,
+            ..ForkRules::default()
+        },
+        ..fast_config()
+    }
 }
 
 #[test]

@@ -191,20 +191,13 @@ async fn an_invalid_gossiped_header_is_not_forwarded_and_costs_its_sender() {
 
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct LyingHolderBehaviour {
-    payload: libp2p::request_response::Behaviour<
-        blyan_p2p::protocol::BincodeCodec<
-            blyan_p2p::protocol::PayloadRequest,
-            blyan_p2p::protocol::PayloadResponse,
-        >,
-    >,
+    payload: libp2p::request_response::Behaviour<blyan_p2p::protocol::PayloadCodec>,
     identify: identify::Behaviour,
 }
 
 /// A node that speaks only the payload protocol (its handler is the test's loop).
 fn lying_holder() -> Swarm<LyingHolderBehaviour> {
-    use blyan_p2p::protocol::{
-        BincodeCodec, PAYLOAD_PROTOCOL, PAYLOAD_REQUEST_BYTES_MAX, PAYLOAD_RESPONSE_BYTES_MAX,
-    };
+    use blyan_p2p::protocol::{PAYLOAD_PROTOCOL, PayloadCodec};
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -215,7 +208,7 @@ fn lying_holder() -> Swarm<LyingHolderBehaviour> {
         .unwrap()
         .with_behaviour(|key| LyingHolderBehaviour {
             payload: libp2p::request_response::Behaviour::with_codec(
-                BincodeCodec::new(PAYLOAD_REQUEST_BYTES_MAX, PAYLOAD_RESPONSE_BYTES_MAX),
+                PayloadCodec,
                 [(
                     PAYLOAD_PROTOCOL,
                     libp2p::request_response::ProtocolSupport::Full,
