@@ -81,6 +81,7 @@ mod generate;
 mod model;
 mod model_doc;
 mod publish;
+mod remote;
 mod rng;
 mod shipped;
 mod tokenizer;
@@ -91,7 +92,7 @@ pub use batch::{DECODE_BATCH_MAX, DecodeStats};
 pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
-pub use chain_source::{ChainSource, export_from_chain};
+pub use chain_source::{ChainSource, expert_from_block, export_from_chain};
 pub use chat_template::{ChatRole, ChatTurn, format_chat_prompt};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointExportSummary, CheckpointFiles,
@@ -120,6 +121,7 @@ pub use publish::{
     DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
     SeedModel, SeedWritten, ensure_model, publish_model, publish_seed_model,
 };
+pub use remote::{ExpertCall, RemoteExperts};
 pub use shipped::{
     CastWeights, PINNED_BLOCKS_FILE, PINNED_TIMESTAMP_MS, PinnedModel, SHIPPED_MODEL_DIR,
     SHIPPED_SEGMENT_EXTENSION, ShippedFiles, build_pinned_model, import_shipped_model,

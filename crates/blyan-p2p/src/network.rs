@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::NetworkConfig;
 use crate::error::{NetworkError, Result};
+use crate::experts::ExpertClient;
 use crate::identity::keypair_of;
 use crate::peers::{Offence, PeerInfo, PeerTable};
 use crate::protocol::{
@@ -55,6 +56,8 @@ struct Behaviour {
     sync: request_response::Behaviour<BincodeCodec<SyncRequest, SyncResponse>>,
     payload: request_response::Behaviour<BincodeCodec<PayloadRequest, PayloadResponse>>,
     ping: ping::Behaviour,
+    // Remote experts: one long-lived stream per peer (`crate::experts`).
+    experts: libp2p_stream::Behaviour,
 }
 
 /// The gossip topics of one network, named after its meta-chain genesis block so that two
@@ -143,6 +146,12 @@ enum Command {
         peer: PeerId,
         offence: Offence,
         reason: String,
+    },
+    // Remote experts: announce a served expert block, find its holders.
+    StartProviding(BlockHash),
+    GetProviders {
+        block: BlockHash,
+        reply: oneshot::Sender<Vec<PeerId>>,
     },
 }
 
@@ -234,6 +243,18 @@ impl NetworkHandle {
         answer.await.map_err(|_| NetworkError::Stopped)?
     }
 
+    /// Announces that this node serves expert block `block` (a Kademlia provider record).
+    pub async fn start_providing(&self, block: BlockHash) -> Result<()> {
+        self.send(Command::StartProviding(block)).await
+    }
+
+    /// The peers announcing expert block `block` (a Kademlia provider lookup).
+    pub async fn get_providers(&self, block: BlockHash) -> Result<Vec<PeerId>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::GetProviders { block, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)
+    }
+
     /// Records that `peer` misbehaved: it is banned (disconnected, refused) for a while.
     pub async fn penalize(&self, peer: PeerId, offence: Offence, reason: String) {
         let _ = self
@@ -249,6 +270,8 @@ impl NetworkHandle {
 /// A running network: the swarm task and the syncer, until [`Network::stop`].
 pub struct Network {
     handle: NetworkHandle,
+    experts: Arc<ExpertClient>,
+    expert_tasks: Vec<JoinHandle<()>>,
     appended: mpsc::Receiver<Appended>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -360,7 +383,18 @@ impl Network {
             listening: listening_tx,
             server,
             stats: Arc::clone(&stats),
+            pending_providers: HashMap::new(),
         };
+        // Remote experts: serve, announce, and call through one stream per peer.
+        let control = swarm_task.swarm.behaviour().experts.new_control();
+        let (experts, expert_tasks) = crate::experts::start(
+            handle.clone(),
+            control,
+            Arc::clone(&chain),
+            config.serve_experts.clone(),
+            config.experts.clone(),
+            stopped.clone(),
+        )?;
         let syncer = Syncer::new(handle.clone(), Arc::clone(&chain), appended_tx);
         let tasks = vec![
             tokio::spawn(swarm_task.run(command_rx, stopped.clone())),
@@ -368,6 +402,8 @@ impl Network {
         ];
         Ok(Self {
             handle,
+            experts,
+            expert_tasks,
             appended,
             stop,
             tasks,
@@ -379,6 +415,13 @@ impl Network {
         &self.handle
     }
 
+    /// The client of remote experts: install it on the model
+    /// (`Generator::set_remote_experts(Some(client))`) to compute the experts this node does
+    /// not serve on the peers that do; its [`ExpertClient::snapshot`] is `GET /p2p/experts`.
+    pub fn experts(&self) -> &Arc<ExpertClient> {
+        &self.experts
+    }
+
     /// The next block appended from a peer (for the node to react: a new model, a new expert
     /// version). `None` once the network has stopped.
     pub async fn next_appended(&mut self) -> Option<Appended> {
@@ -388,6 +431,9 @@ impl Network {
     /// Stops the swarm and the syncer and waits for them.
     pub async fn stop(self) {
         self.stop.send_replace(true);
+        for task in &self.expert_tasks {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -462,6 +508,7 @@ fn build_behaviour(
         sync,
         payload,
         ping: ping::Behaviour::new(ping::Config::new()),
+        experts: libp2p_stream::Behaviour::new(),
     })
 }
 
@@ -480,6 +527,8 @@ struct SwarmTask {
     listening: watch::Sender<Vec<Multiaddr>>,
     server: Server,
     stats: Arc<NetworkStats>,
+    // Remote experts: provider lookups in flight, with the holders found so far.
+    pending_providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
 }
 
 impl SwarmTask {
@@ -645,6 +694,41 @@ impl SwarmTask {
                 offence,
                 reason,
             } => self.penalize(peer, offence, &reason),
+            Command::StartProviding(block) => {
+                let key = kad::RecordKey::new(&block.0);
+                if let Err(error) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(%block, %error, "cannot announce an expert block");
+                }
+            }
+            Command::GetProviders { block, reply } => {
+                let key = kad::RecordKey::new(&block.0);
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_providers.insert(id, (Vec::new(), reply));
+            }
+        }
+    }
+
+    /// Remote experts: collects the holders a provider lookup finds and answers at its end.
+    fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::GetProvidersResult,
+        step: &kad::ProgressStep,
+    ) {
+        let Some((found, _)) = self.pending_providers.get_mut(&id) else {
+            return;
+        };
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+            for peer in providers {
+                if !found.contains(&peer) {
+                    found.push(peer);
+                }
+            }
+        }
+        if step.last
+            && let Some((found, reply)) = self.pending_providers.remove(&id)
+        {
+            let _ = reply.send(found);
         }
     }
 
@@ -748,6 +832,12 @@ impl SwarmTask {
                     let _ = self.swarm.dial(peer);
                 }
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.on_providers(id, result, &step),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
