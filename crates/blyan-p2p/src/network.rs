@@ -35,6 +35,8 @@ use crate::sync::{Appended, Syncer, Trigger};
 
 /// Largest gossip message: a header (libp2p's default cap is 64 KiB; headers are ≤ 2 KiB).
 pub const GOSSIP_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Batches of providers queued for one lookup at most (more are dropped).
+const PROVIDER_BATCHES_QUEUED_MAX: usize = 64;
 /// Commands queued to the swarm task at most.
 const COMMANDS_QUEUED_MAX: usize = 1024;
 /// Sync triggers queued at most; more are dropped (the periodic sync catches up).
@@ -151,7 +153,7 @@ enum Command {
     StartProviding(BlockHash),
     GetProviders {
         block: BlockHash,
-        reply: oneshot::Sender<Vec<PeerId>>,
+        found: mpsc::Sender<Vec<PeerId>>,
     },
 }
 
@@ -248,11 +250,33 @@ impl NetworkHandle {
         self.send(Command::StartProviding(block)).await
     }
 
-    /// The peers announcing expert block `block` (a Kademlia provider lookup).
-    pub async fn get_providers(&self, block: BlockHash) -> Result<Vec<PeerId>> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::GetProviders { block, reply }).await?;
-        answer.await.map_err(|_| NetworkError::Stopped)
+    /// The peers announcing expert block `block` (a Kademlia provider lookup): those found
+    /// until the lookup ends, or until `grace` after the first were found (a lookup waits for
+    /// every peer it asked, a dead one included; the first answers carry the holders).
+    pub async fn get_providers(&self, block: BlockHash, grace: Duration) -> Result<Vec<PeerId>> {
+        let (found, mut answers) = mpsc::channel(PROVIDER_BATCHES_QUEUED_MAX);
+        self.send(Command::GetProviders { block, found }).await?;
+        let mut providers: Vec<PeerId> = Vec::new();
+        let mut until: Option<tokio::time::Instant> = None;
+        loop {
+            let batch = match until {
+                Some(until) => match tokio::time::timeout_at(until, answers.recv()).await {
+                    Ok(batch) => batch,
+                    Err(_) => break,
+                },
+                None => answers.recv().await,
+            };
+            let Some(batch) = batch else { break };
+            for peer in batch {
+                if !providers.contains(&peer) {
+                    providers.push(peer);
+                }
+            }
+            if until.is_none() && !providers.is_empty() {
+                until = Some(tokio::time::Instant::now() + grace);
+            }
+        }
+        Ok(providers)
     }
 
     /// Records that `peer` misbehaved: it is banned (disconnected, refused) for a while.
@@ -528,7 +552,7 @@ struct SwarmTask {
     server: Server,
     stats: Arc<NetworkStats>,
     // Remote experts: provider lookups in flight, with the holders found so far.
-    pending_providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    pending_providers: HashMap<kad::QueryId, mpsc::Sender<Vec<PeerId>>>,
 }
 
 impl SwarmTask {
@@ -700,35 +724,29 @@ impl SwarmTask {
                     tracing::warn!(%block, %error, "cannot announce an expert block");
                 }
             }
-            Command::GetProviders { block, reply } => {
+            Command::GetProviders { block, found } => {
                 let key = kad::RecordKey::new(&block.0);
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
-                self.pending_providers.insert(id, (Vec::new(), reply));
+                self.pending_providers.insert(id, found);
             }
         }
     }
 
-    /// Remote experts: collects the holders a provider lookup finds and answers at its end.
+    /// Remote experts: hands the holders a provider lookup finds to its caller as they come;
+    /// the lookup's end closes the channel.
     fn on_providers(
         &mut self,
         id: kad::QueryId,
         result: kad::GetProvidersResult,
         step: &kad::ProgressStep,
     ) {
-        let Some((found, _)) = self.pending_providers.get_mut(&id) else {
-            return;
-        };
-        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-            for peer in providers {
-                if !found.contains(&peer) {
-                    found.push(peer);
-                }
-            }
-        }
-        if step.last
-            && let Some((found, reply)) = self.pending_providers.remove(&id)
+        if let (Some(found), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+            (self.pending_providers.get(&id), result)
         {
-            let _ = reply.send(found);
+            let _ = found.try_send(providers.into_iter().collect());
+        }
+        if step.last {
+            self.pending_providers.remove(&id);
         }
     }
 

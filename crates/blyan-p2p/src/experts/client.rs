@@ -32,6 +32,8 @@ use crate::network::NetworkHandle;
 const LATENCY_SAMPLES_MAX: usize = 128;
 /// Samples a holder needs before its latencies set deadlines and hedges.
 const LATENCY_SAMPLES_MIN: usize = 8;
+/// How long a provider lookup waits for more holders after the first were found.
+const PROVIDER_LOOKUP_GRACE: Duration = Duration::from_millis(50);
 /// How long a provider lookup may take.
 const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a failing holder is avoided.
@@ -173,7 +175,8 @@ impl ExpertClient {
     }
 
     /// The peers announcing `block`, fastest first (those avoided after failures last); looked
-    /// up on the network when the cached answer is older than the TTL or empty.
+    /// up on the network when the cached answer is older than the TTL or empty. A lookup that
+    /// finds nobody keeps the previous holders (a failing one is avoided by its own record).
     pub async fn holders(&self, block: BlockHash) -> Result<Vec<PeerId>> {
         let cached = lock(&self.providers).get(&block).cloned();
         let mut peers = match cached {
@@ -182,15 +185,21 @@ impl ExpertClient {
             {
                 peers
             }
-            _ => {
-                let peers = tokio::time::timeout(
+            cached => {
+                let local = self.network.local_peer();
+                let found: Vec<PeerId> = tokio::time::timeout(
                     PROVIDER_LOOKUP_TIMEOUT,
-                    self.network.get_providers(block),
+                    self.network.get_providers(block, PROVIDER_LOOKUP_GRACE),
                 )
                 .await
-                .unwrap_or_else(|_| Ok(Vec::new()))?;
-                let local = self.network.local_peer();
-                let peers: Vec<PeerId> = peers.into_iter().filter(|peer| *peer != local).collect();
+                .unwrap_or_else(|_| Ok(Vec::new()))?
+                .into_iter()
+                .filter(|peer| *peer != local)
+                .collect();
+                let peers = match cached {
+                    Some((_, previous)) if found.is_empty() => previous,
+                    _ => found,
+                };
                 lock(&self.providers).insert(block, (Instant::now(), peers.clone()));
                 peers
             }
@@ -333,8 +342,6 @@ impl ExpertClient {
                         Ok(Answer::Refused(refusal)) => {
                             let reason = refusal.to_string();
                             self.failed(peer, call.block, &reason);
-                            // Its announcement is stale: look the holders up again next time.
-                            lock(&self.providers).remove(&call.block);
                             failures.push(format!("{peer}: {reason}"));
                         }
                         Err(reason) => {

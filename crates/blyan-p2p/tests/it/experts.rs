@@ -208,28 +208,36 @@ async fn every_expert_remote_gives_the_local_run_and_survives_a_holder_stopping(
     } else {
         &mut d
     };
+    // The generation pauses after its fourth token until the holder is stopped.
     let generator = remote.clone();
-    let (progress, reached) = std::sync::mpsc::channel();
+    let (paused, reached) = tokio::sync::oneshot::channel();
+    let (resume, go) = std::sync::mpsc::channel::<()>();
     let running = tokio::task::spawn_blocking(move || {
         let mut params = SamplingParams::greedy(TOKENS);
         params.ignore_eos = true;
         let mut tokens = Vec::new();
+        let mut paused = Some(paused);
         for delta in generator
             .stream(PROMPT, params, CancelToken::new())
             .unwrap()
         {
-            if let Some(token) = delta.unwrap().token_id {
+            let delta = delta.map_err(|error| error.to_string())?;
+            if let Some(token) = delta.token_id {
                 tokens.push(token);
-                let _ = progress.send(tokens.len());
+                if tokens.len() == 4
+                    && let Some(paused) = paused.take()
+                {
+                    let _ = paused.send(());
+                    let _ = go.recv();
+                }
             }
         }
-        tokens
+        Ok::<_, String>(tokens)
     });
-    tokio::task::spawn_blocking(move || while reached.recv().is_ok_and(|count| count < 4) {})
-        .await
-        .unwrap();
+    reached.await.unwrap();
     victim.net.take().unwrap().stop().await;
-    let tokens = running.await.unwrap();
+    resume.send(()).unwrap();
+    let tokens = running.await.unwrap().expect("the generation completes");
     assert_eq!(
         tokens, expected,
         "the generation after the failover differs"
