@@ -64,7 +64,7 @@ pub enum NetworkError {
         /// The holder.
         peer: PeerId,
         /// Why.
-        refusal: crate::experts::ExpertRefusal,
+        refusal: Box<crate::experts::ExpertRefusal>,
     },
     /// A remote expert could not be computed by any holder.
     #[error("remote expert {expert}: {reason}")]

@@ -91,7 +91,7 @@ fn run(model: &mut Model) -> Vec<Vec<f32>> {
 }
 
 fn even_layers(expert: ExpertName) -> bool {
-    expert.layer() % 2 == 0
+    expert.layer().is_multiple_of(2)
 }
 
 fn every_expert(_: ExpertName) -> bool {

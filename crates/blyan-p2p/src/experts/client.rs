@@ -45,6 +45,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The stream to one peer, opened by the first caller that needs it while the others wait.
+type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
+
 /// Calls to one holder and how they went.
 #[derive(Debug, Default)]
 struct HolderStats {
@@ -111,7 +114,7 @@ pub struct ExpertClient {
     server: Arc<ExpertServer>,
     runtime: tokio::runtime::Handle,
     options: ExpertOptions,
-    links: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<Link>>>>>>,
+    links: Mutex<HashMap<PeerId, LinkSlot>>,
     providers: Mutex<HashMap<BlockHash, (Instant, Vec<PeerId>)>>,
     holders: Mutex<HashMap<PeerId, HolderStats>>,
     rates: Mutex<HashMap<ExpertName, VecDeque<Instant>>>,
@@ -394,7 +397,10 @@ impl ExpertClient {
         };
         match self.attempt(peer, &call).await.2 {
             Ok(Answer::Output { data, .. }) => Ok(data),
-            Ok(Answer::Refused(refusal)) => Err(NetworkError::ExpertRefused { peer, refusal }),
+            Ok(Answer::Refused(refusal)) => Err(NetworkError::ExpertRefused {
+                peer,
+                refusal: Box::new(refusal),
+            }),
             Err(reason) => Err(NetworkError::Request { peer, reason }),
         }
     }
