@@ -17,6 +17,9 @@
 //!   applied in ascending order. The same prompt, seed and weights give the same tokens.
 //! - Experts are loaded on demand through an [`ExpertCache`] with a byte budget; an expert the
 //!   weights lack is [`MoeError::MissingExpert`] naming it, never a silent zero.
+//! - Experts claimed by a [`RemoteExperts`] hook are computed through it (one call per layer)
+//!   and never loaded; their outputs are mixed exactly as local ones, so a faithful hook changes
+//!   no bit of the logits. Without a hook every expert is local.
 //! - Concurrent streams' decoding steps are batched ([`Model::forward_batch`]); a lone step runs
 //!   the unbatched [`Model::forward`], a batched one agrees with it within float rounding, and a
 //!   failed batch changes no request's state.
@@ -43,7 +46,8 @@
 //! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
 //! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`,
-//! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model).
+//! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model),
+//! `remote` (the hook for experts computed elsewhere).
 //!
 //! # Example
 //! ```
