@@ -163,7 +163,11 @@ pub(crate) fn start(
         options.clone(),
     ));
     let tasks = vec![
-        tokio::spawn(server::accept(Arc::clone(&server), incoming)),
+        tokio::spawn(server::accept(
+            Arc::clone(&server),
+            incoming,
+            stopped.clone(),
+        )),
         tokio::spawn(announce(
             network,
             Arc::clone(&client),

@@ -11,7 +11,7 @@ use blyan_moe::{ChainSource, ExpertWeights, expert_from_block, experts_of};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::PeerId;
 use tch::{Kind, Tensor};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::selection::ExpertSelection;
 use super::wire::{
@@ -216,7 +216,12 @@ impl ExpertServer {
 
 /// Answers the calls of one peer's stream until it ends: each call computed on a blocking
 /// thread (at most [`CALLS_IN_FLIGHT_PER_STREAM_MAX`] at once), answers written as they finish.
-pub(crate) async fn serve_stream(server: Arc<ExpertServer>, peer: PeerId, stream: libp2p::Stream) {
+pub(crate) async fn serve_stream(
+    server: Arc<ExpertServer>,
+    peer: PeerId,
+    stream: libp2p::Stream,
+    mut stopped: watch::Receiver<bool>,
+) {
     let (mut reader, mut writer) = stream.split();
     let (answers, mut queued) = mpsc::channel::<Vec<u8>>(ANSWERS_QUEUED_MAX);
     let writing = tokio::spawn(async move {
@@ -229,7 +234,12 @@ pub(crate) async fn serve_stream(server: Arc<ExpertServer>, peer: PeerId, stream
     });
     let permits = Arc::new(Semaphore::new(CALLS_IN_FLIGHT_PER_STREAM_MAX));
     loop {
-        let body = match read_frame(&mut reader).await {
+        let read = tokio::select! {
+            read = read_frame(&mut reader) => read,
+            // The network stops: the stream closes with it, callers fail over.
+            _ = stopped.changed() => break,
+        };
+        let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(error) => {
@@ -271,13 +281,25 @@ pub(crate) async fn serve_stream(server: Arc<ExpertServer>, peer: PeerId, stream
     let _ = writing.await;
 }
 
-/// Accepts every peer's expert stream and serves it, until `incoming` ends.
+/// Accepts every peer's expert stream and serves it, until `incoming` ends or the network
+/// stops (which ends every stream).
 pub(crate) async fn accept(
     server: Arc<ExpertServer>,
     mut incoming: libp2p_stream::IncomingStreams,
+    mut stopped: watch::Receiver<bool>,
 ) {
-    while let Some((peer, stream)) = incoming.next().await {
+    loop {
+        let next = tokio::select! {
+            next = incoming.next() => next,
+            _ = stopped.changed() => return,
+        };
+        let Some((peer, stream)) = next else { return };
         tracing::debug!(%peer, "expert stream opened");
-        tokio::spawn(serve_stream(Arc::clone(&server), peer, stream));
+        tokio::spawn(serve_stream(
+            Arc::clone(&server),
+            peer,
+            stream,
+            stopped.clone(),
+        ));
     }
 }

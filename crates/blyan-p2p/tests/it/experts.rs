@@ -196,26 +196,14 @@ async fn every_expert_remote_gives_the_local_run_and_survives_a_holder_stopping(
         (remote_time.as_secs_f64() - local_time.as_secs_f64()) * 1e3 / f64::from(TOKENS),
     );
 
-    // Stop the holder of layers 2–3 that A uses most, mid-generation; its replica takes over.
+    // Stop the holder of layers 2–3 that A tries first (holders are ordered by latency, the
+    // same for every block they share), mid-generation; its replica takes over.
     let c_peer = c.net().handle().local_peer();
-    let d_peer = d.net().handle().local_peer();
-    let calls_to = |peer: &blyan_p2p::PeerId| {
-        client
-            .snapshot()
-            .peers
-            .iter()
-            .find(|view| view.peer == peer.to_string())
-            .map_or(0, |view| view.calls)
-    };
-    assert!(
-        calls_to(&c_peer) + calls_to(&d_peer) > 0,
-        "neither replica was called"
-    );
-    let victim = if calls_to(&c_peer) >= calls_to(&d_peer) {
-        &mut c
-    } else {
-        &mut d
-    };
+    let block = client
+        .current_block(ExpertName::new(2, 0).unwrap())
+        .unwrap();
+    let first = client.holders(block).await.unwrap()[0];
+    let victim = if first == c_peer { &mut c } else { &mut d };
     // The generation pauses after its fourth token until the holder is stopped.
     let generator = remote.clone();
     let (paused, reached) = tokio::sync::oneshot::channel();
@@ -316,4 +304,69 @@ async fn a_block_the_holder_does_not_serve_is_refused_with_a_typed_refusal() {
         "{error}"
     );
     assert_eq!(b.net().experts().snapshot().refused, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_remote_expert_is_replicated_and_served_locally_with_the_same_output() {
+    let b = start(&["*"], Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = model_store(dir.path());
+    let config = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap: vec![b.quic()],
+        sync_interval: Duration::from_secs(3600),
+        experts: ExpertOptions {
+            announce_interval: Duration::from_millis(300),
+            replicate_calls_per_minute: 10,
+            ..ExpertOptions::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let net = Network::start(config, &AuthorKey::generate(), Arc::clone(&chain))
+        .await
+        .unwrap();
+    let a = ExpertNode {
+        _dir: dir,
+        chain,
+        net: Some(net),
+    };
+    wait_for_holders(&a, 0..4, 1).await;
+
+    let (expected, _) = generate(&a.generator()).await;
+    let remote = a.generator();
+    let client = Arc::clone(a.net().experts());
+    remote.set_remote_experts(Some(client.clone())).unwrap();
+    let (first, _) = generate(&remote).await;
+    assert_eq!(first, expected);
+    let replicated = client.snapshot().replicated;
+    assert!(!replicated.is_empty(), "no expert was replicated");
+    // Replicated experts are computed locally from now on, and announced.
+    let (second, _) = generate(&remote).await;
+    assert_eq!(second, expected);
+    // (More may have passed the threshold during the second run.)
+    let replicated = client.snapshot().replicated;
+    let resident: Vec<String> = remote
+        .with_model(|model| model.expert_cache().resident())
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        resident.iter().all(|expert| replicated.contains(expert)),
+        "{resident:?} loaded locally, {replicated:?} replicated"
+    );
+    eventually("the replicated experts are served", || {
+        let client = Arc::clone(&client);
+        let replicated = replicated.clone();
+        async move {
+            let serving: Vec<String> = client
+                .snapshot()
+                .serving
+                .into_iter()
+                .map(|served| served.expert)
+                .collect();
+            replicated.iter().all(|expert| serving.contains(expert))
+        }
+    })
+    .await;
 }
