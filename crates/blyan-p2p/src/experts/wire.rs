@@ -368,6 +368,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_request_and_output_round_trip(
+            id: u64,
+            block: [u8; 32],
+            layer in 0u32..64,
+            index in 0u32..64,
+            rows in 1u32..8,
+            hidden in 1u32..8,
+            seed: u8,
+        ) {
+            let request = CallRequest {
+                id,
+                block: BlockHash(block),
+                expert: ExpertName::new(layer, index).unwrap(),
+                rows,
+                hidden,
+            };
+            let data: Vec<u8> = (0..request.data_bytes()).map(|i| (i as u8).wrapping_add(seed)).collect();
+            let mut frame = request.head();
+            frame.extend_from_slice(&data);
+            let (decoded, got) = decode_request(body(&frame)).unwrap();
+            proptest::prop_assert_eq!(&decoded, &request);
+            proptest::prop_assert_eq!(got, data.as_slice());
+            let frame = output_frame(id, rows, hidden, &data);
+            proptest::prop_assert_eq!(
+                decode_answer(body(&frame)).unwrap(),
+                (id, Answer::Output { rows, hidden, data: data.clone() })
+            );
+        }
+    }
+
     #[test]
     fn a_frame_past_the_limit_is_refused_before_it_is_read() {
         let mut bytes = (EXPERT_FRAME_BYTES_MAX + 1).to_le_bytes().to_vec();
