@@ -157,6 +157,24 @@ pub(crate) async fn p2p_peers(
     Ok(axum::Json(state.node().network_peers().await?))
 }
 
+/// Remote experts: what this node serves, the holders of the experts it calls, per-peer
+/// latency and failures, failovers and hedges (`blyan_p2p::ExpertsSnapshot`). 404 `not_found`
+/// when the node runs no network.
+#[utoipa::path(get, path = "/p2p/experts", tag = "network",
+    responses((status = 200, description = "blyan_p2p::ExpertsSnapshot as JSON"), (status = 404, description = "not_found")))]
+pub(crate) async fn p2p_experts(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let snapshot = state.node().network_experts().ok_or(Error::NotFound {
+        path: "/p2p/experts (the node runs no network)".to_owned(),
+    })?;
+    serde_json::to_value(snapshot)
+        .map(axum::Json)
+        .map_err(|error| Error::Internal {
+            reason: error.to_string(),
+        })
+}
+
 /// One claim, and the served model a validator evaluates it against (what
 /// `blyan-validator run` reads).
 #[utoipa::path(get, path = "/pol/claims/{hash}", tag = "experts",

@@ -70,6 +70,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::pol_claim,
         crate::node_routes::learning,
         crate::node_routes::p2p_peers,
+        crate::node_routes::p2p_experts,
         crate::node_routes::balance,
         crate::node_routes::history,
     ),

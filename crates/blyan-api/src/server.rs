@@ -149,6 +149,7 @@ pub fn api_routes() -> ApiRoutes {
         .get("/pol/claims/{hash}", node_routes::pol_claim)
         .get("/learning", node_routes::learning)
         .get("/p2p/peers", node_routes::p2p_peers)
+        .get("/p2p/experts", node_routes::p2p_experts)
         .get("/wallet/balance", node_routes::balance)
         .get("/wallet/history", node_routes::history)
 }

@@ -271,6 +271,33 @@ impl WeightSource for ChainSource {
     }
 }
 
+/// The weights of expert `id` in block `block` exactly (not its current version), checked as
+/// every chain read is, converted to float32 on the CPU as the expert cache converts them: what
+/// a node serving the expert to peers computes with. A block the store lacks, or one that is
+/// not `id`'s, is [`MoeError::MissingExpert`].
+pub fn expert_from_block(
+    store: &ChainStore,
+    block: BlockHash,
+    id: ExpertName,
+) -> Result<ExpertWeights> {
+    let missing = || MoeError::MissingExpert { expert: id };
+    let (header, tensors) = read_tensor_block(store, block)?.ok_or_else(missing)?;
+    if header.meta.expert != Some(id) {
+        return Err(missing());
+    }
+    let matrix = |matrix| -> Result<Tensor> {
+        Ok(
+            ChainSource::view(&tensors, &expert_tensor_name(id, matrix))?
+                .f_to_kind(tch::Kind::Float)?,
+        )
+    };
+    Ok(ExpertWeights {
+        w1: matrix(ExpertMatrix::W1)?,
+        w2: matrix(ExpertMatrix::W2)?,
+        w3: matrix(ExpertMatrix::W3)?,
+    })
+}
+
 /// `load` applied to the served models of `store`, newest first, until one succeeds: the
 /// failures before are logged; if every model fails, the newest one's error; without a served
 /// model, [`MoeError::NoModelOnChain`]. A store failure ends the walk with its error.

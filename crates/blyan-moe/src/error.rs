@@ -198,6 +198,26 @@ pub enum MoeError {
         expert: ExpertName,
     },
 
+    /// A remote expert ([`crate::RemoteExperts`]) could not be computed: no holder answered.
+    #[error("remote expert {expert}: {reason}")]
+    RemoteExpert {
+        /// The expert.
+        expert: ExpertName,
+        /// Why (each holder's failure).
+        reason: String,
+    },
+
+    /// A remote expert's answer has the wrong shape.
+    #[error("remote expert {expert} answered shape {got:?}, expected {expected:?}")]
+    RemoteShape {
+        /// The expert.
+        expert: ExpertName,
+        /// The shape answered.
+        got: Vec<i64>,
+        /// The shape of its input.
+        expected: Vec<i64>,
+    },
+
     /// The tokenizer could not be built, or could not encode or decode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

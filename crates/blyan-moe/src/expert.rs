@@ -61,8 +61,9 @@ impl ExpertWeights {
         }
     }
 
-    /// Applies the expert to `xs` (`[tokens, hidden]`).
-    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Applies the expert to `xs` (`[tokens, hidden]`): the model's own computation, which a
+    /// node serving the expert to peers runs too.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // current_hidden_states = self.act_fn(gate) * up
         let gate = xs.f_linear::<Tensor>(&self.w1, None)?.f_silu()?;
         let up = xs.f_linear::<Tensor>(&self.w3, None)?;

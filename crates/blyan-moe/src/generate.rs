@@ -371,6 +371,12 @@ impl Generator {
         self.with_model(|model| model.expert_cache_mut().forget(expert))
     }
 
+    /// Sets the hook computing remote experts ([`Model::set_remote_experts`]); waits for the
+    /// model between two forward passes.
+    pub fn set_remote_experts(&self, remote: Option<Arc<dyn crate::RemoteExperts>>) -> Result<()> {
+        self.with_model(|model| model.set_remote_experts(remote))
+    }
+
     /// Runs `f` with the model locked: to change the cache budget, clear it, or score text.
     pub fn with_model<T>(&self, f: impl FnOnce(&mut Model) -> T) -> Result<T> {
         let mut model = self.engine.model()?;

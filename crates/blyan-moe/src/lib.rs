@@ -17,6 +17,9 @@
 //!   applied in ascending order. The same prompt, seed and weights give the same tokens.
 //! - Experts are loaded on demand through an [`ExpertCache`] with a byte budget; an expert the
 //!   weights lack is [`MoeError::MissingExpert`] naming it, never a silent zero.
+//! - Experts claimed by a [`RemoteExperts`] hook are computed through it (one call per layer)
+//!   and never loaded; their outputs are mixed exactly as local ones, so a faithful hook changes
+//!   no bit of the logits. Without a hook every expert is local.
 //! - Concurrent streams' decoding steps are batched ([`Model::forward_batch`]); a lone step runs
 //!   the unbatched [`Model::forward`], a batched one agrees with it within float rounding, and a
 //!   failed batch changes no request's state.
@@ -43,7 +46,8 @@
 //! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
 //! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`,
-//! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model).
+//! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model),
+//! `remote` (the hook for experts computed elsewhere).
 //!
 //! # Example
 //! ```
@@ -81,6 +85,7 @@ mod generate;
 mod model;
 mod model_doc;
 mod publish;
+mod remote;
 mod rng;
 mod shipped;
 mod tokenizer;
@@ -91,7 +96,7 @@ pub use batch::{DECODE_BATCH_MAX, DecodeStats};
 pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
-pub use chain_source::{ChainSource, export_from_chain};
+pub use chain_source::{ChainSource, expert_from_block, export_from_chain};
 pub use chat_template::{ChatRole, ChatTurn, format_chat_prompt};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointExportSummary, CheckpointFiles,
@@ -120,6 +125,7 @@ pub use publish::{
     DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
     SeedModel, SeedWritten, ensure_model, publish_model, publish_seed_model,
 };
+pub use remote::{ExpertCall, RemoteExperts};
 pub use shipped::{
     CastWeights, PINNED_BLOCKS_FILE, PINNED_TIMESTAMP_MS, PinnedModel, SHIPPED_MODEL_DIR,
     SHIPPED_SEGMENT_EXTENSION, ShippedFiles, build_pinned_model, import_shipped_model,

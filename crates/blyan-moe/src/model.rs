@@ -4,6 +4,7 @@
 //! Each step mirrors a line of transformers' `modeling_mixtral.py` (quoted where it matters) and
 //! uses the same kernels in the same order, so our logits match the reference's in float32.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
@@ -12,6 +13,7 @@ use crate::cache::ExpertCache;
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::{ExpertName, expert_name};
+use crate::remote::{ExpertCall, RemoteExperts};
 use crate::weights::{WeightSource, shape_of};
 
 /// How a [`Model`] is placed and how much memory its experts may take.
@@ -338,7 +340,13 @@ impl DecoderLayer {
     /// The choice of experts is made on the CPU (deterministic, see [`route`]); their weights
     /// are computed as tensors from the router's probabilities, so a backward pass reaches the
     /// router as in transformers.
-    fn moe(&self, xs: &Tensor, experts: &mut ExpertCache, top_k: usize) -> Result<MoeOutput> {
+    fn moe(
+        &self,
+        xs: &Tensor,
+        experts: &mut ExpertCache,
+        remote: Option<&dyn RemoteExperts>,
+        top_k: usize,
+    ) -> Result<MoeOutput> {
         let size = xs.size();
         let hidden = size[2];
         let flat = xs.f_reshape([-1, hidden])?;
@@ -366,30 +374,99 @@ impl DecoderLayer {
         let chosen = probabilities.f_mul(&chosen)?;
         let renormalised = chosen.f_div(&chosen.f_sum_dim_intlist(-1, true, Kind::Float)?)?;
         let mut output = flat.f_zeros_like()?;
+        let rows_tensors = routing
+            .rows
+            .iter()
+            .map(|rows| Ok(Tensor::f_from_slice(rows)?.f_to_device(device)?))
+            .collect::<Result<Vec<_>>>()?;
+        // Every remote expert's rows first, in one call for the layer; then every expert mixed
+        // in ascending order, local or remote alike, so the sum is the local run's.
+        let mut remote_outputs = self.call_remote(remote, &flat, &routing, &rows_tensors)?;
         // for expert_idx in expert_hit: ... final_hidden_states.index_add_(0, token_idx, ...)
         for (expert, rows) in routing.rows.iter().enumerate() {
             if rows.is_empty() {
                 continue;
             }
-            let id = expert_name(self.index, expert as u32);
-            let weights = experts.get(id)?;
-            let rows_tensor = Tensor::f_from_slice(rows)?.f_to_device(device)?;
-            let selected = flat.f_index_select(0, &rows_tensor)?;
+            let rows_tensor = &rows_tensors[expert];
+            let output_rows = match remote_outputs.remove(&expert) {
+                Some(computed) => computed,
+                None => {
+                    let weights = experts.get(expert_name(self.index, expert as u32))?;
+                    weights.forward(&flat.f_index_select(0, rows_tensor)?)?
+                }
+            };
             let scale = renormalised
-                .f_index_select(0, &rows_tensor)?
+                .f_index_select(0, rows_tensor)?
                 .f_select(1, expert as i64)?
                 .f_unsqueeze(1)?
                 .f_to_kind(flat.kind())?;
             // current_hidden_states = current_hidden_states * top_k_weights[token_idx, top_k_pos, None]
-            let contribution = weights.forward(&selected)?.f_mul(&scale)?;
+            let contribution = output_rows.f_mul(&scale)?;
             // In place (autograd records it); the returned handle is `output` itself.
-            let _ = output.f_index_add_(0, &rows_tensor, &contribution)?;
+            let _ = output.f_index_add_(0, rows_tensor, &contribution)?;
         }
         Ok(MoeOutput {
             mixed: output.f_reshape(size.as_slice())?,
             routing,
             probabilities,
         })
+    }
+}
+
+impl DecoderLayer {
+    /// The outputs of the routed experts `remote` computes, by expert index: one
+    /// [`RemoteExperts::call_layer`] for the whole layer, each answer checked against its
+    /// input's shape. Empty without a hook or when no routed expert is remote.
+    fn call_remote(
+        &self,
+        remote: Option<&dyn RemoteExperts>,
+        flat: &Tensor,
+        routing: &Routing,
+        rows_tensors: &[Tensor],
+    ) -> Result<HashMap<usize, Tensor>> {
+        let Some(remote) = remote else {
+            return Ok(HashMap::new());
+        };
+        let mut indices = Vec::new();
+        let mut calls = Vec::new();
+        for (expert, rows) in routing.rows.iter().enumerate() {
+            let id = expert_name(self.index, expert as u32);
+            if rows.is_empty() || !remote.is_remote(id) {
+                continue;
+            }
+            let hidden = flat
+                .f_index_select(0, &rows_tensors[expert])?
+                .f_to_kind(Kind::Float)?
+                .f_contiguous()?;
+            indices.push(expert);
+            calls.push(ExpertCall { expert: id, hidden });
+        }
+        if calls.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let expected: Vec<Vec<i64>> = calls.iter().map(|call| call.hidden.size()).collect();
+        let outputs = remote.call_layer(self.index, calls)?;
+        let mut by_expert = HashMap::with_capacity(indices.len());
+        for (position, expert) in indices.into_iter().enumerate() {
+            let id = expert_name(self.index, expert as u32);
+            let missing = || MoeError::RemoteExpert {
+                expert: id,
+                reason: "the hook returned fewer outputs than calls".into(),
+            };
+            let output = outputs.get(position).ok_or_else(missing)?;
+            if output.size() != expected[position] {
+                return Err(MoeError::RemoteShape {
+                    expert: id,
+                    got: output.size(),
+                    expected: expected[position].clone(),
+                });
+            }
+            by_expert.insert(
+                expert,
+                output.f_to_kind(flat.kind())?.f_to_device(flat.device())?,
+            );
+        }
+        Ok(by_expert)
     }
 }
 
@@ -408,6 +485,7 @@ pub struct Model {
     lm_head: Tensor,
     inv_freq: Tensor,
     experts: ExpertCache,
+    remote: Option<Arc<dyn RemoteExperts>>,
     source_description: String,
 }
 
@@ -528,6 +606,7 @@ impl Model {
             lm_head,
             inv_freq,
             experts,
+            remote: None,
             source_description,
         })
     }
@@ -555,6 +634,19 @@ impl Model {
     /// The expert cache, to change its budget or clear it.
     pub fn expert_cache_mut(&mut self) -> &mut ExpertCache {
         &mut self.experts
+    }
+
+    /// Computes the experts `remote` claims ([`RemoteExperts::is_remote`]) through it instead
+    /// of the expert cache, which then never loads them; `None` computes every expert locally.
+    /// The outputs are mixed as local ones are, so a faithful hook changes no bit of the
+    /// logits. A training pass's gradients do not flow into remote experts.
+    pub fn set_remote_experts(&mut self, remote: Option<Arc<dyn RemoteExperts>>) {
+        self.remote = remote;
+    }
+
+    /// The hook for remote experts, if one is set.
+    pub fn remote_experts(&self) -> Option<&Arc<dyn RemoteExperts>> {
+        self.remote.as_ref()
     }
 
     /// An empty KV cache for a new request.
@@ -598,7 +690,7 @@ impl Model {
                     .forward(&normed, &cos, &sin, mask.as_ref(), layer_cache)?;
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            let moe = layer.moe(&normed, &mut self.experts, self.remote.as_deref(), top_k)?;
             for (expert, rows) in moe.routing.rows.iter().enumerate() {
                 usage.record(layer.index, expert, rows.len());
             }
@@ -662,7 +754,7 @@ impl Model {
                     .forward(&normed, &cos, &sin, mask.as_ref(), &mut no_cache)?;
             let hidden = xs.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            let moe = layer.moe(&normed, &mut self.experts, self.remote.as_deref(), top_k)?;
             for (expert, rows) in moe.routing.rows.iter().enumerate() {
                 usage.record(layer.index, expert, rows.len());
             }
@@ -796,7 +888,7 @@ impl Model {
             new_caches.push(layer_caches);
             let hidden = residual.f_add(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&hidden)?;
-            let moe = layer.moe(&normed, &mut self.experts, top_k)?;
+            let moe = layer.moe(&normed, &mut self.experts, self.remote.as_deref(), top_k)?;
             for (expert, rows) in moe.routing.rows.iter().enumerate() {
                 counts.extend(rows.iter().map(|row| (layer.index, expert, *row as usize)));
             }

@@ -196,6 +196,12 @@ pub struct P2pConfig {
     pub bootstrap: Vec<String>,
     /// How often, in milliseconds, tips are compared with every peer.
     pub sync_interval_ms: u64,
+    /// Patterns of the experts this node computes and serves to its peers.
+    pub serve_experts: Vec<String>,
+    /// Whether experts outside `serve_experts` are computed by peers.
+    pub remote_experts: bool,
+    /// Remote calls per minute of one expert past which it is replicated here (0: never).
+    pub replicate_calls_per_minute: u32,
 }
 
 impl P2pConfig {
@@ -213,10 +219,23 @@ impl P2pConfig {
                 })
                 .collect::<Result<Vec<_>>>()
         };
+        let serve_experts =
+            blyan_p2p::ExpertSelection::parse(&self.serve_experts).map_err(|error| {
+                Error::ConfigInvalid {
+                    path: PathBuf::from(DEFAULTS_ORIGIN),
+                    field: "p2p.serve_experts".to_owned(),
+                    reason: error.to_string(),
+                }
+            })?;
         Ok(blyan_p2p::NetworkConfig {
             listen: parse("p2p.listen", &self.listen)?,
             bootstrap: parse("p2p.bootstrap", &self.bootstrap)?,
             sync_interval: std::time::Duration::from_millis(self.sync_interval_ms),
+            serve_experts,
+            experts: blyan_p2p::ExpertOptions {
+                replicate_calls_per_minute: self.replicate_calls_per_minute,
+                ..blyan_p2p::ExpertOptions::default()
+            },
             ..blyan_p2p::NetworkConfig::default()
         })
     }
@@ -468,6 +487,9 @@ impl NodeConfig {
                     ));
                 }
             }
+        }
+        if let Err(error) = blyan_p2p::ExpertSelection::parse(&p2p.serve_experts) {
+            return Err(invalid("p2p.serve_experts", error.to_string()));
         }
         if p2p.enabled && p2p.listen.is_empty() {
             return Err(invalid(
@@ -849,6 +871,10 @@ mod tests {
         );
         check_rejected("p2p:\n  enabled: true\n  listen: []\n", "p2p.listen");
         check_rejected("p2p:\n  sync_interval_ms: 99\n", "p2p.sync_interval_ms");
+        check_rejected(
+            "p2p:\n  serve_experts: ['layer9-2.*']\n",
+            "p2p.serve_experts",
+        );
         check_rejected(
             "chain:\n  fork_rules:\n    meta: sideways\n",
             "chain.fork_rules.meta",

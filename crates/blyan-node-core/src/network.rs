@@ -63,6 +63,7 @@ impl Service for NetworkService {
         );
         write_addresses(&node, &handle.listen_addresses()).await;
         node.set_network(handle);
+        node.set_expert_client(Arc::clone(network.experts())).await;
         let stopping = shutdown.requested();
         tokio::pin!(stopping);
         loop {
@@ -110,6 +111,20 @@ impl Node {
             stats: counters(network.stats()),
             peers: peers.into_iter().map(peer_view).collect(),
         })
+    }
+}
+
+impl Node {
+    /// Who serves which expert, latencies, failures, failovers and hedges
+    /// (`GET /p2p/experts`); `None` when the node runs no network.
+    pub fn network_experts(&self) -> Option<blyan_p2p::ExpertsSnapshot> {
+        self.expert_client().map(|client| client.snapshot())
+    }
+
+    /// Peers connected now, without waiting on the network task (`None` without a network).
+    pub fn network_peers_now(&self) -> Option<usize> {
+        self.network()
+            .map(|network| network.stats().connected_peers.load(Ordering::Relaxed) as usize)
     }
 }
 

@@ -150,6 +150,9 @@ pub struct Node {
     pol: Option<Arc<PolContext>>,
     /// The network, once [`crate::NetworkService`] has started it.
     network: std::sync::OnceLock<blyan_p2p::NetworkHandle>,
+    /// The network's expert client, when `p2p.remote_experts` has peers compute the experts
+    /// this node does not serve; every model the node loads gets it.
+    remote_experts: std::sync::OnceLock<Arc<blyan_p2p::ExpertClient>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -179,7 +182,43 @@ impl Node {
             expert_uses: Mutex::new(Vec::new()),
             pol: None,
             network: std::sync::OnceLock::new(),
+            remote_experts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The network's expert client (`GET /p2p/experts`), when the node runs a network.
+    pub fn expert_client(&self) -> Option<&Arc<blyan_p2p::ExpertClient>> {
+        self.remote_experts.get()
+    }
+
+    /// Records the network's expert client; with `p2p.remote_experts` the served model (and
+    /// every model loaded later) computes the experts this node does not serve on peers.
+    pub(crate) async fn set_expert_client(&self, client: Arc<blyan_p2p::ExpertClient>) {
+        if self.remote_experts.set(client).is_err() || !self.config.p2p.remote_experts {
+            return;
+        }
+        if let Some(generator) = self.generator() {
+            let hook = self.remote_hook();
+            match blocking("installing remote experts", move || {
+                generator.set_remote_experts(hook)
+            })
+            .await
+            {
+                Ok(Ok(())) => tracing::info!("experts this node does not serve run on peers"),
+                Ok(Err(error)) => tracing::error!(%error, "cannot install remote experts"),
+                Err(error) => tracing::error!(%error, "installing remote experts failed"),
+            }
+        }
+    }
+
+    /// The remote-experts hook a model gets: the network's client with `p2p.remote_experts`.
+    fn remote_hook(&self) -> Option<Arc<dyn blyan_moe::RemoteExperts>> {
+        if !self.config.p2p.remote_experts {
+            return None;
+        }
+        self.remote_experts
+            .get()
+            .map(|client| Arc::clone(client) as Arc<dyn blyan_moe::RemoteExperts>)
     }
 
     /// The network, when the node runs one ([`crate::NetworkService`]).
@@ -252,8 +291,13 @@ impl Node {
             expert_bytes_max: self.config.cache.expert_bytes_max,
             ..ModelOptions::default()
         };
+        let hook = self.remote_hook();
         let loaded = blocking("loading the model", move || {
-            Generator::from_chain(chain, options)
+            let generator = Generator::from_chain(chain, options)?;
+            if hook.is_some() {
+                generator.set_remote_experts(hook)?;
+            }
+            Ok::<_, MoeError>(generator)
         })
         .await?;
         match loaded {

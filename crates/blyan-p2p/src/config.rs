@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::experts::{ExpertOptions, ExpertSelection};
+
 /// Default listen addresses: QUIC and TCP on every interface, port 4801.
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/udp/4801/quic-v1", "/ip4/0.0.0.0/tcp/4801"];
 
@@ -24,6 +26,11 @@ pub struct NetworkConfig {
     /// How long a peer that misbehaved (bad payload bytes, invalid headers, another network)
     /// is avoided first; doubles with each offence.
     pub ban: Duration,
+    /// The experts this node computes and serves to its peers (`p2p.serve_experts`, parsed by
+    /// [`ExpertSelection::parse`]); empty serves none.
+    pub serve_experts: ExpertSelection,
+    /// How experts are announced, called and replicated.
+    pub experts: ExpertOptions,
 }
 
 impl Default for NetworkConfig {
@@ -38,6 +45,8 @@ impl Default for NetworkConfig {
             request_timeout: Duration::from_secs(30),
             announce_interval: Duration::from_millis(200),
             ban: Duration::from_secs(15),
+            serve_experts: ExpertSelection::none(),
+            experts: ExpertOptions::default(),
         }
     }
 }

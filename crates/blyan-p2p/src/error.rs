@@ -58,6 +58,22 @@ pub enum NetworkError {
         /// Why (the last failure of each holder tried).
         reason: String,
     },
+    /// A remote expert's holder refused a call.
+    #[error("peer {peer} refused the expert call: {refusal}")]
+    ExpertRefused {
+        /// The holder.
+        peer: PeerId,
+        /// Why.
+        refusal: Box<crate::experts::ExpertRefusal>,
+    },
+    /// A remote expert could not be computed by any holder.
+    #[error("remote expert {expert}: {reason}")]
+    ExpertUnavailable {
+        /// The expert.
+        expert: blyan_chain::ExpertName,
+        /// Why (each holder's failure).
+        reason: String,
+    },
     /// The chain store failed (not a refused block: the store itself).
     #[error("chain store: {0}")]
     Chain(#[from] blyan_chain::Error),

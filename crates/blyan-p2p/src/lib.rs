@@ -17,6 +17,10 @@
 //!   included). Each block appended this way is reported ([`Network::next_appended`]) so the
 //!   node can react as to `POST /blocks`.
 //! - **Payloads**: fetched from the peers that hold them.
+//! - **Remote experts** ([`experts`]): a node serves the experts of `serve_experts`, announced
+//!   as Kademlia provider records of their block hashes, over one long-lived stream per peer;
+//!   its [`ExpertClient`] (a `blyan_moe::RemoteExperts`) computes the other experts on their
+//!   holders, with deadlines, hedging, failover and replication of hot experts.
 //!
 //! Start reading at [`Network`] and [`NetworkHandle`].
 //!
@@ -24,8 +28,13 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+// A dependency only so its build script's `DEP_TCH_LIBTORCH_LIB` reaches ours, which embeds
+// libtorch's directory as an rpath (build/torch_rpath.rs).
+use torch_sys as _;
+
 mod config;
 mod error;
+pub mod experts;
 mod identity;
 mod network;
 mod payload;
@@ -37,6 +46,7 @@ pub mod transfer;
 
 pub use config::{DEFAULT_LISTEN, NetworkConfig};
 pub use error::{GenesisMismatch, NetworkError, Result};
+pub use experts::{ExpertClient, ExpertOptions, ExpertSelection, ExpertsSnapshot};
 pub use identity::{address_of_public, keypair_of, peer_address};
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::{

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::NetworkConfig;
 use crate::error::{NetworkError, Result};
+use crate::experts::ExpertClient;
 use crate::identity::keypair_of;
 use crate::peers::{Offence, PeerInfo, PeerTable};
 use crate::protocol::{
@@ -34,6 +35,8 @@ use crate::sync::{Appended, Syncer, Trigger};
 
 /// Largest gossip message: a header (libp2p's default cap is 64 KiB; headers are ≤ 2 KiB).
 pub const GOSSIP_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Batches of providers queued for one lookup at most (more are dropped).
+const PROVIDER_BATCHES_QUEUED_MAX: usize = 64;
 /// Commands queued to the swarm task at most.
 const COMMANDS_QUEUED_MAX: usize = 1024;
 /// Sync triggers queued at most; more are dropped (the periodic sync catches up).
@@ -55,6 +58,8 @@ struct Behaviour {
     sync: request_response::Behaviour<BincodeCodec<SyncRequest, SyncResponse>>,
     payload: request_response::Behaviour<PayloadCodec>,
     ping: ping::Behaviour,
+    // Remote experts: one long-lived stream per peer (`crate::experts`).
+    experts: libp2p_stream::Behaviour,
 }
 
 /// The gossip topics of one network, named after its meta-chain genesis block so that two
@@ -85,6 +90,8 @@ impl Topics {
 /// Counters since the network started, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct NetworkStats {
+    /// Peers connected now.
+    pub connected_peers: AtomicU64,
     /// Bytes received in sync and payload responses.
     pub bytes_in: AtomicU64,
     /// Bytes sent in answers to peers' requests.
@@ -143,6 +150,12 @@ enum Command {
         peer: PeerId,
         offence: Offence,
         reason: String,
+    },
+    // Remote experts: announce a served expert block, find its holders.
+    StartProviding(BlockHash),
+    GetProviders {
+        block: BlockHash,
+        found: mpsc::Sender<Vec<PeerId>>,
     },
 }
 
@@ -234,6 +247,40 @@ impl NetworkHandle {
         answer.await.map_err(|_| NetworkError::Stopped)?
     }
 
+    /// Announces that this node serves expert block `block` (a Kademlia provider record).
+    pub async fn start_providing(&self, block: BlockHash) -> Result<()> {
+        self.send(Command::StartProviding(block)).await
+    }
+
+    /// The peers announcing expert block `block` (a Kademlia provider lookup): those found
+    /// until the lookup ends, or until `grace` after the first were found (a lookup waits for
+    /// every peer it asked, a dead one included; the first answers carry the holders).
+    pub async fn get_providers(&self, block: BlockHash, grace: Duration) -> Result<Vec<PeerId>> {
+        let (found, mut answers) = mpsc::channel(PROVIDER_BATCHES_QUEUED_MAX);
+        self.send(Command::GetProviders { block, found }).await?;
+        let mut providers: Vec<PeerId> = Vec::new();
+        let mut until: Option<tokio::time::Instant> = None;
+        loop {
+            let batch = match until {
+                Some(until) => match tokio::time::timeout_at(until, answers.recv()).await {
+                    Ok(batch) => batch,
+                    Err(_) => break,
+                },
+                None => answers.recv().await,
+            };
+            let Some(batch) = batch else { break };
+            for peer in batch {
+                if !providers.contains(&peer) {
+                    providers.push(peer);
+                }
+            }
+            if until.is_none() && !providers.is_empty() {
+                until = Some(tokio::time::Instant::now() + grace);
+            }
+        }
+        Ok(providers)
+    }
+
     /// Records that `peer` misbehaved: it is banned (disconnected, refused) for a while.
     pub async fn penalize(&self, peer: PeerId, offence: Offence, reason: String) {
         let _ = self
@@ -249,6 +296,8 @@ impl NetworkHandle {
 /// A running network: the swarm task and the syncer, until [`Network::stop`].
 pub struct Network {
     handle: NetworkHandle,
+    experts: Arc<ExpertClient>,
+    expert_tasks: Vec<JoinHandle<()>>,
     appended: mpsc::Receiver<Appended>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -360,7 +409,18 @@ impl Network {
             listening: listening_tx,
             server,
             stats: Arc::clone(&stats),
+            pending_providers: HashMap::new(),
         };
+        // Remote experts: serve, announce, and call through one stream per peer.
+        let control = swarm_task.swarm.behaviour().experts.new_control();
+        let (experts, expert_tasks) = crate::experts::start(
+            handle.clone(),
+            control,
+            Arc::clone(&chain),
+            config.serve_experts.clone(),
+            config.experts.clone(),
+            stopped.clone(),
+        )?;
         let syncer = Syncer::new(handle.clone(), Arc::clone(&chain), appended_tx);
         let tasks = vec![
             tokio::spawn(swarm_task.run(command_rx, stopped.clone())),
@@ -368,6 +428,8 @@ impl Network {
         ];
         Ok(Self {
             handle,
+            experts,
+            expert_tasks,
             appended,
             stop,
             tasks,
@@ -379,6 +441,13 @@ impl Network {
         &self.handle
     }
 
+    /// The client of remote experts: install it on the model
+    /// (`Generator::set_remote_experts(Some(client))`) to compute the experts this node does
+    /// not serve on the peers that do; its [`ExpertClient::snapshot`] is `GET /p2p/experts`.
+    pub fn experts(&self) -> &Arc<ExpertClient> {
+        &self.experts
+    }
+
     /// The next block appended from a peer (for the node to react: a new model, a new expert
     /// version). `None` once the network has stopped.
     pub async fn next_appended(&mut self) -> Option<Appended> {
@@ -388,6 +457,9 @@ impl Network {
     /// Stops the swarm and the syncer and waits for them.
     pub async fn stop(self) {
         self.stop.send_replace(true);
+        for task in &self.expert_tasks {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -462,6 +534,7 @@ fn build_behaviour(
         sync,
         payload,
         ping: ping::Behaviour::new(ping::Config::new()),
+        experts: libp2p_stream::Behaviour::new(),
     })
 }
 
@@ -480,6 +553,8 @@ struct SwarmTask {
     listening: watch::Sender<Vec<Multiaddr>>,
     server: Server,
     stats: Arc<NetworkStats>,
+    // Remote experts: provider lookups in flight, with the holders found so far.
+    pending_providers: HashMap<kad::QueryId, mpsc::Sender<Vec<PeerId>>>,
 }
 
 impl SwarmTask {
@@ -645,6 +720,35 @@ impl SwarmTask {
                 offence,
                 reason,
             } => self.penalize(peer, offence, &reason),
+            Command::StartProviding(block) => {
+                let key = kad::RecordKey::new(&block.0);
+                if let Err(error) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(%block, %error, "cannot announce an expert block");
+                }
+            }
+            Command::GetProviders { block, found } => {
+                let key = kad::RecordKey::new(&block.0);
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_providers.insert(id, found);
+            }
+        }
+    }
+
+    /// Remote experts: hands the holders a provider lookup finds to its caller as they come;
+    /// the lookup's end closes the channel.
+    fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::GetProvidersResult,
+        step: &kad::ProgressStep,
+    ) {
+        if let (Some(found), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+            (self.pending_providers.get(&id), result)
+        {
+            let _ = found.try_send(providers.into_iter().collect());
+        }
+        if step.last {
+            self.pending_providers.remove(&id);
         }
     }
 
@@ -700,6 +804,9 @@ impl SwarmTask {
                         .add_address(&peer_id, address.clone());
                 }
                 self.peers.connected(peer_id, address);
+                self.stats
+                    .connected_peers
+                    .store(self.peers.connected_peers().len() as u64, Ordering::Relaxed);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, "peer connected");
                     let _ = self.triggers.try_send(Trigger::Peer(peer_id));
@@ -712,6 +819,9 @@ impl SwarmTask {
             } => {
                 tracing::info!(peer = %peer_id, "peer disconnected");
                 self.peers.disconnected(peer_id);
+                self.stats
+                    .connected_peers
+                    .store(self.peers.connected_peers().len() as u64, Ordering::Relaxed);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
@@ -748,6 +858,12 @@ impl SwarmTask {
                     let _ = self.swarm.dial(peer);
                 }
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.on_providers(id, result, &step),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),

@@ -8,5 +8,6 @@ mod checkpoint;
 mod fixture;
 mod generation;
 mod parity;
+mod remote;
 mod shipped;
 mod train;

@@ -154,3 +154,67 @@ async fn nodes_joining_through_one_sync_its_chain_and_generate_the_same_tokens()
     assert!(peers.stats.blocks_synced >= 2, "{:?}", peers.stats);
     assert!(peers.peers.iter().any(|peer| peer.connected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_serving_no_experts_generates_with_its_peers_experts_the_same_tokens() {
+    // B computes every expert; A computes none and calls B for each layer.
+    let b = node_with(
+        |config| {
+            network_config(config, Vec::new());
+            config.p2p.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
+        },
+        true,
+    )
+    .await;
+    let _b_network = join(&b.node).await;
+    let quic = b
+        .node
+        .network()
+        .unwrap()
+        .listen_addresses()
+        .iter()
+        .map(ToString::to_string)
+        .find(|address| address.contains("quic-v1"))
+        .unwrap();
+    let a = node_with(
+        |config| {
+            network_config(config, vec![quic.clone()]);
+            config.p2p.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
+            config.p2p.serve_experts = Vec::new();
+            config.p2p.remote_experts = true;
+        },
+        true,
+    )
+    .await;
+    let _a_network = join(&a.node).await;
+    wait_for("A connects to B", || {
+        a.node
+            .network_peers_now()
+            .is_some_and(|connected| connected > 0)
+    })
+    .await;
+    let prompt = "Experts of the chain";
+    let local = greedy(&b.node, prompt).await;
+    // Provider records take a moment to spread: retry until A's calls find B.
+    let start = Instant::now();
+    let remote = loop {
+        let generator = a.node.generator().unwrap();
+        let attempt = tokio::task::spawn_blocking(move || {
+            generator.generate(prompt, SamplingParams::greedy(24), CancelToken::new())
+        })
+        .await
+        .unwrap();
+        match attempt {
+            Ok(generation) => break generation.token_ids,
+            Err(error) => {
+                assert!(start.elapsed() < Duration::from_secs(90), "{error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(remote, local, "every expert computed on B, the same tokens");
+    let snapshot = a.node.network_experts().unwrap();
+    assert!(snapshot.calls > 0, "A called B: {snapshot:?}");
+    assert!(snapshot.serving.is_empty(), "A serves nothing");
+    assert!(!b.node.network_experts().unwrap().serving.is_empty());
+}

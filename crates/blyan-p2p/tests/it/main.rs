@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_peers;
+mod experts;
 mod support;
 mod sync;
