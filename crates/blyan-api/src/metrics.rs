@@ -67,6 +67,11 @@ pub(crate) struct Metrics {
     pub p2p_peers_connected: IntGauge,
     /// The network's counters since it started, by `counter` (bytes_in, blocks_synced, …).
     pub p2p_totals: IntGaugeVec,
+    /// Remote experts since the network started, by `counter` (layer_calls, calls, failures,
+    /// failovers, hedges, refused, served_experts, replicated).
+    pub p2p_expert_totals: IntGaugeVec,
+    /// Seconds spent in answered remote expert calls, in total.
+    pub p2p_expert_call_seconds: Gauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -180,6 +185,19 @@ impl Metrics {
             &["counter"],
         )
         .expect("valid metric");
+        let p2p_expert_totals = IntGaugeVec::new(
+            Opts::new(
+                "p2p_expert_totals",
+                "Remote experts since the network started: layer calls, expert calls answered, failures, failovers, hedged requests, calls refused, experts served, experts replicated",
+            ),
+            &["counter"],
+        )
+        .expect("valid metric");
+        let p2p_expert_call_seconds = Gauge::new(
+            "p2p_expert_call_seconds",
+            "Seconds spent in answered remote expert calls, in total",
+        )
+        .expect("valid metric");
         Self {
             requests: register(&registry, requests),
             request_seconds: register(&registry, request_seconds),
@@ -200,6 +218,8 @@ impl Metrics {
             learning_candidates: register(&registry, learning_candidates),
             p2p_peers_connected: register(&registry, p2p_peers_connected),
             p2p_totals: register(&registry, p2p_totals),
+            p2p_expert_totals: register(&registry, p2p_expert_totals),
+            p2p_expert_call_seconds: register(&registry, p2p_expert_call_seconds),
             registry,
         }
     }
@@ -261,6 +281,27 @@ impl Metrics {
         ] {
             self.p2p_totals.with_label_values(&[name]).set(clamp(value));
         }
+    }
+
+    /// Records the remote experts' counters.
+    pub(crate) fn set_experts(&self, experts: &blyan_node_core::ExpertsSnapshot) {
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        for (name, value) in [
+            ("layer_calls", experts.layer_calls),
+            ("calls", experts.calls),
+            ("failures", experts.failures),
+            ("failovers", experts.failovers),
+            ("hedges", experts.hedges),
+            ("refused", experts.refused),
+            ("served_experts", experts.serving.len() as u64),
+            ("replicated", experts.replicated.len() as u64),
+        ] {
+            self.p2p_expert_totals
+                .with_label_values(&[name])
+                .set(clamp(value));
+        }
+        self.p2p_expert_call_seconds
+            .set(experts.latency_seconds_total);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -344,6 +385,9 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             connected,
             &blyan_node_core::network_counters(network.stats()),
         );
+    }
+    if let Some(experts) = state.node().network_experts() {
+        state.metrics.set_experts(&experts);
     }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(

@@ -75,6 +75,7 @@ mod pol;
 mod pol_status;
 mod service;
 
+pub use blyan_p2p::ExpertsSnapshot;
 pub use chat::{
     CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_DELTAS_DEPTH,
     CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX, ChatEvent, ChatObserver, ChatPlan, ChatRun,

@@ -92,6 +92,18 @@ async fn peers_show_each_other_with_their_chain_addresses_and_the_metrics_count_
         metrics.contains("p2p_totals{counter=\"bytes_in\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("p2p_expert_totals{counter=\"failovers\"} 0"),
+        "{metrics}"
+    );
+    // The experts view: this node, what it serves (nothing of a chain without a model), its calls.
+    let (status, experts) = b.get("/p2p/experts", None).await;
+    assert_eq!(status, 200, "{experts}");
+    assert_eq!(
+        experts["local_peer"],
+        b.state.network().unwrap().local_peer().to_string()
+    );
+    assert_eq!(experts["failovers"], 0);
 }
 
 #[tokio::test]
@@ -102,4 +114,6 @@ async fn a_node_without_a_network_says_so() {
     assert_eq!(peers["enabled"], false);
     assert_eq!(peers["peers"], Value::Array(Vec::new()));
     assert!(node.metrics().await.contains("p2p_peers_connected 0"));
+    let (status, body) = node.get("/p2p/experts", None).await;
+    assert_eq!(status, 404, "{body}");
 }
