@@ -234,6 +234,9 @@ pub enum Error {
     /// This node was started without a chain store.
     #[error("no chain store is open on this node")]
     ChainUnavailable,
+    /// This node runs no network (`p2p.enabled` is off).
+    #[error("this node runs no network: start it with --p2p-listen or --peer")]
+    NetworkUnavailable,
     /// The chain store failed (an I/O or database error, not the request's fault).
     #[error("the chain store failed")]
     ChainFailed,
@@ -327,6 +330,7 @@ impl Error {
             Self::ModelUnavailable => "model_unavailable",
             Self::LedgerUnavailable { .. } => "ledger_unavailable",
             Self::ChainUnavailable => "chain_unavailable",
+            Self::NetworkUnavailable => "network_unavailable",
             Self::Generation { .. } => "generation_failed",
             Self::ChainFailed => "chain_failed",
             Self::BlockNotFound { .. } => "block_not_found",
@@ -353,9 +357,10 @@ impl Error {
             Self::InsufficientBalance { .. }
             | Self::PaymentRefused { .. }
             | Self::BondUnpaid { .. } => StatusCode::PAYMENT_REQUIRED,
-            Self::ModelUnavailable | Self::LedgerUnavailable { .. } | Self::ChainUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ModelUnavailable
+            | Self::LedgerUnavailable { .. }
+            | Self::ChainUnavailable
+            | Self::NetworkUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Generation { .. } | Self::ChainFailed | Self::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -417,6 +422,7 @@ impl Error {
                     | Self::ModelUnavailable
                     | Self::LedgerUnavailable { .. }
                     | Self::ChainUnavailable
+                    | Self::NetworkUnavailable
                     | Self::Generation { .. }
             ) {
             "internal error".to_owned()

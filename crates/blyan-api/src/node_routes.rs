@@ -158,16 +158,17 @@ pub(crate) async fn p2p_peers(
 }
 
 /// Remote experts: what this node serves, the holders of the experts it calls, per-peer
-/// latency and failures, failovers and hedges (`blyan_p2p::ExpertsSnapshot`). 404 `not_found`
-/// when the node runs no network.
+/// latency and failures, failovers and hedges (`blyan_p2p::ExpertsSnapshot`). 503
+/// `network_unavailable` when the node runs no network.
 #[utoipa::path(get, path = "/p2p/experts", tag = "network",
-    responses((status = 200, description = "blyan_p2p::ExpertsSnapshot as JSON"), (status = 404, description = "not_found")))]
+    responses((status = 200, description = "blyan_p2p::ExpertsSnapshot as JSON"), (status = 503, description = "network_unavailable")))]
 pub(crate) async fn p2p_experts(
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<serde_json::Value>> {
-    let snapshot = state.node().network_experts().ok_or(Error::NotFound {
-        path: "/p2p/experts (the node runs no network)".to_owned(),
-    })?;
+    let snapshot = state
+        .node()
+        .network_experts()
+        .ok_or(Error::NetworkUnavailable)?;
     serde_json::to_value(snapshot)
         .map(axum::Json)
         .map_err(|error| Error::Internal {

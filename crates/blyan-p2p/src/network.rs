@@ -928,27 +928,21 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                if self.peers.is_banned(&peer) {
-                    return;
-                }
                 let server = self.server.clone();
-                let commands = self.commands.clone();
-                tokio::spawn(async move {
-                    let answered =
-                        tokio::task::spawn_blocking(move || server.answer_sync(request)).await;
-                    let response = answered.unwrap_or_else(|error| {
-                        SyncResponse::Refused(format!("the answer failed: {error}"))
-                    });
-                    let bytes = crate::sync::response_bytes(&response);
-                    let _ = commands
-                        .send(Command::RespondSync {
+                self.answer_off_thread(
+                    peer,
+                    move || server.answer_sync(request),
+                    |error| SyncResponse::Refused(format!("the answer failed: {error}")),
+                    move |response| {
+                        let bytes = crate::sync::response_bytes(&response);
+                        Command::RespondSync {
                             peer,
                             channel,
                             response,
                             bytes,
-                        })
-                        .await;
-                });
+                        }
+                    },
+                );
             }
             request_response::Event::Message {
                 peer,
@@ -959,12 +953,9 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_sync.remove(&request_id) {
-                    let bytes = crate::sync::response_bytes(&response);
-                    self.peers.answered(peer, bytes);
-                    NetworkStats::add(&self.stats.bytes_in, bytes);
-                    let _ = reply.send(Ok(response));
-                }
+                let bytes = crate::sync::response_bytes(&response);
+                let pending = self.pending_sync.remove(&request_id);
+                self.settle(peer, pending, Ok((response, bytes)));
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -972,14 +963,8 @@ impl SwarmTask {
                 error,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_sync.remove(&request_id) {
-                    self.peers.failed(peer);
-                    NetworkStats::add(&self.stats.requests_failed, 1);
-                    let _ = reply.send(Err(NetworkError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
+                let pending = self.pending_sync.remove(&request_id);
+                self.settle(peer, pending, Err(error.to_string()));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound sync request failed");
@@ -998,28 +983,24 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                if self.peers.is_banned(&peer) {
-                    return;
-                }
                 let server = self.server.clone();
-                let commands = self.commands.clone();
-                tokio::spawn(async move {
-                    let answered =
-                        tokio::task::spawn_blocking(move || server.answer_payload(request)).await;
-                    let response = answered.unwrap_or_else(|error| {
+                self.answer_off_thread(
+                    peer,
+                    move || server.answer_payload(request),
+                    |error| {
                         tracing::error!(%error, "a payload answer failed");
                         PayloadResponse(crate::transfer::RangeResponse::not_held())
-                    });
-                    let bytes = encoded_bytes(&response);
-                    let _ = commands
-                        .send(Command::RespondPayload {
+                    },
+                    move |response| {
+                        let bytes = encoded_bytes(&response);
+                        Command::RespondPayload {
                             peer,
                             channel,
                             response,
                             bytes,
-                        })
-                        .await;
-                });
+                        }
+                    },
+                );
             }
             request_response::Event::Message {
                 peer,
@@ -1030,12 +1011,9 @@ impl SwarmTask {
                     },
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_payload.remove(&request_id) {
-                    let bytes = encoded_bytes(&response);
-                    self.peers.answered(peer, bytes);
-                    NetworkStats::add(&self.stats.bytes_in, bytes);
-                    let _ = reply.send(Ok(response));
-                }
+                let bytes = encoded_bytes(&response);
+                let pending = self.pending_payload.remove(&request_id);
+                self.settle(peer, pending, Ok((response, bytes)));
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -1043,19 +1021,59 @@ impl SwarmTask {
                 error,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_payload.remove(&request_id) {
-                    self.peers.failed(peer);
-                    NetworkStats::add(&self.stats.requests_failed, 1);
-                    let _ = reply.send(Err(NetworkError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
+                let pending = self.pending_payload.remove(&request_id);
+                self.settle(peer, pending, Err(error.to_string()));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound payload request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Answers a peer's request on a blocking thread (store reads, hashing) and hands the
+    /// answer back to the swarm task; a banned peer gets no answer.
+    fn answer_off_thread<R: Send + 'static>(
+        &self,
+        peer: PeerId,
+        answer: impl FnOnce() -> R + Send + 'static,
+        on_panic: impl FnOnce(tokio::task::JoinError) -> R + Send + 'static,
+        respond: impl FnOnce(R) -> Command + Send + 'static,
+    ) {
+        if self.peers.is_banned(&peer) {
+            return;
+        }
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let response = tokio::task::spawn_blocking(answer)
+                .await
+                .unwrap_or_else(on_panic);
+            let _ = commands.send(respond(response)).await;
+        });
+    }
+
+    /// Hands an outbound request's answer (and the bytes it carried) or failure to its caller,
+    /// counting it for the peer.
+    fn settle<R>(
+        &mut self,
+        peer: PeerId,
+        pending: Option<(PeerId, oneshot::Sender<Result<R>>)>,
+        outcome: std::result::Result<(R, u64), String>,
+    ) {
+        let Some((_, reply)) = pending else {
+            return;
+        };
+        let _ = match outcome {
+            Ok((response, bytes)) => {
+                self.peers.answered(peer, bytes);
+                NetworkStats::add(&self.stats.bytes_in, bytes);
+                reply.send(Ok(response))
+            }
+            Err(reason) => {
+                self.peers.failed(peer);
+                NetworkStats::add(&self.stats.requests_failed, 1);
+                reply.send(Err(NetworkError::Request { peer, reason }))
+            }
+        };
     }
 }
