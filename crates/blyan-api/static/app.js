@@ -648,10 +648,37 @@ async function loadNetwork() {
       row.insertCell().textContent =
         peer.offences ? `${peer.offences} (${peer.invalid_headers} bad headers, ${peer.bad_ranges} bad ranges)` : "0";
     }
+    await loadNetworkExperts(network.enabled);
   } catch (error) {
     self.textContent = error.message;
   }
   document.body.dataset.networkLoaded = String(Date.now());
+}
+
+async function loadNetworkExperts(enabled) {
+  const line = $("network-experts");
+  const body = $("network-expert-peers").querySelector("tbody");
+  body.replaceChildren();
+  if (!enabled) {
+    line.textContent = "";
+    return;
+  }
+  const experts = await apiJson("/p2p/experts");
+  line.textContent =
+    `serving ${experts.serving.length} experts (${experts.refused} calls refused), ` +
+    `${experts.replicated.length} replicated here; called remotely: ${experts.layer_calls} layers, ` +
+    `${experts.calls} expert calls, ${experts.failures} failures, ${experts.failovers} failovers, ` +
+    `${experts.hedges} hedged requests.`;
+  const ms = (value) => (value === undefined || value === null ? "" : `${value.toFixed(1)} ms`);
+  for (const peer of experts.peers) {
+    const row = body.insertRow();
+    row.insertCell().textContent = short(peer.peer);
+    row.insertCell().textContent = peer.calls;
+    row.insertCell().textContent = peer.failures;
+    row.insertCell().textContent = ms(peer.latency_ms_mean);
+    row.insertCell().textContent = ms(peer.latency_ms_p95);
+    row.insertCell().textContent = peer.avoided_for_ms ? `avoided ${Math.ceil(peer.avoided_for_ms / 1000)} s` : "in use";
+  }
 }
 
 // ---- start ----

@@ -802,6 +802,10 @@ async fn drive_network(node: &Node, client: &Client, peer: &str) -> Result<(), S
     if cells[2] != "connected" {
         return Err(format!("the peer's state reads {cells:?}"));
     }
+    let experts = text_of(client, "network-experts").await;
+    if !experts.starts_with("serving ") || !experts.contains("0 failovers") {
+        return Err(format!("the remote experts line reads {experts:?}"));
+    }
     let own = text_of(client, "network-self").await;
     let id = node.state.network().unwrap().local_peer().to_string();
     if !own.contains(&id) {
