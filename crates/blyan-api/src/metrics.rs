@@ -5,6 +5,7 @@
 //! test process do not mix their counts.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -380,7 +381,7 @@ pub(crate) async fn track(
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.refresh_model_metrics();
     if let Some(network) = state.node().network() {
-        let connected = network.connected().await.map_or(0, |peers| peers.len());
+        let connected = network.stats().connected_peers.load(Ordering::Relaxed) as usize;
         state.metrics.set_network(
             connected,
             &blyan_node_core::network_counters(network.stats()),

@@ -205,28 +205,33 @@ pub struct P2pConfig {
 }
 
 impl P2pConfig {
-    /// The network's settings; the addresses must have passed [`NodeConfig::validate`].
+    /// The network's settings (an invalid address or pattern is
+    /// [`Error::ConfigInvalid`] naming its field; [`NodeConfig::validate`] has refused it already
+    /// for a loaded config).
     pub fn network_config(&self) -> Result<blyan_p2p::NetworkConfig> {
-        let parse = |field: &str, addresses: &[String]| {
+        self.parse()
+            .map_err(|(field, reason)| Error::ConfigInvalid {
+                path: PathBuf::from(DEFAULTS_ORIGIN),
+                field: field.to_owned(),
+                reason,
+            })
+    }
+
+    /// The one parse of the addresses and patterns: what validation checks and the network
+    /// starts with. An error is the field and the reason.
+    fn parse(&self) -> std::result::Result<blyan_p2p::NetworkConfig, (&'static str, String)> {
+        let parse = |field: &'static str, addresses: &[String]| {
             addresses
                 .iter()
                 .map(|address| {
-                    address.parse().map_err(|error| Error::ConfigInvalid {
-                        path: PathBuf::from(DEFAULTS_ORIGIN),
-                        field: field.to_owned(),
-                        reason: format!("{address:?} is not a multiaddr: {error}"),
+                    address.parse().map_err(|error| {
+                        (field, format!("{address:?} is not a multiaddr: {error}"))
                     })
                 })
-                .collect::<Result<Vec<_>>>()
+                .collect::<std::result::Result<Vec<_>, _>>()
         };
-        let serve_experts =
-            blyan_p2p::ExpertSelection::parse(&self.serve_experts).map_err(|error| {
-                Error::ConfigInvalid {
-                    path: PathBuf::from(DEFAULTS_ORIGIN),
-                    field: "p2p.serve_experts".to_owned(),
-                    reason: error.to_string(),
-                }
-            })?;
+        let serve_experts = blyan_p2p::ExpertSelection::parse(&self.serve_experts)
+            .map_err(|error| ("p2p.serve_experts", error.to_string()))?;
         Ok(blyan_p2p::NetworkConfig {
             listen: parse("p2p.listen", &self.listen)?,
             bootstrap: parse("p2p.bootstrap", &self.bootstrap)?,
@@ -475,21 +480,8 @@ impl NodeConfig {
 
     fn validate_p2p(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
         let p2p = &self.p2p;
-        for (field, addresses) in [
-            ("p2p.listen", &p2p.listen),
-            ("p2p.bootstrap", &p2p.bootstrap),
-        ] {
-            for address in addresses {
-                if let Err(error) = address.parse::<blyan_p2p::Multiaddr>() {
-                    return Err(invalid(
-                        field,
-                        format!("{address:?} is not a multiaddr: {error}"),
-                    ));
-                }
-            }
-        }
-        if let Err(error) = blyan_p2p::ExpertSelection::parse(&p2p.serve_experts) {
-            return Err(invalid("p2p.serve_experts", error.to_string()));
+        if let Err((field, reason)) = p2p.parse() {
+            return Err(invalid(field, reason));
         }
         if p2p.enabled && p2p.listen.is_empty() {
             return Err(invalid(

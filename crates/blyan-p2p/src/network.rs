@@ -806,7 +806,7 @@ impl SwarmTask {
                 self.peers.connected(peer_id, address);
                 self.stats
                     .connected_peers
-                    .store(self.peers.connected_peers().len() as u64, Ordering::Relaxed);
+                    .store(self.peers.connected_count() as u64, Ordering::Relaxed);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, "peer connected");
                     let _ = self.triggers.try_send(Trigger::Peer(peer_id));
@@ -821,7 +821,7 @@ impl SwarmTask {
                 self.peers.disconnected(peer_id);
                 self.stats
                     .connected_peers
-                    .store(self.peers.connected_peers().len() as u64, Ordering::Relaxed);
+                    .store(self.peers.connected_count() as u64, Ordering::Relaxed);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
@@ -848,7 +848,7 @@ impl SwarmTask {
                     .identified(peer_id, info.agent_version, &info.listen_addrs);
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
-                let connected = self.peers.connected_peers().len();
+                let connected = self.peers.connected_count();
                 if peer != self.local_peer
                     && !self.swarm.is_connected(&peer)
                     && !self.peers.is_banned(&peer)

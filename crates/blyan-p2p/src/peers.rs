@@ -170,6 +170,13 @@ impl PeerTable {
             .unwrap_or_default()
     }
 
+    pub(crate) fn connected_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|state| state.connected_since.is_some())
+            .count()
+    }
+
     pub(crate) fn connected_peers(&self) -> Vec<PeerId> {
         let mut peers: Vec<PeerId> = self
             .peers

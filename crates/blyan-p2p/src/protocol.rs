@@ -98,6 +98,16 @@ pub struct ChainStatus {
     pub blocks: u64,
 }
 
+/// The genesis block of each chain of `chain`, in [`blyan_chain::ChainId::ALL`] order: what
+/// [`ChainStatus::genesis`] carries and a peer's must equal.
+pub(crate) fn genesis_hashes(chain: &blyan_chain::ChainStore) -> Vec<BlockHash> {
+    let validator = chain.validator();
+    blyan_chain::ChainId::ALL
+        .iter()
+        .map(|id| validator.genesis_hash(*id))
+        .collect()
+}
+
 /// An answer to a [`SyncRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum SyncResponse {
@@ -187,7 +197,7 @@ impl libp2p::request_response::Codec for PayloadCodec {
                 Ok(PayloadResponse(RangeResponse::Encoded(bytes)))
             }
             PAYLOAD_REFUSAL_TAG => {
-                let Serde(response) =
+                let bincode::serde::Compat(response) =
                     read_bounded(io, SYNC_REQUEST_BYTES_MAX, "payload refusal").await?;
                 Ok(PayloadResponse(response))
             }
@@ -241,34 +251,13 @@ impl libp2p::request_response::Codec for PayloadCodec {
                 io.write_all(&[PAYLOAD_REFUSAL_TAG]).await?;
                 write_bounded(
                     io,
-                    &Serde(refusal),
+                    &bincode::serde::Compat(refusal),
                     SYNC_REQUEST_BYTES_MAX,
                     "payload refusal",
                 )
                 .await
             }
         }
-    }
-}
-
-/// A serde value in bincode's serde mode, for the codec's refusals.
-struct Serde<T>(T);
-
-impl<T: serde::Serialize> bincode::Encode for Serde<T> {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> std::result::Result<(), bincode::error::EncodeError> {
-        bincode::serde::Compat(&self.0).encode(encoder)
-    }
-}
-
-impl<Context, T: serde::de::DeserializeOwned> bincode::Decode<Context> for Serde<T> {
-    fn decode<D: bincode::de::Decoder<Context = Context>>(
-        decoder: &mut D,
-    ) -> std::result::Result<Self, bincode::error::DecodeError> {
-        let bincode::serde::Compat(value) = bincode::serde::Compat::<T>::decode(decoder)?;
-        Ok(Serde(value))
     }
 }
 

@@ -7,7 +7,7 @@ use blyan_chain::{ChainId, ChainStore};
 
 use crate::protocol::{
     ChainStatus, HEADERS_PER_RESPONSE_MAX, PayloadRequest, PayloadResponse, SyncRequest,
-    SyncResponse, WireTip,
+    SyncResponse, WireTip, genesis_hashes,
 };
 
 /// Reads what peers ask for. Cheap to clone.
@@ -74,12 +74,8 @@ impl Server {
 
     /// This node's genesis blocks and tips.
     pub(crate) fn status(&self) -> ChainStatus {
-        let validator = self.chain.validator();
         ChainStatus {
-            genesis: ChainId::ALL
-                .iter()
-                .map(|chain| validator.genesis_hash(*chain))
-                .collect(),
+            genesis: genesis_hashes(&self.chain),
             tips: ChainId::ALL
                 .iter()
                 .map(|chain| {

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use blyan_chain::{BlockHash, BlockHeader, ChainId, ChainStore};
+use blyan_chain::{BlockHash, BlockHeader, ChainStore};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
@@ -22,7 +22,9 @@ use crate::error::{GenesisMismatch, NetworkError, Result};
 use crate::network::{NetworkHandle, NetworkStats};
 use crate::payload::{FetchedPayload, fetch_payload};
 use crate::peers::Offence;
-use crate::protocol::{ChainStatus, HEADERS_PER_RESPONSE_MAX, SyncRequest, SyncResponse};
+use crate::protocol::{
+    ChainStatus, HEADERS_PER_RESPONSE_MAX, SyncRequest, SyncResponse, genesis_hashes,
+};
 
 /// Headers one sync holds in memory at most before appending (a header is ≤ 2 KiB).
 pub const SYNC_HEADERS_MAX: usize = 100_000;
@@ -157,11 +159,7 @@ impl Syncer {
 
     /// A peer on another network has other genesis blocks.
     fn check_network(&self, peer: PeerId, status: &ChainStatus) -> Result<()> {
-        let validator = self.chain.validator();
-        let ours: Vec<BlockHash> = ChainId::ALL
-            .iter()
-            .map(|chain| validator.genesis_hash(*chain))
-            .collect();
+        let ours = genesis_hashes(&self.chain);
         if status.genesis != ours {
             let theirs = status
                 .genesis
