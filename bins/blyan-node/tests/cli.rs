@@ -397,10 +397,25 @@ fn a_fresh_data_dir_generates_english_from_the_shipped_model() {
 /// Starts `blyan-node` serving from `data` on HTTP `port` with the network on a free loopback
 /// TCP port, joined through `peer` when given.
 fn networked_node(dir: &std::path::Path, data: &str, port: u16, peer: Option<&str>) -> Running {
+    networked_node_with(dir, data, port, peer, "")
+}
+
+/// [`networked_node`] with `config` (YAML merged over the shipped defaults).
+fn networked_node_with(
+    dir: &std::path::Path,
+    data: &str,
+    port: u16,
+    peer: Option<&str>,
+    config: &str,
+) -> Running {
+    let config_path = dir.join(format!("{data}.yaml"));
+    std::fs::write(&config_path, config).unwrap();
     let mut command = Command::new(NODE);
     command
         .env_clear()
         .current_dir(dir)
+        .arg("--config")
+        .arg(&config_path)
         .arg("--data-dir")
         .arg(dir.join(data))
         .arg("--listen")
@@ -408,7 +423,7 @@ fn networked_node(dir: &std::path::Path, data: &str, port: u16, peer: Option<&st
         .arg("--p2p-listen")
         .arg("/ip4/127.0.0.1/tcp/0")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(std::fs::File::create(dir.join(format!("{data}.log"))).unwrap());
     if let Some(peer) = peer {
         command.arg("--peer").arg(peer);
     }
@@ -479,4 +494,149 @@ fn a_malformed_peer_address_is_refused_naming_the_field() {
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("p2p.bootstrap"), "{stderr}");
+}
+
+/// The first address in `data`'s `p2p-addresses.txt`, once the node wrote it.
+fn network_address(dir: &std::path::Path, data: &str) -> String {
+    let path = dir.join(data).join("p2p-addresses.txt");
+    eventually(&format!("{data} writes its network addresses"), || {
+        std::fs::read_to_string(&path).is_ok_and(|text| !text.is_empty())
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines().next().unwrap().to_owned()
+}
+
+fn peer_id_of(address: &str) -> String {
+    address.rsplit("/p2p/").next().unwrap().to_owned()
+}
+
+fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+fn http_post(port: u16, path: &str, body: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(stream)
+}
+
+const FAILOVER_TOKENS: u32 = 192;
+
+fn greedy_chat() -> String {
+    serde_json::json!({
+        "messages": [{"role": "user", "content": "Tell me about the history of the river."}],
+        "max_tokens": FAILOVER_TOKENS,
+        "temperature": 0.0,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_generation_survives_its_expert_holder_killed_mid_stream() {
+    // B computes layers 0-1, C and D both layers 2-3, A none: every expert A uses is remote.
+    let dir = tempfile::tempdir().unwrap();
+    let free_tier = format!(
+        "api:\n  free_tier:\n    completion_tokens_max: {FAILOVER_TOKENS}\n    requests_per_hour_per_ip: 100\n"
+    );
+    let serving = |patterns: &str, remote: bool| {
+        format!("p2p:\n  serve_experts: {patterns}\n  remote_experts: {remote}\n{free_tier}")
+    };
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let (port_a, port_b) = (ports[0], ports[1]);
+    let b = networked_node_with(dir.path(), "b", port_b, None, &serving("['layer0-1.*']", false));
+    let b_address = network_address(dir.path(), "b");
+    let mut holders = Vec::new();
+    for (name, port) in [("c", ports[2]), ("d", ports[3])] {
+        let node = networked_node_with(
+            dir.path(),
+            name,
+            port,
+            Some(&b_address),
+            &serving("['layer2-3.*']", false),
+        );
+        holders.push((peer_id_of(&network_address(dir.path(), name)), node));
+    }
+    let _a = networked_node_with(
+        dir.path(),
+        "a",
+        port_a,
+        Some(&b_address),
+        &serving("[]", true),
+    );
+    eventually("A is connected to B, C and D", || {
+        peers(port_a).is_some_and(|status| {
+            status["peers"].as_array().is_some_and(|peers| {
+                peers.iter().filter(|peer| peer["connected"] == true).count() == 3
+            })
+        })
+    });
+    // The single-node run: B holds every payload and computes every expert itself.
+    let reference = {
+        let mut stream = http_post(port_b, "/chat", &greedy_chat()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        json_body(&response)
+    };
+    assert_eq!(reference["usage"]["completion_tokens"], FAILOVER_TOKENS, "{reference}");
+
+    let mut stream = http_post(port_a, "/chat/stream", &greedy_chat()).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    let deltas = |received: &[u8]| {
+        String::from_utf8_lossy(received)
+            .matches("event: delta")
+            .count()
+    };
+    while deltas(&received) < 4 {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "{}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buffer[..read]);
+    }
+    // Kill the holder of layers 2-3 that A has called most, with SIGKILL, mid-generation.
+    let experts = json_body(&http_get(port_a, "/p2p/experts").unwrap());
+    let calls_to = |peer: &str| {
+        experts["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|view| view["peer"] == peer)
+            .map_or(0, |view| view["calls"].as_u64().unwrap())
+    };
+    let victim = usize::from(calls_to(&holders[1].0) > calls_to(&holders[0].0));
+    let (victim_peer, mut victim_node) = holders.swap_remove(victim);
+    assert!(calls_to(&victim_peer) > 0, "{experts}");
+    victim_node.0.kill().unwrap();
+    victim_node.0.wait().unwrap();
+    stream.read_to_end(&mut received).unwrap();
+    let received = String::from_utf8_lossy(&received);
+    assert!(!received.contains("event: error"), "{received}");
+    let done = received
+        .split("event: done")
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|line| line.strip_prefix("data:")))
+        .unwrap_or_else(|| panic!("no done event: {received}"));
+    let done: serde_json::Value = serde_json::from_str(done.trim()).unwrap();
+    assert_eq!(done["text"], reference["text"], "the same tokens as one node");
+    assert_eq!(done["usage"], reference["usage"]);
+    // A was still calling the victim when it died; the survivor answered from then on.
+    let after = json_body(&http_get(port_a, "/p2p/experts").unwrap());
+    let view_of = |peer: &str| {
+        after["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|view| view["peer"] == peer)
+            .cloned()
+            .unwrap_or_else(|| panic!("no calls to {peer}: {after}"))
+    };
+    assert!(view_of(&victim_peer)["failures"].as_u64().unwrap() >= 1, "{after}");
+    assert!(view_of(&holders[0].0)["calls"].as_u64().unwrap() > 0, "{after}");
+    drop(b);
 }
