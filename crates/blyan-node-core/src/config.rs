@@ -202,6 +202,9 @@ pub struct P2pConfig {
     pub remote_experts: bool,
     /// Remote calls per minute of one expert past which it is replicated here (0: never).
     pub replicate_calls_per_minute: u32,
+    /// Hours an unfinished, untouched payload download is kept for resuming before it is
+    /// discarded.
+    pub stage_idle_hours: u64,
 }
 
 impl P2pConfig {
@@ -241,6 +244,7 @@ impl P2pConfig {
                 replicate_calls_per_minute: self.replicate_calls_per_minute,
                 ..blyan_p2p::ExpertOptions::default()
             },
+            stage_idle_max: std::time::Duration::from_secs(self.stage_idle_hours.saturating_mul(3600)),
             ..blyan_p2p::NetworkConfig::default()
         })
     }
@@ -493,6 +497,12 @@ impl NodeConfig {
             return Err(invalid(
                 "p2p.sync_interval_ms",
                 format!("{} is outside 100..=3600000", p2p.sync_interval_ms),
+            ));
+        }
+        if !(1..=24 * 365).contains(&p2p.stage_idle_hours) {
+            return Err(invalid(
+                "p2p.stage_idle_hours",
+                format!("{} is outside 1..=8760", p2p.stage_idle_hours),
             ));
         }
         Ok(())
@@ -863,6 +873,7 @@ mod tests {
         );
         check_rejected("p2p:\n  enabled: true\n  listen: []\n", "p2p.listen");
         check_rejected("p2p:\n  sync_interval_ms: 99\n", "p2p.sync_interval_ms");
+        check_rejected("p2p:\n  stage_idle_hours: 0\n", "p2p.stage_idle_hours");
         check_rejected(
             "p2p:\n  serve_experts: ['layer9-2.*']\n",
             "p2p.serve_experts",

@@ -31,6 +31,9 @@ pub struct NetworkConfig {
     pub serve_experts: ExpertSelection,
     /// How experts are announced, called and replicated.
     pub experts: ExpertOptions,
+    /// How long a payload download may sit unfinished and untouched in the store's staging
+    /// directory before it is discarded (checked every `sync_interval`); a younger one resumes.
+    pub stage_idle_max: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -47,6 +50,7 @@ impl Default for NetworkConfig {
             ban: Duration::from_secs(15),
             serve_experts: ExpertSelection::none(),
             experts: ExpertOptions::default(),
+            stage_idle_max: Duration::from_secs(24 * 3600),
         }
     }
 }

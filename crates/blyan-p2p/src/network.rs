@@ -573,12 +573,23 @@ impl SwarmTask {
                     for peer in self.peers.connected_peers() {
                         let _ = self.triggers.try_send(Trigger::Peer(peer));
                     }
+                    self.prune_stages();
                 }
                 _ = bootstrap.tick() => self.redial_bootstrap(),
                 _ = stop.changed() => break,
             }
         }
         tracing::info!("network stopped");
+    }
+
+    /// Discards payload downloads abandoned for `stage_idle_max`, off the swarm's task.
+    fn prune_stages(&self) {
+        let (chain, idle) = (Arc::clone(&self.chain), self.config.stage_idle_max);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = chain.prune_stages(idle) {
+                tracing::warn!(%error, "pruning abandoned payload stages failed");
+            }
+        });
     }
 
     fn redial_bootstrap(&mut self) {

@@ -132,6 +132,47 @@ impl ChainStore {
         Ok(payloads)
     }
 
+    /// Discards the stages nobody has open and nobody wrote to for `unused_for` (by the files'
+    /// modification times): downloads abandoned for good, e.g. of a block that reached the
+    /// store another way. Returns the payloads discarded, ascending. A stage that is open, or
+    /// younger, is kept for its download to resume.
+    pub fn prune_stages(&self, unused_for: std::time::Duration) -> Result<Vec<PayloadHash>> {
+        self.ensure_writable("prune stages")?;
+        let dir = self.root.join(STAGING_DIR_NAME);
+        let now = std::time::SystemTime::now();
+        let mut pruned = Vec::new();
+        for payload in self.staged_payloads()? {
+            // Held while deciding and removing, so no stage of this payload opens meanwhile.
+            let open = self.stages.lock();
+            if open.contains(&payload) {
+                continue;
+            }
+            let paths = StagePaths::new(&dir, &payload);
+            let mut newest = None;
+            for path in [&paths.data, &paths.sidecar] {
+                match std::fs::metadata(path).and_then(|meta| meta.modified()) {
+                    Ok(modified) => newest = newest.max(Some(modified)),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(Error::Io {
+                            path: path.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+            let idle = newest.map_or(std::time::Duration::MAX, |modified| {
+                now.duration_since(modified).unwrap_or_default()
+            });
+            if idle >= unused_for {
+                paths.remove_all()?;
+                tracing::info!(%payload, idle_seconds = idle.as_secs(), "abandoned payload stage pruned");
+                pruned.push(payload);
+            }
+        }
+        Ok(pruned)
+    }
+
     /// The checks of a staged append; returns the block hash, and the append lock held after
     /// the link checks and the Proof-of-Learning hook passed.
     fn check_staged(

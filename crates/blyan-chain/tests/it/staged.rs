@@ -385,6 +385,59 @@ fn a_discarded_stage_starts_over() {
     assert_eq!(stage.missing(), only(0..2 * BLOCK));
 }
 
+/// Dates `path`'s modification time `age` back.
+fn age_file(path: &Path, age: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
+#[test]
+fn only_stages_closed_and_idle_for_the_given_time_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = AuthorKey::generate();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let mut stages = Vec::new();
+    for seed in 1..=3 {
+        let payload = bytes(seed, (2 * BLOCK) as usize);
+        let header = entry_header(&store, &payload, &key);
+        let stage = store.stage_payload(&header).unwrap();
+        stage.write_at(0, &payload[..BLOCK as usize]).unwrap();
+        stage.flush().unwrap();
+        stages.push((header, stage));
+    }
+    let (abandoned, fresh, open_stage) = (&stages[0], &stages[1], &stages[2]);
+    for (header, stage) in [abandoned, open_stage] {
+        for extension in ["part", "blocks"] {
+            age_file(&staging_file(dir.path(), stage, extension), 2 * day);
+        }
+        assert!(store.staged_payloads().unwrap().contains(&header.payload_hash));
+    }
+    let abandoned_part = staging_file(dir.path(), &abandoned.1, "part");
+    let (abandoned_hash, fresh_hash, open_hash) = (
+        abandoned.0.payload_hash,
+        fresh.0.payload_hash,
+        open_stage.0.payload_hash,
+    );
+    let mut stages = stages;
+    let (_, kept_open) = stages.pop().unwrap();
+    drop(stages);
+    assert_eq!(store.prune_stages(day).unwrap(), vec![abandoned_hash]);
+    assert!(!abandoned_part.exists());
+    let mut left = vec![fresh_hash, open_hash];
+    left.sort_unstable();
+    assert_eq!(store.staged_payloads().unwrap(), left);
+    // Once closed, the old one goes too; the fresh one stays until it is as old.
+    drop(kept_open);
+    assert_eq!(store.prune_stages(day).unwrap(), vec![open_hash]);
+    assert_eq!(store.staged_payloads().unwrap(), vec![fresh_hash]);
+    assert_eq!(
+        store.prune_stages(std::time::Duration::ZERO).unwrap(),
+        vec![fresh_hash]
+    );
+    assert!(store.staged_payloads().unwrap().is_empty());
+}
+
 #[test]
 fn misaligned_or_out_of_bounds_writes_and_bad_stages_are_refused_with_their_variant() {
     let dir = tempfile::tempdir().unwrap();

@@ -163,3 +163,47 @@ async fn a_node_catches_up_on_blocks_appended_while_it_was_away() {
     .await;
     b2.stop().await;
 }
+
+#[tokio::test]
+async fn a_download_abandoned_longer_than_the_limit_is_discarded_and_a_recent_one_kept() {
+    let hour = std::time::Duration::from_secs(3600);
+    let mut staged = Vec::new();
+    let node = start_with(
+        &blyan_chain::GenesisSpec::shipped(),
+        NetworkConfig {
+            stage_idle_max: hour,
+            ..config(Vec::new())
+        },
+        |chain: &ChainStore, key| {
+            // Two interrupted downloads left by an earlier run, one untouched for two hours.
+            for seed in [1, 2] {
+                let bytes = payload(seed, 2 * 1024 * 1024);
+                let header = crate::support::entry_on(chain, key, &bytes);
+                let stage = chain.stage_payload(&header).unwrap();
+                stage.write_at(0, &bytes[..1024 * 1024]).unwrap();
+                stage.flush().unwrap();
+                staged.push(header.payload_hash);
+            }
+            let digits = staged[0].to_string();
+            let part = chain
+                .path()
+                .join("staging")
+                .join(format!("{}.part", digits.trim_start_matches("0x")));
+            let sidecar = part.with_extension("blocks");
+            for path in [part, sidecar] {
+                std::fs::File::options()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_modified(std::time::SystemTime::now() - 2 * hour)
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    eventually("the abandoned download is discarded", || async {
+        !node.chain.staged_payloads().unwrap().contains(&staged[0])
+    })
+    .await;
+    assert_eq!(node.chain.staged_payloads().unwrap(), vec![staged[1]]);
+}
