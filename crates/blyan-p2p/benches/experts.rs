@@ -1,13 +1,14 @@
 //! Decoding with every expert remote against decoding locally, in one run (issue 15's goal:
 //! remote ≥ 0.7× local tokens/s).
 //!
-//! Three in-process nodes on loopback QUIC, each with its own chain store holding the shipped
-//! model: B computes layers 0–1's experts, C layers 2–3's, A none (its model's
-//! `RemoteExperts` hook is the network's `ExpertClient`: one call per layer, fanned out to B
-//! and C). Each iteration generates `TOKENS` greedy tokens of the same prompt (prefill
-//! included) on A's model with the hook (`decode/remote`) and on a model of the same store
-//! without it (`decode/local`), interleaved sample by sample. At the end the median tokens/s of
-//! each, the ratio and the overhead per token in milliseconds are printed.
+//! Two sets of three in-process nodes on loopback, one set on QUIC and one on TCP (noise +
+//! yamux), each node with its own chain store holding the shipped model: B computes layers
+//! 0–1's experts, C layers 2–3's, A none (its model's `RemoteExperts` hook is the network's
+//! `ExpertClient`: one call per layer, fanned out to B and C). Each iteration generates `TOKENS`
+//! greedy tokens of the same prompt (prefill included) on A's model with the hook
+//! (remote-quic, remote-tcp) and on a model of the same store without it (local); one criterion
+//! sample (`decode/round`) runs each once, in a rotating order. At the end the median tokens/s of each, the ratios and the overhead per
+//! token in milliseconds are printed.
 //!
 //! ```sh
 //! source scripts/env.sh
@@ -53,11 +54,11 @@ fn model_store(dir: &Path) -> Arc<ChainStore> {
     chain
 }
 
-async fn start(serve: &[&str], bootstrap: Vec<Multiaddr>) -> Node {
+async fn start(listen: &str, serve: &[&str], bootstrap: Vec<Multiaddr>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let chain = model_store(dir.path());
     let config = NetworkConfig {
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        listen: vec![listen.parse().unwrap()],
         bootstrap,
         sync_interval: Duration::from_secs(3600),
         serve_experts: ExpertSelection::parse(serve).unwrap(),
@@ -77,8 +78,41 @@ async fn start(serve: &[&str], bootstrap: Vec<Multiaddr>) -> Node {
     }
 }
 
-fn quic(node: &Node) -> Multiaddr {
+fn address(node: &Node) -> Multiaddr {
     node.net.handle().listen_addresses()[0].clone()
+}
+
+/// B, C and A listening on `listen`, and A's model with the network's expert client as its
+/// hook, once every expert has a holder.
+fn remote_set(
+    runtime: &Runtime,
+    listen: &str,
+) -> (Vec<Node>, Generator, Arc<blyan_p2p::ExpertClient>) {
+    let nodes = runtime.block_on(async {
+        let b = start(listen, &["layer0-1.*"], Vec::new()).await;
+        let c = start(listen, &["layer2-3.*"], vec![address(&b)]).await;
+        let a = start(listen, &[], vec![address(&b), address(&c)]).await;
+        vec![a, b, c]
+    });
+    let remote =
+        Generator::from_chain(Arc::clone(&nodes[0].chain), ModelOptions::default()).unwrap();
+    let client = Arc::clone(nodes[0].net.experts());
+    remote
+        .set_remote_experts(Some(Arc::clone(&client) as Arc<dyn RemoteExperts>))
+        .unwrap();
+    // Wait until every expert has a holder (announcements spread).
+    let config = remote.info().config.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    runtime.block_on(async {
+        for expert in experts_of(&config) {
+            let block = client.current_block(expert).unwrap();
+            while client.holders(block).await.unwrap().is_empty() {
+                assert!(Instant::now() < deadline, "no holder of {expert}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    (nodes, remote, client)
 }
 
 fn generate(generator: &Generator) -> Duration {
@@ -99,30 +133,11 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 fn bench(c: &mut Criterion) {
     let runtime = Runtime::new().unwrap();
-    let (b, c_node, a) = runtime.block_on(async {
-        let b = start(&["layer0-1.*"], Vec::new()).await;
-        let c_node = start(&["layer2-3.*"], vec![quic(&b)]).await;
-        let a = start(&[], vec![quic(&b), quic(&c_node)]).await;
-        (b, c_node, a)
-    });
-    let local = Generator::from_chain(Arc::clone(&a.chain), ModelOptions::default()).unwrap();
-    let remote = Generator::from_chain(Arc::clone(&a.chain), ModelOptions::default()).unwrap();
-    let client = Arc::clone(a.net.experts());
-    remote
-        .set_remote_experts(Some(Arc::clone(&client) as Arc<dyn RemoteExperts>))
-        .unwrap();
-    // Wait until every expert has a holder (announcements spread), then check the output.
-    let config = local.info().config.clone();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    runtime.block_on(async {
-        for expert in experts_of(&config) {
-            let block = client.current_block(expert).unwrap();
-            while client.holders(block).await.unwrap().is_empty() {
-                assert!(Instant::now() < deadline, "no holder of {expert}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    let (quic_nodes, remote_quic, quic_client) =
+        remote_set(&runtime, "/ip4/127.0.0.1/udp/0/quic-v1");
+    let (tcp_nodes, remote_tcp, tcp_client) = remote_set(&runtime, "/ip4/127.0.0.1/tcp/0");
+    let local =
+        Generator::from_chain(Arc::clone(&quic_nodes[0].chain), ModelOptions::default()).unwrap();
     let params = || {
         let mut params = SamplingParams::greedy(TOKENS);
         params.ignore_eos = true;
@@ -134,9 +149,15 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .token_ids
     };
+    let expected = tokens(&local);
     assert_eq!(
-        tokens(&remote),
-        tokens(&local),
+        tokens(&remote_quic),
+        expected,
+        "remote experts change nothing"
+    );
+    assert_eq!(
+        tokens(&remote_tcp),
+        expected,
         "remote experts change nothing"
     );
 
@@ -146,20 +167,29 @@ fn bench(c: &mut Criterion) {
     group.sample_size(SAMPLES);
     group.warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_millis(1));
-    for (name, generator) in [("local", &local), ("remote", &remote)] {
-        let times = Arc::clone(&times);
-        group.bench_function(name, |bencher| {
-            bencher.iter_custom(|iterations| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iterations {
+    // One sample is one generation of each variant, in a rotating order, so a change in the
+    // machine's load falls on all three alike.
+    let variants = [
+        ("local", &local),
+        ("remote-quic", &remote_quic),
+        ("remote-tcp", &remote_tcp),
+    ];
+    let mut round = 0_usize;
+    group.bench_function("round", |bencher| {
+        bencher.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                for offset in 0..variants.len() {
+                    let (name, generator) = variants[(round + offset) % variants.len()];
                     let elapsed = generate(generator);
                     times.lock().unwrap().push((name, elapsed));
                     total += elapsed;
                 }
-                total
-            })
-        });
-    }
+                round += 1;
+            }
+            total
+        })
+    });
     group.finish();
     let times = times.lock().unwrap();
     let of = |name: &str| {
@@ -171,27 +201,32 @@ fn bench(c: &mut Criterion) {
                 .collect(),
         )
     };
-    let (local_time, remote_time) = (of("local"), of("remote"));
+    let local_time = of("local");
     let per_second = |time: Duration| f64::from(TOKENS) / time.as_secs_f64();
     println!(
         "\ndecode, {TOKENS} greedy tokens with the prompt, median of the timed iterations:\n  \
-         local                 {:8.1} tokens/s\n  \
-         every expert remote   {:8.1} tokens/s  {:.2}× local (goal ≥ 0.7×), {:.2} ms more per token",
+         local                       {:8.1} tokens/s",
         per_second(local_time),
-        per_second(remote_time),
-        local_time.as_secs_f64() / remote_time.as_secs_f64(),
-        (remote_time.as_secs_f64() - local_time.as_secs_f64()) * 1000.0 / f64::from(TOKENS),
     );
-    let snapshot = client.snapshot();
-    println!(
-        "  remote calls: {} layer calls, {} expert calls, {} failures, {} failovers, {} hedges",
-        snapshot.layer_calls,
-        snapshot.calls,
-        snapshot.failures,
-        snapshot.failovers,
-        snapshot.hedges
-    );
-    drop((b, c_node));
+    for (name, client) in [("remote-quic", &quic_client), ("remote-tcp", &tcp_client)] {
+        let remote_time = of(name);
+        let snapshot = client.snapshot();
+        println!(
+            "  every expert remote, {:<5} {:8.1} tokens/s  {:.2}× local (goal ≥ 0.7×), \
+             {:.2} ms more per token; {} layer calls, {} expert calls, {} failures, \
+             {} failovers, {} hedges",
+            name.trim_start_matches("remote-"),
+            per_second(remote_time),
+            local_time.as_secs_f64() / remote_time.as_secs_f64(),
+            (remote_time.as_secs_f64() - local_time.as_secs_f64()) * 1000.0 / f64::from(TOKENS),
+            snapshot.layer_calls,
+            snapshot.calls,
+            snapshot.failures,
+            snapshot.failovers,
+            snapshot.hedges
+        );
+    }
+    drop((quic_nodes, tcp_nodes));
 }
 
 criterion_group!(benches, bench);
