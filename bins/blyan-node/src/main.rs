@@ -23,18 +23,15 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// The node's YAML configuration; a missing file means the shipped defaults.
-    #[arg(
-        long,
-        global = true,
-        default_value = "config/node.yaml",
-        value_name = "FILE"
-    )]
-    config: PathBuf,
+    /// The node's YAML configuration, over the shipped defaults; it must exist. Without the
+    /// flag: `config/node.yaml` when present, else the shipped defaults. `BLYAN_*` environment
+    /// variables override both (`BLYAN_LEDGER__POSTGRES_URL`; docs/config.md).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Overrides `data_dir` of the config: where the chain store and ledger live.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Overrides `listen` of the config: the HTTP address.
+    /// Overrides `listen` of the config: the HTTP address (`serve` only).
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     listen: Option<std::net::SocketAddr>,
     /// Overrides `model.seed` of the config: what a chain without a model starts with
@@ -73,8 +70,27 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
-    let mut config = NodeConfig::load(&cli.config)?;
+/// The config file read when `--config` is not given, if it exists.
+const DEFAULT_CONFIG_PATH: &str = "config/node.yaml";
+
+/// The configuration and where it came from (logged once logging runs).
+fn load_config(cli: &Cli) -> anyhow::Result<(NodeConfig, String)> {
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    if !serving && (cli.listen.is_some() || !cli.p2p_listen.is_empty() || !cli.peers.is_empty()) {
+        anyhow::bail!("--listen, --p2p-listen and --peer apply to `serve` only");
+    }
+    if cli.seed_model.is_some() && matches!(cli.command, Some(Command::Chain(_))) {
+        anyhow::bail!("--seed-model applies to `serve` and `generate` only");
+    }
+    let path = match &cli.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|path| path.is_file()),
+    };
+    let mut config = NodeConfig::load_with_env(path.as_deref(), std::env::vars())?;
+    let source = path.map_or_else(
+        || "the shipped defaults".to_owned(),
+        |path| path.display().to_string(),
+    );
     if let Some(data_dir) = &cli.data_dir {
         config.data_dir = data_dir.clone();
     }
@@ -95,12 +111,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<NodeConfig> {
         config.p2p.bootstrap.extend(cli.peers.iter().cloned());
         config.p2p.enabled = true;
     }
-    config.validate(&cli.config)?;
-    Ok(config)
+    config.validate(std::path::Path::new("the command line"))?;
+    Ok((config, source))
 }
 
 /// Opens the node (chain store, ledger), writes the first model (`model.seed`: the shipped
-/// trained model by default) when the chain holds none, loads the chain's model, and runs the node's services until Ctrl-C.
+/// trained model by default) when the chain holds none, loads the chain's model, and runs the node's services until Ctrl-C or SIGTERM.
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let key = blyan_node_core::node_key(&config.data_dir)?;
     let node = Node::open(config).await?;
@@ -117,22 +133,46 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     if services.node().config().p2p.enabled {
         services.spawn(NetworkService);
     }
-    services
-        .run_until(async {
-            if let Err(error) = tokio::signal::ctrl_c().await {
-                tracing::error!(%error, "cannot listen for Ctrl-C; serving until killed");
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("shutting down");
-        })
-        .await?;
+    services.run_until(stop_requested()).await?;
     Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (what systemd and container runtimes send): the
+/// services then drain as they stop.
+async fn stop_requested() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                None
+            }
+        };
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let interrupted = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminated => tracing::info!("SIGTERM: shutting down"),
+        () = interrupted => tracing::info!("interrupted: shutting down"),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = load_config(&cli)?;
+    let (config, source) = load_config(&cli)?;
     blyan_node_core::init_logging(config.log.format, &config.log.filter)?;
+    tracing::info!(config = %source, "configuration loaded");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

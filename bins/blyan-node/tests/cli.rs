@@ -71,6 +71,81 @@ fn a_malformed_config_is_refused_naming_the_field() {
 }
 
 #[test]
+fn a_named_config_file_that_does_not_exist_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nodee.yaml");
+    let output = Command::new(NODE)
+        .env_clear()
+        .arg("--config")
+        .arg(&missing)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("chain")
+        .arg("info")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    assert!(!dir.path().join("chain").exists(), "nothing was created");
+}
+
+#[test]
+fn serving_flags_on_other_commands_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in [
+        ["--listen", "127.0.0.1:9"],
+        ["--peer", "/ip4/127.0.0.1/tcp/9"],
+    ] {
+        let output = Command::new(NODE)
+            .env_clear()
+            .current_dir(dir.path())
+            .args(flag)
+            .arg("chain")
+            .arg("info")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("apply to `serve` only"), "{stderr}");
+    }
+}
+
+#[test]
+fn environment_overrides_set_the_address_and_sigterm_drains_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("node.log");
+    let mut node = Running(
+        Command::new(NODE)
+            .env_clear()
+            .env("BLYAN_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BLYAN_DATA_DIR", dir.path().join("data"))
+            .env("BLYAN_LOG__FILTER", "info")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the node answers /health on BLYAN_LISTEN", || {
+        http_get(port, "/health").is_ok_and(|response| response.starts_with("HTTP/1.1 200"))
+    });
+    assert!(dir.path().join("data").is_dir(), "BLYAN_DATA_DIR was used");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(node.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = node.0.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("service stopped"), "{log}");
+}
+
+#[test]
 fn serves_health_on_the_configured_address() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -116,8 +191,6 @@ fn node_with_data_dir(dir: &std::path::Path, data_dir: &std::path::Path) -> Comm
         .env_clear()
         .env("RUST_LOG", "warn")
         .current_dir(dir)
-        .arg("--config")
-        .arg(dir.join("absent.yaml"))
         .arg("--data-dir")
         .arg(data_dir);
     command

@@ -399,34 +399,56 @@ impl NodeConfig {
         config
     }
 
-    /// Reads `path` over the shipped defaults. A missing file yields the defaults; a file that
-    /// exists but is malformed or invalid is an error naming the field.
+    /// Reads `path` over the shipped defaults. A missing file is [`Error::ConfigRead`] (a path
+    /// named on purpose must exist); a file that is malformed or invalid is an error naming the
+    /// field.
     pub fn load(path: &Path) -> Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_yaml_str(&text, path),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no node config file, using the shipped defaults");
-                Ok(Self::defaults())
-            }
-            Err(source) => Err(Error::ConfigRead {
+        Self::load_with_env(Some(path), std::iter::empty())
+    }
+
+    /// The node's configuration in layers: the shipped defaults, then the file at `path` (none:
+    /// the defaults alone), then the `BLYAN_*` overrides among `env` (see
+    /// [`ENV_OVERRIDE_PREFIX`]; pass `std::env::vars()`), validated once at the end. A missing
+    /// file is [`Error::ConfigRead`]; an override naming no setting, or a value of the wrong
+    /// type, is [`Error::ConfigInvalid`] naming the variable or the field.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut merged = defaults_value();
+        let mut origin = PathBuf::from(DEFAULTS_ORIGIN);
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
                 path: path.to_owned(),
                 source,
-            }),
+            })?;
+            merge(&mut merged, document(&text, path)?);
+            origin = path.to_owned();
         }
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            if let Some(field) = env_override(&merged, &name, &value)? {
+                overridden.push(name);
+                merge(&mut merged, field);
+            }
+        }
+        if !overridden.is_empty() {
+            overridden.sort();
+            origin = PathBuf::from(format!(
+                "{} with {}",
+                origin.display(),
+                overridden.join(", ")
+            ));
+        }
+        let config = Self::from_value(merged, &origin)?;
+        config.validate(&origin)?;
+        Ok(config)
     }
 
     /// Parses YAML text over the shipped defaults; `origin` names the text in errors.
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self> {
-        let overlay = parse_yaml(text, origin)?;
-        if !matches!(overlay, Value::Null | Value::Mapping(_)) {
-            return Err(Error::ConfigInvalid {
-                path: origin.to_owned(),
-                field: ".".to_owned(),
-                reason: "the document must be a mapping of settings".to_owned(),
-            });
-        }
         let mut merged = defaults_value();
-        merge(&mut merged, overlay);
+        merge(&mut merged, document(text, origin)?);
         let config = Self::from_value(merged, origin)?;
         config.validate(origin)?;
         Ok(config)
@@ -772,6 +794,64 @@ fn parse_yaml(text: &str, origin: &Path) -> Result<Value> {
     })
 }
 
+/// A config document: a mapping of settings (or nothing).
+fn document(text: &str, origin: &Path) -> Result<Value> {
+    let overlay = parse_yaml(text, origin)?;
+    if !matches!(overlay, Value::Null | Value::Mapping(_)) {
+        return Err(Error::ConfigInvalid {
+            path: origin.to_owned(),
+            field: ".".to_owned(),
+            reason: "the document must be a mapping of settings".to_owned(),
+        });
+    }
+    Ok(overlay)
+}
+
+/// Environment variables that set one config field: `BLYAN_` then the field's dotted path in
+/// upper case with `__` between levels, e.g. `BLYAN_LEDGER__POSTGRES_URL` for
+/// `ledger.postgres_url` or `BLYAN_DATA_DIR` for `data_dir` (so secrets need not live in the
+/// YAML file). A value is taken verbatim for a text setting and read as YAML otherwise
+/// (`true`, `8080`, `[a, b]`). Variables whose first level is no setting and that have no `__`
+/// (`BLYAN_VENV`) belong to other tools and are ignored; one with `__` must name a setting.
+pub const ENV_OVERRIDE_PREFIX: &str = "BLYAN_";
+
+/// The overlay `name=value` makes, if `name` is a config override.
+fn env_override(defaults: &Value, name: &str, value: &str) -> Result<Option<Value>> {
+    let Some(key) = name.strip_prefix(ENV_OVERRIDE_PREFIX) else {
+        return Ok(None);
+    };
+    let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+    let origin = || PathBuf::from(format!("environment variable {name}"));
+    let mut slot = Some(defaults);
+    for segment in &path {
+        slot = slot.and_then(|value| value.get(segment.as_str()));
+    }
+    let Some(slot) = slot else {
+        if path.len() == 1 && defaults.get(path[0].as_str()).is_none() {
+            return Ok(None);
+        }
+        return Err(Error::ConfigInvalid {
+            path: origin(),
+            field: path.join("."),
+            reason: "no such setting".to_owned(),
+        });
+    };
+    let parsed = match slot {
+        Value::String(_) | Value::Null => Value::String(value.to_owned()),
+        _ => serde_yaml::from_str(value).map_err(|error| Error::ConfigInvalid {
+            path: origin(),
+            field: path.join("."),
+            reason: error.to_string(),
+        })?,
+    };
+    let overlay = path.iter().rev().fold(parsed, |inner, segment| {
+        let mut mapping = serde_yaml::Mapping::new();
+        mapping.insert(Value::String(segment.clone()), inner);
+        Value::Mapping(mapping)
+    });
+    Ok(Some(overlay))
+}
+
 /// Merges `overlay` into `base`: mappings key by key, recursively; any other value replaces;
 /// a `null` changes nothing (a section whose lines are all commented out, as in the shipped
 /// file's style).
@@ -796,6 +876,214 @@ fn merge(base: &mut Value, overlay: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/config.md`, rendered from the shipped `config/node.yaml`: each setting's dotted
+    /// path, environment variable, default and the comment above it.
+    fn config_reference() -> String {
+        let mut out = String::from(
+            "# Node configuration reference\n\n\
+             Generated from `config/node.yaml`, the shipped defaults, by\n\
+             `cargo test -p blyan-node-core --lib config_reference` (run it with\n\
+             `BLYAN_UPDATE_DOCS=1` to rewrite this file); edit the YAML file's comments, not this file.\n\n\
+             A node's settings come in layers, each overriding the one before: the shipped defaults;\n\
+             the file named by `--config` (it must exist), else `config/node.yaml` in the working\n\
+             directory when present; `BLYAN_*` environment variables (`BLYAN_` and the setting's\n\
+             path in upper case with `__` between levels, so secrets such as a PostgreSQL password\n\
+             need not live in a file; a text setting takes the value verbatim, others read it as\n\
+             YAML); then the command-line flags (`--data-dir`, `--listen`, `--seed-model`,\n\
+             `--p2p-listen`, `--peer`). Everything is validated together; an unknown or malformed\n\
+             setting stops the node naming it (and the variable, for an override).\n",
+        );
+        let mut comments: Vec<String> = Vec::new();
+        let mut stack: Vec<(usize, String)> = Vec::new();
+        let mut pending: Option<(String, Vec<String>, String)> = None;
+        let mut list: Vec<String> = Vec::new();
+        let flush = |out: &mut String,
+                     pending: &mut Option<(String, Vec<String>, String)>,
+                     list: &mut Vec<String>| {
+            if let Some((path, comments, value)) = pending.take() {
+                let value = if list.is_empty() {
+                    value
+                } else {
+                    format!("[{}]", list.join(", "))
+                };
+                list.clear();
+                let env = format!("BLYAN_{}", path.replace('.', "__").to_ascii_uppercase());
+                out.push_str(&format!(
+                    "| `{path}` | `{env}` | `{value}` | {} |\n",
+                    comments.join(" ").replace('|', "\\|")
+                ));
+            }
+        };
+        for line in NODE_CONFIG_DEFAULT_YAML
+            .lines()
+            .skip_while(|line| line.starts_with('#'))
+        {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            if trimmed.is_empty() {
+                comments.clear();
+                continue;
+            }
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                comments.push(comment.trim().to_owned());
+                continue;
+            }
+            if let Some(item) = trimmed.strip_prefix("- ") {
+                list.push(item.trim().to_owned());
+                continue;
+            }
+            flush(&mut out, &mut pending, &mut list);
+            let (key, value) = trimmed.split_once(':').expect("a YAML key");
+            while stack.last().is_some_and(|(level, _)| *level >= indent) {
+                stack.pop();
+            }
+            let path: Vec<&str> = stack
+                .iter()
+                .map(|(_, key)| key.as_str())
+                .chain([key])
+                .collect();
+            let path = path.join(".");
+            let value = value.trim();
+            if value.is_empty() {
+                // A section (or a list on the lines that follow).
+                let next_is_list = NODE_CONFIG_DEFAULT_YAML
+                    .lines()
+                    .skip_while(|other| *other != line)
+                    .nth(1)
+                    .is_some_and(|next| next.trim_start().starts_with("- "));
+                if next_is_list {
+                    pending = Some((path, std::mem::take(&mut comments), String::new()));
+                    continue;
+                }
+                if indent == 0 {
+                    out.push_str(&format!("\n## `{key}`\n\n"));
+                    if !comments.is_empty() {
+                        out.push_str(&comments.join(" "));
+                        out.push_str("\n\n");
+                    }
+                    out.push_str("| Setting | Environment variable | Default | Meaning |\n");
+                    out.push_str("|---|---|---|---|\n");
+                } else if !comments.is_empty() {
+                    out.push_str(&format!("| `{path}` | | | {} |\n", comments.join(" ")));
+                }
+                comments.clear();
+                stack.push((indent, key.to_owned()));
+                continue;
+            }
+            if indent == 0 {
+                out.push_str(&format!("\n## `{key}`\n\n"));
+                out.push_str("| Setting | Environment variable | Default | Meaning |\n");
+                out.push_str("|---|---|---|---|\n");
+            }
+            pending = Some((path, std::mem::take(&mut comments), value.to_owned()));
+        }
+        flush(&mut out, &mut pending, &mut list);
+        out
+    }
+
+    #[test]
+    fn config_reference_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+        let rendered = config_reference();
+        if std::env::var_os("BLYAN_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == rendered,
+            "docs/config.md is stale: run `BLYAN_UPDATE_DOCS=1 cargo test -p blyan-node-core --lib config_reference`"
+        );
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_beat_the_file_and_name_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(
+            &file,
+            "ledger:\n  backend: embedded\ncache:\n  expert_bytes_max: 2147483648\n",
+        )
+        .unwrap();
+        let url = "postgres://blyan:p#ss: word@db.example:5432/blyan?sslmode=require";
+        let config = NodeConfig::load_with_env(
+            Some(&file),
+            vars(&[
+                ("BLYAN_LEDGER__POSTGRES_URL", url),
+                ("BLYAN_LEDGER__BACKEND", "postgres"),
+                ("BLYAN_DATA_DIR", "/srv/blyan"),
+                ("BLYAN_P2P__ENABLED", "true"),
+                ("BLYAN_P2P__BOOTSTRAP", "[/ip4/192.0.2.7/tcp/4801]"),
+                ("BLYAN_VENV", "/opt/venv"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.ledger.postgres_url.as_deref(), Some(url));
+        assert_eq!(config.data_dir, PathBuf::from("/srv/blyan"));
+        assert!(config.p2p.enabled);
+        assert_eq!(
+            config.p2p.bootstrap,
+            vec!["/ip4/192.0.2.7/tcp/4801".to_owned()]
+        );
+        assert_eq!(
+            config.cache.expert_bytes_max, 2_147_483_648,
+            "the file still applies"
+        );
+
+        let refused = |pairs: &[(&str, &str)]| match NodeConfig::load_with_env(None, vars(pairs))
+            .unwrap_err()
+        {
+            Error::ConfigInvalid { path, field, .. } => (path, field),
+            other => panic!("expected ConfigInvalid, got {other:?}"),
+        };
+        let (path, field) = refused(&[("BLYAN_LEDGER__POSTGRES_ULR", "x")]);
+        assert_eq!(
+            path,
+            PathBuf::from("environment variable BLYAN_LEDGER__POSTGRES_ULR")
+        );
+        assert_eq!(field, "ledger.postgres_ulr");
+        let (path, field) = refused(&[("BLYAN_P2P__SYNC_INTERVAL_MS", "soon")]);
+        assert!(
+            path.display()
+                .to_string()
+                .contains("BLYAN_P2P__SYNC_INTERVAL_MS"),
+            "{path:?}"
+        );
+        assert_eq!(field, "p2p.sync_interval_ms");
+        let (path, field) = refused(&[("BLYAN_P2P__SYNC_INTERVAL_MS", "5")]);
+        assert!(
+            path.display()
+                .to_string()
+                .contains("BLYAN_P2P__SYNC_INTERVAL_MS"),
+            "{path:?}"
+        );
+        assert_eq!(field, "p2p.sync_interval_ms");
+    }
+
+    #[test]
+    fn a_named_config_file_that_does_not_exist_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.yaml");
+        match NodeConfig::load(&missing).unwrap_err() {
+            Error::ConfigRead { path, source } => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected ConfigRead, got {other:?}"),
+        }
+        assert_eq!(
+            NodeConfig::load_with_env(None, Vec::new()).unwrap(),
+            NodeConfig::defaults()
+        );
+    }
 
     fn check_rejected(yaml: &str, field: &str) {
         let error = NodeConfig::from_yaml_str(yaml, Path::new("test.yaml"))
@@ -835,13 +1123,6 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.cache.expert_bytes_max, 2 << 20);
         assert_eq!(config.data_dir, NodeConfig::defaults().data_dir);
-    }
-
-    #[test]
-    fn a_missing_file_falls_back_to_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig::load(&dir.path().join("absent.yaml")).unwrap();
-        assert_eq!(config, NodeConfig::defaults());
     }
 
     #[test]
