@@ -101,7 +101,10 @@ pub(crate) async fn nonce(
                 })
         })
         .transpose()?;
-    let challenge = state.auth.signin.challenge(SystemTime::now())?;
+    let challenge = state
+        .auth
+        .signin
+        .challenge(caller.bucket(), SystemTime::now());
     Ok(axum::Json(NonceResponse {
         nonce: challenge.nonce.nonce,
         domain: challenge.domain,
