@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use blyan_primitives::Address;
 use serde::de::DeserializeOwned;
 
-use crate::auth_store::{API_KEY_PREFIX, REFRESH_TOKEN_PREFIX};
+use crate::auth_store::{API_KEY_PREFIX, REFRESH_TOKEN_PREFIX, SessionState};
 use crate::client_addr::ClientBucket;
 use crate::server::AppState;
 use crate::{Error, Result};
@@ -238,7 +238,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 });
             }
             BearerShape::ApiKey => {
-                let wallet = state.auth.store.api_key_wallet(token)?;
+                let wallet = state.auth.api_key_wallet(token).await?;
                 return Ok(Self::Wallet {
                     wallet,
                     ip,
@@ -248,8 +248,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             BearerShape::Jwt => token,
         };
         let (claims, wallet) = state.auth.jwt.verify(token)?;
-        if state.auth.store.session_revoked(&claims.sid)? {
-            return Err(Error::TokenRevoked);
+        let sid = claims.sid.clone();
+        match state.auth.store(move |store| store.session(&sid)).await? {
+            SessionState::Ended => return Err(Error::TokenRevoked),
+            // A session is its wallet's: a token naming another wallet's session is refused
+            // (only a leaked signing secret could make one).
+            SessionState::Live(owner) if owner != wallet => {
+                return Err(Error::TokenInvalid {
+                    reason: "the token's session belongs to another wallet".to_owned(),
+                });
+            }
+            SessionState::Live(_) => {}
         }
         Ok(Self::Wallet {
             wallet,

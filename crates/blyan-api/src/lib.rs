@@ -15,7 +15,10 @@
 //! - A sign-in nonce is spent at most once, under the lock that checks it: one signed message
 //!   yields at most one session. Tokens are HS256 only, with issuer, audience and expiry checked.
 //! - Secrets (refresh tokens, API keys) are stored only as blake3 hashes; the sign-in store's
-//!   schema is versioned by migrations (`migrations/sign_in/`).
+//!   schema is versioned by migrations (`migrations/sign_in/`), its file and the token secret
+//!   are owner-only (0600), and a token secret others can read is refused.
+//! - Only a sign-in session (an access token) creates or revokes API keys; an access token's
+//!   session belongs to its wallet. SQLite is never called on an async worker thread.
 //! - Every route is in the OpenAPI document and every documented route is served (a test
 //!   compares [`api_routes`] with [`openapi_document`]).
 //! - Every per-key table (nonces, rate-limit buckets) has a fixed upper bound, and a full
@@ -72,8 +75,10 @@ mod routes;
 mod server;
 mod signin;
 
+pub use auth::{AUTH_PRUNE_PERIOD, AUTH_STORE_TASKS_MAX};
 pub use auth_store::{
-    API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX, API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
+    API_KEY_CACHE_COUNT_MAX, API_KEY_CACHE_SECONDS, API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX,
+    API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
 };
 pub use chain_routes::{BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT};
 pub use client_addr::{ClientBucket, FORWARDED_HOPS_MAX, IPV6_CLIENT_PREFIX_BITS};

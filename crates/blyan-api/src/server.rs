@@ -232,15 +232,19 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains open connections.
+    /// Serves until `shutdown` completes, then drains open connections. Meanwhile the sign-in
+    /// store is pruned at start and every [`crate::AUTH_PRUNE_PERIOD`].
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "serving HTTP");
+        let state = Arc::clone(&self.state);
         let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve)
+        let serving = axum::serve(self.listener, service).with_graceful_shutdown(shutdown);
+        // Pruning never ends by itself; it stops when serving does.
+        tokio::select! {
+            served = serving => served.map_err(Error::Serve),
+            () = state.auth.prune_periodically() => Ok(()),
+        }
     }
 }
 
