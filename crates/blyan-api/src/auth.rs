@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -14,6 +14,7 @@ use blyan_api_types::{
 use blyan_node_core::AuthConfig;
 use blyan_primitives::Address;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::auth_store::AuthStore;
 use crate::extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn, rate_limit};
@@ -22,12 +23,20 @@ use crate::server::AppState;
 use crate::signin::SignIn;
 use crate::{Error, Result};
 
+/// Most sign-in store calls running on blocking threads at once; SQLite serializes them on one
+/// connection anyway, so more would only park threads. Callers beyond it wait asynchronously.
+pub const AUTH_STORE_TASKS_MAX: usize = 4;
+
+/// How often expired sessions, refresh tokens and revoked API keys are removed.
+pub const AUTH_PRUNE_PERIOD: Duration = Duration::from_secs(3600);
+
 /// Everything sign-in needs, held by [`AppState`].
 #[derive(Debug)]
 pub(crate) struct Auth {
     pub signin: SignIn,
     pub jwt: JwtKeys,
-    pub store: AuthStore,
+    store: Arc<AuthStore>,
+    store_tasks: Arc<Semaphore>,
     pub refresh_ttl: Duration,
 }
 
@@ -43,9 +52,77 @@ impl Auth {
                 data_dir,
                 Duration::from_secs(config.access_token_ttl_seconds),
             )?,
-            store: AuthStore::open(data_dir)?,
+            store: Arc::new(AuthStore::open(data_dir)?),
+            store_tasks: Arc::new(Semaphore::new(AUTH_STORE_TASKS_MAX)),
             refresh_ttl: Duration::from_secs(config.refresh_token_ttl_seconds),
         })
+    }
+
+    /// Runs `work` on the sign-in store on a blocking thread (SQLite calls block), at most
+    /// [`AUTH_STORE_TASKS_MAX`] at once.
+    pub(crate) async fn store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AuthStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let task_failed = |error: &dyn std::fmt::Display| Error::Internal {
+            reason: format!("sign-in store task failed: {error}"),
+        };
+        let permit = Arc::clone(&self.store_tasks)
+            .acquire_owned()
+            .await
+            .map_err(|error| task_failed(&error))?;
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&store)
+        })
+        .await
+        .map_err(|error| task_failed(&error))?
+    }
+
+    /// The wallet of a live API key: from the cache when it was looked up lately, else from
+    /// the store on a blocking thread.
+    pub(crate) async fn api_key_wallet(&self, key: &str) -> Result<Address> {
+        if let Some(wallet) = self.store.cached_api_key_wallet(key, Instant::now()) {
+            return Ok(wallet);
+        }
+        let key = key.to_owned();
+        self.store(move |store| store.api_key_wallet(&key)).await
+    }
+
+    /// Removes expired and ended sign-in rows now (see [`AuthStore::prune`]).
+    pub(crate) async fn prune(&self) -> Result<()> {
+        let pruned = self.store(|store| store.prune(SystemTime::now())).await?;
+        tracing::debug!(
+            sessions = pruned.sessions,
+            refresh_tokens = pruned.refresh_tokens,
+            api_keys = pruned.api_keys,
+            "sign-in store pruned"
+        );
+        Ok(())
+    }
+
+    /// Prunes at once and then every [`AUTH_PRUNE_PERIOD`], until dropped; a failed prune is
+    /// logged and retried at the next period.
+    pub(crate) async fn prune_periodically(&self) {
+        let mut ticks = tokio::time::interval(AUTH_PRUNE_PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.prune().await {
+                tracing::warn!(%error, "sign-in store prune failed");
+            }
+        }
+    }
+}
+
+/// Refuses an operation that only a wallet's sign-in session may do: an API key is a
+/// credential for using the API, and a key that could mint keys would outlive its own
+/// revocation through the keys it made.
+fn require_session(caller: &SignedIn, action: &'static str) -> Result<()> {
+    match caller.credential {
+        Credential::AccessToken { .. } => Ok(()),
+        Credential::ApiKey => Err(Error::SessionRequired { action }),
     }
 }
 
@@ -101,7 +178,10 @@ pub(crate) async fn nonce(
                 })
         })
         .transpose()?;
-    let challenge = state.auth.signin.challenge(SystemTime::now())?;
+    let challenge = state
+        .auth
+        .signin
+        .challenge(caller.bucket(), SystemTime::now());
     Ok(axum::Json(NonceResponse {
         nonce: challenge.nonce.nonce,
         domain: challenge.domain,
@@ -128,11 +208,11 @@ pub(crate) async fn verify(
         .auth
         .signin
         .verify(&request.message, &request.signature, now)?;
-    let (sid, refresh) =
-        state
-            .auth
-            .store
-            .create_session(&wallet, now + state.auth.refresh_ttl, now)?;
+    let refresh_expires_at = now + state.auth.refresh_ttl;
+    let (sid, refresh) = state
+        .auth
+        .store(move |store| store.create_session(&wallet, refresh_expires_at, now))
+        .await?;
     tracing::info!(%wallet, %sid, "signed in");
     Ok(axum::Json(tokens(&state, wallet, &sid, refresh, now)?))
 }
@@ -147,16 +227,19 @@ pub(crate) async fn refresh(
 ) -> Result<axum::Json<TokenResponse>> {
     rate_limit(&state, &caller)?;
     let now = SystemTime::now();
-    let (sid, wallet, next) = state.auth.store.rotate_refresh(
-        &request.refresh_token,
-        now + state.auth.refresh_ttl,
-        now,
-    )?;
+    let next_expires_at = now + state.auth.refresh_ttl;
+    let (sid, wallet, next) = state
+        .auth
+        .store(move |store| store.rotate_refresh(&request.refresh_token, next_expires_at, now))
+        .await?;
     Ok(axum::Json(tokens(&state, wallet, &sid, next, now)?))
 }
 
 /// Signs the session of the presented access token out: its access and refresh tokens stop
-/// working.
+/// working. The wallet's API keys are left working: they are credentials of their own (for
+/// programs, not this browser), listed and revoked one by one at `/auth/api-keys`; only a
+/// sign-in session can make or revoke them, so no key outlives its revocation through keys it
+/// made.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, description = "token_missing, token_invalid, token_expired, token_revoked")))]
 pub(crate) async fn logout(
@@ -169,7 +252,11 @@ pub(crate) async fn logout(
             reason: "an API key has no session to sign out; revoke it instead".to_owned(),
         });
     };
-    state.auth.store.revoke_session(sid, SystemTime::now())?;
+    let revoked = sid.clone();
+    state
+        .auth
+        .store(move |store| store.revoke_session(&revoked, SystemTime::now()))
+        .await?;
     tracing::info!(wallet = %caller.wallet, %sid, "signed out");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -188,20 +275,23 @@ pub(crate) async fn session(caller: SignedIn) -> axum::Json<SessionResponse> {
     })
 }
 
-/// Creates an API key for the signed-in wallet; the key is shown once.
+/// Creates an API key for the signed-in wallet; the key is shown once. Only a sign-in session
+/// (an access token) may: an API key is refused with 403 `session_required`.
 #[utoipa::path(post, path = "/auth/api-keys", tag = "auth", security(("bearer" = [])),
     request_body = CreateApiKeyRequest,
-    responses((status = 201, body = CreatedApiKey), (status = 401, description = "token_missing")))]
+    responses((status = 201, body = CreatedApiKey), (status = 401, description = "token_missing"),
+        (status = 403, description = "session_required")))]
 pub(crate) async fn create_api_key(
     State(state): State<Arc<AppState>>,
     caller: SignedIn,
     ApiJson(request): ApiJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, axum::Json<CreatedApiKey>)> {
-    let (info, key) =
-        state
-            .auth
-            .store
-            .create_api_key(&caller.wallet, &request.name, SystemTime::now())?;
+    require_session(&caller, "creating an API key")?;
+    let wallet = caller.wallet;
+    let (info, key) = state
+        .auth
+        .store(move |store| store.create_api_key(&wallet, &request.name, SystemTime::now()))
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedApiKey {
@@ -219,22 +309,33 @@ pub(crate) async fn list_api_keys(
     State(state): State<Arc<AppState>>,
     caller: SignedIn,
 ) -> Result<axum::Json<Vec<ApiKeyInfo>>> {
-    Ok(axum::Json(state.auth.store.list_api_keys(&caller.wallet)?))
+    let wallet = caller.wallet;
+    Ok(axum::Json(
+        state
+            .auth
+            .store(move |store| store.list_api_keys(&wallet))
+            .await?,
+    ))
 }
 
-/// Revokes one of the signed-in wallet's API keys.
+/// Revokes one of the signed-in wallet's API keys. Only a sign-in session (an access token)
+/// may: an API key is refused with 403 `session_required`.
 #[utoipa::path(delete, path = "/auth/api-keys/{id}", tag = "auth", security(("bearer" = [])),
     params(("id" = String, Path, description = "The key's id")),
-    responses((status = 204), (status = 404, description = "not_found")))]
+    responses((status = 204), (status = 403, description = "session_required"),
+        (status = 404, description = "not_found")))]
 pub(crate) async fn revoke_api_key(
     State(state): State<Arc<AppState>>,
     caller: SignedIn,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode> {
+    require_session(&caller, "revoking an API key")?;
+    let wallet = caller.wallet;
+    let revoked_id = id.clone();
     if state
         .auth
-        .store
-        .revoke_api_key(&caller.wallet, &id, SystemTime::now())?
+        .store(move |store| store.revoke_api_key(&wallet, &revoked_id, SystemTime::now()))
+        .await?
     {
         Ok(StatusCode::NO_CONTENT)
     } else {

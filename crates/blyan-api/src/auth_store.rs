@@ -3,10 +3,16 @@
 //! Secrets are never stored: a refresh token or API key is kept as its blake3 hash and shown to
 //! its owner once. Refresh tokens rotate: each use spends the token and returns a new one; using
 //! a spent token again means it was stolen, so the whole session is signed out.
+//!
+//! The file is created owner-only (0600). Every method blocks on SQLite: the HTTP layer calls
+//! them on blocking threads ([`crate::auth::Auth::store`]), except a look-up of an API key
+//! found in the short-lived cache ([`AuthStore::cached_api_key_wallet`]), which is emptied
+//! whenever a key is revoked. [`AuthStore::prune`] removes rows that can no longer matter.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use blyan_api_types::ApiKeyInfo;
 use blyan_primitives::Address;
@@ -34,6 +40,14 @@ pub const REFRESH_TOKEN_PREFIX: &str = "blyr_";
 /// Random bytes in an API key or refresh token.
 const SECRET_RANDOM_BYTES: usize = 32;
 
+/// How long a looked-up API key is answered from memory (revoking a key empties the cache at
+/// once; this bounds only how stale a cached wallet can be).
+pub const API_KEY_CACHE_SECONDS: u64 = 30;
+
+/// Most API keys cached at once; a full cache is emptied (only valid keys are cached, so this
+/// is reached by many real keys, never by guesses).
+pub const API_KEY_CACHE_COUNT_MAX: usize = 4096;
+
 /// Per-connection settings, applied before the migrations (SQLite refuses to change the journal
 /// mode inside the transaction a migration runs in).
 const CONNECTION_PRAGMAS: &str = "
@@ -57,6 +71,39 @@ type RefreshRow = (String, i64, Option<i64>, String, Option<i64>);
 #[derive(Debug)]
 pub(crate) struct AuthStore {
     connection: Mutex<Connection>,
+    /// Live API keys by their hash: the wallet, and when it was read.
+    api_key_cache: Mutex<HashMap<String, (Address, Instant)>>,
+}
+
+/// What a session id stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    /// Signed in, as this wallet.
+    Live(Address),
+    /// Signed out, or unknown (pruned, or never issued here).
+    Ended,
+}
+
+/// Rows [`AuthStore::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    pub sessions: usize,
+    pub refresh_tokens: usize,
+    pub api_keys: usize,
+}
+
+/// Creates `path` owner-only (0600) when missing; SQLite would use the umask's permissions,
+/// and its WAL and shared-memory files copy the main file's.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 fn random_secret(prefix: &str) -> String {
@@ -86,7 +133,12 @@ impl AuthStore {
             path: data_dir.to_owned(),
             source,
         })?;
-        let mut connection = Connection::open(data_dir.join(AUTH_STORE_FILE))?;
+        let path = data_dir.join(AUTH_STORE_FILE);
+        create_owner_only(&path).map_err(|source| Error::DataFile {
+            path: path.clone(),
+            source,
+        })?;
+        let mut connection = Connection::open(&path)?;
         connection.execute_batch(CONNECTION_PRAGMAS)?;
         let report = embedded::migrations::runner().run(&mut connection)?;
         for migration in report.applied_migrations() {
@@ -94,7 +146,15 @@ impl AuthStore {
         }
         Ok(Self {
             connection: Mutex::new(connection),
+            api_key_cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Address, Instant)>> {
+        // Entries are inserted and removed whole: a poisoned cache is consistent.
+        self.api_key_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -132,17 +192,28 @@ impl AuthStore {
         Ok((sid, refresh))
     }
 
-    /// Whether session `sid` is signed out (an unknown session counts as signed out).
-    pub(crate) fn session_revoked(&self, sid: &str) -> Result<bool> {
-        let revoked: Option<Option<i64>> = self
+    /// Whether session `sid` is live, and whose it is (an unknown session counts as ended).
+    pub(crate) fn session(&self, sid: &str) -> Result<SessionState> {
+        let found: Option<(String, Option<i64>)> = self
             .lock()
             .query_row(
-                "SELECT revoked_at FROM sessions WHERE sid = ?1",
+                "SELECT wallet, revoked_at FROM sessions WHERE sid = ?1",
                 params![sid],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        Ok(!matches!(revoked, Some(None)))
+        Ok(match found {
+            Some((wallet, None)) => wallet
+                .parse()
+                .map_or(SessionState::Ended, SessionState::Live),
+            _ => SessionState::Ended,
+        })
+    }
+
+    /// Whether session `sid` is signed out (an unknown session counts as signed out).
+    #[cfg(test)]
+    pub(crate) fn session_revoked(&self, sid: &str) -> Result<bool> {
+        Ok(self.session(sid)? == SessionState::Ended)
     }
 
     /// Signs session `sid` out: its access and refresh tokens stop working.
@@ -290,22 +361,80 @@ impl AuthStore {
             "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND wallet = ?2 AND revoked_at IS NULL",
             params![id, wallet.to_string(), seconds_i64(now)],
         )?;
+        // The cache is keyed by the key's hash, which the id does not give: forget them all
+        // (revoking is rare), so the revoked key is refused from its next use on.
+        self.cache().clear();
         Ok(changed == 1)
     }
 
-    /// The wallet owning live API key `key`.
+    /// The wallet owning live API key `key`, when it was looked up less than
+    /// [`API_KEY_CACHE_SECONDS`] ago and not revoked since. Touches no file.
+    pub(crate) fn cached_api_key_wallet(&self, key: &str, now: Instant) -> Option<Address> {
+        let hash = hash_secret(key);
+        let mut cache = self.cache();
+        match cache.get(&hash) {
+            Some((wallet, read_at))
+                if now.saturating_duration_since(*read_at)
+                    < Duration::from_secs(API_KEY_CACHE_SECONDS) =>
+            {
+                Some(*wallet)
+            }
+            Some(_) => {
+                cache.remove(&hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The wallet owning live API key `key`, read from the file (and cached).
     pub(crate) fn api_key_wallet(&self, key: &str) -> Result<Address> {
+        let hash = hash_secret(key);
         let wallet: Option<String> = self
             .lock()
             .query_row(
                 "SELECT wallet FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
-                params![hash_secret(key)],
+                params![hash],
                 |row| row.get(0),
             )
             .optional()?;
-        wallet
+        let wallet: Address = wallet
             .and_then(|wallet| wallet.parse().ok())
-            .ok_or(Error::ApiKeyInvalid)
+            .ok_or(Error::ApiKeyInvalid)?;
+        let mut cache = self.cache();
+        if cache.len() >= API_KEY_CACHE_COUNT_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (wallet, Instant::now()));
+        Ok(wallet)
+    }
+
+    /// Removes what can no longer be used at `now`: refresh tokens past their expiry or of
+    /// ended sessions, ended sessions and sessions left without a live refresh token (their
+    /// access tokens then count as signed out, which only ever ends a session sooner), and
+    /// revoked API keys (a removed key is refused like a revoked one).
+    pub(crate) fn prune(&self, now: SystemTime) -> Result<Pruned> {
+        let now = seconds_i64(now);
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let refresh_tokens = transaction.execute(
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?1
+                OR sid IN (SELECT sid FROM sessions WHERE revoked_at IS NOT NULL)",
+            params![now],
+        )?;
+        let sessions = transaction.execute(
+            "DELETE FROM sessions WHERE revoked_at IS NOT NULL
+                OR NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.sid = sessions.sid)",
+            [],
+        )?;
+        let api_keys =
+            transaction.execute("DELETE FROM api_keys WHERE revoked_at IS NOT NULL", [])?;
+        transaction.commit()?;
+        Ok(Pruned {
+            sessions,
+            refresh_tokens,
+            api_keys,
+        })
     }
 }
 
@@ -389,6 +518,129 @@ mod tests {
             store.api_key_wallet(&key).unwrap_err().code(),
             "api_key_invalid"
         );
+    }
+
+    fn count(store: &AuthStore, table: &str) -> i64 {
+        store
+            .lock()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_session_knows_its_wallet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let (sid, _) = store
+            .create_session(&wallet(), now + Duration::from_secs(60), now)
+            .unwrap();
+        assert_eq!(store.session(&sid).unwrap(), SessionState::Live(wallet()));
+        store.revoke_session(&sid, now).unwrap();
+        assert_eq!(store.session(&sid).unwrap(), SessionState::Ended);
+        assert_eq!(store.session("unknown").unwrap(), SessionState::Ended);
+    }
+
+    #[test]
+    fn prune_removes_expired_and_ended_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        // A live session, one whose refresh token expires, one signed out.
+        let (live, live_refresh) = store.create_session(&wallet(), now + hour, now).unwrap();
+        let (expiring, _) = store
+            .create_session(&wallet(), now + Duration::from_secs(10), now)
+            .unwrap();
+        let (ended, _) = store.create_session(&wallet(), now + hour, now).unwrap();
+        store.revoke_session(&ended, now).unwrap();
+        // A spent refresh token of the live session is kept for reuse detection.
+        let (_, _, next_refresh) = store
+            .rotate_refresh(&live_refresh, now + hour, now)
+            .unwrap();
+        // A live API key and a revoked one.
+        let (_, live_key) = store.create_api_key(&wallet(), "live", now).unwrap();
+        let (revoked_info, _) = store.create_api_key(&wallet(), "revoked", now).unwrap();
+        store
+            .revoke_api_key(&wallet(), &revoked_info.id, now)
+            .unwrap();
+
+        let pruned = store.prune(now + Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                sessions: 2,
+                refresh_tokens: 2,
+                api_keys: 1
+            }
+        );
+        assert_eq!(store.session(&live).unwrap(), SessionState::Live(wallet()));
+        assert_eq!(store.session(&expiring).unwrap(), SessionState::Ended);
+        assert_eq!(
+            (count(&store, "sessions"), count(&store, "refresh_tokens")),
+            (1, 2)
+        );
+        assert_eq!(count(&store, "api_keys"), 1);
+        assert_eq!(store.api_key_wallet(&live_key).unwrap(), wallet());
+        // The spent token still signs the session out when it comes back.
+        let later = now + Duration::from_secs(20);
+        assert!(
+            store
+                .rotate_refresh(&live_refresh, now + hour, later)
+                .is_err()
+        );
+        assert!(
+            store
+                .rotate_refresh(&next_refresh, now + hour, later)
+                .is_err()
+        );
+        assert_eq!(store.session(&live).unwrap(), SessionState::Ended);
+        // Nothing left to prune is pruned twice.
+        store.prune(later).unwrap();
+        assert_eq!(store.prune(later).unwrap(), Pruned::default());
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_at_once_although_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let (info, key) = store.create_api_key(&wallet(), "cached", now).unwrap();
+        assert_eq!(store.cached_api_key_wallet(&key, Instant::now()), None);
+        assert_eq!(store.api_key_wallet(&key).unwrap(), wallet());
+        assert_eq!(
+            store.cached_api_key_wallet(&key, Instant::now()),
+            Some(wallet())
+        );
+        let stale = Instant::now() + Duration::from_secs(API_KEY_CACHE_SECONDS);
+        assert_eq!(store.cached_api_key_wallet(&key, stale), None);
+        store.api_key_wallet(&key).unwrap();
+        store.revoke_api_key(&wallet(), &info.id, now).unwrap();
+        assert_eq!(store.cached_api_key_wallet(&key, Instant::now()), None);
+        assert_eq!(
+            store.api_key_wallet(&key).unwrap_err().code(),
+            "api_key_invalid"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_file_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        store
+            .create_session(&wallet(), SystemTime::now(), SystemTime::now())
+            .unwrap();
+        for name in [AUTH_STORE_FILE.to_owned(), format!("{AUTH_STORE_FILE}-wal")] {
+            let mode = std::fs::metadata(dir.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[test]

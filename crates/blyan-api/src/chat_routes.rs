@@ -2,9 +2,10 @@
 //! OpenAI-compatible `/v1/chat/completions` and `/v1/models`.
 //!
 //! Each is a thin wrapper over the node's chat session (`blyan_node_core::Node::plan_chat` →
-//! `ChatPlan::start`): the caller's rate limits and, for anonymous callers, the free tier's
-//! per-IP quota are checked here, between planning (nothing held yet) and starting (the payment
-//! hold). The chat runs in a `chat` span under the request's `http_request` span, so its log
+//! `ChatPlan::start`): the caller's rate limits, a place in the bounded generation pool
+//! (`api.generations_concurrent_max`, else 503 `generations_busy`) and, for anonymous callers,
+//! the free tier's per-client quota and the node's hourly free-token budget are checked here,
+//! between planning (nothing held yet) and starting (the payment hold). The chat runs in a `chat` span under the request's `http_request` span, so its log
 //! lines carry both the request id and the chat id.
 
 use std::convert::Infallible;
@@ -26,8 +27,11 @@ use crate::extract::{ApiJson, Caller, rate_limit};
 use crate::server::AppState;
 use crate::{Error, Result};
 
-/// Checks the caller's limits, plans the chat, takes the free-tier quota or the payment hold,
-/// and starts it.
+/// Seconds a chat refused for a full generation pool is told to wait: about one short answer.
+const GENERATIONS_BUSY_RETRY_SECONDS: u64 = 2;
+
+/// Checks the caller's limits, plans the chat, takes a place in the generation pool, the
+/// free-tier quota or the payment hold, and starts it.
 async fn start_chat(
     state: &Arc<AppState>,
     caller: &Caller,
@@ -38,13 +42,38 @@ async fn start_chat(
         Some(wallet) => Payer::Wallet(*wallet),
         None => Payer::Free,
     };
-    let plan = state.node().plan_chat(payer, request)?;
+    let mut plan = state.node().plan_chat(payer, request)?;
+    // The place first: it costs nothing to give back, while quota taken stays taken.
+    let generations = state.config().api.generations_concurrent_max;
+    let place = state
+        .node()
+        .inference_gate()
+        .try_enter(u64::from(generations))
+        .ok_or(Error::GenerationsBusy {
+            generations,
+            retry_after_seconds: GENERATIONS_BUSY_RETRY_SECONDS,
+        })?;
+    plan.admit(place);
     if payer == Payer::Free {
+        let now = Instant::now();
         state
             .limits
             .free_tier
-            .check(&caller.ip(), Instant::now())
+            .check(&caller.bucket(), now)
             .map_err(|retry_after_seconds| Error::FreeTierExhausted {
+                scope: "client",
+                retry_after_seconds,
+            })?;
+        // After the client's own quota, so that a client past it cannot spend the node's.
+        let tokens = u64::try_from(plan.prompt_tokens())
+            .unwrap_or(u64::MAX)
+            .saturating_add(u64::from(plan.max_tokens()));
+        state
+            .limits
+            .free_tier_tokens
+            .take(&(), tokens, now)
+            .map_err(|retry_after_seconds| Error::FreeTierExhausted {
+                scope: "node",
                 retry_after_seconds,
             })?;
     }
@@ -65,7 +94,7 @@ fn failure_body(error: blyan_node_core::ChatError) -> blyan_api_types::ErrorBody
         (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
         (status = 402, description = "insufficient_balance, payment_refused"),
         (status = 429, description = "rate_limited, free_tier_exhausted"),
-        (status = 503, description = "model_unavailable, ledger_unavailable")))]
+        (status = 503, description = "model_unavailable, ledger_unavailable, generations_busy")))]
 pub(crate) async fn chat(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -115,7 +144,7 @@ fn chat_events(
         (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
         (status = 402, description = "insufficient_balance, payment_refused"),
         (status = 429, description = "rate_limited, free_tier_exhausted"),
-        (status = 503, description = "model_unavailable, ledger_unavailable")))]
+        (status = 503, description = "model_unavailable, ledger_unavailable, generations_busy")))]
 pub(crate) async fn chat_stream(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -224,15 +253,16 @@ fn completion_chunks(
 }
 
 /// OpenAI-compatible chat completions, streaming (`"stream": true`, SSE chunks ending with
-/// `data: [DONE]`) or not. Authenticate with an API key as the OpenAI key, or send none for
-/// the free tier.
+/// `data: [DONE]`) or not. Authenticate with an API key as the OpenAI key, or send none (or a
+/// placeholder such as `none`: anything not shaped like a Blyan credential) for the free tier.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = CompletionRequest,
     security((), ("bearer" = [])),
     responses((status = 200, description = "A chat.completion object, or a text/event-stream of chat.completion.chunk objects"),
         (status = 400, description = "invalid_request, prompt_too_long, malformed_json"),
         (status = 402, description = "insufficient_balance, payment_refused"),
         (status = 404, description = "unknown_model"),
-        (status = 429, description = "rate_limited, free_tier_exhausted")))]
+        (status = 429, description = "rate_limited, free_tier_exhausted"),
+        (status = 503, description = "model_unavailable, ledger_unavailable, generations_busy")))]
 pub(crate) async fn completions(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -85,9 +85,6 @@ pub enum Error {
     /// The sign-in nonce was already used: a replayed message or signature.
     #[error("sign-in nonce already used")]
     NonceReplayed,
-    /// Too many outstanding nonces; try again shortly.
-    #[error("too many pending sign-ins")]
-    NonceStoreFull,
     /// The sign-in message is not an EIP-4361 message.
     #[error("malformed sign-in message: {reason}")]
     SiweMalformed {
@@ -177,11 +174,44 @@ pub enum Error {
         /// Seconds until the next request is accepted.
         retry_after_seconds: u64,
     },
-    /// The anonymous free tier's quota for this IP address is used up.
-    #[error("free tier quota used up; retry after {retry_after_seconds} s or sign in")]
+    /// The anonymous free tier's quota is used up: this client's (`scope` `client`: its IPv4
+    /// address or IPv6 /64) or the whole node's hourly token budget (`scope` `node`).
+    #[error(
+        "free tier quota of this {scope} used up; retry after {retry_after_seconds} s or sign in"
+    )]
     FreeTierExhausted {
+        /// `client` or `node`.
+        scope: &'static str,
         /// Seconds until the next free request is accepted.
         retry_after_seconds: u64,
+    },
+    /// The node is generating as many chats as `api.generations_concurrent_max` allows.
+    #[error(
+        "the node is generating {generations} chats, its most at once; retry after {retry_after_seconds} s"
+    )]
+    GenerationsBusy {
+        /// The configured most.
+        generations: u32,
+        /// Seconds a client should wait.
+        retry_after_seconds: u64,
+    },
+    /// The operation needs a wallet's sign-in session (an access token); the credential sent
+    /// (an API key) may not do it, so that a leaked key cannot mint or revoke keys.
+    #[error("{action} needs a wallet sign-in session (an access token), not an API key")]
+    SessionRequired {
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// A secret file under the data directory is readable or writable by others than its
+    /// owner; the node refuses to use a secret that may have leaked.
+    #[error(
+        "secret file {path} has mode {mode:o}, wider than 600: run `chmod 600` on it (and rotate it if others could read it)"
+    )]
+    SecretFileExposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The free tier is turned off on this node: sign in to chat.
     #[error("this node has no free tier; sign in with a wallet")]
@@ -293,6 +323,7 @@ impl Error {
             | Self::Bind { .. }
             | Self::Serve(_)
             | Self::DataFile { .. }
+            | Self::SecretFileExposed { .. }
             | Self::AuthStore(_)
             | Self::AuthStoreMigration(_) => "internal",
             Self::MalformedJson { .. } => "malformed_json",
@@ -303,7 +334,6 @@ impl Error {
             Self::NonceUnknown => "nonce_unknown",
             Self::NonceExpired => "nonce_expired",
             Self::NonceReplayed => "nonce_replayed",
-            Self::NonceStoreFull => "nonce_store_full",
             Self::SiweMalformed { .. } => "siwe_malformed",
             Self::SiweDomainMismatch { .. } => "siwe_domain_mismatch",
             Self::SiweUriMismatch { .. } => "siwe_uri_mismatch",
@@ -321,6 +351,8 @@ impl Error {
             Self::ApiKeyInvalid => "api_key_invalid",
             Self::RateLimited { .. } => "rate_limited",
             Self::FreeTierExhausted { .. } => "free_tier_exhausted",
+            Self::GenerationsBusy { .. } => "generations_busy",
+            Self::SessionRequired { .. } => "session_required",
             Self::FreeTierDisabled => "free_tier_disabled",
             Self::PromptTooLong { .. } => "prompt_too_long",
             Self::UnknownModel { .. } => "unknown_model",
@@ -347,6 +379,7 @@ impl Error {
             | Self::Bind { .. }
             | Self::Serve(_)
             | Self::DataFile { .. }
+            | Self::SecretFileExposed { .. }
             | Self::AuthStore(_)
             | Self::AuthStoreMigration(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MalformedJson { .. }
@@ -393,7 +426,8 @@ impl Error {
             Self::RateLimited { .. } | Self::FreeTierExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::NonceStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GenerationsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SessionRequired { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -406,8 +440,12 @@ impl Error {
             }
             | Self::FreeTierExhausted {
                 retry_after_seconds,
+                ..
+            }
+            | Self::GenerationsBusy {
+                retry_after_seconds,
+                ..
             } => Some(*retry_after_seconds),
-            Self::NonceStoreFull => Some(1),
             _ => None,
         }
     }
@@ -418,8 +456,8 @@ impl Error {
         let message = if self.status().is_server_error()
             && !matches!(
                 self,
-                Self::NonceStoreFull
-                    | Self::ModelUnavailable
+                Self::ModelUnavailable
+                    | Self::GenerationsBusy { .. }
                     | Self::LedgerUnavailable { .. }
                     | Self::ChainUnavailable
                     | Self::NetworkUnavailable
@@ -552,6 +590,30 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let busy = Error::GenerationsBusy {
+            generations: 8,
+            retry_after_seconds: 2,
+        };
+        assert_eq!(busy.code(), "generations_busy");
+        let body = serde_json::to_string(&busy.body()).unwrap();
+        assert!(
+            body.contains("generating 8 chats"),
+            "a busy node says so: {body}"
+        );
+        let response = busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn an_api_key_minting_keys_is_forbidden() {
+        let error = Error::SessionRequired {
+            action: "creating an API key",
+        };
+        assert_eq!(
+            (error.code(), error.status()),
+            ("session_required", StatusCode::FORBIDDEN)
+        );
     }
 
     #[test]

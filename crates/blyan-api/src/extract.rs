@@ -12,7 +12,8 @@ use axum::http::{StatusCode, header};
 use blyan_primitives::Address;
 use serde::de::DeserializeOwned;
 
-use crate::auth_store::API_KEY_PREFIX;
+use crate::auth_store::{API_KEY_PREFIX, REFRESH_TOKEN_PREFIX, SessionState};
+use crate::client_addr::ClientBucket;
 use crate::server::AppState;
 use crate::{Error, Result};
 
@@ -99,11 +100,14 @@ pub enum Credential {
     ApiKey,
 }
 
-/// Who is calling: every handler that meters or charges takes one.
+/// Who is calling: every handler that meters or charges takes one. Its address is the
+/// client's: the TCP peer, or under a trusted proxy the address it forwarded
+/// (`api.trusted_proxies`, see [`crate::ClientBucket`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Caller {
-    /// No credentials: the free tier, limited per IP address.
+    /// No credentials (or a bearer value not shaped like one of this node's credentials, see
+    /// [`bearer_shape`]): the free tier, limited per client bucket.
     Anonymous {
         /// The peer's address.
         ip: IpAddr,
@@ -120,12 +124,18 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The peer's IP address. Taken from the connection only: a node behind a proxy sees the
-    /// proxy (forwarding headers can be forged, so they are not trusted).
+    /// The client's IP address: the connection's peer, unless that is one of
+    /// `api.trusted_proxies`, whose forwarding header then names the client (any other peer's
+    /// forwarding headers are ignored: anyone can write them).
     pub fn ip(&self) -> IpAddr {
         match self {
             Self::Anonymous { ip } | Self::Wallet { ip, .. } => *ip,
         }
+    }
+
+    /// What limits count this client by: its IPv4 address or its IPv6 /64.
+    pub fn bucket(&self) -> ClientBucket {
+        ClientBucket::of(self.ip())
     }
 
     /// The signed-in wallet, if any.
@@ -137,11 +147,12 @@ impl Caller {
     }
 }
 
-fn peer_ip(parts: &Parts) -> IpAddr {
-    parts
+fn client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    state.limits.proxies.client(peer, &parts.headers)
 }
 
 fn bearer(parts: &Parts) -> Result<Option<&str>> {
@@ -160,26 +171,94 @@ fn bearer(parts: &Parts) -> Result<Option<&str>> {
     Ok(Some(token.trim()))
 }
 
+/// What a bearer value is, judged by its shape alone (nothing is looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BearerShape {
+    /// `bly_…`: one of this node's API keys, or an attempt at one.
+    ApiKey,
+    /// `blyr_…`: a refresh token, which is not an access credential.
+    RefreshToken,
+    /// Three base64url parts joined by dots: an access token, or an attempt at one.
+    Jwt,
+    /// Anything else: a placeholder an OpenAI client sends (`none`, `sk-…`), served as the
+    /// anonymous free tier.
+    Foreign,
+}
+
+fn is_base64url(part: &str) -> bool {
+    part.bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// The shape of `token`. Servers in the OpenAI-compatible role (llama.cpp, vLLM) accept any
+/// key, and the official clients refuse to start without one; so a value that cannot be a
+/// Blyan credential is no credential at all. One that looks like a Blyan credential but fails
+/// is refused, never downgraded.
+pub(crate) fn bearer_shape(token: &str) -> BearerShape {
+    if token.starts_with(API_KEY_PREFIX) {
+        return BearerShape::ApiKey;
+    }
+    if token.starts_with(REFRESH_TOKEN_PREFIX) {
+        return BearerShape::RefreshToken;
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return BearerShape::Foreign;
+    };
+    // The signature may be empty (`alg: none`): still an attempt at a token, to be refused.
+    if !header.is_empty()
+        && !claims.is_empty()
+        && [header, claims, signature]
+            .iter()
+            .all(|part| is_base64url(part))
+    {
+        BearerShape::Jwt
+    } else {
+        BearerShape::Foreign
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self> {
-        let ip = peer_ip(parts);
+        let ip = client_ip(parts, state);
         let Some(token) = bearer(parts)? else {
             return Ok(Self::Anonymous { ip });
         };
         // A credential that fails is refused, never downgraded to anonymous.
-        if token.starts_with(API_KEY_PREFIX) {
-            let wallet = state.auth.store.api_key_wallet(token)?;
-            return Ok(Self::Wallet {
-                wallet,
-                ip,
-                credential: Credential::ApiKey,
-            });
-        }
+        let token = match bearer_shape(token) {
+            BearerShape::Foreign => return Ok(Self::Anonymous { ip }),
+            BearerShape::RefreshToken => {
+                return Err(Error::TokenInvalid {
+                    reason: "a refresh token is not an access token: exchange it at /auth/refresh"
+                        .to_owned(),
+                });
+            }
+            BearerShape::ApiKey => {
+                let wallet = state.auth.api_key_wallet(token).await?;
+                return Ok(Self::Wallet {
+                    wallet,
+                    ip,
+                    credential: Credential::ApiKey,
+                });
+            }
+            BearerShape::Jwt => token,
+        };
         let (claims, wallet) = state.auth.jwt.verify(token)?;
-        if state.auth.store.session_revoked(&claims.sid)? {
-            return Err(Error::TokenRevoked);
+        let sid = claims.sid.clone();
+        match state.auth.store(move |store| store.session(&sid)).await? {
+            SessionState::Ended => return Err(Error::TokenRevoked),
+            // A session is its wallet's: a token naming another wallet's session is refused
+            // (only a leaked signing secret could make one).
+            SessionState::Live(owner) if owner != wallet => {
+                return Err(Error::TokenInvalid {
+                    reason: "the token's session belongs to another wallet".to_owned(),
+                });
+            }
+            SessionState::Live(_) => {}
         }
         Ok(Self::Wallet {
             wallet,
@@ -219,14 +298,14 @@ impl FromRequestParts<Arc<AppState>> for SignedIn {
     }
 }
 
-/// Takes one request from the caller's rate-limit buckets: its IP always, its wallet when
-/// signed in.
+/// Takes one request from the caller's rate-limit buckets: its client bucket always, its
+/// wallet when signed in.
 pub(crate) fn rate_limit(state: &AppState, caller: &Caller) -> Result<()> {
     let now = Instant::now();
     state
         .limits
-        .per_ip
-        .check(&caller.ip(), now)
+        .per_client
+        .check(&caller.bucket(), now)
         .map_err(|retry_after_seconds| Error::RateLimited {
             scope: "ip",
             retry_after_seconds,
@@ -242,4 +321,36 @@ pub(crate) fn rate_limit(state: &AppState, caller: &Caller) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_values_are_told_apart_by_shape() {
+        let check = |token: &str, expected: BearerShape| {
+            assert_eq!(bearer_shape(token), expected, "{token:?}");
+        };
+        check("bly_00ff", BearerShape::ApiKey);
+        check("bly_", BearerShape::ApiKey);
+        check("blyr_00ff", BearerShape::RefreshToken);
+        check(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_",
+            BearerShape::Jwt,
+        );
+        check("a.b.c", BearerShape::Jwt);
+        check("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", BearerShape::Jwt);
+        // What OpenAI clients are given as placeholders, and other foreign keys.
+        check("none", BearerShape::Foreign);
+        check("", BearerShape::Foreign);
+        check("sk-proj-abc123", BearerShape::Foreign);
+        check("EMPTY", BearerShape::Foreign);
+        check("a.b", BearerShape::Foreign);
+        check("a.b.c.d", BearerShape::Foreign);
+        check(".b.c", BearerShape::Foreign);
+        check("a..c", BearerShape::Foreign);
+        check("a+b.c.d", BearerShape::Foreign);
+        check("a.b.c=", BearerShape::Foreign);
+    }
 }

@@ -85,13 +85,17 @@ impl JwtKeys {
         }
     }
 
-    /// Loads the node's secret from `data_dir`, creating it (owner-only) on first start.
+    /// Loads the node's secret from `data_dir`, creating it (owner-only) on first start. A
+    /// secret file others may read or write (mode wider than 0600) is refused with
+    /// [`Error::SecretFileExposed`]: it may have leaked, and anyone holding it can sign in as
+    /// any wallet.
     pub(crate) fn load_or_create(data_dir: &Path, ttl: Duration) -> Result<Self> {
         let path = data_dir.join(JWT_SECRET_FILE);
         let data_error = |source| Error::DataFile {
             path: path.clone(),
             source,
         };
+        check_owner_only(&path)?;
         match std::fs::read(&path) {
             Ok(secret) if secret.len() == JWT_SECRET_BYTES => {
                 return Ok(Self::from_secret(&secret, ttl));
@@ -173,6 +177,29 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::InvalidToken => "not a JWT".to_owned(),
         other => format!("{other:?}"),
     }
+}
+
+/// Refuses an existing file whose permissions let others than its owner read or write it.
+#[cfg(unix)]
+fn check_owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.permissions().mode() & 0o777,
+        // A missing file is created owner-only; other failures surface when it is read.
+        Err(_) => return Ok(()),
+    };
+    if mode & 0o077 != 0 {
+        return Err(Error::SecretFileExposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner_only(_path: &Path) -> Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -330,5 +357,37 @@ mod tests {
         std::fs::write(dir.path().join(JWT_SECRET_FILE), b"short").unwrap();
         let error = JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap_err();
         assert!(matches!(error, Error::DataFile { .. }), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();
+        let path = dir.path().join(JWT_SECRET_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "created owner-only: {mode:o}");
+        for wide in [0o644, 0o640, 0o606, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wide)).unwrap();
+            let error = JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap_err();
+            match &error {
+                Error::SecretFileExposed { path: got, mode } => {
+                    assert_eq!((got, *mode), (&path, wide));
+                }
+                other => panic!("expected SecretFileExposed, got {other:?}"),
+            }
+            let message = error.to_string();
+            assert!(
+                message.contains(&path.display().to_string())
+                    && message.contains(&format!("{wide:o}")),
+                "the error names the file and its mode: {message}"
+            );
+        }
+        // Owner-only again (0400 too): accepted.
+        for narrow in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(narrow)).unwrap();
+            JwtKeys::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();
+        }
     }
 }

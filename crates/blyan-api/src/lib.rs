@@ -15,10 +15,19 @@
 //! - A sign-in nonce is spent at most once, under the lock that checks it: one signed message
 //!   yields at most one session. Tokens are HS256 only, with issuer, audience and expiry checked.
 //! - Secrets (refresh tokens, API keys) are stored only as blake3 hashes; the sign-in store's
-//!   schema is versioned by migrations (`migrations/sign_in/`).
+//!   schema is versioned by migrations (`migrations/sign_in/`), its file and the token secret
+//!   are owner-only (0600), and a token secret others can read is refused.
+//! - Only a sign-in session (an access token) creates or revokes API keys; an access token's
+//!   session belongs to its wallet. SQLite is never called on an async worker thread.
 //! - Every route is in the OpenAPI document and every documented route is served (a test
 //!   compares [`api_routes`] with [`openapi_document`]).
-//! - Every per-key table (nonces, rate-limit buckets) has a fixed upper bound.
+//! - Every per-key table (nonces, rate-limit buckets) has a fixed upper bound, and a full
+//!   table forgets its oldest entries rather than refusing newcomers.
+//! - Limits count clients ([`ClientBucket`]: an IPv4 address or an IPv6 /64); a forwarding
+//!   header is believed only from `api.trusted_proxies`.
+//! - A bearer value shaped like a Blyan credential that fails is refused, never downgraded to
+//!   the free tier; any other value is no credential (OpenAI clients' placeholder keys).
+//! - At most `api.generations_concurrent_max` chats generate at once.
 //!
 //! Start reading at [`AppState`], then [`api_routes`] and [`Server`]; the design is summarised
 //! in `docs/api.md`.
@@ -51,6 +60,7 @@ mod auth;
 mod auth_store;
 mod chain_routes;
 mod chat_routes;
+mod client_addr;
 mod error;
 mod extract;
 mod jwt;
@@ -65,16 +75,19 @@ mod routes;
 mod server;
 mod signin;
 
+pub use auth::{AUTH_PRUNE_PERIOD, AUTH_STORE_TASKS_MAX};
 pub use auth_store::{
-    API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX, API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
+    API_KEY_CACHE_COUNT_MAX, API_KEY_CACHE_SECONDS, API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX,
+    API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
 };
 pub use chain_routes::{BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT};
+pub use client_addr::{ClientBucket, FORWARDED_HOPS_MAX, IPV6_CLIENT_PREFIX_BITS};
 pub use error::{Error, Result};
 pub use extract::{ApiBytes, ApiJson, ApiQuery, Caller, Credential, SignedIn};
 pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};
-pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_RANDOM_BYTES};
+pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_PER_SOURCE_MAX, NONCE_RANDOM_BYTES};
 pub use openapi::{ApiDoc, openapi_document};
-pub use rate_limit::RATE_LIMIT_KEYS_MAX;
+pub use rate_limit::{RATE_LIMIT_KEYS_MAX, RATE_LIMIT_SHARDS};
 pub use request_id::{REQUEST_ID_CHARS_MAX, REQUEST_ID_HEADER, RequestId};
 pub use routes::{ApiRoutes, RouteEntry};
 pub use server::{AppState, HttpService, Server, api_routes, router};

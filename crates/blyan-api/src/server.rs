@@ -2,7 +2,7 @@
 //! node service that runs it ([`HttpService`]).
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::auth::{self, Auth};
 use crate::chain_routes::{self, BLOCK_SUBMIT_BYTES_MAX};
 use crate::chat_routes;
+use crate::client_addr::{ClientBucket, TrustedProxies};
 use crate::metrics::{self, Metrics};
 use crate::node_routes;
 use crate::openapi;
@@ -27,12 +28,18 @@ use crate::request_id;
 use crate::routes::ApiRoutes;
 use crate::{Error, Result};
 
-/// Rate-limit buckets of the expensive endpoints.
+/// Rate-limit buckets of the expensive endpoints, and who the clients are.
 #[derive(Debug)]
 pub(crate) struct Limits {
-    pub per_ip: RateLimiter<IpAddr>,
+    /// Requests per client bucket (an IPv4 address or an IPv6 /64).
+    pub per_client: RateLimiter<ClientBucket>,
     pub per_wallet: RateLimiter<Address>,
-    pub free_tier: RateLimiter<IpAddr>,
+    /// Free chats per client bucket.
+    pub free_tier: RateLimiter<ClientBucket>,
+    /// Free-tier tokens per hour, all clients together (one key).
+    pub free_tier_tokens: RateLimiter<()>,
+    /// Whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
 }
 
 /// What every handler shares: the node (its state and chat session), and what only HTTP needs:
@@ -59,12 +66,24 @@ impl AppState {
         let config = node.config();
         let auth = Auth::open(&config.data_dir, &config.api.auth)?;
         let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
         let limits = Limits {
-            per_ip: RateLimiter::new(config.api.rate_limit.per_ip_per_minute, minute),
-            per_wallet: RateLimiter::new(config.api.rate_limit.per_wallet_per_minute, minute),
+            per_client: RateLimiter::new(
+                u64::from(config.api.rate_limit.per_ip_per_minute),
+                minute,
+            ),
+            per_wallet: RateLimiter::new(
+                u64::from(config.api.rate_limit.per_wallet_per_minute),
+                minute,
+            ),
             free_tier: RateLimiter::new(
-                config.api.free_tier.requests_per_hour_per_ip,
-                Duration::from_secs(3600),
+                u64::from(config.api.free_tier.requests_per_hour_per_ip),
+                hour,
+            ),
+            free_tier_tokens: RateLimiter::new(config.api.free_tier.tokens_per_hour, hour),
+            proxies: TrustedProxies::new(
+                config.api.trusted_proxies.clone(),
+                config.api.forwarded_header,
             ),
         };
         Ok(Self {
@@ -213,15 +232,19 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains open connections.
+    /// Serves until `shutdown` completes, then drains open connections. Meanwhile the sign-in
+    /// store is pruned at start and every [`crate::AUTH_PRUNE_PERIOD`].
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "serving HTTP");
+        let state = Arc::clone(&self.state);
         let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve)
+        let serving = axum::serve(self.listener, service).with_graceful_shutdown(shutdown);
+        // Pruning never ends by itself; it stops when serving does.
+        tokio::select! {
+            served = serving => served.map_err(Error::Serve),
+            () = state.auth.prune_periodically() => Ok(()),
+        }
     }
 }
 

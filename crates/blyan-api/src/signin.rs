@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use blyan_primitives::Address;
 
+use crate::client_addr::ClientBucket;
 use crate::nonce::{IssuedNonce, NonceStore};
 use crate::{Error, Result};
 
@@ -82,14 +83,14 @@ impl SignIn {
             .clone()
     }
 
-    /// A new nonce, with the domain and chain id the message must name.
-    pub(crate) fn challenge(&self, now: SystemTime) -> Result<Challenge> {
-        let nonce = self.nonces.issue(now)?;
-        Ok(Challenge {
-            nonce,
+    /// A new nonce for a client in `source`, with the domain and chain id the message must
+    /// name.
+    pub(crate) fn challenge(&self, source: ClientBucket, now: SystemTime) -> Challenge {
+        Challenge {
+            nonce: self.nonces.issue(source, now),
             domain: self.domains().into_iter().next().unwrap_or_default(),
             chain_id: self.chain_id,
-        })
+        }
     }
 
     /// Checks `message` and its `signature` (hex, as `personal_sign` returns it) at `now` and
@@ -207,6 +208,8 @@ mod tests {
 
     const DOMAIN: &str = "127.0.0.1:8700";
 
+    const SOURCE: ClientBucket = ClientBucket::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn address_of(key: &SigningKey) -> Address {
         let point = key.verifying_key().to_encoded_point(false);
         let hash = Keccak256::digest(&point.as_bytes()[1..]);
@@ -274,7 +277,7 @@ mod tests {
     /// Signs a message made from `edit(good fields)` and returns the verification's outcome.
     fn attempt(edit: impl FnOnce(&mut Fields)) -> Result<Address> {
         let (signin, key, now) = setup();
-        let nonce = signin.challenge(now).unwrap().nonce.nonce;
+        let nonce = signin.challenge(SOURCE, now).nonce.nonce;
         let mut fields = good_fields(now);
         edit(&mut fields);
         let text = message(address_of(&key), &nonce, &fields);
@@ -289,7 +292,7 @@ mod tests {
     #[test]
     fn a_wallet_signature_signs_in_once() {
         let (signin, key, now) = setup();
-        let challenge = signin.challenge(now).unwrap();
+        let challenge = signin.challenge(SOURCE, now);
         assert_eq!(challenge.domain, DOMAIN);
         let text = message(address_of(&key), &challenge.nonce.nonce, &good_fields(now));
         let signature = personal_sign(&key, &text);
@@ -339,7 +342,7 @@ mod tests {
     #[test]
     fn signatures_from_others_or_contracts_are_refused() {
         let (signin, key, now) = setup();
-        let nonce = signin.challenge(now).unwrap().nonce.nonce;
+        let nonce = signin.challenge(SOURCE, now).nonce.nonce;
         let text = message(address_of(&key), &nonce, &good_fields(now));
         let other = SigningKey::from_slice(&[0x43; 32]).unwrap();
         check_refused(

@@ -78,6 +78,7 @@ impl HasCore for EmbeddedLedger {
 
 /// Opens the file with the store's settings and applies pending migrations.
 fn open_connection(path: &Path) -> Result<Connection> {
+    create_owner_only(path)?;
     let mut connection = Connection::open(path)?;
     connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     connection.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE_LEN);
@@ -88,6 +89,26 @@ fn open_connection(path: &Path) -> Result<Connection> {
     connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     migrate_sqlite(&mut connection)?;
     Ok(connection)
+}
+
+/// Creates the ledger file readable and writable by its owner only (0600) when it is missing:
+/// SQLite would create it with the umask's permissions, and its WAL and shared-memory files
+/// copy the main file's. An existing file is left as it is.
+fn create_owner_only(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // What SQLite itself answers for a file it cannot create.
+        Err(error) => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot create {}: {error}", path.display())),
+        )
+        .into()),
+    }
 }
 
 /// Runs commands on the one connection, off the async threads.

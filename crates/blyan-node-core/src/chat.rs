@@ -236,6 +236,8 @@ pub struct ChatPlan {
     params: SamplingParams,
     max_tokens: u32,
     started: Instant,
+    /// A place in the generation pool taken before starting ([`ChatPlan::admit`]).
+    admitted: Option<InferenceGuard>,
 }
 
 impl std::fmt::Debug for ChatPlan {
@@ -315,6 +317,7 @@ impl Node {
             params,
             max_tokens,
             started,
+            admitted: None,
         })
     }
 }
@@ -506,6 +509,14 @@ impl ChatPlan {
         self.max_tokens
     }
 
+    /// Starts this chat in a place of the generation pool the caller already took
+    /// ([`crate::InferenceGate::try_enter`]), so that a bounded pool is never overrun by checking and
+    /// entering separately. The place is kept until the generation's thread ends; without it
+    /// [`ChatPlan::start`] enters the gate unbounded.
+    pub fn admit(&mut self, place: InferenceGuard) {
+        self.admitted = Some(place);
+    }
+
     /// Takes the payment hold (a paid chat) and starts generating in the background, in a
     /// `chat` span carrying the chat's id (a child of the caller's span). The chat's events
     /// arrive on the returned [`ChatRun`]; dropping it cancels the generation and releases the
@@ -528,7 +539,10 @@ impl ChatPlan {
         };
         let cancel = CancelToken::new();
         // From here until its generation ends, the learner waits for this chat.
-        let in_flight = billing.node.inference_gate().enter();
+        let in_flight = match self.admitted {
+            Some(place) => place,
+            None => billing.node.inference_gate().enter(),
+        };
         let stream = match self
             .generator
             .stream_ids(self.prompt_ids, self.params, cancel.clone())

@@ -15,6 +15,7 @@ use blyan_primitives::{Durability, ExpertName, POW_DIFFICULTY_BITS_MAX};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
+use crate::cidr::IpCidr;
 use crate::{Error, Result};
 
 /// The shipped defaults, the same text as `config/node.yaml`.
@@ -337,6 +338,28 @@ pub struct ApiConfig {
     pub rate_limit: RateLimitConfig,
     /// What anonymous callers may use without paying.
     pub free_tier: FreeTierConfig,
+    /// Reverse proxies (CIDR networks) whose forwarding header names the client. A request
+    /// from any other peer is the peer's own, and its forwarding headers are ignored (anyone
+    /// can write them).
+    pub trusted_proxies: Vec<IpCidr>,
+    /// Which header the trusted proxies append the client to.
+    pub forwarded_header: ForwardedHeader,
+    /// Most chats generating at once (each holds a blocking thread); beyond it a chat is
+    /// answered 503 with `Retry-After`.
+    pub generations_concurrent_max: u32,
+}
+
+/// The forwarding header a reverse proxy appends its peer to. Only one is believed: a proxy
+/// passes the other through from the client untouched, forgeable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
 }
 
 /// Sign-In with Ethereum (EIP-4361) and the tokens issued after it.
@@ -360,22 +383,26 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Requests per minute from one IP address (also the burst size).
+    /// Requests per minute from one client (an IPv4 address or an IPv6 /64) (also the burst size).
     pub per_ip_per_minute: u32,
     /// Requests per minute from one signed-in wallet (also the burst size).
     pub per_wallet_per_minute: u32,
 }
 
-/// The free tier: chat for callers that are not signed in, limited per IP address.
+/// The free tier: chat for callers that are not signed in, limited per client (an IPv4
+/// address or an IPv6 /64) and by a node-wide hourly token budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreeTierConfig {
     /// Whether anonymous callers may chat at all.
     pub enabled: bool,
-    /// Chat requests per hour from one IP address.
+    /// Chat requests per hour from one client (an IPv4 address or an IPv6 /64).
     pub requests_per_hour_per_ip: u32,
     /// Most completion tokens one free request may generate.
     pub completion_tokens_max: u32,
+    /// Tokens (prompt and completion budget) the free tier may spend per hour across all
+    /// callers, so that many addresses together cannot take the whole node.
+    pub tokens_per_hour: u64,
 }
 
 /// Smallest accepted `api.body_bytes_max`: a sign-in message with its signature must fit.
@@ -386,6 +413,18 @@ pub const API_BODY_BYTES_MAX: u64 = 16 << 20;
 
 /// Longest accepted token or nonce lifetime, in seconds (30 days).
 pub const AUTH_TTL_SECONDS_MAX: u64 = 30 * 24 * 3600;
+
+/// Largest accepted `api.generations_concurrent_max`: each generation holds one of tokio's
+/// blocking threads, of which there are 512 by default, shared with file and database work.
+pub const API_GENERATIONS_CONCURRENT_MAX: u32 = 256;
+
+/// Most entries accepted in `api.trusted_proxies`.
+pub const API_TRUSTED_PROXIES_COUNT_MAX: usize = 64;
+
+const _: () = assert!(
+    API_GENERATIONS_CONCURRENT_MAX <= 512 / 2,
+    "generations leave at least half of tokio's default blocking threads to other work"
+);
 
 impl NodeConfig {
     /// The shipped defaults (`config/node.yaml` as compiled in).
@@ -758,14 +797,32 @@ impl NodeConfig {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
+        if !(1..=API_GENERATIONS_CONCURRENT_MAX).contains(&api.generations_concurrent_max) {
+            return Err(invalid(
+                "api.generations_concurrent_max",
+                format!(
+                    "{} is outside 1..={API_GENERATIONS_CONCURRENT_MAX}",
+                    api.generations_concurrent_max
+                ),
+            ));
+        }
+        if api.trusted_proxies.len() > API_TRUSTED_PROXIES_COUNT_MAX {
+            return Err(invalid(
+                "api.trusted_proxies",
+                format!("at most {API_TRUSTED_PROXIES_COUNT_MAX} networks"),
+            ));
+        }
         if api.free_tier.enabled
             && (api.free_tier.requests_per_hour_per_ip == 0
-                || api.free_tier.completion_tokens_max == 0)
+                || api.free_tier.completion_tokens_max == 0
+                || api.free_tier.tokens_per_hour == 0)
         {
             let field = if api.free_tier.requests_per_hour_per_ip == 0 {
                 "api.free_tier.requests_per_hour_per_ip"
-            } else {
+            } else if api.free_tier.completion_tokens_max == 0 {
                 "api.free_tier.completion_tokens_max"
+            } else {
+                "api.free_tier.tokens_per_hour"
             };
             return Err(invalid(
                 field,
@@ -1186,6 +1243,30 @@ mod tests {
             "api:\n  free_tier:\n    requests_per_hour_per_ip: 0\n",
             "api.free_tier.requests_per_hour_per_ip",
         );
+        check_rejected(
+            "api:\n  free_tier:\n    tokens_per_hour: 0\n",
+            "api.free_tier.tokens_per_hour",
+        );
+        check_rejected(
+            "api:\n  generations_concurrent_max: 0\n",
+            "api.generations_concurrent_max",
+        );
+        check_rejected(
+            "api:\n  generations_concurrent_max: 257\n",
+            "api.generations_concurrent_max",
+        );
+        check_rejected(
+            "api:\n  trusted_proxies: ['10.0.0.0/33']\n",
+            "api.trusted_proxies[0]",
+        );
+        check_rejected(
+            "api:\n  trusted_proxies: ['10.0.0.1/8']\n",
+            "api.trusted_proxies[0]",
+        );
+        check_rejected(
+            "api:\n  forwarded_header: x-real-ip\n",
+            "api.forwarded_header",
+        );
         NodeConfig::from_yaml_str(
             "api:\n  free_tier:\n    enabled: false\n    requests_per_hour_per_ip: 0\n",
             Path::new("t"),
@@ -1212,6 +1293,38 @@ mod tests {
         );
         let ttl = format!("api:\n  auth:\n    refresh_token_ttl_seconds: {AUTH_TTL_SECONDS_MAX}\n");
         NodeConfig::from_yaml_str(&ttl, Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_networks() {
+        let defaults = NodeConfig::defaults();
+        assert!(
+            defaults.api.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        assert_eq!(
+            defaults.api.forwarded_header,
+            ForwardedHeader::XForwardedFor
+        );
+        let config = NodeConfig::from_yaml_str(
+            "api:\n  trusted_proxies: ['127.0.0.1', '10.0.0.0/8', 'fd00::/8']\n  forwarded_header: forwarded\n  generations_concurrent_max: 256\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let shown: Vec<String> = config
+            .api
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]);
+        assert_eq!(config.api.forwarded_header, ForwardedHeader::Forwarded);
+        assert!(config.api.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
+        let too_many = format!(
+            "api:\n  trusted_proxies: [{}]\n",
+            vec!["'10.0.0.0/8'"; API_TRUSTED_PROXIES_COUNT_MAX + 1].join(", ")
+        );
+        check_rejected(&too_many, "api.trusted_proxies");
     }
 
     #[test]

@@ -87,6 +87,22 @@ impl InferenceGate {
         }
     }
 
+    /// A request is in flight until the returned guard is dropped, if fewer than `limit` are
+    /// now (checked and counted under one lock, so concurrent callers never exceed it).
+    pub fn try_enter(self: &Arc<Self>, limit: u64) -> Option<InferenceGuard> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *in_flight >= limit {
+            return None;
+        }
+        *in_flight += 1;
+        Some(InferenceGuard {
+            gate: Arc::clone(self),
+        })
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> u64 {
         *self

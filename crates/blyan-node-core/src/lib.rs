@@ -65,6 +65,7 @@
 use torch_sys as _;
 
 mod chat;
+mod cidr;
 mod config;
 mod error;
 mod learner;
@@ -81,10 +82,12 @@ pub use chat::{
     CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX, ChatEvent, ChatObserver, ChatPlan, ChatRun,
     LedgerOutcome, NoObserver, PROMPT_TOKENS_MAX, Payer, chat_prompt,
 };
+pub use cidr::{IpCidr, IpCidrError};
 pub use config::{
-    API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
-    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, ENV_OVERRIDE_PREFIX, FreeTierConfig,
-    LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
+    API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, API_GENERATIONS_CONCURRENT_MAX,
+    API_TRUSTED_PROXIES_COUNT_MAX, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
+    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, ENV_OVERRIDE_PREFIX, ForwardedHeader,
+    FreeTierConfig, LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
     LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
     LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
     PolEvalConfig, RateLimitConfig, SeedChoice,

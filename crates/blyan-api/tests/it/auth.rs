@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::support::{Node, TestWallet, check_refused};
+use crate::support::{Node, TestWallet, check_refused, into_json};
 
 #[tokio::test]
 async fn sign_in_issues_tokens_and_a_replay_is_refused() {
@@ -305,4 +305,142 @@ async fn the_nonce_answers_a_checksummed_address() {
         400,
         "invalid_request",
     );
+}
+
+#[tokio::test]
+async fn a_leaked_api_key_cannot_mint_or_revoke_keys() {
+    let node = Node::start().await;
+    let wallet = TestWallet::new(0x19);
+    let tokens = wallet.sign_in(&node).await;
+    let session = Some(tokens.access_token.as_str());
+    let (status, created) = node
+        .post("/auth/api-keys", &json!({ "name": "bot" }), session)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let leaked = created["key"].as_str().unwrap().to_owned();
+    let (_, other) = node
+        .post("/auth/api-keys", &json!({ "name": "other" }), session)
+        .await;
+    // The key works for what keys are for, but cannot make a successor for itself...
+    assert_eq!(node.get("/auth/session", Some(&leaked)).await.0, 200);
+    check_refused(
+        &node
+            .post(
+                "/auth/api-keys",
+                &json!({ "name": "backdoor" }),
+                Some(&leaked),
+            )
+            .await,
+        403,
+        "session_required",
+    );
+    // ...nor revoke the owner's other keys (or itself).
+    for id in [
+        other["id"].as_str().unwrap(),
+        created["id"].as_str().unwrap(),
+    ] {
+        let response = node
+            .http
+            .delete(node.url(&format!("/auth/api-keys/{id}")))
+            .bearer_auth(&leaked)
+            .send()
+            .await
+            .unwrap();
+        check_refused(&into_json(response).await, 403, "session_required");
+    }
+    let (_, listed) = node.get("/auth/api-keys", session).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // Revoked through the session, the key is refused from its next use: nothing outlives it.
+    let response = node
+        .http
+        .delete(node.url(&format!(
+            "/auth/api-keys/{}",
+            created["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&tokens.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    check_refused(
+        &node.get("/auth/session", Some(&leaked)).await,
+        401,
+        "api_key_invalid",
+    );
+    // Logout ends the session and leaves the remaining key working (documented choice).
+    let other_key = other["key"].as_str().unwrap();
+    let (status, _) = node.post("/auth/logout", &json!({}), session).await;
+    assert_eq!(status, 204);
+    check_refused(
+        &node.get("/auth/session", session).await,
+        401,
+        "token_revoked",
+    );
+    assert_eq!(node.get("/auth/session", Some(other_key)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_token_naming_another_wallets_session_is_refused() {
+    let node = Node::start().await;
+    let victim = TestWallet::new(0x1a);
+    let attacker = TestWallet::new(0x1b);
+    let victim_tokens = victim.sign_in(&node).await;
+    let attacker_tokens = attacker.sign_in(&node).await;
+    // A token signed with the node's own secret (as a leaked secret would allow) for the
+    // attacker's wallet but the victim's session.
+    let secret = std::fs::read(node.state.config().data_dir.join("api-jwt-secret")).unwrap();
+    let decode = |token: &str| -> blyan_api::AccessClaims {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_audience(&[blyan_api::JWT_AUDIENCE]);
+        jsonwebtoken::decode(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(&secret),
+            &validation,
+        )
+        .unwrap()
+        .claims
+    };
+    let mut claims = decode(&attacker_tokens.access_token);
+    claims.sid = decode(&victim_tokens.access_token).sid;
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    check_refused(
+        &node.get("/auth/session", Some(&forged)).await,
+        401,
+        "token_invalid",
+    );
+    // The genuine tokens of both still work.
+    assert_eq!(
+        node.get("/auth/session", Some(&victim_tokens.access_token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        node.get("/auth/session", Some(&attacker_tokens.access_token))
+            .await
+            .0,
+        200
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_nodes_secret_files_and_databases_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let node = Node::start().await;
+    let wallet = TestWallet::new(0x1c);
+    wallet.sign_in(&node).await;
+    let data_dir = node.state.config().data_dir.clone();
+    for name in ["api-jwt-secret", "api-auth.sqlite", "ledger.sqlite"] {
+        let mode = std::fs::metadata(data_dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
 }

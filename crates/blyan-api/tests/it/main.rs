@@ -2,6 +2,7 @@
 //! data dir (RocksDB chain store, embedded ledger, the seed model).
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod api_doc;
 mod auth;
 mod chain;

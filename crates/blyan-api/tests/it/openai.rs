@@ -1,6 +1,6 @@
 //! `/v1/chat/completions` as OpenAI clients use it: the wire format checked over HTTP, then the
 //! official `openai` Python package (from the project's virtual environment) driving the node,
-//! streaming and not, paying with an API key.
+//! streaming and not, paying with an API key or on the free tier with a placeholder key.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -207,4 +207,84 @@ async fn the_openai_python_client_streams_and_pays_with_an_api_key() {
     assert_eq!(held.units(), 0);
     let funded: Amount = "2".parse().unwrap();
     assert_eq!(available.units(), funded.units() - 2 * fee.units());
+}
+
+const PLACEHOLDER_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+
+base_url, model = sys.argv[1], sys.argv[2]
+messages = [{"role": "user", "content": "Hello"}]
+# What a new user types: any placeholder, as llama.cpp and vLLM accept.
+client = OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=120)
+plain = client.chat.completions.create(model=model, messages=messages, max_tokens=4, seed=1)
+pieces = []
+for chunk in client.chat.completions.create(
+    model=model, messages=messages, max_tokens=4, seed=1, stream=True,
+):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+refused = {}
+# Values shaped like this node's credentials are checked, and refused when they fail.
+for name, key in [("api_key", "bly_" + "00" * 32), ("jwt", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln")]:
+    try:
+        OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120).chat.completions.create(
+            model=model, messages=messages, max_tokens=4)
+        refused[name] = None
+    except Exception as error:
+        refused[name] = [getattr(error, "status_code", None), error.body.get("code") if isinstance(getattr(error, "body", None), dict) else None]
+print(json.dumps({
+    "plain_text": plain.choices[0].message.content,
+    "plain_completion_tokens": plain.usage.completion_tokens,
+    "streamed_text": "".join(pieces),
+    "refused": refused,
+}))
+"#;
+
+#[tokio::test]
+async fn the_openai_python_client_chats_on_the_free_tier_with_a_placeholder_key() {
+    let python = venv_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh (it installs the openai package from scripts/requirements.txt)",
+        python.display()
+    );
+    // A fresh node: nobody signed in, no wallet funded.
+    let node = Node::serving().await;
+    let base_url = node.url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("-c")
+            .arg(PLACEHOLDER_SCRIPT)
+            .arg(base_url)
+            .arg(blyan_api_types::MODEL_ID)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the openai client failed with a placeholder key:\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the script's JSON report");
+    assert!(
+        (1..=4).contains(&report["plain_completion_tokens"].as_u64().unwrap()),
+        "{report}"
+    );
+    assert_eq!(report["plain_text"], report["streamed_text"], "{report}");
+    // A Blyan-shaped credential that fails is refused, never served as the free tier.
+    assert_eq!(
+        report["refused"]["api_key"],
+        json!([401, "api_key_invalid"]),
+        "{report}"
+    );
+    assert_eq!(
+        report["refused"]["jwt"],
+        json!([401, "token_invalid"]),
+        "{report}"
+    );
 }
