@@ -119,7 +119,15 @@ fn load_config(cli: &Cli) -> anyhow::Result<(NodeConfig, String)> {
 /// trained model by default) when the chain holds none, loads the chain's model, and runs the node's services until Ctrl-C or SIGTERM.
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let key = blyan_node_core::node_key(&config.data_dir)?;
-    let node = Node::open(config).await?;
+    // Operators are paid: the serving share goes to the node key unless configured elsewhere.
+    let server_account = config
+        .ledger
+        .server_account
+        .unwrap_or_else(|| key.address());
+    tracing::info!(%server_account, "the serving share of fees is paid to this account");
+    let node = Node::open(config)
+        .await?
+        .with_server_account(server_account);
     node.ensure_seed_model(&key).await?;
     // The node's key signs what its learner publishes (with `learning.publish: true`).
     let learner = Learner::with_key(key);

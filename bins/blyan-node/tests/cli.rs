@@ -122,6 +122,7 @@ fn environment_overrides_set_the_address_and_sigterm_drains_the_node() {
             .env("BLYAN_LISTEN", format!("127.0.0.1:{port}"))
             .env("BLYAN_DATA_DIR", dir.path().join("data"))
             .env("BLYAN_LOG__FILTER", "info")
+            .env("BLYAN_LOG__FORMAT", "json")
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -143,6 +144,27 @@ fn environment_overrides_set_the_address_and_sigterm_drains_the_node() {
     assert!(exit.success(), "{exit:?}\n{log}");
     assert!(log.contains("SIGTERM: shutting down"), "{log}");
     assert!(log.contains("service stopped"), "{log}");
+    // Without `ledger.server_account`, the serving share goes to the node key's address.
+    let field = |message: &str, name: &str| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["fields"]["message"] == message)
+            .map(|line| line["fields"][name].clone())
+            .unwrap_or_else(|| panic!("no {message:?} in {log}"))
+    };
+    let key = field("created the node's key", "address");
+    assert!(
+        key.as_str()
+            .is_some_and(|address| address.starts_with("0x")),
+        "{key}"
+    );
+    assert_eq!(
+        field(
+            "the serving share of fees is paid to this account",
+            "server_account"
+        ),
+        key
+    );
 }
 
 #[test]

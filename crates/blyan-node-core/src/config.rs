@@ -116,6 +116,9 @@ pub struct LedgerConfig {
     pub backend: LedgerBackend,
     /// Connection string, required when `backend` is `postgres`.
     pub postgres_url: Option<String>,
+    /// The account paid the serving share of each fee this node captures; `None`: the node
+    /// key's address (`blyan-node` sets it at start).
+    pub server_account: Option<blyan_primitives::Address>,
 }
 
 /// The ledger backends a node can use.
