@@ -10,6 +10,11 @@ setup:
 start *ARGS:
     scripts/start.sh {{ARGS}}
 
+# Install the release binaries, the libtorch libraries they link and the shipped model into
+# PREFIX (bin/, lib/, share/blyan/), relocatable: `$ORIGIN` rpaths, no reference to this clone.
+install PREFIX:
+    scripts/install.sh {{PREFIX}}
+
 # The whole test suite (what CI runs, with fmt and clippy).
 test *ARGS:
     scripts/test.sh {{ARGS}}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Blyan needs on a Debian 12 machine with Rust and python3, idempotently:
-# Debian packages (libclang for RocksDB's bindings, PostgreSQL for the ledger tests, Chromium for
+# Debian packages (libclang for RocksDB's bindings, PostgreSQL for the ledger tests, patchelf for
+# `scripts/install.sh`, Chromium for
 # the page test), and a Python virtual environment holding the torch==2.11.0 wheel (libtorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 TORCH_VERSION=2.11.0
-APT_PACKAGES=(libclang-dev clang postgresql chromium chromium-driver)
+APT_PACKAGES=(libclang-dev clang postgresql chromium chromium-driver patchelf)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

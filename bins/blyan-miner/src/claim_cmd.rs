@@ -66,7 +66,7 @@ pub(crate) fn claim(
         .context("the node serves no model to improve")?;
     let mut paths = args.eval_corpus.clone();
     if paths.is_empty() {
-        paths.push(PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval"));
+        paths.push(blyan_moe::shipped_model_dir().join("eval"));
     }
     let pool = EvalPool::new(read_corpus(&paths)?.documents)?;
     let mut experts = std::collections::BTreeMap::new();

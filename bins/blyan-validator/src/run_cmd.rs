@@ -52,7 +52,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading the key {}", args.key.display()))?;
     let mut paths = args.eval_corpus.clone();
     if paths.is_empty() {
-        paths.push(PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval"));
+        paths.push(blyan_moe::shipped_model_dir().join("eval"));
     }
     paths.extend(args.eval_hidden.iter().cloned());
     let pool = EvalPool::new(read_corpus(&paths)?.documents)?;

@@ -127,9 +127,9 @@ pub use publish::{
 };
 pub use remote::{ExpertCall, RemoteExperts};
 pub use shipped::{
-    CastWeights, PINNED_BLOCKS_FILE, PINNED_TIMESTAMP_MS, PinnedModel, SHIPPED_MODEL_DIR,
-    SHIPPED_SEGMENT_EXTENSION, ShippedFiles, build_pinned_model, import_shipped_model,
-    write_shipped_model,
+    CastWeights, INSTALLED_MODEL_DIR, PINNED_BLOCKS_FILE, PINNED_TIMESTAMP_MS, PinnedModel,
+    SHIPPED_MODEL_DIR, SHIPPED_SEGMENT_EXTENSION, ShippedFiles, build_pinned_model,
+    import_shipped_model, shipped_model_dir, write_shipped_model,
 };
 pub use tokenizer::{
     BYTE_LEVEL_BOS_ID, BYTE_LEVEL_EOS_ID, BYTE_LEVEL_VOCAB_SIZE, PROMPT_BYTES_MAX,

@@ -685,7 +685,7 @@ pub fn publish_seed_model(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeedModel {
     /// The shipped trained model in this directory ([`crate::import_shipped_model`]); by
-    /// default [`crate::SHIPPED_MODEL_DIR`].
+    /// default [`crate::shipped_model_dir`].
     Shipped(std::path::PathBuf),
     /// The untrained random initialisation of [`Config::seed`] under this seed (chat is noise).
     Random(u64),
@@ -693,7 +693,7 @@ pub enum SeedModel {
 
 impl Default for SeedModel {
     fn default() -> Self {
-        Self::Shipped(std::path::PathBuf::from(crate::shipped::SHIPPED_MODEL_DIR))
+        Self::Shipped(crate::shipped::shipped_model_dir())
     }
 }
 

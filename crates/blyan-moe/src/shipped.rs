@@ -29,6 +29,21 @@ use crate::weights::WeightSource;
 /// Where the repository keeps the shipped default model (export files, `blocks.txt`,
 /// provenance), as built into this library.
 pub const SHIPPED_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+/// Where an installed copy keeps the shipped model, relative to the directory of the running
+/// binary (`scripts/install.sh` puts binaries in `PREFIX/bin`, the model in
+/// `PREFIX/share/blyan/models/default`).
+pub const INSTALLED_MODEL_DIR: &str = "../share/blyan/models/default";
+
+/// The shipped model's directory: beside the running binary when it is an installed copy
+/// ([`INSTALLED_MODEL_DIR`]), else the repository's ([`SHIPPED_MODEL_DIR`]).
+pub fn shipped_model_dir() -> std::path::PathBuf {
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(INSTALLED_MODEL_DIR)))
+        .filter(|dir| dir.join(PINNED_BLOCKS_FILE).is_file());
+    installed.unwrap_or_else(|| std::path::PathBuf::from(SHIPPED_MODEL_DIR))
+}
+
 /// The list of pinned block hashes inside a shipped-model directory.
 pub const PINNED_BLOCKS_FILE: &str = "blocks.txt";
 /// Extension of the export files of a shipped model.

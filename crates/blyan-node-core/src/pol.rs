@@ -67,7 +67,7 @@ pub fn eval_pool(config: &NodeConfig) -> Result<EvalPool> {
             .model
             .shipped_dir
             .clone()
-            .unwrap_or_else(|| blyan_moe::SHIPPED_MODEL_DIR.into());
+            .unwrap_or_else(blyan_moe::shipped_model_dir);
         paths.push(shipped.join(SHIPPED_EVAL_DIR));
     }
     paths.extend(eval.hidden.iter().cloned());
