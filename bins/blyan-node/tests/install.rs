@@ -113,3 +113,18 @@ fn the_installed_node_runs_from_anywhere_without_the_clone() {
 fn blyan_moe_installed_dir() -> &'static str {
     "../share/blyan/models/default"
 }
+
+#[test]
+fn the_deployment_files_check_against_an_install() {
+    // The systemd unit passes `systemd-analyze verify` against a real install; the container
+    // image builds where a container builder runs (the script says when it skips that).
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = Path::new(NODE).parent().unwrap();
+    let output = Command::new(repo.join("deploy/check.sh"))
+        .arg(built)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stderr.contains("the systemd unit verifies"), "{stderr}");
+}
