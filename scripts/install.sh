@@ -20,7 +20,7 @@ if [[ ${1:-} == --from ]]; then
   from=${2:?--from needs a directory}
 fi
 if [[ -z $from ]]; then
-  scripts/setup.sh
+  scripts/setup.sh --run
   source scripts/env.sh
   scripts/link-target.sh
   cargo build --locked --release --bins

@@ -8,7 +8,14 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 TORCH_VERSION=2.11.0
+# `--run`: only what building and running the node needs (scripts/start.sh, scripts/install.sh);
+# PostgreSQL, Chromium and the Python test packages are for the test suite.
 APT_PACKAGES=(libclang-dev clang postgresql chromium chromium-driver patchelf)
+REQUIREMENTS=scripts/requirements.txt
+if [ "${1:-}" = "--run" ]; then
+  APT_PACKAGES=(libclang-dev clang patchelf)
+  REQUIREMENTS=/dev/null
+fi
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -27,11 +34,11 @@ if [ ! -x "$BLYAN_VENV/bin/python" ]; then
   echo "setup: creating the Python environment in $BLYAN_VENV" >&2
   python3 -m venv "$BLYAN_VENV"
 fi
-python_packages=("torch==$TORCH_VERSION" -r scripts/requirements.txt)
+python_packages=("torch==$TORCH_VERSION" -r "$REQUIREMENTS")
 if ! "$BLYAN_VENV/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, sys
 want = {"torch": "$TORCH_VERSION"}
-for line in open("scripts/requirements.txt"):
+for line in open("$REQUIREMENTS"):
     line = line.split("#")[0].strip()
     if line:
         name, _, version = line.partition("==")

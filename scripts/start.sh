@@ -4,7 +4,7 @@
 # Extra arguments go to `blyan-node` (e.g. `--listen 0.0.0.0:8700`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --run
 source scripts/env.sh
 scripts/link-target.sh
 cargo build --locked --release --bins
