@@ -97,6 +97,8 @@ mod schema;
 #[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
+mod space;
+#[cfg(feature = "store")]
 mod stage;
 #[cfg(feature = "store")]
 mod store;
@@ -111,7 +113,8 @@ pub use blyan_primitives::{
 };
 pub use chain::{BlockKind, ChainId};
 pub use config::{
-    ForkRule, ForkRules, SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
+    FREE_BYTES_MIN_DEFAULT, FREE_BYTES_MIN_MAX, ForkRule, ForkRules, SEGMENT_BYTES_TARGET,
+    SEGMENT_BYTES_TARGET_MIN, StoreConfig,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "store")]

@@ -182,6 +182,10 @@ pub struct ChainConfig {
     /// Whether each chain keeps two children of one parent (blocks appended apart on two
     /// nodes).
     pub fork_rules: blyan_chain::ForkRules,
+    /// Bytes that must stay free on the chain's disk: below them appends and payload downloads
+    /// are refused (`blyan_chain::Error::DiskFull`, HTTP 507) and reads go on. 0 turns the check
+    /// off; at most [`blyan_chain::FREE_BYTES_MIN_MAX`].
+    pub free_bytes_min: u64,
 }
 
 /// The network (`blyan-p2p`).
@@ -244,7 +248,9 @@ impl P2pConfig {
                 replicate_calls_per_minute: self.replicate_calls_per_minute,
                 ..blyan_p2p::ExpertOptions::default()
             },
-            stage_idle_max: std::time::Duration::from_secs(self.stage_idle_hours.saturating_mul(3600)),
+            stage_idle_max: std::time::Duration::from_secs(
+                self.stage_idle_hours.saturating_mul(3600),
+            ),
             ..blyan_p2p::NetworkConfig::default()
         })
     }
@@ -470,6 +476,16 @@ impl NodeConfig {
                 format!(
                     "{} is above the maximum of {POW_DIFFICULTY_BITS_MAX}",
                     self.chain.pow_difficulty_bits
+                ),
+            ));
+        }
+        if self.chain.free_bytes_min > blyan_chain::FREE_BYTES_MIN_MAX {
+            return Err(invalid(
+                "chain.free_bytes_min",
+                format!(
+                    "{} is above the maximum of {} (1 PiB)",
+                    self.chain.free_bytes_min,
+                    blyan_chain::FREE_BYTES_MIN_MAX
                 ),
             ));
         }
@@ -916,6 +932,22 @@ mod tests {
         NodeConfig::from_yaml_str(&at_min, Path::new("t")).unwrap();
         let at_max = format!("chain:\n  pow_difficulty_bits: {POW_DIFFICULTY_BITS_MAX}\n");
         NodeConfig::from_yaml_str(&at_max, Path::new("t")).unwrap();
+        for bytes in [0, blyan_chain::FREE_BYTES_MIN_MAX] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("chain:\n  free_bytes_min: {bytes}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
+            assert_eq!(config.chain.free_bytes_min, bytes);
+            assert_eq!(crate::store_config(&config).free_bytes_min, bytes);
+        }
+        check_rejected(
+            &format!(
+                "chain:\n  free_bytes_min: {}\n",
+                blyan_chain::FREE_BYTES_MIN_MAX + 1
+            ),
+            "chain.free_bytes_min",
+        );
         for bytes in [API_BODY_BYTES_MIN, API_BODY_BYTES_MAX] {
             NodeConfig::from_yaml_str(
                 &format!("api:\n  body_bytes_max: {bytes}\n"),

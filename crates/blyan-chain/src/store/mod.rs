@@ -32,6 +32,7 @@ use crate::header::ChainTip;
 use crate::pol::PolAcceptance;
 use crate::schema::{ChainRecord, Relation};
 use crate::segment::{PayloadHandle, SegmentMaps, SegmentWriter};
+use crate::space::DiskFloor;
 use crate::stage::StageRegistry;
 use crate::validate::Validator;
 
@@ -119,6 +120,8 @@ pub struct ChainStore {
     poisoned: AtomicBool,
     /// Payloads with an open [`crate::PayloadStage`]: one stage per payload at a time.
     stages: Arc<StageRegistry>,
+    /// The free-disk floor, checked before every write of payload bytes.
+    floor: DiskFloor,
 }
 
 // The HTTP API shares one store between async tasks through an `Arc`.
@@ -154,6 +157,24 @@ impl ChainStore {
         let writer = self.lock_writer("flush")?;
         writer.segment.sync(Durability::Synced)?;
         self.db.flush_wal(true).map_err(db_error("flush wal"))
+    }
+
+    /// Bytes that must stay free on the store's file system (see
+    /// [`StoreConfig::free_bytes_min`]), as opened or last set.
+    pub fn free_bytes_min(&self) -> u64 {
+        self.floor.floor_bytes()
+    }
+
+    /// Changes the free-disk floor of the open store and of its open stages, from their next
+    /// write on (an operator reserving or releasing space without a restart). 0 turns the check
+    /// off.
+    pub fn set_free_bytes_min(&self, bytes: u64) {
+        self.floor.set_floor_bytes(bytes);
+    }
+
+    /// Bytes still free for this process on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        crate::space::free_bytes(&self.root)
     }
 
     /// Refuses `operation` on a read-only store.

@@ -22,6 +22,7 @@ use crate::schema::{
     STORE_FORMAT_VERSION_UPGRADABLE, decode_record, encode_record,
 };
 use crate::segment::{self, SegmentMaps, SegmentWriter};
+use crate::space::DiskFloor;
 use crate::validate::Validator;
 
 /// The directory under a node's data directory that holds its chain store. Tools given a path
@@ -224,7 +225,9 @@ impl ChainStore {
         };
         let maps = SegmentMaps::new(segments_dir, writer.segment.active());
         let chains = writer.chains;
+        let floor = DiskFloor::new(root.clone(), validator.config().free_bytes_min);
         let store = Self {
+            floor,
             root,
             db,
             validator,
@@ -277,7 +280,10 @@ impl ChainStore {
         })?;
         let segments_dir = root.join(SEGMENTS_DIR_NAME);
         segment::check_active(&segments_dir, loaded.active)?;
+        // Nothing is written: no floor to keep.
+        let floor = DiskFloor::new(root.clone(), 0);
         let store = Self {
+            floor,
             root,
             db,
             validator,

@@ -33,18 +33,26 @@ impl ChainStore {
     ///
     /// A resumed stage counts as written only the blocks its last [`PayloadStage::flush`]
     /// persisted; a missing or unreadable sidecar means nothing is.
+    ///
+    /// Refused with [`Error::DiskFull`] (the stage closed again, its files kept) when the bytes
+    /// still missing would leave less free disk than
+    /// [`crate::StoreConfig::free_bytes_min`]; every [`PayloadStage::write_at`] checks the
+    /// floor again.
     pub fn stage_payload(&self, header: &BlockHeader) -> Result<PayloadStage> {
         self.ensure_writable("stage payload")?;
         let block = self.validator.check_header(header)?;
         if self.contains(&block)? {
             return Err(Error::AlreadyExists { block });
         }
-        PayloadStage::open(
+        let stage = PayloadStage::open(
             &self.root.join(STAGING_DIR_NAME),
             header.payload_hash,
             header.payload_bytes,
             &self.stages,
-        )
+            self.floor.clone(),
+        )?;
+        self.floor.check(stage.missing_bytes())?;
+        Ok(stage)
     }
 
     /// Validates and appends `header`, whose payload was fully written into `stage`, by
@@ -187,6 +195,8 @@ impl ChainStore {
             });
         }
         let block = self.validator.check_header(header)?;
+        // The payload is on disk already; its index records still need room.
+        self.floor.check(0)?;
         let missing_bytes = stage.missing_bytes();
         if missing_bytes > 0 {
             return Err(Error::StageIncomplete {
