@@ -79,7 +79,8 @@ pub struct StoreConfig {
     /// ([`Durability::Synced`]: an acknowledged block survives `kill -9` and power loss) or
     /// nothing is fsynced ([`Durability::Unsynced`]: it survives `kill -9`, the newest blocks may
     /// be lost on power loss; never half a block: on reopen, payload bytes no index names are
-    /// reclaimed).
+    /// reclaimed, and blocks whose payload bytes a power loss took are dropped with every
+    /// later block).
     pub durability: Durability,
     /// Leading zero bits every non-genesis block hash must have; 0 turns proof of work off.
     pub pow_difficulty_bits: u32,

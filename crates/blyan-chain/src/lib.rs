@@ -16,7 +16,13 @@
 //!   On a linear chain no parent has two children. All these rules live in [`Validator`]
 //!   (stateless ones, and the link checks an append runs against the store).
 //! - What [`ChainStore::append`] acknowledged survives `kill -9` (and power loss under the
-//!   default [`Durability::Synced`]); a crash never leaves half a block visible.
+//!   default [`Durability::Synced`]); a crash never leaves half a block visible. Under
+//!   [`Durability::Unsynced`] a power loss loses only the newest blocks: the next open drops
+//!   those whose payload bytes did not reach the disk, and every block appended after them.
+//! - A full disk never poisons the store: below [`StoreConfig::free_bytes_min`] free bytes
+//!   writes are refused ([`Error::DiskFull`]) while reads go on, and a payload write that fails
+//!   is rolled back ([`Error::PayloadWrite`]); only a failed index batch makes the store refuse
+//!   writes until reopened ([`Error::Poisoned`]).
 //! - Payload bytes are never copied on read: a [`PayloadHandle`] maps them from an immutable,
 //!   64-byte-aligned segment file. [`ChainStore::payload`] does not re-hash them;
 //!   [`ChainStore::payload_verified`] and [`ChainStore::verify`] do, and refuse bytes that do not

@@ -298,6 +298,7 @@ impl ChainStore {
             for candidate in candidates {
                 self.put_promotion(&mut batch, *candidate)?;
             }
+            batch.put(MetaKey::promoted(&block), encode_record(candidates));
         }
         let mut active = writer.segment.active();
         if placement.len > 0 {

@@ -7,6 +7,7 @@
 //! - `stage.rs`: staged payloads ([`crate::PayloadStage`], a download written in ranges) and
 //!   their append, which adopts the staging file as a segment instead of copying it;
 //! - `records.rs`: the RocksDB records one block writes (the layout itself is `schema.rs`);
+//! - `repair.rs`: an unsynced store's roll-back of the blocks a power loss took the payload of;
 //! - `read.rs`: lookups, pages, expert versions, dependents, summaries.
 //!
 //! The rules a block must pass, stateless and against the store, are `validate/`'s; full
@@ -16,6 +17,7 @@ mod append;
 mod open;
 mod read;
 mod records;
+mod repair;
 mod stage;
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use blyan_primitives::BlockHash;
+use blyan_primitives::{BlockHash, Durability};
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch,
 };
@@ -41,12 +41,12 @@ const SEGMENTS_DIR_NAME: &str = "segments";
 const DB_MARKER_FILE_NAME: &str = "CURRENT";
 
 /// The state a store keeps under its `default` column family, as loaded at open.
-struct Loaded {
+pub(super) struct Loaded {
     /// The format found: [`STORE_FORMAT_VERSION`] or [`STORE_FORMAT_VERSION_UPGRADABLE`].
-    format: u32,
-    next_seq: u64,
-    active: ActiveSegment,
-    chains: ChainRecords,
+    pub(super) format: u32,
+    pub(super) next_seq: u64,
+    pub(super) active: ActiveSegment,
+    pub(super) chains: ChainRecords,
 }
 
 fn column_families(names: Vec<&'static str>) -> impl Iterator<Item = ColumnFamilyDescriptor> {
@@ -159,7 +159,11 @@ impl ChainStore {
     ///
     /// On create, the three genesis blocks are written in one batch. On open, the stored genesis
     /// must be `genesis`'s ([`Error::GenesisMismatch`] otherwise), and payload bytes no index
-    /// names (an append cut short by a crash) are removed. `pol` is used only when
+    /// names (an append cut short by a crash) are removed. Under
+    /// [`Durability::Unsynced`], blocks whose payload a power loss took (the index pointing
+    /// past a segment's end, or stale bytes in such a segment) are dropped with every block
+    /// appended after them, and a warning names how many; under synced durability that is
+    /// corruption and the open fails. `pol` is used only when
     /// `config.proof_of_learning` is on.
     pub fn open_with(
         path: impl AsRef<Path>,
@@ -193,6 +197,11 @@ impl ChainStore {
                         "chain store format upgraded"
                     );
                 }
+                let loaded = if durability == Durability::Unsynced {
+                    super::repair::roll_back_lost_blocks(&db, &segments_dir, loaded)?
+                } else {
+                    loaded
+                };
                 let segment = SegmentWriter::recover(&segments_dir, loaded.active)?;
                 let writer = Writer {
                     segment,

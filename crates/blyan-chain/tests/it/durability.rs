@@ -245,3 +245,161 @@ fn a_write_failure_rolls_back_and_appends_resume_without_a_restart() {
     assert!(store.contains(&appended).unwrap());
     assert_verifies(&store);
 }
+
+/// A store with older blocks, then newer ones (among them version 2 of an expert whose version 1
+/// is older), closed. Returns the older blocks' hashes and payloads, the newer blocks' hashes,
+/// and the segment's length once the older blocks were in.
+struct PowerLossScenario {
+    older: Vec<(BlockHash, Vec<u8>)>,
+    expert_v1: BlockHash,
+    newer: Vec<BlockHash>,
+    older_end: u64,
+}
+
+fn power_loss_scenario(dir: &Path, config: StoreConfig) -> PowerLossScenario {
+    let store = ChainStore::open(dir, config).unwrap();
+    let key = AuthorKey::generate();
+    let mut older: Vec<(BlockHash, Vec<u8>)> = (0..4)
+        .map(|seed| {
+            let payload = bytes(seed, 10_000);
+            (append_entry(&store, &payload, &key), payload)
+        })
+        .collect();
+    let weights = bytes(50, 3000);
+    let header = crate::common::expert_block(&store, "layer0.expert0", 1, &weights, &key);
+    let expert_v1 = store.append(&header, &weights).unwrap();
+    older.push((expert_v1, weights));
+    let older_end = file_len(&newest_segment(dir));
+    let weights = bytes(51, 3000);
+    let header = crate::common::expert_block(&store, "layer0.expert0", 2, &weights, &key);
+    let mut newer = vec![store.append(&header, &weights).unwrap()];
+    for seed in 10..13 {
+        newer.push(append_entry(&store, &bytes(seed, 10_000), &key));
+    }
+    PowerLossScenario {
+        older,
+        expert_v1,
+        newer,
+        older_end,
+    }
+}
+
+/// What a power loss under unsynced durability leaves: RocksDB's index persisted further than
+/// the segment's bytes.
+fn cut_segment(dir: &Path, len: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(newest_segment(dir))
+        .unwrap();
+    file.set_len(len).unwrap();
+}
+
+fn unsynced() -> StoreConfig {
+    StoreConfig {
+        durability: Durability::Unsynced,
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn a_power_loss_on_an_unsynced_store_drops_only_the_blocks_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = power_loss_scenario(dir.path(), unsynced());
+    // The newest payloads' bytes never reached the disk; the first is cut halfway.
+    cut_segment(dir.path(), scenario.older_end + 1500);
+
+    let store = ChainStore::open(dir.path(), unsynced()).unwrap();
+    for block in &scenario.newer {
+        assert!(!store.contains(block).unwrap(), "{block} was lost");
+        assert!(store.payload(block).unwrap().is_none());
+        assert!(store.dependents(block).unwrap().is_empty());
+    }
+    for (block, payload) in &scenario.older {
+        assert_eq!(
+            &*store.payload_verified(block).unwrap().unwrap(),
+            &payload[..]
+        );
+    }
+    // Tips, counters and the expert's head are as before the lost blocks.
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 5);
+    assert_eq!(store.tip(ChainId::Dataset).hash, scenario.older[3].0);
+    assert_eq!(store.chain_info(ChainId::Parameters).blocks, 2);
+    assert_eq!(store.tip(ChainId::Parameters).hash, scenario.expert_v1);
+    let expert = blyan_chain::ExpertName::parse("layer0.expert0").unwrap();
+    let current = store.expert_current(expert).unwrap().unwrap();
+    assert_eq!((current.version, current.hash), (1, scenario.expert_v1));
+    assert_eq!(store.expert_versions(expert).unwrap().len(), 1);
+    assert_eq!(store.next_sequence().unwrap(), 3 + 5);
+    assert_verifies(&store);
+
+    // The store goes on: the lost expert version can be appended again.
+    let key = AuthorKey::generate();
+    let weights = bytes(52, 3000);
+    let header = crate::common::expert_block(&store, "layer0.expert0", 2, &weights, &key);
+    store.append(&header, &weights).unwrap();
+    append_entry(&store, &bytes(60, 10_000), &key);
+    assert_verifies(&store);
+    drop(store);
+    assert_verifies(&open(dir.path()));
+}
+
+#[test]
+fn a_power_loss_that_left_stale_bytes_drops_the_block_holding_them_and_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = power_loss_scenario(dir.path(), unsynced());
+    cut_segment(dir.path(), scenario.older_end + 1500);
+    // The bytes of the third older entry are stale too (zeros where the data never landed).
+    let segment = newest_segment(dir.path());
+    let store = ChainStore::open_read_only_with(
+        dir.path(),
+        unsynced(),
+        &blyan_chain::GenesisSpec::shipped(),
+    );
+    // Read-only opens refuse the damaged store: they repair nothing.
+    assert!(store.is_err());
+    let contents = std::fs::read(&segment).unwrap();
+    let stale = &scenario.older[2].1;
+    let at = contents
+        .windows(stale.len())
+        .position(|window| window == &stale[..])
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 64], at as u64 + 64).unwrap();
+
+    let store = ChainStore::open(dir.path(), unsynced()).unwrap();
+    assert!(store.contains(&scenario.older[1].0).unwrap());
+    for block in scenario.older[2..]
+        .iter()
+        .map(|(block, _)| block)
+        .chain(&scenario.newer)
+    {
+        assert!(!store.contains(block).unwrap(), "{block} was lost");
+    }
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 3);
+    assert_eq!(store.tip(ChainId::Dataset).hash, scenario.older[1].0);
+    assert_eq!(store.chain_info(ChainId::Parameters).blocks, 1);
+    let expert = blyan_chain::ExpertName::parse("layer0.expert0").unwrap();
+    assert!(store.expert_current(expert).unwrap().is_none());
+    assert_verifies(&store);
+}
+
+#[test]
+fn a_synced_store_whose_segment_lost_bytes_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let synced = StoreConfig {
+        durability: Durability::Synced,
+        ..StoreConfig::default()
+    };
+    let scenario = power_loss_scenario(dir.path(), synced.clone());
+    cut_segment(dir.path(), scenario.older_end + 1500);
+    match ChainStore::open(dir.path(), synced) {
+        Err(Error::Corruption { what }) => assert!(what.contains("committed"), "{what}"),
+        other => panic!("expected Corruption, got {other:?}"),
+    }
+    // Nothing was dropped: opened unsynced (the operator's choice), the store rolls back.
+    let store = ChainStore::open(dir.path(), unsynced()).unwrap();
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 5);
+}
