@@ -216,7 +216,9 @@ impl ChainStore {
                     let entry_path = entry.map_err(io_error(&segments_dir))?.path();
                     std::fs::remove_file(&entry_path).map_err(io_error(&entry_path))?;
                 }
-                let segment = SegmentWriter::create(&segments_dir, 1, durability)?;
+                // Genesis is made durable whatever the durability: creating is rare, and a store
+                // whose genesis a power loss took could never be opened again.
+                let segment = SegmentWriter::create(&segments_dir, 1, Durability::Synced)?;
                 let empty = ChainRecord {
                     genesis: BlockHash::ZERO,
                     tip_height: 0,
@@ -325,9 +327,11 @@ impl ChainStore {
         })
     }
 
-    /// Writes the three genesis blocks and the store's format in one batch.
+    /// Writes the three genesis blocks and the store's format in one batch, synced whatever
+    /// the store's durability: until the format key is durable, a crash or power loss leaves a
+    /// store that the next open creates again; after it, genesis is on disk for good.
     fn create_genesis(&self, genesis: &GenesisSpec) -> Result<()> {
-        let durability = self.durability();
+        let durability = Durability::Synced;
         let mut writer = self.lock_writer("create genesis")?;
         let mut batch = WriteBatch::default();
         for chain in ChainId::ALL {
@@ -355,8 +359,10 @@ impl ChainStore {
             MetaKey::ACTIVE_SEGMENT,
             encode_record(&writer.segment.active()),
         );
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
         self.db
-            .write_opt(batch, &self.write_options())
+            .write_opt(batch, &options)
             .map_err(db_error("write genesis"))?;
         self.maps.set_active(writer.segment.active());
         *self.chains.write().unwrap_or_else(PoisonError::into_inner) = writer.chains;

@@ -403,3 +403,73 @@ fn a_synced_store_whose_segment_lost_bytes_refuses_to_open() {
     let store = ChainStore::open(dir.path(), unsynced()).unwrap();
     assert_eq!(store.chain_info(ChainId::Dataset).blocks, 5);
 }
+
+/// Opens the store in `dir` as a node would after a crash during its first creation: it must
+/// open (created afresh), hold genesis only, verify, take an append, and reopen.
+fn assert_created_afresh(dir: &Path) {
+    let store = open(dir);
+    for chain in ChainId::ALL {
+        assert_eq!(store.chain_info(chain).blocks, 1, "{chain}");
+    }
+    assert_verifies(&store);
+    let key = AuthorKey::generate();
+    let block = append_entry(&store, &bytes(7, 5000), &key);
+    drop(store);
+    let store = open(dir);
+    assert!(store.contains(&block).unwrap());
+    assert_verifies(&store);
+}
+
+/// An empty RocksDB database in `db_dir`: what RocksDB leaves once it created the database and
+/// before the store's genesis batch.
+fn empty_database(db_dir: &Path) {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    drop(rocksdb::DB::open(&options, db_dir).unwrap());
+}
+
+#[test]
+fn a_store_killed_during_its_first_creation_opens_from_every_intermediate_state() {
+    // The directory alone.
+    let dir = tempfile::tempdir().unwrap();
+    assert_created_afresh(dir.path());
+
+    // The segment directory, with a segment whose header was cut short.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    std::fs::write(dir.path().join("segments/0000000001.seg"), b"BLYSEG").unwrap();
+    assert_created_afresh(dir.path());
+
+    // RocksDB's directory with only what it writes before its CURRENT file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    std::fs::create_dir_all(dir.path().join("db")).unwrap();
+    std::fs::write(dir.path().join("db/LOCK"), b"").unwrap();
+    std::fs::write(dir.path().join("db/LOG"), b"partial").unwrap();
+    assert_created_afresh(dir.path());
+
+    // The database created, the genesis payloads written, the genesis batch never committed.
+    let written = tempfile::tempdir().unwrap();
+    drop(open(written.path()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    std::fs::copy(
+        written.path().join("segments/0000000001.seg"),
+        dir.path().join("segments/0000000001.seg"),
+    )
+    .unwrap();
+    empty_database(&dir.path().join("db"));
+    // Read-only, such a store is not one yet.
+    assert!(matches!(
+        ChainStore::open_read_only(dir.path()),
+        Err(Error::Corruption { .. })
+    ));
+    assert_created_afresh(dir.path());
+
+    // The same, with staging leftovers of a download that could not have started.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    std::fs::create_dir_all(dir.path().join("staging")).unwrap();
+    empty_database(&dir.path().join("db"));
+    assert_created_afresh(dir.path());
+}
