@@ -1,5 +1,5 @@
 //! How a store behaves: durability, proof of work, fork rules, payload limit, free-disk floor,
-//! PoL switch.
+//! clock skew, PoL switch.
 //! Plain data with serde defaults, so it sits in the node's YAML config. [`Durability`] and the
 //! hard limits ([`BLOCK_PAYLOAD_BYTES_MAX`], [`POW_DIFFICULTY_BITS_MAX`]) are
 //! `blyan-primitives`', shared with the node's config.
@@ -31,6 +31,16 @@ pub const FREE_BYTES_MIN_DEFAULT: u64 = 1 << 30;
 pub const FREE_BYTES_MIN_MAX: u64 = 1 << 50;
 
 const _: () = assert!(FREE_BYTES_MIN_DEFAULT <= FREE_BYTES_MIN_MAX);
+
+/// Default of how far ahead of this node's clock a block may be stamped (5 minutes): room for
+/// clocks of honest nodes that drift apart, none for a block stamped days ahead to pin every
+/// later child of its chain (a child may not be stamped before its parent).
+pub const TIMESTAMP_SKEW_SECONDS_DEFAULT: u64 = 300;
+
+/// Largest allowed skew a config may ask for (one day).
+pub const TIMESTAMP_SKEW_SECONDS_MAX: u64 = 86_400;
+
+const _: () = assert!(TIMESTAMP_SKEW_SECONDS_DEFAULT <= TIMESTAMP_SKEW_SECONDS_MAX);
 
 /// Whether a chain may hold two children of one parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -97,6 +107,10 @@ pub struct StoreConfig {
     /// working), checked with one `statvfs` per write. 0 turns the check off; at most
     /// [`FREE_BYTES_MIN_MAX`].
     pub free_bytes_min: u64,
+    /// How many seconds ahead of this node's clock a block may be stamped: an append (or a
+    /// staged download) of a block stamped later is refused with [`Error::TimestampInFuture`].
+    /// At most [`TIMESTAMP_SKEW_SECONDS_MAX`]. Genesis blocks are fixed and never checked.
+    pub timestamp_skew_seconds_max: u64,
     /// When on, every block but genesis goes through the store's [`crate::PolAcceptance`] hook,
     /// whose [`crate::Admission`] says whether it is served, held as a candidate, or promotes
     /// candidates; opening a store with this on and no hook fails.
@@ -112,6 +126,7 @@ impl Default for StoreConfig {
             payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX,
             segment_bytes_target: SEGMENT_BYTES_TARGET,
             free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            timestamp_skew_seconds_max: TIMESTAMP_SKEW_SECONDS_DEFAULT,
             proof_of_learning: false,
         }
     }
@@ -146,6 +161,15 @@ impl StoreConfig {
                 reason: format!(
                     "{} is outside {SEGMENT_BYTES_TARGET_MIN}..={BLOCK_PAYLOAD_BYTES_MAX}",
                     self.segment_bytes_target
+                ),
+            });
+        }
+        if self.timestamp_skew_seconds_max > TIMESTAMP_SKEW_SECONDS_MAX {
+            return Err(Error::Config {
+                field: "timestamp_skew_seconds_max",
+                reason: format!(
+                    "{} is above TIMESTAMP_SKEW_SECONDS_MAX ({TIMESTAMP_SKEW_SECONDS_MAX})",
+                    self.timestamp_skew_seconds_max
                 ),
             });
         }
@@ -219,6 +243,17 @@ mod tests {
                 ..StoreConfig::default()
             };
             assert_eq!(config.check().is_ok(), ok, "{floor}");
+        }
+        for (skew, ok) in [
+            (0, true),
+            (TIMESTAMP_SKEW_SECONDS_MAX, true),
+            (TIMESTAMP_SKEW_SECONDS_MAX + 1, false),
+        ] {
+            let config = StoreConfig {
+                timestamp_skew_seconds_max: skew,
+                ..StoreConfig::default()
+            };
+            assert_eq!(config.check().is_ok(), ok, "{skew}");
         }
         assert!(matches!(
             StoreConfig {

@@ -216,6 +216,18 @@ pub enum Error {
         parent_timestamp_ms: u64,
         timestamp_ms: u64,
     },
+    /// A block stamped further ahead of this node's clock than
+    /// [`crate::StoreConfig::timestamp_skew_seconds_max`] allows.
+    #[error(
+        "block {block} is stamped {timestamp_ms} ms, more than {skew_seconds_max} s ahead of \
+         this node's clock ({now_ms} ms)"
+    )]
+    TimestampInFuture {
+        block: BlockHash,
+        timestamp_ms: u64,
+        now_ms: u64,
+        skew_seconds_max: u64,
+    },
     /// An expert block whose version is not the expert's current version + 1.
     #[error("block {block}: {expert} version {got}, the next version is {expected}")]
     ExpertVersionMismatch {
@@ -395,6 +407,7 @@ impl Error {
             | Error::UnknownDependency { block, .. }
             | Error::DependencyLater { block, .. }
             | Error::TimestampBeforeParent { block, .. }
+            | Error::TimestampInFuture { block, .. }
             | Error::ExpertVersionMismatch { block, .. }
             | Error::PolRejected { block, .. }
             | Error::PromotionInvalid { block, .. } => Some(*block),

@@ -69,7 +69,7 @@
 //! let key = AuthorKey::generate();
 //! let payload = b"a data entry";
 //! let tip = store.tip(ChainId::Dataset);
-//! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_800_000_000_000);
+//! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_770_000_000_000);
 //! header.sign(&key);
 //! let hash = store.append(&header, payload)?;
 //! assert_eq!(&*store.payload_verified(&hash)?.expect("just appended"), payload);
@@ -120,7 +120,8 @@ pub use blyan_primitives::{
 pub use chain::{BlockKind, ChainId};
 pub use config::{
     FREE_BYTES_MIN_DEFAULT, FREE_BYTES_MIN_MAX, ForkRule, ForkRules, SEGMENT_BYTES_TARGET,
-    SEGMENT_BYTES_TARGET_MIN, StoreConfig,
+    SEGMENT_BYTES_TARGET_MIN, StoreConfig, TIMESTAMP_SKEW_SECONDS_DEFAULT,
+    TIMESTAMP_SKEW_SECONDS_MAX,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "store")]

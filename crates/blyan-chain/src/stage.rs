@@ -205,7 +205,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// let store = ChainStore::open(dir.path(), StoreConfig::default())?;
 /// let payload = vec![7u8; 40_000]; // arrives from peers, range by verified range
 /// let mut header = BlockHeader::new_child(
-///     &store.tip(ChainId::Dataset), BlockKind::DatasetEntry, &payload, 1_800_000_000_000);
+///     &store.tip(ChainId::Dataset), BlockKind::DatasetEntry, &payload, 1_770_000_000_000);
 /// header.sign(&AuthorKey::generate());
 ///
 /// let stage = store.stage_payload(&header)?; // or resumes one after a restart

@@ -22,6 +22,7 @@ use crate::header::{BlockHeader, decode_block};
 use crate::pol::{Admission, OfferedBlock};
 use crate::schema::{ActiveSegment, MetaKey, encode_record};
 use crate::segment::{Placement, StreamError};
+use crate::validate::now_ms;
 
 /// The span every append runs in: the block's hash (recorded once the header is hashed), chain
 /// and kind, so every event of one append, down to a failed fsync, names its block.
@@ -41,7 +42,8 @@ impl ChainStore {
     ///
     /// Checks, each failure its own [`Error`] variant: header version, size, kind on chain,
     /// genesis placement, dependency count and duplicates, metadata, payload limit, proof of
-    /// work, signature and signer, payload length and hash; then against the store: already
+    /// work, signature and signer, not stamped too far ahead of the clock
+    /// ([`Error::TimestampInFuture`]), payload length and hash; then against the store: already
     /// stored, parent known and on this chain, height, timestamp, fork rule, dependencies known
     /// and not later, expert version; then, when on, the Proof-of-Learning hook's
     /// [`Admission`] (run under the append lock).
@@ -59,6 +61,7 @@ impl ChainStore {
         self.ensure_writable("append")?;
         let block = self.validator.check_header(header)?;
         span.record("block", tracing::field::display(block));
+        self.validator.check_clock(block, header, now_ms())?;
         self.validator.check_payload(block, header, payload)?;
         self.floor.check(payload.len() as u64)?;
         let durability = self.durability();
@@ -95,6 +98,7 @@ impl ChainStore {
         self.ensure_writable("append")?;
         let block = self.validator.check_header(header)?;
         span.record("block", tracing::field::display(block));
+        self.validator.check_clock(block, header, now_ms())?;
         self.floor.check(header.payload_bytes)?;
         let durability = self.durability();
         let mut writer = self.lock_writer("append")?;

@@ -22,6 +22,7 @@ use crate::header::BlockHeader;
 use crate::pol::Admission;
 use crate::segment::Placement;
 use crate::stage::{PayloadStage, STAGING_DIR_NAME, StagePaths};
+use crate::validate::now_ms;
 
 impl ChainStore {
     /// Opens, or resumes after a restart, the staging file for `header`'s payload
@@ -41,6 +42,8 @@ impl ChainStore {
     pub fn stage_payload(&self, header: &BlockHeader) -> Result<PayloadStage> {
         self.ensure_writable("stage payload")?;
         let block = self.validator.check_header(header)?;
+        // Before any byte is downloaded: a block stamped days ahead is refused on append anyway.
+        self.validator.check_clock(block, header, now_ms())?;
         if self.contains(&block)? {
             return Err(Error::AlreadyExists { block });
         }
@@ -195,6 +198,7 @@ impl ChainStore {
             });
         }
         let block = self.validator.check_header(header)?;
+        self.validator.check_clock(block, header, now_ms())?;
         // The payload is on disk already; its index records still need room.
         self.floor.check(0)?;
         let missing_bytes = stage.missing_bytes();

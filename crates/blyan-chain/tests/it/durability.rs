@@ -473,3 +473,80 @@ fn a_store_killed_during_its_first_creation_opens_from_every_intermediate_state(
     empty_database(&dir.path().join("db"));
     assert_created_afresh(dir.path());
 }
+
+fn stamped(store: &ChainStore, payload: &[u8], timestamp_ms: u64) -> blyan_chain::BlockHeader {
+    let mut header = blyan_chain::BlockHeader::new_child(
+        &store.tip(ChainId::Dataset),
+        BlockKind::DatasetEntry,
+        payload,
+        timestamp_ms,
+    );
+    header.sign(&AuthorKey::generate());
+    header
+}
+
+fn clock_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_block_stamped_past_the_allowed_clock_skew_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        timestamp_skew_seconds_max: 300,
+        ..crate::common::fast_config()
+    };
+    let store = ChainStore::open(dir.path(), config).unwrap();
+    let payload = bytes(1, 2000);
+    let far = clock_ms() + 3_600_000;
+    let header = stamped(&store, &payload, far);
+    let expect_refused = |result: blyan_chain::Result<_>| match result {
+        Err(error @ Error::TimestampInFuture { .. }) => {
+            assert!(error.is_invalid_block());
+            assert_eq!(error.block(), Some(header.hash()));
+            let Error::TimestampInFuture {
+                timestamp_ms,
+                now_ms,
+                skew_seconds_max,
+                ..
+            } = error
+            else {
+                unreachable!("matched above");
+            };
+            assert_eq!(timestamp_ms, far);
+            assert!(now_ms + 300_000 < far && now_ms + 3_600_000 >= far);
+            assert_eq!(skew_seconds_max, 300);
+        }
+        other => panic!("expected TimestampInFuture, got {other:?}"),
+    };
+    expect_refused(store.append(&header, &payload).map(|_| ()));
+    expect_refused(store.append_reader(&header, &payload[..]).map(|_| ()));
+    // Refused before a byte of its payload is downloaded.
+    expect_refused(store.stage_payload(&header).map(|_| ()));
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 1);
+
+    // Within the skew (a clock a minute ahead of ours) is accepted.
+    let header = stamped(&store, &payload, clock_ms() + 60_000);
+    store.append(&header, &payload).unwrap();
+
+    // Exactly at the bound is accepted, one second past is not (the validator on a fixed clock).
+    let now = clock_ms();
+    let at_bound = stamped(&store, &payload, now + 300_000);
+    store
+        .validator()
+        .check_clock(at_bound.hash(), &at_bound, now)
+        .unwrap();
+    let past_bound = stamped(&store, &payload, now + 300_001);
+    assert!(matches!(
+        store
+            .validator()
+            .check_clock(past_bound.hash(), &past_bound, now),
+        Err(Error::TimestampInFuture { .. })
+    ));
+}
