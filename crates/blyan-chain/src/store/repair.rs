@@ -56,11 +56,12 @@ pub(super) fn roll_back_lost_blocks(
     segments_dir: &Path,
     loaded: Loaded,
 ) -> Result<Loaded> {
-    let records = payload_records(db)?;
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     let mut first_lost: Option<u64> = None;
     let mut damaged_segments = BTreeSet::new();
-    for (_, record) in &records {
+    // The common case (nothing lost) streams the records without keeping them.
+    for item in payload_records(db) {
+        let (_, record) = item?;
         if record.len == 0 {
             continue;
         }
@@ -74,6 +75,7 @@ pub(super) fn roll_back_lost_blocks(
     let Some(mut first_lost) = first_lost else {
         return Ok(loaded);
     };
+    let records: Vec<(BlockHash, PayloadRecord)> = payload_records(db).collect::<Result<_>>()?;
     // The segments that lost their tail may hold stale bytes before it too: hash what they
     // still hold, oldest first; the first mismatch is lost as well.
     let mut suspects: Vec<&(BlockHash, PayloadRecord)> = records
@@ -126,15 +128,14 @@ pub(super) fn roll_back_lost_blocks(
     Ok(rolled.loaded)
 }
 
-/// Every payload record, with its block.
-fn payload_records(db: &DB) -> Result<Vec<(BlockHash, PayloadRecord)>> {
+/// Every payload record, with its block, in the order of block hashes.
+fn payload_records(db: &DB) -> impl Iterator<Item = Result<(BlockHash, PayloadRecord)>> + '_ {
     db.iterator_cf(cf(db, CF_PAYLOADS), IteratorMode::Start)
         .map(|item| {
             let (key, value) = item.map_err(db_error("scan payload records"))?;
             let block = hash_from_bytes(&key, "payload record key")?;
             Ok((block, decode_record(&value, "payload record")?))
         })
-        .collect()
 }
 
 /// The length of segment `id`'s file, 0 when it is missing.

@@ -550,3 +550,106 @@ fn a_block_stamped_past_the_allowed_clock_skew_is_refused() {
         Err(Error::TimestampInFuture { .. })
     ));
 }
+
+const INDEX_FAILURE_CHILD_DIR_ENV: &str = "BLYAN_INDEX_FAILURE_CHILD_DIR";
+
+/// The newest RocksDB write-ahead log of the store in `dir`.
+fn newest_wal(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("db"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .max()
+        .expect("RocksDB keeps a write-ahead log")
+}
+
+#[test]
+#[ignore = "the child process of a_failed_index_write_refuses_writes_until_reopened_then_recovers"]
+fn index_failure_child() {
+    let dir = std::env::var_os(INDEX_FAILURE_CHILD_DIR_ENV)
+        .expect("BLYAN_INDEX_FAILURE_CHILD_DIR names the store directory");
+    index_failure_child_run(Path::new(&dir));
+}
+
+fn index_failure_child_run(dir: &Path) {
+    // Small segments keep every segment file far shorter than the write-ahead log, so a file
+    // size limit just above the log's length fails the index batch and nothing else.
+    let config = StoreConfig {
+        durability: Durability::Synced,
+        free_bytes_min: 0,
+        segment_bytes_target: blyan_chain::SEGMENT_BYTES_TARGET_MIN,
+        ..StoreConfig::default()
+    };
+    let store = ChainStore::open(dir, config.clone()).unwrap();
+    let key = AuthorKey::generate();
+    let before: Vec<(BlockHash, Vec<u8>)> = (0..40)
+        .map(|seed| {
+            let payload = bytes(seed, 200);
+            (append_entry(&store, &payload, &key), payload)
+        })
+        .collect();
+    let wal_len = file_len(&newest_wal(dir));
+    assert!(
+        wal_len > blyan_chain::SEGMENT_BYTES_TARGET_MIN + 1024,
+        "the log ({wal_len} bytes) must outgrow a segment for this test"
+    );
+    let unlimited = getrlimit(Resource::Fsize);
+    setrlimit(
+        Resource::Fsize,
+        Rlimit {
+            current: Some(wal_len + 1),
+            maximum: unlimited.maximum,
+        },
+    )
+    .unwrap();
+    let payload = bytes(500, 200);
+    let header = on_tip(
+        &store,
+        ChainId::Dataset,
+        BlockKind::DatasetEntry,
+        &payload,
+        &key,
+    );
+    match store.append(&header, &payload) {
+        Err(Error::Database { .. }) => {}
+        other => panic!("expected the index batch to fail, got {other:?}"),
+    }
+    // The batch's outcome is unknown: the store refuses writes, even once space returns.
+    setrlimit(Resource::Fsize, unlimited).unwrap();
+    assert!(matches!(
+        store.append(&header, &payload),
+        Err(Error::Poisoned)
+    ));
+    for (hash, payload) in &before {
+        assert_eq!(
+            &*store.payload_verified(hash).unwrap().unwrap(),
+            &payload[..]
+        );
+    }
+    drop(store);
+
+    // Reopened, recovery runs and the store appends again.
+    let store = ChainStore::open(dir, config).unwrap();
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 41);
+    assert!(!store.contains(&header.hash()).unwrap());
+    let hash = store.append(&header, &payload).unwrap();
+    assert_verifies(&store);
+    std::fs::write(dir.join(CHILD_DONE_FILE), hash.to_string()).unwrap();
+}
+
+#[test]
+fn a_failed_index_write_refuses_writes_until_reopened_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    run_child_ignoring_sigxfsz(
+        "durability::index_failure_child",
+        INDEX_FAILURE_CHILD_DIR_ENV,
+        &store_dir,
+    );
+    let done = std::fs::read_to_string(store_dir.join(CHILD_DONE_FILE))
+        .expect("the child ran its assertions to the end");
+    let store = open(&store_dir);
+    assert!(store.contains(&BlockHash::parse(&done).unwrap()).unwrap());
+    assert_eq!(store.chain_info(ChainId::Dataset).blocks, 42);
+    assert_verifies(&store);
+}
