@@ -255,7 +255,7 @@ fn add_dataset_entry(data_dir: &Path, text: &str) {
         &tip,
         BlockKind::DatasetEntry,
         text.as_bytes(),
-        1_800_000_000_000,
+        1_770_000_000_000,
     );
     header.sign(&AuthorKey::generate());
     store.append(&header, text.as_bytes()).unwrap();

@@ -296,7 +296,7 @@ fn chain_info_verify_export_import_round_trip() {
                 &tip,
                 BlockKind::DatasetEntry,
                 &payload,
-                1_800_000_000_000 + index,
+                1_770_000_000_000 + index,
             );
             header.sign(&key);
             store.append(&header, &payload).unwrap();

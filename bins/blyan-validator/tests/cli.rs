@@ -28,7 +28,7 @@ fn write_store(dir: &Path) -> Vec<u8> {
             &tip,
             BlockKind::DatasetEntry,
             &payload,
-            1_800_000_000_000 + u64::from(index),
+            1_770_000_000_000 + u64::from(index),
         );
         header.sign(&key);
         store.append(&header, &payload).unwrap();

@@ -270,6 +270,12 @@ pub enum Error {
     /// The chain store failed (an I/O or database error, not the request's fault).
     #[error("the chain store failed")]
     ChainFailed,
+    /// The chain store's disk is at its free-space floor (`chain.free_bytes_min`) or ran out of
+    /// space: new blocks are refused until space is freed, reads go on.
+    #[error(
+        "the node's disk is full: new blocks are refused until space is freed; reads still work"
+    )]
+    DiskFull,
     /// No block with this hash is stored.
     #[error("no block {hash}")]
     BlockNotFound {
@@ -365,6 +371,7 @@ impl Error {
             Self::NetworkUnavailable => "network_unavailable",
             Self::Generation { .. } => "generation_failed",
             Self::ChainFailed => "chain_failed",
+            Self::DiskFull => "disk_full",
             Self::BlockNotFound { .. } => "block_not_found",
             Self::BlockRefused { code, .. } => code,
             Self::BondUnpaid { .. } => "bond_unpaid",
@@ -397,6 +404,7 @@ impl Error {
             Self::Generation { .. } | Self::ChainFailed | Self::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            Self::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::BlockNotFound { .. } => StatusCode::NOT_FOUND,
             Self::BlockRefused { conflict: true, .. } => StatusCode::CONFLICT,
             Self::BlockRefused {
@@ -462,6 +470,7 @@ impl Error {
                     | Self::ChainUnavailable
                     | Self::NetworkUnavailable
                     | Self::Generation { .. }
+                    | Self::DiskFull
             ) {
             "internal error".to_owned()
         } else {
@@ -475,6 +484,10 @@ impl From<NodeError> for Error {
     fn from(error: NodeError) -> Self {
         match error {
             NodeError::ChainUnavailable => Self::ChainUnavailable,
+            NodeError::ChainFailed(error) if error.is_out_of_space() => {
+                tracing::warn!(%error, "block refused: the chain's disk is full");
+                Self::DiskFull
+            }
             NodeError::ChainFailed(error) => {
                 tracing::error!(%error, "chain store failed");
                 Self::ChainFailed
@@ -551,6 +564,7 @@ fn refusal_code(error: &blyan_chain::Error) -> (&'static str, bool) {
         E::UnknownDependency { .. } => ("block_unknown_dependency", false),
         E::DependencyLater { .. } => ("block_dependency_later", false),
         E::TimestampBeforeParent { .. } => ("block_timestamp_before_parent", false),
+        E::TimestampInFuture { .. } => ("block_timestamp_in_future", false),
         E::ExpertVersionMismatch { .. } => ("block_expert_version_mismatch", true),
         // Proof-of-Learning's own stable codes (`not_a_validator`, `duplicate_vote`, …).
         E::PolRejected { code, .. } => (code, false),
@@ -580,6 +594,32 @@ impl IntoResponse for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_answers_507_and_a_future_block_422() {
+        let full = Error::from(NodeError::ChainFailed(blyan_chain::Error::DiskFull {
+            path: "/secret/chain".into(),
+            free_bytes: 10,
+            write_bytes: 20,
+            floor_bytes: 1 << 30,
+        }));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.code(), "disk_full");
+        assert!(
+            !full.body().error.message.contains("/secret"),
+            "no path leaks"
+        );
+        let future = Error::from(NodeError::BlockRefused(
+            blyan_chain::Error::TimestampInFuture {
+                block: blyan_chain::BlockHash([1; 32]),
+                timestamp_ms: 2,
+                now_ms: 1,
+                skew_seconds_max: 0,
+            },
+        ));
+        assert_eq!(future.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(future.code(), "block_timestamp_in_future");
+    }
 
     #[test]
     fn rate_limits_carry_retry_after() {

@@ -1,4 +1,5 @@
-//! How a store behaves: durability, proof of work, fork rules, payload limit, PoL switch.
+//! How a store behaves: durability, proof of work, fork rules, payload limit, free-disk floor,
+//! clock skew, PoL switch.
 //! Plain data with serde defaults, so it sits in the node's YAML config. [`Durability`] and the
 //! hard limits ([`BLOCK_PAYLOAD_BYTES_MAX`], [`POW_DIFFICULTY_BITS_MAX`]) are
 //! `blyan-primitives`', shared with the node's config.
@@ -19,6 +20,27 @@ const _: () = assert!(
     SEGMENT_BYTES_TARGET_MIN <= SEGMENT_BYTES_TARGET
         && SEGMENT_BYTES_TARGET <= BLOCK_PAYLOAD_BYTES_MAX
 );
+
+/// Default free-disk floor (1 GiB): below it the store refuses new payload bytes, so a full
+/// disk never reaches RocksDB's own writes (its WAL, flushes, compactions) or the other stores
+/// sharing the disk (ledger, sign-in).
+pub const FREE_BYTES_MIN_DEFAULT: u64 = 1 << 30;
+
+/// Largest free-disk floor a config may ask for (1 PiB): a larger one is a unit mistake, and
+/// would refuse every append on any disk.
+pub const FREE_BYTES_MIN_MAX: u64 = 1 << 50;
+
+const _: () = assert!(FREE_BYTES_MIN_DEFAULT <= FREE_BYTES_MIN_MAX);
+
+/// Default of how far ahead of this node's clock a block may be stamped (5 minutes): room for
+/// clocks of honest nodes that drift apart, none for a block stamped days ahead to pin every
+/// later child of its chain (a child may not be stamped before its parent).
+pub const TIMESTAMP_SKEW_SECONDS_DEFAULT: u64 = 300;
+
+/// Largest allowed skew a config may ask for (one day).
+pub const TIMESTAMP_SKEW_SECONDS_MAX: u64 = 86_400;
+
+const _: () = assert!(TIMESTAMP_SKEW_SECONDS_DEFAULT <= TIMESTAMP_SKEW_SECONDS_MAX);
 
 /// Whether a chain may hold two children of one parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -58,7 +80,8 @@ impl ForkRules {
 }
 
 /// Settings of a [`crate::ChainStore`]. `Default` is the production setting: synced, no proof
-/// of work, linear chains, the full payload limit, Proof-of-Learning off.
+/// of work, linear chains, the full payload limit, a 1 GiB free-disk floor, Proof-of-Learning
+/// off.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -66,7 +89,8 @@ pub struct StoreConfig {
     /// ([`Durability::Synced`]: an acknowledged block survives `kill -9` and power loss) or
     /// nothing is fsynced ([`Durability::Unsynced`]: it survives `kill -9`, the newest blocks may
     /// be lost on power loss; never half a block: on reopen, payload bytes no index names are
-    /// reclaimed).
+    /// reclaimed, and blocks whose payload bytes a power loss took are dropped with every
+    /// later block).
     pub durability: Durability,
     /// Leading zero bits every non-genesis block hash must have; 0 turns proof of work off.
     pub pow_difficulty_bits: u32,
@@ -78,6 +102,15 @@ pub struct StoreConfig {
     /// [`SEGMENT_BYTES_TARGET_MIN`]..=[`BLOCK_PAYLOAD_BYTES_MAX`]. A larger payload gets a
     /// segment of its own.
     pub segment_bytes_target: u64,
+    /// Bytes that must stay free on the store's file system: an append, a staged download or a
+    /// staged write that would leave less free is refused with [`Error::DiskFull`] (reads keep
+    /// working), checked with one `statvfs` per write. 0 turns the check off; at most
+    /// [`FREE_BYTES_MIN_MAX`].
+    pub free_bytes_min: u64,
+    /// How many seconds ahead of this node's clock a block may be stamped: an append (or a
+    /// staged download) of a block stamped later is refused with [`Error::TimestampInFuture`].
+    /// At most [`TIMESTAMP_SKEW_SECONDS_MAX`]. Genesis blocks are fixed and never checked.
+    pub timestamp_skew_seconds_max: u64,
     /// When on, every block but genesis goes through the store's [`crate::PolAcceptance`] hook,
     /// whose [`crate::Admission`] says whether it is served, held as a candidate, or promotes
     /// candidates; opening a store with this on and no hook fails.
@@ -92,6 +125,8 @@ impl Default for StoreConfig {
             fork_rules: ForkRules::default(),
             payload_bytes_max: BLOCK_PAYLOAD_BYTES_MAX,
             segment_bytes_target: SEGMENT_BYTES_TARGET,
+            free_bytes_min: FREE_BYTES_MIN_DEFAULT,
+            timestamp_skew_seconds_max: TIMESTAMP_SKEW_SECONDS_DEFAULT,
             proof_of_learning: false,
         }
     }
@@ -126,6 +161,24 @@ impl StoreConfig {
                 reason: format!(
                     "{} is outside {SEGMENT_BYTES_TARGET_MIN}..={BLOCK_PAYLOAD_BYTES_MAX}",
                     self.segment_bytes_target
+                ),
+            });
+        }
+        if self.timestamp_skew_seconds_max > TIMESTAMP_SKEW_SECONDS_MAX {
+            return Err(Error::Config {
+                field: "timestamp_skew_seconds_max",
+                reason: format!(
+                    "{} is above TIMESTAMP_SKEW_SECONDS_MAX ({TIMESTAMP_SKEW_SECONDS_MAX})",
+                    self.timestamp_skew_seconds_max
+                ),
+            });
+        }
+        if self.free_bytes_min > FREE_BYTES_MIN_MAX {
+            return Err(Error::Config {
+                field: "free_bytes_min",
+                reason: format!(
+                    "{} is above FREE_BYTES_MIN_MAX ({FREE_BYTES_MIN_MAX})",
+                    self.free_bytes_min
                 ),
             });
         }
@@ -179,6 +232,40 @@ mod tests {
             };
             assert_eq!(config.check().is_ok(), ok, "{target}");
         }
+
+        for (floor, ok) in [
+            (0, true),
+            (FREE_BYTES_MIN_MAX, true),
+            (FREE_BYTES_MIN_MAX + 1, false),
+        ] {
+            let config = StoreConfig {
+                free_bytes_min: floor,
+                ..StoreConfig::default()
+            };
+            assert_eq!(config.check().is_ok(), ok, "{floor}");
+        }
+        for (skew, ok) in [
+            (0, true),
+            (TIMESTAMP_SKEW_SECONDS_MAX, true),
+            (TIMESTAMP_SKEW_SECONDS_MAX + 1, false),
+        ] {
+            let config = StoreConfig {
+                timestamp_skew_seconds_max: skew,
+                ..StoreConfig::default()
+            };
+            assert_eq!(config.check().is_ok(), ok, "{skew}");
+        }
+        assert!(matches!(
+            StoreConfig {
+                free_bytes_min: FREE_BYTES_MIN_MAX + 1,
+                ..StoreConfig::default()
+            }
+            .check(),
+            Err(Error::Config {
+                field: "free_bytes_min",
+                ..
+            })
+        ));
     }
 
     #[test]

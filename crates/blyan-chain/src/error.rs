@@ -216,6 +216,18 @@ pub enum Error {
         parent_timestamp_ms: u64,
         timestamp_ms: u64,
     },
+    /// A block stamped further ahead of this node's clock than
+    /// [`crate::StoreConfig::timestamp_skew_seconds_max`] allows.
+    #[error(
+        "block {block} is stamped {timestamp_ms} ms, more than {skew_seconds_max} s ahead of \
+         this node's clock ({now_ms} ms)"
+    )]
+    TimestampInFuture {
+        block: BlockHash,
+        timestamp_ms: u64,
+        now_ms: u64,
+        skew_seconds_max: u64,
+    },
     /// An expert block whose version is not the expert's current version + 1.
     #[error("block {block}: {expert} version {got}, the next version is {expected}")]
     ExpertVersionMismatch {
@@ -287,6 +299,34 @@ pub enum Error {
     ReadOnly {
         path: PathBuf,
         operation: &'static str,
+    },
+    /// Writing `write_bytes` more would leave fewer than the store's floor
+    /// ([`crate::StoreConfig::free_bytes_min`]) free on its file system. Nothing was written;
+    /// reads keep working, and writes are accepted again as soon as space returns.
+    #[cfg(feature = "store")]
+    #[error(
+        "disk full: {} has {free_bytes} bytes free, and writing {write_bytes} more would go \
+         below the store's floor of {floor_bytes} (chain.free_bytes_min); reads still work",
+        path.display()
+    )]
+    DiskFull {
+        path: PathBuf,
+        free_bytes: u64,
+        write_bytes: u64,
+        floor_bytes: u64,
+    },
+    /// Writing a block's payload into its segment failed (the disk filled up, a file size
+    /// limit, an I/O error). The partial write was cut off again and nothing was committed: the
+    /// store is as before the append and stays writable, so the same append may be retried.
+    #[cfg(feature = "store")]
+    #[error(
+        "writing the payload of block {block} to {} failed, rolled back: {source}",
+        path.display()
+    )]
+    PayloadWrite {
+        block: BlockHash,
+        path: PathBuf,
+        source: std::io::Error,
     },
     /// An earlier write failed; the store refuses writes until it is reopened.
     #[error("store refuses writes after an earlier write failure; reopen it")]
@@ -367,13 +407,14 @@ impl Error {
             | Error::UnknownDependency { block, .. }
             | Error::DependencyLater { block, .. }
             | Error::TimestampBeforeParent { block, .. }
+            | Error::TimestampInFuture { block, .. }
             | Error::ExpertVersionMismatch { block, .. }
             | Error::PolRejected { block, .. }
             | Error::PromotionInvalid { block, .. } => Some(*block),
             #[cfg(feature = "store")]
-            Error::StoredPayloadCorrupt { block, .. } | Error::StageIncomplete { block, .. } => {
-                Some(*block)
-            }
+            Error::StoredPayloadCorrupt { block, .. }
+            | Error::StageIncomplete { block, .. }
+            | Error::PayloadWrite { block, .. } => Some(*block),
             Error::HeaderHashMismatch { expected, .. } => Some(*expected),
             Error::GenesisMismatch { got, .. } => Some(*got),
             _ => None,
@@ -393,7 +434,9 @@ impl Error {
             | Error::StageOutOfBounds { .. }
             | Error::StageIncomplete { .. }
             | Error::StageBusy { .. }
-            | Error::StageOfAnotherStore { .. } => false,
+            | Error::StageOfAnotherStore { .. }
+            | Error::DiskFull { .. }
+            | Error::PayloadWrite { .. } => false,
             Error::Io { .. }
             | Error::Corruption { .. }
             | Error::Poisoned
@@ -404,6 +447,31 @@ impl Error {
             _ => true,
         }
     }
+}
+
+impl Error {
+    /// Whether the error says the store's disk is full: refused at the free-disk floor
+    /// ([`Error::DiskFull`]), or a write that ran out of space, quota or allowed file size
+    /// (`ENOSPC`, `EDQUOT`, `EFBIG`). The HTTP API answers these 507 Insufficient Storage.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            #[cfg(feature = "store")]
+            Error::DiskFull { .. } => true,
+            #[cfg(feature = "store")]
+            Error::PayloadWrite { source, .. } => io_out_of_space(source),
+            Error::Io { source, .. } => io_out_of_space(source),
+            _ => false,
+        }
+    }
+}
+
+fn io_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::FileTooLarge
+    )
 }
 
 #[cfg(feature = "store")]

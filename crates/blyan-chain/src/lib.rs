@@ -16,7 +16,13 @@
 //!   On a linear chain no parent has two children. All these rules live in [`Validator`]
 //!   (stateless ones, and the link checks an append runs against the store).
 //! - What [`ChainStore::append`] acknowledged survives `kill -9` (and power loss under the
-//!   default [`Durability::Synced`]); a crash never leaves half a block visible.
+//!   default [`Durability::Synced`]); a crash never leaves half a block visible. Under
+//!   [`Durability::Unsynced`] a power loss loses only the newest blocks: the next open drops
+//!   those whose payload bytes did not reach the disk, and every block appended after them.
+//! - A full disk never poisons the store: below [`StoreConfig::free_bytes_min`] free bytes
+//!   writes are refused ([`Error::DiskFull`]) while reads go on, and a payload write that fails
+//!   is rolled back ([`Error::PayloadWrite`]); only a failed index batch makes the store refuse
+//!   writes until reopened ([`Error::Poisoned`]).
 //! - Payload bytes are never copied on read: a [`PayloadHandle`] maps them from an immutable,
 //!   64-byte-aligned segment file. [`ChainStore::payload`] does not re-hash them;
 //!   [`ChainStore::payload_verified`] and [`ChainStore::verify`] do, and refuse bytes that do not
@@ -63,7 +69,7 @@
 //! let key = AuthorKey::generate();
 //! let payload = b"a data entry";
 //! let tip = store.tip(ChainId::Dataset);
-//! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_800_000_000_000);
+//! let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_770_000_000_000);
 //! header.sign(&key);
 //! let hash = store.append(&header, payload)?;
 //! assert_eq!(&*store.payload_verified(&hash)?.expect("just appended"), payload);
@@ -97,6 +103,8 @@ mod schema;
 #[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
+mod space;
+#[cfg(feature = "store")]
 mod stage;
 #[cfg(feature = "store")]
 mod store;
@@ -111,7 +119,9 @@ pub use blyan_primitives::{
 };
 pub use chain::{BlockKind, ChainId};
 pub use config::{
-    ForkRule, ForkRules, SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
+    FREE_BYTES_MIN_DEFAULT, FREE_BYTES_MIN_MAX, ForkRule, ForkRules, SEGMENT_BYTES_TARGET,
+    SEGMENT_BYTES_TARGET_MIN, StoreConfig, TIMESTAMP_SKEW_SECONDS_DEFAULT,
+    TIMESTAMP_SKEW_SECONDS_MAX,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "store")]

@@ -63,6 +63,16 @@ impl MetaKey {
     pub(crate) const NEXT_SEQ: &'static [u8] = b"next_seq";
     pub(crate) const ACTIVE_SEGMENT: &'static [u8] = b"active_segment";
 
+    /// The candidates `block` promoted (a bincode `Vec<BlockHash>`), kept so that a roll-back
+    /// of `block` after a power loss (`store/repair.rs`) makes them candidates again. Stores
+    /// written before it have no such record: their promotions cannot be undone.
+    pub(crate) fn promoted(block: &BlockHash) -> [u8; 41] {
+        let mut key = [0u8; 41];
+        key[..9].copy_from_slice(b"promoted/");
+        key[9..].copy_from_slice(block.as_bytes());
+        key
+    }
+
     pub(crate) fn chain(chain: ChainId) -> [u8; 7] {
         let mut key = *b"chain/?";
         key[6] = chain.letter();

@@ -46,6 +46,7 @@ use crate::segment::{
     PAYLOAD_ALIGN_BYTES, SEGMENT_HEADER_BYTES, StagedPayload, map_staged, parse_segment_header,
     segment_header, sync_dir,
 };
+use crate::space::DiskFloor;
 
 /// The staging directory inside a store.
 pub(crate) const STAGING_DIR_NAME: &str = "staging";
@@ -204,7 +205,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// let store = ChainStore::open(dir.path(), StoreConfig::default())?;
 /// let payload = vec![7u8; 40_000]; // arrives from peers, range by verified range
 /// let mut header = BlockHeader::new_child(
-///     &store.tip(ChainId::Dataset), BlockKind::DatasetEntry, &payload, 1_800_000_000_000);
+///     &store.tip(ChainId::Dataset), BlockKind::DatasetEntry, &payload, 1_770_000_000_000);
 /// header.sign(&AuthorKey::generate());
 ///
 /// let stage = store.stage_payload(&header)?; // or resumes one after a restart
@@ -232,6 +233,8 @@ pub struct PayloadStage {
     /// Serializes flushes: they share the sidecar's temporary file.
     flushing: Mutex<()>,
     registration: Registration,
+    /// The store's free-disk floor, checked before every write.
+    floor: DiskFloor,
 }
 
 const _: () = {
@@ -252,6 +255,7 @@ impl PayloadStage {
         payload: PayloadHash,
         len: u64,
         registry: &Arc<StageRegistry>,
+        floor: DiskFloor,
     ) -> Result<Self> {
         if !registry.lock().insert(payload) {
             return Err(Error::StageBusy { payload });
@@ -300,6 +304,7 @@ impl PayloadStage {
             blocks: Mutex::new(blocks),
             flushing: Mutex::new(()),
             registration,
+            floor,
         })
     }
 
@@ -323,7 +328,9 @@ impl PayloadStage {
     /// [`PayloadStage::BLOCK_BYTES`], and so must `bytes.len()` unless the write ends the
     /// payload ([`Error::StageMisaligned`]); the range must lie within the payload
     /// ([`Error::StageOutOfBounds`]). Writing a block again overwrites it. Not durable until
-    /// [`PayloadStage::flush`].
+    /// [`PayloadStage::flush`]. Refused with [`Error::DiskFull`], nothing written, when the
+    /// bytes would leave less free disk than the store's
+    /// [`crate::StoreConfig::free_bytes_min`].
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         let count = bytes.len() as u64;
         let end = offset
@@ -348,6 +355,7 @@ impl PayloadStage {
         if count == 0 {
             return Ok(());
         }
+        self.floor.check(count)?;
         self.file
             .write_all_at(bytes, SEGMENT_HEADER_BYTES + offset)
             .map_err(io_error(&self.paths.data))?;

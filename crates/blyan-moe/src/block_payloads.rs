@@ -289,7 +289,7 @@ mod tests {
             &store.tip(ChainId::Parameters),
             BlockKind::Expert,
             &payload,
-            1_800_000_000_000,
+            1_770_000_000_000,
         );
         header.meta.tensors = tensor_metas(&layout);
         (header.hash(), header, payload)

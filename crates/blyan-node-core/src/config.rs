@@ -186,6 +186,14 @@ pub struct ChainConfig {
     /// Whether each chain keeps two children of one parent (blocks appended apart on two
     /// nodes).
     pub fork_rules: blyan_chain::ForkRules,
+    /// Bytes that must stay free on the chain's disk: below them appends and payload downloads
+    /// are refused (`blyan_chain::Error::DiskFull`, HTTP 507) and reads go on. 0 turns the check
+    /// off; at most [`blyan_chain::FREE_BYTES_MIN_MAX`].
+    pub free_bytes_min: u64,
+    /// How many seconds ahead of this node's clock a block may be stamped; a block stamped later
+    /// is refused (`blyan_chain::Error::TimestampInFuture`, HTTP 422). At most
+    /// [`blyan_chain::TIMESTAMP_SKEW_SECONDS_MAX`].
+    pub timestamp_skew_seconds_max: u64,
 }
 
 /// The network (`blyan-p2p`).
@@ -536,6 +544,26 @@ impl NodeConfig {
                 format!(
                     "{} is above the maximum of {POW_DIFFICULTY_BITS_MAX}",
                     self.chain.pow_difficulty_bits
+                ),
+            ));
+        }
+        if self.chain.free_bytes_min > blyan_chain::FREE_BYTES_MIN_MAX {
+            return Err(invalid(
+                "chain.free_bytes_min",
+                format!(
+                    "{} is above the maximum of {} (1 PiB)",
+                    self.chain.free_bytes_min,
+                    blyan_chain::FREE_BYTES_MIN_MAX
+                ),
+            ));
+        }
+        if self.chain.timestamp_skew_seconds_max > blyan_chain::TIMESTAMP_SKEW_SECONDS_MAX {
+            return Err(invalid(
+                "chain.timestamp_skew_seconds_max",
+                format!(
+                    "{} is above the maximum of {} (one day)",
+                    self.chain.timestamp_skew_seconds_max,
+                    blyan_chain::TIMESTAMP_SKEW_SECONDS_MAX
                 ),
             ));
         }
@@ -1283,6 +1311,40 @@ mod tests {
         NodeConfig::from_yaml_str(&at_min, Path::new("t")).unwrap();
         let at_max = format!("chain:\n  pow_difficulty_bits: {POW_DIFFICULTY_BITS_MAX}\n");
         NodeConfig::from_yaml_str(&at_max, Path::new("t")).unwrap();
+        for bytes in [0, blyan_chain::FREE_BYTES_MIN_MAX] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("chain:\n  free_bytes_min: {bytes}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
+            assert_eq!(config.chain.free_bytes_min, bytes);
+            assert_eq!(crate::store_config(&config).free_bytes_min, bytes);
+        }
+        check_rejected(
+            &format!(
+                "chain:\n  free_bytes_min: {}\n",
+                blyan_chain::FREE_BYTES_MIN_MAX + 1
+            ),
+            "chain.free_bytes_min",
+        );
+        for seconds in [0, blyan_chain::TIMESTAMP_SKEW_SECONDS_MAX] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("chain:\n  timestamp_skew_seconds_max: {seconds}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
+            assert_eq!(
+                crate::store_config(&config).timestamp_skew_seconds_max,
+                seconds
+            );
+        }
+        check_rejected(
+            &format!(
+                "chain:\n  timestamp_skew_seconds_max: {}\n",
+                blyan_chain::TIMESTAMP_SKEW_SECONDS_MAX + 1
+            ),
+            "chain.timestamp_skew_seconds_max",
+        );
         for bytes in [API_BODY_BYTES_MIN, API_BODY_BYTES_MAX] {
             NodeConfig::from_yaml_str(
                 &format!("api:\n  body_bytes_max: {bytes}\n"),

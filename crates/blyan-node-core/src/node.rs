@@ -33,6 +33,8 @@ pub fn store_config(config: &NodeConfig) -> StoreConfig {
         pow_difficulty_bits: config.chain.pow_difficulty_bits,
         proof_of_learning: config.pol.mode.certifies(),
         fork_rules: config.chain.fork_rules,
+        free_bytes_min: config.chain.free_bytes_min,
+        timestamp_skew_seconds_max: config.chain.timestamp_skew_seconds_max,
         ..StoreConfig::default()
     }
 }

@@ -8,6 +8,7 @@
 //! same at height 10 as at height 10⁹.
 
 use std::io::Read;
+use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
 
 use blyan_primitives::BlockHash;
@@ -21,6 +22,7 @@ use crate::header::{BlockHeader, decode_block};
 use crate::pol::{Admission, OfferedBlock};
 use crate::schema::{ActiveSegment, MetaKey, encode_record};
 use crate::segment::{Placement, StreamError};
+use crate::validate::now_ms;
 
 /// The span every append runs in: the block's hash (recorded once the header is hashed), chain
 /// and kind, so every event of one append, down to a failed fsync, names its block.
@@ -40,31 +42,45 @@ impl ChainStore {
     ///
     /// Checks, each failure its own [`Error`] variant: header version, size, kind on chain,
     /// genesis placement, dependency count and duplicates, metadata, payload limit, proof of
-    /// work, signature and signer, payload length and hash; then against the store: already
+    /// work, signature and signer, not stamped too far ahead of the clock
+    /// ([`Error::TimestampInFuture`]), payload length and hash; then against the store: already
     /// stored, parent known and on this chain, height, timestamp, fork rule, dependencies known
     /// and not later, expert version; then, when on, the Proof-of-Learning hook's
     /// [`Admission`] (run under the append lock).
     /// Returns the block hash once the block is durable per the config's durability. A store
     /// opened read-only refuses with [`Error::ReadOnly`] before checking anything.
+    ///
+    /// A payload that would leave less free disk than [`crate::StoreConfig::free_bytes_min`]
+    /// is refused with [`Error::DiskFull`] before anything is written. A payload write that
+    /// fails anyway (`ENOSPC`, a file size limit, an I/O error) is cut off again and refused
+    /// with [`Error::PayloadWrite`]: the store stays writable and the append may be retried.
+    /// Only a failed index batch poisons the store ([`Error::Poisoned`] until reopened).
     pub fn append(&self, header: &BlockHeader, payload: &[u8]) -> Result<BlockHash> {
         let span = append_span(header, false);
         let _entered = span.enter();
         self.ensure_writable("append")?;
         let block = self.validator.check_header(header)?;
         span.record("block", tracing::field::display(block));
+        self.validator.check_clock(block, header, now_ms())?;
         self.validator.check_payload(block, header, payload)?;
+        self.floor.check(payload.len() as u64)?;
         let durability = self.durability();
         let mut writer = self.lock_writer("append")?;
         let chains = writer.chains;
         let base = self.validator.check_links(self, &chains, header, block)?;
         let admission = self.admit(header, block, base, payload)?;
-        let placement = self.poison_on_err(writer.segment.place(
-            payload.len() as u64,
-            self.segment_target(),
-            durability,
-        ))?;
-        self.maps.set_active(writer.segment.active());
-        self.poison_on_err(writer.segment.write(placement, payload, durability))?;
+        let written = writer
+            .segment
+            .place(payload.len() as u64, self.segment_target(), durability)
+            .and_then(|placement| {
+                self.maps.set_active(writer.segment.active());
+                writer.segment.write(placement, payload, durability)?;
+                Ok(placement)
+            });
+        let placement = match written {
+            Ok(placement) => placement,
+            Err(error) => return Err(self.roll_back(&mut writer, block, error)),
+        };
         self.commit(&mut writer, header, block, placement, &admission)
     }
 
@@ -74,31 +90,39 @@ impl ChainStore {
     /// they are cut off again ([`Error::PayloadLengthMismatch`], [`Error::PayloadHashMismatch`])
     /// and the segment is as before. Holds the append lock while reading, so give it a fast
     /// reader (a file, a local buffer); the Proof-of-Learning hook, if on, runs under the lock
-    /// too, once the payload is in.
+    /// too, once the payload is in. The free-disk floor and a failed write are handled as in
+    /// [`ChainStore::append`].
     pub fn append_reader(&self, header: &BlockHeader, mut payload: impl Read) -> Result<BlockHash> {
         let span = append_span(header, true);
         let _entered = span.enter();
         self.ensure_writable("append")?;
         let block = self.validator.check_header(header)?;
         span.record("block", tracing::field::display(block));
+        self.validator.check_clock(block, header, now_ms())?;
+        self.floor.check(header.payload_bytes)?;
         let durability = self.durability();
         let mut writer = self.lock_writer("append")?;
         let chains = writer.chains;
         let base = self.validator.check_links(self, &chains, header, block)?;
-        let placement = self.poison_on_err(writer.segment.place(
-            header.payload_bytes,
-            self.segment_target(),
-            durability,
-        ))?;
+        let placement =
+            match writer
+                .segment
+                .place(header.payload_bytes, self.segment_target(), durability)
+            {
+                Ok(placement) => placement,
+                Err(error) => return Err(self.roll_back(&mut writer, block, error)),
+            };
         self.maps.set_active(writer.segment.active());
         let streamed = writer.segment.write_stream(placement, &mut payload);
         let (got_bytes, got_hash) = match streamed {
             Ok(result) => result,
             Err(StreamError::Reader(source)) => {
-                self.poison_on_err(writer.segment.discard())?;
-                return Err(Error::PayloadRead { block, source });
+                let error = Error::PayloadRead { block, source };
+                return Err(self.roll_back(&mut writer, block, error));
             }
-            Err(StreamError::Segment(error)) => return self.poison_on_err(Err(error)),
+            Err(StreamError::Segment(error)) => {
+                return Err(self.roll_back(&mut writer, block, error));
+            }
         };
         let mismatch = if got_bytes != header.payload_bytes {
             Some(Error::PayloadLengthMismatch {
@@ -116,28 +140,71 @@ impl ChainStore {
             None
         };
         if let Some(error) = mismatch {
-            self.poison_on_err(writer.segment.discard())?;
-            return Err(error);
+            return Err(self.roll_back(&mut writer, block, error));
         }
         let admission = if self.pol.is_some() && header.prev_hash.is_some() {
             let verdict = {
-                // The guard borrows the segment writer: `discard` below cannot run while the
+                // The guard borrows the segment writer: `roll_back` below cannot run while the
                 // hook still sees the mapped bytes.
-                let uncommitted = self.poison_on_err(writer.segment.map_uncommitted(placement))?;
-                self.admit(header, block, base, &uncommitted)
+                match writer.segment.map_uncommitted(placement) {
+                    Ok(uncommitted) => self.admit(header, block, base, &uncommitted),
+                    Err(error) => Err(error),
+                }
             };
             match verdict {
                 Ok(admission) => admission,
-                Err(error) => {
-                    self.poison_on_err(writer.segment.discard())?;
-                    return Err(error);
-                }
+                Err(error) => return Err(self.roll_back(&mut writer, block, error)),
             }
         } else {
             Admission::Serve
         };
-        self.poison_on_err(writer.segment.sync(durability))?;
+        if let Err(error) = writer.segment.sync(durability) {
+            return Err(self.roll_back(&mut writer, block, error));
+        }
         self.commit(&mut writer, header, block, placement, &admission)
+    }
+
+    /// Undoes the payload write of an append refused or failed before its index batch: cuts
+    /// the active segment back to its committed end. Nothing was committed (the batch is the
+    /// commit point), so the store is then exactly as before the append and stays writable: a
+    /// full disk or a file size limit refuses this append ([`Error::PayloadWrite`]), and the
+    /// next one is tried afresh once space returns, without a restart.
+    ///
+    /// A failed fsync is rolled back the same way, and that is sound here: every committed byte
+    /// was made durable (synced durability) before its batch, so the only dirty pages a failed
+    /// fsync can lose are this append's, which the truncation drops anyway. Only if the
+    /// truncation itself fails is the store poisoned ([`Error::Poisoned`] until reopened,
+    /// when recovery removes the bytes).
+    ///
+    /// Returns the error to give the caller: an I/O failure of the segment becomes
+    /// [`Error::PayloadWrite`] naming `block`; a refusal (a mismatching payload, the
+    /// Proof-of-Learning hook) is returned as it is.
+    fn roll_back(&self, writer: &mut Writer, block: BlockHash, error: Error) -> Error {
+        if let Err(discard_error) = writer.segment.discard() {
+            tracing::error!(
+                %error,
+                %discard_error,
+                "a failed payload write could not be rolled back; the store refuses writes until reopened"
+            );
+            self.poisoned.store(true, Ordering::Release);
+            return error;
+        }
+        self.maps.set_active(writer.segment.active());
+        match error {
+            Error::Io { path, source } => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %source,
+                    "payload write failed and was rolled back; the store stays writable"
+                );
+                Error::PayloadWrite {
+                    block,
+                    path,
+                    source,
+                }
+            }
+            refusal => refusal,
+        }
     }
 
     /// Decodes a block in [`crate::encode_block`]'s form and appends it: what `POST /blocks`
@@ -235,6 +302,7 @@ impl ChainStore {
             for candidate in candidates {
                 self.put_promotion(&mut batch, *candidate)?;
             }
+            batch.put(MetaKey::promoted(&block), encode_record(candidates));
         }
         let mut active = writer.segment.active();
         if placement.len > 0 {

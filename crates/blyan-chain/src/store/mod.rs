@@ -7,6 +7,7 @@
 //! - `stage.rs`: staged payloads ([`crate::PayloadStage`], a download written in ranges) and
 //!   their append, which adopts the staging file as a segment instead of copying it;
 //! - `records.rs`: the RocksDB records one block writes (the layout itself is `schema.rs`);
+//! - `repair.rs`: an unsynced store's roll-back of the blocks a power loss took the payload of;
 //! - `read.rs`: lookups, pages, expert versions, dependents, summaries.
 //!
 //! The rules a block must pass, stateless and against the store, are `validate/`'s; full
@@ -16,6 +17,7 @@ mod append;
 mod open;
 mod read;
 mod records;
+mod repair;
 mod stage;
 
 use std::path::PathBuf;
@@ -32,6 +34,7 @@ use crate::header::ChainTip;
 use crate::pol::PolAcceptance;
 use crate::schema::{ChainRecord, Relation};
 use crate::segment::{PayloadHandle, SegmentMaps, SegmentWriter};
+use crate::space::DiskFloor;
 use crate::stage::StageRegistry;
 use crate::validate::Validator;
 
@@ -119,6 +122,8 @@ pub struct ChainStore {
     poisoned: AtomicBool,
     /// Payloads with an open [`crate::PayloadStage`]: one stage per payload at a time.
     stages: Arc<StageRegistry>,
+    /// The free-disk floor, checked before every write of payload bytes.
+    floor: DiskFloor,
 }
 
 // The HTTP API shares one store between async tasks through an `Arc`.
@@ -154,6 +159,24 @@ impl ChainStore {
         let writer = self.lock_writer("flush")?;
         writer.segment.sync(Durability::Synced)?;
         self.db.flush_wal(true).map_err(db_error("flush wal"))
+    }
+
+    /// Bytes that must stay free on the store's file system (see
+    /// [`StoreConfig::free_bytes_min`]), as opened or last set.
+    pub fn free_bytes_min(&self) -> u64 {
+        self.floor.floor_bytes()
+    }
+
+    /// Changes the free-disk floor of the open store and of its open stages, from their next
+    /// write on (an operator reserving or releasing space without a restart). 0 turns the check
+    /// off.
+    pub fn set_free_bytes_min(&self, bytes: u64) {
+        self.floor.set_floor_bytes(bytes);
+    }
+
+    /// Bytes still free for this process on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        crate::space::free_bytes(&self.root)
     }
 
     /// Refuses `operation` on a read-only store.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use blyan_primitives::BlockHash;
+use blyan_primitives::{BlockHash, Durability};
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch,
 };
@@ -22,6 +22,7 @@ use crate::schema::{
     STORE_FORMAT_VERSION_UPGRADABLE, decode_record, encode_record,
 };
 use crate::segment::{self, SegmentMaps, SegmentWriter};
+use crate::space::DiskFloor;
 use crate::validate::Validator;
 
 /// The directory under a node's data directory that holds its chain store. Tools given a path
@@ -40,12 +41,12 @@ const SEGMENTS_DIR_NAME: &str = "segments";
 const DB_MARKER_FILE_NAME: &str = "CURRENT";
 
 /// The state a store keeps under its `default` column family, as loaded at open.
-struct Loaded {
+pub(super) struct Loaded {
     /// The format found: [`STORE_FORMAT_VERSION`] or [`STORE_FORMAT_VERSION_UPGRADABLE`].
-    format: u32,
-    next_seq: u64,
-    active: ActiveSegment,
-    chains: ChainRecords,
+    pub(super) format: u32,
+    pub(super) next_seq: u64,
+    pub(super) active: ActiveSegment,
+    pub(super) chains: ChainRecords,
 }
 
 fn column_families(names: Vec<&'static str>) -> impl Iterator<Item = ColumnFamilyDescriptor> {
@@ -158,7 +159,11 @@ impl ChainStore {
     ///
     /// On create, the three genesis blocks are written in one batch. On open, the stored genesis
     /// must be `genesis`'s ([`Error::GenesisMismatch`] otherwise), and payload bytes no index
-    /// names (an append cut short by a crash) are removed. `pol` is used only when
+    /// names (an append cut short by a crash) are removed. Under
+    /// [`Durability::Unsynced`], blocks whose payload a power loss took (the index pointing
+    /// past a segment's end, or stale bytes in such a segment) are dropped with every block
+    /// appended after them, and a warning names how many; under synced durability that is
+    /// corruption and the open fails. `pol` is used only when
     /// `config.proof_of_learning` is on.
     pub fn open_with(
         path: impl AsRef<Path>,
@@ -192,6 +197,11 @@ impl ChainStore {
                         "chain store format upgraded"
                     );
                 }
+                let loaded = if durability == Durability::Unsynced {
+                    super::repair::roll_back_lost_blocks(&db, &segments_dir, loaded)?
+                } else {
+                    loaded
+                };
                 let segment = SegmentWriter::recover(&segments_dir, loaded.active)?;
                 let writer = Writer {
                     segment,
@@ -206,7 +216,9 @@ impl ChainStore {
                     let entry_path = entry.map_err(io_error(&segments_dir))?.path();
                     std::fs::remove_file(&entry_path).map_err(io_error(&entry_path))?;
                 }
-                let segment = SegmentWriter::create(&segments_dir, 1, durability)?;
+                // Genesis is made durable whatever the durability: creating is rare, and a store
+                // whose genesis a power loss took could never be opened again.
+                let segment = SegmentWriter::create(&segments_dir, 1, Durability::Synced)?;
                 let empty = ChainRecord {
                     genesis: BlockHash::ZERO,
                     tip_height: 0,
@@ -224,7 +236,9 @@ impl ChainStore {
         };
         let maps = SegmentMaps::new(segments_dir, writer.segment.active());
         let chains = writer.chains;
+        let floor = DiskFloor::new(root.clone(), validator.config().free_bytes_min);
         let store = Self {
+            floor,
             root,
             db,
             validator,
@@ -277,7 +291,10 @@ impl ChainStore {
         })?;
         let segments_dir = root.join(SEGMENTS_DIR_NAME);
         segment::check_active(&segments_dir, loaded.active)?;
+        // Nothing is written: no floor to keep.
+        let floor = DiskFloor::new(root.clone(), 0);
         let store = Self {
+            floor,
             root,
             db,
             validator,
@@ -310,9 +327,11 @@ impl ChainStore {
         })
     }
 
-    /// Writes the three genesis blocks and the store's format in one batch.
+    /// Writes the three genesis blocks and the store's format in one batch, synced whatever
+    /// the store's durability: until the format key is durable, a crash or power loss leaves a
+    /// store that the next open creates again; after it, genesis is on disk for good.
     fn create_genesis(&self, genesis: &GenesisSpec) -> Result<()> {
-        let durability = self.durability();
+        let durability = Durability::Synced;
         let mut writer = self.lock_writer("create genesis")?;
         let mut batch = WriteBatch::default();
         for chain in ChainId::ALL {
@@ -340,8 +359,10 @@ impl ChainStore {
             MetaKey::ACTIVE_SEGMENT,
             encode_record(&writer.segment.active()),
         );
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
         self.db
-            .write_opt(batch, &self.write_options())
+            .write_opt(batch, &options)
             .map_err(db_error("write genesis"))?;
         self.maps.set_active(writer.segment.active());
         *self.chains.write().unwrap_or_else(PoisonError::into_inner) = writer.chains;

@@ -22,6 +22,7 @@ use crate::header::BlockHeader;
 use crate::pol::Admission;
 use crate::segment::Placement;
 use crate::stage::{PayloadStage, STAGING_DIR_NAME, StagePaths};
+use crate::validate::now_ms;
 
 impl ChainStore {
     /// Opens, or resumes after a restart, the staging file for `header`'s payload
@@ -33,18 +34,28 @@ impl ChainStore {
     ///
     /// A resumed stage counts as written only the blocks its last [`PayloadStage::flush`]
     /// persisted; a missing or unreadable sidecar means nothing is.
+    ///
+    /// Refused with [`Error::DiskFull`] (the stage closed again, its files kept) when the bytes
+    /// still missing would leave less free disk than
+    /// [`crate::StoreConfig::free_bytes_min`]; every [`PayloadStage::write_at`] checks the
+    /// floor again.
     pub fn stage_payload(&self, header: &BlockHeader) -> Result<PayloadStage> {
         self.ensure_writable("stage payload")?;
         let block = self.validator.check_header(header)?;
+        // Before any byte is downloaded: a block stamped days ahead is refused on append anyway.
+        self.validator.check_clock(block, header, now_ms())?;
         if self.contains(&block)? {
             return Err(Error::AlreadyExists { block });
         }
-        PayloadStage::open(
+        let stage = PayloadStage::open(
             &self.root.join(STAGING_DIR_NAME),
             header.payload_hash,
             header.payload_bytes,
             &self.stages,
-        )
+            self.floor.clone(),
+        )?;
+        self.floor.check(stage.missing_bytes())?;
+        Ok(stage)
     }
 
     /// Validates and appends `header`, whose payload was fully written into `stage`, by
@@ -187,6 +198,9 @@ impl ChainStore {
             });
         }
         let block = self.validator.check_header(header)?;
+        self.validator.check_clock(block, header, now_ms())?;
+        // The payload is on disk already; its index records still need room.
+        self.floor.check(0)?;
         let missing_bytes = stage.missing_bytes();
         if missing_bytes > 0 {
             return Err(Error::StageIncomplete {

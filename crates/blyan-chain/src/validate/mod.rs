@@ -60,6 +60,25 @@ impl Validator {
         self.genesis[chain.index()]
     }
 
+    /// Refuses `header` (whose hash is `block`) when it is stamped more than the config's
+    /// [`StoreConfig::timestamp_skew_seconds_max`] ahead of `now_ms` (this node's clock, ms since
+    /// the Unix epoch): [`Error::TimestampInFuture`]. Kept apart from
+    /// [`Validator::check_header`] so that verifying stored blocks never depends on the clock;
+    /// every append runs it.
+    pub fn check_clock(&self, block: BlockHash, header: &BlockHeader, now_ms: u64) -> Result<()> {
+        let skew_seconds_max = self.config.timestamp_skew_seconds_max;
+        let latest_ms = now_ms.saturating_add(skew_seconds_max.saturating_mul(1000));
+        if header.timestamp_ms > latest_ms {
+            return Err(Error::TimestampInFuture {
+                block,
+                timestamp_ms: header.timestamp_ms,
+                now_ms,
+                skew_seconds_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks everything about `header` that needs neither the store nor the payload, and
     /// returns its hash. Cheap checks come first; signature recovery (~0.2 ms) last.
     pub fn check_header(&self, header: &BlockHeader) -> Result<BlockHash> {
@@ -169,6 +188,16 @@ impl Validator {
         }
         Ok(())
     }
+}
+
+/// This machine's clock, in milliseconds since the Unix epoch (0 for a clock set before it).
+#[cfg(feature = "store")]
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 fn encoded_len(header: &BlockHeader) -> u64 {

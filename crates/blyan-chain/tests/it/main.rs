@@ -6,6 +6,7 @@ mod codec;
 mod common;
 mod concurrent;
 mod crash;
+mod durability;
 mod export;
 mod read_only;
 mod staged;

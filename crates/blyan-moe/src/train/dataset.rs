@@ -127,7 +127,7 @@ mod tests {
     fn append(store: &ChainStore, key: &AuthorKey, payload: &[u8]) -> BlockHash {
         let tip = store.tip(ChainId::Dataset);
         let mut header =
-            BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_800_000_000_000);
+            BlockHeader::new_child(&tip, BlockKind::DatasetEntry, payload, 1_770_000_000_000);
         header.sign(key);
         store.append(&header, payload).expect("append")
     }
