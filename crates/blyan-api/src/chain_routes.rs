@@ -19,7 +19,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use blyan_api_types::{BlocksPage, ChainSummary, ExpertVersionInfo, SubmittedBlock};
 use blyan_chain::{
-    BLOCKS_PAGE_COUNT_MAX, BlockHash, ChainId, ChainStore, ExpertName, PayloadHandle,
+    BLOCKS_PAGE_COUNT_MAX, BlockHash, ChainId, ChainStore, DEPENDENTS_PAGE_COUNT_MAX, ExpertName,
+    PayloadHandle,
 };
 use blyan_node_core::WireHeaderReader;
 use serde::Deserialize;
@@ -29,6 +30,14 @@ use utoipa::IntoParams;
 use crate::extract::ApiQuery;
 use crate::server::AppState;
 use crate::{Error, Result};
+
+/// Dependents per `GET /blocks/{hash}` page when the request does not say.
+pub const DEPENDENTS_PAGE_COUNT_DEFAULT: u32 = 100;
+
+const _: () = assert!(
+    DEPENDENTS_PAGE_COUNT_DEFAULT <= DEPENDENTS_PAGE_COUNT_MAX,
+    "the default page must be one the store serves"
+);
 
 /// Headers per explorer page when the request does not say.
 pub const BLOCKS_PAGE_COUNT_DEFAULT: u32 = 50;
@@ -190,21 +199,51 @@ pub(crate) async fn expert_version(
     }))
 }
 
-/// One block's header as JSON, with the blocks that refer to it.
+/// Query of `GET /blocks/{hash}`: the page of dependents.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct BlockQuery {
+    /// Dependents in the page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The page starts after this dependent's hash (the previous page's `dependents_next`).
+    after: Option<String>,
+}
+
+/// One block's header as JSON, with a page of the blocks that refer to it (in hash order;
+/// `dependents_next` is the `after` of the next page, `null` on the last).
 #[utoipa::path(get, path = "/blocks/{hash}", tag = "chain",
-    params(("hash" = String, Path, description = "The block hash, 64 hex digits")),
-    responses((status = 200, description = "The header's fields, `hash`, and `dependents`"),
+    params(("hash" = String, Path, description = "The block hash, 64 hex digits"), BlockQuery),
+    responses((status = 200, description = "The header's fields, `hash`, `dependents` and `dependents_next`"),
         (status = 400, description = "invalid_request"), (status = 404, description = "block_not_found")))]
 pub(crate) async fn block(
     State(state): State<Arc<AppState>>,
     Path(hash): Path<String>,
+    ApiQuery(query): ApiQuery<BlockQuery>,
 ) -> Result<axum::Json<serde_json::Value>> {
     let hash = parse_hash(&hash)?;
+    let limit = query.limit.unwrap_or(DEPENDENTS_PAGE_COUNT_DEFAULT);
+    if !(1..=DEPENDENTS_PAGE_COUNT_MAX).contains(&limit) {
+        return Err(Error::InvalidRequest {
+            field: "limit".to_owned(),
+            reason: format!("must be within 1..={DEPENDENTS_PAGE_COUNT_MAX}"),
+        });
+    }
+    let after = query
+        .after
+        .as_deref()
+        .map(|after| {
+            BlockHash::parse(after).map_err(|error| Error::InvalidRequest {
+                field: "after".to_owned(),
+                reason: error.to_string(),
+            })
+        })
+        .transpose()?;
     let store = store(&state)?;
     let (header, dependents) = blocking(move || {
         let header = store.header(&hash).map_err(store_failed)?;
         let dependents = match header {
-            Some(_) => store.dependents(&hash).map_err(store_failed)?,
+            Some(_) => store
+                .dependents_page(&hash, after.as_ref(), limit)
+                .map_err(store_failed)?,
             None => Vec::new(),
         };
         Ok((header, dependents))
@@ -213,12 +252,18 @@ pub(crate) async fn block(
     let header = header.ok_or_else(|| Error::BlockNotFound {
         hash: hash.to_string(),
     })?;
+    // A full page may have a successor; a shorter one is the last.
+    let next = dependents
+        .last()
+        .filter(|_| dependents.len() == limit as usize)
+        .map(|last| last.block.to_string());
     let mut value = header_json(hash, &header);
     if let Some(object) = value.as_object_mut() {
         object.insert(
             "dependents".to_owned(),
             serde_json::to_value(&dependents).unwrap_or_default(),
         );
+        object.insert("dependents_next".to_owned(), serde_json::json!(next));
     }
     Ok(axum::Json(value))
 }

@@ -72,7 +72,7 @@ mod uploads;
 pub use auth_store::{
     API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX, API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
 };
-pub use chain_routes::BLOCKS_PAGE_COUNT_DEFAULT;
+pub use chain_routes::{BLOCKS_PAGE_COUNT_DEFAULT, DEPENDENTS_PAGE_COUNT_DEFAULT};
 pub use error::{Error, Result};
 pub use extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn};
 pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};

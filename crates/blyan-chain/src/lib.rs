@@ -94,6 +94,8 @@ mod pol;
 mod schema;
 // The one module with `unsafe`: mapping segment files (see "Where unsafe lives" above).
 #[cfg(feature = "store")]
+mod dependents;
+#[cfg(feature = "store")]
 #[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
@@ -113,6 +115,8 @@ pub use chain::{BlockKind, ChainId};
 pub use config::{
     ForkRule, ForkRules, SEGMENT_BYTES_TARGET, SEGMENT_BYTES_TARGET_MIN, StoreConfig,
 };
+#[cfg(feature = "store")]
+pub use dependents::DEPENDENTS_PAGE_COUNT_MAX;
 pub use error::{Error, Result};
 #[cfg(feature = "store")]
 pub use export::{ExportSummary, ExportWriter, ImportSummary};

@@ -77,6 +77,7 @@ mod network;
 mod node;
 mod pol;
 mod pol_status;
+mod read_cache;
 mod service;
 mod upload;
 
@@ -110,5 +111,6 @@ pub use pol::{
     NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement,
     claim_candidates, eval_pool, node_key, pol_params, tick as pol_tick,
 };
+pub use read_cache::ModelOnChain;
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};
 pub use upload::{BlockUpload, UPLOAD_CHUNK_BYTES, UPLOAD_MEMORY_BYTES_MAX, WireHeaderReader};

@@ -12,12 +12,13 @@ use blyan_chain::{
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
 };
-use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions, MoeError};
+use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelOptions, MoeError};
 use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 
 use crate::config::{LedgerBackend, NodeConfig};
 use crate::learner::{InferenceGate, initial_status};
 use crate::pol::PolContext;
+use crate::read_cache::ReadCache;
 use crate::{Error, Result};
 
 /// Directory of the chain store under `data_dir`.
@@ -153,6 +154,8 @@ pub struct Node {
     /// The network's expert client, when `p2p.remote_experts` has peers compute the experts
     /// this node does not serve; every model the node loads gets it.
     remote_experts: std::sync::OnceLock<Arc<blyan_p2p::ExpertClient>>,
+    /// The read routes' costly answers, until the next append.
+    read_cache: ReadCache,
 }
 
 impl std::fmt::Debug for Node {
@@ -183,6 +186,7 @@ impl Node {
             pol: None,
             network: std::sync::OnceLock::new(),
             remote_experts: std::sync::OnceLock::new(),
+            read_cache: ReadCache::default(),
         }
     }
 
@@ -219,6 +223,11 @@ impl Node {
         self.remote_experts
             .get()
             .map(|client| Arc::clone(client) as Arc<dyn blyan_moe::RemoteExperts>)
+    }
+
+    /// The read routes' cached answers.
+    pub(crate) fn read_cache(&self) -> &ReadCache {
+        &self.read_cache
     }
 
     /// The network, when the node runs one ([`crate::NetworkService`]).
@@ -310,21 +319,6 @@ impl Node {
                 }
                 Ok(Some(generator))
             }
-            Err(MoeError::NoModelOnChain) => Ok(None),
-            Err(error) => Err(Error::ModelLoad(error)),
-        }
-    }
-
-    /// The newest model on the chain (its meta block and document); `None` when the chain holds
-    /// none.
-    pub async fn newest_model_on_chain(&self) -> Result<Option<(BlockHash, ModelDocument)>> {
-        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
-        match blocking("reading the meta chain", move || {
-            blyan_moe::current_model(&chain)
-        })
-        .await?
-        {
-            Ok(found) => Ok(Some(found)),
             Err(MoeError::NoModelOnChain) => Ok(None),
             Err(error) => Err(Error::ModelLoad(error)),
         }
