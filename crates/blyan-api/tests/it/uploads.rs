@@ -430,3 +430,29 @@ async fn a_stalled_upload_is_cut_and_leaves_nothing() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let node = Node::start_with(|config| config.api.server.header_read_timeout_seconds = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    // A slow-loris: the start of a request, then nothing.
+    stream
+        .write_all(b"POST /blocks HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    // Closed by the server after about a second (with at most a 408 status line), not held.
+    let closed = matches!(read, Ok(Ok(_)) | Ok(Err(_)));
+    assert!(closed, "the connection was still open after 5 s");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The server still serves others.
+    let (status, _) = node.get("/health", None).await;
+    assert_eq!(status, 200);
+    node.stop().await;
+}
