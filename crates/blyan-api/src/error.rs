@@ -293,6 +293,64 @@ pub enum Error {
         /// The store's explanation, naming the hashes involved.
         reason: String,
     },
+    /// Every upload permit (`api.uploads.concurrent_max`) is taken; retry shortly.
+    #[error("{concurrent_max} uploads are in progress already; retry shortly")]
+    UploadsBusy {
+        /// The limit.
+        concurrent_max: u32,
+    },
+    /// The block's author used up its hourly upload quota; nothing was read of the payload.
+    #[error(
+        "author {author} may upload {bytes_per_hour} payload bytes per hour; {bytes} more fit \
+         in {retry_after_seconds} s"
+    )]
+    UploadQuotaExceeded {
+        /// The block's (verified) author.
+        author: String,
+        /// The payload bytes the block announced.
+        bytes: u64,
+        /// The quota (`api.uploads.bytes_per_hour_per_author`).
+        bytes_per_hour: u64,
+        /// Seconds until they fit.
+        retry_after_seconds: u64,
+    },
+    /// The upload's body sent nothing for `api.uploads.body_idle_timeout_seconds`; it was cut
+    /// and nothing was stored.
+    #[error("the upload sent nothing for {idle_seconds} s after {received_bytes} bytes")]
+    UploadIdle {
+        /// The timeout.
+        idle_seconds: u64,
+        /// Body bytes received before it stalled.
+        received_bytes: u64,
+    },
+    /// The upload's body ended before the payload its header announced; nothing was stored.
+    #[error("the upload ended after {received} of {expected} payload bytes")]
+    UploadTruncated {
+        /// Payload bytes received.
+        received: u64,
+        /// Payload bytes the header announced.
+        expected: u64,
+    },
+    /// The upload's body carried more than the payload its header announced; nothing was stored.
+    #[error("the upload carries more than the {expected} payload bytes its header announced")]
+    UploadOverrun {
+        /// Payload bytes the header announced.
+        expected: u64,
+    },
+    /// The upload's body failed to arrive (the connection broke); nothing was stored.
+    #[error("the upload's body broke off after {received_bytes} bytes: {reason}")]
+    UploadInterrupted {
+        /// Body bytes received.
+        received_bytes: u64,
+        /// The transport's report.
+        reason: String,
+    },
+    /// The block's payload is being uploaded (or downloaded from a peer) already.
+    #[error("block {block} is being uploaded already")]
+    UploadInProgress {
+        /// The block.
+        block: String,
+    },
     /// A Proof-of-Learning claim whose author cannot lock the bond; nothing was stored.
     #[error("the claim's bond cannot be locked: {reason}")]
     BondUnpaid {
@@ -375,6 +433,13 @@ impl Error {
             Self::BlockNotFound { .. } => "block_not_found",
             Self::BlockRefused { code, .. } => code,
             Self::BondUnpaid { .. } => "bond_unpaid",
+            Self::UploadsBusy { .. } => "uploads_busy",
+            Self::UploadQuotaExceeded { .. } => "upload_quota_exceeded",
+            Self::UploadIdle { .. } => "upload_timeout",
+            Self::UploadTruncated { .. } => "upload_truncated",
+            Self::UploadOverrun { .. } => "upload_overrun",
+            Self::UploadInterrupted { .. } => "upload_interrupted",
+            Self::UploadInProgress { .. } => "upload_in_progress",
             Self::Internal { .. } => "internal",
         }
     }
@@ -434,8 +499,16 @@ impl Error {
             Self::RateLimited { .. } | Self::FreeTierExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::GenerationsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GenerationsBusy { .. } | Self::UploadsBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::SessionRequired { .. } => StatusCode::FORBIDDEN,
+            Self::UploadQuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UploadIdle { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UploadTruncated { .. }
+            | Self::UploadOverrun { .. }
+            | Self::UploadInterrupted { .. } => StatusCode::BAD_REQUEST,
+            Self::UploadInProgress { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -453,7 +526,13 @@ impl Error {
             | Self::GenerationsBusy {
                 retry_after_seconds,
                 ..
+            }
+            | Self::UploadQuotaExceeded {
+                retry_after_seconds,
+                ..
             } => Some(*retry_after_seconds),
+            Self::UploadsBusy { .. } => Some(crate::uploads::UPLOADS_BUSY_RETRY_SECONDS),
+            Self::UploadInProgress { .. } => Some(crate::uploads::UPLOADS_BUSY_RETRY_SECONDS),
             _ => None,
         }
     }
@@ -466,6 +545,7 @@ impl Error {
                 self,
                 Self::ModelUnavailable
                     | Self::GenerationsBusy { .. }
+                    | Self::UploadsBusy { .. }
                     | Self::LedgerUnavailable { .. }
                     | Self::ChainUnavailable
                     | Self::NetworkUnavailable
@@ -503,6 +583,13 @@ impl From<NodeError> for Error {
                     reason: error.to_string(),
                 }
             }
+            NodeError::UploadTruncated {
+                received, expected, ..
+            } => Self::UploadTruncated { received, expected },
+            NodeError::UploadOverrun { expected, .. } => Self::UploadOverrun { expected },
+            NodeError::UploadInProgress { block } => Self::UploadInProgress {
+                block: block.to_string(),
+            },
             error => Self::Node(error),
         }
     }

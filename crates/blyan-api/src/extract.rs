@@ -36,31 +36,6 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
     }
 }
 
-/// A raw body (a block in its wire form) of at most
-/// [`crate::chain_routes::BLOCK_SUBMIT_BYTES_MAX`] bytes; a bigger one is refused with
-/// `body_too_large` in this API's error shape.
-#[derive(Debug, Clone)]
-pub struct ApiBytes(pub axum::body::Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for ApiBytes {
-    type Rejection = Error;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
-        match axum::body::Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(Error::BodyTooLarge {
-                    limit_bytes: crate::chain_routes::BLOCK_SUBMIT_BYTES_MAX as u64,
-                })
-            }
-            Err(rejection) => Err(Error::InvalidRequest {
-                field: "body".to_owned(),
-                reason: rejection.body_text(),
-            }),
-        }
-    }
-}
-
 /// A query string; a malformed one is refused with `invalid_request` in this API's error shape.
 #[derive(Debug, Clone)]
 pub struct ApiQuery<T>(pub T);

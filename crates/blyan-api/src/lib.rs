@@ -21,13 +21,16 @@
 //!   session belongs to its wallet. SQLite is never called on an async worker thread.
 //! - Every route is in the OpenAPI document and every documented route is served (a test
 //!   compares [`api_routes`] with [`openapi_document`]).
-//! - Every per-key table (nonces, rate-limit buckets) has a fixed upper bound, and a full
-//!   table forgets its oldest entries rather than refusing newcomers.
+//! - Every per-key table (nonces, rate-limit buckets, upload quotas) has a fixed upper bound,
+//!   and a full table forgets its oldest entries rather than refusing newcomers.
 //! - Limits count clients ([`ClientBucket`]: an IPv4 address or an IPv6 /64); a forwarding
 //!   header is believed only from `api.trusted_proxies`.
 //! - A bearer value shaped like a Blyan credential that fails is refused, never downgraded to
 //!   the free tier; any other value is no credential (OpenAI clients' placeholder keys).
 //! - At most `api.generations_concurrent_max` chats generate at once.
+//! - No request body is buffered whole beyond `api.body_bytes_max`: `POST /blocks` streams its
+//!   payload into the store after the header passed, holding at most two chunks per upload and
+//!   `api.uploads.concurrent_max` uploads at once.
 //!
 //! Start reading at [`AppState`], then [`api_routes`] and [`Server`]; the design is summarised
 //! in `docs/api.md`.
@@ -74,16 +77,17 @@ mod request_id;
 mod routes;
 mod server;
 mod signin;
+mod uploads;
 
 pub use auth::{AUTH_PRUNE_PERIOD, AUTH_STORE_TASKS_MAX};
 pub use auth_store::{
     API_KEY_CACHE_COUNT_MAX, API_KEY_CACHE_SECONDS, API_KEY_NAME_CHARS_MAX, API_KEY_PREFIX,
     API_KEYS_PER_WALLET_MAX, REFRESH_TOKEN_PREFIX,
 };
-pub use chain_routes::{BLOCK_SUBMIT_BYTES_MAX, BLOCKS_PAGE_COUNT_DEFAULT};
+pub use chain_routes::{BLOCKS_PAGE_COUNT_DEFAULT, DEPENDENTS_PAGE_COUNT_DEFAULT};
 pub use client_addr::{ClientBucket, FORWARDED_HOPS_MAX, IPV6_CLIENT_PREFIX_BITS};
 pub use error::{Error, Result};
-pub use extract::{ApiBytes, ApiJson, ApiQuery, Caller, Credential, SignedIn};
+pub use extract::{ApiJson, ApiQuery, Caller, Credential, SignedIn};
 pub use jwt::{AccessClaims, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET_BYTES};
 pub use nonce::{NONCE_HELD_COUNT_MAX, NONCE_PER_SOURCE_MAX, NONCE_RANDOM_BYTES};
 pub use openapi::{ApiDoc, openapi_document};
@@ -92,3 +96,4 @@ pub use request_id::{REQUEST_ID_CHARS_MAX, REQUEST_ID_HEADER, RequestId};
 pub use routes::{ApiRoutes, RouteEntry};
 pub use server::{AppState, HttpService, Server, api_routes, router};
 pub use signin::{SIWE_CLOCK_SKEW_SECONDS, SIWE_MESSAGE_BYTES_MAX};
+pub use uploads::{UPLOAD_AUTHORS_TRACKED_MAX, UPLOADS_BUSY_RETRY_SECONDS};

@@ -1,6 +1,7 @@
 //! Read endpoints: experts with versions, use counts and cache state; Proof-of-Learning status;
 //! the background learner's progress; the signed-in wallet's balance and history.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -8,6 +9,7 @@ use blyan_api_types::{
     BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
     LearningStatus, ModelStatus, ModelSummary, NetworkPeers, PolClaimDetail, PolStatus,
 };
+use blyan_chain::ExpertVersion;
 use blyan_ledger::{
     AccountId, Address as LedgerAddress, EntryId, HISTORY_PAGE_LEN_MAX, HistoryQuery, Ledger as _,
 };
@@ -26,10 +28,11 @@ use crate::{Error, Result};
     responses((status = 200, body = ModelStatus), (status = 503, description = "chain_unavailable")))]
 pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Json<ModelStatus>> {
     let newest = state.node().newest_model_on_chain().await?;
+    // Cached by the node until the next append: no meta payload is read per request.
     let chain = newest.map(|(block, document)| ModelSummary {
         meta_block: block,
         model: model_label(document.untrained).to_owned(),
-        description: document.description,
+        description: document.description.clone(),
     });
     let serving = state.node().generator().and_then(|generator| {
         let info = generator.info();
@@ -42,17 +45,17 @@ pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Js
     Ok(axum::Json(ModelStatus { chain, serving }))
 }
 
-fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
+fn experts_of(state: &AppState, versions: &[ExpertVersion]) -> Result<ExpertsResponse> {
     let node = state.node();
     let generator = node.generator().ok_or(Error::ModelUnavailable)?;
     let info = generator.info();
-    let versions = match node.chain() {
-        Some(chain) => chain.experts().map_err(|error| {
-            tracing::error!(%error, "cannot list expert versions");
-            Error::ChainUnavailable
-        })?,
-        None => Vec::new(),
-    };
+    let versions: HashMap<(u32, u32), &ExpertVersion> = versions
+        .iter()
+        .map(|version| {
+            let expert = version.expert;
+            ((expert.layer(), expert.expert()), version)
+        })
+        .collect();
     let resident = generator
         .with_model(|model| model.expert_cache().resident())
         .map_err(|error| Error::Generation {
@@ -63,9 +66,7 @@ fn experts_of(state: &AppState) -> Result<ExpertsResponse> {
     for layer in 0..info.config.num_hidden_layers {
         for expert in 0..info.config.num_local_experts {
             let id = format!("layer{layer}.expert{expert}");
-            let version = versions
-                .iter()
-                .find(|v| v.expert.layer() == layer && v.expert.expert() == expert);
+            let version = versions.get(&(layer, expert));
             experts.push(ExpertInfo {
                 version: version.map(|v| v.version),
                 block: version.map(|v| v.hash),
@@ -108,10 +109,15 @@ pub(crate) async fn experts(
     Ok(axum::Json(list_experts(state).await?))
 }
 
-/// [`experts_of`] off the async runtime: listing resident experts waits for the model between
-/// two forward passes.
+/// [`experts_of`] off the async runtime (listing resident experts waits for the model between
+/// two forward passes), with the versions the node keeps until the next append: no request
+/// scans the expert heads.
 async fn list_experts(state: Arc<AppState>) -> Result<ExpertsResponse> {
-    tokio::task::spawn_blocking(move || experts_of(&state))
+    let versions = match state.node().chain() {
+        Some(_) => state.node().expert_versions().await?,
+        None => Arc::new(Vec::new()),
+    };
+    tokio::task::spawn_blocking(move || experts_of(&state, &versions))
         .await
         .map_err(|error| Error::Generation {
             reason: error.to_string(),

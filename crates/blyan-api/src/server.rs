@@ -7,16 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware::{from_fn, from_fn_with_state};
 use blyan_api_types::Health;
 use blyan_node_core::{BoxError, ChatObserver, Node, NodeConfig, Service, Shutdown, model_label};
 use blyan_primitives::Address;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use crate::auth::{self, Auth};
-use crate::chain_routes::{self, BLOCK_SUBMIT_BYTES_MAX};
+use crate::chain_routes;
 use crate::chat_routes;
 use crate::client_addr::{ClientBucket, TrustedProxies};
 use crate::metrics::{self, Metrics};
@@ -26,6 +30,7 @@ use crate::page;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
 use crate::routes::ApiRoutes;
+use crate::uploads::UploadLimits;
 use crate::{Error, Result};
 
 /// Rate-limit buckets of the expensive endpoints, and who the clients are.
@@ -49,6 +54,7 @@ pub struct AppState {
     pub(crate) auth: Auth,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) uploads: UploadLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -86,11 +92,13 @@ impl AppState {
                 config.api.forwarded_header,
             ),
         };
+        let uploads = UploadLimits::new(&config.api.uploads);
         Ok(Self {
             node,
             auth,
             limits,
             metrics: Arc::new(Metrics::new()),
+            uploads,
         })
     }
 
@@ -161,7 +169,7 @@ pub fn api_routes() -> ApiRoutes {
         .get("/chain/{chain}/blocks", chain_routes::blocks)
         .get("/blocks/{hash}", chain_routes::block)
         .get("/blocks/{hash}/payload", chain_routes::payload)
-        .post_with_body_limit("/blocks", BLOCK_SUBMIT_BYTES_MAX, chain_routes::submit)
+        .post("/blocks", chain_routes::submit)
         .get("/experts", node_routes::experts)
         .get("/experts/{id}", node_routes::expert)
         .get("/pol/status", node_routes::pol_status)
@@ -184,15 +192,22 @@ async fn method_not_allowed() -> Error {
 }
 
 /// All routes of the node, ready to serve. Every request runs in a `http_request` span carrying
-/// its request id (taken from `x-request-id` or generated, and echoed back).
+/// its request id (taken from `x-request-id` or generated, and echoed back); a request body that
+/// sends nothing for `api.server.body_idle_timeout_seconds` fails with a timeout.
 pub fn router(state: Arc<AppState>) -> Router {
     let (routes, _) = api_routes().into_parts();
     let body_bytes_max = usize::try_from(state.config().api.body_bytes_max).unwrap_or(usize::MAX);
+    let body_idle_timeout =
+        Duration::from_secs(state.config().api.server.body_idle_timeout_seconds);
     routes
         .route_layer(from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
+        // A body that sends nothing for this long is cut: a slow-loris upload ends.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_idle_timeout,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         // Outermost, so every other layer's events (the trace layer's included) carry the id.
         .layer(from_fn(request_id::request_span))
@@ -232,19 +247,86 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains open connections. Meanwhile the sign-in
-    /// store is pruned at start and every [`crate::AUTH_PRUNE_PERIOD`].
+    /// Serves until `shutdown` completes, then drains open connections: each finishes the
+    /// request it is serving and closes. Meanwhile the sign-in store is pruned at start and
+    /// every [`crate::AUTH_PRUNE_PERIOD`].
+    ///
+    /// Each connection speaks HTTP/1.1 with `api.server.header_read_timeout_seconds` to send a
+    /// request's headers; at most `api.server.connections_max` are served at once (the next
+    /// waits in the listen backlog), and a request body idle for
+    /// `api.server.body_idle_timeout_seconds` is cut ([`router`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "serving HTTP");
-        let state = Arc::clone(&self.state);
-        let service = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let serving = axum::serve(self.listener, service).with_graceful_shutdown(shutdown);
-        // Pruning never ends by itself; it stops when serving does.
-        tokio::select! {
-            served = serving => served.map_err(Error::Serve),
-            () = state.auth.prune_periodically() => Ok(()),
+        let settings = self.state.config().api.server.clone();
+        let connections_max = settings.connections_max;
+        let connections = Arc::new(Semaphore::new(connections_max as usize));
+        let header_read_timeout = Duration::from_secs(settings.header_read_timeout_seconds);
+        let auth_state = Arc::clone(&self.state);
+        let app = router(self.state);
+        let (stopping, stop_requested) = tokio::sync::watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        // Pruning never ends by itself; it stops when accepting does.
+        let mut pruning = std::pin::pin!(auth_state.auth.prune_periodically());
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                () = &mut pruning => continue,
+                permit = Arc::clone(&connections).acquire_owned() => {
+                    permit.map_err(|error| Error::Internal { reason: error.to_string() })?
+                }
+            };
+            let (stream, remote) = tokio::select! {
+                () = &mut shutdown => break,
+                () = &mut pruning => continue,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait, as hyper's examples do.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let app = app.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(remote));
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                });
+            let mut stop_requested = stop_requested.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let mut connection = std::pin::pin!(connection.with_upgrades());
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(error) = served {
+                            tracing::debug!(%remote, %error, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = stop_requested.changed() => connection.as_mut().graceful_shutdown(),
+                }
+                if let Err(error) = connection.await {
+                    tracing::debug!(%remote, %error, "connection ended with an error");
+                }
+            });
         }
+        let _ = stopping.send(true);
+        // Every connection holds a permit until it closed: all of them back means drained.
+        let _drained = connections
+            .acquire_many(connections_max)
+            .await
+            .map_err(|error| Error::Internal {
+                reason: error.to_string(),
+            })?;
+        Ok(())
     }
 }
 

@@ -100,6 +100,8 @@ mod pol;
 mod schema;
 // The one module with `unsafe`: mapping segment files (see "Where unsafe lives" above).
 #[cfg(feature = "store")]
+mod dependents;
+#[cfg(feature = "store")]
 #[allow(unsafe_code)]
 mod segment;
 #[cfg(feature = "store")]
@@ -123,6 +125,8 @@ pub use config::{
     SEGMENT_BYTES_TARGET_MIN, StoreConfig, TIMESTAMP_SKEW_SECONDS_DEFAULT,
     TIMESTAMP_SKEW_SECONDS_MAX,
 };
+#[cfg(feature = "store")]
+pub use dependents::DEPENDENTS_PAGE_COUNT_MAX;
 pub use error::{Error, Result};
 #[cfg(feature = "store")]
 pub use export::{ExportSummary, ExportWriter, ImportSummary};

@@ -358,6 +358,10 @@ pub struct ApiConfig {
     /// Most chats generating at once (each holds a blocking thread); beyond it a chat is
     /// answered 503 with `Retry-After`.
     pub generations_concurrent_max: u32,
+    /// Block uploads (`POST /blocks`): per-author quota, concurrency, body idle timeout.
+    pub uploads: UploadsConfig,
+    /// The HTTP server's connection limits.
+    pub server: HttpServerConfig,
 }
 
 /// The forwarding header a reverse proxy appends its peer to. Only one is believed: a proxy
@@ -372,6 +376,42 @@ pub enum ForwardedHeader {
     /// `Forwarded: for=client, for=proxy1` (RFC 7239).
     Forwarded,
 }
+
+/// Limits on block uploads (`POST /blocks`), which stream payloads of up to the chain's
+/// `payload_bytes_max` into the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Payload bytes one author (a block's verified signer) may upload per hour. A block larger
+    /// than this passes when the author uploaded nothing for an hour, and counts against the
+    /// hours after it.
+    pub bytes_per_hour_per_author: u64,
+    /// Uploads streamed at once; more are refused with 503 and `Retry-After`.
+    pub concurrent_max: u32,
+}
+
+/// Connection limits of the HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Seconds a connection has to send a request's headers (also the keep-alive idle time
+    /// before the next request's headers).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request body may send nothing before the request is cut (a slow-loris upload).
+    pub body_idle_timeout_seconds: u64,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    pub connections_max: u32,
+}
+
+/// Most uploads `api.uploads.concurrent_max` may allow at once.
+pub const UPLOADS_CONCURRENT_MAX: u32 = 1024;
+
+/// Longest accepted `api.server.header_read_timeout_seconds` and
+/// `api.server.body_idle_timeout_seconds`, in seconds.
+pub const HTTP_TIMEOUT_SECONDS_MAX: u64 = 3600;
+
+/// Most connections `api.server.connections_max` may allow at once.
+pub const HTTP_CONNECTIONS_MAX: u32 = 1 << 20;
 
 /// Sign-In with Ethereum (EIP-4361) and the tokens issued after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -843,6 +883,47 @@ impl NodeConfig {
                 format!("at most {API_TRUSTED_PROXIES_COUNT_MAX} networks"),
             ));
         }
+        if api.uploads.bytes_per_hour_per_author == 0 {
+            return Err(invalid(
+                "api.uploads.bytes_per_hour_per_author",
+                "must be at least 1".into(),
+            ));
+        }
+        let counts = [
+            (
+                "api.uploads.concurrent_max",
+                api.uploads.concurrent_max,
+                UPLOADS_CONCURRENT_MAX,
+            ),
+            (
+                "api.server.connections_max",
+                api.server.connections_max,
+                HTTP_CONNECTIONS_MAX,
+            ),
+        ];
+        for (field, count, max) in counts {
+            if !(1..=max).contains(&count) {
+                return Err(invalid(field, format!("{count} is outside 1..={max}")));
+            }
+        }
+        let timeouts = [
+            (
+                "api.server.body_idle_timeout_seconds",
+                api.server.body_idle_timeout_seconds,
+            ),
+            (
+                "api.server.header_read_timeout_seconds",
+                api.server.header_read_timeout_seconds,
+            ),
+        ];
+        for (field, seconds) in timeouts {
+            if !(1..=HTTP_TIMEOUT_SECONDS_MAX).contains(&seconds) {
+                return Err(invalid(
+                    field,
+                    format!("{seconds} is outside 1..={HTTP_TIMEOUT_SECONDS_MAX} seconds"),
+                ));
+            }
+        }
         if api.free_tier.enabled
             && (api.free_tier.requests_per_hour_per_ip == 0
                 || api.free_tier.completion_tokens_max == 0
@@ -1211,6 +1292,51 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.cache.expert_bytes_max, 2 << 20);
         assert_eq!(config.data_dir, NodeConfig::defaults().data_dir);
+    }
+
+    #[test]
+    fn upload_and_server_limits_are_checked_at_their_bounds() {
+        let accepted = |text: &str| NodeConfig::from_yaml_str(text, Path::new("t")).unwrap();
+        let config = accepted(&format!(
+            "api:\n  uploads:\n    concurrent_max: {UPLOADS_CONCURRENT_MAX}\n  server:\n    \
+             body_idle_timeout_seconds: {HTTP_TIMEOUT_SECONDS_MAX}\n    \
+             connections_max: 1\n    header_read_timeout_seconds: 1\n"
+        ));
+        assert_eq!(config.api.uploads.concurrent_max, UPLOADS_CONCURRENT_MAX);
+        assert_eq!(config.api.server.connections_max, 1);
+        check_rejected(
+            "api:\n  uploads:\n    bytes_per_hour_per_author: 0\n",
+            "api.uploads.bytes_per_hour_per_author",
+        );
+        check_rejected(
+            "api:\n  uploads:\n    concurrent_max: 0\n",
+            "api.uploads.concurrent_max",
+        );
+        check_rejected(
+            &format!(
+                "api:\n  uploads:\n    concurrent_max: {}\n",
+                UPLOADS_CONCURRENT_MAX + 1
+            ),
+            "api.uploads.concurrent_max",
+        );
+        check_rejected(
+            &format!(
+                "api:\n  server:\n    body_idle_timeout_seconds: {}\n",
+                HTTP_TIMEOUT_SECONDS_MAX + 1
+            ),
+            "api.server.body_idle_timeout_seconds",
+        );
+        check_rejected(
+            "api:\n  server:\n    header_read_timeout_seconds: 0\n",
+            "api.server.header_read_timeout_seconds",
+        );
+        check_rejected(
+            &format!(
+                "api:\n  server:\n    connections_max: {}\n",
+                HTTP_CONNECTIONS_MAX + 1
+            ),
+            "api.server.connections_max",
+        );
     }
 
     #[test]

@@ -62,6 +62,31 @@ pub enum Error {
     /// stored. The chain's error names the rule and the hashes involved.
     #[error("block refused: {0}")]
     BlockRefused(#[source] blyan_chain::Error),
+    /// An upload's body ended before the payload its header announced; nothing was stored.
+    #[error("upload of block {block} ended after {received} of {expected} payload bytes")]
+    UploadTruncated {
+        /// The block uploaded.
+        block: blyan_chain::BlockHash,
+        /// Payload bytes received.
+        received: u64,
+        /// Payload bytes the header announced.
+        expected: u64,
+    },
+    /// An upload's body carried more than the payload its header announced; nothing was stored.
+    #[error("upload of block {block} carries more than its {expected} payload bytes")]
+    UploadOverrun {
+        /// The block uploaded.
+        block: blyan_chain::BlockHash,
+        /// Payload bytes the header announced.
+        expected: u64,
+    },
+    /// The block's payload is being staged already (the same block uploaded twice at once, or
+    /// downloaded from a peer); try again once that finished.
+    #[error("the payload of block {block} is being uploaded or downloaded already")]
+    UploadInProgress {
+        /// The block uploaded.
+        block: blyan_chain::BlockHash,
+    },
     /// The learner could not start or continue (`what` it was doing, and the model's error).
     #[error("learning: {what}: {source}")]
     Learning {

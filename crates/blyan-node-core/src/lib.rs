@@ -6,7 +6,8 @@
 //! counts), the chat and billing session ([`Node::plan_chat`] → [`ChatPlan::start`] →
 //! [`ChatRun`]: quote → authorize → generate/stream → capture or release), the background
 //! [`Learner`] that fine-tunes experts between chats, and the services a node runs
-//! ([`Service`], [`Services`]). The binary `blyan-node` loads a config, opens a [`Node`], and
+//! ([`Service`], [`Services`]), and block uploads streamed into the chain store after their
+//! header is checked ([`Node::begin_upload`] → [`BlockUpload`] → [`Node::finish_upload`]). The binary `blyan-node` loads a config, opens a [`Node`], and
 //! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`],
 //! [`PolService`] (Proof-of-Learning, `docs/pol.md`) and [`NetworkService`] (peers, gossip,
 //! chain sync and payload transfer over `blyan-p2p`, `docs/network.md`), each testable without
@@ -26,6 +27,9 @@
 //! - The learner never takes the served model's lock (it trains its own model instance over the
 //!   chain) and starts no slice while a chat is generating ([`InferenceGate`]); without
 //!   `learning.publish` nothing it makes reaches the chain. See `docs/learning.md`.
+//! - An upload holds at most two [`UPLOAD_CHUNK_BYTES`] chunks in memory whatever its size, takes
+//!   no payload byte before its header passed every check that needs no payload, and leaves
+//!   nothing staged unless it is appended.
 //! - Logs go to stderr, so commands can stream their output on stdout.
 //!
 //! ## Must not depend on
@@ -74,7 +78,9 @@ mod network;
 mod node;
 mod pol;
 mod pol_status;
+mod read_cache;
 mod service;
+mod upload;
 
 pub use blyan_p2p::ExpertsSnapshot;
 pub use chat::{
@@ -87,10 +93,11 @@ pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, API_GENERATIONS_CONCURRENT_MAX,
     API_TRUSTED_PROXIES_COUNT_MAX, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, ENV_OVERRIDE_PREFIX, ForwardedHeader,
-    FreeTierConfig, LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
+    FreeTierConfig, HTTP_CONNECTIONS_MAX, HTTP_TIMEOUT_SECONDS_MAX, HttpServerConfig,
+    LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
     LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
     LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
-    PolEvalConfig, RateLimitConfig, SeedChoice,
+    PolEvalConfig, RateLimitConfig, SeedChoice, UPLOADS_CONCURRENT_MAX, UploadsConfig,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
@@ -107,4 +114,6 @@ pub use pol::{
     NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement,
     claim_candidates, eval_pool, node_key, pol_params, tick as pol_tick,
 };
+pub use read_cache::ModelOnChain;
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};
+pub use upload::{BlockUpload, UPLOAD_CHUNK_BYTES, UPLOAD_MEMORY_BYTES_MAX, WireHeaderReader};

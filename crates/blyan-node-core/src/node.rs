@@ -12,12 +12,13 @@ use blyan_chain::{
 use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
 };
-use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelDocument, ModelOptions, MoeError};
+use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelOptions, MoeError};
 use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 
 use crate::config::{LedgerBackend, NodeConfig};
 use crate::learner::{InferenceGate, initial_status};
 use crate::pol::PolContext;
+use crate::read_cache::ReadCache;
 use crate::{Error, Result};
 
 /// Directory of the chain store under `data_dir`.
@@ -155,6 +156,8 @@ pub struct Node {
     /// The network's expert client, when `p2p.remote_experts` has peers compute the experts
     /// this node does not serve; every model the node loads gets it.
     remote_experts: std::sync::OnceLock<Arc<blyan_p2p::ExpertClient>>,
+    /// The read routes' costly answers, until the next append.
+    read_cache: ReadCache,
 }
 
 impl std::fmt::Debug for Node {
@@ -185,6 +188,7 @@ impl Node {
             pol: None,
             network: std::sync::OnceLock::new(),
             remote_experts: std::sync::OnceLock::new(),
+            read_cache: ReadCache::default(),
         }
     }
 
@@ -221,6 +225,11 @@ impl Node {
         self.remote_experts
             .get()
             .map(|client| Arc::clone(client) as Arc<dyn blyan_moe::RemoteExperts>)
+    }
+
+    /// The read routes' cached answers.
+    pub(crate) fn read_cache(&self) -> &ReadCache {
+        &self.read_cache
     }
 
     /// The network, when the node runs one ([`crate::NetworkService`]).
@@ -317,21 +326,6 @@ impl Node {
         }
     }
 
-    /// The newest model on the chain (its meta block and document); `None` when the chain holds
-    /// none.
-    pub async fn newest_model_on_chain(&self) -> Result<Option<(BlockHash, ModelDocument)>> {
-        let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
-        match blocking("reading the meta chain", move || {
-            blyan_moe::current_model(&chain)
-        })
-        .await?
-        {
-            Ok(found) => Ok(Some(found)),
-            Err(MoeError::NoModelOnChain) => Ok(None),
-            Err(error) => Err(Error::ModelLoad(error)),
-        }
-    }
-
     /// Switches to the newest model on the chain (after a meta block arrived). Requests already
     /// generating finish on the model they started with. If the new model cannot be loaded, the
     /// node keeps serving the old one and logs why.
@@ -372,7 +366,8 @@ impl Node {
     /// Appends a signed block sent in its wire form (`blyan_chain::encode_block`) and reacts to
     /// it: a meta block makes the node serve the chain's newest model, an expert block drops
     /// that expert from the cache. A block the store refuses is [`Error::BlockRefused`]; a store
-    /// failure is [`Error::ChainFailed`].
+    /// failure is [`Error::ChainFailed`]. A block too large to hold in memory is streamed
+    /// instead: [`Node::begin_upload`].
     ///
     /// `wire` is taken by value (a request body, for instance) so it can move to the blocking
     /// thread that validates and appends it without a copy.
@@ -380,18 +375,31 @@ impl Node {
     where
         B: AsRef<[u8]> + Send + 'static,
     {
+        let claim = self.claim_in(wire.as_ref());
+        self.append_then_react(claim, move |chain| chain.submit(wire.as_ref()))
+            .await
+    }
+
+    /// Runs `append` on a blocking thread, then reacts to the appended block
+    /// ([`Node::block_appended`]). A Proof-of-Learning `claim` (not yet stored) has its bond
+    /// locked first, and given back when the append fails. Shared by [`Node::submit_block`] and
+    /// [`Node::finish_upload`], so a block reaches the chain the same way whichever form it came
+    /// in.
+    pub(crate) async fn append_then_react(
+        &self,
+        claim: Option<(BlockHash, LedgerAddress)>,
+        append: impl FnOnce(&ChainStore) -> blyan_chain::Result<BlockHash> + Send + 'static,
+    ) -> Result<(BlockHash, BlockHeader)> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
         // A claim's bond is locked before it is appended; a claim already stored (a resend)
         // has its bond, and the store refuses it again.
-        let claim = self
-            .claim_in(wire.as_ref())
-            .filter(|(claim, _)| !chain.contains(claim).unwrap_or(false));
+        let claim = claim.filter(|(claim, _)| !chain.contains(claim).unwrap_or(false));
         if let (Some((claim, author)), Some(ledger)) = (claim, self.ledger.as_ref()) {
             crate::pol::lock_bond(ledger, claim, author).await?;
         }
         let stored_chain = Arc::clone(&chain);
         let appended = blocking("appending a block", move || {
-            let hash = chain.submit(wire.as_ref()).map_err(|error| {
+            let hash = append(&chain).map_err(|error| {
                 if error.is_invalid_block() {
                     Error::BlockRefused(error)
                 } else {
@@ -451,14 +459,7 @@ impl Node {
     fn claim_in(&self, wire: &[u8]) -> Option<(BlockHash, LedgerAddress)> {
         self.pol.as_ref()?;
         let decoded = blyan_chain::decode_block(wire).ok()?;
-        if decoded.header.kind != BlockKind::PolProof {
-            return None;
-        }
-        let hash = decoded.header.hash();
-        match PolRecord::from_payload(hash, decoded.payload).ok()? {
-            PolRecord::Claim(_) => Some((hash, decoded.header.author)),
-            _ => None,
-        }
+        self.claim_of(decoded.hash, &decoded.header, decoded.payload)
     }
 
     /// Whether stored block `hash` is an accepting certificate (its append promoted a

@@ -5,7 +5,7 @@ use blyan_chain::{AuthorKey, BlockHeader, BlockKind, ChainId, encode_block};
 use crate::support::{Node, check_refused, into_json};
 
 /// A signed dataset entry extending the node's chain D.
-fn dataset_block(node: &Node, key: &AuthorKey, payload: &[u8]) -> BlockHeader {
+pub(crate) fn dataset_block(node: &Node, key: &AuthorKey, payload: &[u8]) -> BlockHeader {
     let chain = node.state.chain().expect("the node has a chain store");
     let tip = chain.tip(ChainId::Dataset);
     let parent = chain.header(&tip.hash).unwrap().unwrap();
@@ -199,16 +199,11 @@ async fn chain_summary_expert_versions_and_the_model_on_chain() {
     // A node keeps forks (blocks appended apart on two nodes) so its network converges.
     assert_eq!(summary["fork_rule"], "allow_forks");
     assert_eq!(summary["pow_difficulty_bits"], 0);
-    // The body limit of POST /blocks bounds the payload, below the store's own limit.
+    // POST /blocks streams payloads: the store's own limit is the one announced, above the
+    // 256 MiB a buffered body once capped it at.
     let payload_max = summary["payload_bytes_max"].as_u64().unwrap();
-    assert!(
-        payload_max < blyan_api::BLOCK_SUBMIT_BYTES_MAX as u64,
-        "{summary}"
-    );
-    assert!(
-        payload_max > (blyan_api::BLOCK_SUBMIT_BYTES_MAX as u64) - 64 * 1024,
-        "{summary}"
-    );
+    assert_eq!(payload_max, store.config().payload_bytes_max, "{summary}");
+    assert!(payload_max > 256 << 20, "{summary}");
     let (status, body) = node.get("/chain/Z", None).await;
     check_refused(&(status, body), 400, "invalid_request");
 
@@ -241,4 +236,106 @@ async fn a_node_without_a_model_says_so_on_the_model_route() {
         model["chain"].is_null() && model["serving"].is_null(),
         "{model}"
     );
+}
+
+#[tokio::test]
+async fn a_block_pages_its_dependents() {
+    let node = Node::start_with(|config| {
+        config.chain.fork_rules.dataset = blyan_chain::ForkRule::AllowForks;
+    })
+    .await;
+    let store = std::sync::Arc::clone(node.state.chain().unwrap());
+    let genesis = store.tip(ChainId::Dataset);
+    let key = AuthorKey::generate();
+    // Five children of chain D's genesis block.
+    for index in 0..5u8 {
+        let payload = [index];
+        let mut header = BlockHeader::new_child(
+            &genesis,
+            BlockKind::DatasetEntry,
+            &payload,
+            blyan_chain::GENESIS_TIMESTAMP_MS + 1,
+        );
+        header.sign(&key);
+        assert_eq!(submit(&node, encode_block(&header, &payload)).await.0, 201);
+    }
+    let all: Vec<String> = store
+        .dependents(&genesis.hash)
+        .unwrap()
+        .iter()
+        .map(|dependent| dependent.block.to_string())
+        .collect();
+    assert_eq!(all.len(), 5);
+    let mut paged = Vec::new();
+    let mut path = format!("/blocks/{}?limit=2", genesis.hash);
+    loop {
+        let (status, shown) = node.get(&path, None).await;
+        assert_eq!(status, 200, "{shown}");
+        let page = shown["dependents"].as_array().unwrap();
+        assert!(page.len() <= 2, "{shown}");
+        paged.extend(page.iter().map(|d| d["block"].as_str().unwrap().to_owned()));
+        match shown["dependents_next"].as_str() {
+            Some(next) => path = format!("/blocks/{}?limit=2&after={next}", genesis.hash),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    // Without a limit, a page of up to 100.
+    let (_, shown) = node.get(&format!("/blocks/{}", genesis.hash), None).await;
+    assert_eq!(shown["dependents"].as_array().unwrap().len(), 5);
+    assert!(shown["dependents_next"].is_null());
+    for query in ["limit=0", "limit=1001", "after=xyz"] {
+        check_refused(
+            &node
+                .get(&format!("/blocks/{}?{query}", genesis.hash), None)
+                .await,
+            400,
+            "invalid_request",
+        );
+    }
+    let (status, shown) = node
+        .get(&format!("/blocks/{}?limit=1000", genesis.hash), None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+}
+
+#[tokio::test]
+async fn the_model_and_expert_versions_are_read_once_per_append() {
+    let node = Node::serving().await;
+    let state = &node.state;
+    let (block, document) = state.newest_model_on_chain().await.unwrap().unwrap();
+    let (again_block, again) = state.newest_model_on_chain().await.unwrap().unwrap();
+    assert_eq!(block, again_block);
+    assert!(
+        std::sync::Arc::ptr_eq(&document, &again),
+        "the second read is the cached answer"
+    );
+    let versions = state.expert_versions().await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &versions,
+        &state.expert_versions().await.unwrap()
+    ));
+    let (status, model) = node.get("/model", None).await;
+    assert_eq!(status, 200, "{model}");
+    assert_eq!(model["chain"]["meta_block"], block.to_string());
+    let (status, experts) = node.get("/experts", None).await;
+    assert_eq!(status, 200, "{experts}");
+    let expert = &experts["experts"][0];
+    let current = versions
+        .iter()
+        .find(|version| version.expert.layer() == 0 && version.expert.expert() == 0)
+        .unwrap();
+    assert_eq!(expert["block"], current.hash.to_string());
+
+    // An append (any block) makes the next read compute again: the same answer, a new value.
+    let payload = b"entry".to_vec();
+    let header = dataset_block(&node, &AuthorKey::generate(), &payload);
+    assert_eq!(submit(&node, encode_block(&header, &payload)).await.0, 201);
+    let (after_block, after) = state.newest_model_on_chain().await.unwrap().unwrap();
+    assert_eq!(after_block, block);
+    assert_eq!(*after, *document);
+    assert!(!std::sync::Arc::ptr_eq(&after, &document));
+    let after_versions = state.expert_versions().await.unwrap();
+    assert_eq!(*after_versions, *versions);
+    assert!(!std::sync::Arc::ptr_eq(&after_versions, &versions));
 }

@@ -14,3 +14,4 @@ mod p2p;
 mod page;
 mod request_id;
 mod support;
+mod uploads;

@@ -1,6 +1,7 @@
 //! The rules a block must pass against the blocks already stored: links (parent, height,
 //! timestamps, fork rule, dependencies) and expert versions. [`crate::ChainStore`] runs them
-//! under its append lock, after the stateless checks of the parent module.
+//! under its append lock, after the stateless checks of the parent module; a receiver runs them
+//! on a header before taking its payload ([`Validator::check_links_now`]).
 
 use blyan_primitives::BlockHash;
 
@@ -22,6 +23,33 @@ impl Validator {
         &self,
         store: &ChainStore,
         chains: &ChainRecords,
+        header: &BlockHeader,
+        block: BlockHash,
+    ) -> Result<Option<ExpertVersion>> {
+        self.check_links_at(store, chains[header.chain.index()].tip_hash, header, block)
+    }
+
+    /// [`Validator::check_links`] outside the append lock, against the store's tips as they
+    /// are now: what a receiver runs on a header before taking its payload (`POST /blocks`
+    /// streams a payload only after its header passed), so a block that cannot be appended is
+    /// refused before its bytes arrive. The append runs the same checks again under its lock,
+    /// since the store may change meanwhile. `block` is `header`'s hash.
+    pub fn check_links_now(
+        &self,
+        store: &ChainStore,
+        header: &BlockHeader,
+        block: BlockHash,
+    ) -> Result<()> {
+        let tip_hash = store.tip(header.chain).hash;
+        self.check_links_at(store, tip_hash, header, block)
+            .map(|_| ())
+    }
+
+    /// The link checks with `tip_hash` as `header`'s chain's tip (for the linear fork rule).
+    fn check_links_at(
+        &self,
+        store: &ChainStore,
+        tip_hash: BlockHash,
         header: &BlockHeader,
         block: BlockHash,
     ) -> Result<Option<ExpertVersion>> {
@@ -59,20 +87,18 @@ impl Validator {
                 timestamp_ms: header.timestamp_ms,
             });
         }
-        if self.config().fork_rules.get(header.chain) == ForkRule::Linear {
-            let tip = chains[header.chain.index()];
-            if tip.tip_hash != parent_hash {
-                let existing = store
-                    .block_hashes_at(header.chain, header.height)?
-                    .first()
-                    .copied();
-                return Err(Error::Fork {
-                    block,
-                    chain: header.chain,
-                    height: header.height,
-                    existing: existing.unwrap_or(tip.tip_hash),
-                });
-            }
+        if self.config().fork_rules.get(header.chain) == ForkRule::Linear && tip_hash != parent_hash
+        {
+            let existing = store
+                .block_hashes_at(header.chain, header.height)?
+                .first()
+                .copied();
+            return Err(Error::Fork {
+                block,
+                chain: header.chain,
+                height: header.height,
+                existing: existing.unwrap_or(tip_hash),
+            });
         }
         for dependency in &header.depends_on {
             let stored = store.header(dependency)?.ok_or(Error::UnknownDependency {
