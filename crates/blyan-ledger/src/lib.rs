@@ -3,7 +3,8 @@
 //!
 //! # What it owns
 //! Accounts (user wallets by Ethereum address, and the system accounts: mint, burn, fee escrow,
-//! bond escrow, treasury, reward pool, team, foundation), transactions made of entries,
+//! bond escrow, treasury, reward pool, team, foundation), transactions made of entries, grants
+//! from the treasury to wallets (by the operator, or a test network's faucet),
 //! inference payments (quote → authorize → capture / release / expiry), Proof-of-Learning
 //! candidate bonds (lock → refund on acceptance / burn on rejection or expiry), rewards
 //! (validation per sample, learning per basis point of improvement, data contribution per
@@ -21,6 +22,9 @@
 //!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
 //! - The fee escrow holds exactly the authorized holds, the bond escrow exactly the locked
 //!   bonds; a bond (named by its lock request's key) settles once, refunded or burned.
+//! - Grants from the treasury (operator's and faucet's together) never pass the treasury's
+//!   genesis allocation; a faucet claim also stays within its per-wallet and daily limits,
+//!   counted in the ledger under the treasury's lock.
 //! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
 //!   supply is minted once.
 //! - Wallet accounts are stored under their lower-case address (`AccountId::key`) and requests
@@ -121,6 +125,7 @@ mod bond;
 mod clock;
 mod embedded;
 mod error;
+mod grant;
 mod ledger;
 mod migrate;
 mod ops;
@@ -138,15 +143,16 @@ pub use bond::{Bond, BondOutcome, BondState};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};
+pub use grant::{Grant, GrantSource};
 pub use ledger::{AnyLedger, Ledger, LedgerOptions, PG_POOL_SIZE_DEFAULT};
 pub use migrate::SCHEMA_VERSION;
 pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
 pub use pg::{PgLedger, migrate_postgres};
 pub use request::{
     AuthorizeRequest, BondLockRequest, BondSettleRequest, BurnRequest, CaptureRequest,
-    DataRewardRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery, IDEMPOTENCY_KEY_BYTES_MAX,
-    IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest, QuoteRequest,
-    ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
+    DataRewardRequest, FaucetClaimRequest, GrantRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery,
+    IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest,
+    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
 };
 pub use tokenomics::{
     Allocation, DATA_SAMPLES_MAX, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX,

@@ -15,10 +15,13 @@ use crate::amount::Amount;
 use crate::bond::{Bond, BondState};
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
+use crate::grant::GrantSource;
 use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::request::IdempotencyKey;
-use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewBond, NewHold, NewQuote, Store, StoreTx};
+use crate::store::{
+    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, Store, StoreTx,
+};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{EntryId, HistoryItem, Transaction, TxId, TxKind};
 
@@ -516,6 +519,47 @@ impl StoreTx for PgTx<'_> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn insert_grant(&mut self, grant: &NewGrant) -> Result<()> {
+        self.execute(
+            "INSERT INTO grants (tx_id, recipient, amount, source, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &signed(grant.tx.0),
+                &grant.recipient.to_lower_hex(),
+                &grant.amount.as_i64(),
+                &grant.source.as_str(),
+                &ms(grant.created_at_ms),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn granted_total(&mut self) -> Result<i64> {
+        let row = self
+            .query_opt("SELECT COALESCE(SUM(amount), 0)::BIGINT FROM grants", &[])
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn grants_since(
+        &mut self,
+        source: GrantSource,
+        recipient: Option<&Address>,
+        since: UnixMillis,
+    ) -> Result<(u64, i64)> {
+        let recipient = recipient.map(Address::to_lower_hex);
+        let row = self
+            .query_opt(
+                "SELECT COUNT(*)::BIGINT, COALESCE(SUM(amount), 0)::BIGINT FROM grants \
+                 WHERE source = $1 AND created_at_ms >= $2 \
+                   AND ($3::TEXT IS NULL OR recipient = $3)",
+                &[&source.as_str(), &ms(since), &recipient],
+            )
+            .await?;
+        Ok(row.map_or((0, 0), |r| (id_of(r.get(0)), r.get(1))))
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {

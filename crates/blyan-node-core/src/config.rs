@@ -244,7 +244,9 @@ impl P2pConfig {
                 replicate_calls_per_minute: self.replicate_calls_per_minute,
                 ..blyan_p2p::ExpertOptions::default()
             },
-            stage_idle_max: std::time::Duration::from_secs(self.stage_idle_hours.saturating_mul(3600)),
+            stage_idle_max: std::time::Duration::from_secs(
+                self.stage_idle_hours.saturating_mul(3600),
+            ),
             ..blyan_p2p::NetworkConfig::default()
         })
     }

@@ -5,6 +5,7 @@ mod bonds;
 mod concurrency;
 mod conformance;
 mod faults;
+mod grants;
 mod migrations;
 mod pg;
 mod support;
