@@ -53,6 +53,7 @@ mod chain_routes;
 mod chat_routes;
 mod error;
 mod extract;
+mod faucet;
 mod jwt;
 mod metrics;
 mod node_routes;

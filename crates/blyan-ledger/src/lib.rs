@@ -137,7 +137,10 @@ mod tokenomics;
 mod transaction;
 
 pub use account::{AccountId, SystemAccount};
-pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
+pub use amount::{
+    AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY, deserialize_bly,
+    serialize_bly,
+};
 pub use blyan_primitives::Address;
 pub use bond::{Bond, BondOutcome, BondState};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};

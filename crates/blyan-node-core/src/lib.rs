@@ -83,11 +83,11 @@ pub use chat::{
 };
 pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
-    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FreeTierConfig, LEARNING_BATCH_SIZE_MAX,
-    LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
-    LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
-    NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig, PolEvalConfig, RateLimitConfig,
-    SeedChoice,
+    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, FaucetConfig, FreeTierConfig,
+    LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
+    LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
+    LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
+    PolEvalConfig, RateLimitConfig, SeedChoice,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
