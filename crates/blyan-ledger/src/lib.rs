@@ -10,7 +10,9 @@
 //! (validation per sample, learning per basis point of improvement, data contribution per
 //! sample) and burns as set by `config/tokenomics.yaml`, issuance within the yearly inflation
 //! allowance and the supply cap, and the schema migrations of its two stores: PostgreSQL for
-//! production and an embedded SQLite file for a node run with no database server.
+//! production (over TLS when the URL's `sslmode` asks for it: `require`, `verify-ca`,
+//! `verify-full`; a server without TLS is then refused, never used in plaintext) and an
+//! embedded SQLite file for a node run with no database server.
 //!
 //! # Invariants
 //! - The entries of every transaction sum to zero; balances are changed only by entries, in
@@ -131,6 +133,7 @@ mod migrate;
 mod ops;
 mod payment;
 mod pg;
+mod pg_tls;
 mod request;
 mod store;
 mod tokenomics;

@@ -8,7 +8,7 @@ use blyan_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 use crate::account::AccountId;
 use crate::amount::Amount;
@@ -41,7 +41,9 @@ pub struct PgLedger {
 
 impl PgLedger {
     /// Connects to `url` (a `postgresql://` URL or a `host=… dbname=…` string) with the system
-    /// clock and default pool size.
+    /// clock and default pool size. TLS as the string's `sslmode` asks: `require`,
+    /// `verify-ca` or `verify-full` connect with TLS or not at all (a server without TLS is
+    /// refused, never used in plaintext); `sslrootcert` names the roots of `verify-*`.
     pub async fn connect(url: &str, tokenomics: Tokenomics) -> Result<PgLedger> {
         PgLedger::connect_with(url, tokenomics, LedgerOptions::default()).await
     }
@@ -75,12 +77,11 @@ impl HasCore for PgLedger {
 
 /// A pool for `url` with at most `size` connections.
 fn pg_pool(url: &str, size: usize) -> Result<Pool> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| LedgerError::PgConfig {
-        reason: format!("{e}"),
-    })?;
+    let target = crate::pg_tls::parse(url)?;
+    tracing::debug!(tls = ?target.mode, pool_size = size, "PostgreSQL pool");
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -9,4 +9,5 @@ mod grants;
 mod migrations;
 mod pg;
 mod support;
+mod tls;
 mod tokenomics;
