@@ -1,4 +1,5 @@
-//! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand).
+//! `blyan-node`: parses arguments, loads `node.yaml`, and serves (or runs one subcommand:
+//! `chain`, `generate`, `ledger`).
 //!
 //! Serving is composition only: the node library (`blyan-node-core`) opens the node, and its
 //! services run on it: the HTTP API (`blyan-api`), the release of expired payment holds, the
@@ -7,6 +8,7 @@
 
 mod chain_cmd;
 mod generate_cmd;
+mod ledger_cmd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ enum Command {
     Chain(chain_cmd::ChainCommand),
     /// Run the chain's model on one prompt, streaming the generated text to stdout.
     Generate(generate_cmd::GenerateArgs),
+    /// Operator commands on the ledger (`grant`: fund a wallet from the treasury).
+    #[command(subcommand)]
+    Ledger(ledger_cmd::LedgerCommand),
 }
 
 /// The config file read when `--config` is not given, if it exists.
@@ -190,6 +195,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Generate(args) => generate_cmd::run(&config, args),
+        Command::Ledger(command) => ledger_cmd::run(&config, command),
         Command::Chain(command) => {
             let status = chain_cmd::run(&config, command)?;
             if status != 0 {

@@ -757,3 +757,93 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
     );
     drop(b);
 }
+
+/// The wallet the grant tests fund (any address works).
+const GRANTEE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+fn grant(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    node_in(dir)
+        .args(["ledger", "grant", GRANTEE])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ledger_grant_funds_a_wallet_from_the_treasury_once_per_key() {
+    use blyan_ledger::{AccountId, EmbeddedLedger, HistoryQuery, Ledger, Tokenomics, TxKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = json_stdout(&grant(
+        dir.path(),
+        &[
+            "250.5",
+            "--memo",
+            "welcome grant",
+            "--idempotency-key",
+            "welcome-1",
+        ],
+    ));
+    assert_eq!(first["source"], "operator", "{first}");
+    assert_eq!(first["transaction"]["kind"], "grant", "{first}");
+    assert_eq!(first["transaction"]["memo"], "welcome grant", "{first}");
+    // The treasury's genesis allocation is 30,000,000 BLY (config/tokenomics.yaml).
+    assert_eq!(first["allocation_left"], 29_999_749_500_000_u64, "{first}");
+
+    // The same key again grants nothing more and prints the first grant.
+    let again = json_stdout(&grant(
+        dir.path(),
+        &[
+            "250.5",
+            "--memo",
+            "welcome grant",
+            "--idempotency-key",
+            "welcome-1",
+        ],
+    ));
+    assert_eq!(again, first);
+
+    // Past what the allocation has left: refused, naming the amounts, nothing moved.
+    let over = grant(dir.path(), &["29999750"]);
+    assert!(!over.status.success(), "{over:?}");
+    let stderr = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        stderr.contains("exceeds what the treasury allocation has left: 29999749.5 of 30000000"),
+        "{stderr}"
+    );
+    // A malformed address is refused before the ledger opens.
+    let bad = node_in(dir.path())
+        .args(["ledger", "grant", "0x1234", "1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "{bad:?}");
+
+    // The wallet's history (what `GET /wallet/history` serves) shows one grant with its memo.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ledger = EmbeddedLedger::open(
+            dir.path().join("data/ledger.sqlite"),
+            Tokenomics::shipped().unwrap(),
+        )
+        .await
+        .unwrap();
+        let wallet = AccountId::User(GRANTEE.parse().unwrap());
+        let page = ledger
+            .history(
+                wallet,
+                HistoryQuery {
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1, "{page:?}");
+        assert_eq!(page.items[0].kind, TxKind::Grant);
+        assert_eq!(page.items[0].memo, "welcome grant");
+        assert_eq!(
+            ledger.balance(wallet).await.unwrap().available,
+            "250.5".parse().unwrap()
+        );
+    });
+}

@@ -52,8 +52,8 @@ pub use chat::{
 pub use error::{ErrorBody, ErrorDetail};
 pub use learning::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};
 pub use node::{
-    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, Health, HistoryEntry, HistoryResponse,
-    ModelStatus, ModelSummary,
+    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, FaucetResponse, Health, HistoryEntry,
+    HistoryResponse, ModelStatus, ModelSummary,
 };
 pub use p2p::{NetworkCounters, NetworkPeers, PeerView};
 pub use pol::{

@@ -115,6 +115,21 @@ pub struct BalanceResponse {
     pub unit: String,
 }
 
+/// Body of `POST /faucet`: what the claim granted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FaucetResponse {
+    /// The wallet funded.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub wallet: Address,
+    /// BLY granted by this claim.
+    pub granted: String,
+    /// The ledger transaction (kind `grant`, memo `faucet`) that the wallet's history shows.
+    pub tx_id: u64,
+    /// Always `BLY`.
+    pub unit: String,
+}
+
 /// One entry of the wallet's history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

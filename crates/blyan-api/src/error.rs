@@ -261,6 +261,33 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `POST /faucet` on a node whose faucet is off (`faucet.enabled: false`, the default).
+    #[error("this node runs no faucet: ask its operator for a grant (blyan-node ledger grant)")]
+    FaucetDisabled,
+    /// The wallet already made its faucet claims for the day.
+    #[error("this wallet made {claims} faucet claims today, at most {max} per day")]
+    FaucetWalletLimit {
+        /// Claims made today.
+        claims: u32,
+        /// The limit.
+        max: u32,
+        /// Seconds until the next UTC day.
+        retry_after_seconds: u64,
+    },
+    /// The faucet handed out its daily total.
+    #[error("the faucet handed out its daily total of {cap} BLY")]
+    FaucetDailyCap {
+        /// The daily total, BLY.
+        cap: String,
+        /// Seconds until the next UTC day.
+        retry_after_seconds: u64,
+    },
+    /// The treasury has nothing left to grant (its allocation or its balance is spent).
+    #[error("the faucet is empty: {reason}")]
+    FaucetEmpty {
+        /// The ledger's reason.
+        reason: String,
+    },
     /// This node was started without a chain store.
     #[error("no chain store is open on this node")]
     ChainUnavailable,
@@ -425,6 +452,10 @@ impl Error {
             Self::PaymentRefused { .. } => "payment_refused",
             Self::ModelUnavailable => "model_unavailable",
             Self::LedgerUnavailable { .. } => "ledger_unavailable",
+            Self::FaucetDisabled => "faucet_disabled",
+            Self::FaucetWalletLimit { .. } => "faucet_wallet_limit",
+            Self::FaucetDailyCap { .. } => "faucet_daily_cap",
+            Self::FaucetEmpty { .. } => "faucet_empty",
             Self::ChainUnavailable => "chain_unavailable",
             Self::NetworkUnavailable => "network_unavailable",
             Self::Generation { .. } => "generation_failed",
@@ -470,6 +501,10 @@ impl Error {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            Self::FaucetDisabled | Self::FaucetEmpty { .. } => StatusCode::FORBIDDEN,
+            Self::FaucetWalletLimit { .. } | Self::FaucetDailyCap { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BlockNotFound { .. } => StatusCode::NOT_FOUND,
             Self::BlockRefused { conflict: true, .. } => StatusCode::CONFLICT,
             Self::BlockRefused {
@@ -524,6 +559,14 @@ impl Error {
                 ..
             }
             | Self::GenerationsBusy {
+                retry_after_seconds,
+                ..
+            }
+            | Self::FaucetWalletLimit {
+                retry_after_seconds,
+                ..
+            }
+            | Self::FaucetDailyCap {
                 retry_after_seconds,
                 ..
             }

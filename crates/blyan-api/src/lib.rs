@@ -66,6 +66,7 @@ mod chat_routes;
 mod client_addr;
 mod error;
 mod extract;
+mod faucet;
 mod jwt;
 mod metrics;
 mod node_routes;

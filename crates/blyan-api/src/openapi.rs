@@ -73,6 +73,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::p2p_experts,
         crate::node_routes::balance,
         crate::node_routes::history,
+        crate::faucet::claim,
     ),
     tags(
         (name = "node", description = "Health, metrics, this document"),
@@ -82,7 +83,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         (name = "openai", description = "OpenAI-compatible endpoints"),
         (name = "chain", description = "Chain explorer and block submission"),
         (name = "experts", description = "Experts, their versions and cache; the learner; Proof-of-Learning"),
-        (name = "wallet", description = "The signed-in wallet's balance and history"),
+        (name = "wallet", description = "The signed-in wallet's balance and history; the test-network faucet"),
         (name = "network", description = "Peers, gossip, chain sync and payload transfer"),
     )
 )]

@@ -179,6 +179,7 @@ pub fn api_routes() -> ApiRoutes {
         .get("/p2p/experts", node_routes::p2p_experts)
         .get("/wallet/balance", node_routes::balance)
         .get("/wallet/history", node_routes::history)
+        .post("/faucet", crate::faucet::claim)
 }
 
 async fn not_found(uri: Uri) -> Error {

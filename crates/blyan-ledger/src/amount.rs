@@ -197,9 +197,19 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// Writes an amount as a config file holds it: a decimal string of BLY (`"0.5"`), which
+/// [`deserialize_bly`] reads back. For `#[serde(serialize_with)]` on config fields.
+pub fn serialize_bly<S: Serializer>(
+    amount: &Amount,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(amount)
+}
+
 /// Reads a BLY amount written in a config file: a decimal string (`"20000"`, `"0.5"`) or an
-/// integer of whole BLY. Floats are refused: `0.1` in YAML is a binary fraction.
-pub(crate) fn deserialize_bly<'de, D: Deserializer<'de>>(
+/// integer of whole BLY. Floats are refused: `0.1` in YAML is a binary fraction. For
+/// `#[serde(deserialize_with)]` on config fields (the tokenomics, the node's faucet).
+pub fn deserialize_bly<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Amount, D::Error> {
     struct BlyVisitor;

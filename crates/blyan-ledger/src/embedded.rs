@@ -19,11 +19,14 @@ use crate::account::AccountId;
 use crate::bond::{Bond, BondState};
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
+use crate::grant::GrantSource;
 use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::migrate::migrate_sqlite;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::pg::{stored_account, stored_address, stored_amount, stored_bond_key};
-use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewBond, NewHold, NewQuote, Store, StoreTx};
+use crate::store::{
+    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, Store, StoreTx,
+};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{Entry, EntryId, HistoryItem, Transaction, TxId, TxKind};
 
@@ -490,6 +493,44 @@ impl StoreTx for SqliteTx<'_> {
             )?
             .execute(params![key, state.as_str(), signed(settle_tx.0), ms(now)])?;
         Ok(())
+    }
+
+    async fn insert_grant(&mut self, grant: &NewGrant) -> Result<()> {
+        self.connection
+            .prepare_cached(
+                "INSERT INTO grants (tx_id, recipient, amount, source, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                signed(grant.tx.0),
+                grant.recipient.to_lower_hex(),
+                grant.amount.as_i64(),
+                grant.source.as_str(),
+                ms(grant.created_at_ms),
+            ])?;
+        Ok(())
+    }
+
+    async fn granted_total(&mut self) -> Result<i64> {
+        self.scalar_i64("SELECT COALESCE(SUM(amount), 0) FROM grants", [])
+    }
+
+    async fn grants_since(
+        &mut self,
+        source: GrantSource,
+        recipient: Option<&Address>,
+        since: UnixMillis,
+    ) -> Result<(u64, i64)> {
+        let recipient = recipient.map(Address::to_lower_hex);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM grants \
+             WHERE source = ?1 AND created_at_ms >= ?2 AND (?3 IS NULL OR recipient = ?3)",
+        )?;
+        let (count, sum) = statement
+            .query_row(params![source.as_str(), ms(since), recipient], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?;
+        Ok((id_of(count), sum))
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use blyan_primitives::Address;
+
 use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::bond::BondState;
@@ -114,6 +116,32 @@ pub enum LedgerError {
         state: BondState,
     },
     /// The idempotency key was first used for a different request.
+    /// A grant larger than what the treasury's genesis allocation has left after every earlier
+    /// grant.
+    #[error(
+        "grant of {requested} exceeds what the treasury allocation has left: {left} of {allocation}"
+    )]
+    GrantAboveAllocation {
+        requested: Amount,
+        left: Amount,
+        allocation: Amount,
+    },
+    /// A wallet already made its faucet claims for the day.
+    #[error("wallet {wallet} made {claims} faucet claims today, at most {max} per day")]
+    FaucetWalletLimit {
+        wallet: Address,
+        claims: u32,
+        max: u32,
+    },
+    /// A faucet claim that would pass the faucet's daily total.
+    #[error(
+        "the faucet handed out {granted_today} today; {requested} more would pass its daily cap {cap}"
+    )]
+    FaucetDailyCap {
+        requested: Amount,
+        granted_today: Amount,
+        cap: Amount,
+    },
     #[error("idempotency key {key:?} was first used for a different request: {first_request}")]
     IdempotencyConflict { key: String, first_request: String },
     /// Minting would pass this inflation year's allowance.

@@ -11,13 +11,15 @@ use crate::bond::Bond;
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::EmbeddedLedger;
 use crate::error::Result;
+use crate::grant::Grant;
 use crate::ops::{self, EXPIRY_BATCH_LEN};
 use crate::payment::{Capture, Hold, HoldId, Quote};
 use crate::pg::PgLedger;
 use crate::request::{
     AuthorizeRequest, BondLockRequest, BondSettleRequest, BurnRequest, CaptureRequest,
-    DataRewardRequest, HistoryQuery, IdempotencyKey, LearningRewardRequest, MintRequest,
-    QuoteRequest, ReleaseRequest, TransferRequest, ValidationRewardRequest,
+    DataRewardRequest, FaucetClaimRequest, GrantRequest, HistoryQuery, IdempotencyKey,
+    LearningRewardRequest, MintRequest, QuoteRequest, ReleaseRequest, TransferRequest,
+    ValidationRewardRequest,
 };
 use crate::store::{Command, Ctx, Store};
 use crate::tokenomics::Tokenomics;
@@ -62,6 +64,19 @@ pub trait Ledger: Send + Sync {
         &self,
         requests: Vec<TransferRequest>,
     ) -> impl Future<Output = Result<Vec<Transaction>>> + Send;
+
+    /// Grants BLY from the treasury to a wallet (the operator's `blyan-node ledger grant`): a
+    /// transaction of kind `grant`, refused with `LedgerError::GrantAboveAllocation` past what
+    /// the treasury's genesis allocation has left after every earlier grant.
+    fn grant(&self, request: GrantRequest) -> impl Future<Output = Result<Grant>> + Send;
+
+    /// A test network's faucet claim: a grant (source `faucet`) within the treasury allocation
+    /// and the claim's per-wallet and daily limits (`LedgerError::FaucetWalletLimit`,
+    /// `LedgerError::FaucetDailyCap`), counted in the same store transaction.
+    fn claim_faucet(
+        &self,
+        request: FaucetClaimRequest,
+    ) -> impl Future<Output = Result<Grant>> + Send;
 
     /// Destroys tokens of an account.
     fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send;
@@ -220,6 +235,12 @@ macro_rules! ledger_via_core {
             fn transfer_batch(&self, requests: Vec<TransferRequest>) -> impl Future<Output = Result<Vec<Transaction>>> + Send {
                 self.core().run(ops::TransferBatch(requests))
             }
+            fn grant(&self, request: GrantRequest) -> impl Future<Output = Result<Grant>> + Send {
+                self.core().run(request)
+            }
+            fn claim_faucet(&self, request: FaucetClaimRequest) -> impl Future<Output = Result<Grant>> + Send {
+                self.core().run(request)
+            }
             fn burn(&self, request: BurnRequest) -> impl Future<Output = Result<Transaction>> + Send {
                 self.core().run(request)
             }
@@ -350,6 +371,12 @@ impl Ledger for AnyLedger {
     }
     async fn transfer_batch(&self, requests: Vec<TransferRequest>) -> Result<Vec<Transaction>> {
         any_ledger!(self, l => l.transfer_batch(requests))
+    }
+    async fn grant(&self, request: GrantRequest) -> Result<Grant> {
+        any_ledger!(self, l => l.grant(request))
+    }
+    async fn claim_faucet(&self, request: FaucetClaimRequest) -> Result<Grant> {
+        any_ledger!(self, l => l.claim_faucet(request))
     }
     async fn burn(&self, request: BurnRequest) -> Result<Transaction> {
         any_ledger!(self, l => l.burn(request))

@@ -3,13 +3,16 @@
 //!
 //! # What it owns
 //! Accounts (user wallets by Ethereum address, and the system accounts: mint, burn, fee escrow,
-//! bond escrow, treasury, reward pool, team, foundation), transactions made of entries,
+//! bond escrow, treasury, reward pool, team, foundation), transactions made of entries, grants
+//! from the treasury to wallets (by the operator, or a test network's faucet),
 //! inference payments (quote → authorize → capture / release / expiry), Proof-of-Learning
 //! candidate bonds (lock → refund on acceptance / burn on rejection or expiry), rewards
 //! (validation per sample, learning per basis point of improvement, data contribution per
 //! sample) and burns as set by `config/tokenomics.yaml`, issuance within the yearly inflation
 //! allowance and the supply cap, and the schema migrations of its two stores: PostgreSQL for
-//! production and an embedded SQLite file for a node run with no database server.
+//! production (over TLS when the URL's `sslmode` asks for it: `require`, `verify-ca`,
+//! `verify-full`; a server without TLS is then refused, never used in plaintext) and an
+//! embedded SQLite file for a node run with no database server.
 //!
 //! # Invariants
 //! - The entries of every transaction sum to zero; balances are changed only by entries, in
@@ -21,6 +24,9 @@
 //!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
 //! - The fee escrow holds exactly the authorized holds, the bond escrow exactly the locked
 //!   bonds; a bond (named by its lock request's key) settles once, refunded or burned.
+//! - Grants from the treasury (operator's and faucet's together) never pass the treasury's
+//!   genesis allocation; a faucet claim also stays within its per-wallet and daily limits,
+//!   counted in the ledger under the treasury's lock.
 //! - Issuance never passes the supply cap nor the year's inflation allowance; the genesis
 //!   supply is minted once.
 //! - Wallet accounts are stored under their lower-case address (`AccountId::key`) and requests
@@ -121,32 +127,38 @@ mod bond;
 mod clock;
 mod embedded;
 mod error;
+mod grant;
 mod ledger;
 mod migrate;
 mod ops;
 mod payment;
 mod pg;
+mod pg_tls;
 mod request;
 mod store;
 mod tokenomics;
 mod transaction;
 
 pub use account::{AccountId, SystemAccount};
-pub use amount::{AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY};
+pub use amount::{
+    AMOUNT_DECIMALS, AMOUNT_UNITS_MAX, Amount, BPS_PER_WHOLE, UNITS_PER_BLY, deserialize_bly,
+    serialize_bly,
+};
 pub use blyan_primitives::Address;
 pub use bond::{Bond, BondOutcome, BondState};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use embedded::EmbeddedLedger;
 pub use error::{LedgerError, Result};
+pub use grant::{Grant, GrantSource};
 pub use ledger::{AnyLedger, Ledger, LedgerOptions, PG_POOL_SIZE_DEFAULT};
 pub use migrate::SCHEMA_VERSION;
 pub use payment::{Capture, Hold, HoldId, HoldStatus, Quote, QuoteId};
 pub use pg::{PgLedger, migrate_postgres};
 pub use request::{
     AuthorizeRequest, BondLockRequest, BondSettleRequest, BurnRequest, CaptureRequest,
-    DataRewardRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery, IDEMPOTENCY_KEY_BYTES_MAX,
-    IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest, QuoteRequest,
-    ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
+    DataRewardRequest, FaucetClaimRequest, GrantRequest, HISTORY_PAGE_LEN_MAX, HistoryQuery,
+    IDEMPOTENCY_KEY_BYTES_MAX, IdempotencyKey, LearningRewardRequest, MEMO_BYTES_MAX, MintRequest,
+    QuoteRequest, ReleaseRequest, TRANSFER_BATCH_LEN_MAX, TransferRequest, ValidationRewardRequest,
 };
 pub use tokenomics::{
     Allocation, DATA_SAMPLES_MAX, GENESIS_ALLOCATIONS_MAX, IMPROVEMENT_BPS_MAX,

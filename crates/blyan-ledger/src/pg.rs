@@ -8,17 +8,20 @@ use blyan_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 use crate::account::AccountId;
 use crate::amount::Amount;
 use crate::bond::{Bond, BondState};
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
+use crate::grant::GrantSource;
 use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::request::IdempotencyKey;
-use crate::store::{AuditFacts, Command, Ctx, KeyRow, NewBond, NewHold, NewQuote, Store, StoreTx};
+use crate::store::{
+    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, Store, StoreTx,
+};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{EntryId, HistoryItem, Transaction, TxId, TxKind};
 
@@ -38,7 +41,9 @@ pub struct PgLedger {
 
 impl PgLedger {
     /// Connects to `url` (a `postgresql://` URL or a `host=… dbname=…` string) with the system
-    /// clock and default pool size.
+    /// clock and default pool size. TLS as the string's `sslmode` asks: `require`,
+    /// `verify-ca` or `verify-full` connect with TLS or not at all (a server without TLS is
+    /// refused, never used in plaintext); `sslrootcert` names the roots of `verify-*`.
     pub async fn connect(url: &str, tokenomics: Tokenomics) -> Result<PgLedger> {
         PgLedger::connect_with(url, tokenomics, LedgerOptions::default()).await
     }
@@ -72,12 +77,11 @@ impl HasCore for PgLedger {
 
 /// A pool for `url` with at most `size` connections.
 fn pg_pool(url: &str, size: usize) -> Result<Pool> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| LedgerError::PgConfig {
-        reason: format!("{e}"),
-    })?;
+    let target = crate::pg_tls::parse(url)?;
+    tracing::debug!(tls = ?target.mode, pool_size = size, "PostgreSQL pool");
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -516,6 +520,47 @@ impl StoreTx for PgTx<'_> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn insert_grant(&mut self, grant: &NewGrant) -> Result<()> {
+        self.execute(
+            "INSERT INTO grants (tx_id, recipient, amount, source, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &signed(grant.tx.0),
+                &grant.recipient.to_lower_hex(),
+                &grant.amount.as_i64(),
+                &grant.source.as_str(),
+                &ms(grant.created_at_ms),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn granted_total(&mut self) -> Result<i64> {
+        let row = self
+            .query_opt("SELECT COALESCE(SUM(amount), 0)::BIGINT FROM grants", &[])
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn grants_since(
+        &mut self,
+        source: GrantSource,
+        recipient: Option<&Address>,
+        since: UnixMillis,
+    ) -> Result<(u64, i64)> {
+        let recipient = recipient.map(Address::to_lower_hex);
+        let row = self
+            .query_opt(
+                "SELECT COUNT(*)::BIGINT, COALESCE(SUM(amount), 0)::BIGINT FROM grants \
+                 WHERE source = $1 AND created_at_ms >= $2 \
+                   AND ($3::TEXT IS NULL OR recipient = $3)",
+                &[&source.as_str(), &ms(since), &recipient],
+            )
+            .await?;
+        Ok(row.map_or((0, 0), |r| (id_of(r.get(0)), r.get(1))))
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {

@@ -234,6 +234,41 @@ pub struct BondLockRequest {
     pub memo: String,
 }
 
+/// Grant BLY from `system:treasury` to a wallet: an operator's audited transfer (kind
+/// `grant`), bounded by what the treasury's genesis allocation has left after every earlier
+/// grant (`LedgerError::GrantAboveAllocation`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// The wallet funded (created on first credit).
+    #[serde(serialize_with = "stored_spelling::address")]
+    pub to: Address,
+    /// More than zero.
+    pub amount: Amount,
+    /// At most [`MEMO_BYTES_MAX`] bytes: why it was granted (shown in the wallet's history).
+    pub memo: String,
+}
+
+/// A test network's faucet claim: a grant of `amount` from the treasury (source `faucet`),
+/// within the treasury allocation and within the faucet's limits, counted in the ledger in the
+/// same store transaction (so concurrent claims cannot pass them): at most
+/// `claims_per_wallet_per_day` claims per wallet and `daily_total_max` BLY in all per UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaucetClaimRequest {
+    /// Retry key.
+    pub key: IdempotencyKey,
+    /// The claiming wallet.
+    #[serde(serialize_with = "stored_spelling::address")]
+    pub to: Address,
+    /// BLY per claim; more than zero.
+    pub amount: Amount,
+    /// Most claims one wallet may make per UTC day; more than zero.
+    pub claims_per_wallet_per_day: u32,
+    /// Most BLY the faucet hands out per UTC day, all wallets together.
+    pub daily_total_max: Amount,
+}
+
 /// Settle a locked bond once: refund it to its owner or burn it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BondSettleRequest {

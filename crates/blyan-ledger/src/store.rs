@@ -18,6 +18,7 @@ use crate::amount::Amount;
 use crate::bond::{Bond, BondState};
 use crate::clock::{Clock, UnixMillis};
 use crate::error::Result;
+use crate::grant::GrantSource;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{EntryId, HistoryItem, Transaction, TxKind};
@@ -92,6 +93,15 @@ pub(crate) struct NewBond<'a> {
     pub amount: Amount,
     pub locked_at_ms: UnixMillis,
     pub lock_tx: crate::transaction::TxId,
+}
+
+/// A grant to store, beside its transaction.
+pub(crate) struct NewGrant {
+    pub tx: crate::transaction::TxId,
+    pub recipient: Address,
+    pub amount: Amount,
+    pub source: GrantSource,
+    pub created_at_ms: UnixMillis,
 }
 
 /// Raw facts `verify_integrity` judges.
@@ -205,6 +215,21 @@ pub(crate) trait StoreTx: Send {
         settle_tx: crate::transaction::TxId,
         now: UnixMillis,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    fn insert_grant(&mut self, grant: &NewGrant) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sum of every grant ever recorded, in units. Callers hold the treasury's lock, which
+    /// serialises every grant.
+    fn granted_total(&mut self) -> impl Future<Output = Result<i64>> + Send;
+
+    /// `(count, sum in units)` of the grants from `source` recorded at or after `since`, to
+    /// `recipient` only when given. Callers hold the treasury's lock.
+    fn grants_since(
+        &mut self,
+        source: GrantSource,
+        recipient: Option<&Address>,
+        since: UnixMillis,
+    ) -> impl Future<Output = Result<(u64, i64)>> + Send;
 
     fn meta(&mut self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 

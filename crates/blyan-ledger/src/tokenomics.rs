@@ -160,6 +160,16 @@ impl Tokenomics {
         Ok(tokenomics)
     }
 
+    /// BLY the genesis gave `system:treasury` (zero when it lists none): the bound on every
+    /// grant from the treasury together, operator's and faucet's.
+    pub fn treasury_allocation(&self) -> Amount {
+        // `validate` refuses an account listed twice, so the first match is the only one.
+        self.genesis_allocations
+            .iter()
+            .find(|a| a.account == AccountId::System(crate::account::SystemAccount::Treasury))
+            .map_or(Amount::ZERO, |a| a.amount)
+    }
+
     /// Checks the relations between fields that types alone cannot express.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field: &str, reason: String| LedgerError::ConfigInvalid {

@@ -54,10 +54,13 @@ pub enum TxKind {
     BondRefund,
     /// A bond burned (the candidate was rejected or expired).
     BondBurn,
+    /// BLY granted from the treasury to a wallet: by the operator, or by a test network's
+    /// faucet.
+    Grant,
 }
 
 impl TxKind {
-    const ALL: [TxKind; 12] = [
+    const ALL: [TxKind; 13] = [
         TxKind::Genesis,
         TxKind::Transfer,
         TxKind::Mint,
@@ -70,6 +73,7 @@ impl TxKind {
         TxKind::BondLock,
         TxKind::BondRefund,
         TxKind::BondBurn,
+        TxKind::Grant,
     ];
 
     /// The stored name (`transfer`).
@@ -87,6 +91,7 @@ impl TxKind {
             TxKind::BondLock => "bond_lock",
             TxKind::BondRefund => "bond_refund",
             TxKind::BondBurn => "bond_burn",
+            TxKind::Grant => "grant",
         }
     }
 

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Which ledger backend holds balances.
     pub ledger: LedgerConfig,
+    /// A test network's faucet: `POST /faucet` funds a signed-in wallet from the treasury.
+    pub faucet: FaucetConfig,
     /// The expert cache.
     pub cache: CacheConfig,
     /// The model a chain without one starts with.
@@ -119,6 +121,60 @@ pub struct LedgerConfig {
     /// The account paid the serving share of each fee this node captures; `None`: the node
     /// key's address (`blyan-node` sets it at start).
     pub server_account: Option<blyan_primitives::Address>,
+}
+
+/// A test network's faucet (off by default): each claim grants `amount_per_claim` from the
+/// treasury to the signed-in wallet through the ledger's grant path, at most
+/// `claims_per_wallet_per_day` claims per wallet and `daily_total_max` BLY in all per UTC day,
+/// both counted in the ledger (`blyan_ledger::Ledger::claim_faucet`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaucetConfig {
+    /// Whether `POST /faucet` grants anything (refused with 403 `faucet_disabled` when off).
+    pub enabled: bool,
+    /// BLY per claim (a decimal string, e.g. `"10"`).
+    #[serde(
+        deserialize_with = "blyan_ledger::deserialize_bly",
+        serialize_with = "blyan_ledger::serialize_bly"
+    )]
+    pub amount_per_claim: blyan_ledger::Amount,
+    /// Most claims one wallet may make per UTC day (at least 1).
+    pub claims_per_wallet_per_day: u32,
+    /// Most BLY the faucet hands out per UTC day, all wallets together (at least one claim).
+    #[serde(
+        deserialize_with = "blyan_ledger::deserialize_bly",
+        serialize_with = "blyan_ledger::serialize_bly"
+    )]
+    pub daily_total_max: blyan_ledger::Amount,
+}
+
+impl FaucetConfig {
+    /// Bounds, as `(field, reason)`: checked whether or not the faucet is on, so turning it on
+    /// never reveals a bad value.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.amount_per_claim == blyan_ledger::Amount::ZERO {
+            return Err((
+                "faucet.amount_per_claim",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.claims_per_wallet_per_day == 0 {
+            return Err((
+                "faucet.claims_per_wallet_per_day",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.daily_total_max < self.amount_per_claim {
+            return Err((
+                "faucet.daily_total_max",
+                format!(
+                    "{} BLY is below faucet.amount_per_claim {} BLY: no claim could pass",
+                    self.daily_total_max, self.amount_per_claim
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The ledger backends a node can use.
@@ -569,6 +625,9 @@ impl NodeConfig {
                 "is required when ledger.backend is postgres".into(),
             ));
         }
+        self.faucet
+            .validate()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         if self.cache.expert_bytes_max < CACHE_EXPERT_BYTES_MIN {
             return Err(invalid(
                 "cache.expert_bytes_max",
@@ -1274,6 +1333,32 @@ mod tests {
         assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
         assert_eq!(config.pol.mode, PolMode::Pol);
         assert_eq!(config.pol.threshold_bps(), 100);
+    }
+
+    #[test]
+    fn faucet_is_off_by_default_and_its_bounds_are_checked() {
+        let defaults = NodeConfig::defaults();
+        assert!(!defaults.faucet.enabled);
+        assert_eq!(defaults.faucet.amount_per_claim, "10".parse().unwrap());
+        let on = NodeConfig::from_yaml_str(
+            "faucet:\n  enabled: true\n  amount_per_claim: \"0.5\"\n  daily_total_max: \"0.5\"\n",
+            Path::new("test.yaml"),
+        )
+        .unwrap();
+        assert!(on.faucet.enabled);
+        assert_eq!(on.faucet.amount_per_claim, "0.5".parse().unwrap());
+        check_rejected(
+            "faucet:\n  amount_per_claim: \"0\"\n",
+            "faucet.amount_per_claim",
+        );
+        check_rejected(
+            "faucet:\n  claims_per_wallet_per_day: 0\n",
+            "faucet.claims_per_wallet_per_day",
+        );
+        check_rejected(
+            "faucet:\n  amount_per_claim: \"10\"\n  daily_total_max: \"9.999999\"\n",
+            "faucet.daily_total_max",
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod auth;
 mod chain;
 mod chat;
 mod errors;
+mod faucet;
 mod load;
 mod openai;
 mod p2p;

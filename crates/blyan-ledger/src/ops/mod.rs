@@ -4,6 +4,7 @@
 //!
 //! - [`transfers`]: account to account, batches, burns;
 //! - [`payments`]: quote → authorize → capture / release / expiry;
+//! - [`grants`]: the treasury's grants, by the operator or a test network's faucet;
 //! - [`bonds`]: Proof-of-Learning candidate bonds, locked then refunded or burned once;
 //! - [`issuance`]: genesis, mints and rewards within the supply cap and inflation allowance;
 //! - [`queries`]: balances, history, supply and the integrity audit;
@@ -12,6 +13,7 @@
 //! account locks, balanced entries).
 
 mod bonds;
+mod grants;
 mod idempotency;
 mod issuance;
 mod payments;

@@ -1,5 +1,6 @@
 //! The conformance suite: every scenario runs against both stores (see the macro at the end;
-//! the bond and data-reward scenarios live in `bonds.rs`).
+//! the bond and data-reward scenarios live in `bonds.rs`, the grant and faucet ones in
+//! `grants.rs`).
 
 use std::sync::Arc;
 
@@ -1089,6 +1090,11 @@ fn wallet_address(account: AccountId) -> blyan_ledger::Address {
     }
 }
 
+use crate::grants::{
+    concurrent_grants_stop_exactly_at_the_allocation, faucet_limits_are_counted_in_the_ledger,
+    grant_moves_treasury_bly_and_is_audited_in_history, grants_never_pass_the_treasury_allocation,
+};
+
 use crate::bonds::{
     bond_lock_then_burn_grows_the_burned_supply, bond_lock_then_refund_restores_balances_exactly,
     bond_retries_return_the_first_outcome, bond_settles_once,
@@ -1145,4 +1151,8 @@ conformance!(
     bond_settles_once,
     bond_retries_return_the_first_outcome,
     data_and_learning_rewards_pay_the_configured_amounts,
+    grant_moves_treasury_bly_and_is_audited_in_history,
+    grants_never_pass_the_treasury_allocation,
+    concurrent_grants_stop_exactly_at_the_allocation,
+    faucet_limits_are_counted_in_the_ledger,
 );

@@ -22,15 +22,26 @@ pub(crate) struct PgServer {
     pub bin: Option<PathBuf>,
     /// The socket dir, when this harness started it.
     pub socket_dir: Option<PathBuf>,
+    /// The self-signed certificate (PEM) a TLS server presents, for `sslrootcert`.
+    pub certificate: Option<PathBuf>,
+}
+
+/// A server listening on loopback TCP (TLS needs TCP: PostgreSQL never encrypts a Unix socket).
+#[derive(Clone, Copy)]
+struct Tcp {
+    /// `ssl=on` with a certificate for `localhost` and `127.0.0.1` generated here.
+    ssl: bool,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static DURABLE_SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static TLS_SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static PLAIN_TCP_SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The shared server, started on first use.
 pub(crate) fn server() -> &'static PgServer {
-    match SERVER.get_or_init(|| start(false)) {
+    match SERVER.get_or_init(|| start(false, None)) {
         Ok(server) => server,
         Err(why) => panic!("no PostgreSQL for the ledger tests: {why}"),
     }
@@ -39,10 +50,36 @@ pub(crate) fn server() -> &'static PgServer {
 /// A server with PostgreSQL's default durability (fsync and synchronous commit on), for the
 /// benches: figures then mean what they would in production.
 pub(crate) fn durable_server() -> &'static PgServer {
-    match DURABLE_SERVER.get_or_init(|| start(true)) {
+    match DURABLE_SERVER.get_or_init(|| start(true, None)) {
         Ok(server) => server,
         Err(why) => panic!("no PostgreSQL for the ledger benches: {why}"),
     }
+}
+
+/// A server on loopback TCP with `ssl=on` and a self-signed certificate
+/// ([`PgServer::certificate`]). Always started here (never `BLYAN_TEST_DATABASE_URL`).
+pub(crate) fn tls_server() -> &'static PgServer {
+    match TLS_SERVER.get_or_init(|| start(false, Some(Tcp { ssl: true }))) {
+        Ok(server) => server,
+        Err(why) => panic!("no PostgreSQL with TLS for the ledger tests: {why}"),
+    }
+}
+
+/// A server on loopback TCP with `ssl=off`.
+pub(crate) fn plain_tcp_server() -> &'static PgServer {
+    match PLAIN_TCP_SERVER.get_or_init(|| start(false, Some(Tcp { ssl: false }))) {
+        Ok(server) => server,
+        Err(why) => panic!("no PostgreSQL on TCP for the ledger tests: {why}"),
+    }
+}
+
+/// A loopback port free now.
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local_addr: {e}"))
 }
 
 impl PgServer {
@@ -90,12 +127,13 @@ pub(crate) async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-fn start(durable: bool) -> Result<PgServer, String> {
-    if let Ok(url) = std::env::var("BLYAN_TEST_DATABASE_URL") {
+fn start(durable: bool, tcp: Option<Tcp>) -> Result<PgServer, String> {
+    if let (Ok(url), None) = (std::env::var("BLYAN_TEST_DATABASE_URL"), tcp) {
         return Ok(PgServer {
             base: url,
             bin: find_bin_dir().ok(),
             socket_dir: None,
+            certificate: None,
         });
     }
     let bin = find_bin_dir()?;
@@ -168,9 +206,49 @@ fn start(durable: bool) -> Result<PgServer, String> {
     } else {
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     };
+    let (port, listen) = match tcp {
+        Some(_) => (free_port()?, "127.0.0.1"),
+        None => (5432, ""),
+    };
+    let mut certificate = None;
+    let mut ssl = String::new();
+    if let Some(Tcp { ssl: true }) = tcp {
+        let generated = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .map_err(|e| format!("self-signed certificate: {e}"))?;
+        let cert_path = data.join("server.crt");
+        let key_path = data.join("server.key");
+        std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| format!("write cert: {e}"))?;
+        std::fs::write(&key_path, generated.key_pair.serialize_pem())
+            .map_err(|e| format!("write key: {e}"))?;
+        // PostgreSQL refuses a key others can read; as root the files go to the server's user.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod key: {e}"))?;
+        if as_postgres {
+            let owner = std::fs::metadata(&data).map_err(|e| format!("stat data: {e}"))?;
+            use std::os::unix::fs::MetadataExt as _;
+            for path in [&cert_path, &key_path] {
+                std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))
+                    .map_err(|e| format!("chown {}: {e}", path.display()))?;
+            }
+        }
+        // A copy outside the data dir for clients' `sslrootcert` (the data dir is 0700).
+        let public =
+            std::env::temp_dir().join(format!("blyan-ledger-pg-{}-{port}.crt", std::process::id()));
+        std::fs::write(&public, generated.cert.pem()).map_err(|e| format!("write cert: {e}"))?;
+        certificate = Some(public);
+        ssl = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_path.display(),
+            key_path.display()
+        );
+    }
     let options = format!(
-        "-k {dir_text} -c listen_addresses= {speed} -c max_connections=300 \
-         -c shared_buffers=128MB -p 5432"
+        "-k {dir_text} -c listen_addresses={listen} {speed} {ssl} -c max_connections=300 \
+         -c shared_buffers=128MB -p {port}"
     );
     let log = dir.join("server.log").to_string_lossy().into_owned();
     run(
@@ -178,10 +256,16 @@ fn start(durable: bool) -> Result<PgServer, String> {
         &["-D", &data_text, "-l", &log, "-o", &options, "-w", "start"],
     )?;
     spawn_stopper(&bin, &data_text, &dir_text, as_postgres)?;
+    let host = if tcp.is_some() {
+        "127.0.0.1"
+    } else {
+        &dir_text
+    };
     Ok(PgServer {
-        base: format!("host={dir_text} port=5432 user=postgres"),
+        base: format!("host={host} port={port} user=postgres"),
         bin: Some(bin),
         socket_dir: Some(dir),
+        certificate,
     })
 }
 
