@@ -129,6 +129,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q1"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -153,6 +154,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c1"),
             hold: hold.id,
             actual_tokens: 1100,
+            prompt_tokens: 0,
             server: Some(server),
         })
         .await
@@ -180,6 +182,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q2"),
             payer: addr(1),
             estimated_tokens: 2000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -195,6 +198,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c2"),
             hold: hold.id,
             actual_tokens: 500,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -213,6 +217,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q3"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -237,6 +242,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c3"),
             hold: hold.id,
             actual_tokens: 1,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -264,6 +270,87 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
     ledger.verify_integrity().await.unwrap();
 }
 
+async fn prompt_tokens_are_priced_at_their_rate(f: &Fixture) {
+    let ledger = f.open().await;
+    let alice = user(3);
+    fund(&ledger, alice, "10").await;
+    // 2000 prompt tokens at 0.25 BLY per 1000, 1000 completion tokens at 1 BLY per 1000.
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("pq1"),
+            payer: addr(3),
+            estimated_tokens: 1000,
+            prompt_tokens: 2000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(quote.amount, bly("1.5"));
+    assert_eq!(quote.hold_amount, bly("1.65"));
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("pa1"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    // A stream cut after 3 tokens pays for its prompt and those 3.
+    let capture = ledger
+        .capture(CaptureRequest {
+            key: key("pc1"),
+            hold: hold.id,
+            actual_tokens: 3,
+            prompt_tokens: 2000,
+            server: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(capture.charged, bly("0.503"));
+    assert_eq!(capture.released, bly("1.147"));
+    assert_eq!(available(&ledger, alice).await, bly("9.497"));
+    let balance = ledger.balance(alice).await.unwrap();
+    assert_eq!(balance.held, Amount::ZERO);
+
+    // The prompt counts against the capture tolerance too: a prompt larger than quoted that
+    // pushes the charge past the hold is refused and moves nothing.
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("pq2"),
+            payer: addr(3),
+            estimated_tokens: 100,
+            prompt_tokens: 0,
+        })
+        .await
+        .unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("pa2"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    match ledger
+        .capture(CaptureRequest {
+            key: key("pc2"),
+            hold: hold.id,
+            actual_tokens: 100,
+            prompt_tokens: 1000,
+            server: None,
+        })
+        .await
+    {
+        Err(LedgerError::CaptureAboveTolerance { charge, max, .. }) => {
+            assert_eq!((charge, max), (bly("0.35"), bly("0.11")));
+        }
+        other => panic!("expected CaptureAboveTolerance, got {other:?}"),
+    }
+    let balance = ledger.balance(alice).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (bly("9.387"), bly("0.11"))
+    );
+    ledger.verify_integrity().await.unwrap();
+}
+
 async fn holds_and_quotes_expire(f: &Fixture) {
     let ledger = f.open().await;
     let alice = user(1);
@@ -272,6 +359,7 @@ async fn holds_and_quotes_expire(f: &Fixture) {
         key: key(k),
         payer: addr(1),
         estimated_tokens: 1000,
+        prompt_tokens: 0,
     };
     let q1 = ledger.quote(quote("q1")).await.unwrap();
     let h1 = ledger
@@ -290,6 +378,7 @@ async fn holds_and_quotes_expire(f: &Fixture) {
             key: key("c1"),
             hold: h1.id,
             actual_tokens: 10,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -326,6 +415,7 @@ async fn restart_keeps_balances_and_expires_stale_holds(f: &Fixture) {
             key: key("q1"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -526,6 +616,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
         key: key("q"),
         payer: addr(1),
         estimated_tokens: 1000,
+        prompt_tokens: 0,
     };
     let quote = ledger.quote(quote_request.clone()).await.unwrap();
     assert_eq!(ledger.quote(quote_request).await.unwrap(), quote);
@@ -540,6 +631,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
         key: key("c"),
         hold: hold.id,
         actual_tokens: 900,
+        prompt_tokens: 0,
         server: None,
     };
     let captured = ledger.capture(capture.clone()).await.unwrap();
@@ -547,6 +639,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
     let err = ledger
         .capture(CaptureRequest {
             actual_tokens: 901,
+            prompt_tokens: 0,
             ..capture
         })
         .await
@@ -579,6 +672,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
             key: key("q-release"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -663,6 +757,7 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
             key: key("q"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -677,6 +772,7 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
         key: key("c"),
         hold: hold.id,
         actual_tokens: 1000,
+        prompt_tokens: 0,
         server: None,
     };
     let mut tasks = Vec::new();
@@ -705,6 +801,7 @@ async fn double_spend_admits_exactly_the_affordable(f: &Fixture) {
             key: key(format!("q{i}")),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         };
         quotes.push(ledger.quote(request).await.unwrap());
     }
@@ -775,6 +872,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("q"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -880,6 +978,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("q0"),
             payer: addr(1),
             estimated_tokens: 0,
+            prompt_tokens: 0,
         })
         .await
         .map(drop);
@@ -889,6 +988,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("qbig"),
             payer: addr(1),
             estimated_tokens: blyan_ledger::INFERENCE_TOKENS_MAX + 1,
+            prompt_tokens: 0,
         })
         .await
         .map(drop);
@@ -909,6 +1009,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         key: key(k),
         hold: hold.id,
         actual_tokens: tokens,
+        prompt_tokens: 0,
         server: None,
     };
     let r = ledger.capture(capture("c-over", 1101)).await.map(drop);
@@ -1067,6 +1168,7 @@ async fn a_wallet_is_one_account_in_every_spelling(f: &Fixture) {
             key: key("spelling-quote"),
             payer,
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -1128,6 +1230,7 @@ conformance!(
     genesis_is_allocated_once,
     transfers_move_money_and_history_pages,
     payment_flow_splits_the_fee,
+    prompt_tokens_are_priced_at_their_rate,
     holds_and_quotes_expire,
     restart_keeps_balances_and_expires_stale_holds,
     rewards_and_issuance_respect_the_caps,
