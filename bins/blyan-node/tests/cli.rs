@@ -550,7 +550,13 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
     };
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let (port_a, port_b) = (ports[0], ports[1]);
-    let b = networked_node_with(dir.path(), "b", port_b, None, &serving("['layer0-1.*']", false));
+    let b = networked_node_with(
+        dir.path(),
+        "b",
+        port_b,
+        None,
+        &serving("['layer0-1.*']", false),
+    );
     let b_address = network_address(dir.path(), "b");
     let mut holders = Vec::new();
     for (name, port) in [("c", ports[2]), ("d", ports[3])] {
@@ -573,7 +579,11 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
     eventually("A is connected to B, C and D", || {
         peers(port_a).is_some_and(|status| {
             status["peers"].as_array().is_some_and(|peers| {
-                peers.iter().filter(|peer| peer["connected"] == true).count() == 3
+                peers
+                    .iter()
+                    .filter(|peer| peer["connected"] == true)
+                    .count()
+                    == 3
             })
         })
     });
@@ -584,7 +594,10 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
         stream.read_to_string(&mut response).unwrap();
         json_body(&response)
     };
-    assert_eq!(reference["usage"]["completion_tokens"], FAILOVER_TOKENS, "{reference}");
+    assert_eq!(
+        reference["usage"]["completion_tokens"], FAILOVER_TOKENS,
+        "{reference}"
+    );
 
     let mut stream = http_post(port_a, "/chat/stream", &greedy_chat()).unwrap();
     let mut received = Vec::new();
@@ -623,7 +636,10 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
         .and_then(|rest| rest.lines().find_map(|line| line.strip_prefix("data:")))
         .unwrap_or_else(|| panic!("no done event: {received}"));
     let done: serde_json::Value = serde_json::from_str(done.trim()).unwrap();
-    assert_eq!(done["text"], reference["text"], "the same tokens as one node");
+    assert_eq!(
+        done["text"], reference["text"],
+        "the same tokens as one node"
+    );
     assert_eq!(done["usage"], reference["usage"]);
     // A was still calling the victim when it died; the survivor answered from then on.
     let after = json_body(&http_get(port_a, "/p2p/experts").unwrap());
@@ -636,7 +652,13 @@ fn a_generation_survives_its_expert_holder_killed_mid_stream() {
             .cloned()
             .unwrap_or_else(|| panic!("no calls to {peer}: {after}"))
     };
-    assert!(view_of(&victim_peer)["failures"].as_u64().unwrap() >= 1, "{after}");
-    assert!(view_of(&holders[0].0)["calls"].as_u64().unwrap() > 0, "{after}");
+    assert!(
+        view_of(&victim_peer)["failures"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
+    assert!(
+        view_of(&holders[0].0)["calls"].as_u64().unwrap() > 0,
+        "{after}"
+    );
     drop(b);
 }

@@ -388,7 +388,8 @@ fn a_discarded_stage_starts_over() {
 /// Dates `path`'s modification time `age` back.
 fn age_file(path: &Path, age: std::time::Duration) {
     let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(std::time::SystemTime::now() - age).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
 }
 
 #[test]
@@ -411,7 +412,12 @@ fn only_stages_closed_and_idle_for_the_given_time_are_pruned() {
         for extension in ["part", "blocks"] {
             age_file(&staging_file(dir.path(), stage, extension), 2 * day);
         }
-        assert!(store.staged_payloads().unwrap().contains(&header.payload_hash));
+        assert!(
+            store
+                .staged_payloads()
+                .unwrap()
+                .contains(&header.payload_hash)
+        );
     }
     let abandoned_part = staging_file(dir.path(), &abandoned.1, "part");
     let (abandoned_hash, fresh_hash, open_hash) = (
