@@ -933,6 +933,7 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         started,
         in_flight,
     } = chat;
+    let mut in_flight = Some(in_flight);
     let observer = Arc::clone(&billing.observer);
     observer.generating(true);
     let cache_before = generator.cache_stats();
@@ -974,7 +975,12 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         }
         // The thread ended: every token generated was sent.
         End::Finished => match used(&billing, payer, prompt_tokens, thread).await {
-            Ok(used) => (used.generated_tokens, Ok(used)),
+            Ok(used) => {
+                // Generation is over: the learner need not wait while the receiver reads.
+                observer.generating(false);
+                in_flight.take();
+                (used.generated_tokens, Ok(used))
+            }
             Err(error) => {
                 billing.release(&id, hold.as_ref()).await;
                 observer.generating(false);
@@ -1000,7 +1006,9 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
                 if let Err(thread) = used {
                     let _ = used_after(&billing, payer, prompt_tokens, thread).await;
                 }
-                observer.generating(false);
+                if in_flight.take().is_some() {
+                    observer.generating(false);
+                }
                 return;
             }
             Drain::Deadline => {
@@ -1020,8 +1028,9 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         Ok(used) => Some(used),
         Err(thread) => used_after(&billing, payer, prompt_tokens, thread).await,
     };
-    observer.generating(false);
-    drop(in_flight);
+    if in_flight.take().is_some() {
+        observer.generating(false);
+    }
     let cost = match settled {
         Ok(cost) => cost,
         Err(error) => {
