@@ -7,6 +7,10 @@
 //! the free tier's per-client quota and the node's hourly free-token budget are checked here,
 //! between planning (nothing held yet) and starting (the payment hold). The chat runs in a `chat` span under the request's `http_request` span, so its log
 //! lines carry both the request id and the chat id.
+//!
+//! The streaming routes pull each event from the run ([`ChatRun::next_event`]) only when the
+//! connection asks for the next one, so the deltas a disconnected client is charged for are the
+//! ones handed to its connection.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +24,6 @@ use blyan_node_core::{ChatEvent, ChatRun, Payer};
 use futures::Stream;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::auth::now_unix_seconds;
 use crate::extract::{ApiJson, Caller, rate_limit};
@@ -118,26 +121,26 @@ fn json_event(name: &str, value: &impl Serialize) -> Event {
         .unwrap_or_else(|_| Event::default().event(name).data("{}"))
 }
 
-fn chat_events(
-    receiver: mpsc::Receiver<ChatEvent>,
-) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
-    futures::stream::unfold(Some(receiver), |receiver| async move {
-        let mut receiver = receiver?;
-        let event = receiver.recv().await?;
+fn chat_events(run: ChatRun) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    futures::stream::unfold(Some(run), |run| async move {
+        let mut run = run?;
+        let event = run.next_event().await?;
         let (event, more) = match event {
-            ChatEvent::Delta(text) => (json_event("delta", &json!({ "text": text })), true),
+            ChatEvent::Delta { text, .. } => (json_event("delta", &json!({ "text": text })), true),
             ChatEvent::Done(done) => (json_event("done", &*done), false),
             ChatEvent::Failed(error) => (json_event("error", &failure_body(error)), false),
             // `ChatEvent` is non-exhaustive; an event this route does not know ends nothing.
             _ => (Event::default().comment("unknown event"), true),
         };
-        Some((Ok(event), more.then_some(receiver)))
+        Some((Ok(event), more.then_some(run)))
     })
 }
 
 /// One chat streamed as Server-Sent Events: `delta` events (`{"text"}`), then one `done` event
-/// (a [`ChatDone`]: usage, experts used per layer, cost) or one `error` event. Closing the
-/// connection stops the generation and releases the payment hold.
+/// (a [`ChatDone`]: usage, experts used per layer, cost; `finish_reason` is `stop`, `length` or
+/// `time_limit`) or one `error` event. Closing the connection stops the generation; a paid
+/// chat is then charged its prompt and the tokens already sent, and the rest of the hold is
+/// released.
 #[utoipa::path(post, path = "/chat/stream", tag = "chat", request_body = ChatRequest,
     security((), ("bearer" = [])),
     responses((status = 200, description = "text/event-stream of delta, done, error events", content_type = "text/event-stream"),
@@ -151,14 +154,18 @@ pub(crate) async fn chat_stream(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response> {
     let run = start_chat(&state, &caller, &request).await?;
-    Ok(Sse::new(chat_events(run.into_events()))
+    Ok(Sse::new(chat_events(run))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
 fn openai_finish_reason(reason: &str) -> &'static str {
-    // OpenAI has no `cancelled`; a cancelled request never reaches a final chunk anyway.
-    if reason == "length" { "length" } else { "stop" }
+    // OpenAI has no `cancelled`; a cancelled request never reaches a final chunk anyway. An
+    // answer cut by the time limit is truncated, as by the token budget.
+    match reason {
+        "length" | "time_limit" => "length",
+        _ => "stop",
+    }
 }
 
 fn completion_id(id: &str) -> String {
@@ -194,7 +201,7 @@ fn chunk(id: &str, created: u64, delta: serde_json::Value, finish: Option<&str>)
 }
 
 fn completion_chunks(
-    receiver: mpsc::Receiver<ChatEvent>,
+    run: ChatRun,
     stream_id: String,
     include_usage: bool,
     created: u64,
@@ -206,13 +213,13 @@ fn completion_chunks(
         None,
     );
     let head = futures::stream::iter([Ok(first)]);
-    let body = futures::stream::unfold(Some(receiver), move |receiver| {
+    let body = futures::stream::unfold(Some(run), move |run| {
         let stream_id = stream_id.clone();
         async move {
-            let mut receiver = receiver?;
-            let event = receiver.recv().await?;
+            let mut run = run?;
+            let event = run.next_event().await?;
             let (events, more) = match event {
-                ChatEvent::Delta(text) => (
+                ChatEvent::Delta { text, .. } => (
                     vec![chunk(&stream_id, created, json!({ "content": text }), None)],
                     true,
                 ),
@@ -245,7 +252,7 @@ fn completion_chunks(
             };
             Some((
                 futures::stream::iter(events.into_iter().map(Ok)),
-                more.then_some(receiver),
+                more.then_some(run),
             ))
         }
     });
@@ -282,14 +289,11 @@ pub(crate) async fn completions(
     let stream_id = completion_id(run.id());
     let created = now_unix_seconds();
     if request.stream {
-        Ok(Sse::new(completion_chunks(
-            run.into_events(),
-            stream_id,
-            include_usage,
-            created,
-        ))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+        Ok(
+            Sse::new(completion_chunks(run, stream_id, include_usage, created))
+                .keep_alive(KeepAlive::default())
+                .into_response(),
+        )
     } else {
         let done = run.finish().await?;
         Ok(axum::Json(completion_body(&done, created)).into_response())

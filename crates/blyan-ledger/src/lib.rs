@@ -82,7 +82,12 @@
 //!     })
 //!     .await?;
 //! let quote = ledger
-//!     .quote(QuoteRequest { key: IdempotencyKey::new("q-1")?, payer: alice, estimated_tokens: 500 })
+//!     .quote(QuoteRequest {
+//!         key: IdempotencyKey::new("q-1")?,
+//!         payer: alice,
+//!         estimated_tokens: 500,
+//!         prompt_tokens: 0,
+//!     })
 //!     .await?;
 //! let hold = ledger
 //!     .authorize(AuthorizeRequest { key: IdempotencyKey::new("a-1")?, quote: quote.id })
@@ -92,6 +97,7 @@
 //!         key: IdempotencyKey::new("c-1")?,
 //!         hold: hold.id,
 //!         actual_tokens: 420,
+//!         prompt_tokens: 0,
 //!         server: None,
 //!     })
 //!     .await?;

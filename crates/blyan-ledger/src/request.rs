@@ -144,8 +144,13 @@ pub struct QuoteRequest {
     /// Who will pay.
     #[serde(serialize_with = "stored_spelling::address")]
     pub payer: Address,
-    /// 1 to `INFERENCE_TOKENS_MAX`.
+    /// Most completion tokens the request may generate: 1 to `INFERENCE_TOKENS_MAX`.
     pub estimated_tokens: u64,
+    /// Prompt tokens the request reads, priced at the prompt rate (0 to
+    /// `INFERENCE_TOKENS_MAX`). Left out of the fingerprint when 0, so a request written
+    /// before prompts were priced keeps its fingerprint.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u64,
 }
 
 /// Hold a quote's amount (plus tolerance) from its payer into escrow.
@@ -164,9 +169,13 @@ pub struct CaptureRequest {
     pub key: IdempotencyKey,
     /// An authorized, unexpired hold.
     pub hold: HoldId,
-    /// Tokens actually served (0 to `INFERENCE_TOKENS_MAX`); their price must not exceed the
-    /// quote by more than the capture tolerance.
+    /// Completion tokens actually served (0 to `INFERENCE_TOKENS_MAX`); with the prompt, their
+    /// price must not exceed the quote by more than the capture tolerance.
     pub actual_tokens: u64,
+    /// Prompt tokens read, priced at the prompt rate (0 to `INFERENCE_TOKENS_MAX`); left out of
+    /// the fingerprint when 0, like [`QuoteRequest::prompt_tokens`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u64,
     /// The serving node paid the fee's non-burned share; `None` pays the reward pool.
     #[serde(serialize_with = "stored_spelling::optional_address")]
     pub server: Option<Address>,
@@ -294,6 +303,12 @@ pub struct HistoryQuery {
 /// Most items in one history page.
 pub const HISTORY_PAGE_LEN_MAX: u32 = 500;
 
+/// For `skip_serializing_if`: a count of 0 is left out of a request's fingerprint.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
 pub(crate) fn check_memo(memo: &str) -> Result<()> {
     crate::tokenomics::check_limit("memo bytes", memo.len() as u64, MEMO_BYTES_MAX as u64)
 }
@@ -343,6 +358,7 @@ mod tests {
             key: IdempotencyKey::new("k").unwrap(),
             hold: HoldId(1),
             actual_tokens: 2,
+            prompt_tokens: 0,
             server,
         };
         assert_eq!(
@@ -353,14 +369,34 @@ mod tests {
             serde_json::to_string(&capture(None)).unwrap(),
             r#"{"key":"k","hold":1,"actual_tokens":2,"server":null}"#
         );
-        let quote = QuoteRequest {
+        let mut quote = QuoteRequest {
             key: IdempotencyKey::new("k").unwrap(),
             payer: alice,
             estimated_tokens: 3,
+            prompt_tokens: 0,
         };
         assert_eq!(
             serde_json::to_string(&quote).unwrap(),
-            format!(r#"{{"key":"k","payer":"{lower}","estimated_tokens":3}}"#)
+            format!(r#"{{"key":"k","payer":"{lower}","estimated_tokens":3}}"#),
+            "a request without prompt tokens keeps the fingerprint it had before they were priced"
+        );
+        quote.prompt_tokens = 7;
+        let json = serde_json::to_string(&quote).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"key":"k","payer":"{lower}","estimated_tokens":3,"prompt_tokens":7}}"#)
+        );
+        assert_eq!(serde_json::from_str::<QuoteRequest>(&json).unwrap(), quote);
+        let mut with_prompt = capture(None);
+        with_prompt.prompt_tokens = 5;
+        let json = serde_json::to_string(&with_prompt).unwrap();
+        assert_eq!(
+            json,
+            r#"{"key":"k","hold":1,"actual_tokens":2,"prompt_tokens":5,"server":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<CaptureRequest>(&json).unwrap(),
+            with_prompt
         );
     }
 

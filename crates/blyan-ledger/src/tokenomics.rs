@@ -101,9 +101,13 @@ pub struct PolConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
-    /// BLY per 1000 inference tokens (charged per token, rounded up to a unit).
+    /// BLY per 1000 generated (completion) tokens.
     #[serde(deserialize_with = "deserialize_bly")]
     pub fee_per_1000_tokens: Amount,
+    /// BLY per 1000 prompt tokens (the prefill); may be zero. A fee sums both rates and is
+    /// rounded up to a unit once ([`Tokenomics::chat_fee`]).
+    #[serde(deserialize_with = "deserialize_bly")]
+    pub prompt_fee_per_1000_tokens: Amount,
     /// Share of every captured fee that is burned, in basis points; the rest pays the serving
     /// node (or the reward pool when none is named).
     pub burn_share_bps: u32,
@@ -264,6 +268,10 @@ impl Tokenomics {
                 self.inference.fee_per_1000_tokens,
                 "inference.fee_per_1000_tokens",
             ),
+            (
+                self.inference.prompt_fee_per_1000_tokens,
+                "inference.prompt_fee_per_1000_tokens",
+            ),
         ] {
             if value > supply.cap {
                 return Err(invalid(field, format!("{value} BLY exceeds supply.cap")));
@@ -303,10 +311,22 @@ impl Tokenomics {
         Ok(())
     }
 
-    /// The fee for `tokens` inference tokens, rounded up to a whole unit.
+    /// The fee for `tokens` generated tokens and no prompt, rounded up to a whole unit.
     pub fn inference_fee(&self, tokens: u64) -> Result<Amount> {
-        check_limit("inference tokens", tokens, INFERENCE_TOKENS_MAX)?;
-        let units = u128::from(self.inference.fee_per_1000_tokens.units()) * u128::from(tokens);
+        self.chat_fee(0, tokens)
+    }
+
+    /// The fee for a chat that read `prompt_tokens` and generated `completion_tokens`: each
+    /// count at its rate (`inference.prompt_fee_per_1000_tokens`,
+    /// `inference.fee_per_1000_tokens`), summed, then rounded up to a whole unit once. Each
+    /// count is at most [`INFERENCE_TOKENS_MAX`].
+    pub fn chat_fee(&self, prompt_tokens: u64, completion_tokens: u64) -> Result<Amount> {
+        check_limit("prompt tokens", prompt_tokens, INFERENCE_TOKENS_MAX)?;
+        check_limit("inference tokens", completion_tokens, INFERENCE_TOKENS_MAX)?;
+        let units = u128::from(self.inference.prompt_fee_per_1000_tokens.units())
+            * u128::from(prompt_tokens)
+            + u128::from(self.inference.fee_per_1000_tokens.units())
+                * u128::from(completion_tokens);
         self.capped("inference fee", units.div_ceil(1000))
     }
 
@@ -424,6 +444,18 @@ mod tests {
         let t = shipped();
         assert_eq!(t.inference_fee(1000).unwrap(), Amount::from_bly(1).unwrap());
         assert_eq!(t.inference_fee(1).unwrap().units(), 1000);
+        // Prompt tokens at their own rate (250 units each), rounded up once over the sum.
+        assert_eq!(t.chat_fee(1536, 0).unwrap().units(), 1536 * 250);
+        assert_eq!(t.chat_fee(4, 3).unwrap().units(), 4 * 250 + 3 * 1000);
+        let mut odd = t.clone();
+        odd.inference.prompt_fee_per_1000_tokens = Amount::from_units(1).unwrap();
+        odd.inference.fee_per_1000_tokens = Amount::from_units(1).unwrap();
+        assert_eq!(
+            odd.chat_fee(600, 600).unwrap().units(),
+            2,
+            "1.2 units round up"
+        );
+        assert_eq!(odd.chat_fee(1, 0).unwrap().units(), 1);
         assert_eq!(
             t.validation_reward(3).unwrap(),
             Amount::from_bly(60).unwrap()
@@ -449,6 +481,17 @@ mod tests {
     fn limits_hold_at_the_bound_and_refuse_one_past() {
         let t = shipped();
         assert!(t.inference_fee(INFERENCE_TOKENS_MAX).is_ok());
+        assert!(
+            t.chat_fee(INFERENCE_TOKENS_MAX, INFERENCE_TOKENS_MAX)
+                .is_ok()
+        );
+        assert!(matches!(
+            t.chat_fee(INFERENCE_TOKENS_MAX + 1, 0),
+            Err(LedgerError::LimitExceeded {
+                what: "prompt tokens",
+                ..
+            })
+        ));
         assert!(matches!(
             t.inference_fee(INFERENCE_TOKENS_MAX + 1),
             Err(LedgerError::LimitExceeded { .. })

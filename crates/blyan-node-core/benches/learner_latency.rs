@@ -71,7 +71,7 @@ async fn first_token(node: Arc<Node>, index: usize) -> Duration {
     let mut first = None;
     while let Some(event) = run.next_event().await {
         match event {
-            ChatEvent::Delta(_) if first.is_none() => first = Some(started.elapsed()),
+            ChatEvent::Delta { .. } if first.is_none() => first = Some(started.elapsed()),
             ChatEvent::Failed(error) => panic!("chat failed: {error}"),
             _ => {}
         }

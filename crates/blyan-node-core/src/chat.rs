@@ -1,20 +1,32 @@
 //! The chat and billing session, free of any transport: a request is checked and tokenized
-//! ([`Node::plan_chat`]), paid for ([`ChatPlan::start`]: quote → authorize, a hold in escrow),
-//! generated on a blocking thread that streams deltas through a bounded channel
-//! ([`ChatRun`]), then settled: the completion tokens actually generated are captured, or the
-//! hold is released when generation fails or the receiver goes away. A failed request is never
-//! charged. Callers that are not signed in use the free tier: no ledger, a smaller budget.
+//! ([`Node::plan_chat`]), paid for ([`ChatPlan::start`]: a quote for the prompt plus the most
+//! tokens it may generate, each at its rate in `tokenomics.yaml`, then authorize: a hold in
+//! escrow), generated on a blocking thread that streams deltas through a bounded channel
+//! ([`ChatRun`]), then settled. Billing charges what was delivered:
+//!
+//! - a chat that ends while its receiver takes every delta is charged its prompt and every
+//!   completion token;
+//! - a receiver that goes away (a client that disconnects) is charged its prompt and the
+//!   completion tokens of the deltas [`ChatRun::next_event`] handed it, and the rest of the hold
+//!   is released; nothing delivered, nothing charged;
+//! - a paid chat's generation stops at a deadline `ledger.settle_margin_ms` before its hold
+//!   expires (finish reason `time_limit`), so the capture always lands on a live hold;
+//! - a failed generation (a missing expert, a model error) is never charged: the hold is
+//!   released.
+//!
+//! Callers that are not signed in use the free tier: no ledger, a smaller budget.
 //!
 //! The HTTP routes (`/chat`, `/chat/stream`, `/v1/chat/completions`) are thin wrappers over
 //! this session; its tests drive it without HTTP.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use blyan_api_types::{CacheDelta, ChatDone, ChatRequest, Cost, LayerExperts, MODEL_ID, Usage};
 use blyan_ledger::{
-    Address as LedgerAddress, AuthorizeRequest, CaptureRequest, Hold, IdempotencyKey, Ledger as _,
-    LedgerError, QuoteRequest, ReleaseRequest,
+    Address as LedgerAddress, AuthorizeRequest, CaptureRequest, Clock as _, Hold, IdempotencyKey,
+    Ledger as _, LedgerError, QuoteRequest, ReleaseRequest, SystemClock,
 };
 use blyan_moe::{
     CancelToken, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError, SamplingParams,
@@ -22,7 +34,7 @@ use blyan_moe::{
 };
 use blyan_primitives::Address;
 use rand::RngCore as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument as _;
 
 use crate::error::ChatError;
@@ -128,7 +140,13 @@ impl ChatObserver for NoObserver {}
 #[non_exhaustive]
 pub enum ChatEvent {
     /// Generated text.
-    Delta(String),
+    Delta {
+        /// The text.
+        text: String,
+        /// Completion tokens this text completes (a character spanning several tokens arrives
+        /// with its last one): what its delivery is charged.
+        tokens: u32,
+    },
     /// The end, with the settled cost.
     Done(Box<ChatDone>),
     /// A failure after the chat started; nothing was charged.
@@ -375,11 +393,13 @@ impl Billing {
         self.observer.ledger_operation(operation, LedgerOutcome::Ok);
     }
 
-    /// Quotes `max_tokens` for `wallet` and holds the quote in escrow.
+    /// Quotes `prompt_tokens` and at most `max_tokens` completion tokens for `wallet` and
+    /// holds the quote in escrow.
     async fn authorize(
         &self,
         id: &str,
         wallet: Address,
+        prompt_tokens: u64,
         max_tokens: u32,
     ) -> Result<Hold, ChatError> {
         let ledger = self
@@ -394,6 +414,7 @@ impl Billing {
                 key: key(id, "quote")?,
                 payer,
                 estimated_tokens: u64::from(max_tokens),
+                prompt_tokens,
             })
             .await
             .map_err(|error| self.ledger_error("quote", error))?;
@@ -430,12 +451,14 @@ impl Billing {
         }
     }
 
-    /// Charges a finished request for its completion tokens.
+    /// Charges a request for its prompt and the `completion_tokens` it delivered; with none
+    /// delivered, nothing is charged and the hold is released.
     async fn settle(
         &self,
         id: &str,
         payer: Payer,
         hold: Option<&Hold>,
+        prompt_tokens: u64,
         completion_tokens: u64,
     ) -> Result<Cost, ChatError> {
         let zero = || "0".to_owned();
@@ -471,12 +494,19 @@ impl Billing {
                 key: key(id, "capture")?,
                 hold: hold.id,
                 actual_tokens: completion_tokens,
+                prompt_tokens,
                 server: self.node.server_account(),
             })
             .await
             .map_err(|error| self.ledger_error("capture", error))?;
         self.ledger_ok("capture");
-        tracing::info!(%wallet, tokens = completion_tokens, charged = %capture.charged, "chat charged");
+        tracing::info!(
+            %wallet,
+            prompt_tokens,
+            tokens = completion_tokens,
+            charged = %capture.charged,
+            "chat charged"
+        );
         Ok(Cost {
             tier: "paid".to_owned(),
             tokens_charged: completion_tokens,
@@ -504,7 +534,7 @@ impl ChatPlan {
         self.prompt_ids.len()
     }
 
-    /// The completion token budget (what a paid chat holds payment for).
+    /// The completion token budget (what a paid chat holds payment for, with its prompt).
     pub fn max_tokens(&self) -> u32 {
         self.max_tokens
     }
@@ -519,8 +549,8 @@ impl ChatPlan {
 
     /// Takes the payment hold (a paid chat) and starts generating in the background, in a
     /// `chat` span carrying the chat's id (a child of the caller's span). The chat's events
-    /// arrive on the returned [`ChatRun`]; dropping it cancels the generation and releases the
-    /// hold.
+    /// arrive on the returned [`ChatRun`]; dropping it cancels the generation and charges what
+    /// it delivered (releasing the rest of the hold).
     pub async fn start(
         self,
         node: Arc<Node>,
@@ -528,15 +558,18 @@ impl ChatPlan {
     ) -> Result<ChatRun, ChatError> {
         let span = tracing::info_span!("chat", chat_id = %self.id, tier = self.payer.tier());
         let billing = Billing { node, observer };
+        let prompt_tokens = u64::try_from(self.prompt_ids.len()).unwrap_or(u64::MAX);
         let hold = match self.payer {
             Payer::Free => None,
             Payer::Wallet(wallet) => Some(
                 billing
-                    .authorize(&self.id, wallet, self.max_tokens)
+                    .authorize(&self.id, wallet, prompt_tokens, self.max_tokens)
                     .instrument(span.clone())
                     .await?,
             ),
         };
+        let margin = Duration::from_millis(billing.node.config().ledger.settle_margin_ms);
+        let deadlines = hold.as_ref().map(|hold| Deadlines::before(hold, margin));
         let cancel = CancelToken::new();
         // From here until its generation ends, the learner waits for this chat.
         let in_flight = match self.admitted {
@@ -557,10 +590,14 @@ impl ChatPlan {
             }
         };
         let (events, receiver) = mpsc::channel(CHAT_DELTAS_DEPTH);
+        let delivery = Arc::new(Delivery::default());
         let running = Running {
             id: self.id.clone(),
             payer: self.payer,
             hold,
+            deadlines,
+            delivery: Arc::clone(&delivery),
+            prompt_tokens,
             generator: self.generator,
             stream,
             cancel,
@@ -571,16 +608,63 @@ impl ChatPlan {
         Ok(ChatRun {
             id: self.id,
             events: receiver,
+            delivery,
         })
     }
 }
 
+/// When a paid chat must stop, counted back from its hold's expiry.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// Generation stops here (finish reason `time_limit`): `margin` before the expiry.
+    generate: Instant,
+    /// Waiting for the receiver to take the last deltas stops here (`margin / 2` before the
+    /// expiry), leaving the rest of the margin to the capture itself.
+    settle: Instant,
+}
+
+impl Deadlines {
+    /// The deadlines of `hold`, whose expiry is on the ledger's wall clock.
+    fn before(hold: &Hold, margin: Duration) -> Deadlines {
+        let now = Instant::now();
+        let left = Duration::from_millis(hold.expires_at_ms.saturating_sub(SystemClock.now_ms()));
+        Deadlines {
+            generate: now + left.saturating_sub(margin),
+            settle: now + left.saturating_sub(margin / 2),
+        }
+    }
+}
+
+/// Waits until `deadline`; forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the receiver of a running chat took: shared by the [`ChatRun`] and the task that
+/// settles the chat.
+#[derive(Debug, Default)]
+struct Delivery {
+    /// Completion tokens of the deltas [`ChatRun::next_event`] returned.
+    tokens: AtomicU64,
+    /// Signalled each time the receiver takes an event off the channel.
+    taken: Notify,
+}
+
 /// A chat generating in the background: its events, in order, end with one
 /// [`ChatEvent::Done`] or [`ChatEvent::Failed`].
+///
+/// A transport that streams deltas to a client reads them with [`ChatRun::next_event`]: each
+/// delta it returns counts as delivered, and a run dropped before its end (the client went
+/// away) is charged for exactly those. [`ChatRun::finish`] delivers nothing until the whole
+/// answer.
 #[derive(Debug)]
 pub struct ChatRun {
     id: String,
     events: mpsc::Receiver<ChatEvent>,
+    delivery: Arc<Delivery>,
 }
 
 impl ChatRun {
@@ -589,21 +673,26 @@ impl ChatRun {
         &self.id
     }
 
-    /// The next event; `None` after the last.
+    /// The next event; `None` after the last. A delta returned here counts as delivered to
+    /// the client: call this when the transport is ready to send it on.
     pub async fn next_event(&mut self) -> Option<ChatEvent> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        if let Some(ChatEvent::Delta { tokens, .. }) = &event {
+            self.delivery
+                .tokens
+                .fetch_add(u64::from(*tokens), Ordering::SeqCst);
+        }
+        self.delivery.taken.notify_one();
+        event
     }
 
-    /// The events as a channel (for a response that streams them).
-    pub fn into_events(self) -> mpsc::Receiver<ChatEvent> {
-        self.events
-    }
-
-    /// Waits for the end: the final answer, or why it failed.
+    /// Waits for the end: the final answer, or why it failed. Nothing is delivered before the
+    /// answer, so a run dropped while waiting here is charged nothing.
     pub async fn finish(mut self) -> Result<ChatDone, ChatError> {
         while let Some(event) = self.events.recv().await {
+            self.delivery.taken.notify_one();
             match event {
-                ChatEvent::Delta(_) => {}
+                ChatEvent::Delta { .. } => {}
                 ChatEvent::Done(done) => return Ok(*done),
                 ChatEvent::Failed(error) => return Err(error),
             }
@@ -619,6 +708,10 @@ struct Running {
     id: String,
     payer: Payer,
     hold: Option<Hold>,
+    /// A paid chat's deadlines.
+    deadlines: Option<Deadlines>,
+    delivery: Arc<Delivery>,
+    prompt_tokens: u64,
     generator: Generator,
     stream: TokenStream,
     cancel: CancelToken,
@@ -626,22 +719,39 @@ struct Running {
     in_flight: InferenceGuard,
 }
 
+/// How the generation loop ended.
+enum End {
+    /// The model finished (a stop token or the token budget).
+    Finished,
+    /// The receiver went away; the generation was cancelled.
+    ReceiverGone,
+    /// The generation deadline passed; the generation was cancelled.
+    TimeLimit,
+    /// The model failed.
+    Failed(ChatError),
+}
+
 struct Generated {
-    stream: TokenStream,
-    failure: Option<ChatError>,
-    receiver_gone: bool,
+    /// The generation thread; it ends soon after a cancellation (at its next token), but a
+    /// paid chat settles without waiting for it.
+    thread: tokio::task::JoinHandle<TokenStream>,
+    end: End,
+    /// Completion tokens of the deltas sent to the receiver.
+    sent_tokens: u64,
     text: String,
 }
 
 /// Streams deltas from a blocking generation thread to `events` until the end, a model error,
-/// or the receiver going away (which cancels the generation).
+/// the receiver going away or `deadline` (the last two cancel the generation).
+#[allow(clippy::too_many_lines)] // one select loop; its arms read best together
 async fn generate(
     observer: &dyn ChatObserver,
     stream: TokenStream,
     cancel: &CancelToken,
     started: Instant,
+    deadline: Option<Instant>,
     events: &mpsc::Sender<ChatEvent>,
-) -> Result<Generated, ChatError> {
+) -> Generated {
     let (deltas, mut receiver) =
         mpsc::channel::<std::result::Result<Delta, MoeError>>(CHAT_DELTAS_DEPTH);
     let thread = tokio::task::spawn_blocking(move || {
@@ -654,15 +764,20 @@ async fn generate(
         }
         stream
     });
-    let mut failure = None;
-    let mut receiver_gone = false;
+    let mut end = End::Finished;
     let mut first_token = true;
     let mut text = String::new();
+    // Tokens whose text has not been sent yet (a character spanning several tokens).
+    let mut pending_tokens: u32 = 0;
+    let mut sent_tokens: u64 = 0;
     loop {
         tokio::select! {
             item = receiver.recv() => match item {
                 None => break,
                 Some(Ok(delta)) => {
+                    if delta.token_id.is_some() {
+                        pending_tokens = pending_tokens.saturating_add(1);
+                    }
                     if delta.text.is_empty() {
                         continue;
                     }
@@ -670,40 +785,94 @@ async fn generate(
                         observer.first_token(started.elapsed());
                         first_token = false;
                     }
-                    text.push_str(&delta.text);
-                    if events.send(ChatEvent::Delta(delta.text)).await.is_err() {
-                        receiver_gone = true;
-                        break;
+                    let event = ChatEvent::Delta { text: delta.text.clone(), tokens: pending_tokens };
+                    tokio::select! {
+                        sent = events.send(event) => if sent.is_err() {
+                            end = End::ReceiverGone;
+                            break;
+                        },
+                        () = until(deadline) => {
+                            end = End::TimeLimit;
+                            break;
+                        }
                     }
+                    text.push_str(&delta.text);
+                    sent_tokens += u64::from(pending_tokens);
+                    pending_tokens = 0;
                 }
                 Some(Err(error)) => {
-                    failure = Some(ChatError::Generation { reason: error.to_string() });
+                    end = End::Failed(ChatError::Generation { reason: error.to_string() });
                     break;
                 }
             },
             () = events.closed() => {
-                receiver_gone = true;
+                end = End::ReceiverGone;
+                break;
+            }
+            () = until(deadline) => {
+                end = End::TimeLimit;
                 break;
             }
         }
     }
-    if receiver_gone {
+    if matches!(end, End::ReceiverGone | End::TimeLimit) {
         cancel.cancel();
     }
     // Dropping the receiver also unblocks a thread waiting to send.
     drop(receiver);
-    let stream = thread.await.map_err(|error| ChatError::Generation {
-        reason: format!("generation thread failed: {error}"),
-    })?;
-    Ok(Generated {
-        stream,
-        failure,
-        receiver_gone,
+    Generated {
+        thread,
+        end,
+        sent_tokens,
         text,
+    }
+}
+
+/// The generation thread's stream once it ended.
+async fn join(thread: tokio::task::JoinHandle<TokenStream>) -> Result<TokenStream, ChatError> {
+    thread.await.map_err(|error| ChatError::Generation {
+        reason: format!("generation thread failed: {error}"),
     })
 }
 
-fn finish_reason_name(reason: Option<FinishReason>) -> &'static str {
+/// How waiting for the receiver to take the last deltas ended.
+enum Drain {
+    /// It took every event sent.
+    Drained,
+    /// It went away first.
+    Gone,
+    /// The settle deadline passed first.
+    Deadline,
+}
+
+/// Waits until the receiver has taken every event sent on `events`, goes away, or `deadline`
+/// passes.
+async fn drained(
+    events: &mpsc::Sender<ChatEvent>,
+    delivery: &Delivery,
+    deadline: Instant,
+) -> Drain {
+    loop {
+        // `notify_one` keeps a permit when nobody waits, so a take between the check and the
+        // wait is not lost.
+        if events.is_closed() {
+            return Drain::Gone;
+        }
+        if events.capacity() == events.max_capacity() {
+            return Drain::Drained;
+        }
+        tokio::select! {
+            () = delivery.taken.notified() => {}
+            () = events.closed() => return Drain::Gone,
+            () = tokio::time::sleep_until(deadline.into()) => return Drain::Deadline,
+        }
+    }
+}
+
+fn finish_reason_name(time_limited: bool, reason: Option<FinishReason>) -> &'static str {
+    if time_limited {
+        return "time_limit";
+    }
     match reason {
         Some(FinishReason::Stop { .. }) => "stop",
         Some(FinishReason::Length) => "length",
@@ -733,51 +902,150 @@ fn layer_experts(usage: &blyan_moe::ExpertUsage) -> Vec<LayerExperts> {
         .collect()
 }
 
-/// Runs the generation, then settles: capture on success, release otherwise.
+/// What a finished generation used, recorded once its thread ended.
+struct Used {
+    generated_tokens: u64,
+    finish_reason: Option<FinishReason>,
+    experts: blyan_moe::ExpertUsage,
+}
+
+/// Waits for the generation thread, then records what it used (expert uses, token counts).
+async fn used(
+    billing: &Billing,
+    payer: Payer,
+    prompt_tokens: u64,
+    thread: tokio::task::JoinHandle<TokenStream>,
+) -> Result<Used, ChatError> {
+    let stream = join(thread).await?;
+    let generated_tokens = u64::try_from(stream.token_ids().len()).unwrap_or(u64::MAX);
+    let experts = stream.expert_usage().clone();
+    billing.node.record_expert_usage(&experts);
+    billing
+        .observer
+        .tokens(payer.tier(), prompt_tokens, generated_tokens);
+    Ok(Used {
+        generated_tokens,
+        finish_reason: stream.finish_reason(),
+        experts,
+    })
+}
+
+/// Runs the generation, then settles: the prompt and the delivered tokens are captured, or the
+/// hold is released when generation failed or nothing was delivered.
+#[allow(clippy::too_many_lines)] // the settlement's cases, in order
 async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>) {
     let Running {
         id,
         payer,
         hold,
+        deadlines,
+        delivery,
+        prompt_tokens,
         generator,
         stream,
         cancel,
         started,
         in_flight,
     } = chat;
+    let mut in_flight = Some(in_flight);
     let observer = Arc::clone(&billing.observer);
     observer.generating(true);
     let cache_before = generator.cache_stats();
-    let outcome = generate(observer.as_ref(), stream, &cancel, started, &events).await;
-    observer.generating(false);
-    drop(in_flight);
-    let generated = match outcome {
-        Ok(generated) => generated,
-        Err(error) => {
+    let deadline = deadlines.map(|deadlines| deadlines.generate);
+    let generated = generate(
+        observer.as_ref(),
+        stream,
+        &cancel,
+        started,
+        deadline,
+        &events,
+    )
+    .await;
+    let Generated {
+        thread,
+        end,
+        sent_tokens,
+        text,
+    } = generated;
+    let cut = matches!(end, End::TimeLimit);
+    let (completion_tokens, used) = match end {
+        End::Failed(failure) => {
             billing.release(&id, hold.as_ref()).await;
-            let _ = events.send(ChatEvent::Failed(error)).await;
+            let _ = used(&billing, payer, prompt_tokens, thread).await;
+            observer.generating(false);
+            let _ = events.send(ChatEvent::Failed(failure)).await;
             return;
         }
+        End::ReceiverGone => {
+            let delivered = delivery.tokens.load(Ordering::SeqCst);
+            tracing::debug!(delivered, "the receiver went away: charging what it took");
+            // Nobody reads the cost; the ledger records it.
+            let _ = billing
+                .settle(&id, payer, hold.as_ref(), prompt_tokens, delivered)
+                .await;
+            let _ = used(&billing, payer, prompt_tokens, thread).await;
+            observer.generating(false);
+            return;
+        }
+        // The thread ended: every token generated was sent.
+        End::Finished => match used(&billing, payer, prompt_tokens, thread).await {
+            Ok(used) => {
+                // Generation is over: the learner need not wait while the receiver reads.
+                observer.generating(false);
+                in_flight.take();
+                (used.generated_tokens, Ok(used))
+            }
+            Err(error) => {
+                billing.release(&id, hold.as_ref()).await;
+                observer.generating(false);
+                let _ = events.send(ChatEvent::Failed(error)).await;
+                return;
+            }
+        },
+        // The thread stops at its next token; the chat settles without waiting for it.
+        End::TimeLimit => (sent_tokens, Err(thread)),
     };
-    let prompt_tokens = u64::from(generated.stream.prompt_tokens());
-    let completion_tokens = u64::try_from(generated.stream.token_ids().len()).unwrap_or(u64::MAX);
-    let usage_by_expert = generated.stream.expert_usage().clone();
-    billing.node.record_expert_usage(&usage_by_expert);
-    observer.tokens(payer.tier(), prompt_tokens, completion_tokens);
-    if let Some(failure) = generated.failure {
-        billing.release(&id, hold.as_ref()).await;
-        let _ = events.send(ChatEvent::Failed(failure)).await;
-        return;
+    // A paid chat is charged once its receiver took every delta; one that goes away first, or
+    // is still reading at the settle deadline, is charged for what it took.
+    let charged_tokens = match deadlines {
+        None => completion_tokens,
+        Some(deadlines) => match drained(&events, &delivery, deadlines.settle).await {
+            Drain::Drained => completion_tokens,
+            Drain::Gone => {
+                let delivered = delivery.tokens.load(Ordering::SeqCst);
+                tracing::debug!(delivered, "the receiver went away at the end");
+                let _ = billing
+                    .settle(&id, payer, hold.as_ref(), prompt_tokens, delivered)
+                    .await;
+                if let Err(thread) = used {
+                    let _ = used_after(&billing, payer, prompt_tokens, thread).await;
+                }
+                if in_flight.take().is_some() {
+                    observer.generating(false);
+                }
+                return;
+            }
+            Drain::Deadline => {
+                let delivered = delivery.tokens.load(Ordering::SeqCst);
+                tracing::warn!(
+                    delivered,
+                    "the receiver was still reading at the settle deadline"
+                );
+                delivered
+            }
+        },
+    };
+    let settled = billing
+        .settle(&id, payer, hold.as_ref(), prompt_tokens, charged_tokens)
+        .await;
+    let used = match used {
+        Ok(used) => Some(used),
+        Err(thread) => used_after(&billing, payer, prompt_tokens, thread).await,
+    };
+    if in_flight.take().is_some() {
+        observer.generating(false);
     }
-    if generated.receiver_gone {
-        tracing::debug!("the receiver went away: hold released");
-        billing.release(&id, hold.as_ref()).await;
-        return;
-    }
-    let cost = match billing
-        .settle(&id, payer, hold.as_ref(), completion_tokens)
-        .await
-    {
+    let cost = match settled {
         Ok(cost) => cost,
         Err(error) => {
             let _ = events.send(ChatEvent::Failed(error)).await;
@@ -789,21 +1057,43 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         hits: cache_after.hits.saturating_sub(cache_before.hits),
         misses: cache_after.misses.saturating_sub(cache_before.misses),
     };
+    let finish_reason = finish_reason_name(cut, used.as_ref().and_then(|used| used.finish_reason));
+    let experts = used
+        .as_ref()
+        .map(|used| layer_experts(&used.experts))
+        .unwrap_or_default();
     let done = ChatDone {
         id,
         model: MODEL_ID.to_owned(),
-        text: generated.text,
-        finish_reason: finish_reason_name(generated.stream.finish_reason()).to_owned(),
+        text,
+        finish_reason: finish_reason.to_owned(),
         usage: Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
         },
-        experts: layer_experts(&usage_by_expert),
+        experts,
         cost,
         cache,
     };
     let _ = events.send(ChatEvent::Done(Box::new(done))).await;
+}
+
+/// [`used`] for a generation cut short, after its chat settled: a thread that failed is
+/// logged (the chat was already charged for what it delivered).
+async fn used_after(
+    billing: &Billing,
+    payer: Payer,
+    prompt_tokens: u64,
+    thread: tokio::task::JoinHandle<TokenStream>,
+) -> Option<Used> {
+    match used(billing, payer, prompt_tokens, thread).await {
+        Ok(used) => Some(used),
+        Err(error) => {
+            tracing::error!(%error, "the generation thread failed after the chat settled");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,14 @@ pub struct LedgerConfig {
     /// The account paid the serving share of each fee this node captures; `None`: the node
     /// key's address (`blyan-node` sets it at start).
     pub server_account: Option<blyan_primitives::Address>,
+    /// The tokenomics file (fees, payment timings; the format of `config/tokenomics.yaml`);
+    /// `None`: the shipped one, compiled in.
+    pub tokenomics: Option<PathBuf>,
+    /// How long before a paid chat's hold expires its generation stops (finish reason
+    /// `time_limit`), in milliseconds: time left to deliver the last deltas and capture. Between
+    /// [`SETTLE_MARGIN_MS_MIN`] and [`SETTLE_MARGIN_MS_MAX`], and below the hold's lifetime
+    /// (`payments.hold_ttl_seconds`; checked when the ledger opens).
+    pub settle_margin_ms: u64,
 }
 
 /// A test network's faucet (off by default): each claim grants `amount_per_claim` from the
@@ -176,6 +184,12 @@ impl FaucetConfig {
         Ok(())
     }
 }
+
+/// Smallest accepted `ledger.settle_margin_ms`.
+pub const SETTLE_MARGIN_MS_MIN: u64 = 10;
+
+/// Largest accepted `ledger.settle_margin_ms` (one hour).
+pub const SETTLE_MARGIN_MS_MAX: u64 = 3_600_000;
 
 /// The ledger backends a node can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -628,6 +642,15 @@ impl NodeConfig {
         self.faucet
             .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
+        if !(SETTLE_MARGIN_MS_MIN..=SETTLE_MARGIN_MS_MAX).contains(&self.ledger.settle_margin_ms) {
+            return Err(invalid(
+                "ledger.settle_margin_ms",
+                format!(
+                    "{} is outside {SETTLE_MARGIN_MS_MIN}..={SETTLE_MARGIN_MS_MAX} ms",
+                    self.ledger.settle_margin_ms
+                ),
+            ));
+        }
         if self.cache.expert_bytes_max < CACHE_EXPERT_BYTES_MIN {
             return Err(invalid(
                 "cache.expert_bytes_max",
@@ -1331,6 +1354,8 @@ mod tests {
         assert_eq!(config, NodeConfig::defaults());
         assert_eq!(config.listen.port(), 8700);
         assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
+        assert_eq!(config.ledger.tokenomics, None);
+        assert_eq!(config.ledger.settle_margin_ms, 30_000);
         assert_eq!(config.pol.mode, PolMode::Pol);
         assert_eq!(config.pol.threshold_bps(), 100);
     }
@@ -1442,6 +1467,22 @@ mod tests {
             "cache:\n  expert_bytes_max: 1048575\n",
             "cache.expert_bytes_max",
         );
+        check_rejected(
+            "ledger:\n  settle_margin_ms: 9\n",
+            "ledger.settle_margin_ms",
+        );
+        check_rejected(
+            "ledger:\n  settle_margin_ms: 3600001\n",
+            "ledger.settle_margin_ms",
+        );
+        for margin in [SETTLE_MARGIN_MS_MIN, SETTLE_MARGIN_MS_MAX] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("ledger:\n  settle_margin_ms: {margin}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
+            assert_eq!(config.ledger.settle_margin_ms, margin);
+        }
         check_rejected(
             "chain:\n  pow_difficulty_bits: 65\n",
             "chain.pow_difficulty_bits",

@@ -19,9 +19,12 @@
 //!   cannot honour (`pol.mode: hybrid` without proof of work) is refused there, not at start.
 //! - With Proof-of-Learning on, what the node serves changes only through the chain's gate: a
 //!   candidate is never served, and a claim's bond is locked before the claim is appended.
-//! - A chat is charged only its completion tokens, and only when it finished: a refusal, a
-//!   generation error or a receiver that goes away releases the hold. Every ledger call has an
-//!   idempotency key derived from the chat's random id, so a retried call never charges twice.
+//! - A chat is charged what it delivered: its prompt and the completion tokens its receiver
+//!   took, each at its rate in the tokenomics, once; a refusal, a generation error or a chat
+//!   that delivered nothing is charged nothing (the hold is released). A paid generation stops
+//!   `ledger.settle_margin_ms` before its hold expires, so the capture lands on a live hold.
+//!   Every ledger call has an idempotency key derived from the chat's random id, so a retried
+//!   call never charges twice.
 //! - Requests already generating finish on the model they started with when a new model is
 //!   swapped in; reloads are serialized, so the newest model is the one left serving.
 //! - The learner never takes the served model's lock (it trains its own model instance over the
@@ -97,7 +100,8 @@ pub use config::{
     HttpServerConfig, LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
     LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
     LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
-    PolEvalConfig, RateLimitConfig, SeedChoice, UPLOADS_CONCURRENT_MAX, UploadsConfig,
+    PolEvalConfig, RateLimitConfig, SETTLE_MARGIN_MS_MAX, SETTLE_MARGIN_MS_MIN, SeedChoice,
+    UPLOADS_CONCURRENT_MAX, UploadsConfig,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{
@@ -107,8 +111,8 @@ pub use learner::{
 pub use logging::init_logging;
 pub use network::{NetworkService, P2P_ADDRESSES_FILE, counters as network_counters};
 pub use node::{
-    CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, model_label, open_chain, open_chain_at, open_ledger,
-    store_config,
+    CHAIN_DIR_NAME, LEDGER_FILE_NAME, Node, load_tokenomics, model_label, open_chain,
+    open_chain_at, open_ledger, store_config,
 };
 pub use pol::{
     NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement,

@@ -10,7 +10,8 @@ use blyan_chain::{
     StoreConfig,
 };
 use blyan_ledger::{
-    Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerOptions, PgLedger, Tokenomics,
+    Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerError, LedgerOptions, PgLedger,
+    Tokenomics,
 };
 use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelOptions, MoeError};
 use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
@@ -69,10 +70,39 @@ fn open_store(
         .map_err(Error::ChainOpen)
 }
 
+/// The tokenomics `ledger.tokenomics` names (the shipped ones when it names none), checked
+/// against `ledger.settle_margin_ms`: a paid chat must have time to generate before its hold
+/// expires.
+pub fn load_tokenomics(config: &NodeConfig) -> Result<Tokenomics> {
+    let tokenomics = match &config.ledger.tokenomics {
+        None => Tokenomics::shipped(),
+        // Named explicitly, the file must exist (`Tokenomics::load` would fall back).
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|source| LedgerError::ConfigRead {
+                path: path.clone(),
+                source,
+            })
+            .and_then(|text| Tokenomics::from_yaml_str(&text)),
+    }
+    .map_err(Error::LedgerOpen)?;
+    if config.ledger.settle_margin_ms >= tokenomics.hold_ttl_ms() {
+        return Err(Error::ConfigInvalid {
+            path: "node.yaml".into(),
+            field: "ledger.settle_margin_ms".to_owned(),
+            reason: format!(
+                "{} ms leaves no time to generate within a hold of {} s (payments.hold_ttl_seconds)",
+                config.ledger.settle_margin_ms, tokenomics.payments.hold_ttl_seconds
+            ),
+        });
+    }
+    Ok(tokenomics)
+}
+
 /// Opens the ledger the configuration names: the embedded file `data_dir/ledger.sqlite`, or
-/// PostgreSQL at `ledger.postgres_url` (migrations applied), with the shipped tokenomics.
+/// PostgreSQL at `ledger.postgres_url` (migrations applied), with the tokenomics of
+/// [`load_tokenomics`].
 pub async fn open_ledger(config: &NodeConfig) -> Result<AnyLedger> {
-    let tokenomics = Tokenomics::shipped().map_err(Error::LedgerOpen)?;
+    let tokenomics = load_tokenomics(config)?;
     match config.ledger.backend {
         LedgerBackend::Embedded => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataFile {

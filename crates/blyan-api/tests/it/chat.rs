@@ -1,5 +1,7 @@
-//! Chat with the seed model over real HTTP: paid streams charged exactly their tokens through
-//! the ledger, the free tier, refusals that charge nothing, and a client that goes away.
+//! Chat with the seed model over real HTTP: paid streams charged exactly their prompt and
+//! completion tokens through the ledger, the free tier, refusals that charge nothing, a client
+//! that goes away (charged what it was sent), a generation cut before its hold expires, and a
+//! stream routed to an expert the chain lacks (charged nothing).
 
 use std::time::{Duration, Instant};
 
@@ -18,13 +20,13 @@ async fn stream(node: &Node, body: &Value, token: Option<&str>) -> reqwest::Resp
     request.send().await.expect("chat stream answers")
 }
 
-/// The fee the ledger charges for `tokens` generated tokens.
-fn fee(node: &Node, tokens: u64) -> Amount {
+/// The fee the ledger charges for a `prompt` of tokens and `tokens` generated tokens.
+fn fee(node: &Node, prompt: u64, tokens: u64) -> Amount {
     node.state
         .ledger()
         .unwrap()
         .tokenomics()
-        .inference_fee(tokens)
+        .chat_fee(prompt, tokens)
         .unwrap()
 }
 
@@ -87,7 +89,11 @@ async fn a_signed_in_stream_is_charged_exactly_its_tokens() {
     assert_eq!(done["cost"]["tier"], "paid");
     assert_eq!(done["cost"]["tokens_charged"].as_u64().unwrap(), completion);
     let charged: Amount = done["cost"]["charged"].as_str().unwrap().parse().unwrap();
-    assert_eq!(charged, fee(&node, completion));
+    assert_eq!(charged, fee(&node, prompt, completion));
+    assert!(
+        charged > fee(&node, 0, completion),
+        "the prompt is billed at its rate"
+    );
 
     // The ledger took exactly that, and holds nothing back.
     let (available, held) = node.balance(&wallet.address).await;
@@ -170,8 +176,9 @@ async fn the_json_chat_and_api_keys_pay_too() {
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["cost"]["tier"], "paid");
     let completion = done["usage"]["completion_tokens"].as_u64().unwrap();
+    let prompt = done["usage"]["prompt_tokens"].as_u64().unwrap();
     let charged: Amount = done["cost"]["charged"].as_str().unwrap().parse().unwrap();
-    assert_eq!(charged, fee(&node, completion));
+    assert_eq!(charged, fee(&node, prompt, completion));
     let (available, held) = node.balance(&wallet.address).await;
     assert_eq!(units(held), 0);
     assert_eq!(
@@ -302,54 +309,182 @@ async fn refused_requests_charge_nothing() {
     assert_eq!((available, units(held)), ("1".parse().unwrap(), 0));
 }
 
+/// The prompt tokens the node counts for `body`'s messages.
+fn prompt_tokens(node: &Node, body: &Value) -> u64 {
+    let request: blyan_api_types::ChatRequest = serde_json::from_value(body.clone()).unwrap();
+    node.state
+        .plan_chat(blyan_node_core::Payer::Free, &request)
+        .unwrap()
+        .prompt_tokens() as u64
+}
+
+/// Waits (bounded) until `wallet` holds nothing, then its available balance.
+async fn settled(node: &Node, wallet: &str) -> Amount {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (available, held) = node.balance(wallet).await;
+        if units(held) == 0 {
+            return available;
+        }
+        assert!(Instant::now() < deadline, "the hold was never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `response` until `count` delta events arrived; the events.
+async fn read_deltas(response: &mut reqwest::Response, count: usize) -> Vec<SseEvent> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("deltas before the end");
+        buffer.push_str(&std::str::from_utf8(&chunk).unwrap().replace("\r\n", "\n"));
+        events.extend(take_events(&mut buffer));
+    }
+    assert!(
+        events.iter().all(|event| event.name == "delta"),
+        "{events:?}"
+    );
+    events
+}
+
 #[tokio::test]
-async fn a_client_that_goes_away_is_not_charged() {
+async fn a_client_that_disconnects_after_n_tokens_pays_for_what_it_was_sent() {
     let node = Node::serving().await;
     let wallet = TestWallet::new(0x24);
+    node.fund(&wallet.address, "3").await;
+    let tokens = wallet.sign_in(&node).await;
+    let max_tokens = blyan_node_core::CHAT_COMPLETION_TOKENS_MAX;
+    let body = json!({
+        "messages": user_says("a long answer please"),
+        "max_tokens": max_tokens,
+        "seed": 1,
+    });
+    let prompt = prompt_tokens(&node, &body);
+    let mut response = stream(&node, &body, Some(&tokens.access_token)).await;
+    assert_eq!(response.status(), 200);
+    // Read five deltas: the hold is in place and generation is running.
+    let read = read_deltas(&mut response, 5).await;
+    let (_, held) = node.balance(&wallet.address).await;
+    assert!(units(held) > 0, "the stream holds its quote while it runs");
+    drop(response);
+
+    // The node notices the closed connection, cancels, captures the prompt and the tokens it
+    // handed the connection, and releases the rest of the hold.
+    let available = settled(&node, &wallet.address).await;
+    let charged = units("3".parse().unwrap()) - units(available);
+    // The client read `read.len()` deltas (at least one token each); the node may have written
+    // more into the socket before it saw the close, never more than it generated.
+    let sent = (read.len() as u64..u64::from(max_tokens))
+        .find(|&sent| units(fee(&node, prompt, sent)) == charged)
+        .unwrap_or_else(|| panic!("{charged} units is not the prompt plus a token count"));
+    assert!(sent >= read.len() as u64, "{sent}");
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("blyan_ledger_operations_total{operation=\"capture\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("operation=\"release\""), "{metrics}");
+    node.state
+        .ledger()
+        .unwrap()
+        .verify_integrity()
+        .await
+        .expect("ledger invariants hold");
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_its_time_limit_says_so_and_is_charged_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenomics.yaml");
+    std::fs::write(
+        &path,
+        blyan_ledger::SHIPPED_TOKENOMICS_YAML
+            .replace("hold_ttl_seconds: 300", "hold_ttl_seconds: 3"),
+    )
+    .unwrap();
+    let node = Node::serving_with(|config| {
+        config.ledger.tokenomics = Some(path);
+        // Generation may run 0.6 s of the 3 s hold.
+        config.ledger.settle_margin_ms = 2400;
+    })
+    .await;
+    // Warm the expert cache, so the timed stream spends its time generating.
+    let (status, warm) = node
+        .post(
+            "/chat",
+            &json!({ "messages": user_says("a long answer please"), "max_tokens": 16 }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{warm}");
+    let wallet = TestWallet::new(0x25);
     node.fund(&wallet.address, "3").await;
     let tokens = wallet.sign_in(&node).await;
     let body = json!({
         "messages": user_says("a long answer please"),
         "max_tokens": blyan_node_core::CHAT_COMPLETION_TOKENS_MAX,
-        "seed": 1,
+        "seed": 2,
     });
-    let mut response = stream(&node, &body, Some(&tokens.access_token)).await;
+    let response = stream(&node, &body, Some(&tokens.access_token)).await;
     assert_eq!(response.status(), 200);
-    // Read until the first delta arrives: the hold is in place and generation is running.
-    let mut buffer = String::new();
-    while !take_events(&mut buffer)
-        .iter()
-        .any(|event| event.name == "delta")
-    {
-        let chunk = response
-            .chunk()
-            .await
-            .unwrap()
-            .expect("a delta before the end");
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
-    let (_, held) = node.balance(&wallet.address).await;
-    assert!(units(held) > 0, "the stream holds its quote while it runs");
-    drop(response);
+    // A capture on an expired hold fails: the `done` event proves it landed in time.
+    let done = done_of(&read_events(response).await);
+    assert_eq!(done["finish_reason"], "time_limit", "{done}");
+    let completion = done["usage"]["completion_tokens"].as_u64().unwrap();
+    let prompt = done["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        (1..u64::from(blyan_node_core::CHAT_COMPLETION_TOKENS_MAX)).contains(&completion),
+        "{done}"
+    );
+    let charged: Amount = done["cost"]["charged"].as_str().unwrap().parse().unwrap();
+    assert_eq!(charged, fee(&node, prompt, completion));
+    let (available, held) = node.balance(&wallet.address).await;
+    assert_eq!(units(held), 0);
+    assert_eq!(
+        units(available),
+        units("3".parse().unwrap()) - units(charged)
+    );
+}
 
-    // The node notices the closed connection, cancels and releases the hold (bounded wait for
-    // the state change; not a timing assertion).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (available, held) = node.balance(&wallet.address).await;
-        if units(held) == 0 {
-            assert_eq!(available, "3".parse().unwrap(), "nothing charged");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the hold was never released");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+#[tokio::test]
+async fn a_stream_routed_to_a_missing_expert_releases_its_hold_and_charges_nothing() {
+    // The chain holds the seed model but none of layer 3's experts: every token needs one.
+    let node = Node::serving_without(|_| {}, |expert| expert.layer() == 3).await;
+    let wallet = TestWallet::new(0x26);
+    node.fund(&wallet.address, "3").await;
+    let tokens = wallet.sign_in(&node).await;
+    let body = json!({ "messages": user_says("route me"), "max_tokens": 16, "seed": 3 });
+    let response = stream(&node, &body, Some(&tokens.access_token)).await;
+    assert_eq!(response.status(), 200);
+    let events = read_events(response).await;
+    let last = events.last().expect("an event");
+    assert_eq!(last.name, "error", "{events:?}");
+    let error: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(error["error"]["code"], "generation_failed", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("layer3")),
+        "the error names the missing expert: {error}"
+    );
+    let available = settled(&node, &wallet.address).await;
+    assert_eq!(available, "3".parse().unwrap(), "nothing charged");
     let metrics = node.metrics().await;
     assert!(
         metrics.contains("blyan_ledger_operations_total{operation=\"release\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
     assert!(!metrics.contains("operation=\"capture\""), "{metrics}");
+    node.state
+        .ledger()
+        .unwrap()
+        .verify_integrity()
+        .await
+        .expect("ledger invariants hold");
 }
 
 #[tokio::test]

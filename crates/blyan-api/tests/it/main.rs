@@ -1,5 +1,6 @@
 //! Integration tests of the node's HTTP API over real loopback HTTP, against a node on a temp
-//! data dir (RocksDB chain store, embedded ledger, the seed model).
+//! data dir (RocksDB chain store, embedded ledger, the seed model); `postgres` runs one on
+//! the PostgreSQL ledger the ledger's test harness starts.
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
@@ -13,6 +14,7 @@ mod load;
 mod openai;
 mod p2p;
 mod page;
+mod postgres;
 mod request_id;
 mod support;
 mod uploads;

@@ -137,6 +137,7 @@ except Exception as error:
 print(json.dumps({
     "plain_text": plain.choices[0].message.content,
     "plain_completion_tokens": plain.usage.completion_tokens,
+    "plain_prompt_tokens": plain.usage.prompt_tokens,
     "finish_reason": plain.choices[0].finish_reason,
     "streamed_text": "".join(pieces),
     "streamed_completion_tokens": usage.completion_tokens if usage else None,
@@ -197,11 +198,12 @@ async fn the_openai_python_client_streams_and_pays_with_an_api_key() {
     );
     assert_eq!(report["refused_status"], 404, "{report}");
 
-    // Both requests were paid from the wallet, exactly their tokens.
+    // Both requests were paid from the wallet, exactly their prompt and completion tokens.
     let tokens_each = report["plain_completion_tokens"].as_u64().unwrap();
+    let prompt_each = report["plain_prompt_tokens"].as_u64().unwrap();
     let ledger = node.state.ledger().unwrap();
     let fee = blyan_ledger::Ledger::tokenomics(ledger.as_ref())
-        .inference_fee(tokens_each)
+        .chat_fee(prompt_each, tokens_each)
         .unwrap();
     let (available, held) = node.balance(&wallet.address).await;
     assert_eq!(held.units(), 0);

@@ -17,6 +17,17 @@ use k256::ecdsa::SigningKey;
 use serde_json::Value;
 use sha3::{Digest as _, Keccak256};
 
+/// What a test node's chain starts with.
+#[derive(PartialEq)]
+enum Model {
+    /// Nothing: the node serves no model.
+    None,
+    /// The untrained seed model, published at start.
+    Seed,
+    /// These encoded blocks, submitted in order.
+    Blocks(Vec<Vec<u8>>),
+}
+
 /// A running node; stopped when dropped.
 pub(crate) struct Node {
     pub addr: SocketAddr,
@@ -45,7 +56,64 @@ impl Node {
         Self::serving_with(|_| {}).await
     }
 
+    /// A node serving the seed model from a chain that lacks the expert blocks `missing`
+    /// picks: the model's other blocks are copied from a node that published it whole, as a
+    /// peer that never received those experts would hold them.
+    pub(crate) async fn serving_without(
+        edit: impl FnOnce(&mut NodeConfig),
+        missing: impl Fn(blyan_primitives::ExpertName) -> bool,
+    ) -> Node {
+        let whole_dir = tempfile::tempdir().expect("temp dir");
+        let mut whole_config = NodeConfig::defaults();
+        whole_config.data_dir = whole_dir.path().to_owned();
+        whole_config.chain.durability = blyan_primitives::Durability::Unsynced;
+        whole_config.model.seed = blyan_node_core::SeedChoice::Random;
+        let whole = NodeState::open(whole_config)
+            .await
+            .expect("node state opens");
+        whole
+            .ensure_seed_model(&AuthorKey::generate())
+            .await
+            .expect("the seed model is published");
+        let source = Arc::clone(whole.chain().expect("a chain"));
+        let blocks = |chain| {
+            source
+                .blocks(chain, 1, blyan_chain::BLOCKS_PAGE_COUNT_MAX)
+                .expect("chain read")
+        };
+        let (shared, experts): (Vec<_>, Vec<_>) = blocks(ChainId::Parameters)
+            .into_iter()
+            .partition(|block| block.header.kind != BlockKind::Expert);
+        let kept: Vec<Vec<u8>> = shared
+            .iter()
+            .chain(&blocks(ChainId::Meta))
+            .chain(
+                experts
+                    .iter()
+                    .filter(|block| !block.header.meta.expert.is_some_and(&missing)),
+            )
+            .map(|block| {
+                let payload = source
+                    .payload(&block.hash)
+                    .expect("chain read")
+                    .expect("payload");
+                encode_block(&block.header, payload.as_ref())
+            })
+            .collect();
+        assert!(
+            kept.len() < shared.len() + experts.len() + 1,
+            "some expert is left out"
+        );
+        Self::open_serving(edit, Model::Blocks(kept)).await
+    }
+
     async fn start_serving(edit: impl FnOnce(&mut NodeConfig), with_model: bool) -> Node {
+        let model = if with_model { Model::Seed } else { Model::None };
+        Self::open_serving(edit, model).await
+    }
+
+    /// A node whose chain gets `model`, serving it.
+    async fn open_serving(edit: impl FnOnce(&mut NodeConfig), model: Model) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = NodeConfig::defaults();
         config.listen = "127.0.0.1:0".parse().expect("address");
@@ -61,11 +129,19 @@ impl Node {
         config.model.seed = blyan_node_core::SeedChoice::Random;
         edit(&mut config);
         let mut state = NodeState::open(config).await.expect("node state opens");
-        if with_model {
+        if let Model::Blocks(blocks) = &model {
+            let chain = state.chain().expect("a chain");
+            for block in blocks {
+                chain.submit(block).expect("the block is accepted");
+            }
+        }
+        if model == Model::Seed {
             state
                 .ensure_seed_model(&AuthorKey::generate())
                 .await
                 .expect("the seed model is published");
+        }
+        if model != Model::None {
             state = state
                 .load_model()
                 .await

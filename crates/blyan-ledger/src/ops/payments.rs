@@ -23,6 +23,7 @@ impl Command for QuoteRequest {
             key = %self.key,
             payer = %self.payer,
             estimated_tokens = self.estimated_tokens,
+            prompt_tokens = self.prompt_tokens,
         )
     }
 
@@ -32,7 +33,9 @@ impl Command for QuoteRequest {
                 field: "estimated_tokens",
             });
         }
-        let amount = ctx.tokenomics.inference_fee(self.estimated_tokens)?;
+        let amount = ctx
+            .tokenomics
+            .chat_fee(self.prompt_tokens, self.estimated_tokens)?;
         let hold_amount = ctx.tokenomics.hold_amount(amount)?;
         idempotent!(tx, ctx, &self.key, "quote", &self, |now| {
             let new = NewQuote {
@@ -217,12 +220,15 @@ impl Command for CaptureRequest {
             key = %self.key,
             hold = %self.hold,
             actual_tokens = self.actual_tokens,
+            prompt_tokens = self.prompt_tokens,
             server = self.server.map(tracing::field::display),
         )
     }
 
     async fn apply<T: StoreTx>(self, tx: &mut T, ctx: &Ctx) -> Result<Capture> {
-        let charged = ctx.tokenomics.inference_fee(self.actual_tokens)?;
+        let charged = ctx
+            .tokenomics
+            .chat_fee(self.prompt_tokens, self.actual_tokens)?;
         idempotent!(tx, ctx, &self.key, "capture", &self, |now| {
             let mut hold = authorized_hold(tx, self.hold).await?;
             if now >= hold.expires_at_ms {

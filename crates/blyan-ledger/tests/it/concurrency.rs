@@ -79,6 +79,7 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
                         key: k,
                         payer,
                         estimated_tokens,
+                        prompt_tokens: 0,
                     })
                     .await
                     .map(|quote| quotes.push(quote))
@@ -106,6 +107,7 @@ async fn task(ledger: Arc<blyan_ledger::AnyLedger>, task: u32) -> (u32, u32) {
                         key: k,
                         hold: hold.id,
                         actual_tokens,
+                        prompt_tokens: 0,
                         server,
                     })
                     .await

@@ -130,6 +130,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q1"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -154,6 +155,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c1"),
             hold: hold.id,
             actual_tokens: 1100,
+            prompt_tokens: 0,
             server: Some(server),
         })
         .await
@@ -181,6 +183,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q2"),
             payer: addr(1),
             estimated_tokens: 2000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -196,6 +199,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c2"),
             hold: hold.id,
             actual_tokens: 500,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -214,6 +218,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("q3"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -238,6 +243,7 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
             key: key("c3"),
             hold: hold.id,
             actual_tokens: 1,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -265,6 +271,87 @@ async fn payment_flow_splits_the_fee(f: &Fixture) {
     ledger.verify_integrity().await.unwrap();
 }
 
+async fn prompt_tokens_are_priced_at_their_rate(f: &Fixture) {
+    let ledger = f.open().await;
+    let alice = user(3);
+    fund(&ledger, alice, "10").await;
+    // 2000 prompt tokens at 0.25 BLY per 1000, 1000 completion tokens at 1 BLY per 1000.
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("pq1"),
+            payer: addr(3),
+            estimated_tokens: 1000,
+            prompt_tokens: 2000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(quote.amount, bly("1.5"));
+    assert_eq!(quote.hold_amount, bly("1.65"));
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("pa1"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    // A stream cut after 3 tokens pays for its prompt and those 3.
+    let capture = ledger
+        .capture(CaptureRequest {
+            key: key("pc1"),
+            hold: hold.id,
+            actual_tokens: 3,
+            prompt_tokens: 2000,
+            server: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(capture.charged, bly("0.503"));
+    assert_eq!(capture.released, bly("1.147"));
+    assert_eq!(available(&ledger, alice).await, bly("9.497"));
+    let balance = ledger.balance(alice).await.unwrap();
+    assert_eq!(balance.held, Amount::ZERO);
+
+    // The prompt counts against the capture tolerance too: a prompt larger than quoted that
+    // pushes the charge past the hold is refused and moves nothing.
+    let quote = ledger
+        .quote(QuoteRequest {
+            key: key("pq2"),
+            payer: addr(3),
+            estimated_tokens: 100,
+            prompt_tokens: 0,
+        })
+        .await
+        .unwrap();
+    let hold = ledger
+        .authorize(AuthorizeRequest {
+            key: key("pa2"),
+            quote: quote.id,
+        })
+        .await
+        .unwrap();
+    match ledger
+        .capture(CaptureRequest {
+            key: key("pc2"),
+            hold: hold.id,
+            actual_tokens: 100,
+            prompt_tokens: 1000,
+            server: None,
+        })
+        .await
+    {
+        Err(LedgerError::CaptureAboveTolerance { charge, max, .. }) => {
+            assert_eq!((charge, max), (bly("0.35"), bly("0.11")));
+        }
+        other => panic!("expected CaptureAboveTolerance, got {other:?}"),
+    }
+    let balance = ledger.balance(alice).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (bly("9.387"), bly("0.11"))
+    );
+    ledger.verify_integrity().await.unwrap();
+}
+
 async fn holds_and_quotes_expire(f: &Fixture) {
     let ledger = f.open().await;
     let alice = user(1);
@@ -273,6 +360,7 @@ async fn holds_and_quotes_expire(f: &Fixture) {
         key: key(k),
         payer: addr(1),
         estimated_tokens: 1000,
+        prompt_tokens: 0,
     };
     let q1 = ledger.quote(quote("q1")).await.unwrap();
     let h1 = ledger
@@ -291,6 +379,7 @@ async fn holds_and_quotes_expire(f: &Fixture) {
             key: key("c1"),
             hold: h1.id,
             actual_tokens: 10,
+            prompt_tokens: 0,
             server: None,
         })
         .await
@@ -327,6 +416,7 @@ async fn restart_keeps_balances_and_expires_stale_holds(f: &Fixture) {
             key: key("q1"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -527,6 +617,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
         key: key("q"),
         payer: addr(1),
         estimated_tokens: 1000,
+        prompt_tokens: 0,
     };
     let quote = ledger.quote(quote_request.clone()).await.unwrap();
     assert_eq!(ledger.quote(quote_request).await.unwrap(), quote);
@@ -541,6 +632,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
         key: key("c"),
         hold: hold.id,
         actual_tokens: 900,
+        prompt_tokens: 0,
         server: None,
     };
     let captured = ledger.capture(capture.clone()).await.unwrap();
@@ -548,6 +640,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
     let err = ledger
         .capture(CaptureRequest {
             actual_tokens: 901,
+            prompt_tokens: 0,
             ..capture
         })
         .await
@@ -580,6 +673,7 @@ async fn idempotent_replays_return_the_first_outcome(f: &Fixture) {
             key: key("q-release"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -664,6 +758,7 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
             key: key("q"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -678,6 +773,7 @@ async fn concurrent_replays_move_money_once(f: &Fixture) {
         key: key("c"),
         hold: hold.id,
         actual_tokens: 1000,
+        prompt_tokens: 0,
         server: None,
     };
     let mut tasks = Vec::new();
@@ -706,6 +802,7 @@ async fn double_spend_admits_exactly_the_affordable(f: &Fixture) {
             key: key(format!("q{i}")),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         };
         quotes.push(ledger.quote(request).await.unwrap());
     }
@@ -776,6 +873,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("q"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -881,6 +979,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("q0"),
             payer: addr(1),
             estimated_tokens: 0,
+            prompt_tokens: 0,
         })
         .await
         .map(drop);
@@ -890,6 +989,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
             key: key("qbig"),
             payer: addr(1),
             estimated_tokens: blyan_ledger::INFERENCE_TOKENS_MAX + 1,
+            prompt_tokens: 0,
         })
         .await
         .map(drop);
@@ -910,6 +1010,7 @@ async fn bad_input_is_refused_and_moves_nothing(f: &Fixture) {
         key: key(k),
         hold: hold.id,
         actual_tokens: tokens,
+        prompt_tokens: 0,
         server: None,
     };
     let r = ledger.capture(capture("c-over", 1101)).await.map(drop);
@@ -1068,6 +1169,7 @@ async fn a_wallet_is_one_account_in_every_spelling(f: &Fixture) {
             key: key("spelling-quote"),
             payer,
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -1134,6 +1236,7 @@ conformance!(
     genesis_is_allocated_once,
     transfers_move_money_and_history_pages,
     payment_flow_splits_the_fee,
+    prompt_tokens_are_priced_at_their_rate,
     holds_and_quotes_expire,
     restart_keeps_balances_and_expires_stale_holds,
     rewards_and_issuance_respect_the_caps,

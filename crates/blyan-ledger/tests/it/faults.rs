@@ -279,6 +279,7 @@ async fn process_killed_mid_transaction_leaves_nothing(backend: Backend) {
             key: key("q"),
             payer: addr(1),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();

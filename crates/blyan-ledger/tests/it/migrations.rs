@@ -290,6 +290,7 @@ async fn check_pre_refinery_ledger(ledger: &AnyLedger) {
             key: key("fixture-quote-1"),
             payer: alice(),
             estimated_tokens: 1000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -307,6 +308,7 @@ async fn check_pre_refinery_ledger(ledger: &AnyLedger) {
             key: key("fixture-capture-1"),
             hold: HoldId(1),
             actual_tokens: 900,
+            prompt_tokens: 0,
             server: Some(bob()),
         })
         .await
@@ -320,6 +322,7 @@ async fn check_pre_refinery_ledger(ledger: &AnyLedger) {
             key: key("fixture-quote-2"),
             payer: alice(),
             estimated_tokens: 2000,
+            prompt_tokens: 0,
         })
         .await
         .unwrap();
@@ -399,6 +402,7 @@ async fn check_pre_refinery_ledger(ledger: &AnyLedger) {
             key: key("after-refinery-capture"),
             hold: HoldId(2),
             actual_tokens: 2000,
+            prompt_tokens: 0,
             server: None,
         })
         .await

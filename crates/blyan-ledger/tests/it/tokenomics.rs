@@ -18,6 +18,7 @@ fn shipped_file_has_the_seed_numbers() {
     assert_eq!(t.rewards.data_per_sample, bly("20"));
     assert_eq!(t.pol.candidate_bond, bly("100"));
     assert_eq!(t.inference.fee_per_1000_tokens, bly("1"));
+    assert_eq!(t.inference.prompt_fee_per_1000_tokens, bly("0.25"));
     assert_eq!(t.inference.burn_share_bps, 2000);
     assert_eq!(t.payments.quote_ttl_seconds, 300);
     assert_eq!(t.payments.hold_ttl_seconds, 300);
@@ -213,6 +214,11 @@ fn inconsistent_files_are_refused_naming_the_field() {
             "fee_per_1000_tokens: \"1\"",
             "fee_per_1000_tokens: \"0\"",
             "inference.fee_per_1000_tokens",
+        ),
+        (
+            "prompt_fee_per_1000_tokens: \"0.25\"",
+            "prompt_fee_per_1000_tokens: \"1000000001\"",
+            "inference.prompt_fee_per_1000_tokens",
         ),
         (
             "validation_per_sample: \"20\"",

@@ -1,5 +1,6 @@
-//! The chat and billing session without HTTP: quote → authorize → generate → capture, release
-//! on every failure, the free tier, and the refusals.
+//! The chat and billing session without HTTP: quote → authorize → generate → capture of the
+//! prompt and the delivered tokens, release on every failure, the generation deadline before
+//! the hold's expiry, the free tier, and the refusals.
 
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ async fn a_paid_chat_is_charged_exactly_its_completion_tokens() {
     let mut streamed = String::new();
     let done = loop {
         match run.next_event().await.expect("the run ends with an event") {
-            ChatEvent::Delta(text) => streamed.push_str(&text),
+            ChatEvent::Delta { text, .. } => streamed.push_str(&text),
             ChatEvent::Done(done) => break *done,
             ChatEvent::Failed(error) => panic!("{error}"),
             _ => {}
@@ -56,12 +57,22 @@ async fn a_paid_chat_is_charged_exactly_its_completion_tokens() {
         done.usage.total_tokens,
         done.usage.prompt_tokens + completion
     );
+    // The prompt at its rate, the completion at its own.
     let fee = node
         .ledger()
         .unwrap()
         .tokenomics()
-        .inference_fee(completion)
+        .chat_fee(done.usage.prompt_tokens, completion)
         .unwrap();
+    assert!(
+        fee > node
+            .ledger()
+            .unwrap()
+            .tokenomics()
+            .inference_fee(completion)
+            .unwrap(),
+        "the prompt is not free"
+    );
     assert_eq!(done.cost.tier, "paid");
     assert_eq!(done.cost.tokens_charged, completion);
     assert_eq!(done.cost.charged, fee.to_string());
@@ -110,7 +121,7 @@ async fn a_free_chat_touches_no_ledger_and_stays_within_its_budget() {
 }
 
 #[tokio::test]
-async fn a_run_dropped_mid_stream_releases_the_hold_and_charges_nothing() {
+async fn a_run_dropped_mid_stream_is_charged_exactly_the_tokens_it_took() {
     let test = serving().await;
     let node = &test.node;
     let payer = wallet(0x22);
@@ -122,16 +133,163 @@ async fn a_run_dropped_mid_stream_releases_the_hold_and_charges_nothing() {
             &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
         )
         .unwrap();
+    let prompt = plan.prompt_tokens() as u64;
     let mut run = plan
         .start(Arc::clone(node), Arc::new(NoObserver))
         .await
         .unwrap();
     assert!(balance(node, payer).await.1 > Amount::ZERO);
-    // Take one delta at most, then walk away.
-    let _ = run.next_event().await;
+    // Take three deltas, then walk away: the deltas still queued were never delivered.
+    let mut delivered = 0_u64;
+    for _ in 0..3 {
+        match run.next_event().await.expect("a delta") {
+            ChatEvent::Delta { tokens, .. } => delivered += u64::from(tokens),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(delivered >= 3);
+    drop(run);
+    wait_until_nothing_held(node, payer).await;
+    let fee = node
+        .ledger()
+        .unwrap()
+        .tokenomics()
+        .chat_fee(prompt, delivered)
+        .unwrap();
+    assert_eq!(
+        before.units() - balance(node, payer).await.0.units(),
+        fee.units(),
+        "the prompt and the {delivered} tokens delivered, nothing more"
+    );
+}
+
+#[tokio::test]
+async fn a_run_dropped_before_any_delta_is_charged_nothing() {
+    let test = serving().await;
+    let node = &test.node;
+    let payer = wallet(0x25);
+    fund(node, payer, "10").await;
+    let (before, _) = balance(node, payer).await;
+    let run = node
+        .plan_chat(
+            Payer::Wallet(payer),
+            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+        )
+        .unwrap()
+        .start(Arc::clone(node), Arc::new(NoObserver))
+        .await
+        .unwrap();
     drop(run);
     wait_until_nothing_held(node, payer).await;
     assert_eq!(balance(node, payer).await.0, before, "nothing was charged");
+}
+
+/// Tokenomics whose holds last `seconds`.
+fn short_holds(dir: &std::path::Path, seconds: u32) -> std::path::PathBuf {
+    let text = blyan_ledger::SHIPPED_TOKENOMICS_YAML.replace(
+        "hold_ttl_seconds: 300",
+        &format!("hold_ttl_seconds: {seconds}"),
+    );
+    let path = dir.join("tokenomics.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn generation_stops_before_the_hold_expires_and_charges_what_it_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenomics = short_holds(dir.path(), 3);
+    // Generation may run 0.6 s of the 3 s hold; 2.4 s are left to settle.
+    let test = node_with(
+        |config| {
+            config.ledger.tokenomics = Some(tokenomics);
+            config.ledger.settle_margin_ms = 2400;
+        },
+        true,
+    )
+    .await;
+    let node = &test.node;
+    let payer = wallet(0x26);
+    fund(node, payer, "10").await;
+    let (before, _) = balance(node, payer).await;
+    // Warm the expert cache, so the timed chat spends its time generating.
+    node.plan_chat(Payer::Free, &request("A long answer, please.", Some(16)))
+        .unwrap()
+        .start(Arc::clone(node), Arc::new(NoObserver))
+        .await
+        .unwrap()
+        .finish()
+        .await
+        .unwrap();
+    let plan = node
+        .plan_chat(
+            Payer::Wallet(payer),
+            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+        )
+        .unwrap();
+    let prompt = plan.prompt_tokens() as u64;
+    let mut run = plan
+        .start(Arc::clone(node), Arc::new(NoObserver))
+        .await
+        .unwrap();
+    let mut delivered = 0_u64;
+    let done = loop {
+        match run.next_event().await.expect("the run ends with an event") {
+            ChatEvent::Delta { tokens, .. } => delivered += u64::from(tokens),
+            ChatEvent::Done(done) => break *done,
+            ChatEvent::Failed(error) => panic!("{error}"),
+            _ => {}
+        }
+    };
+    // A capture on an expired hold fails: the `done` event proves it landed in time.
+    assert_eq!(done.finish_reason, "time_limit", "{done:?}");
+    assert!(
+        delivered > 0,
+        "the warm model generated within the time limit"
+    );
+    assert!(
+        done.usage.completion_tokens < u64::from(CHAT_COMPLETION_TOKENS_MAX),
+        "{done:?}"
+    );
+    assert_eq!(done.usage.completion_tokens, delivered);
+    assert_eq!(done.cost.tokens_charged, delivered);
+    let fee = node
+        .ledger()
+        .unwrap()
+        .tokenomics()
+        .chat_fee(prompt, delivered)
+        .unwrap();
+    assert_eq!(done.cost.charged, fee.to_string());
+    let (after, held) = balance(node, payer).await;
+    assert_eq!(held, Amount::ZERO, "the capture landed on the live hold");
+    assert_eq!(before.units() - after.units(), fee.units());
+}
+
+#[tokio::test]
+async fn a_settle_margin_as_long_as_the_hold_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenomics = short_holds(dir.path(), 2);
+    let mut config = blyan_node_core::NodeConfig::defaults();
+    config.data_dir = dir.path().join("data");
+    config.ledger.tokenomics = Some(tokenomics);
+    config.ledger.settle_margin_ms = 2000;
+    match blyan_node_core::load_tokenomics(&config) {
+        Err(blyan_node_core::Error::ConfigInvalid { field, .. }) => {
+            assert_eq!(field, "ledger.settle_margin_ms");
+        }
+        other => panic!("expected ConfigInvalid, got {other:?}"),
+    }
+    config.ledger.settle_margin_ms = 1999;
+    let tokenomics = blyan_node_core::load_tokenomics(&config).unwrap();
+    assert_eq!(tokenomics.payments.hold_ttl_seconds, 2);
+    // A named file that is not there is an error, not the shipped defaults.
+    config.ledger.tokenomics = Some(dir.path().join("absent.yaml"));
+    assert!(matches!(
+        blyan_node_core::load_tokenomics(&config),
+        Err(blyan_node_core::Error::LedgerOpen(
+            blyan_ledger::LedgerError::ConfigRead { .. }
+        ))
+    ));
 }
 
 #[tokio::test]
