@@ -92,20 +92,6 @@ pub(crate) struct Pruned {
     pub api_keys: usize,
 }
 
-/// Creates `path` owner-only (0600) when missing; SQLite would use the umask's permissions,
-/// and its WAL and shared-memory files copy the main file's.
-fn create_owner_only(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 fn random_secret(prefix: &str) -> String {
     let mut bytes = [0_u8; SECRET_RANDOM_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -134,7 +120,7 @@ impl AuthStore {
             source,
         })?;
         let path = data_dir.join(AUTH_STORE_FILE);
-        create_owner_only(&path).map_err(|source| Error::DataFile {
+        blyan_primitives::create_owner_only(&path).map_err(|source| Error::DataFile {
             path: path.clone(),
             source,
         })?;

@@ -3,8 +3,8 @@
 
 use blyan_primitives::BlockHash;
 
-use crate::error::{Error, Result};
-use crate::schema::{CF_DEPENDENTS, Relation, hash_from_bytes, pair_key};
+use crate::error::Result;
+use crate::schema::{CF_DEPENDENTS, pair_key};
 use crate::store::{ChainStore, Dependent};
 
 /// Most dependents one [`ChainStore::dependents_page`] returns.
@@ -37,17 +37,7 @@ impl ChainStore {
             .take(limit)
             .map(|item| {
                 let (key, value) = item?;
-                let relation = value
-                    .first()
-                    .copied()
-                    .and_then(Relation::from_byte)
-                    .ok_or_else(|| Error::Corruption {
-                        what: "dependent relation byte".into(),
-                    })?;
-                Ok(Dependent {
-                    block: hash_from_bytes(&key[32..], "dependent key")?,
-                    relation,
-                })
+                crate::store::decode_dependent(&key, &value)
             })
             .collect()
     }

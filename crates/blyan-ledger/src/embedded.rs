@@ -94,24 +94,16 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(connection)
 }
 
-/// Creates the ledger file readable and writable by its owner only (0600) when it is missing:
-/// SQLite would create it with the umask's permissions, and its WAL and shared-memory files
-/// copy the main file's. An existing file is left as it is.
+/// `blyan_primitives::create_owner_only`, failing as SQLite itself does for a file it cannot
+/// create.
 fn create_owner_only(path: &Path) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        // What SQLite itself answers for a file it cannot create.
-        Err(error) => Err(rusqlite::Error::SqliteFailure(
+    blyan_primitives::create_owner_only(path).map_err(|error| {
+        rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
             Some(format!("cannot create {}: {error}", path.display())),
         )
-        .into()),
-    }
+        .into()
+    })
 }
 
 /// Runs commands on the one connection, off the async threads.

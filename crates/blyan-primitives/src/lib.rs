@@ -5,7 +5,8 @@
 //! [`BlockHash`] and [`PayloadHash`], [`ExpertName`] (`layer{L}.expert{E}`), [`Dtype`] (what a
 //! tensor payload stores and a header describes), [`Durability`], the limits that more than one
 //! crate enforces ([`TENSOR_NAME_BYTES_MAX`], [`BLOCK_PAYLOAD_BYTES_MAX`], …), and
-//! [`ImmutableBytes`], the contract under which bytes may be lent to a tensor without a copy.
+//! [`ImmutableBytes`], the contract under which bytes may be lent to a tensor without a copy,
+//! and [`create_owner_only`] for files that hold secrets or balances.
 //!
 //! ## Invariants
 //! - Each type is valid by construction: parsing is the only way in from text, and each refusal
@@ -39,6 +40,7 @@ mod dtype;
 mod durability;
 mod error;
 mod expert;
+mod files;
 mod hash;
 mod immutable;
 mod limits;
@@ -49,6 +51,7 @@ pub use dtype::Dtype;
 pub use durability::Durability;
 pub use error::{Error, Result};
 pub use expert::ExpertName;
+pub use files::create_owner_only;
 pub use hash::{BlockHash, PayloadHash};
 pub use immutable::{AssumeImmutable, ImmutableBytes};
 pub use limits::{

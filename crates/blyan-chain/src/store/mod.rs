@@ -16,6 +16,7 @@
 mod append;
 mod open;
 mod read;
+pub(crate) use read::decode_dependent;
 mod records;
 mod repair;
 mod stage;

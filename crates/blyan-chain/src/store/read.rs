@@ -287,17 +287,7 @@ impl ChainStore {
         self.scan(CF_DEPENDENTS, &start, &end)
             .map(|item| {
                 let (key, value) = item?;
-                let relation = value
-                    .first()
-                    .copied()
-                    .and_then(Relation::from_byte)
-                    .ok_or_else(|| Error::Corruption {
-                        what: "dependent relation byte".into(),
-                    })?;
-                Ok(Dependent {
-                    block: hash_from_bytes(&key[32..], "dependent key")?,
-                    relation,
-                })
+                decode_dependent(&key, &value)
             })
             .collect()
     }
@@ -351,4 +341,19 @@ impl ChainStore {
                 ))
             })
     }
+}
+
+/// A `dependents` column-family entry: the key's second hash and the relation byte.
+pub(crate) fn decode_dependent(key: &[u8], value: &[u8]) -> Result<Dependent> {
+    let relation = value
+        .first()
+        .copied()
+        .and_then(Relation::from_byte)
+        .ok_or_else(|| Error::Corruption {
+            what: "dependent relation byte".into(),
+        })?;
+    Ok(Dependent {
+        block: hash_from_bytes(&key[32..], "dependent key")?,
+        relation,
+    })
 }
