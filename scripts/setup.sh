@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Blyan needs on a Debian 12 machine with Rust and python3, idempotently:
 # Debian packages (libclang for RocksDB's bindings, PostgreSQL for the ledger tests, patchelf for
-# `scripts/install.sh`, Chromium for
+# `scripts/install.sh`, systemd-analyze for the deployment check, Chromium for
 # the page test), and a Python virtual environment holding the torch==2.11.0 wheel (libtorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ source scripts/env.sh
 TORCH_VERSION=2.11.0
 # `--run`: only what building and running the node needs (scripts/start.sh, scripts/install.sh);
 # PostgreSQL, Chromium and the Python test packages are for the test suite.
-APT_PACKAGES=(libclang-dev clang postgresql chromium chromium-driver patchelf)
+APT_PACKAGES=(libclang-dev clang postgresql chromium chromium-driver patchelf systemd)
 REQUIREMENTS=scripts/requirements.txt
 if [ "${1:-}" = "--run" ]; then
   APT_PACKAGES=(libclang-dev clang patchelf)
