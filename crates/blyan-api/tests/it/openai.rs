@@ -290,3 +290,52 @@ async fn the_openai_python_client_chats_on_the_free_tier_with_a_placeholder_key(
         "{report}"
     );
 }
+
+/// The first ```python block of `docs/guide.md`, the user's guide.
+fn guide_example() -> String {
+    let guide = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide.md"),
+    )
+    .expect("docs/guide.md");
+    let start = guide
+        .find("```python\n")
+        .expect("a python example in the guide")
+        + 10;
+    let end = start + guide[start..].find("```").expect("the example's end");
+    guide[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn the_guides_openai_example_runs_as_written_against_a_fresh_node() {
+    let python = venv_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    let example = guide_example();
+    let guide_url = "http://127.0.0.1:8700/v1";
+    assert!(example.contains(guide_url), "{example}");
+    let node = Node::serving().await;
+    // Only the address changes: the test node listens on a free port.
+    let script = example.replace(guide_url, &node.url("/v1"));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the guide's example failed:\n{stderr}"
+    );
+    // Two answers printed: the plain one and the streamed one.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.trim().is_empty(), "the example printed nothing");
+}
