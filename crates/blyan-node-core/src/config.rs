@@ -642,15 +642,13 @@ impl NodeConfig {
         self.faucet
             .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
-        if !(SETTLE_MARGIN_MS_MIN..=SETTLE_MARGIN_MS_MAX).contains(&self.ledger.settle_margin_ms) {
-            return Err(invalid(
-                "ledger.settle_margin_ms",
-                format!(
-                    "{} is outside {SETTLE_MARGIN_MS_MIN}..={SETTLE_MARGIN_MS_MAX} ms",
-                    self.ledger.settle_margin_ms
-                ),
-            ));
-        }
+        within(
+            &invalid,
+            "ledger.settle_margin_ms",
+            self.ledger.settle_margin_ms,
+            SETTLE_MARGIN_MS_MIN..=SETTLE_MARGIN_MS_MAX,
+            " ms",
+        )?;
         if self.cache.expert_bytes_max < CACHE_EXPERT_BYTES_MIN {
             return Err(invalid(
                 "cache.expert_bytes_max",
@@ -709,19 +707,20 @@ impl NodeConfig {
                 "the network needs an address to listen on".into(),
             ));
         }
-        if !(100..=3_600_000).contains(&p2p.sync_interval_ms) {
-            return Err(invalid(
-                "p2p.sync_interval_ms",
-                format!("{} is outside 100..=3600000", p2p.sync_interval_ms),
-            ));
-        }
-        if !(1..=24 * 365).contains(&p2p.stage_idle_hours) {
-            return Err(invalid(
-                "p2p.stage_idle_hours",
-                format!("{} is outside 1..=8760", p2p.stage_idle_hours),
-            ));
-        }
-        Ok(())
+        within(
+            invalid,
+            "p2p.sync_interval_ms",
+            p2p.sync_interval_ms,
+            100..=3_600_000,
+            " ms",
+        )?;
+        within(
+            invalid,
+            "p2p.stage_idle_hours",
+            p2p.stage_idle_hours,
+            1..=24 * 365,
+            " hours",
+        )
     }
 
     fn validate_pol(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
@@ -793,14 +792,7 @@ impl NodeConfig {
     fn validate_learning(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
         let learning = &self.learning;
         let within = |field: &str, value: u64, min: u64, max: u64| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    &format!("learning.{field}"),
-                    format!("{value} is outside {min}..={max}"),
-                ))
-            }
+            within(invalid, &format!("learning.{field}"), value, min..=max, "")
         };
         within(
             "slice_ms",
@@ -950,15 +942,13 @@ impl NodeConfig {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
-        if !(1..=API_GENERATIONS_CONCURRENT_MAX).contains(&api.generations_concurrent_max) {
-            return Err(invalid(
-                "api.generations_concurrent_max",
-                format!(
-                    "{} is outside 1..={API_GENERATIONS_CONCURRENT_MAX}",
-                    api.generations_concurrent_max
-                ),
-            ));
-        }
+        within(
+            invalid,
+            "api.generations_concurrent_max",
+            u64::from(api.generations_concurrent_max),
+            1..=u64::from(API_GENERATIONS_CONCURRENT_MAX),
+            "",
+        )?;
         if api.trusted_proxies.len() > API_TRUSTED_PROXIES_COUNT_MAX {
             return Err(invalid(
                 "api.trusted_proxies",
@@ -984,11 +974,9 @@ impl NodeConfig {
             ),
         ];
         for (field, count, max) in counts {
-            if !(1..=max).contains(&count) {
-                return Err(invalid(field, format!("{count} is outside 1..={max}")));
-            }
+            within(invalid, field, u64::from(count), 1..=u64::from(max), "")?;
         }
-        let timeouts = [
+        for (field, seconds) in [
             (
                 "api.server.body_idle_timeout_seconds",
                 api.server.body_idle_timeout_seconds,
@@ -997,14 +985,14 @@ impl NodeConfig {
                 "api.server.header_read_timeout_seconds",
                 api.server.header_read_timeout_seconds,
             ),
-        ];
-        for (field, seconds) in timeouts {
-            if !(1..=HTTP_TIMEOUT_SECONDS_MAX).contains(&seconds) {
-                return Err(invalid(
-                    field,
-                    format!("{seconds} is outside 1..={HTTP_TIMEOUT_SECONDS_MAX} seconds"),
-                ));
-            }
+        ] {
+            within(
+                invalid,
+                field,
+                seconds,
+                1..=HTTP_TIMEOUT_SECONDS_MAX,
+                " seconds",
+            )?;
         }
         if api.free_tier.enabled
             && (api.free_tier.requests_per_hour_per_ip == 0
@@ -1043,6 +1031,27 @@ fn parse_yaml(text: &str, origin: &Path) -> Result<Value> {
         field: ".".to_owned(),
         reason: error.to_string(),
     })
+}
+
+/// `value` inside `range`, or the refusal naming `field` (`unit` follows the bounds: ` ms`).
+fn within(
+    invalid: &dyn Fn(&str, String) -> Error,
+    field: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!(
+            "{value} is outside {}..={}{unit}",
+            range.start(),
+            range.end()
+        ),
+    ))
 }
 
 /// A config document: a mapping of settings (or nothing).

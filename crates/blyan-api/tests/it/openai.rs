@@ -166,20 +166,12 @@ async fn the_openai_python_client_streams_and_pays_with_an_api_key() {
         .await;
     let key = created["key"].as_str().unwrap().to_owned();
     let base_url = node.url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg("-c")
-            .arg(CLIENT_SCRIPT)
-            .arg(base_url)
-            .arg(key)
-            .arg(blyan_api_types::MODEL_ID)
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python runs");
+    let output = run_python(
+        python,
+        CLIENT_SCRIPT.to_owned(),
+        vec![base_url, key, blyan_api_types::MODEL_ID.to_owned()],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -254,19 +246,12 @@ async fn the_openai_python_client_chats_on_the_free_tier_with_a_placeholder_key(
     // A fresh node: nobody signed in, no wallet funded.
     let node = Node::serving().await;
     let base_url = node.url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg("-c")
-            .arg(PLACEHOLDER_SCRIPT)
-            .arg(base_url)
-            .arg(blyan_api_types::MODEL_ID)
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python runs");
+    let output = run_python(
+        python,
+        PLACEHOLDER_SCRIPT.to_owned(),
+        vec![base_url, blyan_api_types::MODEL_ID.to_owned()],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -319,17 +304,7 @@ async fn the_guides_openai_example_runs_as_written_against_a_fresh_node() {
     let node = Node::serving().await;
     // Only the address changes: the test node listens on a free port.
     let script = example.replace(guide_url, &node.url("/v1"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python runs");
+    let output = run_python(python, script, vec![]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -338,4 +313,21 @@ async fn the_guides_openai_example_runs_as_written_against_a_fresh_node() {
     // Two answers printed: the plain one and the streamed one.
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.trim().is_empty(), "the example printed nothing");
+}
+
+/// Runs `script` with `args` on `python`, off the async workers, without the caller's OpenAI
+/// settings (the script names the node itself).
+async fn run_python(python: PathBuf, script: String, args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs")
 }
