@@ -6,13 +6,22 @@
 //! Proof-of-Learning outcome of training on it. Every decision is recorded with its reason, so a
 //! rejected entry can always say why.
 //!
-//! Status: this crate holds the vocabulary of those decisions ([`GateLevel`], [`Verdict`],
-//! [`GateDecision`]). The gates themselves are not built yet; nothing here pretends to run one.
+//! What an entry holds is [`Sample`] (module `sample`): one sample per `DatasetEntry` block, as a
+//! `blyan-data/1` JSON document ([`DataRecord`], [`encode_record`], [`decode_record`]), with its
+//! licence, source, language, contributor and the blake3 of its normalized text.
 //!
 //! Must not depend on: HTTP, the ledger. It will depend on `blyan-chain` (entries are blocks) and
 //! `blyan-moe` (the L1 teacher model).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
+
+mod sample;
+
+pub use sample::{
+    DATA_RECORD_BYTES_MAX, DATA_RECORD_FORMAT, DataRecord, Licence, SAMPLE_SOURCE_BYTES_MAX,
+    SAMPLE_TEXT_BYTES_MAX, SAMPLE_TEXT_CHARS_MIN, Sample, SampleContent, SchemaError, content_hash,
+    decode_record, encode_record, normalize,
+};
 
 use blyan_chain::BlockHash;
 
