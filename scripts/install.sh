@@ -59,6 +59,9 @@ done
 
 rm -rf "$prefix/share/blyan/models"
 mkdir -p "$prefix/share/blyan/models"
-cp -R models/default "$prefix/share/blyan/models/default"
-install -m 0644 config/node.yaml config/tokenomics.yaml "$prefix/share/blyan/config/"
+# -L: the model's blocks.txt is a link to the list blyan-chain builds in; the install gets a copy.
+cp -RL models/default "$prefix/share/blyan/models/default"
+# The shipped defaults live in the crates that compile them in (config/ links to them).
+install -m 0644 crates/blyan-node-core/config/node.yaml crates/blyan-ledger/config/tokenomics.yaml \
+  "$prefix/share/blyan/config/"
 echo "install: ${#binaries[@]} binaries and ${#copied[@]} libraries in $prefix" >&2

@@ -3,7 +3,8 @@
 # corpus, trains models/default/config.json from a seeded random initialisation with the settings
 # recorded in models/default/provenance.json, and writes the pinned blocks with `blyan-miner ship`.
 # Resumes an interrupted run from its saved state. Rebuild the node afterwards: blyan-chain builds
-# the new block hashes in (models/default/blocks.txt).
+# the new block hashes in (models/default/blocks.txt is a link to the crate's
+# genesis/pinned-blocks.txt, so `ship` writes that file).
 #
 # Environment: BLYAN_TRAIN_STEPS (default 4000), BLYAN_TRAIN_THREADS (default 2).
 set -euo pipefail

@@ -12,17 +12,20 @@ use crate::chain::{BlockKind, ChainId};
 use crate::hash::hash_payload;
 use crate::header::{BlockHeader, BlockMeta, HEADER_FORMAT_VERSION};
 
-/// The project's founding rules, `config/covenant.md`, built into the library so a node cannot
-/// drift from the network by editing a file.
-pub const COVENANT_TEXT: &str = include_str!("../../../config/covenant.md");
+/// The project's founding rules, built into the library so a node cannot drift from the network
+/// by editing a file. The text is the crate's `genesis/covenant.md` (`config/covenant.md` in the
+/// repository is a link to it).
+pub const COVENANT_TEXT: &str = include_str!("../genesis/covenant.md");
 
 /// Timestamp of the shipped genesis blocks: 2026-01-01T00:00:00Z.
 pub const GENESIS_TIMESTAMP_MS: u64 = 1_767_225_600_000;
 
-/// The hashes of the shipped default model's blocks (`models/default/blocks.txt`: one hex block
-/// hash per line, `#` comments), built into the library like the covenant. A node trusts these
-/// blocks by their hashes, as it trusts the genesis blocks, without a signature.
-pub const SHIPPED_BLOCKS_TEXT: &str = include_str!("../../../models/default/blocks.txt");
+/// The hashes of the shipped default model's blocks (one hex block hash per line, `#` comments),
+/// built into the library like the covenant. A node trusts these blocks by their hashes, as it
+/// trusts the genesis blocks, without a signature. The text is the crate's
+/// `genesis/pinned-blocks.txt`; the repository's `models/default/blocks.txt`, which
+/// `blyan-miner ship` writes, is a link to it.
+pub const SHIPPED_BLOCKS_TEXT: &str = include_str!("../genesis/pinned-blocks.txt");
 
 /// Parses a pinned-hash list: one hex block hash per line; blank lines and `#` comments are
 /// skipped. A malformed line is [`blyan_primitives::Error`] naming it.
@@ -72,7 +75,7 @@ impl GenesisSpec {
             timestamp_ms: GENESIS_TIMESTAMP_MS,
             pinned: Cow::Owned(
                 parse_pinned_blocks(SHIPPED_BLOCKS_TEXT)
-                    .expect("models/default/blocks.txt is checked by a unit test"),
+                    .expect("genesis/pinned-blocks.txt is checked by a unit test"),
             ),
         }
     }

@@ -10,8 +10,9 @@ use crate::account::AccountId;
 use crate::amount::{Amount, BPS_PER_WHOLE, deserialize_bly};
 use crate::error::{LedgerError, Result};
 
-/// The tokenomics shipped with the crate: `config/tokenomics.yaml` at the repository root.
-pub const SHIPPED_TOKENOMICS_YAML: &str = include_str!("../../../config/tokenomics.yaml");
+/// The tokenomics shipped with the crate: its `config/tokenomics.yaml` (the repository's
+/// `config/tokenomics.yaml` is a link to it).
+pub const SHIPPED_TOKENOMICS_YAML: &str = include_str!("../config/tokenomics.yaml");
 
 /// Most genesis allocations a file may list.
 pub const GENESIS_ALLOCATIONS_MAX: usize = 64;

@@ -18,8 +18,9 @@ use serde_yaml::Value;
 use crate::cidr::IpCidr;
 use crate::{Error, Result};
 
-/// The shipped defaults, the same text as `config/node.yaml`.
-pub const NODE_CONFIG_DEFAULT_YAML: &str = include_str!("../../../config/node.yaml");
+/// The shipped defaults: the crate's `config/node.yaml`, the file the repository's
+/// `config/node.yaml` links to.
+pub const NODE_CONFIG_DEFAULT_YAML: &str = include_str!("../config/node.yaml");
 
 /// How the compiled-in defaults are named in errors.
 const DEFAULTS_ORIGIN: &str = "<built-in node.yaml>";
@@ -1397,7 +1398,7 @@ mod tests {
 
     #[test]
     fn the_file_in_config_is_the_compiled_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/node.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/node.yaml");
         assert_eq!(NodeConfig::load(&path).unwrap(), NodeConfig::defaults());
     }
 

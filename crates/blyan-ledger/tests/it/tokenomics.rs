@@ -5,7 +5,7 @@ use blyan_ledger::{AccountId, LedgerError, SystemAccount, Tokenomics};
 
 use crate::support::bly;
 
-const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/tokenomics.yaml");
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tokenomics.yaml");
 
 #[test]
 fn shipped_file_has_the_seed_numbers() {
