@@ -1,8 +1,8 @@
 //! Build script of `blyan-tensorblock`.
 //!
 //! With the `tch` feature (the default) it does two things:
-//! - emits the rpath line of the workspace's shared `build/torch_rpath.rs`, so tests, benches and
-//!   binaries run without `LD_LIBRARY_PATH`;
+//! - embeds libtorch's directory as an rpath, as every libtorch package's build script does, so
+//!   tests, benches and binaries run without `LD_LIBRARY_PATH`;
 //! - compiles `src/shim/from_blob.cpp`, a few lines of C++ over `at::from_blob` that attach a
 //!   deleter to the tensor's storage (tch 0.24's `Tensor::from_blob` has none).
 //!
@@ -10,6 +10,9 @@
 //! (`<torch dir>/lib`); the headers sit beside it in `<torch dir>/include`. The C++ ABI flag must
 //! match the one libtorch was built with: torch-sys reads `LIBTORCH_CXX11_ABI`, default 1, and
 //! the PyPI wheels of torch 2.x are built with the new ABI (`torch._C._GLIBCXX_USE_CXX11_ABI`).
+//!
+//! On docs.rs (`DOCS_RS` set; torch-sys built with `doc-only`, so there is no libtorch) it does
+//! nothing: rustdoc neither compiles the shim nor links.
 use std::path::PathBuf;
 
 const SHIM_SOURCE: &str = "src/shim/from_blob.cpp";
@@ -18,8 +21,13 @@ fn main() {
     println!("cargo:rerun-if-changed={SHIM_SOURCE}");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         // The pure format layer: nothing to link.
+        return;
+    }
+    if std::env::var_os("DOCS_RS").is_some() {
+        // Documentation only: no libtorch headers to compile the shim against, nothing linked.
         return;
     }
     let Some(lib_dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {

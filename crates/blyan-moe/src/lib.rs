@@ -68,7 +68,7 @@
 #![forbid(unsafe_code)]
 
 // A dependency only so its build script's `DEP_TCH_LIBTORCH_LIB` reaches ours, which embeds
-// libtorch's directory as an rpath (build/torch_rpath.rs).
+// libtorch's directory as an rpath (build.rs).
 use torch_sys as _;
 
 mod batch;

@@ -1,8 +1,11 @@
-//! Build script shared by every package that links libtorch.
+//! Embeds libtorch's directory as an rpath, so this package's binaries, tests and benches run in
+//! a fresh shell, and after `cargo install`, without `LD_LIBRARY_PATH`.
 //!
 //! torch-sys (`links = "tch"`) publishes the directory of the libtorch it linked as
-//! `DEP_TCH_LIBTORCH_LIB`. Embedding it as an rpath lets the binaries, tests and benches of the
-//! package run in a fresh shell, and after `cargo install`, without `LD_LIBRARY_PATH`.
+//! `DEP_TCH_LIBTORCH_LIB` to the build scripts of the packages that depend on it directly. A link
+//! argument applies only to the package whose build script prints it, so every package that
+//! links libtorch has this script. Without that variable (docs.rs builds torch-sys with
+//! `doc-only`) it prints nothing.
 //!
 //! `libtorch_cuda.so` is deliberately not linked (nothing references its symbols, so the linker
 //! drops it): loading it costs every process start about 145 ms on a machine without a GPU.
