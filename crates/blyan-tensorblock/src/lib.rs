@@ -42,6 +42,37 @@
 //! releases the owner) and `cuda.rs` opens libtorch's CUDA backend with `dlopen`. Each block
 //! there carries its `// SAFETY:` argument.
 //!
+//! ## libtorch
+//! The `tch` feature links libtorch through `tch` and `torch-sys` 0.24, which are built for
+//! libtorch **2.11.0** exactly (torch-sys refuses another version unless
+//! `LIBTORCH_BYPASS_VERSION_CHECK` is set). torch-sys finds it at build time: `LIBTORCH` names an
+//! unpacked libtorch (or `LIBTORCH_LIB` and `LIBTORCH_INCLUDE` its two halves), or
+//! `LIBTORCH_USE_PYTORCH=1` takes the one inside the active Python's `torch==2.11.0` wheel (what
+//! this repository's `scripts/env.sh` does). This crate's build script compiles a few lines of
+//! C++ against libtorch's headers (a C++17 compiler; `LIBTORCH_CXX11_ABI`, default 1, must match
+//! libtorch's ABI, as for torch-sys).
+//!
+//! Link arguments do not reach dependents, so a downstream binary must itself tell the dynamic
+//! loader where `libtorch_cpu.so` and `libc10.so` are. Either depend on `torch-sys` (`=0.24.0`)
+//! and embed the directory it linked as an rpath from the binary package's build script, as
+//! every libtorch package of this repository does:
+//!
+//! ```ignore
+//! // build.rs of the binary's package; torch-sys must be a direct dependency for
+//! // DEP_TCH_LIBTORCH_LIB to be set.
+//! fn main() {
+//!     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+//!     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+//!         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+//!     }
+//! }
+//! ```
+//!
+//! or run it with `LD_LIBRARY_PATH` set to libtorch's `lib/` directory, or ship the libraries
+//! beside it with an `$ORIGIN` rpath (this repository's `scripts/install.sh`). The GPU backend
+//! is found the same way: [`load_cuda_backend`] opens `libtorch_cuda.so` by name. Without the
+//! `tch` feature nothing of libtorch is needed.
+//!
 //! Start reading from [`TensorBlock`] (the zero-copy view), [`BlockLayout`] (the parsed header),
 //! [`BlockWriter`] (the streaming encoder) and [`Int8Weight`].
 //!
