@@ -23,6 +23,10 @@ test *ARGS:
 train-default:
     scripts/train-default.sh
 
+# Package every library crate as `cargo publish` would and check each is self-contained.
+package:
+    scripts/package.sh
+
 # What CI runs.
 ci:
     .ci/run
