@@ -24,10 +24,10 @@ miner="$BIN/blyan-miner"
 # Wall time of a command, in seconds, on stderr.
 timed() {
   local start end
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   "$@"
-  end=$(date +%s.%N)
-  echo "   took $(echo "$end - $start" | bc) s" >&2
+  end=$(date +%s%N)
+  echo "   took $(((end - start) / 1000000)) ms" >&2
 }
 
 echo "== 1. a Mixtral-layout checkpoint: the tiny fixture, re-saved as sharded bf16"
