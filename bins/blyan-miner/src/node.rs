@@ -1,17 +1,19 @@
-//! `train --from-node URL`: the model a running node serves, fetched block by block (each
-//! checked by [`NodeClient`] and [`PayloadSource`]) and written as a Hugging Face checkpoint.
+//! `train --from-node URL` and `export --node URL`: the model a running node serves, fetched
+//! block by block (each checked by [`NodeClient`] and [`PayloadSource`]) and written as a
+//! Hugging Face checkpoint, with the record of the blocks it came from ([`ChainOrigin`]).
 
-use std::io::Read as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
-use blyan_chain::{BlockHash, BlockHeader, ExpertName};
+use blyan_chain::{BlockHash, BlockHeader};
 use blyan_client::{ClientError as NodeError, NodeClient};
 use blyan_moe::{
     Checkpoint, Config, EXPORT_SHARD_BYTES_DEFAULT, ModelDocument, MoeError, PayloadSource,
     PublishTarget as _, experts_of, export_checkpoint,
 };
+
+use crate::origin::ChainOrigin;
 
 /// The model a node serves from its chain, located (meta block and document read and checked)
 /// but not yet downloaded: enough to check a training run's arguments against its
@@ -23,19 +25,6 @@ pub(crate) struct NodeModel {
     document: ModelDocument,
     config: Config,
 }
-
-/// What [`NodeModel::download`] records beside a checkpoint it wrote: the blocks it came from.
-/// A later download of the same node state finds it and reuses the checkpoint.
-#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct FetchedFrom {
-    meta_block: BlockHash,
-    experts: Vec<(ExpertName, BlockHash)>,
-}
-
-/// The file [`FetchedFrom`] is written to, last, inside the checkpoint directory.
-const FETCHED_FROM_FILE: &str = "fetched-from.json";
-/// Largest [`FETCHED_FROM_FILE`] read, in bytes.
-const FETCHED_FROM_BYTES_MAX: u64 = 16 << 20;
 
 impl NodeModel {
     /// Reads the current model's meta block and document from the node at `url`.
@@ -86,9 +75,9 @@ impl NodeModel {
 
     /// Fetches every block of the model (each header checked against its hash, each payload
     /// against its header, each block against its place in the model) and writes it into `dir`
-    /// as a Hugging Face checkpoint. A checkpoint that an earlier download of the same blocks
-    /// left in `dir` is reused as it is.
-    pub(crate) fn download(&self, dir: &Path) -> anyhow::Result<Checkpoint> {
+    /// as a Hugging Face checkpoint with its [`ChainOrigin`]. A checkpoint that an earlier
+    /// download of the same blocks left in `dir` is reused as it is.
+    pub(crate) fn download(&self, dir: &Path) -> anyhow::Result<(Checkpoint, ChainOrigin)> {
         let mut experts = Vec::new();
         for id in experts_of(&self.config) {
             let version = self
@@ -98,31 +87,28 @@ impl NodeModel {
                     url: self.target.url(&format!("/chain/experts/{id}")),
                     reason: format!("the node has no block of expert {id}"),
                 })?;
-            experts.push((id, version.hash));
+            experts.push(version);
         }
-        let fetched_from = FetchedFrom {
+        let fetched_from = ChainOrigin {
             meta_block: self.meta_block,
+            description: ChainOrigin::description_of(&self.document),
             experts,
         };
-        let marker = dir.join(FETCHED_FROM_FILE);
-        if read_marker(&marker).as_ref() == Some(&fetched_from)
+        if ChainOrigin::read(dir).ok().flatten().as_ref() == Some(&fetched_from)
             && let Ok(checkpoint) = Checkpoint::open(dir)
         {
             tracing::info!(dir = %dir.display(), meta_block = %self.meta_block, "reusing the fetched model");
-            return Ok(checkpoint);
+            return Ok((checkpoint, fetched_from));
         }
         // Whatever was there no longer says where it came from until the new one is complete.
-        if marker.exists() {
-            std::fs::remove_file(&marker)
-                .with_context(|| format!("removing {}", marker.display()))?;
-        }
+        ChainOrigin::remove(dir)?;
         let mut shared = Vec::with_capacity(self.document.shared.len());
         for block in self.document.shared.values() {
             shared.push(self.target.tensor_block(*block)?);
         }
         let mut experts = Vec::with_capacity(fetched_from.experts.len());
-        for (id, block) in &fetched_from.experts {
-            experts.push((*id, self.target.tensor_block(*block)?));
+        for version in &fetched_from.experts {
+            experts.push((version.expert, self.target.tensor_block(version.hash)?));
         }
         let source = PayloadSource::new(
             self.meta_block,
@@ -145,19 +131,7 @@ impl NodeModel {
         .with_context(|| format!("writing the fetched model into {}", dir.display()))?;
         let checkpoint = Checkpoint::open(dir)
             .with_context(|| format!("reading back the fetched model in {}", dir.display()))?;
-        let mut bytes = serde_json::to_vec_pretty(&fetched_from)?;
-        bytes.push(b'\n');
-        std::fs::write(&marker, bytes).with_context(|| format!("writing {}", marker.display()))?;
-        Ok(checkpoint)
+        fetched_from.write(dir)?;
+        Ok((checkpoint, fetched_from))
     }
-}
-
-/// The [`FetchedFrom`] record in `path`, if there is a readable one.
-fn read_marker(path: &Path) -> Option<FetchedFrom> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(FETCHED_FROM_BYTES_MAX)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }

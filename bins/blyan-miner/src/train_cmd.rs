@@ -6,7 +6,9 @@
 //! before the first step and before `--out` is written; with `--from-node` the model is fetched
 //! into `OUT/base-model` only after the experts were checked against its configuration. The run's
 //! state is saved into `OUT/train-state` at every evaluation and at the end, so `--resume
-//! OUT/train-state` continues it exactly.
+//! OUT/train-state` continues it exactly. A run that starts from a chain's model records, beside
+//! the checkpoint, the expert versions it started from ([`ChainOrigin`]), so that `upload`
+//! refuses to revert versions others published meanwhile.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use blyan_moe::{
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::origin::ChainOrigin;
 
 /// `blyan-miner train`'s arguments.
 #[derive(Debug, Args)]
@@ -126,6 +130,8 @@ struct Base {
     generation_config_json: Option<Vec<u8>>,
     weights: Arc<dyn WeightSource>,
     description: String,
+    /// The chain versions the weights are (`None`: a random initialisation).
+    origin: Option<ChainOrigin>,
 }
 
 /// Where `--from-node` keeps the fetched model: beside the output, reused by a resume.
@@ -157,6 +163,7 @@ fn base(start: &Start, seed: u64, experts: &[ExpertName], out: &Path) -> anyhow:
             tokenizer_json,
             generation_config_json: None,
             weights,
+            origin: None,
             description: format!(
                 "a random initialisation of {} (seed {seed})",
                 config_path.display()
@@ -167,12 +174,15 @@ fn base(start: &Start, seed: u64, experts: &[ExpertName], out: &Path) -> anyhow:
         let store = ChainStore::locate(data_dir)
             .and_then(ChainStore::open_read_only)
             .with_context(|| format!("opening the chain store in {}", data_dir.display()))?;
+        let origin = ChainOrigin::of_store(&store)
+            .with_context(|| format!("reading the current model of {}", data_dir.display()))?;
         let source = ChainSource::open(Arc::new(store))
             .with_context(|| format!("reading the current model of {}", data_dir.display()))?;
         check_experts(source.config(), experts)?;
         return from_source(
             source,
             format!("the current model of {}", data_dir.display()),
+            origin,
         );
     }
     if let Some(url) = &start.from_node {
@@ -180,7 +190,7 @@ fn base(start: &Start, seed: u64, experts: &[ExpertName], out: &Path) -> anyhow:
             .with_context(|| format!("reading the current model of the node at {url}"))?;
         check_experts(model.config(), experts)?;
         let dir = fetch_dir(out)?;
-        let checkpoint = model
+        let (checkpoint, origin) = model
             .download(&dir)
             .with_context(|| format!("fetching the current model of the node at {url}"))?;
         let files = checkpoint.files();
@@ -190,6 +200,7 @@ fn base(start: &Start, seed: u64, experts: &[ExpertName], out: &Path) -> anyhow:
             tokenizer_json: files.tokenizer_json.to_vec(),
             generation_config_json: files.generation_config_json.map(<[u8]>::to_vec),
             weights: checkpoint.weights(),
+            origin: Some(origin),
             description: format!(
                 "the current model of {url} (meta block {}, fetched into {})",
                 model.meta_block(),
@@ -238,7 +249,11 @@ fn read_text(text: &Text) -> anyhow::Result<(Vec<TextDocument>, usize)> {
     Ok((documents, skipped))
 }
 
-fn from_source(source: ChainSource, description: String) -> anyhow::Result<Base> {
+fn from_source(
+    source: ChainSource,
+    description: String,
+    origin: ChainOrigin,
+) -> anyhow::Result<Base> {
     let files = source.files();
     let (config_json, tokenizer_json) = (files.config_json.to_vec(), files.tokenizer_json.to_vec());
     let generation_config_json = files.generation_config_json.map(<[u8]>::to_vec);
@@ -249,6 +264,7 @@ fn from_source(source: ChainSource, description: String) -> anyhow::Result<Base>
         generation_config_json,
         weights: Arc::new(source),
         description,
+        origin: Some(origin),
     })
 }
 
@@ -427,6 +443,10 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         tokenizer_json: &base.tokenizer_json,
     };
     trainer.export(&args.out, files)?;
+    match &base.origin {
+        Some(origin) => origin.write(&args.out)?,
+        None => ChainOrigin::remove(&args.out)?,
+    }
     let seconds = started.elapsed().as_secs_f64();
     let tokens = trainer.tokens_seen() - tokens_at_start;
     let summary = FinalLine {

@@ -521,3 +521,128 @@ fn a_single_node_certifies_an_uploaded_fine_tune() {
     assert_eq!(balance.available, expected, "reward {reward}");
     assert_eq!(balance.held, blyan_ledger::Amount::ZERO);
 }
+
+/// The version of `expert` the node holds now.
+fn version_of(node: &Node, expert: &str) -> u64 {
+    node.get(&format!("/chain/experts/{expert}"))["version"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `export --node` records the versions it fetched; an upload of that export after others
+/// published newer versions is refused (nothing written) unless `--force`; a checkpoint with no
+/// record replaces placeholders and its author's own versions but not another author's; and
+/// `--experts` publishes only the experts it names, attached to the current model.
+#[test]
+fn a_stale_export_does_not_revert_newer_versions_unless_forced() {
+    let workspace = Workspace::new();
+    let node = Node::start(|_| {});
+    let url = node.url();
+    let blocks = || node.get("/chain/B")["blocks"].as_u64().unwrap();
+
+    // A fresh checkpoint replaces the untrained seed model (placeholders); its description is
+    // the model's name, never the local directory.
+    stdout(&workspace.upload(&["--node", &url]));
+    assert_eq!(version_of(&node, "layer0.expert0"), 2);
+    let description = node.get("/model")["chain"]["description"].clone();
+    assert_eq!(
+        description, "MixtralForCausalLM checkpoint",
+        "{description}"
+    );
+
+    let export = workspace.temp.path().join("export");
+    let exported = stdout(&common::miner(&[
+        "export".as_ref(),
+        "--node".as_ref(),
+        url.as_ref(),
+        "--out".as_ref(),
+        export.as_os_str(),
+    ]));
+    assert!(exported.contains("(32 experts)"), "{exported}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(export.join("fetched-from.json")).unwrap()).unwrap();
+    assert_eq!(record["description"], description);
+    assert_eq!(
+        record["meta_block"],
+        node.get("/model")["chain"]["meta_block"]
+    );
+    let experts = record["experts"].as_array().unwrap();
+    assert_eq!(experts.len(), 32);
+    assert!(
+        experts.iter().all(|expert| expert["version"] == 2),
+        "{record}"
+    );
+
+    // Another author's fresh checkpoint may not replace the first author's versions.
+    let other_key = workspace.temp.path().join("other.key");
+    stdout(&common::miner(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        other_key.as_os_str(),
+    ]));
+    let upload_as = |checkpoint: &std::path::Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "upload".as_ref(),
+            "--checkpoint".as_ref(),
+            checkpoint.as_os_str(),
+            "--key".as_ref(),
+            other_key.as_os_str(),
+            "--node".as_ref(),
+            url.as_ref(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        common::miner(&args)
+    };
+    let before = blocks();
+    let refused = upload_as(&workspace.checkpoint, &["--quantize", "int8"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("32 expert(s) have newer versions")
+            && stderr.contains("records no version it came from"),
+        "{stderr}"
+    );
+    assert_eq!(blocks(), before, "nothing written");
+
+    // Its own author may (re-uploading quantized): version 3.
+    stdout(&workspace.upload(&["--node", &url, "--quantize", "int8"]));
+    assert_eq!(version_of(&node, "layer0.expert0"), 3);
+
+    // The export came from version 2: publishing it would revert version 3.
+    let before = blocks();
+    let stale = upload_as(&export, &[]);
+    assert!(!stale.status.success());
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        stderr.contains("layer0.expert0 is at version 3 on the chain")
+            && stderr.contains("exported from version 2")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(blocks(), before, "nothing written");
+    assert_eq!(version_of(&node, "layer0.expert0"), 3);
+
+    // Forced, and only two named experts: two blocks, the model's meta block kept.
+    let meta = node.get("/model")["chain"]["meta_block"].clone();
+    let forced = stdout(&upload_as(
+        &export,
+        &["--force", "--experts", "layer0.expert0,layer1.expert2"],
+    ));
+    assert!(
+        forced.contains("(unchanged)")
+            && forced.contains(
+                "shared blocks: 0 written, 10 unchanged; experts: 2 written, 0 unchanged"
+            ),
+        "{forced}"
+    );
+    assert_eq!(node.get("/model")["chain"]["meta_block"], meta);
+    assert_eq!(blocks(), before + 2);
+    assert_eq!(version_of(&node, "layer0.expert0"), 4);
+    assert_eq!(version_of(&node, "layer1.expert2"), 4);
+    assert_eq!(version_of(&node, "layer0.expert1"), 3);
+
+    // A pattern that names no expert of the model is refused before anything is sent.
+    let none = upload_as(&export, &["--force", "--experts", "layer9.*"]);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains("selects no expert"), "{stderr}");
+}

@@ -295,6 +295,44 @@ pub enum MoeError {
         bytes_max: u64,
     },
 
+    /// Publishing would replace expert versions the checkpoint does not descend from (newer
+    /// versions others published since it was exported); nothing was written. See
+    /// [`crate::Lineage`].
+    #[error(
+        "{} expert(s) have newer versions on the chain than the checkpoint: {}",
+        stale.len(),
+        stale.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    StaleExperts {
+        /// Each expert refused, with both versions.
+        stale: Vec<crate::StaleExpert>,
+    },
+
+    /// Publishing only some experts needs the chain's current model to be the checkpoint's
+    /// model (the experts join it); this part of it differs. Nothing was written.
+    #[error(
+        "the checkpoint's {part} differs from the chain's current model (meta block {meta_block}): \
+         publishing only some experts needs the same model"
+    )]
+    NotTheCurrentModel {
+        /// What differs: `config.json`, `tokenizer.json`, `generation_config.json` or a shared
+        /// group (`shared weights layer0.attention`).
+        part: String,
+        /// The chain's current model.
+        meta_block: blyan_chain::BlockHash,
+    },
+
+    /// A publish scope names an expert the model does not have.
+    #[error("expert {expert} is not in the model ({layers} layers of {experts} experts)")]
+    UnknownExpert {
+        /// The expert named.
+        expert: crate::ExpertName,
+        /// The model's layers.
+        layers: u32,
+        /// The model's experts per layer.
+        experts: u32,
+    },
+
     /// Another writer appended to the chain while a block was being made on its old tip.
     #[error("chain {chain}: the tip moved while a block was being made on it")]
     TipMoved {

@@ -41,7 +41,9 @@
 //! [`publish_model`] and [`ChainSource`] (the model on the chain).
 //!
 //! # Modules
-//! `model_doc` (how a model lies on the chain), `publish` (writing it, in phases),
+//! `model_doc` (how a model lies on the chain), `publish` (writing it, in phases), `lineage`
+//! (what a publish may overwrite: [`PublishScope`]), `expert_selection` (sets of experts by
+//! pattern: [`ExpertSelection`]),
 //! `chain_source` (reading it), `block_payloads` (a model from block payloads fetched over
 //! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
@@ -81,7 +83,9 @@ mod checkpoint;
 mod config;
 mod error;
 mod expert;
+mod expert_selection;
 mod generate;
+mod lineage;
 mod model;
 mod model_doc;
 mod publish;
@@ -113,17 +117,21 @@ pub use expert::{
     ExpertMatrix, ExpertName, ExpertWeights, ParameterSpec, SharedGroup, TensorRole,
     expert_tensor_name, experts_of, parameter_layout, parse_expert_tensor_name,
 };
+pub use expert_selection::{
+    EXPERT_PATTERNS_MAX, ExpertPattern, ExpertPatternError, ExpertSelection,
+};
 pub use generate::{
     CancelToken, Delta, FinishReason, GENERATED_TOKENS_MAX, Generation, Generator, ModelInfo,
     STOP_TOKENS_MAX, SamplingParams, TEMPERATURE_MAX, TokenStream,
 };
+pub use lineage::{Lineage, PublishScope, StaleExpert};
 pub use model::{DecodeStep, ExpertUsage, KvCache, Logits, Model, ModelOptions, SequencesOutput};
 pub use model_doc::{
     MODEL_DOCUMENT_BYTES_MAX, MODEL_DOCUMENT_FORMAT, ModelDocument, current_model, served_models,
 };
 pub use publish::{
     DEFAULT_SEED, ExpertQuantization, PublishEvent, PublishOptions, PublishSummary, PublishTarget,
-    SeedModel, SeedWritten, ensure_model, publish_model, publish_seed_model,
+    SeedModel, SeedWritten, ensure_model, publish_model, publish_model_scoped, publish_seed_model,
 };
 pub use remote::{ExpertCall, RemoteExperts};
 pub use shipped::{

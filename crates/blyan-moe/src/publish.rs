@@ -3,6 +3,8 @@
 //! 1. `plan`: check everything before anything is written (configuration, tokenizer, every
 //!    tensor's presence, shape and dtype, every block's planned size against the target's
 //!    limit);
+//!    then `check_lineage` (`lineage.rs`): no expert it would write replaces a version the
+//!    checkpoint does not descend from;
 //! 2. `Publisher::write_shared_weights`: one block per shared group;
 //! 3. `Publisher::write_meta`: the meta block, whose [`ModelDocument`] lists every shared
 //!    block, and which depends on them (up to `DEPENDS_ON_COUNT_MAX` of them, see
@@ -10,8 +12,10 @@
 //! 4. `Publisher::write_experts`: one block per expert, each depending on the meta block.
 //!
 //! A block whose payload is already the current one is not written again: re-publishing an
-//! unchanged checkpoint writes nothing, and changing one expert writes one block. Each block a
-//! phase considers runs in a `publish_block` tracing span naming it.
+//! unchanged checkpoint writes nothing, and changing one expert writes one block. A publish of
+//! some experts ([`PublishScope::experts`]) writes only their blocks, attached to the chain's
+//! current model, after checking that model is the checkpoint's. Each block a phase considers
+//! runs in a `publish_block` tracing span naming it.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +35,7 @@ use crate::expert::{
     ExpertMatrix, ExpertName, ParameterSpec, SharedGroup, TensorRole, expert_tensor_name,
     experts_of, parameter_layout,
 };
+use crate::lineage::{PublishScope, check_lineage};
 use crate::model_doc::{
     MODEL_DOCUMENT_FORMAT, ModelDocument, current_model, shared_block_kind, shared_groups,
 };
@@ -172,7 +177,8 @@ impl PublishTarget for ChainStore {
 ///
 /// Everything is checked first (configuration, tokenizer, every tensor's presence, shape and
 /// dtype, every block's size against the target's limit); a bad model is refused before any
-/// block is written.
+/// block is written. Every expert is published and any current version replaced: see
+/// [`publish_model_scoped`] to publish some experts, or to refuse to revert newer versions.
 pub fn publish_model(
     target: &dyn PublishTarget,
     key: &AuthorKey,
@@ -189,11 +195,39 @@ pub fn publish_model(
         files,
         source,
         options,
+        &PublishScope::default(),
         progress,
     )
 }
 
-/// [`publish_model`] with blocks vouched for by `authority`.
+/// [`publish_model`] limited to `scope`: only its experts (attached to the chain's current
+/// model, which must be the checkpoint's), and none that would replace a version its lineage
+/// does not descend from ([`MoeError::StaleExperts`], before any block is written).
+#[allow(clippy::too_many_arguments)] // publish_model's arguments and the scope
+pub fn publish_model_scoped(
+    target: &dyn PublishTarget,
+    key: &AuthorKey,
+    config: &Config,
+    files: CheckpointFiles<'_>,
+    source: &dyn WeightSource,
+    options: &PublishOptions,
+    scope: &PublishScope,
+    progress: &mut dyn FnMut(&PublishEvent),
+) -> Result<PublishSummary> {
+    publish_as(
+        target,
+        Authority::Key(key),
+        config,
+        files,
+        source,
+        options,
+        scope,
+        progress,
+    )
+}
+
+/// [`publish_model_scoped`] with blocks vouched for by `authority`.
+#[allow(clippy::too_many_arguments)] // publish_model_scoped's arguments, the key an authority
 pub(crate) fn publish_as(
     target: &dyn PublishTarget,
     authority: Authority<'_>,
@@ -201,9 +235,24 @@ pub(crate) fn publish_as(
     files: CheckpointFiles<'_>,
     source: &dyn WeightSource,
     options: &PublishOptions,
+    scope: &PublishScope,
     progress: &mut dyn FnMut(&PublishEvent),
 ) -> Result<PublishSummary> {
-    let plan = plan(target, config, files, source, options)?;
+    let plan = plan(target, config, files, source, options, scope)?;
+    let current = target.current_model()?;
+    let author = match authority {
+        Authority::Key(key) => Some(key.address()),
+        Authority::Pinned { .. } => None,
+    };
+    check_lineage(
+        target,
+        &plan.experts,
+        &scope.lineage,
+        author,
+        current.as_ref(),
+        source,
+        plan.quantize_experts,
+    )?;
     progress(&PublishEvent::Checked {
         blocks: (plan.groups.len() + 1 + plan.experts.len()) as u64,
     });
@@ -226,9 +275,20 @@ pub(crate) fn publish_as(
             bytes_written: 0,
         },
     };
-    let current = target.current_model()?;
-    let shared = publisher.write_shared_weights(&plan, current.as_ref())?;
-    let meta_block = publisher.write_meta(plan.document(options, shared), current.as_ref())?;
+    let meta_block = if scope.experts.is_some() {
+        // Some experts: they join the current model, which must be the checkpoint's.
+        let current = current.as_ref().ok_or(MoeError::NoModelOnChain)?;
+        plan.check_current_model(current)?;
+        publisher.check_shared_weights(&plan, current)?;
+        (publisher.progress)(&PublishEvent::Unchanged {
+            name: "meta".to_owned(),
+        });
+        publisher.summary.meta_block = current.0;
+        current.0
+    } else {
+        let shared = publisher.write_shared_weights(&plan, current.as_ref())?;
+        publisher.write_meta(plan.document(options, shared), current.as_ref())?
+    };
     publisher.write_experts(&plan, meta_block)?;
     let summary = publisher.summary;
     tracing::info!(
@@ -251,6 +311,7 @@ struct PublishPlan {
     /// Every parameter with the dtype the source holds it in.
     layout: Vec<(ParameterSpec, Dtype)>,
     groups: Vec<SharedGroup>,
+    /// The experts to publish: the model's, or the scope's.
     experts: Vec<ExpertName>,
     quantize_experts: bool,
 }
@@ -273,6 +334,26 @@ impl PublishPlan {
             shared,
         }
     }
+
+    /// Checks that `current`, the chain's current model, has the checkpoint's configuration and
+    /// tokenizer (what a publish of some experts needs).
+    fn check_current_model(&self, current: &(BlockHash, ModelDocument)) -> Result<()> {
+        let (meta_block, document) = current;
+        let differs = |part: &str| MoeError::NotTheCurrentModel {
+            part: part.to_owned(),
+            meta_block: *meta_block,
+        };
+        if document.config_json != self.config_json {
+            return Err(differs("config.json"));
+        }
+        if document.tokenizer_json != self.tokenizer_json {
+            return Err(differs("tokenizer.json"));
+        }
+        if document.generation_config_json != self.generation_config_json {
+            return Err(differs("generation_config.json"));
+        }
+        Ok(())
+    }
 }
 
 /// Phase 1: checks the files, the tokenizer, every tensor of the source and every block's size,
@@ -283,6 +364,7 @@ fn plan(
     files: CheckpointFiles<'_>,
     source: &dyn WeightSource,
     options: &PublishOptions,
+    scope: &PublishScope,
 ) -> Result<PublishPlan> {
     let parsed = Config::from_json(files.config_json)?;
     if parsed != *config {
@@ -308,6 +390,17 @@ fn plan(
     let layout = check_source(config, source)?;
     let quantize_experts = options.expert_quantization == ExpertQuantization::Int8;
     check_block_sizes(&layout, quantize_experts, target.payload_bytes_max())?;
+    let mut experts = experts_of(config);
+    if let Some(selected) = &scope.experts {
+        if let Some(unknown) = selected.iter().find(|expert| !experts.contains(expert)) {
+            return Err(MoeError::UnknownExpert {
+                expert: *unknown,
+                layers: config.num_hidden_layers,
+                experts: config.num_local_experts,
+            });
+        }
+        experts.retain(|expert| selected.contains(expert));
+    }
     Ok(PublishPlan {
         config_json,
         generation_config_json,
@@ -315,7 +408,7 @@ fn plan(
         architecture,
         layout,
         groups: shared_groups(config),
-        experts: experts_of(config),
+        experts,
         quantize_experts,
     })
 }
@@ -406,25 +499,8 @@ impl Publisher<'_, '_> {
         for group in &plan.groups {
             let name = group.name();
             let _span = tracing::info_span!("publish_block", block = %name).entered();
-            let tensors = plan
-                .layout
-                .iter()
-                .map(|(spec, _)| spec)
-                .filter(|spec| spec.role == TensorRole::Shared(*group))
-                .map(|spec| -> Result<(String, Tensor)> {
-                    Ok((spec.name.clone(), self.source.tensor(&spec.name)?))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let (payload, metas) = encode_payload(&tensors, false)?;
-            let payload_hash = hash_payload(&payload);
-            let existing = match current.and_then(|(_, document)| document.shared.get(&name)) {
-                Some(block) => self
-                    .target
-                    .header(block)?
-                    .filter(|header| header.payload_hash == payload_hash)
-                    .map(|_| *block),
-                None => None,
-            };
+            let (payload, metas) = self.shared_payload(plan, *group)?;
+            let existing = self.current_shared_block(&name, &payload, current)?;
             let block = match existing {
                 Some(block) => {
                     self.summary.shared_unchanged += 1;
@@ -454,6 +530,67 @@ impl Publisher<'_, '_> {
             shared.insert(name, block);
         }
         Ok(shared)
+    }
+
+    /// Instead of phase 2 when publishing some experts: checks that every shared group of the
+    /// checkpoint is the block the current model lists, writing nothing.
+    fn check_shared_weights(
+        &mut self,
+        plan: &PublishPlan,
+        current: &(BlockHash, ModelDocument),
+    ) -> Result<()> {
+        for group in &plan.groups {
+            let name = group.name();
+            let (payload, _) = self.shared_payload(plan, *group)?;
+            if self
+                .current_shared_block(&name, &payload, Some(current))?
+                .is_none()
+            {
+                return Err(MoeError::NotTheCurrentModel {
+                    part: format!("shared weights `{name}`"),
+                    meta_block: current.0,
+                });
+            }
+            self.summary.shared_unchanged += 1;
+            (self.progress)(&PublishEvent::Unchanged { name });
+        }
+        Ok(())
+    }
+
+    /// Group `group`'s payload, with its header's tensor list.
+    fn shared_payload(
+        &self,
+        plan: &PublishPlan,
+        group: SharedGroup,
+    ) -> Result<(Vec<u8>, Vec<TensorMeta>)> {
+        let tensors = plan
+            .layout
+            .iter()
+            .map(|(spec, _)| spec)
+            .filter(|spec| spec.role == TensorRole::Shared(group))
+            .map(|spec| -> Result<(String, Tensor)> {
+                Ok((spec.name.clone(), self.source.tensor(&spec.name)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        encode_payload(&tensors, false)
+    }
+
+    /// The current model's block for group `name` when it holds `payload`.
+    fn current_shared_block(
+        &self,
+        name: &str,
+        payload: &[u8],
+        current: Option<&(BlockHash, ModelDocument)>,
+    ) -> Result<Option<BlockHash>> {
+        let Some(block) = current.and_then(|(_, document)| document.shared.get(name)) else {
+            return Ok(None);
+        };
+        let payload_hash = hash_payload(payload);
+        Ok(self
+            .target
+            .header(block)?
+            .filter(|header| header.payload_hash == payload_hash)
+            .map(|_| *block))
     }
 
     /// Phase 3: the meta block carrying `document`, unless the current model's document is the
@@ -570,7 +707,7 @@ fn meta_depends_on(document: &ModelDocument) -> Vec<BlockHash> {
 
 /// Encodes named tensors into a tensor-block payload, with the header's list of its tensors,
 /// taken from the layout of the very bytes encoded.
-fn encode_payload(
+pub(crate) fn encode_payload(
     tensors: &[(String, Tensor)],
     quantize: bool,
 ) -> Result<(Vec<u8>, Vec<TensorMeta>)> {

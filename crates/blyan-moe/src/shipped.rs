@@ -22,6 +22,7 @@ use crate::checkpoint::CheckpointFiles;
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::ExpertName;
+use crate::lineage::PublishScope;
 use crate::model_doc::{ModelDocument, current_model};
 use crate::publish::{Authority, PublishOptions, PublishSummary, PublishTarget, publish_as};
 use crate::weights::WeightSource;
@@ -204,6 +205,7 @@ pub fn build_pinned_model(
         files,
         source,
         options,
+        &PublishScope::default(),
         &mut |_| {},
     )?;
     Ok(PinnedModel {

@@ -18,7 +18,6 @@
 
 mod client;
 mod link;
-mod selection;
 mod server;
 pub mod wire;
 
@@ -29,8 +28,8 @@ use blyan_chain::ChainStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use blyan_moe::{EXPERT_PATTERNS_MAX, ExpertPattern, ExpertPatternError, ExpertSelection};
 pub use client::ExpertClient;
-pub use selection::{EXPERT_PATTERNS_MAX, ExpertPattern, ExpertPatternError, ExpertSelection};
 pub use server::{CALLS_IN_FLIGHT_PER_STREAM_MAX, ExpertServer};
 pub use wire::{EXPERT_FRAME_BYTES_MAX, EXPERT_PROTOCOL, ExpertRefusal};
 

@@ -13,10 +13,10 @@ use libp2p::PeerId;
 use tch::{Kind, Tensor};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::selection::ExpertSelection;
 use super::wire::{
     Answer, CallRequest, ExpertRefusal, decode_request, output_frame, read_frame, refusal_frame,
 };
+use blyan_moe::ExpertSelection;
 
 /// Calls of one stream computed at once at most; more wait (backpressure on the stream).
 pub const CALLS_IN_FLIGHT_PER_STREAM_MAX: usize = 64;

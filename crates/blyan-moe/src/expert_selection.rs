@@ -1,4 +1,5 @@
-//! Which experts a node computes: `p2p.serve_experts`, a list of patterns.
+//! Naming a set of experts with a list of patterns: which experts a node computes
+//! (`p2p.serve_experts`), which experts `blyan-miner upload --experts` publishes.
 //!
 //! A pattern is `*` (every expert) or `<layers>.<experts>`, where `<layers>` is `layer*`,
 //! `layerN` or `layerA-B` (inclusive) and `<experts>` is `*`, `expertN` or `expertA-B`:
@@ -9,12 +10,12 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use blyan_chain::ExpertName;
+use crate::expert::ExpertName;
 
 /// Patterns in one selection at most.
 pub const EXPERT_PATTERNS_MAX: usize = 256;
 
-/// A pattern of `p2p.serve_experts` that does not parse.
+/// An expert pattern that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "expert pattern {pattern:?}: {reason} (expected `*` or `layer<N|A-B|*>.<expert<N|A-B>|*>`)"
@@ -105,7 +106,7 @@ impl FromStr for ExpertPattern {
     }
 }
 
-/// The experts a node computes: a list of [`ExpertPattern`]s (empty selects none).
+/// A set of experts: a list of [`ExpertPattern`]s (empty selects none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpertSelection {
     patterns: Vec<ExpertPattern>,
