@@ -176,4 +176,4 @@ pub use transaction::{
     Transaction, TxId, TxKind,
 };
 
-pub use ops::INFLATION_YEAR_MS;
+pub use ops::{IDEMPOTENCY_RETENTION_MIN, INFLATION_YEAR_MS, Pruned};
