@@ -101,19 +101,6 @@ impl Auth {
         );
         Ok(())
     }
-
-    /// Prunes at once and then every [`AUTH_PRUNE_PERIOD`], until dropped; a failed prune is
-    /// logged and retried at the next period.
-    pub(crate) async fn prune_periodically(&self) {
-        let mut ticks = tokio::time::interval(AUTH_PRUNE_PERIOD);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = self.prune().await {
-                tracing::warn!(%error, "sign-in store prune failed");
-            }
-        }
-    }
 }
 
 /// Refuses an operation that only a wallet's sign-in session may do: an API key is a

@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::Uri;
 use axum::middleware::{from_fn, from_fn_with_state};
 use blyan_api_types::Health;
+use blyan_ledger::Ledger as _;
 use blyan_node_core::{BoxError, ChatObserver, Node, NodeConfig, Service, Shutdown, model_label};
 use blyan_primitives::Address;
 use hyper::body::Incoming;
@@ -192,6 +193,34 @@ async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
 
+/// Prunes at once and then every [`auth::AUTH_PRUNE_PERIOD`], until dropped: the sign-in
+/// store, then the ledger's idempotency keys and unauthorized quotes older than
+/// `ledger.idempotency_retention_hours` (a request retried within it is still recognised). A
+/// failed prune is logged and retried at the next period.
+async fn prune_periodically(state: &AppState) {
+    let mut ticks = tokio::time::interval(auth::AUTH_PRUNE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = state.auth.prune().await {
+            tracing::warn!(%error, "sign-in store prune failed");
+        }
+        let Some(ledger) = state.node().ledger() else {
+            continue;
+        };
+        let retention = state.config().ledger.idempotency_retention();
+        match ledger.prune(retention).await {
+            Ok(pruned) => tracing::debug!(
+                idempotency_keys = pruned.idempotency_keys,
+                quotes = pruned.quotes,
+                before_ms = pruned.before_ms,
+                "ledger pruned"
+            ),
+            Err(error) => tracing::warn!(%error, "ledger prune failed"),
+        }
+    }
+}
+
 /// All routes of the node, ready to serve. Every request runs in a `http_request` span carrying
 /// its request id (taken from `x-request-id` or generated, and echoed back); a request body that
 /// sends nothing for `api.server.body_idle_timeout_seconds` fails with a timeout.
@@ -249,8 +278,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains open connections: each finishes the
-    /// request it is serving and closes. Meanwhile the sign-in store is pruned at start and
-    /// every [`crate::AUTH_PRUNE_PERIOD`].
+    /// request it is serving and closes. Meanwhile the sign-in store and the ledger (its
+    /// idempotency keys and unauthorized quotes older than `ledger.idempotency_retention_hours`)
+    /// are pruned at start and every [`crate::AUTH_PRUNE_PERIOD`].
     ///
     /// Each connection speaks HTTP/1.1 with `api.server.header_read_timeout_seconds` to send a
     /// request's headers; at most `api.server.connections_max` are served at once (the next
@@ -268,7 +298,7 @@ impl Server {
         let (stopping, stop_requested) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         // Pruning never ends by itself; it stops when accepting does.
-        let mut pruning = std::pin::pin!(auth_state.auth.prune_periodically());
+        let mut pruning = std::pin::pin!(prune_periodically(&auth_state));
         loop {
             let permit = tokio::select! {
                 () = &mut shutdown => break,

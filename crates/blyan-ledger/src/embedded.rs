@@ -25,7 +25,8 @@ use crate::migrate::migrate_sqlite;
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::pg::{stored_account, stored_address, stored_amount, stored_bond_key};
 use crate::store::{
-    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, Store, StoreTx,
+    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, NewTransaction, Store,
+    StoreTx,
 };
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{Entry, EntryId, HistoryItem, Transaction, TxId, TxKind};
@@ -310,6 +311,26 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn claim_keys(
+        &mut self,
+        claims: &[(&str, &str)],
+        now: UnixMillis,
+    ) -> Result<Vec<Option<KeyRow>>> {
+        // One writer at a time: the order of the claims cannot deadlock here.
+        let mut rows = Vec::with_capacity(claims.len());
+        for &(key, request) in claims {
+            rows.push(self.claim_key(key, request, now).await?);
+        }
+        Ok(rows)
+    }
+
+    async fn finish_keys(&mut self, outcomes: &[(&str, &str)]) -> Result<()> {
+        for &(key, outcome) in outcomes {
+            self.finish_key(key, outcome).await?;
+        }
+        Ok(())
+    }
+
     async fn lock_accounts(
         &mut self,
         accounts: &[AccountId],
@@ -365,6 +386,21 @@ impl StoreTx for SqliteTx<'_> {
             )?
             .execute(params![id, kind.as_str(), key, memo, ms(now)])?;
         Ok(TxId(id_of(id)))
+    }
+
+    async fn insert_transactions(
+        &mut self,
+        transactions: &[NewTransaction<'_>],
+        now: UnixMillis,
+    ) -> Result<Vec<TxId>> {
+        let mut ids = Vec::with_capacity(transactions.len());
+        for t in transactions {
+            ids.push(
+                self.insert_transaction(t.kind, t.key, t.memo, now, t.entries)
+                    .await?,
+            );
+        }
+        Ok(ids)
     }
 
     async fn insert_quote(&mut self, quote: &NewQuote) -> Result<QuoteId> {
@@ -523,6 +559,29 @@ impl StoreTx for SqliteTx<'_> {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })?;
         Ok((id_of(count), sum))
+    }
+
+    async fn prune_keys(&mut self, before: UnixMillis) -> Result<u64> {
+        let deleted = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM idempotency_keys WHERE created_at_ms < ?1 \
+                 AND key NOT LIKE 'ledger/%' \
+                 AND NOT EXISTS (SELECT 1 FROM bonds b WHERE b.key = idempotency_keys.key)",
+            )?
+            .execute([ms(before)])?;
+        Ok(deleted as u64)
+    }
+
+    async fn prune_quotes(&mut self, from: UnixMillis, before: UnixMillis) -> Result<u64> {
+        let deleted = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM quotes WHERE expires_at_ms >= ?1 AND expires_at_ms < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.quote_id = quotes.id)",
+            )?
+            .execute([ms(from), ms(before)])?;
+        Ok(deleted as u64)
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {

@@ -166,6 +166,10 @@ pub enum LedgerError {
         "the ledger's genesis differs from tokenomics: stored {stored}, configured {configured}"
     )]
     GenesisMismatch { stored: String, configured: String },
+    /// An idempotency retention shorter than the ledger accepts
+    /// (`IDEMPOTENCY_RETENTION_MIN`).
+    #[error("idempotency retention of {retention_ms} ms is below the minimum {min_ms} ms")]
+    RetentionTooShort { retention_ms: u64, min_ms: u64 },
     /// One transfer of a batch failed; the whole batch was rolled back.
     #[error("batch item {index}: {source}")]
     BatchItem {

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::Instrument as _;
 
@@ -12,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::embedded::EmbeddedLedger;
 use crate::error::Result;
 use crate::grant::Grant;
-use crate::ops::{self, EXPIRY_BATCH_LEN};
+use crate::ops::{self, EXPIRY_BATCH_LEN, Pruned};
 use crate::payment::{Capture, Hold, HoldId, Quote};
 use crate::pg::PgLedger;
 use crate::request::{
@@ -59,7 +60,12 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<Transaction>> + Send;
 
     /// Several transfers in one store transaction: all recorded, or none
-    /// (`LedgerError::BatchItem` names the one that failed).
+    /// (`LedgerError::BatchItem` names the one that failed). They are checked in the order
+    /// given, each against the balances the earlier ones left, so the first transfer a balance
+    /// cannot cover refuses the batch. A key used again later in the same batch is a replay of
+    /// its first use there (the same transaction; money moves once), or
+    /// `LedgerError::IdempotencyConflict` for a different request. On PostgreSQL a batch costs
+    /// the same few statements whatever its length.
     fn transfer_batch(
         &self,
         requests: Vec<TransferRequest>,
@@ -130,6 +136,16 @@ pub trait Ledger: Send + Sync {
     /// Releases every hold past its TTL to its payer; returns their ids. The node calls this
     /// periodically; constructors call it at start.
     fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send;
+
+    /// Deletes the idempotency keys recorded more than `idempotency_retention` ago and the
+    /// quotes that expired that long ago without being authorized; returns how many of each.
+    /// A request replayed within the retention is still recognised (its first outcome, money
+    /// moved once); replayed later, it is a new request. The ledger's own keys (the genesis),
+    /// keys naming a bond, and holds with the quotes they authorized, are kept. A retention below
+    /// [`IDEMPOTENCY_RETENTION_MIN`](crate::IDEMPOTENCY_RETENTION_MIN) is refused
+    /// (`LedgerError::RetentionTooShort`). The node calls this hourly.
+    fn prune(&self, idempotency_retention: Duration)
+    -> impl Future<Output = Result<Pruned>> + Send;
 
     /// An account's available and held balance (zero for an account never seen).
     fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send;
@@ -280,6 +296,9 @@ macro_rules! ledger_via_core {
             fn expire_holds(&self) -> impl Future<Output = Result<Vec<HoldId>>> + Send {
                 self.core().expire_all()
             }
+            fn prune(&self, idempotency_retention: Duration) -> impl Future<Output = Result<Pruned>> + Send {
+                self.core().run(ops::Prune { retention: idempotency_retention })
+            }
             fn balance(&self, account: AccountId) -> impl Future<Output = Result<Balance>> + Send {
                 self.core().run(ops::GetBalance(account))
             }
@@ -416,6 +435,9 @@ impl Ledger for AnyLedger {
     }
     async fn expire_holds(&self) -> Result<Vec<HoldId>> {
         any_ledger!(self, l => l.expire_holds())
+    }
+    async fn prune(&self, idempotency_retention: Duration) -> Result<Pruned> {
+        any_ledger!(self, l => l.prune(idempotency_retention))
     }
     async fn balance(&self, account: AccountId) -> Result<Balance> {
         any_ledger!(self, l => l.balance(account))

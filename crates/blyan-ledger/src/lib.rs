@@ -21,7 +21,12 @@
 //!   the sum of all other balances is `minted − burned`.
 //! - Amounts are integers of 10^-6 BLY ([`Amount`]); there are no floats anywhere.
 //! - A request retried with the same idempotency key returns its first outcome and moves money
-//!   once; the same key with a different request is `LedgerError::IdempotencyConflict`.
+//!   once; the same key with a different request is `LedgerError::IdempotencyConflict`. This
+//!   holds for as long as the key is kept: [`Ledger::prune`] deletes keys older than the
+//!   retention it is given (the node's `ledger.idempotency_retention_hours`), after which a
+//!   replay is a new request; the ledger's own genesis key and a bond's key are never pruned.
+//! - A batch of transfers is all or none, checked in the order given; on PostgreSQL it costs
+//!   the same few statements whatever its length.
 //! - The fee escrow holds exactly the authorized holds, the bond escrow exactly the locked
 //!   bonds; a bond (named by its lock request's key) settles once, refunded or burned.
 //! - Grants from the treasury (operator's and faucet's together) never pass the treasury's
@@ -34,7 +39,7 @@
 //!   the display spelling; `Display` and JSON show the EIP-55 form, as everywhere in Blyan.
 //!
 //! The rules are written once (`ops/`, a module per operation family: transfers, payments,
-//! bonds, issuance, queries) against a small store interface (`store.rs`); each store's schema
+//! grants, bonds, issuance, queries, pruning) against a small store interface (`store.rs`); each store's schema
 //! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
 //! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
 //! carrying its idempotency key and the quote, hold or accounts it concerns.
@@ -176,4 +181,4 @@ pub use transaction::{
     Transaction, TxId, TxKind,
 };
 
-pub use ops::INFLATION_YEAR_MS;
+pub use ops::{IDEMPOTENCY_RETENTION_MIN, INFLATION_YEAR_MS, Pruned};

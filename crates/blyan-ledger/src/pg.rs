@@ -1,7 +1,7 @@
 //! The PostgreSQL store: `tokio-postgres` behind a `deadpool-postgres` pool, READ COMMITTED,
 //! row locks in ascending account order, invariants also enforced by the schema.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use blyan_primitives::Address;
@@ -20,7 +20,8 @@ use crate::ledger::{Core, HasCore, LedgerOptions};
 use crate::payment::{Hold, HoldId, HoldStatus, Quote, QuoteId};
 use crate::request::IdempotencyKey;
 use crate::store::{
-    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, Store, StoreTx,
+    AuditFacts, Command, Ctx, KeyRow, NewBond, NewGrant, NewHold, NewQuote, NewTransaction, Store,
+    StoreTx,
 };
 use crate::tokenomics::Tokenomics;
 use crate::transaction::{EntryId, HistoryItem, Transaction, TxId, TxKind};
@@ -322,6 +323,77 @@ impl StoreTx for PgTx<'_> {
         Ok(())
     }
 
+    async fn claim_keys(
+        &mut self,
+        claims: &[(&str, &str)],
+        now: UnixMillis,
+    ) -> Result<Vec<Option<KeyRow>>> {
+        let keys: Vec<&str> = claims.iter().map(|&(key, _)| key).collect();
+        let requests: Vec<&str> = claims.iter().map(|&(_, request)| request).collect();
+        // Inserted in ascending key order, each waiting on the unique index while another
+        // transaction holds the same key (as `claim_key` does).
+        let inserted: HashSet<String> = self
+            .query(
+                "INSERT INTO idempotency_keys (key, request, created_at_ms) \
+                 SELECT u.key, u.request, $3 FROM unnest($1::text[], $2::text[]) AS u(key, request) \
+                 ORDER BY u.key \
+                 ON CONFLICT (key) DO NOTHING RETURNING key",
+                &[&keys, &requests, &ms(now)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let used: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|key| !inserted.contains(*key))
+            .collect();
+        let mut rows: HashMap<String, KeyRow> = HashMap::new();
+        if !used.is_empty() {
+            // A new statement: it sees the rows committed by the holders it waited for.
+            for row in self
+                .query(
+                    "SELECT key, request, outcome FROM idempotency_keys WHERE key = ANY($1)",
+                    &[&used],
+                )
+                .await?
+            {
+                rows.insert(
+                    row.get(0),
+                    KeyRow {
+                        request: row.get(1),
+                        outcome: row.get(2),
+                    },
+                );
+            }
+        }
+        keys.iter()
+            .map(|&key| {
+                if inserted.contains(key) {
+                    return Ok(None);
+                }
+                rows.remove(key)
+                    .map(Some)
+                    .ok_or_else(|| LedgerError::Integrity {
+                        what: format!("key {key} vanished"),
+                    })
+            })
+            .collect()
+    }
+
+    async fn finish_keys(&mut self, outcomes: &[(&str, &str)]) -> Result<()> {
+        let keys: Vec<&str> = outcomes.iter().map(|&(key, _)| key).collect();
+        let texts: Vec<&str> = outcomes.iter().map(|&(_, outcome)| outcome).collect();
+        self.execute(
+            "UPDATE idempotency_keys k SET outcome = u.outcome \
+             FROM unnest($1::text[], $2::text[]) AS u(key, outcome) WHERE k.key = u.key",
+            &[&keys, &texts],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn lock_accounts(
         &mut self,
         accounts: &[AccountId],
@@ -382,6 +454,64 @@ impl StoreTx for PgTx<'_> {
                 what: "insert returned no id".into(),
             })?;
         Ok(TxId(id_of(row.get(0))))
+    }
+
+    async fn insert_transactions(
+        &mut self,
+        transactions: &[NewTransaction<'_>],
+        now: UnixMillis,
+    ) -> Result<Vec<TxId>> {
+        let kinds: Vec<&str> = transactions.iter().map(|t| t.kind.as_str()).collect();
+        let keys: Vec<Option<&str>> = transactions.iter().map(|t| t.key).collect();
+        let memos: Vec<&str> = transactions.iter().map(|t| t.memo).collect();
+        let mut owners: Vec<i64> = Vec::new();
+        let mut accounts: Vec<String> = Vec::new();
+        let mut amounts: Vec<i64> = Vec::new();
+        for (ordinal, transaction) in (1_i64..).zip(transactions) {
+            for (account, delta) in transaction.entries {
+                owners.push(ordinal);
+                accounts.push(account.key());
+                amounts.push(*delta);
+            }
+        }
+        // Ids are drawn first (in the order given, so they ascend like single inserts) to
+        // join each entry to its transaction; entries are inserted in the order given too.
+        let rows = self
+            .query(
+                "WITH t AS (SELECT nextval(pg_get_serial_sequence('transactions', 'id')) AS id, \
+                                   u.kind, u.key, u.memo, u.ordinal \
+                            FROM unnest($1::text[], $2::text[], $3::text[]) \
+                                 WITH ORDINALITY AS u(kind, key, memo, ordinal)), \
+                      tx AS (INSERT INTO transactions (id, kind, idempotency_key, memo, \
+                                                       created_at_ms) \
+                             SELECT id, kind, key, memo, $4 FROM t ORDER BY ordinal), \
+                      e AS (INSERT INTO entries (tx_id, account, amount) \
+                            SELECT t.id, x.account, x.amount \
+                            FROM unnest($5::bigint[], $6::text[], $7::bigint[]) \
+                                 WITH ORDINALITY AS x(owner, account, amount, n) \
+                            JOIN t ON t.ordinal = x.owner ORDER BY x.n) \
+                 SELECT id FROM t ORDER BY ordinal",
+                &[
+                    &kinds,
+                    &keys,
+                    &memos,
+                    &ms(now),
+                    &owners,
+                    &accounts,
+                    &amounts,
+                ],
+            )
+            .await?;
+        if rows.len() != transactions.len() {
+            return Err(LedgerError::Integrity {
+                what: format!(
+                    "inserting {} transactions returned {} ids",
+                    transactions.len(),
+                    rows.len()
+                ),
+            });
+        }
+        Ok(rows.iter().map(|row| TxId(id_of(row.get(0)))).collect())
     }
 
     async fn insert_quote(&mut self, quote: &NewQuote) -> Result<QuoteId> {
@@ -561,6 +691,25 @@ impl StoreTx for PgTx<'_> {
             )
             .await?;
         Ok(row.map_or((0, 0), |r| (id_of(r.get(0)), r.get(1))))
+    }
+
+    async fn prune_keys(&mut self, before: UnixMillis) -> Result<u64> {
+        self.execute(
+            "DELETE FROM idempotency_keys k WHERE k.created_at_ms < $1 \
+             AND k.key NOT LIKE 'ledger/%' \
+             AND NOT EXISTS (SELECT 1 FROM bonds b WHERE b.key = k.key)",
+            &[&ms(before)],
+        )
+        .await
+    }
+
+    async fn prune_quotes(&mut self, from: UnixMillis, before: UnixMillis) -> Result<u64> {
+        self.execute(
+            "DELETE FROM quotes q WHERE q.expires_at_ms >= $1 AND q.expires_at_ms < $2 \
+             AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.quote_id = q.id)",
+            &[&ms(from), &ms(before)],
+        )
+        .await
     }
 
     async fn meta(&mut self, key: &str) -> Result<Option<String>> {

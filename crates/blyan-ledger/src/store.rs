@@ -65,6 +65,16 @@ pub(crate) struct KeyRow {
     pub outcome: Option<String>,
 }
 
+/// A transaction to record with its siblings in one statement (see
+/// [`StoreTx::insert_transactions`]).
+pub(crate) struct NewTransaction<'a> {
+    pub kind: TxKind,
+    pub key: Option<&'a str>,
+    pub memo: &'a str,
+    /// Signed deltas summing to zero, one per account.
+    pub entries: &'a [(AccountId, i64)],
+}
+
 /// A quote to store.
 pub(crate) struct NewQuote {
     pub payer: Address,
@@ -152,6 +162,21 @@ pub(crate) trait StoreTx: Send {
     /// Records the outcome of the request that reserved `key`.
     fn finish_key(&mut self, key: &str, outcome: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// [`StoreTx::claim_key`] for several `(key, request)` pairs (keys unique) at once, in
+    /// ascending key order whatever the order given (so two batches sharing keys wait for
+    /// each other instead of deadlocking); the answers follow the order given. On PostgreSQL
+    /// one statement, and a second only when some key was used before.
+    fn claim_keys(
+        &mut self,
+        claims: &[(&str, &str)],
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<Option<KeyRow>>>> + Send;
+
+    /// [`StoreTx::finish_key`] for several `(key, outcome)` pairs at once (one statement on
+    /// PostgreSQL).
+    fn finish_keys(&mut self, outcomes: &[(&str, &str)])
+    -> impl Future<Output = Result<()>> + Send;
+
     /// Locks `accounts` (sorted, unique) for update, first creating the user accounts among
     /// `create` that do not exist. Returns the balances of the accounts that exist.
     fn lock_accounts(
@@ -171,6 +196,14 @@ pub(crate) trait StoreTx: Send {
         now: UnixMillis,
         entries: &[(AccountId, i64)],
     ) -> impl Future<Output = Result<crate::transaction::TxId>> + Send;
+
+    /// [`StoreTx::insert_transaction`] for several transactions at once (one statement on
+    /// PostgreSQL); the ids ascend in the order given.
+    fn insert_transactions(
+        &mut self,
+        transactions: &[NewTransaction<'_>],
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<crate::transaction::TxId>>> + Send;
 
     fn insert_quote(&mut self, quote: &NewQuote) -> impl Future<Output = Result<QuoteId>> + Send;
 
@@ -230,6 +263,19 @@ pub(crate) trait StoreTx: Send {
         recipient: Option<&Address>,
         since: UnixMillis,
     ) -> impl Future<Output = Result<(u64, i64)>> + Send;
+
+    /// Deletes the idempotency keys recorded before `before`, except the ledger's own
+    /// (`ledger/…`: the genesis) and those naming a bond (a bond is named by its lock request's
+    /// key for as long as it exists). Returns how many.
+    fn prune_keys(&mut self, before: UnixMillis) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes the quotes that expired in `[from, before)` and were never authorized (a held
+    /// quote stays beside its hold, the payment's record). Returns how many.
+    fn prune_quotes(
+        &mut self,
+        from: UnixMillis,
+        before: UnixMillis,
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     fn meta(&mut self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 

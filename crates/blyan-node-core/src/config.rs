@@ -130,6 +130,19 @@ pub struct LedgerConfig {
     /// [`SETTLE_MARGIN_MS_MIN`] and [`SETTLE_MARGIN_MS_MAX`], and below the hold's lifetime
     /// (`payments.hold_ttl_seconds`; checked when the ledger opens).
     pub settle_margin_ms: u64,
+    /// How long an idempotency key is kept, in hours: a request replayed within it returns its
+    /// first outcome (money moves once); replayed later, it is a new request. The hourly prune
+    /// (`blyan_ledger::Ledger::prune`) deletes older keys, and the quotes that expired that
+    /// long ago unauthorized. Between [`IDEMPOTENCY_RETENTION_HOURS_MIN`] and
+    /// [`IDEMPOTENCY_RETENTION_HOURS_MAX`].
+    pub idempotency_retention_hours: u64,
+}
+
+impl LedgerConfig {
+    /// [`LedgerConfig::idempotency_retention_hours`] as a duration.
+    pub fn idempotency_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idempotency_retention_hours.saturating_mul(3600))
+    }
 }
 
 /// A test network's faucet (off by default): each claim grants `amount_per_claim` from the
@@ -191,6 +204,13 @@ pub const SETTLE_MARGIN_MS_MIN: u64 = 10;
 
 /// Largest accepted `ledger.settle_margin_ms` (one hour).
 pub const SETTLE_MARGIN_MS_MAX: u64 = 3_600_000;
+
+/// Smallest accepted `ledger.idempotency_retention_hours` (the ledger's own minimum,
+/// `blyan_ledger::IDEMPOTENCY_RETENTION_MIN`).
+pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u64 = 1;
+
+/// Largest accepted `ledger.idempotency_retention_hours` (ten years).
+pub const IDEMPOTENCY_RETENTION_HOURS_MAX: u64 = 87_600;
 
 /// The ledger backends a node can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -649,6 +669,13 @@ impl NodeConfig {
             self.ledger.settle_margin_ms,
             SETTLE_MARGIN_MS_MIN..=SETTLE_MARGIN_MS_MAX,
             " ms",
+        )?;
+        within(
+            &invalid,
+            "ledger.idempotency_retention_hours",
+            self.ledger.idempotency_retention_hours,
+            IDEMPOTENCY_RETENTION_HOURS_MIN..=IDEMPOTENCY_RETENTION_HOURS_MAX,
+            " hours",
         )?;
         if self.cache.expert_bytes_max < CACHE_EXPERT_BYTES_MIN {
             return Err(invalid(
@@ -1366,6 +1393,11 @@ mod tests {
         assert_eq!(config.ledger.backend, LedgerBackend::Embedded);
         assert_eq!(config.ledger.tokenomics, None);
         assert_eq!(config.ledger.settle_margin_ms, 30_000);
+        assert_eq!(config.ledger.idempotency_retention_hours, 720);
+        assert_eq!(
+            config.ledger.idempotency_retention(),
+            std::time::Duration::from_secs(720 * 3600)
+        );
         assert_eq!(config.pol.mode, PolMode::Pol);
         assert_eq!(config.pol.threshold_bps(), 100);
     }
@@ -1492,6 +1524,25 @@ mod tests {
             )
             .unwrap();
             assert_eq!(config.ledger.settle_margin_ms, margin);
+        }
+        check_rejected(
+            "ledger:\n  idempotency_retention_hours: 0\n",
+            "ledger.idempotency_retention_hours",
+        );
+        check_rejected(
+            "ledger:\n  idempotency_retention_hours: 87601\n",
+            "ledger.idempotency_retention_hours",
+        );
+        for hours in [
+            IDEMPOTENCY_RETENTION_HOURS_MIN,
+            IDEMPOTENCY_RETENTION_HOURS_MAX,
+        ] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("ledger:\n  idempotency_retention_hours: {hours}\n"),
+                Path::new("t"),
+            )
+            .unwrap();
+            assert_eq!(config.ledger.idempotency_retention_hours, hours);
         }
         check_rejected(
             "chain:\n  pow_difficulty_bits: 65\n",

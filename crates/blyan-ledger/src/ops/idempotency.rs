@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::request::IdempotencyKey;
-use crate::store::StoreTx;
+use crate::store::{KeyRow, StoreTx};
 
 #[derive(Serialize)]
 struct Fingerprint<'a, R: Serialize> {
@@ -34,9 +34,19 @@ pub(super) async fn claim<T: StoreTx, O: DeserializeOwned>(
     request: &str,
     now: UnixMillis,
 ) -> Result<Option<O>> {
-    let Some(row) = tx.claim_key(key.as_str(), request, now).await? else {
-        return Ok(None);
-    };
+    match tx.claim_key(key.as_str(), request, now).await? {
+        None => Ok(None),
+        Some(row) => replayed(key, request, row).map(Some),
+    }
+}
+
+/// The first outcome stored under `key`, which `row` found used: refused as
+/// `IdempotencyConflict` when it was used for another request than `request`.
+pub(super) fn replayed<O: DeserializeOwned>(
+    key: &IdempotencyKey,
+    request: &str,
+    row: KeyRow,
+) -> Result<O> {
     if row.request != request {
         return Err(LedgerError::IdempotencyConflict {
             key: key.as_str().to_owned(),
@@ -46,11 +56,16 @@ pub(super) async fn claim<T: StoreTx, O: DeserializeOwned>(
     let outcome = row.outcome.ok_or_else(|| LedgerError::Integrity {
         what: format!("idempotency key {key} committed without an outcome"),
     })?;
-    serde_json::from_str(&outcome)
-        .map(Some)
-        .map_err(|e| LedgerError::Integrity {
-            what: format!("stored outcome of key {key} does not decode: {e}"),
-        })
+    serde_json::from_str(&outcome).map_err(|e| LedgerError::Integrity {
+        what: format!("stored outcome of key {key} does not decode: {e}"),
+    })
+}
+
+/// The text stored as a key's outcome.
+pub(super) fn outcome_text<O: Serialize>(outcome: &O) -> Result<String> {
+    serde_json::to_string(outcome).map_err(|e| LedgerError::Integrity {
+        what: format!("cannot encode outcome: {e}"),
+    })
 }
 
 /// Records `outcome` as the answer to every later replay of `key`.
@@ -59,10 +74,7 @@ pub(super) async fn finish<T: StoreTx, O: Serialize>(
     key: &IdempotencyKey,
     outcome: &O,
 ) -> Result<()> {
-    let text = serde_json::to_string(outcome).map_err(|e| LedgerError::Integrity {
-        what: format!("cannot encode outcome: {e}"),
-    })?;
-    tx.finish_key(key.as_str(), &text).await
+    tx.finish_key(key.as_str(), &outcome_text(outcome)?).await
 }
 
 /// Runs `$body` (an expression that may `.await` and `?`) once per idempotency key.

@@ -8,6 +8,7 @@
 //! - [`bonds`]: Proof-of-Learning candidate bonds, locked then refunded or burned once;
 //! - [`issuance`]: genesis, mints and rewards within the supply cap and inflation allowance;
 //! - [`queries`]: balances, history, supply and the integrity audit;
+//! - [`pruning`]: idempotency keys and quotes older than the retention;
 //!
 //! on top of two shared layers: [`idempotency`] (one outcome per key) and [`posting`] (checks,
 //! account locks, balanced entries).
@@ -18,11 +19,14 @@ mod idempotency;
 mod issuance;
 mod payments;
 mod posting;
+mod pruning;
 mod queries;
 mod transfers;
 
 pub(crate) use issuance::Genesis;
 pub(crate) use payments::ExpireHolds;
+pub(crate) use pruning::Prune;
+pub use pruning::{IDEMPOTENCY_RETENTION_MIN, Pruned};
 pub(crate) use queries::{
     GetBalance, GetBond, GetHistory, GetHold, GetSupply, GetTransaction, VerifyIntegrity,
 };

@@ -10,7 +10,7 @@ use crate::clock::UnixMillis;
 use crate::error::{LedgerError, Result};
 use crate::request::IdempotencyKey;
 use crate::store::{Ctx, StoreTx};
-use crate::transaction::{Entry, Transaction, TxKind};
+use crate::transaction::{Entry, Transaction, TxId, TxKind};
 
 pub(super) fn require_positive(amount: Amount, field: &'static str, ctx: &Ctx) -> Result<()> {
     if amount.is_zero() {
@@ -71,17 +71,21 @@ pub(super) fn require_funds(
     Ok(())
 }
 
-/// Merges `(account, signed delta)` pairs per account, drops zeros, records the transaction
-/// and applies the deltas to `balances`.
-pub(super) async fn post<T: StoreTx>(
-    tx: &mut T,
+/// A balanced transaction checked against the locked balances and applied to them, not yet
+/// recorded: what [`post`] records at once and a batch records together with its siblings.
+pub(super) struct Staged {
+    pub kind: TxKind,
+    /// One entry per account, zeros dropped, in ascending account order; sums to zero.
+    pub entries: Vec<(AccountId, i64)>,
+}
+
+/// Merges `(account, signed delta)` pairs per account, drops zeros, checks the result is a
+/// balanced transaction and applies the deltas to `balances`.
+pub(super) fn stage(
     balances: &mut BTreeMap<AccountId, i64>,
     kind: TxKind,
-    key: Option<&IdempotencyKey>,
-    memo: &str,
-    now: UnixMillis,
     deltas: &[(AccountId, i64)],
-) -> Result<Transaction> {
+) -> Result<Staged> {
     let mut merged: BTreeMap<AccountId, i64> = BTreeMap::new();
     for &(account, delta) in deltas {
         *merged.entry(account).or_default() += delta;
@@ -104,19 +108,47 @@ pub(super) async fn post<T: StoreTx>(
             "{account} would go negative"
         );
     }
+    Ok(Staged { kind, entries })
+}
+
+impl Staged {
+    /// The transaction as recorded under `id`.
+    pub(super) fn recorded(
+        &self,
+        id: TxId,
+        key: Option<&IdempotencyKey>,
+        memo: &str,
+        now: UnixMillis,
+    ) -> Result<Transaction> {
+        Ok(Transaction {
+            id,
+            kind: self.kind,
+            idempotency_key: key.map(|k| k.as_str().to_owned()),
+            memo: memo.to_owned(),
+            created_at_ms: now,
+            entries: self
+                .entries
+                .iter()
+                .map(|&(account, delta)| Entry::from_delta(account, delta))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// Stages `deltas` (see [`stage`]) and records the transaction.
+pub(super) async fn post<T: StoreTx>(
+    tx: &mut T,
+    balances: &mut BTreeMap<AccountId, i64>,
+    kind: TxKind,
+    key: Option<&IdempotencyKey>,
+    memo: &str,
+    now: UnixMillis,
+    deltas: &[(AccountId, i64)],
+) -> Result<Transaction> {
+    let staged = stage(balances, kind, deltas)?;
     let key_text = key.map(IdempotencyKey::as_str);
     let id = tx
-        .insert_transaction(kind, key_text, memo, now, &entries)
+        .insert_transaction(kind, key_text, memo, now, &staged.entries)
         .await?;
-    Ok(Transaction {
-        id,
-        kind,
-        idempotency_key: key_text.map(str::to_owned),
-        memo: memo.to_owned(),
-        created_at_ms: now,
-        entries: entries
-            .iter()
-            .map(|&(account, delta)| Entry::from_delta(account, delta))
-            .collect::<Result<_>>()?,
-    })
+    staged.recorded(id, key, memo, now)
 }

@@ -1,6 +1,6 @@
 //! The conformance suite: every scenario runs against both stores (see the macro at the end;
 //! the bond and data-reward scenarios live in `bonds.rs`, the grant and faucet ones in
-//! `grants.rs`).
+//! `grants.rs`, the batch ones in `batches.rs`, pruning in `pruning.rs`).
 
 use std::sync::Arc;
 
@@ -1204,6 +1204,13 @@ use crate::bonds::{
     data_and_learning_rewards_pay_the_configured_amounts,
 };
 
+use crate::batches::{
+    batch_keys_repeated_inside_and_across_batches_move_money_once,
+    batch_overdraw_in_the_middle_refuses_the_whole_batch,
+};
+
+use crate::pruning::pruning_drops_old_keys_and_quotes_and_keeps_the_window;
+
 async fn random_operations_keep_the_invariants(f: &Fixture) {
     crate::concurrency::random_operations_keep_the_invariants(f).await;
 }
@@ -1258,4 +1265,7 @@ conformance!(
     grants_never_pass_the_treasury_allocation,
     concurrent_grants_stop_exactly_at_the_allocation,
     faucet_limits_are_counted_in_the_ledger,
+    batch_keys_repeated_inside_and_across_batches_move_money_once,
+    batch_overdraw_in_the_middle_refuses_the_whole_batch,
+    pruning_drops_old_keys_and_quotes_and_keeps_the_window,
 );

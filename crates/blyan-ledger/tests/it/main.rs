@@ -1,6 +1,7 @@
 //! blyan-ledger's integration tests: one binary, a module per scenario.
 #![allow(clippy::unwrap_used)]
 
+mod batches;
 mod bonds;
 mod concurrency;
 mod conformance;
@@ -8,6 +9,7 @@ mod faults;
 mod grants;
 mod migrations;
 mod pg;
+mod pruning;
 mod support;
 mod tls;
 mod tokenomics;
