@@ -3,7 +3,8 @@
 //!
 //! Each is a thin wrapper over the node's chat session (`blyan_node_core::Node::plan_chat` →
 //! `ChatPlan::start`): the caller's rate limits, a place in the bounded generation pool
-//! (`api.generations_concurrent_max`, else 503 `generations_busy`) and, for anonymous callers,
+//! (`api.generations_concurrent_max`, of which free chats take at most
+//! `api.free_tier.generations_concurrent_max`, else 503 `generations_busy`) and, for anonymous callers,
 //! the free tier's per-client quota and the node's hourly free-token budget are checked here,
 //! between planning (nothing held yet) and starting (the payment hold). The chat runs in a `chat` span under the request's `http_request` span, so its log
 //! lines carry both the request id and the chat id.
@@ -46,16 +47,33 @@ async fn start_chat(
         None => Payer::Free,
     };
     let mut plan = state.node().plan_chat(payer, request)?;
-    // The place first: it costs nothing to give back, while quota taken stays taken.
-    let generations = state.config().api.generations_concurrent_max;
-    let place = state
-        .node()
-        .inference_gate()
-        .try_enter(u64::from(generations))
-        .ok_or(Error::GenerationsBusy {
-            generations,
-            retry_after_seconds: GENERATIONS_BUSY_RETRY_SECONDS,
-        })?;
+    // The place first: it costs nothing to give back, while quota taken stays taken. Free
+    // chats take at most their share of the pool; the rest is kept for paid ones.
+    let api = &state.config().api;
+    let gate = state.node().inference_gate();
+    let (place, tier, generations) = match payer {
+        Payer::Free => {
+            let free = api.free_tier.generations_concurrent_max;
+            let place =
+                gate.try_enter_free(u64::from(api.generations_concurrent_max), u64::from(free));
+            // Refused while the whole pool is full: it is the whole pool that is busy.
+            match place {
+                None if gate.in_flight() < u64::from(api.generations_concurrent_max) => {
+                    (None, "free", free)
+                }
+                place => (place, "paid and free", api.generations_concurrent_max),
+            }
+        }
+        _ => {
+            let all = api.generations_concurrent_max;
+            (gate.try_enter(u64::from(all)), "paid and free", all)
+        }
+    };
+    let place = place.ok_or(Error::GenerationsBusy {
+        tier,
+        generations,
+        retry_after_seconds: GENERATIONS_BUSY_RETRY_SECONDS,
+    })?;
     plan.admit(place);
     if payer == Payer::Free {
         let now = Instant::now();

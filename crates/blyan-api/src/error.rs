@@ -185,11 +185,14 @@ pub enum Error {
         /// Seconds until the next free request is accepted.
         retry_after_seconds: u64,
     },
-    /// The node is generating as many chats as `api.generations_concurrent_max` allows.
+    /// The node is generating as many chats as `api.generations_concurrent_max` allows, or
+    /// as many free ones as `api.free_tier.generations_concurrent_max` does.
     #[error(
-        "the node is generating {generations} chats, its most at once; retry after {retry_after_seconds} s"
+        "the node is generating {generations} {tier} chats, its most at once; retry after {retry_after_seconds} s"
     )]
     GenerationsBusy {
+        /// `free` when the free tier's share of the pool is full, else `paid and free`.
+        tier: &'static str,
         /// The configured most.
         generations: u32,
         /// Seconds a client should wait.
@@ -761,13 +764,14 @@ mod tests {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         let busy = Error::GenerationsBusy {
+            tier: "free",
             generations: 8,
             retry_after_seconds: 2,
         };
         assert_eq!(busy.code(), "generations_busy");
         let body = serde_json::to_string(&busy.body()).unwrap();
         assert!(
-            body.contains("generating 8 chats"),
+            body.contains("generating 8 free chats"),
             "a busy node says so: {body}"
         );
         let response = busy.into_response();

@@ -7,7 +7,10 @@
 //! answers is taken on faith where it can be checked: a header must hash to the hash asked
 //! for, a payload must hash to its header's commitment, a parameter block must match its header
 //! ([`VerifiedBlock`]). The answers' shapes are the server's own (`blyan-api-types`), so a field
-//! the node renames breaks this client at compile time. [`NodeClient`] is also a
+//! the node renames breaks this client at compile time. A block's payload is streamed to the
+//! node from any reader ([`NodeClient::post_block_from`], [`NodeClient::post_block_file`]),
+//! so publishing a payload of hundreds of megabytes holds a few buffers, never the payload;
+//! [`hash_payload_reader`] hashes such a payload for its header the same way. [`NodeClient`] is also a
 //! [`PublishTarget`], so `blyan_moe::publish_model` publishes to a node as to a local store.
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
@@ -16,13 +19,14 @@
 // libtorch's directory as an rpath (build.rs).
 use torch_sys as _;
 
-use std::io::Read as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use blyan_api_types::{ChainSummary, ErrorBody, ExpertVersionInfo, ModelStatus, SubmittedBlock};
 use blyan_chain::{
-    AuthorKey, BlockHash, BlockHeader, ChainId, ChainTip, ExpertName, ExpertVersion, encode_block,
-    hash_payload,
+    AuthorKey, BLOCK_PREFIX_BYTES, BlockHash, BlockHeader, ChainId, ChainTip, ExpertName,
+    ExpertVersion, PayloadHash, hash_payload,
 };
 use blyan_moe::{MODEL_DOCUMENT_BYTES_MAX, ModelDocument, MoeError, PublishTarget, VerifiedBlock};
 use blyan_pol::{BlockSource, PolRecord, record_block};
@@ -81,6 +85,74 @@ pub enum ClientError {
         /// The node.
         url: String,
     },
+    /// A payload file to upload could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    PayloadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the file system reported.
+        source: std::io::Error,
+    },
+    /// A payload to upload is not as long as its header says.
+    #[error("the payload is {got} bytes; its header says {expected}")]
+    PayloadLength {
+        /// Bytes the payload has.
+        got: u64,
+        /// Bytes its header commits to.
+        expected: u64,
+    },
+}
+
+/// The blake3 of a payload read from `reader` to its end, as a header commits to it
+/// (`blyan_chain::hash_payload` without holding the payload), and its length in bytes.
+pub fn hash_payload_reader(mut reader: impl Read) -> std::io::Result<(PayloadHash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0_u8; UPLOAD_READ_BYTES];
+    let mut length = 0_u64;
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..read]);
+        length += read as u64;
+    }
+    Ok((PayloadHash(*hasher.finalize().as_bytes()), length))
+}
+
+/// Bytes read from a payload at a time, by [`hash_payload_reader`] and by an upload's body.
+const UPLOAD_READ_BYTES: usize = 1 << 16;
+
+/// A block's wire form (`blyan_chain::encode_block`) read in order: the prefix and header from
+/// memory, then exactly `payload_bytes` from the payload reader. A reader that ends early is an
+/// error (the node would refuse the body as truncated anyway).
+struct WireBody<R> {
+    head: std::io::Cursor<Vec<u8>>,
+    payload: R,
+    payload_left: u64,
+}
+
+impl<R: Read> Read for WireBody<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.head.read(buffer)?;
+        if read > 0 || buffer.is_empty() || self.payload_left == 0 {
+            return Ok(read);
+        }
+        let wanted = buffer
+            .len()
+            .min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+        let read = self.payload.read(&mut buffer[..wanted])?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the payload ended {} bytes early", self.payload_left),
+            ));
+        }
+        self.payload_left -= read as u64;
+        Ok(read)
+    }
 }
 
 impl From<ClientError> for MoeError {
@@ -336,19 +408,82 @@ impl NodeClient {
         self.payload_bytes_max
     }
 
-    /// Sends a signed block to `POST /blocks`; the node's refusal is [`ClientError::Refused`]
-    /// with its code (`block_fork` when the chain's tip moved).
+    /// Sends a signed block held in memory to `POST /blocks`; the node's refusal is
+    /// [`ClientError::Refused`] with its code (`block_fork` when the chain's tip moved). A
+    /// payload read from a file or a reader is better sent by [`NodeClient::post_block_file`]
+    /// or [`NodeClient::post_block_from`], which never hold it whole.
     pub fn post_block(
         &self,
         header: &BlockHeader,
         payload: &[u8],
     ) -> Result<BlockHash, ClientError> {
+        let got = payload.len() as u64;
+        if got != header.payload_bytes {
+            return Err(ClientError::PayloadLength {
+                got,
+                expected: header.payload_bytes,
+            });
+        }
+        self.post_block_from(header, std::io::Cursor::new(payload.to_vec()))
+    }
+
+    /// Sends a signed block whose payload is the file at `path` to `POST /blocks`, streamed
+    /// ([`NodeClient::post_block_from`]). A file whose length is not the header's
+    /// `payload_bytes` is [`ClientError::PayloadLength`], checked before anything is sent.
+    pub fn post_block_file(
+        &self,
+        header: &BlockHeader,
+        path: &Path,
+    ) -> Result<BlockHash, ClientError> {
+        let file_error = |source| ClientError::PayloadFile {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(file_error)?;
+        let got = file.metadata().map_err(file_error)?.len();
+        if got != header.payload_bytes {
+            return Err(ClientError::PayloadLength {
+                got,
+                expected: header.payload_bytes,
+            });
+        }
+        self.post_block_from(
+            header,
+            std::io::BufReader::with_capacity(UPLOAD_READ_BYTES, file),
+        )
+    }
+
+    /// Sends a signed block to `POST /blocks`, its payload read from `payload` (its first
+    /// `header.payload_bytes` bytes) while the body is sent: the request has a
+    /// `Content-Length` and the client holds a few buffers of it at a time, whatever the
+    /// payload's size. A reader that ends early fails the request ([`ClientError::Http`]); the
+    /// node stores nothing of it. The node's refusal is [`ClientError::Refused`].
+    pub fn post_block_from(
+        &self,
+        header: &BlockHeader,
+        payload: impl Read + Send + 'static,
+    ) -> Result<BlockHash, ClientError> {
         let url = self.url("/blocks");
+        let header_bytes = header.encode();
+        let mut head = Vec::with_capacity(BLOCK_PREFIX_BYTES + header_bytes.len());
+        head.extend_from_slice(header.hash().as_bytes());
+        let header_len = u32::try_from(header_bytes.len()).map_err(|_| ClientError::BadAnswer {
+            url: url.clone(),
+            reason: format!("a header of {} bytes cannot be sent", header_bytes.len()),
+        })?;
+        head.extend_from_slice(&header_len.to_le_bytes());
+        head.extend_from_slice(&header_bytes);
+        let body_bytes = head.len() as u64 + header.payload_bytes;
+        let body = WireBody {
+            head: std::io::Cursor::new(head),
+            payload,
+            payload_left: header.payload_bytes,
+        };
         let response = self
             .http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(encode_block(header, payload))
+            .body(reqwest::blocking::Body::sized(body, body_bytes))
             .send()
             .map_err(|source| ClientError::Http {
                 url: url.clone(),

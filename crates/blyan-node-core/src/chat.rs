@@ -11,6 +11,9 @@
 //!   is released; nothing delivered, nothing charged;
 //! - a paid chat's generation stops at a deadline `ledger.settle_margin_ms` before its hold
 //!   expires (finish reason `time_limit`), so the capture always lands on a live hold;
+//! - a free chat's generation stops `api.free_tier.generation_seconds_max` after it started
+//!   (finish reason `time_limit`), so a client that reads slowly cannot hold a generation
+//!   thread and a place in the pool without a time bound;
 //! - a failed generation (a missing expert, a model error) is never charged: the hold is
 //!   released.
 //!
@@ -570,6 +573,11 @@ impl ChatPlan {
         };
         let margin = Duration::from_millis(billing.node.config().ledger.settle_margin_ms);
         let deadlines = hold.as_ref().map(|hold| Deadlines::before(hold, margin));
+        let free_seconds = billing.node.config().api.free_tier.generation_seconds_max;
+        let generate_until = match deadlines {
+            Some(deadlines) => deadlines.generate,
+            None => Instant::now() + Duration::from_secs(free_seconds),
+        };
         let cancel = CancelToken::new();
         // From here until its generation ends, the learner waits for this chat.
         let in_flight = match self.admitted {
@@ -596,6 +604,7 @@ impl ChatPlan {
             payer: self.payer,
             hold,
             deadlines,
+            generate_until,
             delivery: Arc::clone(&delivery),
             prompt_tokens,
             generator: self.generator,
@@ -632,14 +641,6 @@ impl Deadlines {
             generate: now + left.saturating_sub(margin),
             settle: now + left.saturating_sub(margin / 2),
         }
-    }
-}
-
-/// Waits until `deadline`; forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -710,6 +711,9 @@ struct Running {
     hold: Option<Hold>,
     /// A paid chat's deadlines.
     deadlines: Option<Deadlines>,
+    /// When generation stops: a paid chat's [`Deadlines::generate`], a free chat's
+    /// `api.free_tier.generation_seconds_max` after it started.
+    generate_until: Instant,
     delivery: Arc<Delivery>,
     prompt_tokens: u64,
     generator: Generator,
@@ -742,14 +746,15 @@ struct Generated {
 }
 
 /// Streams deltas from a blocking generation thread to `events` until the end, a model error,
-/// the receiver going away or `deadline` (the last two cancel the generation).
+/// the receiver going away or `deadline` (the last two cancel the generation). The deadline
+/// also ends a wait for a receiver that does not take its deltas.
 #[allow(clippy::too_many_lines)] // one select loop; its arms read best together
 async fn generate(
     observer: &dyn ChatObserver,
     stream: TokenStream,
     cancel: &CancelToken,
     started: Instant,
-    deadline: Option<Instant>,
+    deadline: Instant,
     events: &mpsc::Sender<ChatEvent>,
 ) -> Generated {
     let (deltas, mut receiver) =
@@ -791,7 +796,7 @@ async fn generate(
                             end = End::ReceiverGone;
                             break;
                         },
-                        () = until(deadline) => {
+                        () = tokio::time::sleep_until(deadline.into()) => {
                             end = End::TimeLimit;
                             break;
                         }
@@ -809,7 +814,7 @@ async fn generate(
                 end = End::ReceiverGone;
                 break;
             }
-            () = until(deadline) => {
+            () = tokio::time::sleep_until(deadline.into()) => {
                 end = End::TimeLimit;
                 break;
             }
@@ -939,6 +944,7 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         payer,
         hold,
         deadlines,
+        generate_until,
         delivery,
         prompt_tokens,
         generator,
@@ -951,13 +957,12 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
     let observer = Arc::clone(&billing.observer);
     observer.generating(true);
     let cache_before = generator.cache_stats();
-    let deadline = deadlines.map(|deadlines| deadlines.generate);
     let generated = generate(
         observer.as_ref(),
         stream,
         &cancel,
         started,
-        deadline,
+        generate_until,
         &events,
     )
     .await;

@@ -545,6 +545,14 @@ pub struct FreeTierConfig {
     /// Tokens (prompt and completion budget) the free tier may spend per hour across all
     /// callers, so that many addresses together cannot take the whole node.
     pub tokens_per_hour: u64,
+    /// Seconds one free generation may run, from its start until its last delta is handed on
+    /// (finish reason `time_limit`): a client that reads its stream slowly cannot hold a
+    /// generation thread and a place in the pool for longer. (A paid generation stops before
+    /// its payment hold expires instead, `ledger.settle_margin_ms`.)
+    pub generation_seconds_max: u64,
+    /// Most free chats generating at once, of `api.generations_concurrent_max`: the places
+    /// above it are kept for paid chats, so anonymous floods never turn paying users away.
+    pub generations_concurrent_max: u32,
 }
 
 /// Smallest accepted `api.body_bytes_max`: a sign-in message with its signature must fit.
@@ -562,6 +570,10 @@ pub const API_GENERATIONS_CONCURRENT_MAX: u32 = 256;
 
 /// Most entries accepted in `api.trusted_proxies`.
 pub const API_TRUSTED_PROXIES_COUNT_MAX: usize = 64;
+
+/// Longest accepted `api.free_tier.generation_seconds_max`, in seconds: a free generation is
+/// bounded well below an hour.
+pub const FREE_TIER_GENERATION_SECONDS_MAX: u64 = 3600;
 
 const _: () = assert!(
     API_GENERATIONS_CONCURRENT_MAX <= 512 / 2,
@@ -1022,6 +1034,20 @@ impl NodeConfig {
                 " seconds",
             )?;
         }
+        within(
+            invalid,
+            "api.free_tier.generations_concurrent_max",
+            u64::from(api.free_tier.generations_concurrent_max),
+            1..=u64::from(api.generations_concurrent_max),
+            " (api.generations_concurrent_max)",
+        )?;
+        within(
+            invalid,
+            "api.free_tier.generation_seconds_max",
+            api.free_tier.generation_seconds_max,
+            1..=FREE_TIER_GENERATION_SECONDS_MAX,
+            " seconds",
+        )?;
         if api.free_tier.enabled
             && (api.free_tier.requests_per_hour_per_ip == 0
                 || api.free_tier.completion_tokens_max == 0
@@ -1595,6 +1621,42 @@ mod tests {
             "api:\n  generations_concurrent_max: 0\n",
             "api.generations_concurrent_max",
         );
+        check_rejected(
+            "api:\n  free_tier:\n    generation_seconds_max: 0\n",
+            "api.free_tier.generation_seconds_max",
+        );
+        check_rejected(
+            &format!(
+                "api:\n  free_tier:\n    generation_seconds_max: {}\n",
+                FREE_TIER_GENERATION_SECONDS_MAX + 1
+            ),
+            "api.free_tier.generation_seconds_max",
+        );
+        let at_bound = NodeConfig::from_yaml_str(
+            &format!(
+                "api:\n  free_tier:\n    generation_seconds_max: {FREE_TIER_GENERATION_SECONDS_MAX}\n"
+            ),
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(
+            at_bound.api.free_tier.generation_seconds_max,
+            FREE_TIER_GENERATION_SECONDS_MAX
+        );
+        check_rejected(
+            "api:\n  free_tier:\n    generations_concurrent_max: 0\n",
+            "api.free_tier.generations_concurrent_max",
+        );
+        check_rejected(
+            "api:\n  generations_concurrent_max: 3\n  free_tier:\n    generations_concurrent_max: 4\n",
+            "api.free_tier.generations_concurrent_max",
+        );
+        let whole_pool = NodeConfig::from_yaml_str(
+            "api:\n  generations_concurrent_max: 4\n  free_tier:\n    generations_concurrent_max: 4\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(whole_pool.api.free_tier.generations_concurrent_max, 4);
         check_rejected(
             "api:\n  generations_concurrent_max: 257\n",
             "api.generations_concurrent_max",

@@ -65,73 +65,102 @@ const _: () = assert!(
     "the warm-up is a part of the schedule"
 );
 
-/// Counts the inference requests in flight, so the learner can wait until there are none.
+/// Counts the inference requests in flight, so the learner can wait until there are none, and
+/// bounds them: the whole pool, and the free tier's share of it.
 ///
 /// A chat holds an [`InferenceGuard`] from the moment it starts generating until its
 /// generation ends; the learner checks [`InferenceGate::wait_idle`] before every slice.
 #[derive(Debug, Default)]
 pub struct InferenceGate {
-    in_flight: Mutex<u64>,
+    in_flight: Mutex<InFlight>,
     changed: Condvar,
 }
 
+/// Requests in flight, and how many of them are free-tier chats.
+#[derive(Debug, Default, Clone, Copy)]
+struct InFlight {
+    all: u64,
+    // Invariant: `free <= all`.
+    free: u64,
+}
+
 impl InferenceGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A request is in flight until the returned guard is dropped.
     pub fn enter(self: &Arc<Self>) -> InferenceGuard {
-        *self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
+        self.lock().all += 1;
         InferenceGuard {
             gate: Arc::clone(self),
+            free: false,
         }
     }
 
     /// A request is in flight until the returned guard is dropped, if fewer than `limit` are
     /// now (checked and counted under one lock, so concurrent callers never exceed it).
     pub fn try_enter(self: &Arc<Self>, limit: u64) -> Option<InferenceGuard> {
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *in_flight >= limit {
+        let mut in_flight = self.lock();
+        if in_flight.all >= limit {
             return None;
         }
-        *in_flight += 1;
+        in_flight.all += 1;
         Some(InferenceGuard {
             gate: Arc::clone(self),
+            free: false,
+        })
+    }
+
+    /// A free-tier request is in flight until the returned guard is dropped, if fewer than
+    /// `limit` requests and fewer than `free_limit` free-tier ones are now: the places above
+    /// `free_limit` stay for paid chats, so a flood of anonymous chats cannot turn paying
+    /// users away.
+    pub fn try_enter_free(self: &Arc<Self>, limit: u64, free_limit: u64) -> Option<InferenceGuard> {
+        let mut in_flight = self.lock();
+        if in_flight.all >= limit || in_flight.free >= free_limit {
+            return None;
+        }
+        in_flight.all += 1;
+        in_flight.free += 1;
+        Some(InferenceGuard {
+            gate: Arc::clone(self),
+            free: true,
         })
     }
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> u64 {
-        *self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.lock().all
+    }
+
+    /// Free-tier requests in flight now.
+    pub fn free_in_flight(&self) -> u64 {
+        self.lock().free
     }
 
     /// Waits up to `timeout` for no request to be in flight; true when none is.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let count = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let count = self.lock();
         let (count, _) = self
             .changed
-            .wait_timeout_while(count, timeout, |count| *count > 0)
+            .wait_timeout_while(count, timeout, |count| count.all > 0)
             .unwrap_or_else(PoisonError::into_inner);
-        *count == 0
+        count.all == 0
     }
 
-    fn leave(&self) {
-        let mut count = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    fn leave(&self, free: bool) {
+        let mut count = self.lock();
         // Invariant: every leave follows its enter.
-        debug_assert!(*count > 0, "an inference guard left twice");
-        *count = count.saturating_sub(1);
+        debug_assert!(count.all > 0, "an inference guard left twice");
+        debug_assert!(!free || count.free > 0, "a free-tier guard left twice");
+        count.all = count.all.saturating_sub(1);
+        if free {
+            count.free = count.free.saturating_sub(1);
+        }
+        debug_assert!(count.free <= count.all, "free requests are requests");
         self.changed.notify_all();
     }
 }
@@ -140,11 +169,13 @@ impl InferenceGate {
 #[derive(Debug)]
 pub struct InferenceGuard {
     gate: Arc<InferenceGate>,
+    /// Whether it counts against the free tier's share of the pool.
+    free: bool,
 }
 
 impl Drop for InferenceGuard {
     fn drop(&mut self) {
-        self.gate.leave();
+        self.gate.leave(self.free);
     }
 }
 
@@ -889,4 +920,36 @@ fn prune_candidates(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(&path).map_err(data_error(&path))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_requests_take_at_most_their_share_and_leave_the_rest_to_paid_ones() {
+        let gate = Arc::new(InferenceGate::default());
+        let free: Vec<_> = (0..2)
+            .map(|_| gate.try_enter_free(4, 2).expect("within the free share"))
+            .collect();
+        assert!(
+            gate.try_enter_free(4, 2).is_none(),
+            "the free share is full"
+        );
+        assert_eq!((gate.in_flight(), gate.free_in_flight()), (2, 2));
+        // The places above the free share are the paid ones'.
+        let paid: Vec<_> = (0..2)
+            .map(|_| gate.try_enter(4).expect("a place kept for paid"))
+            .collect();
+        assert!(gate.try_enter(4).is_none(), "the pool is full");
+        drop(free);
+        assert_eq!((gate.in_flight(), gate.free_in_flight()), (2, 0));
+        // A free request is refused while the whole pool is full, whatever its share.
+        let third = gate.try_enter(3).expect("a third place");
+        assert!(gate.try_enter_free(3, 2).is_none());
+        drop(paid);
+        drop(third);
+        assert_eq!((gate.in_flight(), gate.free_in_flight()), (0, 0));
+        assert!(gate.wait_idle(Duration::ZERO));
+    }
 }

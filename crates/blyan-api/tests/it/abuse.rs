@@ -1,6 +1,7 @@
 //! Attacks on the limits, each over real HTTP: rotating IPv6 addresses inside one /64, forged
 //! forwarding headers, many clients draining the free tier together, more chats than the
-//! generation pool holds, and a sign-in nonce flood.
+//! generation pool holds, free chats filling their share of it while paid ones are served, and
+//! a sign-in nonce flood.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -170,6 +171,42 @@ async fn concurrent_chats_never_exceed_the_generation_pool() {
     let most = most.load(Ordering::Relaxed);
     assert!((1..=POOL).contains(&most), "{most} generations at once");
     assert_eq!(node.state.inference_gate().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn free_chats_filling_their_share_leave_the_other_places_to_paid_ones() {
+    let node = Node::serving_with(|config| {
+        config.api.generations_concurrent_max = 2;
+        config.api.free_tier.generations_concurrent_max = 1;
+    })
+    .await;
+    let wallet = TestWallet::new(0x42);
+    node.fund(&wallet.address, "10").await;
+    let token = wallet.sign_in(&node).await.access_token;
+    let body = json!({ "messages": user_says("hello"), "max_tokens": 2 });
+    // A free generation in flight holds the free tier's only place.
+    let gate = node.state.inference_gate();
+    let free = gate.try_enter_free(2, 1).expect("the pool is empty");
+    let response = node
+        .http
+        .post(node.url("/chat"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "2");
+    let refused = into_json(response).await;
+    check_refused(&refused, 503, "generations_busy");
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 free chats"), "{message}");
+    // The place above the free share is a paid chat's.
+    let (status, done) = node.post("/chat", &body, Some(&token)).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["cost"]["tier"], "paid");
+    drop(free);
+    let (status, done) = node.post("/chat", &body, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!((gate.in_flight(), gate.free_in_flight()), (0, 0));
 }
 
 #[tokio::test]

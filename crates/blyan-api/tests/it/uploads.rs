@@ -1,7 +1,8 @@
 //! `POST /blocks` as an attacker meets it, over real HTTP on loopback: payloads streamed into
 //! the store (one above the 256 MiB a buffered body was once capped at), memory bounded under
 //! concurrent slow uploads, the upload permits, the per-author quota, and bodies that end
-//! early, run long or break off leaving nothing behind.
+//! early, run long or break off leaving nothing behind; and the miner's client (`blyan_client`)
+//! streaming a payload from a reader or a file.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -454,5 +455,122 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     // The server still serves others.
     let (status, _) = node.get("/health", None).await;
     assert_eq!(status, 200);
+    node.stop().await;
+}
+
+/// A payload of [`pattern`] frames generated as it is read, never held whole, which stops
+/// handing out bytes at `hold_at` until `node` is staging an upload (its header arrived and
+/// passed): a client that read the whole payload before sending would wait there forever.
+struct GatedPayload {
+    seed: u8,
+    position: u64,
+    hold_at: u64,
+    node: Arc<blyan_node_core::Node>,
+    /// The most bytes one `read` was asked for: what the client buffers per step.
+    read_max: Arc<AtomicU64>,
+}
+
+impl std::io::Read for GatedPayload {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.read_max
+            .fetch_max(buffer.len() as u64, Ordering::Relaxed);
+        if self.position >= self.hold_at {
+            let chain = self.node.chain().expect("a chain");
+            let mut waited = 0;
+            while chain.staged_payloads().expect("chain read").is_empty() {
+                if waited == 1000 {
+                    return Err(std::io::Error::other(
+                        "the node never began the upload: the client read ahead",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                waited += 1;
+            }
+            self.hold_at = u64::MAX;
+        }
+        let frame_left = FRAME_BYTES - (self.position % FRAME_BYTES as u64) as usize;
+        let count = buffer.len().min(frame_left);
+        for (offset, byte) in buffer[..count].iter_mut().enumerate() {
+            let in_frame = (self.position % FRAME_BYTES as u64) as usize + offset;
+            *byte = (in_frame % 251) as u8 ^ self.seed;
+        }
+        self.position += count as u64;
+        Ok(count)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_streams_a_payload_from_a_reader_into_the_store() {
+    let node = Node::start().await;
+    let key = AuthorKey::generate();
+    let bytes: u64 = (4 << 20) + 12_345;
+    let header = generated_header(&node, &key, bytes);
+    let read_max = Arc::new(AtomicU64::new(0));
+    let payload = GatedPayload {
+        seed: key.address().0[0],
+        position: 0,
+        hold_at: bytes / 2,
+        node: Arc::clone(&node.state),
+        read_max: Arc::clone(&read_max),
+    };
+    let url = node.url("");
+    let sent = header.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let client = blyan_client::NodeClient::connect(&url).expect("the node answers");
+        client.post_block_from(&sent, payload)
+    })
+    .await
+    .unwrap()
+    .expect("the block is stored");
+    assert_eq!(stored, header.hash());
+    let store = node.state.chain().unwrap();
+    assert_eq!(
+        store.payload(&header.hash()).unwrap().unwrap().len() as u64,
+        bytes
+    );
+    assert!(no_stage_left(&node), "the stage was adopted as a segment");
+    let read_max = read_max.load(Ordering::Relaxed);
+    assert!(
+        (1..=1 << 20).contains(&read_max),
+        "the client read the payload in pieces of at most {read_max} bytes"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_uploads_a_payload_file_and_refuses_one_of_the_wrong_length() {
+    let node = Node::start().await;
+    let key = AuthorKey::generate();
+    let payload = b"a dataset entry read from a file".repeat(1000);
+    let header = crate::chain::dataset_block(&node, &key, &payload);
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("entry.bin");
+    std::fs::write(&good, &payload).unwrap();
+    let short = dir.path().join("short.bin");
+    std::fs::write(&short, &payload[1..]).unwrap();
+    let url = node.url("");
+    let sent = header.clone();
+    let (refused, stored) = tokio::task::spawn_blocking(move || {
+        let client = blyan_client::NodeClient::connect(&url).expect("the node answers");
+        let refused = client.post_block_file(&sent, &short);
+        (refused, client.post_block_file(&sent, &good))
+    })
+    .await
+    .unwrap();
+    match refused {
+        Err(blyan_client::ClientError::PayloadLength { got, expected }) => {
+            assert_eq!(
+                (got, expected),
+                (payload.len() as u64 - 1, payload.len() as u64)
+            );
+        }
+        other => panic!("a short file is refused before sending: {other:?}"),
+    }
+    assert_eq!(stored.expect("the block is stored"), header.hash());
+    let store = node.state.chain().unwrap();
+    assert_eq!(
+        store.payload(&header.hash()).unwrap().unwrap().as_ref(),
+        &payload[..]
+    );
     node.stop().await;
 }

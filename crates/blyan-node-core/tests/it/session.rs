@@ -1,6 +1,6 @@
 //! The chat and billing session without HTTP: quote → authorize → generate → capture of the
 //! prompt and the delivered tokens, release on every failure, the generation deadline before
-//! the hold's expiry, the free tier, and the refusals.
+//! the hold's expiry, the free tier and its time limit, and the refusals.
 
 use std::sync::Arc;
 
@@ -263,6 +263,58 @@ async fn generation_stops_before_the_hold_expires_and_charges_what_it_delivered(
     let (after, held) = balance(node, payer).await;
     assert_eq!(held, Amount::ZERO, "the capture landed on the live hold");
     assert_eq!(before.units() - after.units(), fee.units());
+}
+
+#[tokio::test]
+async fn a_free_generation_read_slowly_ends_at_its_time_limit_and_frees_its_place() {
+    let test = node_with(
+        |config| {
+            config.api.free_tier.generation_seconds_max = 1;
+            config.api.free_tier.completion_tokens_max = CHAT_COMPLETION_TOKENS_MAX;
+        },
+        true,
+    )
+    .await;
+    let node = &test.node;
+    let started = std::time::Instant::now();
+    let plan = node
+        .plan_chat(
+            Payer::Free,
+            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+        )
+        .unwrap();
+    let mut run = plan
+        .start(Arc::clone(node), Arc::new(NoObserver))
+        .await
+        .unwrap();
+    // A client that reads nothing: the generation fills the delta queue and waits on it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut delivered = 0_u64;
+    let done = loop {
+        match run.next_event().await.expect("the run ends with an event") {
+            ChatEvent::Delta { tokens, .. } => delivered += u64::from(tokens),
+            ChatEvent::Done(done) => break *done,
+            ChatEvent::Failed(error) => panic!("{error}"),
+            _ => {}
+        }
+    };
+    assert_eq!(done.finish_reason, "time_limit", "{done:?}");
+    assert!(delivered > 0, "the deltas queued before the limit arrive");
+    assert!(
+        done.usage.completion_tokens < u64::from(CHAT_COMPLETION_TOKENS_MAX),
+        "{done:?}"
+    );
+    assert_eq!(done.usage.completion_tokens, delivered);
+    assert_eq!(done.cost.tier, "free");
+    // The generation thread ends at its next token and gives its place back.
+    let gate = node.inference_gate();
+    while gate.in_flight() > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the cut generation still holds its place"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
