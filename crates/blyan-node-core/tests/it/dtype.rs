@@ -95,7 +95,9 @@ async fn a_node_configured_for_bf16_serves_a_bf16_checkpoint_from_its_payloads()
 async fn a_cuda_device_the_machine_lacks_stops_the_model_from_loading() {
     let device = ComputeDevice::Cuda(blyan_moe::CUDA_DEVICE_INDEX_MAX);
     let test = node_with(|config| config.model.device = device, false).await;
-    let node = Arc::try_unwrap(test.node).ok().expect("one owner");
+    let Ok(node) = Arc::try_unwrap(test.node) else {
+        panic!("the test holds the only handle on the node");
+    };
     node.ensure_seed_model(&AuthorKey::generate())
         .await
         .expect("the seed model is published");
