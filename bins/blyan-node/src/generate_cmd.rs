@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use blyan_moe::{CancelToken, Generator, ModelOptions, SamplingParams};
+use blyan_moe::{CancelToken, ComputeDevice, Generator, ModelOptions, SamplingParams};
 use blyan_node_core::NodeConfig;
 use clap::Args;
 
@@ -30,7 +30,8 @@ pub(crate) struct GenerateArgs {
     /// Seed of the sampler: the same seed, prompt and model give the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Compute on the first CUDA device when one is present.
+    /// Compute on the first CUDA device (`cuda:0`) whatever `model.device` says; refused when
+    /// the machine has none.
     #[arg(long)]
     cuda: bool,
 }
@@ -42,24 +43,14 @@ pub(crate) fn run(config: &NodeConfig, args: GenerateArgs) -> anyhow::Result<()>
     let key = blyan_node_core::node_key(&config.data_dir)?;
     // Logs what it writes (a warning for the untrained seed).
     blyan_moe::ensure_model(&store, &key, &config.model.seed_model())?;
-    let device = if args.cuda {
-        blyan_moe::load_cuda_backend()?;
-        anyhow::ensure!(
-            tch::Cuda::is_available(),
-            "--cuda: no CUDA device is available"
-        );
-        tch::Device::Cuda(0)
-    } else {
-        tch::Device::Cpu
-    };
-    let generator = Generator::from_chain(
-        Arc::new(store),
-        ModelOptions {
-            device,
-            expert_bytes_max: config.cache.expert_bytes_max,
-        },
-    )
-    .context("loading the model from the chain")?;
+    // `model.device` and `model.dtype` as the server uses them; `--cuda` overrides the device.
+    // A CUDA device the machine lacks is refused when the model loads.
+    let mut options: ModelOptions = config.model.options(config.cache.expert_bytes_max);
+    if args.cuda {
+        options.device = ComputeDevice::Cuda(0);
+    }
+    let generator = Generator::from_chain(Arc::new(store), options)
+        .context("loading the model from the chain")?;
     if generator.info().untrained {
         tracing::warn!("this model is the untrained seed: its text is noise");
     }

@@ -87,7 +87,9 @@ struct Entry {
 /// evicting the least recently used.
 ///
 /// Every expert handed out is checked against the configuration's shapes and converted to the
-/// compute kind and device. An expert larger than the whole budget is loaded, used and not kept.
+/// compute kind and device: a tensor already in both (a CPU view of a block stored in the
+/// compute dtype) is kept as it is, sharing the block's bytes; the budget counts it at its size
+/// in the compute dtype all the same. An expert larger than the whole budget is loaded, used and not kept.
 /// Handles given out share storage with the cached tensors, so an eviction never invalidates a
 /// computation in progress; the budget counts what the cache itself holds.
 pub struct ExpertCache {

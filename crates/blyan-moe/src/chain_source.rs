@@ -29,7 +29,8 @@ use crate::weights::WeightSource;
 
 /// A model on the chain as a [`WeightSource`]: shared tensors are zero-copy views of their
 /// blocks, mapped once at open; experts are looked up by name (their current version) and
-/// viewed on demand, INT8 ones dequantized.
+/// viewed on demand, INT8 ones dequantized (to f32; the model converts them once more to its
+/// compute dtype).
 pub struct ChainSource {
     store: Arc<ChainStore>,
     meta_block: BlockHash,
@@ -272,8 +273,9 @@ impl WeightSource for ChainSource {
 }
 
 /// The weights of expert `id` in block `block` exactly (not its current version), checked as
-/// every chain read is, converted to float32 on the CPU as the expert cache converts them: what
-/// a node serving the expert to peers computes with. A block the store lacks, or one that is
+/// every chain read is, converted to float32 on the CPU: what a node serving the expert to
+/// peers computes with (in float32 whatever its own `model.dtype`, as the hidden states of a
+/// remote call travel in float32). A block the store lacks, or one that is
 /// not `id`'s, is [`MoeError::MissingExpert`].
 pub fn expert_from_block(
     store: &ChainStore,

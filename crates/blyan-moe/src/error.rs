@@ -117,6 +117,32 @@ pub enum MoeError {
         dtype: String,
     },
 
+    /// A compute device (`model.device`) that is neither `cpu` nor `cuda:N`.
+    #[error("compute device {text:?}: {reason}")]
+    InvalidComputeDevice {
+        /// The text given.
+        text: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A compute dtype (`model.dtype`) that is none of `f32`, `bf16`, `f16`.
+    #[error("compute dtype {text:?}: expected f32, bf16 or f16")]
+    InvalidComputeDtype {
+        /// The text given.
+        text: String,
+    },
+
+    /// The model was asked to compute on a CUDA device this machine cannot use: libtorch's CUDA
+    /// backend does not load (a CPU-only libtorch, no driver), or there are fewer devices.
+    #[error("compute device {device} is not available: {reason}")]
+    CudaUnavailable {
+        /// The device asked for, `cuda:N`.
+        device: String,
+        /// Why: the loader's message, or how many CUDA devices there are.
+        reason: String,
+    },
+
     /// The checkpoint holds a tensor that is no part of the architecture; exporting would drop it.
     #[error("tensor `{name}` is not part of the Mixtral architecture")]
     UnexpectedTensor {

@@ -31,7 +31,13 @@
 //!   untrained seed model says so ([`ModelInfo::untrained`]). See `docs/moe.md`.
 //! - A block read from the chain is used only after its payload matched its hash and its
 //!   header's tensor list matched the payload's layout ([`MoeError::HeaderTensorMismatch`]
-//!   otherwise); tensors of unquantized blocks are views of the mapped segment, never copies.
+//!   otherwise); on the CPU, tensors of unquantized blocks stored in the compute dtype
+//!   ([`ComputeDtype`], `model.dtype`) are views of the mapped segment, never copies; others are
+//!   converted once, when loaded.
+//! - The model computes in one [`ComputeDtype`] on one [`ComputeDevice`] ([`ModelOptions`]);
+//!   in bf16 and f16 the steps transformers runs in float32 (norms' variance, softmaxes, rotary
+//!   angles, routing weights) run in float32 too, and the logits are float32 whatever the dtype.
+//!   A CUDA device the machine lacks is refused when the model loads.
 //!
 //! It must not depend on the node, the HTTP layer or the ledger; it speaks no network.
 //!
@@ -47,7 +53,8 @@
 //! `chain_source` (reading it), `block_payloads` (a model from block payloads fetched over
 //! HTTP, checked like chain reads), `block_tensors` (a block header's tensor list against its
 //! payload), `weights` (the [`WeightSource`] trait, safetensors and random initialisation),
-//! `checkpoint` (Hugging Face import and export), `model`, `cache`, `batch`, `generate`,
+//! `checkpoint` (Hugging Face import and export), `device` (compute device and dtype), `model`,
+//! `cache`, `batch`, `generate`,
 //! `train` (the training engine, its data and optimizer), `shipped` (the pinned default model),
 //! `remote` (the hook for experts computed elsewhere).
 //!
@@ -81,6 +88,7 @@ mod chain_source;
 mod chat_template;
 mod checkpoint;
 mod config;
+mod device;
 mod error;
 mod expert;
 mod expert_selection;
@@ -112,6 +120,7 @@ pub use config::{
     HIDDEN_SIZE_MAX, INTERMEDIATE_SIZE_MAX, LAYERS_MAX, MODEL_TYPE, RopeParameters, TokenIds,
     VOCAB_SIZE_MAX,
 };
+pub use device::{CUDA_DEVICE_INDEX_MAX, ComputeDevice, ComputeDtype};
 pub use error::{MoeError, Result};
 pub use expert::{
     ExpertMatrix, ExpertName, ExpertWeights, ParameterSpec, SharedGroup, TensorRole,

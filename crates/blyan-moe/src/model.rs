@@ -3,6 +3,9 @@
 //!
 //! Each step mirrors a line of transformers' `modeling_mixtral.py` (quoted where it matters) and
 //! uses the same kernels in the same order, so our logits match the reference's in float32.
+//! In bf16 or f16 ([`ComputeDtype`]) the steps transformers runs in float32 run in float32 here
+//! too: RMSNorm's variance, both softmaxes, the rotary angles, the routing weights; the logits are
+//! handed out in float32 whatever the compute dtype.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,24 +14,33 @@ use tch::{Device, Kind, Tensor};
 
 use crate::cache::ExpertCache;
 use crate::config::Config;
+use crate::device::{ComputeDevice, ComputeDtype};
 use crate::error::{MoeError, Result};
 use crate::expert::{ExpertName, expert_name};
 use crate::remote::{ExpertCall, RemoteExperts};
 use crate::weights::{WeightSource, shape_of};
 
-/// How a [`Model`] is placed and how much memory its experts may take.
+/// How a [`Model`] is placed, in which dtype it computes, and how much memory its experts may
+/// take.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelOptions {
-    /// Where to compute: the CPU, or a CUDA device when one is present.
-    pub device: Device,
-    /// Byte budget of the expert cache (`cache.expert_bytes_max` in the node's config).
+    /// Where to compute (`model.device` in the node's config): the CPU, or a CUDA device, which
+    /// [`Model::load`] requires to be present ([`MoeError::CudaUnavailable`] otherwise).
+    pub device: ComputeDevice,
+    /// The dtype every weight is held and computed in (`model.dtype` in the node's config). On
+    /// the CPU, payload tensors stored in it are views of their blocks; others are converted
+    /// once, when loaded.
+    pub dtype: ComputeDtype,
+    /// Byte budget of the expert cache (`cache.expert_bytes_max` in the node's config), counted
+    /// in the compute dtype.
     pub expert_bytes_max: u64,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
         Self {
-            device: Device::Cpu,
+            device: ComputeDevice::Cpu,
+            dtype: ComputeDtype::F32,
             expert_bytes_max: u64::MAX,
         }
     }
@@ -233,6 +245,9 @@ impl Attention {
             .f_matmul(&key.f_transpose(2, 3)?)?
             .f_mul_scalar(self.scaling)?;
         if let Some(mask) = mask {
+            // The mask is float32, so a bf16 or f16 score is promoted by the addition;
+            // transformers adds one in the compute dtype (its minimum), and the float32
+            // softmax gives the masked positions the same zero weight either way.
             weights = weights.f_add(mask)?;
         }
         // softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -479,6 +494,8 @@ impl DecoderLayer {
 pub struct Model {
     config: Config,
     device: Device,
+    /// The compute dtype's kind: every weight, activation and cached key and value.
+    kind: Kind,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
@@ -490,19 +507,20 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the shared weights of `config` from `source` once; experts load on demand.
+    /// Loads the shared weights of `config` from `source` once, in the compute dtype on the
+    /// compute device of `options`; experts load on demand, the same way.
     ///
-    /// Every shared tensor is checked against the shape `config` implies.
+    /// Every shared tensor is checked against the shape `config` implies. A CUDA device this
+    /// machine lacks is [`MoeError::CudaUnavailable`], before any weight is read.
     pub fn load(
         config: &Config,
         source: Arc<dyn WeightSource>,
         options: ModelOptions,
     ) -> Result<Self> {
         config.validate()?;
-        let device = options.device;
-        if device.is_cuda() {
-            blyan_tensorblock::load_cuda_backend()?;
-        }
+        options.device.check_available()?;
+        let device = options.device.torch();
+        let kind = options.dtype.kind();
         let hidden = i64::from(config.hidden_size);
         let head_dim = i64::from(config.head_dim());
         let heads = i64::from(config.num_attention_heads);
@@ -519,7 +537,8 @@ impl Model {
                     expected,
                 });
             }
-            Ok(tensor.f_to_kind(Kind::Float)?.f_to_device(device)?)
+            // The same storage when the dtype and device already match: no copy.
+            Ok(tensor.f_to_kind(kind)?.f_to_device(device)?)
         };
         let norm = |name: &str| -> Result<RmsNorm> {
             Ok(RmsNorm {
@@ -586,12 +605,14 @@ impl Model {
             source,
             config.hidden_size,
             config.intermediate_size,
-            Kind::Float,
+            kind,
             device,
             options.expert_bytes_max,
         );
         tracing::info!(
             source = %source_description,
+            device = %options.device,
+            dtype = %options.dtype,
             layers = config.num_hidden_layers,
             experts = config.num_local_experts,
             top_k = config.num_experts_per_tok,
@@ -600,6 +621,7 @@ impl Model {
         Ok(Self {
             config: config.clone(),
             device,
+            kind,
             embed_tokens,
             layers,
             norm: final_norm,
@@ -619,6 +641,11 @@ impl Model {
     /// Where the model computes.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The kind every weight and activation is held in (the compute dtype's).
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// What the weights are and where they came from, for logs.
@@ -703,7 +730,10 @@ impl Model {
             Logits::Last => xs.f_narrow(0, count - 1, 1)?,
             Logits::All => xs,
         };
-        Ok(xs.f_linear::<Tensor>(&self.lm_head, None)?)
+        // logits = self.lm_head(hidden_states); the caller's `.float()` done here.
+        Ok(xs
+            .f_linear::<Tensor>(&self.lm_head, None)?
+            .f_to_kind(Kind::Float)?)
     }
 
     /// The training forward pass: `batch` sequences of `positions` tokens each (`tokens` is
@@ -766,7 +796,8 @@ impl Model {
             .norm
             .forward(&xs)?
             .f_reshape([-1, hidden])?
-            .f_linear::<Tensor>(&self.lm_head, None)?;
+            .f_linear::<Tensor>(&self.lm_head, None)?
+            .f_to_kind(Kind::Float)?;
         Ok(SequencesOutput {
             logits,
             probabilities,
@@ -782,10 +813,19 @@ impl Model {
             .f_unsqueeze(1)?
             .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
         let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
+        // return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype); then
         // cos.unsqueeze(unsqueeze_dim): [1, 1, positions, head_dim]
         Ok((
-            angles.f_cos()?.f_unsqueeze(0)?.f_unsqueeze(0)?,
-            angles.f_sin()?.f_unsqueeze(0)?.f_unsqueeze(0)?,
+            angles
+                .f_cos()?
+                .f_to_kind(self.kind)?
+                .f_unsqueeze(0)?
+                .f_unsqueeze(0)?,
+            angles
+                .f_sin()?
+                .f_to_kind(self.kind)?
+                .f_unsqueeze(0)?
+                .f_unsqueeze(0)?,
         ))
     }
 
@@ -850,8 +890,16 @@ impl Model {
             .f_unsqueeze(1)?
             .f_mul(&self.inv_freq.f_unsqueeze(0)?)?;
         let angles = Tensor::f_cat(&[&freqs, &freqs], -1)?;
-        let cos = angles.f_cos()?.f_unsqueeze(1)?.f_unsqueeze(1)?;
-        let sin = angles.f_sin()?.f_unsqueeze(1)?.f_unsqueeze(1)?;
+        let cos = angles
+            .f_cos()?
+            .f_to_kind(self.kind)?
+            .f_unsqueeze(1)?
+            .f_unsqueeze(1)?;
+        let sin = angles
+            .f_sin()?
+            .f_to_kind(self.kind)?
+            .f_unsqueeze(1)?
+            .f_unsqueeze(1)?;
         let masks = steps
             .iter()
             .map(|step| self.attention_mask(i64::from(step.cache.positions), 1))
@@ -898,7 +946,8 @@ impl Model {
             .norm
             .forward(&xs)?
             .f_reshape([batch, -1])?
-            .f_linear::<Tensor>(&self.lm_head, None)?;
+            .f_linear::<Tensor>(&self.lm_head, None)?
+            .f_to_kind(Kind::Float)?;
 
         for (index, layer_caches) in new_caches.into_iter().enumerate() {
             for (step, cache) in steps.iter_mut().zip(layer_caches) {

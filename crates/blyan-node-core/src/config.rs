@@ -241,6 +241,12 @@ pub struct ModelConfig {
     /// Where the shipped model's files are; `null`: the copy in the repository the node was
     /// built from (`models/default`).
     pub shipped_dir: Option<PathBuf>,
+    /// Where the served model computes: `cpu` or `cuda:N` (refused when the model loads if the
+    /// machine has no such CUDA device).
+    pub device: blyan_moe::ComputeDevice,
+    /// The dtype the served model holds its weights in and computes in: `f32`, `bf16` or `f16`.
+    /// On the CPU, weights stored in it on the chain are used in place, without a copy.
+    pub dtype: blyan_moe::ComputeDtype,
 }
 
 /// The model choices of [`ModelConfig::seed`].
@@ -254,6 +260,16 @@ pub enum SeedChoice {
 }
 
 impl ModelConfig {
+    /// How the served model is loaded: `device`, `dtype`, and the expert cache budget
+    /// (`cache.expert_bytes_max`).
+    pub fn options(&self, expert_bytes_max: u64) -> blyan_moe::ModelOptions {
+        blyan_moe::ModelOptions {
+            device: self.device,
+            dtype: self.dtype,
+            expert_bytes_max,
+        }
+    }
+
     /// What `blyan_moe::ensure_model` writes on a chain without a model.
     pub fn seed_model(&self) -> blyan_moe::SeedModel {
         match self.seed {
@@ -1426,6 +1442,51 @@ mod tests {
         );
         assert_eq!(config.pol.mode, PolMode::Pol);
         assert_eq!(config.pol.threshold_bps(), 100);
+    }
+
+    #[test]
+    fn model_device_and_dtype_default_to_f32_on_the_cpu_and_bad_values_name_the_field() {
+        use blyan_moe::{ComputeDevice, ComputeDtype};
+        let defaults = NodeConfig::defaults();
+        assert_eq!(defaults.model.device, ComputeDevice::Cpu);
+        assert_eq!(defaults.model.dtype, ComputeDtype::F32);
+        let options = defaults.model.options(defaults.cache.expert_bytes_max);
+        assert_eq!(
+            (options.device, options.dtype, options.expert_bytes_max),
+            (ComputeDevice::Cpu, ComputeDtype::F32, 1 << 30)
+        );
+        for (device, dtype, expected) in [
+            (
+                "cuda:1",
+                "bf16",
+                (ComputeDevice::Cuda(1), ComputeDtype::BF16),
+            ),
+            ("cpu", "f16", (ComputeDevice::Cpu, ComputeDtype::F16)),
+        ] {
+            let config = NodeConfig::from_yaml_str(
+                &format!("model:\n  device: \"{device}\"\n  dtype: {dtype}\n"),
+                Path::new("test.yaml"),
+            )
+            .unwrap();
+            assert_eq!((config.model.device, config.model.dtype), expected);
+        }
+        // From the environment too (a secret-free setting, but one an image sets per machine).
+        let config = NodeConfig::load_with_env(
+            None,
+            [
+                ("BLYAN_MODEL__DTYPE".to_owned(), "bf16".to_owned()),
+                ("BLYAN_MODEL__DEVICE".to_owned(), "cuda:0".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.model.device, config.model.dtype),
+            (ComputeDevice::Cuda(0), ComputeDtype::BF16)
+        );
+        check_rejected("model:\n  device: gpu\n", "model.device");
+        check_rejected("model:\n  device: \"cuda:256\"\n", "model.device");
+        check_rejected("model:\n  dtype: int8\n", "model.dtype");
+        check_rejected("model:\n  dtype: float32\n", "model.dtype");
     }
 
     #[test]

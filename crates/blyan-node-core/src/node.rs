@@ -13,7 +13,7 @@ use blyan_ledger::{
     Address as LedgerAddress, AnyLedger, EmbeddedLedger, LedgerError, LedgerOptions, PgLedger,
     Tokenomics,
 };
-use blyan_moe::{ExpertName, ExpertUsage, Generator, ModelOptions, MoeError};
+use blyan_moe::{ExpertName, ExpertUsage, Generator, MoeError};
 use blyan_pol::{Certificate, Outcome, PolGate, PolRecord, RecordBlock};
 
 use crate::config::{LedgerBackend, NodeConfig};
@@ -312,8 +312,10 @@ impl Node {
         Ok(())
     }
 
-    /// Serves the newest model on the chain (`blyan_moe::Generator::from_chain`), with the
-    /// expert cache budget of `cache.expert_bytes_max`. A chain that holds no model leaves the
+    /// Serves the newest model on the chain (`blyan_moe::Generator::from_chain`) on
+    /// `model.device` in `model.dtype`, with the expert cache budget of
+    /// `cache.expert_bytes_max`; a CUDA device the machine lacks is
+    /// [`Error::ModelLoad`] with `blyan_moe::MoeError::CudaUnavailable`. A chain that holds no model leaves the
     /// node without one (chat is refused with `ModelUnavailable`), with a warning in the log.
     pub async fn load_model(self) -> Result<Self> {
         match self.newest_model().await? {
@@ -328,10 +330,10 @@ impl Node {
     /// Loads the newest model on the chain, logging whether it is the untrained seed.
     async fn newest_model(&self) -> Result<Option<Generator>> {
         let chain = self.chain.clone().ok_or(Error::ChainUnavailable)?;
-        let options = ModelOptions {
-            expert_bytes_max: self.config.cache.expert_bytes_max,
-            ..ModelOptions::default()
-        };
+        let options = self
+            .config
+            .model
+            .options(self.config.cache.expert_bytes_max);
         let hook = self.remote_hook();
         let loaded = blocking("loading the model", move || {
             let generator = Generator::from_chain(chain, options)?;

@@ -5,6 +5,7 @@
 mod cache;
 mod chain;
 mod checkpoint;
+mod dtype;
 mod fixture;
 mod generation;
 mod parity;
