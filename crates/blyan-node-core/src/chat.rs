@@ -29,8 +29,8 @@ use blyan_ledger::{
     Ledger as _, LedgerError, QuoteRequest, ReleaseRequest, SystemClock,
 };
 use blyan_moe::{
-    CancelToken, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError, SamplingParams,
-    TokenStream, format_chat_prompt,
+    CancelToken, ChatFormat, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError,
+    SamplingParams, TokenStream,
 };
 use blyan_primitives::Address;
 use rand::RngCore as _;
@@ -180,9 +180,20 @@ fn message_text(index: usize, content: &serde_json::Value) -> Result<String, Cha
     Ok(text)
 }
 
-/// The conversation as the model reads it (`blyan_moe::format_chat_prompt`), after checking
-/// the number of messages, their roles and their sizes.
+/// The conversation as the built-in format writes it ([`chat_prompt_in`] with
+/// `blyan_moe::ChatFormat::Builtin`).
 pub fn chat_prompt(messages: &[blyan_api_types::ChatMessage]) -> Result<String, ChatError> {
+    chat_prompt_in(&ChatFormat::Builtin, messages)
+}
+
+/// The conversation as the model reads it, in the model's `format` (its chat template, else
+/// the built-in one), after checking the number of messages, their roles and their sizes. A
+/// conversation the template refuses (roles that do not alternate, …) is an invalid
+/// `messages`.
+pub fn chat_prompt_in(
+    format: &ChatFormat,
+    messages: &[blyan_api_types::ChatMessage],
+) -> Result<String, ChatError> {
     if messages.is_empty() {
         return Err(invalid("messages", "must not be empty"));
     }
@@ -206,7 +217,12 @@ pub fn chat_prompt(messages: &[blyan_api_types::ChatMessage]) -> Result<String, 
         .iter()
         .map(|(role, text)| ChatTurn { role: *role, text })
         .collect();
-    Ok(format_chat_prompt(&turns))
+    format.prompt(&turns).map_err(|error| match error {
+        MoeError::ChatTemplateRefused { reason } => invalid("messages", reason),
+        error => ChatError::Generation {
+            reason: error.to_string(),
+        },
+    })
 }
 
 fn sampling_error(error: MoeError) -> ChatError {
@@ -277,7 +293,7 @@ impl Node {
             });
         }
         let generator = self.generator().ok_or(ChatError::ModelUnavailable)?;
-        let prompt = chat_prompt(&request.messages)?;
+        let prompt = chat_prompt_in(generator.chat_format(), &request.messages)?;
         let stop = StopMatcher::new(request.stop.as_deref())?;
         let free_tier = &self.config().api.free_tier;
         if request.max_tokens == Some(0) {

@@ -91,6 +91,7 @@ pub use blyan_p2p::ExpertsSnapshot;
 pub use chat::{
     CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_DELTAS_DEPTH, CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX,
     ChatEvent, ChatObserver, ChatPlan, ChatRun, LedgerOutcome, NoObserver, Payer, chat_prompt,
+    chat_prompt_in,
 };
 pub use cidr::{IpCidr, IpCidrError};
 pub use config::{
