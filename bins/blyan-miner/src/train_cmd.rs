@@ -441,6 +441,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         config_json: &base.config_json,
         generation_config_json: base.generation_config_json.as_deref(),
         tokenizer_json: &base.tokenizer_json,
+        tokenizer_config_json: None,
     };
     trainer.export(&args.out, files)?;
     match &base.origin {

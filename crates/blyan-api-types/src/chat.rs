@@ -38,6 +38,40 @@ pub struct ChatRequest {
     /// Must be [`MODEL_ID`] when given.
     #[serde(default)]
     pub model: Option<String>,
+    /// Stop sequences (OpenAI's `stop`: one string or up to [`STOP_SEQUENCES_MAX`]): the answer
+    /// ends before the first occurrence of any of them, which is not part of the text, and its
+    /// finish reason is `stop`.
+    #[serde(
+        default,
+        deserialize_with = "stop_sequences",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    pub stop: Option<Vec<String>>,
+}
+
+/// Most stop sequences one request may give (as OpenAI).
+pub const STOP_SEQUENCES_MAX: usize = 4;
+
+/// Longest stop sequence, in bytes.
+pub const STOP_SEQUENCE_BYTES_MAX: usize = 256;
+
+/// `stop` as OpenAI accepts it: `null`, one string, or an array of strings.
+fn stop_sequences<'de, D>(deserializer: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stop {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Stop>::deserialize(deserializer)? {
+        None => None,
+        Some(Stop::One(one)) => Some(vec![one]),
+        Some(Stop::Many(many)) => Some(many),
+    })
 }
 
 /// Token counts of a request.
@@ -102,7 +136,8 @@ pub struct ChatDone {
     pub model: String,
     /// The whole generated text.
     pub text: String,
-    /// `stop` (end of sequence), `length` (token budget) or `cancelled`.
+    /// `stop` (end of sequence or a stop sequence), `length` (token budget), `time_limit` or
+    /// `cancelled`.
     pub finish_reason: String,
     /// Token counts.
     pub usage: Usage,
@@ -156,6 +191,14 @@ pub struct CompletionRequest {
     /// Number of choices; only 1 is supported.
     #[serde(default)]
     pub n: Option<u32>,
+    /// Stop sequences: one string or up to [`STOP_SEQUENCES_MAX`].
+    #[serde(
+        default,
+        deserialize_with = "stop_sequences",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    pub stop: Option<Vec<String>>,
 }
 
 impl CompletionRequest {
@@ -169,6 +212,7 @@ impl CompletionRequest {
             top_p: self.top_p,
             seed: self.seed,
             model: Some(self.model.clone()),
+            stop: self.stop.clone(),
         }
     }
 }

@@ -47,13 +47,13 @@ pub use auth::{
 pub use chain::{BlocksPage, ChainSummary, ExpertVersionInfo, SubmittedBlock};
 pub use chat::{
     CacheDelta, ChatDone, ChatMessage, ChatRequest, CompletionRequest, Cost, LayerExperts,
-    MODEL_ID, StreamOptions, Usage,
+    MODEL_ID, STOP_SEQUENCE_BYTES_MAX, STOP_SEQUENCES_MAX, StreamOptions, Usage,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use learning::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};
 pub use node::{
-    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, FaucetResponse, Health, HistoryEntry,
-    HistoryResponse, ModelStatus, ModelSummary,
+    BalanceResponse, CacheInfo, ChatLimits, ExpertInfo, ExpertsResponse, FaucetResponse, Health,
+    HistoryEntry, HistoryResponse, ModelStatus, ModelSummary,
 };
 pub use p2p::{NetworkCounters, NetworkPeers, PeerView};
 pub use pol::{

@@ -45,6 +45,26 @@ pub struct ModelStatus {
     /// The model this node serves; absent when it serves none. It differs from `chain` only
     /// while a newly published model loads, or when that model failed to load (see the log).
     pub serving: Option<ModelSummary>,
+    /// The token limits of a chat on the served model; absent when it serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ChatLimits>,
+}
+
+/// The token limits of one chat, as `GET /model` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatLimits {
+    /// Most tokens of one chat, prompt plus completion (`api.context_tokens_max`, lowered to
+    /// the model's `max_position_embeddings`). A longer prompt is refused with
+    /// `prompt_too_long`; a paid `max_tokens` past what the prompt leaves, with
+    /// `context_length_exceeded`.
+    pub context_tokens_max: u32,
+    /// Completion tokens when a request gives no `max_tokens` (fewer when the context has less
+    /// room).
+    pub completion_tokens_default: u32,
+    /// Most completion tokens the free tier generates (`api.free_tier.completion_tokens_max`):
+    /// it answers within it rather than refusing.
+    pub free_tier_completion_tokens_max: u32,
 }
 
 /// One expert of the served model.

@@ -219,13 +219,28 @@ pub enum Error {
     /// The free tier is turned off on this node: sign in to chat.
     #[error("this node has no free tier; sign in with a wallet")]
     FreeTierDisabled,
-    /// The prompt does not fit the limit (or the model's context).
-    #[error("prompt is {tokens} tokens, the most accepted is {max}")]
+    /// The prompt leaves no room for a completion in `context_tokens_max` (`GET /model`).
+    #[error(
+        "prompt is {tokens} tokens, the most accepted is {max} (context_tokens_max {} minus one completion token)",
+        max + 1
+    )]
     PromptTooLong {
         /// Tokens in the prompt.
         tokens: u64,
         /// The limit.
         max: u64,
+    },
+    /// A paid request's prompt plus `max_tokens` exceed `context_tokens_max` (`GET /model`).
+    #[error(
+        "prompt of {prompt_tokens} tokens plus max_tokens {completion_tokens} exceeds context_tokens_max {context_tokens_max}"
+    )]
+    ContextTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: u64,
+        /// The completion tokens asked for.
+        completion_tokens: u64,
+        /// The limit on their sum.
+        context_tokens_max: u64,
     },
     /// The request names a model this node does not serve.
     #[error("unknown model `{model}`; this node serves `{served}`")]
@@ -449,6 +464,8 @@ impl Error {
             Self::SessionRequired { .. } => "session_required",
             Self::FreeTierDisabled => "free_tier_disabled",
             Self::PromptTooLong { .. } => "prompt_too_long",
+            // OpenAI's code for the same refusal.
+            Self::ContextTooLong { .. } => "context_length_exceeded",
             Self::UnknownModel { .. } => "unknown_model",
             Self::UnknownExpert { .. } => "unknown_expert",
             Self::InsufficientBalance { .. } => "insufficient_balance",
@@ -491,7 +508,8 @@ impl Error {
             Self::MalformedJson { .. }
             | Self::InvalidRequest { .. }
             | Self::SiweMalformed { .. }
-            | Self::PromptTooLong { .. } => StatusCode::BAD_REQUEST,
+            | Self::PromptTooLong { .. }
+            | Self::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownModel { .. } | Self::UnknownExpert { .. } => StatusCode::NOT_FOUND,
             Self::InsufficientBalance { .. }
             | Self::PaymentRefused { .. }
@@ -646,6 +664,15 @@ impl From<ChatError> for Error {
         match error {
             ChatError::InvalidRequest { field, reason } => Self::InvalidRequest { field, reason },
             ChatError::PromptTooLong { tokens, max } => Self::PromptTooLong { tokens, max },
+            ChatError::ContextTooLong {
+                prompt_tokens,
+                completion_tokens,
+                context_tokens_max,
+            } => Self::ContextTooLong {
+                prompt_tokens,
+                completion_tokens,
+                context_tokens_max,
+            },
             ChatError::UnknownModel { model, served } => Self::UnknownModel { model, served },
             ChatError::ModelUnavailable => Self::ModelUnavailable,
             ChatError::FreeTierDisabled => Self::FreeTierDisabled,
@@ -832,6 +859,15 @@ mod tests {
             (
                 ChatError::PromptTooLong { tokens: 9, max: 8 },
                 "prompt_too_long",
+                400,
+            ),
+            (
+                ChatError::ContextTooLong {
+                    prompt_tokens: 9,
+                    completion_tokens: 8,
+                    context_tokens_max: 16,
+                },
+                "context_length_exceeded",
                 400,
             ),
             (

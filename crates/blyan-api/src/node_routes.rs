@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use blyan_api_types::{
-    BalanceResponse, CacheInfo, ExpertInfo, ExpertsResponse, HistoryEntry, HistoryResponse,
-    LearningStatus, ModelStatus, ModelSummary, NetworkPeers, PolClaimDetail, PolStatus,
+    BalanceResponse, CacheInfo, ChatLimits, ExpertInfo, ExpertsResponse, HistoryEntry,
+    HistoryResponse, LearningStatus, ModelStatus, ModelSummary, NetworkPeers, PolClaimDetail,
+    PolStatus,
 };
 use blyan_chain::ExpertVersion;
 use blyan_ledger::{
@@ -42,7 +43,16 @@ pub(crate) async fn model(State(state): State<Arc<AppState>>) -> Result<axum::Js
             description: info.description.clone(),
         })
     });
-    Ok(axum::Json(ModelStatus { chain, serving }))
+    let limits = state.node().generator().map(|generator| ChatLimits {
+        context_tokens_max: state.node().context_tokens_max(&generator),
+        completion_tokens_default: blyan_node_core::CHAT_COMPLETION_TOKENS_DEFAULT,
+        free_tier_completion_tokens_max: state.config().api.free_tier.completion_tokens_max,
+    });
+    Ok(axum::Json(ModelStatus {
+        chain,
+        serving,
+        limits,
+    }))
 }
 
 fn experts_of(state: &AppState, versions: &[ExpertVersion]) -> Result<ExpertsResponse> {

@@ -708,6 +708,27 @@ function showTab(name) {
   }
 }
 
+// The served model's token limits (GET /model): the max tokens field is bounded by the
+// context, and the line beside it says how the node counts.
+async function showLimits() {
+  try {
+    const model = await apiJson("/model");
+    const limits = model.limits;
+    if (!limits) {
+      $("chat-limits").textContent = "no model served";
+      return;
+    }
+    const input = $("chat-max-tokens");
+    input.max = String(limits.context_tokens_max - 1);
+    if (Number(input.value) > limits.context_tokens_max - 1) input.value = String(limits.context_tokens_max - 1);
+    $("chat-limits").dataset.contextTokensMax = String(limits.context_tokens_max);
+    $("chat-limits").textContent =
+      `context ${limits.context_tokens_max} tokens (prompt + completion); free tier answers up to ${limits.free_tier_completion_tokens_max}`;
+  } catch (error) {
+    $("chat-limits").textContent = `limits unknown: ${error.message}`;
+  }
+}
+
 async function start() {
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
@@ -728,6 +749,7 @@ async function start() {
   } catch (error) {
     $("node-status").textContent = `node unreachable: ${error.message}`;
   }
+  await showLimits();
   session.refreshToken = sessionStorage.getItem("blyan.refresh");
   if (session.refreshToken) await refresh();
   showWallet();

@@ -15,6 +15,7 @@ use blyan_tensorblock::{Dtype, Quantization, TensorBlock, TensorSpec};
 use tch::Tensor;
 
 use crate::block_tensors::check_header_tensors;
+use crate::chat_template::ChatFormat;
 use crate::checkpoint::{CheckpointExportSummary, CheckpointFiles, export_checkpoint};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
@@ -161,6 +162,17 @@ impl ChainSource {
     /// The model's tokenizer.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         Tokenizer::from_json(self.document.tokenizer_json.as_bytes())
+    }
+
+    /// How the model's chats become prompts: its published chat template, else the built-in
+    /// format. A template that does not compile is [`MoeError::ChatTemplate`].
+    pub fn chat_format(&self) -> Result<ChatFormat> {
+        ChatFormat::from_tokenizer_config(
+            self.document
+                .tokenizer_config_json
+                .as_deref()
+                .map(str::as_bytes),
+        )
     }
 
     /// The model's JSON files as published, for export.

@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::chat_template::{
+    ChatFormat, TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_CONFIG_JSON_BYTES_MAX,
+};
 use crate::config::{CONFIG_JSON_BYTES_MAX, Config};
 use crate::error::{MoeError, Result};
 use crate::expert::parameter_layout;
@@ -34,6 +37,7 @@ pub struct Checkpoint {
     config_json: Vec<u8>,
     generation_config_json: Option<Vec<u8>>,
     tokenizer_json: Vec<u8>,
+    tokenizer_config_json: Option<Vec<u8>>,
     weights: Arc<SafetensorsSource>,
 }
 
@@ -72,6 +76,17 @@ impl Checkpoint {
             None
         };
 
+        // Its chat template is compiled now: a broken one is refused before anything is
+        // published.
+        let tokenizer_config_path = dir.join(TOKENIZER_CONFIG_FILE_NAME);
+        let tokenizer_config_json = if tokenizer_config_path.is_file() {
+            let json = read_bounded(&tokenizer_config_path, TOKENIZER_CONFIG_JSON_BYTES_MAX)?;
+            ChatFormat::from_tokenizer_config(Some(&json))?;
+            Some(json)
+        } else {
+            None
+        };
+
         let weights = SafetensorsSource::open(dir)?;
         check_tensors(&weights, &config)?;
         Ok(Self {
@@ -80,6 +95,7 @@ impl Checkpoint {
             config_json,
             generation_config_json,
             tokenizer_json,
+            tokenizer_config_json,
             weights: Arc::new(weights),
         })
     }
@@ -109,12 +125,18 @@ impl Checkpoint {
         &self.tokenizer_json
     }
 
+    /// `tokenizer_config.json` exactly as read, when present.
+    pub fn tokenizer_config_json(&self) -> Option<&[u8]> {
+        self.tokenizer_config_json.as_deref()
+    }
+
     /// Its JSON files as read, for publishing or exporting.
     pub fn files(&self) -> CheckpointFiles<'_> {
         CheckpointFiles {
             config_json: self.config_json(),
             generation_config_json: self.generation_config_json(),
             tokenizer_json: self.tokenizer_json(),
+            tokenizer_config_json: self.tokenizer_config_json(),
         }
     }
 
@@ -136,11 +158,11 @@ impl Checkpoint {
 
     /// A generator over the model and tokenizer, straight from the files.
     pub fn load_generator(&self, options: ModelOptions) -> Result<Generator> {
-        Ok(Generator::new(
-            self.load_model(options)?,
-            self.tokenizer()?,
-            false,
-        ))
+        let chat_format = ChatFormat::from_tokenizer_config(self.tokenizer_config_json())?;
+        Ok(
+            Generator::new(self.load_model(options)?, self.tokenizer()?, false)
+                .with_chat_format(chat_format),
+        )
     }
 }
 
@@ -205,6 +227,8 @@ pub struct CheckpointFiles<'a> {
     pub generation_config_json: Option<&'a [u8]>,
     /// `tokenizer.json`, written as given.
     pub tokenizer_json: &'a [u8],
+    /// `tokenizer_config.json` (the chat template), written as given when present.
+    pub tokenizer_config_json: Option<&'a [u8]>,
 }
 
 /// What [`export_checkpoint`] wrote: a Hugging Face checkpoint's tensors and shards (not the
@@ -260,6 +284,9 @@ pub fn export_checkpoint(
         write(GENERATION_CONFIG_FILE_NAME, generation)?;
     }
     write(TOKENIZER_FILE_NAME, files.tokenizer_json)?;
+    if let Some(tokenizer_config) = files.tokenizer_config_json {
+        write(TOKENIZER_CONFIG_FILE_NAME, tokenizer_config)?;
+    }
 
     // Plan shards from sizes alone, then load one shard's tensors at a time.
     let layout = parameter_layout(config)?;

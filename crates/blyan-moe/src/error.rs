@@ -248,6 +248,21 @@ pub enum MoeError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// The model's chat template (`tokenizer_config.json`) is malformed or does not compile.
+    #[error("chat template: {reason}")]
+    ChatTemplate {
+        /// What is wrong (minijinja's syntax error names the line).
+        reason: String,
+    },
+
+    /// The model's chat template refused a conversation (its `raise_exception`, e.g. roles
+    /// that do not alternate).
+    #[error("the chat template refused the conversation: {reason}")]
+    ChatTemplateRefused {
+        /// The template's message.
+        reason: String,
+    },
+
     /// A prompt tokenized to nothing.
     #[error("the prompt is empty after tokenization")]
     EmptyPrompt,

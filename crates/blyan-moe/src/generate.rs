@@ -9,6 +9,7 @@ use blyan_chain::ChainStore;
 use crate::batch::{DecodeStats, Engine};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
 use crate::chain_source::ChainSource;
+use crate::chat_template::ChatFormat;
 use crate::config::Config;
 use crate::error::{MoeError, Result};
 use crate::expert::ExpertName;
@@ -281,6 +282,7 @@ pub struct ModelInfo {
 pub struct Generator {
     engine: Arc<Engine>,
     tokenizer: Arc<Tokenizer>,
+    chat_format: ChatFormat,
     metrics: Arc<ExpertCacheMetrics>,
     info: Arc<ModelInfo>,
 }
@@ -318,14 +320,13 @@ impl Generator {
         let source = ChainSource::open_at(store, meta_block)?;
         let config = source.config().clone();
         let tokenizer = source.tokenizer()?;
+        let chat_format = source.chat_format()?;
         let untrained = source.untrained();
         let model = Model::load(&config, Arc::new(source), options)?;
-        Ok(Self::with_meta_block(
-            model,
-            tokenizer,
-            untrained,
-            Some(meta_block),
-        ))
+        Ok(
+            Self::with_meta_block(model, tokenizer, untrained, Some(meta_block))
+                .with_chat_format(chat_format),
+        )
     }
 
     /// [`Generator::new`] for a model read from the chain's meta block `meta_block`.
@@ -345,8 +346,22 @@ impl Generator {
             metrics: model.expert_cache().metrics(),
             engine: Arc::new(Engine::new(model)),
             tokenizer: Arc::new(tokenizer),
+            chat_format: ChatFormat::Builtin,
             info: Arc::new(info),
         }
+    }
+
+    /// This generator with chats formatted by `chat_format` (the built-in format unless set:
+    /// [`Generator::from_chain`] sets the model's published template).
+    #[must_use]
+    pub fn with_chat_format(mut self, chat_format: ChatFormat) -> Self {
+        self.chat_format = chat_format;
+        self
+    }
+
+    /// How chats become prompts for this model.
+    pub fn chat_format(&self) -> &ChatFormat {
+        &self.chat_format
     }
 
     /// The model's configuration and origin.

@@ -109,7 +109,10 @@ pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
 pub use chain_source::{ChainSource, expert_from_block, export_from_chain};
-pub use chat_template::{ChatRole, ChatTurn, format_chat_prompt};
+pub use chat_template::{
+    CHAT_TEMPLATE_BYTES_MAX, ChatFormat, ChatRole, ChatTemplate, ChatTurn,
+    TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_CONFIG_JSON_BYTES_MAX, format_chat_prompt,
+};
 pub use checkpoint::{
     CONFIG_FILE_NAME, Checkpoint, CheckpointExportSummary, CheckpointFiles,
     EXPORT_SHARD_BYTES_DEFAULT, GENERATION_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME,

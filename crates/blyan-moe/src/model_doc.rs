@@ -8,7 +8,8 @@
 //!   (`block_tensors.rs`).
 //! - Meta chain (A): one `Meta` block per model version. Its payload is a [`ModelDocument`]
 //!   (JSON): the architecture as Hugging Face's `config.json` (parsed, and its exact text),
-//!   `tokenizer.json`, the optional `generation_config.json`, whether the weights are an
+//!   `tokenizer.json`, the optional `generation_config.json` and `tokenizer_config.json` (its chat
+//!   template), whether the weights are an
 //!   untrained seed, and the hash of each shared-group block by name.
 //!
 //! The document is the complete list of a model's shared blocks: the reader loads and checks
@@ -47,6 +48,10 @@ pub struct ModelDocument {
     pub generation_config_json: Option<String>,
     /// `tokenizer.json`, exactly as published.
     pub tokenizer_json: String,
+    /// `tokenizer_config.json` (its `chat_template` prompts chats), exactly as published, when
+    /// the checkpoint had one. Absent from documents that lack it, so theirs hash as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_config_json: Option<String>,
     /// Block of each shared group, by group name (`embed`, `layer0.attention`, …): every
     /// shared block of the model.
     pub shared: BTreeMap<String, BlockHash>,
@@ -59,6 +64,7 @@ impl ModelDocument {
             config_json: self.config_json.as_bytes(),
             generation_config_json: self.generation_config_json.as_deref().map(str::as_bytes),
             tokenizer_json: self.tokenizer_json.as_bytes(),
+            tokenizer_config_json: self.tokenizer_config_json.as_deref().map(str::as_bytes),
         }
     }
 
@@ -184,5 +190,47 @@ pub(crate) fn shared_block_kind(group: SharedGroup) -> (BlockKind, Option<u32>) 
         SharedGroup::Router { layer } => (BlockKind::Router, Some(layer)),
         SharedGroup::Attention { layer } => (BlockKind::SharedWeights, Some(layer)),
         SharedGroup::Embedding | SharedGroup::Head => (BlockKind::SharedWeights, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(tokenizer_config_json: Option<&str>) -> ModelDocument {
+        let config_json = r#"{"model_type": "mixtral"}"#.to_owned();
+        ModelDocument {
+            format: MODEL_DOCUMENT_FORMAT.to_owned(),
+            architecture: serde_json::from_str(&config_json).unwrap(),
+            untrained: false,
+            description: "test".to_owned(),
+            config_json,
+            generation_config_json: None,
+            tokenizer_json: "{}".to_owned(),
+            tokenizer_config_json: tokenizer_config_json.map(str::to_owned),
+            shared: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_tokenizer_config_travels_in_the_document_and_back_to_the_files() {
+        let config = r#"{"chat_template": "{{ bos_token }}"}"#;
+        let payload = serde_json::to_vec(&document(Some(config))).unwrap();
+        let read = ModelDocument::from_payload(BlockHash::ZERO, &payload)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.tokenizer_config_json.as_deref(), Some(config));
+        assert_eq!(read.files().tokenizer_config_json, Some(config.as_bytes()));
+    }
+
+    #[test]
+    fn a_document_without_a_tokenizer_config_is_written_as_before() {
+        let payload = serde_json::to_string(&document(None)).unwrap();
+        assert!(!payload.contains("tokenizer_config_json"), "{payload}");
+        let read = ModelDocument::from_payload(BlockHash::ZERO, payload.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.tokenizer_config_json, None);
+        assert_eq!(read.files().tokenizer_config_json, None);
     }
 }

@@ -28,6 +28,7 @@ use blyan_tensorblock::{BlockLayout, Dtype, EncodeTensor, TensorSpec, encode_ten
 use tch::Tensor;
 
 use crate::block_tensors::tensor_metas;
+use crate::chat_template::ChatFormat;
 use crate::checkpoint::{CheckpointFiles, check_tokenizer_fits};
 use crate::config::Config;
 use crate::error::{MoeError, Result};
@@ -307,6 +308,7 @@ struct PublishPlan {
     config_json: String,
     generation_config_json: Option<String>,
     tokenizer_json: String,
+    tokenizer_config_json: Option<String>,
     architecture: serde_json::Value,
     /// Every parameter with the dtype the source holds it in.
     layout: Vec<(ParameterSpec, Dtype)>,
@@ -331,6 +333,7 @@ impl PublishPlan {
             config_json: self.config_json.clone(),
             generation_config_json: self.generation_config_json.clone(),
             tokenizer_json: self.tokenizer_json.clone(),
+            tokenizer_config_json: self.tokenizer_config_json.clone(),
             shared,
         }
     }
@@ -383,6 +386,12 @@ fn plan(
         .generation_config_json
         .map(|bytes| text(bytes, "generation_config.json"))
         .transpose()?;
+    let tokenizer_config_json = files
+        .tokenizer_config_json
+        .map(|bytes| text(bytes, "tokenizer_config.json"))
+        .transpose()?;
+    // A chat template that does not compile would stop every node loading the model.
+    ChatFormat::from_tokenizer_config(files.tokenizer_config_json)?;
     let architecture: serde_json::Value =
         serde_json::from_slice(files.config_json).map_err(MoeError::ConfigJson)?;
     let tokenizer = Tokenizer::from_json(files.tokenizer_json)?;
@@ -405,6 +414,7 @@ fn plan(
         config_json,
         generation_config_json,
         tokenizer_json,
+        tokenizer_config_json,
         architecture,
         layout,
         groups: shared_groups(config),
@@ -809,6 +819,7 @@ pub fn publish_seed_model(
         config_json: &config_json,
         generation_config_json: None,
         tokenizer_json: &tokenizer_json,
+        tokenizer_config_json: None,
     };
     let options = PublishOptions {
         expert_quantization: ExpertQuantization::None,

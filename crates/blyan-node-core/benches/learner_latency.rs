@@ -57,6 +57,7 @@ fn request(index: usize) -> ChatRequest {
         top_p: None,
         seed: Some(index as u64),
         model: None,
+        stop: None,
     }
 }
 

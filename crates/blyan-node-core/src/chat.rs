@@ -32,8 +32,8 @@ use blyan_ledger::{
     Ledger as _, LedgerError, QuoteRequest, ReleaseRequest, SystemClock,
 };
 use blyan_moe::{
-    CancelToken, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError, SamplingParams,
-    TokenStream, format_chat_prompt,
+    CancelToken, ChatFormat, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError,
+    SamplingParams, TokenStream,
 };
 use blyan_primitives::Address;
 use rand::RngCore as _;
@@ -43,6 +43,7 @@ use tracing::Instrument as _;
 use crate::error::ChatError;
 use crate::learner::InferenceGuard;
 use crate::node::Node;
+use crate::stop::StopMatcher;
 
 /// Most messages in one chat request.
 pub const CHAT_MESSAGES_MAX: usize = 64;
@@ -50,24 +51,13 @@ pub const CHAT_MESSAGES_MAX: usize = 64;
 /// Longest message content, in bytes.
 pub const CHAT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 
-/// Most prompt tokens (the formatted conversation) one request may send; the model's context
-/// may lower it further.
-pub const PROMPT_TOKENS_MAX: u32 = 1536;
-
-/// Most completion tokens a paid request may ask for. Bounded so that a generation ends well
-/// within the ledger's hold lifetime.
-pub const CHAT_COMPLETION_TOKENS_MAX: u32 = 1024;
-
-/// Completion tokens when a request does not say.
+/// Completion tokens when a request does not say (fewer when the context has less room).
+/// Prompt plus completion are bounded by `api.context_tokens_max`
+/// ([`Node::context_tokens_max`]); a paid generation also stops at its hold's deadline.
 pub const CHAT_COMPLETION_TOKENS_DEFAULT: u32 = 128;
 
 /// Deltas buffered between the generating thread and the receiver of a [`ChatRun`].
 pub const CHAT_DELTAS_DEPTH: usize = 32;
-
-const _: () = assert!(
-    CHAT_COMPLETION_TOKENS_DEFAULT <= CHAT_COMPLETION_TOKENS_MAX,
-    "the default budget must be one a request could ask for"
-);
 
 /// Who pays for a chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,9 +183,20 @@ fn message_text(index: usize, content: &serde_json::Value) -> Result<String, Cha
     Ok(text)
 }
 
-/// The conversation as the model reads it (`blyan_moe::format_chat_prompt`), after checking
-/// the number of messages, their roles and their sizes.
+/// The conversation as the built-in format writes it ([`chat_prompt_in`] with
+/// `blyan_moe::ChatFormat::Builtin`).
 pub fn chat_prompt(messages: &[blyan_api_types::ChatMessage]) -> Result<String, ChatError> {
+    chat_prompt_in(&ChatFormat::Builtin, messages)
+}
+
+/// The conversation as the model reads it, in the model's `format` (its chat template, else
+/// the built-in one), after checking the number of messages, their roles and their sizes. A
+/// conversation the template refuses (roles that do not alternate, …) is an invalid
+/// `messages`.
+pub fn chat_prompt_in(
+    format: &ChatFormat,
+    messages: &[blyan_api_types::ChatMessage],
+) -> Result<String, ChatError> {
     if messages.is_empty() {
         return Err(invalid("messages", "must not be empty"));
     }
@@ -219,7 +220,12 @@ pub fn chat_prompt(messages: &[blyan_api_types::ChatMessage]) -> Result<String, 
         .iter()
         .map(|(role, text)| ChatTurn { role: *role, text })
         .collect();
-    Ok(format_chat_prompt(&turns))
+    format.prompt(&turns).map_err(|error| match error {
+        MoeError::ChatTemplateRefused { reason } => invalid("messages", reason),
+        error => ChatError::Generation {
+            reason: error.to_string(),
+        },
+    })
 }
 
 fn sampling_error(error: MoeError) -> ChatError {
@@ -256,6 +262,8 @@ pub struct ChatPlan {
     prompt_ids: Vec<u32>,
     params: SamplingParams,
     max_tokens: u32,
+    /// The request's stop sequences.
+    stop: StopMatcher,
     started: Instant,
     /// A place in the generation pool taken before starting ([`ChatPlan::admit`]).
     admitted: Option<InferenceGuard>,
@@ -274,11 +282,11 @@ impl std::fmt::Debug for ChatPlan {
 
 impl Node {
     /// Checks `request` for `payer` and tokenizes its prompt: the model it names, the messages
-    /// ([`chat_prompt`]), the token budget (a paid request may ask up to
-    /// [`CHAT_COMPLETION_TOKENS_MAX`]; the free tier answers within
-    /// `api.free_tier.completion_tokens_max` rather than refusing), the prompt's length
-    /// ([`PROMPT_TOKENS_MAX`] or the model's context) and the sampling parameters. Nothing is
-    /// held or charged.
+    /// ([`chat_prompt`]), the stop sequences, the prompt's length (it must leave one token of
+    /// [`Node::context_tokens_max`]), the token budget (a paid request may ask for what the
+    /// context has left, else [`ChatError::ContextTooLong`]; the free tier answers within
+    /// `api.free_tier.completion_tokens_max` and the context rather than refusing) and the
+    /// sampling parameters. Nothing is held or charged.
     pub fn plan_chat(&self, payer: Payer, request: &ChatRequest) -> Result<ChatPlan, ChatError> {
         let started = Instant::now();
         if let Some(model) = request.model.as_ref().filter(|model| *model != MODEL_ID) {
@@ -288,35 +296,40 @@ impl Node {
             });
         }
         let generator = self.generator().ok_or(ChatError::ModelUnavailable)?;
-        let prompt = chat_prompt(&request.messages)?;
+        let prompt = chat_prompt_in(generator.chat_format(), &request.messages)?;
+        let stop = StopMatcher::new(request.stop.as_deref())?;
         let free_tier = &self.config().api.free_tier;
-        let max_tokens = match (payer, request.max_tokens) {
-            (_, Some(0)) => return Err(invalid("max_tokens", "must be at least 1")),
-            (Payer::Wallet(_), Some(asked)) if asked > CHAT_COMPLETION_TOKENS_MAX => {
-                return Err(invalid(
-                    "max_tokens",
-                    format!("at most {CHAT_COMPLETION_TOKENS_MAX}"),
-                ));
-            }
-            (Payer::Wallet(_), asked) => asked.unwrap_or(CHAT_COMPLETION_TOKENS_DEFAULT),
-            // The free tier answers within its budget rather than refusing: `length` says so.
-            (Payer::Free, asked) => asked
-                .unwrap_or(CHAT_COMPLETION_TOKENS_DEFAULT)
-                .min(free_tier.completion_tokens_max),
-        };
+        if request.max_tokens == Some(0) {
+            return Err(invalid("max_tokens", "must be at least 1"));
+        }
         let prompt_ids = generator
             .tokenizer()
             .encode(&prompt)
             .map_err(|error| invalid("messages", error.to_string()))?;
-        let context = generator.info().config.max_position_embeddings;
-        let prompt_tokens_max = PROMPT_TOKENS_MAX.min(context.saturating_sub(1));
+        let context = self.context_tokens_max(&generator);
         let prompt_tokens = u32::try_from(prompt_ids.len()).unwrap_or(u32::MAX);
-        if prompt_tokens > prompt_tokens_max {
+        if prompt_tokens >= context {
             return Err(ChatError::PromptTooLong {
                 tokens: u64::from(prompt_tokens),
-                max: u64::from(prompt_tokens_max),
+                max: u64::from(context.saturating_sub(1)),
             });
         }
+        let room = context - prompt_tokens;
+        let max_tokens = match (payer, request.max_tokens) {
+            (Payer::Wallet(_), Some(asked)) if asked > room => {
+                return Err(ChatError::ContextTooLong {
+                    prompt_tokens: u64::from(prompt_tokens),
+                    completion_tokens: u64::from(asked),
+                    context_tokens_max: u64::from(context),
+                });
+            }
+            (Payer::Wallet(_), asked) => asked.unwrap_or(CHAT_COMPLETION_TOKENS_DEFAULT.min(room)),
+            // The free tier answers within its budget rather than refusing: `length` says so.
+            (Payer::Free, asked) => asked
+                .unwrap_or(CHAT_COMPLETION_TOKENS_DEFAULT)
+                .min(free_tier.completion_tokens_max)
+                .min(room),
+        };
         let params = SamplingParams {
             max_tokens,
             temperature: request.temperature.unwrap_or(1.0),
@@ -337,6 +350,7 @@ impl Node {
             prompt_ids,
             params,
             max_tokens,
+            stop,
             started,
             admitted: None,
         })
@@ -609,6 +623,7 @@ impl ChatPlan {
             prompt_tokens,
             generator: self.generator,
             stream,
+            stop: self.stop,
             cancel,
             started: self.started,
             in_flight,
@@ -718,6 +733,7 @@ struct Running {
     prompt_tokens: u64,
     generator: Generator,
     stream: TokenStream,
+    stop: StopMatcher,
     cancel: CancelToken,
     started: Instant,
     in_flight: InferenceGuard,
@@ -727,6 +743,9 @@ struct Running {
 enum End {
     /// The model finished (a stop token or the token budget).
     Finished,
+    /// A stop sequence of the request was generated; the generation was cancelled. Every
+    /// token up to the one completing it was sent (the last delta carries them).
+    Stopped,
     /// The receiver went away; the generation was cancelled.
     ReceiverGone,
     /// The generation deadline passed; the generation was cancelled.
@@ -745,13 +764,30 @@ struct Generated {
     text: String,
 }
 
-/// Streams deltas from a blocking generation thread to `events` until the end, a model error,
-/// the receiver going away or `deadline` (the last two cancel the generation). The deadline
-/// also ends a wait for a receiver that does not take its deltas.
+/// Sends one delta on `events` unless the receiver goes away or `deadline` passes first.
+async fn send_delta(
+    events: &mpsc::Sender<ChatEvent>,
+    deadline: Instant,
+    text: String,
+    tokens: u32,
+) -> Result<(), End> {
+    tokio::select! {
+        sent = events.send(ChatEvent::Delta { text, tokens }) => {
+            sent.map_err(|_| End::ReceiverGone)
+        }
+        () = tokio::time::sleep_until(deadline.into()) => Err(End::TimeLimit),
+    }
+}
+
+/// Streams deltas from a blocking generation thread to `events` until the end, a stop
+/// sequence, a model error, the receiver going away or `deadline` (all but the end and a model
+/// error cancel the generation). Text that could begin a stop sequence is held back
+/// ([`StopMatcher`]) with its tokens, which travel with the next delta sent.
 #[allow(clippy::too_many_lines)] // one select loop; its arms read best together
 async fn generate(
     observer: &dyn ChatObserver,
     stream: TokenStream,
+    mut stop: StopMatcher,
     cancel: &CancelToken,
     started: Instant,
     deadline: Instant,
@@ -772,13 +808,26 @@ async fn generate(
     let mut end = End::Finished;
     let mut first_token = true;
     let mut text = String::new();
-    // Tokens whose text has not been sent yet (a character spanning several tokens).
+    // Tokens whose text has not been sent yet (a character spanning several tokens, or text
+    // held back as the possible start of a stop sequence).
     let mut pending_tokens: u32 = 0;
     let mut sent_tokens: u64 = 0;
     loop {
         tokio::select! {
             item = receiver.recv() => match item {
-                None => break,
+                None => {
+                    // The model finished: what was held back is part of the answer.
+                    let rest = stop.finish();
+                    if !rest.is_empty() {
+                        if let Err(cut) = send_delta(events, deadline, rest.clone(), pending_tokens).await {
+                            end = cut;
+                            break;
+                        }
+                        text.push_str(&rest);
+                        sent_tokens += u64::from(pending_tokens);
+                    }
+                    break;
+                }
                 Some(Ok(delta)) => {
                     if delta.token_id.is_some() {
                         pending_tokens = pending_tokens.saturating_add(1);
@@ -790,20 +839,29 @@ async fn generate(
                         observer.first_token(started.elapsed());
                         first_token = false;
                     }
-                    let event = ChatEvent::Delta { text: delta.text.clone(), tokens: pending_tokens };
-                    tokio::select! {
-                        sent = events.send(event) => if sent.is_err() {
-                            end = End::ReceiverGone;
-                            break;
-                        },
-                        () = tokio::time::sleep_until(deadline.into()) => {
-                            end = End::TimeLimit;
+                    let step = stop.push(&delta.text);
+                    if step.stopped {
+                        end = End::Stopped;
+                    }
+                    if step.send.is_empty() {
+                        if step.stopped {
+                            // The stop sequence's tokens were generated: they count with
+                            // those sent.
+                            sent_tokens += u64::from(pending_tokens);
                             break;
                         }
+                        continue;
                     }
-                    text.push_str(&delta.text);
+                    if let Err(cut) = send_delta(events, deadline, step.send.clone(), pending_tokens).await {
+                        end = cut;
+                        break;
+                    }
+                    text.push_str(&step.send);
                     sent_tokens += u64::from(pending_tokens);
                     pending_tokens = 0;
+                    if step.stopped {
+                        break;
+                    }
                 }
                 Some(Err(error)) => {
                     end = End::Failed(ChatError::Generation { reason: error.to_string() });
@@ -820,7 +878,7 @@ async fn generate(
             }
         }
     }
-    if matches!(end, End::ReceiverGone | End::TimeLimit) {
+    if matches!(end, End::ReceiverGone | End::TimeLimit | End::Stopped) {
         cancel.cancel();
     }
     // Dropping the receiver also unblocks a thread waiting to send.
@@ -949,6 +1007,7 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         prompt_tokens,
         generator,
         stream,
+        stop,
         cancel,
         started,
         in_flight,
@@ -960,6 +1019,7 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
     let generated = generate(
         observer.as_ref(),
         stream,
+        stop,
         &cancel,
         started,
         generate_until,
@@ -973,6 +1033,7 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         text,
     } = generated;
     let cut = matches!(end, End::TimeLimit);
+    let stopped = matches!(end, End::Stopped);
     let (completion_tokens, used) = match end {
         End::Failed(failure) => {
             billing.release(&id, hold.as_ref()).await;
@@ -992,13 +1053,19 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
             observer.generating(false);
             return;
         }
-        // The thread ended: every token generated was sent.
-        End::Finished => match used(&billing, payer, prompt_tokens, thread).await {
+        // The thread ended (a stop sequence cancelled it: it ends at its next token). The
+        // answer's tokens: every token generated, or those up to the stop sequence.
+        End::Finished | End::Stopped => match used(&billing, payer, prompt_tokens, thread).await {
             Ok(used) => {
                 // Generation is over: the learner need not wait while the receiver reads.
                 observer.generating(false);
                 in_flight.take();
-                (used.generated_tokens, Ok(used))
+                let tokens = if stopped {
+                    sent_tokens
+                } else {
+                    used.generated_tokens
+                };
+                (tokens, Ok(used))
             }
             Err(error) => {
                 billing.release(&id, hold.as_ref()).await;
@@ -1062,7 +1129,11 @@ async fn drive(billing: Billing, chat: Running, events: mpsc::Sender<ChatEvent>)
         hits: cache_after.hits.saturating_sub(cache_before.hits),
         misses: cache_after.misses.saturating_sub(cache_before.misses),
     };
-    let finish_reason = finish_reason_name(cut, used.as_ref().and_then(|used| used.finish_reason));
+    let finish_reason = if stopped {
+        "stop"
+    } else {
+        finish_reason_name(cut, used.as_ref().and_then(|used| used.finish_reason))
+    };
     let experts = used
         .as_ref()
         .map(|used| layer_experts(&used.experts))

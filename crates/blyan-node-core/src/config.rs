@@ -465,6 +465,10 @@ pub struct ApiConfig {
     /// Most chats generating at once (each holds a blocking thread); beyond it a chat is
     /// answered 503 with `Retry-After`.
     pub generations_concurrent_max: u32,
+    /// Most tokens of one chat, prompt plus completion (vLLM's `--max-model-len`, llama.cpp's
+    /// `--ctx-size`); the served model's `max_position_embeddings` lowers it. A longer prompt,
+    /// or a paid `max_tokens` past what is left of it, is refused with 400; `GET /model` says it.
+    pub context_tokens_max: u32,
     /// Block uploads (`POST /blocks`): per-author quota, concurrency, body idle timeout.
     pub uploads: UploadsConfig,
     /// The HTTP server's connection limits.
@@ -583,6 +587,10 @@ pub const AUTH_TTL_SECONDS_MAX: u64 = 30 * 24 * 3600;
 /// Largest accepted `api.generations_concurrent_max`: each generation holds one of tokio's
 /// blocking threads, of which there are 512 by default, shared with file and database work.
 pub const API_GENERATIONS_CONCURRENT_MAX: u32 = 256;
+
+/// Largest accepted `api.context_tokens_max` (128 Ki tokens): the key/value cache of a chat
+/// grows with it.
+pub const API_CONTEXT_TOKENS_MAX: u32 = 128 * 1024;
 
 /// Most entries accepted in `api.trusted_proxies`.
 pub const API_TRUSTED_PROXIES_COUNT_MAX: usize = 64;
@@ -1003,6 +1011,14 @@ impl NodeConfig {
             "api.generations_concurrent_max",
             u64::from(api.generations_concurrent_max),
             1..=u64::from(API_GENERATIONS_CONCURRENT_MAX),
+            "",
+        )?;
+        // A prompt of at least one token and a completion of at least one.
+        within(
+            invalid,
+            "api.context_tokens_max",
+            u64::from(api.context_tokens_max),
+            2..=u64::from(API_CONTEXT_TOKENS_MAX),
             "",
         )?;
         if api.trusted_proxies.len() > API_TRUSTED_PROXIES_COUNT_MAX {
@@ -1721,6 +1737,11 @@ mod tests {
         check_rejected(
             "api:\n  generations_concurrent_max: 257\n",
             "api.generations_concurrent_max",
+        );
+        check_rejected("api:\n  context_tokens_max: 1\n", "api.context_tokens_max");
+        check_rejected(
+            "api:\n  context_tokens_max: 131073\n",
+            "api.context_tokens_max",
         );
         check_rejected(
             "api:\n  trusted_proxies: ['10.0.0.0/33']\n",

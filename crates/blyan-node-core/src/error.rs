@@ -165,13 +165,30 @@ pub enum ChatError {
         /// What is wrong.
         reason: String,
     },
-    /// The prompt does not fit the limit (or the model's context).
-    #[error("prompt is {tokens} tokens, the most accepted is {max}")]
+    /// The prompt leaves no room for a completion in the context (`api.context_tokens_max`,
+    /// or the model's context if smaller): at most `max` tokens, one less than the context.
+    #[error(
+        "prompt is {tokens} tokens, the most accepted is {max} (context_tokens_max {} minus one completion token)",
+        max + 1
+    )]
     PromptTooLong {
         /// Tokens in the prompt.
         tokens: u64,
         /// The limit.
         max: u64,
+    },
+    /// A paid request's prompt plus its `max_tokens` exceed the context
+    /// (`api.context_tokens_max`, or the model's context if smaller).
+    #[error(
+        "prompt of {prompt_tokens} tokens plus max_tokens {completion_tokens} exceeds context_tokens_max {context_tokens_max}"
+    )]
+    ContextTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: u64,
+        /// The completion tokens asked for.
+        completion_tokens: u64,
+        /// The limit on their sum.
+        context_tokens_max: u64,
     },
     /// The request names a model this node does not serve.
     #[error("unknown model `{model}`; this node serves `{served}`")]

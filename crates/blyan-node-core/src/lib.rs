@@ -54,6 +54,7 @@
 //! let request = ChatRequest {
 //!     messages: vec![ChatMessage { role: "user".into(), content: "hi".into() }],
 //!     max_tokens: Some(8), temperature: Some(0.0), top_p: None, seed: None, model: None,
+//!     stop: None,
 //! };
 //! let plan = node.plan_chat(Payer::Free, &request).expect("a valid chat");
 //! let done = plan.start(Arc::clone(&node), Arc::new(NoObserver)).await.expect("starts")
@@ -83,17 +84,18 @@ mod pol;
 mod pol_status;
 mod read_cache;
 mod service;
+mod stop;
 mod upload;
 
 pub use blyan_p2p::ExpertsSnapshot;
 pub use chat::{
-    CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_COMPLETION_TOKENS_MAX, CHAT_DELTAS_DEPTH,
-    CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX, ChatEvent, ChatObserver, ChatPlan, ChatRun,
-    LedgerOutcome, NoObserver, PROMPT_TOKENS_MAX, Payer, chat_prompt,
+    CHAT_COMPLETION_TOKENS_DEFAULT, CHAT_DELTAS_DEPTH, CHAT_MESSAGE_BYTES_MAX, CHAT_MESSAGES_MAX,
+    ChatEvent, ChatObserver, ChatPlan, ChatRun, LedgerOutcome, NoObserver, Payer, chat_prompt,
+    chat_prompt_in,
 };
 pub use cidr::{IpCidr, IpCidrError};
 pub use config::{
-    API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, API_GENERATIONS_CONCURRENT_MAX,
+    API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, API_CONTEXT_TOKENS_MAX, API_GENERATIONS_CONCURRENT_MAX,
     API_TRUSTED_PROXIES_COUNT_MAX, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
     CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, ENV_OVERRIDE_PREFIX,
     FREE_TIER_GENERATION_SECONDS_MAX, FaucetConfig, ForwardedHeader, FreeTierConfig,

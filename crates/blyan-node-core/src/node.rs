@@ -566,6 +566,15 @@ impl Node {
             .clone()
     }
 
+    /// Most tokens of one chat on `generator`'s model, prompt plus completion:
+    /// `api.context_tokens_max`, lowered to the model's `max_position_embeddings`.
+    pub fn context_tokens_max(&self, generator: &Generator) -> u32 {
+        self.config
+            .api
+            .context_tokens_max
+            .min(generator.info().config.max_position_embeddings)
+    }
+
     /// The ledger, if any.
     pub fn ledger(&self) -> Option<&Arc<AnyLedger>> {
         self.ledger.as_ref()

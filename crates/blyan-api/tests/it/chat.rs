@@ -12,6 +12,9 @@ use crate::support::{
     Node, SseEvent, TestWallet, check_refused, into_json, read_events, take_events, user_says,
 };
 
+/// A completion budget for answers long enough to be cut by a deadline or a disconnection.
+const LONG_ANSWER_TOKENS: u32 = 1024;
+
 async fn stream(node: &Node, body: &Value, token: Option<&str>) -> reqwest::Response {
     let mut request = node.http.post(node.url("/chat/stream")).json(body);
     if let Some(token) = token {
@@ -254,7 +257,9 @@ async fn refused_requests_charge_nothing() {
         404,
         "unknown_model",
     );
-    let long = "x".repeat(blyan_node_core::PROMPT_TOKENS_MAX as usize + 1);
+    let (_, model) = node.get("/model", None).await;
+    let context = usize::try_from(model["limits"]["context_tokens_max"].as_u64().unwrap()).unwrap();
+    let long = "x".repeat(context);
     check_refused(
         &node
             .post("/chat", &json!({ "messages": user_says(&long) }), access)
@@ -267,10 +272,23 @@ async fn refused_requests_charge_nothing() {
         400,
         "invalid_request",
     );
-    let over = blyan_node_core::CHAT_COMPLETION_TOKENS_MAX + 1;
+    // Prompt plus max_tokens past the context: refused naming the limit.
+    let refused = node
+        .post("/chat", &ask(json!({ "max_tokens": context })), access)
+        .await;
+    check_refused(&refused, 400, "context_length_exceeded");
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("context_tokens_max {context}")),
+        "{message}"
+    );
     check_refused(
         &node
-            .post("/chat", &ask(json!({ "max_tokens": over })), access)
+            .post(
+                "/chat",
+                &ask(json!({ "stop": ["a", "b", "c", "d", "e"] })),
+                access,
+            )
             .await,
         400,
         "invalid_request",
@@ -357,7 +375,7 @@ async fn a_client_that_disconnects_after_n_tokens_pays_for_what_it_was_sent() {
     let wallet = TestWallet::new(0x24);
     node.fund(&wallet.address, "3").await;
     let tokens = wallet.sign_in(&node).await;
-    let max_tokens = blyan_node_core::CHAT_COMPLETION_TOKENS_MAX;
+    let max_tokens = LONG_ANSWER_TOKENS;
     let body = json!({
         "messages": user_says("a long answer please"),
         "max_tokens": max_tokens,
@@ -426,7 +444,7 @@ async fn a_stream_cut_by_its_time_limit_says_so_and_is_charged_what_it_sent() {
     let tokens = wallet.sign_in(&node).await;
     let body = json!({
         "messages": user_says("a long answer please"),
-        "max_tokens": blyan_node_core::CHAT_COMPLETION_TOKENS_MAX,
+        "max_tokens": LONG_ANSWER_TOKENS,
         "seed": 2,
     });
     let response = stream(&node, &body, Some(&tokens.access_token)).await;
@@ -437,7 +455,7 @@ async fn a_stream_cut_by_its_time_limit_says_so_and_is_charged_what_it_sent() {
     let completion = done["usage"]["completion_tokens"].as_u64().unwrap();
     let prompt = done["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(
-        (1..u64::from(blyan_node_core::CHAT_COMPLETION_TOKENS_MAX)).contains(&completion),
+        (1..u64::from(LONG_ANSWER_TOKENS)).contains(&completion),
         "{done}"
     );
     let charged: Amount = done["cost"]["charged"].as_str().unwrap().parse().unwrap();

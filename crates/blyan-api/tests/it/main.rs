@@ -16,5 +16,6 @@ mod p2p;
 mod page;
 mod postgres;
 mod request_id;
+mod stop;
 mod support;
 mod uploads;

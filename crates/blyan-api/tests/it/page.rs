@@ -250,6 +250,28 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
         return Err(format!("node status shows {status:?}"));
     }
 
+    // The context limit from `GET /model`, shown beside the max tokens field and bounding it.
+    let (_, model) = node.get("/model", None).await;
+    let context = model["limits"]["context_tokens_max"]
+        .as_u64()
+        .ok_or_else(|| format!("GET /model has no limits: {model}"))?;
+    let limits = text_of(client, "chat-limits").await;
+    if !limits.contains(&format!("context {context} tokens")) {
+        return Err(format!("limits line {limits:?}, context {context}"));
+    }
+    let max_attribute = client
+        .execute(
+            "return document.getElementById('chat-max-tokens').max;",
+            Vec::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if max_attribute != json!((context - 1).to_string()) {
+        return Err(format!(
+            "max tokens field max {max_attribute}, context {context}"
+        ));
+    }
+
     // Free tier, streamed to the end.
     chat(client, "Hello experts", 24).await;
     let usage = wait_js(

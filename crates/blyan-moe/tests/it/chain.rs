@@ -442,6 +442,7 @@ fn a_bad_model_is_refused_before_any_block_is_written() {
         config_json: good.config_json(),
         generation_config_json: None,
         tokenizer_json: good.tokenizer_json(),
+        tokenizer_config_json: None,
     };
     let error = publish_model(
         &*store,
@@ -849,6 +850,7 @@ fn publish_layers(dir: &Path, layers: u32) -> (Arc<ChainStore>, PublishSummary) 
         config_json: &config_json,
         generation_config_json: None,
         tokenizer_json: &tokenizer_json,
+        tokenizer_config_json: None,
     };
     let store = open_store(dir);
     let summary = publish_model(

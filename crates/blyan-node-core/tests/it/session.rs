@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use blyan_api_types::MODEL_ID;
 use blyan_ledger::{Amount, Ledger as _};
-use blyan_node_core::{
-    CHAT_COMPLETION_TOKENS_MAX, ChatError, ChatEvent, NoObserver, PROMPT_TOKENS_MAX, Payer,
-};
+use blyan_node_core::{ChatError, ChatEvent, NoObserver, Payer};
 
 use crate::support::{
     Recorder, balance, fund, node_with, request, serving, wait_until_nothing_held, wallet,
 };
+
+/// A completion budget for answers long enough to be cut by a deadline or a disconnection.
+const LONG_ANSWER_TOKENS: u32 = 1024;
 
 #[tokio::test]
 async fn a_paid_chat_is_charged_exactly_its_completion_tokens() {
@@ -130,7 +131,7 @@ async fn a_run_dropped_mid_stream_is_charged_exactly_the_tokens_it_took() {
     let plan = node
         .plan_chat(
             Payer::Wallet(payer),
-            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+            &request("A long answer, please.", Some(LONG_ANSWER_TOKENS)),
         )
         .unwrap();
     let prompt = plan.prompt_tokens() as u64;
@@ -173,7 +174,7 @@ async fn a_run_dropped_before_any_delta_is_charged_nothing() {
     let run = node
         .plan_chat(
             Payer::Wallet(payer),
-            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+            &request("A long answer, please.", Some(LONG_ANSWER_TOKENS)),
         )
         .unwrap()
         .start(Arc::clone(node), Arc::new(NoObserver))
@@ -224,7 +225,7 @@ async fn generation_stops_before_the_hold_expires_and_charges_what_it_delivered(
     let plan = node
         .plan_chat(
             Payer::Wallet(payer),
-            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+            &request("A long answer, please.", Some(LONG_ANSWER_TOKENS)),
         )
         .unwrap();
     let prompt = plan.prompt_tokens() as u64;
@@ -248,7 +249,7 @@ async fn generation_stops_before_the_hold_expires_and_charges_what_it_delivered(
         "the warm model generated within the time limit"
     );
     assert!(
-        done.usage.completion_tokens < u64::from(CHAT_COMPLETION_TOKENS_MAX),
+        done.usage.completion_tokens < u64::from(LONG_ANSWER_TOKENS),
         "{done:?}"
     );
     assert_eq!(done.usage.completion_tokens, delivered);
@@ -380,13 +381,31 @@ async fn refusals_name_what_is_wrong() {
         ChatError::InvalidRequest { field, .. } => field,
         other => panic!("{other:?}"),
     };
-    let over = request("hi", Some(CHAT_COMPLETION_TOKENS_MAX + 1));
+    // The context (`api.context_tokens_max`, within the model's positions) bounds prompt plus
+    // completion: at the bound accepted, one past it refused naming the limit.
+    let context = node.context_tokens_max(&node.generator().unwrap());
+    let prompt = u32::try_from(
+        node.plan_chat(paid, &request("hi", Some(1)))
+            .unwrap()
+            .prompt_tokens(),
+    )
+    .unwrap();
+    let room = context - prompt;
+    node.plan_chat(paid, &request("hi", Some(room))).unwrap();
     assert_eq!(
-        field_of(node.plan_chat(paid, &over).unwrap_err()),
-        "max_tokens"
+        node.plan_chat(paid, &request("hi", Some(room + 1)))
+            .unwrap_err(),
+        ChatError::ContextTooLong {
+            prompt_tokens: u64::from(prompt),
+            completion_tokens: u64::from(room + 1),
+            context_tokens_max: u64::from(context),
+        }
     );
-    node.plan_chat(paid, &request("hi", Some(CHAT_COMPLETION_TOKENS_MAX)))
+    // The free tier is answered within the room instead.
+    let free = node
+        .plan_chat(Payer::Free, &request("hi", Some(room + 1)))
         .unwrap();
+    assert!(free.max_tokens() <= room);
     assert_eq!(
         field_of(node.plan_chat(paid, &request("hi", Some(0))).unwrap_err()),
         "max_tokens"
@@ -397,10 +416,10 @@ async fn refusals_name_what_is_wrong() {
         field_of(node.plan_chat(paid, &hot).unwrap_err()),
         "temperature"
     );
-    let long = request(&"x".repeat(PROMPT_TOKENS_MAX as usize + 1), Some(4));
+    let long = request(&"x".repeat(context as usize), Some(4));
     assert!(matches!(
         node.plan_chat(paid, &long).unwrap_err(),
-        ChatError::PromptTooLong { max, .. } if max <= u64::from(PROMPT_TOKENS_MAX)
+        ChatError::PromptTooLong { tokens, max } if max == u64::from(context - 1) && tokens > max
     ));
     let mut other_model = request("hi", Some(4));
     other_model.model = Some("gpt-4".to_owned());
@@ -434,4 +453,30 @@ async fn a_node_without_a_model_or_free_tier_says_so() {
         .node
         .plan_chat(Payer::Wallet(wallet(0x25)), &request("hi", Some(4)))
         .expect("a wallet still chats");
+}
+
+#[tokio::test]
+async fn the_context_limit_is_the_configured_one_within_the_models_positions() {
+    let small = node_with(|config| config.api.context_tokens_max = 40, true).await;
+    let generator = small.node.generator().unwrap();
+    let positions = generator.info().config.max_position_embeddings;
+    assert!(positions > 40, "the seed model has {positions} positions");
+    assert_eq!(small.node.context_tokens_max(&generator), 40);
+    // A prompt of 40 tokens or more leaves no room: refused naming the configured limit.
+    let paid = Payer::Wallet(wallet(0x31));
+    match small
+        .node
+        .plan_chat(paid, &request(&"x".repeat(40), Some(1)))
+        .unwrap_err()
+    {
+        ChatError::PromptTooLong { max, .. } => assert_eq!(max, 39),
+        other => panic!("expected prompt_too_long, got {other:?}"),
+    }
+    let large = node_with(
+        |config| config.api.context_tokens_max = blyan_node_core::API_CONTEXT_TOKENS_MAX,
+        true,
+    )
+    .await;
+    let generator = large.node.generator().unwrap();
+    assert_eq!(large.node.context_tokens_max(&generator), positions);
 }

@@ -100,6 +100,7 @@ pub(crate) fn request(text: &str, max_tokens: Option<u32>) -> ChatRequest {
         top_p: None,
         seed: Some(5),
         model: None,
+        stop: None,
     }
 }
 
