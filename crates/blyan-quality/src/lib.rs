@@ -16,12 +16,17 @@
 //! the declared language's script and language (module `charset`), secrets and personal data
 //! (module `patterns`). A refusal is a typed [`Refusal`] with a stable [`Refusal::code`].
 //!
+//! **L1** ([`score_bits_per_byte`], [`judge_l1`]) scores samples under the served model, in bits
+//! per byte of training text, batched with progress, and a [`TeacherBand`] refuses gibberish
+//! (too surprising) and memorized or generated copies (too predictable).
+//!
 //! # Invariants
 //! - L0 is deterministic: the same sample, index and [`L0Config`] give the same answer on every
 //!   machine (fixed hash seeds, no clock, no randomness).
 //! - A refusal never echoes a secret or personal datum it found, only its kind and offset.
 //!
-//! Must not depend on: HTTP, the ledger. It depends on `blyan-chain` (entries are blocks).
+//! Must not depend on: HTTP, the ledger. It depends on `blyan-chain` (entries are blocks) and
+//! `blyan-moe` (the L1 teacher model).
 //!
 //! # Example
 //! ```
@@ -45,8 +50,13 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+// A dependency only so its build script's `DEP_TCH_LIBTORCH_LIB` reaches ours, which embeds
+// libtorch's directory as an rpath (build/torch_rpath.rs).
+use torch_sys as _;
+
 mod charset;
 mod l0;
+mod l1;
 mod minhash;
 mod patterns;
 mod sample;
@@ -54,6 +64,10 @@ mod sample;
 pub use charset::{LANGUAGES, Script};
 pub use l0::{
     CharsetProblem, L0Config, L0ConfigError, Refusal, screen_document, screen_l0, screen_signed,
+};
+pub use l1::{
+    L1Verdict, QualityError, SCORE_BATCH_TOKENS_MAX, ScoreOptions, ScorePlan, ScoreProgress,
+    TeacherBand, Window, judge_l1, score_bits_per_byte, score_plan,
 };
 pub use minhash::{
     ACCEPTED_SAMPLES_MAX, AcceptedIndex, LSH_BANDS, LSH_ROWS, MINHASH_PERMUTATIONS, NearMatch,
