@@ -45,7 +45,7 @@ fn a_text_longer_than_the_context_is_scored_in_windows_with_progress() {
             ScorePlan::new(
                 model,
                 teacher.generator.tokenizer(),
-                &[long.clone()],
+                std::slice::from_ref(&long),
                 &options,
             )
         })
