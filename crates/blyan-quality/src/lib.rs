@@ -10,13 +10,70 @@
 //! `blyan-data/1` JSON document ([`DataRecord`], [`encode_record`], [`decode_record`]), with its
 //! licence, source, language, contributor and the blake3 of its normalized text.
 //!
-//! Must not depend on: HTTP, the ledger. It will depend on `blyan-chain` (entries are blocks) and
+//! **L0** ([`screen_l0`], [`screen_document`]) judges a sample against an [`AcceptedIndex`] of
+//! everything accepted: schema and limits, exact duplicates by normalized-text hash, near
+//! duplicates by MinHash over word shingles with LSH banding (module `minhash`), characters and
+//! the declared language's script and language (module `charset`), secrets and personal data
+//! (module `patterns`). A refusal is a typed [`Refusal`] with a stable [`Refusal::code`].
+//!
+//! **L1** ([`score_bits_per_byte`], [`judge_l1`]) scores samples under the served model, in bits
+//! per byte of training text, batched with progress, and a [`TeacherBand`] refuses gibberish
+//! (too surprising) and memorized or generated copies (too predictable).
+//!
+//! # Invariants
+//! - L0 is deterministic: the same sample, index and [`L0Config`] give the same answer on every
+//!   machine (fixed hash seeds, no clock, no randomness).
+//! - A refusal never echoes a secret or personal datum it found, only its kind and offset.
+//!
+//! Must not depend on: HTTP, the ledger. It depends on `blyan-chain` (entries are blocks) and
 //! `blyan-moe` (the L1 teacher model).
+//!
+//! # Example
+//! ```
+//! use blyan_quality::{AcceptedIndex, L0Config, Licence, Sample, SampleContent, screen_l0};
+//! use blyan_chain::{Address, BlockHash};
+//!
+//! let sample = Sample::new(
+//!     SampleContent::Text { text: "The sea was calm and the sky was clear all morning.".into() },
+//!     Licence::Cc0,
+//!     "own writing",
+//!     "en",
+//!     Address::ZERO,
+//! )?;
+//! let mut index = AcceptedIndex::new();
+//! screen_l0(&sample, &index, &L0Config::default())?;
+//! index.insert(&sample, BlockHash([1; 32]));
+//! let again = screen_l0(&sample, &index, &L0Config::default()).unwrap_err();
+//! assert_eq!(again.code(), "exact_duplicate");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![forbid(unsafe_code)]
 
+// A dependency only so its build script's `DEP_TCH_LIBTORCH_LIB` reaches ours, which embeds
+// libtorch's directory as an rpath (build/torch_rpath.rs).
+use torch_sys as _;
+
+mod charset;
+mod l0;
+mod l1;
+mod minhash;
+mod patterns;
 mod sample;
 
+pub use charset::{LANGUAGES, Script};
+pub use l0::{
+    CharsetProblem, L0Config, L0ConfigError, Refusal, screen_document, screen_l0, screen_signed,
+};
+pub use l1::{
+    L1Verdict, QualityError, SCORE_BATCH_TOKENS_MAX, ScoreOptions, ScorePlan, ScoreProgress,
+    TeacherBand, Window, judge_l1, score_bits_per_byte, score_plan,
+};
+pub use minhash::{
+    ACCEPTED_SAMPLES_MAX, AcceptedIndex, LSH_BANDS, LSH_ROWS, MINHASH_PERMUTATIONS, NearMatch,
+    SHINGLE_CHARS, SHINGLE_WORDS, Signature,
+};
+pub use patterns::{PersonalDataKind, SecretKind};
 pub use sample::{
     DATA_RECORD_BYTES_MAX, DATA_RECORD_FORMAT, DataRecord, Licence, SAMPLE_SOURCE_BYTES_MAX,
     SAMPLE_TEXT_BYTES_MAX, SAMPLE_TEXT_CHARS_MIN, Sample, SampleContent, SchemaError, content_hash,
