@@ -3,6 +3,7 @@
 //! its services and its learner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod datasets;
 #[path = "../fixtures/fine_tune.rs"]
 mod fine_tune;
 mod learner;
