@@ -1,8 +1,10 @@
 //! `blyan-miner`: makes a block-signing key, publishes a Hugging Face Mixtral checkpoint to a
 //! chain store or a running node (meta block, shared-weight blocks, one block per expert) and
-//! exports it back; trains the model or some of its experts on text (`train`).
+//! exports it back; trains the model or some of its experts on text (`train`); sends dataset
+//! samples to a node (`dataset submit`).
 
 mod claim_cmd;
+mod dataset_cmd;
 mod node;
 mod ship_cmd;
 mod train_cmd;
@@ -66,6 +68,9 @@ enum Command {
     /// Builds the shipped default model from a trained checkpoint: unsigned blocks trusted by
     /// their pinned hashes (`models/default`).
     Ship(ship_cmd::ShipArgs),
+    /// Dataset samples for chain D (`docs/datasets.md`).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Writes the newest model of a chain store as a Hugging Face checkpoint.
     Export {
         /// The chain store to read.
@@ -75,6 +80,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+}
+
+/// `blyan-miner dataset …`.
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Sends samples from JSONL files ({"text"} or {"prompt","response"} per line) or plain
+    /// text files (one sample per paragraph) to a node, each in a block signed by `--key`
+    /// (the contributor paid when a certified candidate uses it).
+    Submit(dataset_cmd::SubmitArgs),
 }
 
 /// Where `upload` publishes: exactly one of a running node and a local data directory.
@@ -223,6 +237,7 @@ fn main() -> anyhow::Result<()> {
         } => upload(&checkpoint, &key, quantize, &destination, &claim)?,
         Command::Train(args) => train_cmd::train(&args)?,
         Command::Ship(args) => ship_cmd::ship(&args)?,
+        Command::Dataset(DatasetCommand::Submit(args)) => dataset_cmd::submit(&args)?,
         Command::Export { data_dir, out } => {
             let directory = store_dir(&data_dir);
             if !directory.is_dir() {
