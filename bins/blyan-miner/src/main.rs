@@ -2,13 +2,15 @@
 //! publishes a Hugging Face Mixtral checkpoint to a chain store or a running node (meta block,
 //! shared-weight blocks, one block per expert, or only named experts) and exports a chain's or a
 //! node's model back as a checkpoint, recording the expert versions it holds (`origin`); trains
-//! the model or some of its experts on text (`train`).
+//! the model or some of its experts on text (`train`); sends dataset samples to a node
+//! (`dataset submit`).
 //!
 //! `upload` never reverts work silently: an expert whose version on the chain is newer than the
 //! one the checkpoint came from is refused unless `--force` (see `blyan_moe::Lineage` for the
 //! rule, and for a checkpoint that records no origin).
 
 mod claim_cmd;
+mod dataset_cmd;
 mod keys;
 mod node;
 mod origin;
@@ -75,6 +77,9 @@ enum Command {
     /// Builds the shipped default model from a trained checkpoint: unsigned blocks trusted by
     /// their pinned hashes (`models/default`).
     Ship(ship_cmd::ShipArgs),
+    /// Dataset samples for chain D (`docs/datasets.md`).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Writes the current model of a node's data directory or of a running node as a Hugging
     /// Face checkpoint, with `fetched-from.json` recording the version of each expert (what
     /// `upload` checks against the chain).
@@ -132,6 +137,15 @@ struct ExportSource {
     /// against its hash.
     #[arg(long, value_name = "URL")]
     node: Option<String>,
+}
+
+/// `blyan-miner dataset …`.
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Sends samples from JSONL files ({"text"} or {"prompt","response"} per line) or plain
+    /// text files (one sample per paragraph) to a node, each in a block signed by `--key`
+    /// (the contributor paid when a certified candidate uses it).
+    Submit(dataset_cmd::SubmitArgs),
 }
 
 /// Where `upload` publishes: exactly one of a running node and a local data directory.
@@ -394,6 +408,7 @@ fn main() -> anyhow::Result<()> {
         Command::Upload(args) => upload(&args)?,
         Command::Train(args) => train_cmd::train(&args)?,
         Command::Ship(args) => ship_cmd::ship(&args)?,
+        Command::Dataset(DatasetCommand::Submit(args)) => dataset_cmd::submit(&args)?,
         Command::Export { source, out } => export(&source, &out)?,
     }
     Ok(())

@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use blyan_chain::{ChainStore, ExpertName};
+use blyan_chain::{AuthorKey, ChainStore, ExpertName};
 use blyan_moe::{
     ChainSource, CheckpointFiles, Config, EvalReport, RandomInit, TextDocument, TokenCorpus,
-    Tokenizer, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, read_dataset,
-    state_dir,
+    Tokenizer, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, state_dir,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,8 +98,10 @@ struct Text {
     /// skipped).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     corpus: Vec<PathBuf>,
-    /// A node's data directory (or chain store) whose dataset chain (D) holds the text: every
-    /// dataset entry that is UTF-8 text, read-only (a node may be running on it).
+    /// A node's data directory (or chain store) whose dataset chain (D) holds the text: the
+    /// samples usable under the shipped dataset gates (`docs/datasets.md`; L3 reviews count
+    /// when signed by the node's own key, `node.key`, or a validator set on chain D), read-only
+    /// (a node may be running on it).
     #[arg(long, value_name = "DIR")]
     dataset: Option<PathBuf>,
 }
@@ -241,12 +242,68 @@ fn read_text(text: &Text) -> anyhow::Result<(Vec<TextDocument>, usize)> {
         let store = ChainStore::locate(dir)
             .and_then(ChainStore::open_read_only)
             .with_context(|| format!("opening the chain store in {}", dir.display()))?;
-        let read = read_dataset(&store)
+        let read = usable_dataset(&store, dir)
             .with_context(|| format!("reading the dataset of {}", dir.display()))?;
         skipped += read.skipped.len();
         documents.extend(read.documents);
     }
     Ok((documents, skipped))
+}
+
+/// The training text of chain D's usable samples (everything else skipped), replayed under the
+/// shipped gate settings; the configured validator is the node's own key in `dir` (a node
+/// without `pol.validators` validates alone), replaced by chain D's `validators` records.
+fn usable_dataset(
+    store: &ChainStore,
+    dir: &std::path::Path,
+) -> anyhow::Result<blyan_moe::DatasetRead> {
+    use blyan_quality::{DataBlock, DataRecord, GateParams, GateView, decode_record};
+    let configured: Vec<blyan_pol::ValidatorStake> =
+        [dir.join("node.key"), dir.join("../node.key")]
+            .iter()
+            .find(|path| path.is_file())
+            .and_then(|path| AuthorKey::read_file(path).ok())
+            .map(|key| blyan_pol::ValidatorStake {
+                address: key.address(),
+                stake: 1,
+            })
+            .into_iter()
+            .collect();
+    let records = blyan_pol::scan_records(store, 1)?;
+    let changes: Vec<_> = records
+        .iter()
+        .filter_map(|record| match &record.record {
+            blyan_pol::PolRecord::Validators(set) => Some((record.height, &set.validators)),
+            _ => None,
+        })
+        .collect();
+    let is_validator = |address, height| {
+        changes
+            .iter()
+            .rev()
+            .find(|(changed, _)| *changed < height)
+            .map_or(&configured, |(_, set)| *set)
+            .iter()
+            .any(|validator| validator.address == address && validator.stake > 0)
+    };
+    let view = GateView::replay(
+        GateParams::default(),
+        &DataBlock::scan(store)?,
+        &is_validator,
+    );
+    let now = blyan_pol::now_ms();
+    Ok(blyan_moe::read_dataset_selected(
+        store,
+        &|block, payload| {
+            if !view.is_usable(&block, now) {
+                return None;
+            }
+            match decode_record(payload) {
+                Ok(DataRecord::Sample(sample)) => Some(sample.training_text()),
+                _ => None,
+            }
+        },
+    )?)
 }
 
 fn from_source(

@@ -247,18 +247,85 @@ fn json_reports_each_evaluation_the_loss_falls_and_a_stopped_run_resumes() {
     assert_eq!(done["steps"], 40, "{done}");
 }
 
-/// Appends a `DatasetEntry` block holding `text` to chain D of the store in `data_dir`.
+/// Appends `text` to chain D of the store in `data_dir` as a sample that went through every
+/// gate under the shipped settings: the teacher passed it, a vote of 100 BLY accepted it (its
+/// windows long closed) and the node's own key (`data_dir/node.key`, the validator of a node
+/// without `pol.validators`) approved it. Plain text, or a sample stopped at a gate, is not
+/// read.
 fn add_dataset_entry(data_dir: &Path, text: &str) {
+    use blyan_quality::{
+        DataRecord, L1Outcome, Licence, Review, ReviewVerdict, Sample, SampleContent,
+        TeacherResult, VoteCommit, VoteReveal, VoteVerdict, encode_record, vote_commitment,
+    };
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let node_key = data_dir.join("node.key");
+    let validator = if node_key.is_file() {
+        AuthorKey::read_file(&node_key).unwrap()
+    } else {
+        let key = AuthorKey::generate();
+        key.write_file(&node_key).unwrap();
+        key
+    };
     let store = ChainStore::open(data_dir.join("chain"), StoreConfig::default()).unwrap();
-    let tip = store.tip(ChainId::Dataset);
-    let mut header = BlockHeader::new_child(
-        &tip,
-        BlockKind::DatasetEntry,
-        text.as_bytes(),
-        1_770_000_000_000,
+    let contributor = AuthorKey::generate();
+    let voter = AuthorKey::generate();
+    let t0 = 1_770_000_000_000;
+    let append = |key: &AuthorKey, at: u64, record: DataRecord| {
+        let payload = encode_record(&record);
+        let tip = store.tip(ChainId::Dataset);
+        let mut header = BlockHeader::new_child(&tip, BlockKind::DatasetEntry, &payload, at);
+        header.sign(key);
+        store.append(&header, &payload).unwrap()
+    };
+    let sample = Sample::new(
+        SampleContent::Text { text: text.into() },
+        Licence::Cc0,
+        "the miner's tests",
+        "en",
+        contributor.address(),
+    )
+    .unwrap();
+    let sample = append(&contributor, t0, DataRecord::Sample(sample));
+    append(
+        &validator,
+        t0 + 1,
+        DataRecord::TeacherResult(TeacherResult {
+            sample,
+            bits_per_byte_micros: 2_000_000,
+            band_min_micros: 300_000,
+            band_max_micros: 8_000_000,
+            outcome: L1Outcome::Pass,
+        }),
     );
-    header.sign(&AuthorKey::generate());
-    store.append(&header, text.as_bytes()).unwrap();
+    let salt = [7u8; 32];
+    let commit = append(
+        &voter,
+        t0 + 2,
+        DataRecord::VoteCommit(VoteCommit {
+            sample,
+            voter: voter.address(),
+            commitment: vote_commitment(sample, VoteVerdict::Accept, &salt, voter.address()),
+            stake: 100,
+        }),
+    );
+    append(
+        &voter,
+        t0 + 1 + DAY_MS,
+        DataRecord::VoteReveal(VoteReveal {
+            commit,
+            verdict: VoteVerdict::Accept,
+            salt: hex::encode(salt),
+        }),
+    );
+    append(
+        &validator,
+        t0 + 1 + 2 * DAY_MS,
+        DataRecord::Review(Review {
+            samples: vec![sample],
+            verdict: ReviewVerdict::Approve,
+            note: String::new(),
+        }),
+    );
     store.flush().unwrap();
 }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use blyan_api::{AppState, HttpService, Server};
 use blyan_node_core::{
-    HoldExpiry, Learner, NetworkService, Node, NodeConfig, PolService, Services,
+    DatasetService, HoldExpiry, Learner, NetworkService, Node, NodeConfig, PolService,
+    ServedTeacher, Services,
 };
 use clap::{Parser, Subcommand};
 
@@ -143,6 +144,11 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     services.spawn(HttpService::new(server));
     services.spawn(learner);
     services.spawn(PolService);
+    // The L1 teacher scores with the served model.
+    services
+        .node()
+        .set_teacher(Arc::new(ServedTeacher(Arc::clone(services.node()))));
+    services.spawn(DatasetService);
     if services.node().config().p2p.enabled {
         services.spawn(NetworkService);
     }

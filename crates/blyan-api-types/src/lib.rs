@@ -34,6 +34,7 @@
 mod auth;
 mod chain;
 mod chat;
+mod datasets;
 mod error;
 mod learning;
 mod node;
@@ -48,6 +49,10 @@ pub use chain::{BlocksPage, ChainSummary, ExpertVersionInfo, SubmittedBlock};
 pub use chat::{
     CacheDelta, ChatDone, ChatMessage, ChatRequest, CompletionRequest, Cost, LayerExperts,
     MODEL_ID, STOP_SEQUENCE_BYTES_MAX, STOP_SEQUENCES_MAX, StreamOptions, Usage,
+};
+pub use datasets::{
+    DatasetEvent, DatasetList, DatasetProgressInfo, DatasetSample, DatasetSubmit, DatasetVote,
+    DatasetVoteCommit, DatasetVoteReveal, DatasetWritten,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use learning::{LearningCandidate, LearningEval, LearningPoint, LearningStatus};

@@ -402,6 +402,15 @@ pub enum Error {
         /// The ledger's refusal.
         reason: String,
     },
+    /// A dataset request refused by a gate (L0, schema, vote rules, stake); nothing was
+    /// appended. `code` is the refusal's (`licence`, `reveal_mismatch`, …).
+    #[error("{message}")]
+    DatasetRefused {
+        /// The refusal's stable code.
+        code: &'static str,
+        /// Why, in words.
+        message: String,
+    },
     /// An internal task failed.
     #[error("internal failure: {reason}")]
     Internal {
@@ -484,6 +493,7 @@ impl Error {
             Self::BlockNotFound { .. } => "block_not_found",
             Self::BlockRefused { code, .. } => code,
             Self::BondUnpaid { .. } => "bond_unpaid",
+            Self::DatasetRefused { code, .. } => code,
             Self::UploadsBusy { .. } => "uploads_busy",
             Self::UploadQuotaExceeded { .. } => "upload_quota_exceeded",
             Self::UploadIdle { .. } => "upload_timeout",
@@ -527,6 +537,7 @@ impl Error {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::BlockNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::DatasetRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BlockRefused { conflict: true, .. } => StatusCode::CONFLICT,
             Self::BlockRefused {
                 conflict: false, ..
@@ -636,6 +647,10 @@ impl From<NodeError> for Error {
                 tracing::error!(%error, "chain store failed");
                 Self::ChainFailed
             }
+            NodeError::DatasetRefused(refusal) => Self::DatasetRefused {
+                code: refusal.code(),
+                message: refusal.to_string(),
+            },
             NodeError::BondUnpaid { source, .. } => Self::BondUnpaid {
                 reason: source.to_string(),
             },

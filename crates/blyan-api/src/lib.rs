@@ -64,6 +64,7 @@ mod auth_store;
 mod chain_routes;
 mod chat_routes;
 mod client_addr;
+mod datasets_routes;
 mod error;
 mod extract;
 mod faucet;

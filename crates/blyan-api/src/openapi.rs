@@ -68,6 +68,12 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         crate::node_routes::expert,
         crate::node_routes::pol_status,
         crate::node_routes::pol_claim,
+        crate::datasets_routes::submit,
+        crate::datasets_routes::list,
+        crate::datasets_routes::progress,
+        crate::datasets_routes::sample,
+        crate::datasets_routes::commit,
+        crate::datasets_routes::reveal,
         crate::node_routes::learning,
         crate::node_routes::p2p_peers,
         crate::node_routes::p2p_experts,
@@ -85,6 +91,7 @@ Errors are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` with 
         (name = "experts", description = "Experts, their versions and cache; the learner; Proof-of-Learning"),
         (name = "wallet", description = "The signed-in wallet's balance and history; the test-network faucet"),
         (name = "network", description = "Peers, gossip, chain sync and payload transfer"),
+        (name = "datasets", description = "Dataset samples, their gates (L1 teacher, L2 votes, L3 reviews) and history"),
     )
 )]
 pub struct ApiDoc;

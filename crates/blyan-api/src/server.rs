@@ -181,6 +181,12 @@ pub fn api_routes() -> ApiRoutes {
         .get("/wallet/balance", node_routes::balance)
         .get("/wallet/history", node_routes::history)
         .post("/faucet", crate::faucet::claim)
+        .post("/datasets", crate::datasets_routes::submit)
+        .get("/datasets", crate::datasets_routes::list)
+        .get("/datasets/progress", crate::datasets_routes::progress)
+        .get("/datasets/{hash}", crate::datasets_routes::sample)
+        .post("/datasets/{hash}/commit", crate::datasets_routes::commit)
+        .post("/datasets/reveal", crate::datasets_routes::reveal)
 }
 
 async fn not_found(uri: Uri) -> Error {

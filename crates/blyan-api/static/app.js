@@ -558,6 +558,74 @@ async function loadPol() {
   document.body.dataset.polLoaded = String(Date.now());
 }
 
+// ---- dataset samples ----
+
+async function loadData() {
+  const progress = $("data-progress");
+  const body = $("data-samples").querySelector("tbody");
+  $("data-submit").disabled = !session.accessToken;
+  $("data-signed-out").hidden = Boolean(session.accessToken);
+  try {
+    const info = await apiJson("/datasets/progress");
+    const counts = Object.entries(info.states).filter(([, count]) => count > 0)
+      .map(([state, count]) => `${count} ${state}`).join(", ");
+    progress.textContent = `L1 worker: ${info.scored} scored, ${info.waiting} waiting` +
+      `${info.teacher ? "" : " (no teacher yet)"}${info.last_error ? `; last error: ${info.last_error}` : ""}` +
+      `; samples: ${counts || "none"}`;
+    const state = $("data-state").value;
+    const list = await apiJson(`/datasets?limit=100${state ? `&state=${state}` : ""}`);
+    body.replaceChildren();
+    for (const sample of list.samples) {
+      const row = body.insertRow();
+      const link = document.createElement("a");
+      link.href = "#";
+      link.textContent = short(sample.hash);
+      link.addEventListener("click", (event) => { event.preventDefault(); showSample(sample.hash); });
+      row.insertCell().appendChild(link);
+      row.insertCell().textContent = sample.state;
+      row.insertCell().textContent = short(sample.contributor);
+      row.insertCell().textContent = sample.licence;
+      row.insertCell().textContent = sample.text.length > 80 ? `${sample.text.slice(0, 80)}…` : sample.text;
+    }
+  } catch (error) {
+    progress.textContent = error.message;
+  }
+  document.body.dataset.dataLoaded = String(Date.now());
+}
+
+async function showSample(hash) {
+  const out = $("data-history");
+  try {
+    const sample = await apiJson(`/datasets/${hash}`);
+    const lines = sample.history.map((event) =>
+      `${new Date(event.timestamp_ms).toISOString()} ${event.event}${event.counted ? "" : " (not counted)"}: ${event.detail}`);
+    out.textContent = `${sample.hash}: ${sample.state}\n${lines.join("\n")}`;
+  } catch (error) {
+    out.textContent = error.message;
+  }
+}
+
+async function submitSample(event) {
+  event.preventDefault();
+  const result = $("data-result");
+  try {
+    const written = await apiJson("/datasets", {
+      method: "POST",
+      body: JSON.stringify({
+        text: $("data-text").value,
+        licence: $("data-licence").value,
+        source: $("data-source").value,
+        language: $("data-language").value,
+      }),
+    });
+    result.textContent = `submitted as ${written.block}`;
+    $("data-text").value = "";
+    loadData();
+  } catch (error) {
+    result.textContent = `refused: ${error.message}`;
+  }
+}
+
 // ---- wallet history ----
 
 const LEDGER_KINDS = {
@@ -683,7 +751,7 @@ async function loadNetworkExperts(enabled) {
 
 // ---- start ----
 
-const TABS = ["chat", "explorer", "experts", "learning", "pol", "wallet", "network"];
+const TABS = ["chat", "explorer", "experts", "learning", "pol", "data", "wallet", "network"];
 
 function showTab(name) {
   for (const button of document.querySelectorAll("nav button")) {
@@ -700,6 +768,7 @@ function showTab(name) {
     loadPol();
     tabTimer = setInterval(loadPol, 5000);
   }
+  if (name === "data") loadData();
   if (name === "wallet") loadWalletHistory();
   if (name === "explorer") loadBlocks();
   if (name === "network") {
@@ -741,6 +810,9 @@ async function start() {
   $("experts-load").addEventListener("click", loadExperts);
   $("learning-load").addEventListener("click", loadLearning);
   $("pol-load").addEventListener("click", loadPol);
+  $("data-load").addEventListener("click", loadData);
+  $("data-state").addEventListener("change", loadData);
+  $("data-form").addEventListener("submit", submitSample);
   $("wallet-history-load").addEventListener("click", loadWalletHistory);
   $("network-load").addEventListener("click", loadNetwork);
   try {

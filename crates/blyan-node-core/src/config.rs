@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub chain: ChainConfig,
     /// Proof-of-Learning.
     pub pol: PolConfig,
+    /// The dataset gates (`docs/datasets.md`).
+    pub datasets: DatasetsConfig,
     /// The network.
     pub p2p: P2pConfig,
     /// Logging.
@@ -67,7 +69,7 @@ pub struct LearningConfig {
     pub enabled: bool,
     /// Text files or directories to learn from.
     pub corpus: Vec<PathBuf>,
-    /// Whether the dataset chain's (D) entries that are UTF-8 text are learned from too.
+    /// Whether the dataset chain's (D) usable samples (through every gate) are learned from too.
     pub dataset: bool,
     /// The experts to fine-tune (`layer0.expert1`); required when enabled.
     pub experts: Vec<ExpertName>,
@@ -392,6 +394,42 @@ pub struct PolConfig {
     pub interval_ms: u64,
     /// The evaluation validators run.
     pub eval: PolEvalConfig,
+}
+
+/// Most milliseconds a vote's commit or reveal window lasts (30 days).
+pub const DATASET_WINDOW_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
+
+/// Most samples the L1 worker scores in one batch.
+pub const DATASET_L1_BATCH_MAX: u32 = 256;
+
+/// The dataset gates after L0 (`docs/datasets.md`): the L1 teacher band, L2 commit-reveal votes
+/// weighted by locked stake, L3 validator reviews. Every node of a network must use the same
+/// values, since each derives every sample's state from chain D with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetsConfig {
+    /// Whether the node scores samples (L1) and settles vote stakes in the background.
+    pub worker: bool,
+    /// How often the worker looks at chain D, in milliseconds.
+    pub interval_ms: u64,
+    /// Samples scored per batch.
+    pub l1_batch: u32,
+    /// The L1 band's lower edge, bits per byte (below: likely memorized or generated).
+    pub l1_min_bits_per_byte: f64,
+    /// The L1 band's upper edge, bits per byte (above: gibberish).
+    pub l1_max_bits_per_byte: f64,
+    /// How long votes are committed after a sample passed L1, in milliseconds.
+    pub commit_window_ms: u64,
+    /// How long votes are revealed after the commit window, in milliseconds.
+    pub reveal_window_ms: u64,
+    /// Share of the revealed stake that must accept (0.6667: two thirds).
+    pub accept_share: f64,
+    /// Least revealed stake, whole BLY, for a tally to accept.
+    pub quorum_stake: u64,
+    /// Least stake, whole BLY, one vote locks.
+    pub vote_stake_min: u64,
+    /// Validator approvals that make an accepted sample usable (0: accepted is usable at once).
+    pub reviews_required: u32,
 }
 
 /// The evaluation every validator of a network runs.
@@ -752,6 +790,7 @@ impl NodeConfig {
             ));
         }
         self.validate_pol(&invalid)?;
+        self.validate_datasets(&invalid)?;
         self.validate_p2p(&invalid)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", error.to_string()));
@@ -785,6 +824,63 @@ impl NodeConfig {
             1..=24 * 365,
             " hours",
         )
+    }
+
+    fn validate_datasets(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
+        let datasets = &self.datasets;
+        within(
+            invalid,
+            "datasets.interval_ms",
+            datasets.interval_ms,
+            10..=3_600_000,
+            " ms",
+        )?;
+        within(
+            invalid,
+            "datasets.l1_batch",
+            u64::from(datasets.l1_batch),
+            1..=u64::from(DATASET_L1_BATCH_MAX),
+            "",
+        )?;
+        for (field, value) in [
+            ("datasets.commit_window_ms", datasets.commit_window_ms),
+            ("datasets.reveal_window_ms", datasets.reveal_window_ms),
+        ] {
+            within(invalid, field, value, 1..=DATASET_WINDOW_MS_MAX, " ms")?;
+        }
+        if !(datasets.l1_min_bits_per_byte >= 0.0
+            && datasets.l1_min_bits_per_byte < datasets.l1_max_bits_per_byte
+            && datasets.l1_max_bits_per_byte.is_finite())
+        {
+            return Err(invalid(
+                "datasets.l1_max_bits_per_byte",
+                format!(
+                    "the band [{}, {}] bits/byte is empty or not finite",
+                    datasets.l1_min_bits_per_byte, datasets.l1_max_bits_per_byte
+                ),
+            ));
+        }
+        if !(datasets.accept_share > 0.0 && datasets.accept_share <= 1.0) {
+            return Err(invalid(
+                "datasets.accept_share",
+                format!("{} is outside (0, 1]", datasets.accept_share),
+            ));
+        }
+        within(
+            invalid,
+            "datasets.vote_stake_min",
+            datasets.vote_stake_min,
+            1..=u64::from(u32::MAX),
+            " BLY",
+        )?;
+        within(
+            invalid,
+            "datasets.reviews_required",
+            u64::from(datasets.reviews_required),
+            0..=64,
+            "",
+        )?;
+        Ok(())
     }
 
     fn validate_pol(&self, invalid: &dyn Fn(&str, String) -> Error) -> Result<()> {
@@ -1528,6 +1624,47 @@ mod tests {
         check_rejected(
             "faucet:\n  amount_per_claim: \"10\"\n  daily_total_max: \"9.999999\"\n",
             "faucet.daily_total_max",
+        );
+    }
+
+    #[test]
+    fn dataset_gate_settings_are_bounded() {
+        let defaults = NodeConfig::defaults();
+        assert_eq!(defaults.datasets.reviews_required, 1);
+        assert_eq!(defaults.datasets.vote_stake_min, 10);
+        check_rejected(
+            "datasets:\n  commit_window_ms: 0\n",
+            "datasets.commit_window_ms",
+        );
+        check_rejected(
+            &format!(
+                "datasets:\n  reveal_window_ms: {}\n",
+                DATASET_WINDOW_MS_MAX + 1
+            ),
+            "datasets.reveal_window_ms",
+        );
+        check_rejected("datasets:\n  l1_batch: 0\n", "datasets.l1_batch");
+        check_rejected(
+            "datasets:\n  l1_min_bits_per_byte: 9.0\n",
+            "datasets.l1_max_bits_per_byte",
+        );
+        check_rejected("datasets:\n  accept_share: 0\n", "datasets.accept_share");
+        check_rejected(
+            "datasets:\n  vote_stake_min: 0\n",
+            "datasets.vote_stake_min",
+        );
+        check_rejected(
+            "datasets:\n  reviews_required: 65\n",
+            "datasets.reviews_required",
+        );
+        let ok = NodeConfig::from_yaml_str(
+            "datasets:\n  accept_share: 1.0\n  reviews_required: 0\n",
+            Path::new("test.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            crate::datasets::gate_params(&ok.datasets).accept_bps,
+            10_000
         );
     }
 

@@ -55,6 +55,9 @@ pub enum Error {
     /// The node was built without a chain store.
     #[error("no chain store is open on this node")]
     ChainUnavailable,
+    /// A dataset request (a sample, a vote, a review) is refused; nothing was appended.
+    #[error("dataset request refused: {0}")]
+    DatasetRefused(crate::datasets::Refusal),
     /// The chain store failed (an I/O or database error, not the caller's fault).
     #[error("the chain store failed: {0}")]
     ChainFailed(#[source] blyan_chain::Error),

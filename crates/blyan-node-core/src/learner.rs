@@ -24,7 +24,7 @@ use blyan_api_types::{LearningCandidate, LearningEval, LearningPoint, LearningSt
 use blyan_chain::AuthorKey;
 use blyan_moe::{
     ChainSource, EvalReport, ExpertName, ExpertQuantization, PublishEvent, PublishOptions,
-    TokenCorpus, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus, read_dataset,
+    TokenCorpus, TrainOptions, TrainScope, Trainer, WeightSource, read_corpus,
 };
 
 use crate::config::LearningConfig;
@@ -502,7 +502,14 @@ impl Context {
             documents.extend(read.documents);
         }
         if config.dataset {
-            match read_dataset(&chain) {
+            // Only samples through every dataset gate (usable) are learned from.
+            let gates = crate::datasets::gate_params(&self.node.config().datasets);
+            let validators = self
+                .node
+                .pol()
+                .map(|context| context.params.validators.clone())
+                .unwrap_or_default();
+            match crate::datasets::usable_dataset(&chain, gates, &validators)? {
                 Ok(read) => documents.extend(read.documents),
                 // With a corpus beside it, a chain D without text is nothing to add yet.
                 Err(error) if !config.corpus.is_empty() => {

@@ -9,7 +9,8 @@
 //! ([`Service`], [`Services`]), and block uploads streamed into the chain store after their
 //! header is checked ([`Node::begin_upload`] → [`BlockUpload`] → [`Node::finish_upload`]). The binary `blyan-node` loads a config, opens a [`Node`], and
 //! starts services on it: the HTTP API (`blyan-api`), [`HoldExpiry`], the [`Learner`],
-//! [`PolService`] (Proof-of-Learning, `docs/pol.md`) and [`NetworkService`] (peers, gossip,
+//! [`PolService`] (Proof-of-Learning, `docs/pol.md`), [`DatasetService`] (the dataset gates' L1
+//! worker, `docs/datasets.md`) and [`NetworkService`] (peers, gossip,
 //! chain sync and payload transfer over `blyan-p2p`, `docs/network.md`), each testable without
 //! the others.
 //!
@@ -75,6 +76,7 @@ use torch_sys as _;
 mod chat;
 mod cidr;
 mod config;
+mod datasets;
 mod error;
 mod learner;
 mod logging;
@@ -97,14 +99,20 @@ pub use cidr::{IpCidr, IpCidrError};
 pub use config::{
     API_BODY_BYTES_MAX, API_BODY_BYTES_MIN, API_CONTEXT_TOKENS_MAX, API_GENERATIONS_CONCURRENT_MAX,
     API_TRUSTED_PROXIES_COUNT_MAX, AUTH_TTL_SECONDS_MAX, ApiConfig, AuthConfig,
-    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, ENV_OVERRIDE_PREFIX,
-    FREE_TIER_GENERATION_SECONDS_MAX, FaucetConfig, ForwardedHeader, FreeTierConfig,
-    HTTP_CONNECTIONS_MAX, HTTP_TIMEOUT_SECONDS_MAX, HttpServerConfig,
-    IDEMPOTENCY_RETENTION_HOURS_MAX, IDEMPOTENCY_RETENTION_HOURS_MIN, LEARNING_BATCH_SIZE_MAX,
+    CACHE_EXPERT_BYTES_MIN, CacheConfig, ChainConfig, DATASET_L1_BATCH_MAX, DATASET_WINDOW_MS_MAX,
+    DatasetsConfig, ENV_OVERRIDE_PREFIX, FREE_TIER_GENERATION_SECONDS_MAX, FaucetConfig,
+    ForwardedHeader, FreeTierConfig, HTTP_CONNECTIONS_MAX, HTTP_TIMEOUT_SECONDS_MAX,
+    HttpServerConfig, IDEMPOTENCY_RETENTION_HOURS_MAX, IDEMPOTENCY_RETENTION_HOURS_MIN,
+    LEARNING_BATCH_SIZE_MAX,
     LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
     LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
     NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig, PolEvalConfig, RateLimitConfig,
     SETTLE_MARGIN_MS_MAX, SETTLE_MARGIN_MS_MIN, SeedChoice, UPLOADS_CONCURRENT_MAX, UploadsConfig,
+};
+pub use datasets::{
+    DATASET_PAGE_MAX, DatasetContext, DatasetProgress, DatasetService, Refusal, SampleInput,
+    ServedTeacher, Teacher, UsableSamples, ValidatorHistory, dataset_tick, gate_params, gate_view,
+    screen_l0, usable_dataset, vote_bond_key,
 };
 pub use error::{BoxError, ChatError, Error, Result};
 pub use learner::{

@@ -181,6 +181,9 @@ pub struct Node {
     learning: Mutex<LearningStatus>,
     /// Proof-of-Learning's rules, pool and the node's key (`None` in `pow` mode).
     pol: Option<Arc<PolContext>>,
+    /// The dataset gates' settings, key and L1 teacher (`None` on a node built without
+    /// [`Node::open`] or [`Node::with_datasets`]).
+    datasets: Option<Arc<crate::datasets::DatasetContext>>,
     /// The network, once [`crate::NetworkService`] has started it.
     network: std::sync::OnceLock<blyan_p2p::NetworkHandle>,
     /// The network's expert client, when `p2p.remote_experts` has peers compute the experts
@@ -216,6 +219,7 @@ impl Node {
             reloading: tokio::sync::Mutex::new(()),
             expert_uses: Mutex::new(Vec::new()),
             pol: None,
+            datasets: None,
             network: std::sync::OnceLock::new(),
             remote_experts: std::sync::OnceLock::new(),
             read_cache: ReadCache::default(),
@@ -286,8 +290,27 @@ impl Node {
         let mut node = Self::new(config)
             .with_chain(Arc::new(chain))
             .with_ledger(Arc::new(ledger));
+        let validators = context
+            .as_ref()
+            .map(|context| context.params.validators.clone())
+            .unwrap_or_default();
+        node.datasets = Some(Arc::new(crate::datasets::DatasetContext::load(
+            &node.config,
+            validators,
+        )?));
         node.pol = context;
         Ok(node)
+    }
+
+    /// The dataset service's context (`docs/datasets.md`).
+    pub fn dataset_context(&self) -> Option<&Arc<crate::datasets::DatasetContext>> {
+        self.datasets.as_ref()
+    }
+
+    /// With the dataset service of `context`.
+    pub fn with_datasets(mut self, context: crate::datasets::DatasetContext) -> Self {
+        self.datasets = Some(Arc::new(context));
+        self
     }
 
     /// Proof-of-Learning's rules, pool and the node's key; `None` in `pow` mode or on a node

@@ -487,20 +487,24 @@ async fn settle_all(
         let chain = Arc::clone(chain);
         let context = Arc::clone(context);
         let known = settled.clone();
+        let node = Arc::clone(node);
         blocking("reading certificates", move || {
             let mut pending = Vec::new();
-            let records = scan_records(&chain, 1)?;
+            let records = scan_records(&chain, 1).map_err(pol_error("reading certificates"))?;
+            let view = crate::datasets::node_gate_view(&node, &chain)?;
             for record in &records {
                 if matches!(record.record, PolRecord::Certificate(_))
                     && !known.contains(&record.hash)
                 {
-                    pending.push(settlement(&chain, &context.params, record, &records)?);
+                    let plan = crate::datasets::with_credit(view.as_ref(), |credit| {
+                        settlement(&chain, &context.params, record, &records, credit)
+                    });
+                    pending.push(plan.map_err(pol_error("reading certificates"))?);
                 }
             }
-            Ok::<_, blyan_pol::PolError>(pending)
+            Ok::<_, Error>(pending)
         })
-        .await?
-        .map_err(pol_error("reading certificates"))?
+        .await??
     };
     let mut count = 0;
     for plan in pending {

@@ -15,6 +15,7 @@ use blyan_pol::{
     eval_seed, params_after, scan_records, settlement, slashed_validators,
 };
 
+use crate::datasets::{node_gate_view, with_credit};
 use crate::node::{Node, blocking};
 use crate::{Error, Result};
 
@@ -160,14 +161,19 @@ fn pol_error(what: &'static str) -> impl Fn(blyan_pol::PolError) -> Error {
 }
 
 fn settlements(
+    node: &Node,
     chain: &ChainStore,
     params: &PolParams,
     records: &[blyan_pol::RecordBlock],
 ) -> Result<BTreeMap<BlockHash, Settlement>> {
+    let view = node_gate_view(node, chain)?;
     let mut plans = BTreeMap::new();
     for record in records {
         if matches!(record.record, blyan_pol::PolRecord::Certificate(_)) {
-            let plan = settlement(chain, params, record, records).map_err(pol_error("settling"))?;
+            let plan = with_credit(view.as_ref(), |credit| {
+                settlement(chain, params, record, records, credit)
+            })
+            .map_err(pol_error("settling"))?;
             plans.insert(plan.claim, plan);
         }
     }
@@ -197,7 +203,12 @@ impl Node {
             let mut slashed = Default::default();
             if params.is_some() {
                 slashed = slashed_validators(&records);
-                let plans = settlements(&chain, &node.pol().expect("checked").params, &records)?;
+                let plans = settlements(
+                    &node,
+                    &chain,
+                    &node.pol().expect("checked").params,
+                    &records,
+                )?;
                 for state in all_claims(&chain)
                     .map_err(pol_error("reading claims"))?
                     .iter()
@@ -268,9 +279,12 @@ impl Node {
             let plan = match (&state.certificate, params) {
                 (Some((block, _)), Some(params)) => {
                     let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
+                    let view = node_gate_view(&node, &chain)?;
                     Some(
-                        settlement(&chain, params, block, &records)
-                            .map_err(pol_error("settling"))?,
+                        with_credit(view.as_ref(), |credit| {
+                            settlement(&chain, params, block, &records, credit)
+                        })
+                        .map_err(pol_error("settling"))?,
                     )
                 }
                 _ => None,

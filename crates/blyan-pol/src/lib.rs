@@ -47,7 +47,9 @@ pub use record::{
     POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, ValidatorSet, Verdict, Vote,
     data_blocks_commitment, delta_bps, eval_seed, loss_micros, validator_set_message,
 };
-pub use rewards::{BondAction, Payment, Settlement, bond_key, settlement};
+pub use rewards::{
+    BondAction, DataContributors, Payment, Settlement, bond_key, data_payment_key, settlement,
+};
 pub use validator::{
     build_claim, candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim,
     fresh_randomness, now_ms, publish_over_served, record_block, verdict,

@@ -28,8 +28,6 @@ pub struct ClaimState {
     pub votes: Vec<(RecordBlock, Vote)>,
     /// Its certificate, once decided.
     pub certificate: Option<(RecordBlock, Certificate)>,
-    /// The author of each dataset block the claim names.
-    pub data_authors: BTreeMap<BlockHash, Address>,
 }
 
 /// Where a claim stands.
@@ -69,13 +67,7 @@ impl ClaimState {
             beacon: None,
             votes: Vec::new(),
             certificate: None,
-            data_authors: BTreeMap::new(),
         };
-        for data in &state.claim.data_blocks {
-            if let Some(header) = store.header(data)? {
-                state.data_authors.insert(*data, header.author);
-            }
-        }
         for dependent in store.dependents(&claim)? {
             let Some(found) = read_record_lenient(store, dependent.block)? else {
                 continue;

@@ -25,7 +25,32 @@
 //!   machine (fixed hash seeds, no clock, no randomness).
 //! - A refusal never echoes a secret or personal datum it found, only its kind and offset.
 //!
-//! Must not depend on: HTTP, the ledger. It depends on `blyan-chain` (entries are blocks) and
+//! The gates after L0 write their decisions on chain D beside the samples (module
+//! `gate_record`: [`TeacherResult`], [`VoteCommit`]/[`VoteReveal`] commit-reveal votes weighted by
+//! stake, validator [`Review`]s), and [`GateView`] (module `gate_state`) replays chain D into each
+//! sample's [`SampleState`] and history, the same on every node. Learners read only
+//! [`SampleState::Usable`] samples, and only those pay their contributor when a certified
+//! Proof-of-Learning candidate used them.
+//!
+//! ```
+//! use blyan_chain::BlockHash;
+//! use blyan_quality::{VoteCommit, VoteReveal, VoteVerdict, check_reveal, vote_commitment};
+//!
+//! let voter = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse().unwrap();
+//! let (sample, salt) = (BlockHash([1; 32]), [7u8; 32]);
+//! let commit = VoteCommit {
+//!     sample,
+//!     voter,
+//!     commitment: vote_commitment(sample, VoteVerdict::Accept, &salt, voter),
+//!     stake: 10,
+//! };
+//! let reveal = |verdict| VoteReveal { commit: BlockHash([2; 32]), verdict, salt: hex::encode(salt) };
+//! assert!(check_reveal(&commit, &reveal(VoteVerdict::Accept)).is_ok());
+//! assert_eq!(check_reveal(&commit, &reveal(VoteVerdict::Refuse)).unwrap_err().code(), "reveal_mismatch");
+//! ```
+//!
+//! Must not depend on: HTTP, the ledger, `blyan-pol` (the validator set reaches [`GateView`] as a
+//! function, so `blyan-pol` may read samples). It depends on `blyan-chain` (entries are blocks) and
 //! `blyan-moe` (the L1 teacher model).
 //!
 //! # Example
@@ -55,6 +80,8 @@
 use torch_sys as _;
 
 mod charset;
+mod gate_record;
+mod gate_state;
 mod l0;
 mod l1;
 mod minhash;
@@ -74,6 +101,14 @@ pub use minhash::{
     SHINGLE_CHARS, SHINGLE_WORDS, Signature,
 };
 pub use patterns::{PersonalDataKind, SecretKind};
+pub use gate_record::{
+    GateError, L1Outcome, REVIEW_NOTE_BYTES_MAX, REVIEW_SAMPLES_MAX, Review, ReviewVerdict,
+    TeacherResult, VOTE_SALT_BYTES, VoteCommit, VoteReveal, VoteVerdict, check_reveal, parse_salt,
+    vote_commitment,
+};
+pub use gate_state::{
+    DataBlock, GateEvent, GateParams, GateView, SampleState, SampleView, TallyView, VoteView,
+};
 pub use sample::{
     DATA_RECORD_BYTES_MAX, DATA_RECORD_FORMAT, DataRecord, Licence, SAMPLE_SOURCE_BYTES_MAX,
     SAMPLE_TEXT_BYTES_MAX, SAMPLE_TEXT_CHARS_MIN, Sample, SampleContent, SchemaError, content_hash,

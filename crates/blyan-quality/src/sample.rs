@@ -13,6 +13,10 @@ use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::gate_record::{
+    GateError, Review, TeacherResult, VoteCommit, VoteReveal, validate_gate_record,
+};
+
 /// The `format` of every dataset document.
 pub const DATA_RECORD_FORMAT: &str = "blyan-data/1";
 
@@ -310,6 +314,27 @@ pub enum DataRecord {
     /// A sample of training data (a `DatasetEntry` block, signed by the contributor or by the
     /// node that accepted it from a signed-in wallet).
     Sample(Sample),
+    /// An L1 teacher result (see [`TeacherResult`]).
+    TeacherResult(TeacherResult),
+    /// A hidden L2 vote (see [`VoteCommit`]).
+    VoteCommit(VoteCommit),
+    /// The opening of an L2 vote (see [`VoteReveal`]).
+    VoteReveal(VoteReveal),
+    /// An L3 validator review (see [`Review`]).
+    Review(Review),
+}
+
+impl DataRecord {
+    /// The record's type name (`sample`, `vote_commit`, …).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DataRecord::Sample(_) => "sample",
+            DataRecord::TeacherResult(_) => "teacher_result",
+            DataRecord::VoteCommit(_) => "vote_commit",
+            DataRecord::VoteReveal(_) => "vote_reveal",
+            DataRecord::Review(_) => "review",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -354,6 +379,7 @@ pub fn decode_record(payload: &[u8]) -> Result<DataRecord, SchemaError> {
     }
     match &document.record {
         DataRecord::Sample(sample) => sample.validate()?,
+        other => validate_gate_record(other).map_err(SchemaError::Gate)?,
     }
     Ok(document.record)
 }
@@ -440,6 +466,9 @@ pub enum SchemaError {
         /// The hash of the text.
         expected: String,
     },
+    /// A gate record (teacher result, vote, review) breaks its own limits.
+    #[error(transparent)]
+    Gate(#[from] GateError),
 }
 
 #[cfg(test)]

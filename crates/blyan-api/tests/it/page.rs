@@ -405,6 +405,62 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
         "return document.querySelectorAll('#experts-table tbody tr').length === 32;",
     )
     .await;
+    // The data view: a signed-in wallet submits a sample, listed as submitted, its history
+    // one line; a sample under the minimum is refused with its code.
+    open_tab(client, "data").await?;
+    wait_js(
+        client,
+        "data view loaded",
+        "return document.body.dataset.dataLoaded && !document.getElementById('data-submit').disabled;",
+    )
+    .await;
+    let input = client.find(Locator::Id("data-text")).await.unwrap();
+    input.send_keys("short").await.unwrap();
+    client
+        .find(Locator::Id("data-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        client,
+        "short sample refused",
+        "return document.getElementById('data-result').textContent.includes('text_too_short');",
+    )
+    .await;
+    input.clear().await.unwrap();
+    input
+        .send_keys("A sample written on the page, long enough to count.")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("data-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        client,
+        "sample listed",
+        "const r = document.querySelector('#data-samples tbody tr'); \
+         return r && r.cells[1].textContent === 'submitted' && r.cells[4].textContent.startsWith('A sample written');",
+    )
+    .await;
+    client
+        .find(Locator::Css("#data-samples tbody tr a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        client,
+        "sample history",
+        "return document.getElementById('data-history').textContent.includes(': submitted');",
+    )
+    .await;
     client
         .find(Locator::Css("nav button[data-tab=chat]"))
         .await

@@ -3,9 +3,11 @@
 //!
 //! Each payload is read with `payload_verified` (hashed against what was stored) and checked
 //! once more against its header's `payload_hash` and `payload_bytes`, so a changed byte is
-//! [`MoeError::Chain`] or [`MoeError::BadBlock`] naming the block, never training text. Chain D
-//! carries no quality gate yet: whatever text it holds is read, and an entry that is not text
-//! (binary, or holding a NUL byte) is listed as skipped, not refused.
+//! [`MoeError::Chain`] or [`MoeError::BadBlock`] naming the block, never training text.
+//! [`read_dataset`] reads whatever text chain D holds; [`read_dataset_selected`] lets the caller
+//! say which entries are training text and what their text is (the node passes the dataset
+//! gates' usable samples, `blyan-quality`, which this crate must not depend on). An entry that
+//! is not selected (binary, holding a NUL byte, or refused by the selector) is listed as skipped.
 
 use blyan_chain::{
     BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind, ChainId, ChainStore, SealedHeader, hash_payload,
@@ -29,6 +31,19 @@ pub struct DatasetRead {
 /// [`MoeError::Corpus`] saying the dataset is empty; more than [`CORPUS_BYTES_MAX`] bytes of text
 /// is [`MoeError::Corpus`] too.
 pub fn read_dataset(store: &ChainStore) -> Result<DatasetRead> {
+    read_dataset_selected(store, &|_, payload| match std::str::from_utf8(payload) {
+        Ok(text) if !text.contains('\0') => Some(text.to_owned()),
+        _ => None,
+    })
+}
+
+/// Reads the training text of the `DatasetEntry` blocks of `store`'s dataset chain that
+/// `select(block, payload)` picks (returning their text), in height order; the others are
+/// listed as skipped. Errors as [`read_dataset`].
+pub fn read_dataset_selected(
+    store: &ChainStore,
+    select: &dyn Fn(BlockHash, &[u8]) -> Option<String>,
+) -> Result<DatasetRead> {
     let mut read = DatasetRead::default();
     let mut bytes = 0u64;
     // Heights may repeat where a chain allows forks, so a full page is followed by one from its
@@ -48,7 +63,7 @@ pub fn read_dataset(store: &ChainStore) -> Result<DatasetRead> {
             }
             new_blocks = true;
             if sealed.header.kind == BlockKind::DatasetEntry {
-                read_entry(store, &sealed, &mut read, &mut bytes)?;
+                read_entry(store, &sealed, select, &mut read, &mut bytes)?;
             }
         }
         if !full || !new_blocks {
@@ -76,6 +91,7 @@ pub fn read_dataset(store: &ChainStore) -> Result<DatasetRead> {
 fn read_entry(
     store: &ChainStore,
     sealed: &SealedHeader,
+    select: &dyn Fn(BlockHash, &[u8]) -> Option<String>,
     read: &mut DatasetRead,
     bytes: &mut u64,
 ) -> Result<()> {
@@ -96,12 +112,9 @@ fn read_entry(
             reason: "the stored payload does not match its header".to_owned(),
         });
     }
-    let text = match std::str::from_utf8(payload) {
-        Ok(text) if !text.contains('\0') => text,
-        _ => {
-            read.skipped.push(block);
-            return Ok(());
-        }
+    let Some(text) = select(block, payload) else {
+        read.skipped.push(block);
+        return Ok(());
     };
     *bytes += text.len() as u64;
     if *bytes > CORPUS_BYTES_MAX {
@@ -114,7 +127,7 @@ fn read_entry(
     }
     read.documents.push(TextDocument {
         name: block.to_string(),
-        text: text.to_owned(),
+        text,
     });
     Ok(())
 }

@@ -35,7 +35,7 @@ pub use data::{
     CORPUS_BYTES_MAX, CorpusRead, HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, TextDocument,
     TextSplit, TokenCorpus, read_corpus, split_texts,
 };
-pub use dataset::{DatasetRead, read_dataset};
+pub use dataset::{DatasetRead, read_dataset, read_dataset_selected};
 pub use optim::{AdamWSettings, learning_rate};
 use optim::{Parameter, adamw_step, clip_gradients};
 

@@ -3,6 +3,7 @@
 //! its services and its learner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod datasets;
 mod dtype;
 #[path = "../fixtures/fine_tune.rs"]
 mod fine_tune;

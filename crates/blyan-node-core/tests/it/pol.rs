@@ -23,7 +23,7 @@ use crate::support::{TestNode, balance, fund, node_with};
 
 /// A node serving the untrained seed model whose validators are `validators` (stake 1 each),
 /// evaluating `windows` windows of 64 tokens.
-async fn pol_node(
+pub(crate) async fn pol_node(
     validators: &[Address],
     edit: impl FnOnce(&mut blyan_node_core::NodeConfig),
 ) -> TestNode {
@@ -61,7 +61,7 @@ fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
 }
 
 /// One pass of each validator, then of the node itself (which certifies and settles).
-async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
+pub(crate) async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
     for key in validators {
         pol_tick(
             &node.node,
@@ -77,12 +77,12 @@ async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
         .expect("the node's pass");
 }
 
-fn chain(node: &Node) -> Arc<ChainStore> {
+pub(crate) fn chain(node: &Node) -> Arc<ChainStore> {
     Arc::clone(node.chain().unwrap())
 }
 
 /// Trains `experts` of the served model on `documents` and writes the new versions (candidates).
-fn train_candidate(
+pub(crate) fn train_candidate(
     node: &Node,
     author: &AuthorKey,
     experts: &[&str],
@@ -123,7 +123,7 @@ fn noisy_version(node: &Node, author: &AuthorKey, expert: &str) -> Vec<BlockHash
 
 /// The claim of `candidates` by `author`, its losses measured as an author does (public draw of
 /// `pool`), or `claimed` when given.
-fn claim_record(
+pub(crate) fn claim_record(
     node: &Node,
     candidates: Vec<BlockHash>,
     pool: &EvalPool,
@@ -149,7 +149,11 @@ fn claim_record(
 }
 
 /// Submits `record` signed by `key` on chain D's tip, as a block from the network would come.
-async fn submit(node: &Node, key: &AuthorKey, record: &PolRecord) -> Result<BlockHash, Error> {
+pub(crate) async fn submit(
+    node: &Node,
+    key: &AuthorKey,
+    record: &PolRecord,
+) -> Result<BlockHash, Error> {
     submit_with_work(node, key, record, 0).await
 }
 
@@ -194,15 +198,15 @@ fn served_expert(node: &Node, expert: &str) -> BlockHash {
         .hash
 }
 
-fn keys(count: usize) -> Vec<AuthorKey> {
+pub(crate) fn keys(count: usize) -> Vec<AuthorKey> {
     (0..count).map(|_| AuthorKey::generate()).collect()
 }
 
-fn addresses(keys: &[AuthorKey]) -> Vec<Address> {
+pub(crate) fn addresses(keys: &[AuthorKey]) -> Vec<Address> {
     keys.iter().map(AuthorKey::address).collect()
 }
 
-fn state(node: &Node, claim: BlockHash) -> blyan_pol::ClaimState {
+pub(crate) fn state(node: &Node, claim: BlockHash) -> blyan_pol::ClaimState {
     blyan_pol::ClaimState::read(&chain(node), claim)
         .unwrap()
         .unwrap()
