@@ -71,6 +71,41 @@ fn a_malformed_config_is_refused_naming_the_field() {
 }
 
 #[test]
+fn a_malformed_tokenomics_file_stops_the_node_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = include_str!("../../../crates/blyan-ledger/config/tokenomics.yaml");
+    let malformed = shipped.replace("fee_per_1000_tokens: \"1\"", "fee_per_1000_tokens: 0.001");
+    assert_ne!(
+        malformed, shipped,
+        "the shipped file names the fee this test breaks"
+    );
+    let tokenomics = dir.path().join("tokenomics.yaml");
+    std::fs::write(&tokenomics, malformed).unwrap();
+    let config = dir.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        format!("ledger:\n  tokenomics: {}\n", tokenomics.display()),
+    )
+    .unwrap();
+    let port = free_port();
+    let output = Command::new(NODE)
+        .env_clear()
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("inference.fee_per_1000_tokens"), "{stderr}");
+    assert!(stderr.contains("tokenomics.yaml"), "{stderr}");
+}
+
+#[test]
 fn a_named_config_file_that_does_not_exist_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nodee.yaml");

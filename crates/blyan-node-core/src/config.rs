@@ -418,6 +418,9 @@ pub struct DatasetsConfig {
     pub l1_min_bits_per_byte: f64,
     /// The L1 band's upper edge, bits per byte (above: gibberish).
     pub l1_max_bits_per_byte: f64,
+    /// Languages (ISO 639-1) the band judges: the ones the served model was trained on.
+    /// Samples in other languages pass L1 with their score recorded.
+    pub l1_languages: Vec<String>,
     /// How long votes are committed after a sample passed L1, in milliseconds.
     pub commit_window_ms: u64,
     /// How long votes are revealed after the commit window, in milliseconds.
@@ -858,6 +861,16 @@ impl NodeConfig {
                     "the band [{}, {}] bits/byte is empty or not finite",
                     datasets.l1_min_bits_per_byte, datasets.l1_max_bits_per_byte
                 ),
+            ));
+        }
+        if let Some(bad) = datasets
+            .l1_languages
+            .iter()
+            .find(|code| code.len() != 2 || !code.bytes().all(|byte| byte.is_ascii_lowercase()))
+        {
+            return Err(invalid(
+                "datasets.l1_languages",
+                format!("{bad:?} is not a lower-case ISO 639-1 code such as \"en\""),
             ));
         }
         if !(datasets.accept_share > 0.0 && datasets.accept_share <= 1.0) {
@@ -1647,6 +1660,10 @@ mod tests {
         check_rejected(
             "datasets:\n  l1_min_bits_per_byte: 9.0\n",
             "datasets.l1_max_bits_per_byte",
+        );
+        check_rejected(
+            "datasets:\n  l1_languages: [en, English]\n",
+            "datasets.l1_languages",
         );
         check_rejected("datasets:\n  accept_share: 0\n", "datasets.accept_share");
         check_rejected(

@@ -185,7 +185,11 @@ impl Teacher for ServedTeacher {
 
 /// The L0 screen ([`blyan_quality::screen_l0`]) of a new `sample` against every sample of
 /// `view` that is not refused.
-pub fn screen_l0(sample: &Sample, view: &GateView, now_ms: u64) -> std::result::Result<(), Refusal> {
+pub fn screen_l0(
+    sample: &Sample,
+    view: &GateView,
+    now_ms: u64,
+) -> std::result::Result<(), Refusal> {
     let mut index = blyan_quality::AcceptedIndex::new();
     for other in view.samples() {
         if !refused(other.state(view.params(), now_ms)) {
@@ -212,8 +216,8 @@ fn screen_on_chain(
             break;
         }
         if waiting.contains(&other.hash) {
-            let outcome = blyan_quality::screen_l0(&other.sample, &index, &config)
-                .map_err(Refusal::L0);
+            let outcome =
+                blyan_quality::screen_l0(&other.sample, &index, &config).map_err(Refusal::L0);
             let passed = outcome.is_ok();
             screened.insert(other.hash, outcome);
             if passed {
@@ -234,7 +238,7 @@ fn refused(state: SampleState) -> bool {
 }
 
 /// Why a dataset request is refused: the API answers 422 with [`Refusal::code`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
     /// The sample breaks the schema.
@@ -260,31 +264,11 @@ impl Refusal {
     /// A stable snake_case code.
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::Schema(error) => schema_code(error),
+            Refusal::Schema(error) => error.code(),
             Refusal::L0(refusal) => refusal.code(),
             Refusal::Gate(error) => error.code(),
             Refusal::StakeUnpaid { .. } => "stake_unpaid",
         }
-    }
-}
-
-fn schema_code(error: &SchemaError) -> &'static str {
-    match error {
-        SchemaError::NotUtf8 { .. } => "not_utf8",
-        SchemaError::DocumentTooLarge { .. } => "document_too_large",
-        SchemaError::Json(_) => "schema",
-        SchemaError::Format { .. } => "format",
-        SchemaError::TextTooLarge { .. } => "text_too_large",
-        SchemaError::TextTooShort { .. } => "text_too_short",
-        SchemaError::Content => "content",
-        SchemaError::EmptyPairPart => "empty_pair_part",
-        SchemaError::Licence { .. } => "licence",
-        SchemaError::SourceTooLarge { .. } => "source_too_large",
-        SchemaError::Source => "source",
-        SchemaError::Language { .. } => "language",
-        SchemaError::ContentHash { .. } => "content_hash",
-        SchemaError::Gate(error) => error.code(),
-        _ => "schema",
     }
 }
 
@@ -331,6 +315,9 @@ pub struct DatasetContext {
     pub key: AuthorKey,
     /// The L1 band, bits per byte.
     pub band: (f64, f64),
+    /// The languages the band judges (`datasets.l1_languages`); samples in others pass L1 on
+    /// to the vote with their score recorded.
+    pub languages: Vec<String>,
     /// The L1 teacher, once one is set ([`Node::set_teacher`]); until then samples wait in
     /// `submitted`.
     pub teacher: std::sync::OnceLock<Arc<dyn Teacher>>,
@@ -350,14 +337,19 @@ impl DatasetContext {
                 config.datasets.l1_min_bits_per_byte,
                 config.datasets.l1_max_bits_per_byte,
             ),
+            languages: config.datasets.l1_languages.clone(),
             teacher: std::sync::OnceLock::new(),
             progress: DatasetProgress::default(),
         })
     }
 
-    /// The L1 outcome of `bits_per_byte` under the band.
-    pub fn judge(&self, bits_per_byte: f64) -> L1Outcome {
-        if !bits_per_byte.is_finite() || bits_per_byte > self.band.1 {
+    /// The L1 outcome of `bits_per_byte` for a sample in `language`: judged by the band when
+    /// the band covers that language (the served model's loss on a language it was not trained
+    /// on says nothing about the text), a pass otherwise.
+    pub fn judge(&self, bits_per_byte: f64, language: &str) -> L1Outcome {
+        if !self.languages.iter().any(|judged| judged == language) {
+            L1Outcome::Pass
+        } else if !bits_per_byte.is_finite() || bits_per_byte > self.band.1 {
             L1Outcome::TooHigh
         } else if bits_per_byte < self.band.0 {
             L1Outcome::TooLow
@@ -724,12 +716,18 @@ pub async fn dataset_tick(node: &Arc<Node>, settled: &mut BTreeSet<BlockHash>) -
     let Some(teacher) = context.teacher.get().cloned() else {
         return Ok(0);
     };
-    let waiting: Vec<(BlockHash, String)> = view
+    let waiting: Vec<(BlockHash, String, String)> = view
         .in_state(SampleState::Submitted, now)
         .into_iter()
         .filter(|sample| sample.teacher.is_none())
         .take(node.config().datasets.l1_batch as usize)
-        .map(|sample| (sample.hash, sample.sample.training_text()))
+        .map(|sample| {
+            (
+                sample.hash,
+                sample.sample.training_text(),
+                sample.sample.language.clone(),
+            )
+        })
         .collect();
     if waiting.is_empty() {
         return Ok(0);
@@ -738,15 +736,15 @@ pub async fn dataset_tick(node: &Arc<Node>, settled: &mut BTreeSet<BlockHash>) -
     // screen here: refused ones are recorded as screened and never scored.
     let mut waiting_scored = Vec::with_capacity(waiting.len());
     let mut scored = 0;
-    let hashes: BTreeSet<BlockHash> = waiting.iter().map(|(hash, _)| *hash).collect();
+    let hashes: BTreeSet<BlockHash> = waiting.iter().map(|(hash, ..)| *hash).collect();
     let mut screened = blocking("screening samples on chain D (L0)", move || {
         screen_on_chain(&view, &hashes, now)
     })
     .await?;
-    for (sample, text) in waiting {
+    for (sample, text, language) in waiting {
         let outcome = screened.remove(&sample).unwrap_or(Ok(()));
         match outcome {
-            Ok(()) => waiting_scored.push((sample, text)),
+            Ok(()) => waiting_scored.push((sample, text, language)),
             Err(refusal) => {
                 let record = DataRecord::TeacherResult(TeacherResult {
                     sample,
@@ -769,20 +767,20 @@ pub async fn dataset_tick(node: &Arc<Node>, settled: &mut BTreeSet<BlockHash>) -
     if waiting.is_empty() {
         return Ok(scored);
     }
-    let texts: Vec<String> = waiting.iter().map(|(_, text)| text.clone()).collect();
+    let texts: Vec<String> = waiting.iter().map(|(_, text, _)| text.clone()).collect();
     let scores = blocking("scoring samples", move || teacher.bits_per_byte(&texts))
         .await?
         .map_err(|error| Error::Task {
             what: "scoring samples (L1)",
             reason: error.to_string(),
         })?;
-    for ((sample, _), bits) in waiting.into_iter().zip(scores) {
+    for ((sample, _, language), bits) in waiting.into_iter().zip(scores) {
         let record = DataRecord::TeacherResult(TeacherResult {
             sample,
             bits_per_byte_micros: micros(bits),
             band_min_micros: micros(context.band.0),
             band_max_micros: micros(context.band.1),
-            outcome: context.judge(bits),
+            outcome: context.judge(bits, &language),
         });
         match node.append_data_record(record).await {
             Ok(_) => scored += 1,

@@ -103,11 +103,11 @@ pub use config::{
     DatasetsConfig, ENV_OVERRIDE_PREFIX, FREE_TIER_GENERATION_SECONDS_MAX, FaucetConfig,
     ForwardedHeader, FreeTierConfig, HTTP_CONNECTIONS_MAX, HTTP_TIMEOUT_SECONDS_MAX,
     HttpServerConfig, IDEMPOTENCY_RETENTION_HOURS_MAX, IDEMPOTENCY_RETENTION_HOURS_MIN,
-    LEARNING_BATCH_SIZE_MAX,
-    LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX, LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX,
-    LearningConfig, LedgerBackend, LedgerConfig, LogConfig, LogFormat, ModelConfig,
-    NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig, PolEvalConfig, RateLimitConfig,
-    SETTLE_MARGIN_MS_MAX, SETTLE_MARGIN_MS_MIN, SeedChoice, UPLOADS_CONCURRENT_MAX, UploadsConfig,
+    LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
+    LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
+    LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
+    PolEvalConfig, RateLimitConfig, SETTLE_MARGIN_MS_MAX, SETTLE_MARGIN_MS_MIN, SeedChoice,
+    UPLOADS_CONCURRENT_MAX, UploadsConfig,
 };
 pub use datasets::{
     DATASET_PAGE_MAX, DatasetContext, DatasetProgress, DatasetService, Refusal, SampleInput,

@@ -194,7 +194,7 @@ impl Refusal {
     /// character problems so a submitter knows what to fix.
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::Schema(error) => schema_code(error),
+            Refusal::Schema(error) => error.code(),
             Refusal::NotASample => "not_a_sample",
             Refusal::ExactDuplicate { .. } => "exact_duplicate",
             Refusal::NearDuplicate { .. } => "near_duplicate",
@@ -208,25 +208,6 @@ impl Refusal {
             Refusal::Secret { .. } => "secret",
             Refusal::PersonalData { .. } => "personal_data",
         }
-    }
-}
-
-/// The stable code of each schema error.
-fn schema_code(error: &SchemaError) -> &'static str {
-    match error {
-        SchemaError::NotUtf8 { .. } => "not_utf8",
-        SchemaError::DocumentTooLarge { .. } => "document_too_large",
-        SchemaError::Json(_) => "malformed_document",
-        SchemaError::Format { .. } => "unknown_format",
-        SchemaError::TextTooLarge { .. } => "text_too_large",
-        SchemaError::TextTooShort { .. } => "text_too_short",
-        SchemaError::Content => "malformed_content",
-        SchemaError::EmptyPairPart => "empty_pair_part",
-        SchemaError::Licence { .. } => "licence",
-        SchemaError::SourceTooLarge { .. } => "source_too_large",
-        SchemaError::Source => "malformed_source",
-        SchemaError::Language { .. } => "language_code",
-        SchemaError::ContentHash { .. } => "content_hash",
     }
 }
 

@@ -89,6 +89,14 @@ mod patterns;
 mod sample;
 
 pub use charset::{LANGUAGES, Script};
+pub use gate_record::{
+    GateError, L1Outcome, REVIEW_NOTE_BYTES_MAX, REVIEW_SAMPLES_MAX, Review, ReviewVerdict,
+    TeacherResult, VOTE_SALT_BYTES, VoteCommit, VoteReveal, VoteVerdict, check_reveal, parse_salt,
+    vote_commitment,
+};
+pub use gate_state::{
+    DataBlock, GateEvent, GateParams, GateView, SampleState, SampleView, TallyView, VoteView,
+};
 pub use l0::{
     CharsetProblem, L0Config, L0ConfigError, Refusal, screen_document, screen_l0, screen_signed,
 };
@@ -101,14 +109,6 @@ pub use minhash::{
     SHINGLE_CHARS, SHINGLE_WORDS, Signature,
 };
 pub use patterns::{PersonalDataKind, SecretKind};
-pub use gate_record::{
-    GateError, L1Outcome, REVIEW_NOTE_BYTES_MAX, REVIEW_SAMPLES_MAX, Review, ReviewVerdict,
-    TeacherResult, VOTE_SALT_BYTES, VoteCommit, VoteReveal, VoteVerdict, check_reveal, parse_salt,
-    vote_commitment,
-};
-pub use gate_state::{
-    DataBlock, GateEvent, GateParams, GateView, SampleState, SampleView, TallyView, VoteView,
-};
 pub use sample::{
     DATA_RECORD_BYTES_MAX, DATA_RECORD_FORMAT, DataRecord, Licence, SAMPLE_SOURCE_BYTES_MAX,
     SAMPLE_TEXT_BYTES_MAX, SAMPLE_TEXT_CHARS_MIN, Sample, SampleContent, SchemaError, content_hash,

@@ -471,6 +471,28 @@ pub enum SchemaError {
     Gate(#[from] GateError),
 }
 
+impl SchemaError {
+    /// A stable snake_case code for the error (what the API answers with).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SchemaError::NotUtf8 { .. } => "not_utf8",
+            SchemaError::DocumentTooLarge { .. } => "document_too_large",
+            SchemaError::Json(_) => "malformed_document",
+            SchemaError::Format { .. } => "unknown_format",
+            SchemaError::TextTooLarge { .. } => "text_too_large",
+            SchemaError::TextTooShort { .. } => "text_too_short",
+            SchemaError::Content => "malformed_content",
+            SchemaError::EmptyPairPart => "empty_pair_part",
+            SchemaError::Licence { .. } => "licence",
+            SchemaError::SourceTooLarge { .. } => "source_too_large",
+            SchemaError::Source => "malformed_source",
+            SchemaError::Language { .. } => "language_code",
+            SchemaError::ContentHash { .. } => "content_hash",
+            SchemaError::Gate(error) => error.code(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

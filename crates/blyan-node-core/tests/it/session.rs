@@ -271,7 +271,7 @@ async fn a_free_generation_read_slowly_ends_at_its_time_limit_and_frees_its_plac
     let test = node_with(
         |config| {
             config.api.free_tier.generation_seconds_max = 1;
-            config.api.free_tier.completion_tokens_max = CHAT_COMPLETION_TOKENS_MAX;
+            config.api.free_tier.completion_tokens_max = LONG_ANSWER_TOKENS;
         },
         true,
     )
@@ -281,7 +281,7 @@ async fn a_free_generation_read_slowly_ends_at_its_time_limit_and_frees_its_plac
     let plan = node
         .plan_chat(
             Payer::Free,
-            &request("A long answer, please.", Some(CHAT_COMPLETION_TOKENS_MAX)),
+            &request("A long answer, please.", Some(LONG_ANSWER_TOKENS)),
         )
         .unwrap();
     let mut run = plan
@@ -302,7 +302,7 @@ async fn a_free_generation_read_slowly_ends_at_its_time_limit_and_frees_its_plac
     assert_eq!(done.finish_reason, "time_limit", "{done:?}");
     assert!(delivered > 0, "the deltas queued before the limit arrive");
     assert!(
-        done.usage.completion_tokens < u64::from(CHAT_COMPLETION_TOKENS_MAX),
+        done.usage.completion_tokens < u64::from(LONG_ANSWER_TOKENS),
         "{done:?}"
     );
     assert_eq!(done.usage.completion_tokens, delivered);
