@@ -269,7 +269,10 @@ fn add_dataset_entry(data_dir: &Path, text: &str) {
     let store = ChainStore::open(data_dir.join("chain"), StoreConfig::default()).unwrap();
     let contributor = AuthorKey::generate();
     let voter = AuthorKey::generate();
-    let t0 = 1_770_000_000_000;
+    // After whatever chain D already holds (an earlier call's review is two days on).
+    let tip = store.tip(ChainId::Dataset);
+    let tip_ms = store.header(&tip.hash).unwrap().unwrap().timestamp_ms;
+    let t0 = tip_ms.max(1_770_000_000_000) + 1;
     let append = |key: &AuthorKey, at: u64, record: DataRecord| {
         let payload = encode_record(&record);
         let tip = store.tip(ChainId::Dataset);

@@ -415,6 +415,60 @@ async fn a_client_that_disconnects_after_n_tokens_pays_for_what_it_was_sent() {
 }
 
 #[tokio::test]
+async fn a_paid_stream_running_when_the_node_stops_is_charged_once_for_what_it_sent() {
+    let mut node = Node::serving().await;
+    let wallet = TestWallet::new(0x26);
+    node.fund(&wallet.address, "3").await;
+    let tokens = wallet.sign_in(&node).await;
+    let max_tokens = 96_u64;
+    let body = json!({
+        "messages": user_says("a long answer please"),
+        "max_tokens": max_tokens,
+        "seed": 3,
+    });
+    let prompt = prompt_tokens(&node, &body);
+    let mut response = stream(&node, &body, Some(&tokens.access_token)).await;
+    assert_eq!(response.status(), 200);
+    let mut events = read_deltas(&mut response, 3).await;
+    // What SIGTERM does to the node binary: its services' stop signal ends the server, which
+    // stops taking connections and lets the running stream end.
+    node.request_stop();
+    let mut buffer = String::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.push_str(&std::str::from_utf8(&chunk).unwrap().replace("\r\n", "\n"));
+        events.extend(take_events(&mut buffer));
+    }
+    node.stopped()
+        .await
+        .expect("the server drains without an error");
+    let (available, held) = node.balance(&wallet.address).await;
+    assert_eq!(units(held), 0, "no hold outlives the stop");
+    let charged = units("3".parse().unwrap()) - units(available);
+    match events.last() {
+        // The stream finished: it was charged exactly what its `done` event says.
+        Some(last) if last.name == "done" => {
+            let done = done_of(&events);
+            let completion = done["usage"]["completion_tokens"].as_u64().unwrap();
+            assert_eq!(charged, units(fee(&node, prompt, completion)), "{done}");
+        }
+        // The stream was cut: the prompt and the tokens sent, at least those read.
+        _ => {
+            let read = events.iter().filter(|event| event.name == "delta").count() as u64;
+            let sent = (read..=max_tokens)
+                .find(|&sent| units(fee(&node, prompt, sent)) == charged)
+                .unwrap_or_else(|| panic!("{charged} units is not the prompt plus a token count"));
+            assert!(sent >= read, "{sent} < {read}");
+        }
+    }
+    let ledger = node.state.ledger().unwrap();
+    ledger
+        .verify_integrity()
+        .await
+        .expect("ledger invariants hold");
+    assert!(charged > 0, "the delivered tokens are paid for");
+}
+
+#[tokio::test]
 async fn a_stream_cut_by_its_time_limit_says_so_and_is_charged_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokenomics.yaml");

@@ -315,6 +315,25 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Asks the server to stop, as the node binary does on SIGTERM or Ctrl-C (its services'
+    /// stop signal ends `Server::serve`), without waiting.
+    pub(crate) fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits (at most 60 s) for the server to have stopped after [`Node::request_stop`].
+    pub(crate) async fn stopped(&mut self) -> blyan_api::Result<()> {
+        let task = self.task.take().expect("the server runs");
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the server stops within 60 s")
+            .expect("the server task ends without a panic")
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
