@@ -23,9 +23,12 @@ pub(crate) struct SubmitArgs {
     /// JSONL files (`.jsonl`) or plain text files (one sample per paragraph).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// The key file that signs the blocks (its address is the contributor).
+    /// The key file that signs the blocks (its address is the contributor): a plain hex key
+    /// or an Ethereum JSON keystore.
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
+    #[command(flatten)]
+    password: crate::keys::PasswordArgs,
     /// The node to send to (`http://host:port`).
     #[arg(long, value_name = "URL")]
     node: String,
@@ -136,7 +139,7 @@ fn paragraphs(text: &str) -> Vec<String> {
 
 /// Reads every sample, then sends each in its own block; prints each block's hash.
 pub(crate) fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
-    let key = AuthorKey::read_file(&args.key)?;
+    let key = crate::keys::read_key(&args.key, &args.password)?;
     // Everything is checked before anything is sent.
     let samples = read_samples(args, key.address())?;
     let client = NodeClient::connect(&args.node)
@@ -208,6 +211,7 @@ mod tests {
         let args = SubmitArgs {
             files: vec![plain, lines.clone()],
             key: PathBuf::new(),
+            password: crate::keys::PasswordArgs::default(),
             node: String::new(),
             licence: "CC0-1.0".into(),
             source: None,

@@ -23,7 +23,7 @@ const PASSWORD_FILE_BYTES_MAX: u64 = 4 << 10;
 const KEYSTORE_VERSION: u64 = 3;
 
 /// Where a keystore's password comes from.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct PasswordArgs {
     /// A file whose first line is the keystore password (default: the `BLYAN_KEYSTORE_PASSWORD`
     /// environment variable).

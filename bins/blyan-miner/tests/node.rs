@@ -646,3 +646,57 @@ fn a_stale_export_does_not_revert_newer_versions_unless_forced() {
     let stderr = String::from_utf8_lossy(&none.stderr);
     assert!(stderr.contains("selects no expert"), "{stderr}");
 }
+
+/// `dataset submit` sends each sample of a JSONL file and of a plain text file (one per
+/// paragraph) in a block signed by the miner's key, and the node lists them under that
+/// address, waiting for L1.
+#[test]
+fn dataset_submit_sends_samples_the_node_lists_under_the_miners_address() {
+    let node = Node::start(|_| {});
+    let temp = tempfile::tempdir().unwrap();
+    let key = AuthorKey::generate();
+    let key_file = temp.path().join("miner.key");
+    key.write_file(&key_file).unwrap();
+    let lines = temp.path().join("pairs.jsonl");
+    std::fs::write(
+        &lines,
+        "{\"prompt\": \"What does the router of a layer do?\", \"response\": \"It picks the two experts that compute each token.\"}\n",
+    )
+    .unwrap();
+    let plain = temp.path().join("notes.txt");
+    std::fs::write(
+        &plain,
+        "Every expert of the model is one block on the chain.\n\nA node loads only the experts its router picks.\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_blyan-miner"))
+        .args(["dataset", "submit"])
+        .arg(&lines)
+        .arg(&plain)
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--node", &node.url(), "--licence", "CC0-1.0"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output).lines().count(), 3, "{}", stdout(&output));
+    let listed = node.get("/datasets");
+    let samples = listed["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3, "{listed}");
+    for sample in samples {
+        assert_eq!(
+            sample["contributor"].as_str().unwrap().to_lowercase(),
+            key.address().to_lower_hex(),
+            "{sample}"
+        );
+        assert_eq!(sample["licence"], "CC0-1.0", "{sample}");
+        assert_eq!(sample["state"], "submitted", "{sample}");
+    }
+    assert!(
+        samples.iter().any(|sample| sample["text"]
+            .as_str()
+            .unwrap()
+            .contains("It picks the two experts")),
+        "{listed}"
+    );
+}
