@@ -12,9 +12,6 @@ use crate::error::Result;
 use crate::params::{PolParams, ValidatorStake};
 use crate::record::{Certificate, Claim, Losses, Outcome, PolRecord, RecordBlock, Vote};
 
-/// Chain D blocks read per page while scanning.
-const SCAN_PAGE: u32 = 256;
-
 /// A claim and every record that refers to it.
 #[derive(Clone, Debug)]
 pub struct ClaimState {
@@ -245,30 +242,14 @@ pub fn same_vote(a: &Vote, b: &Vote) -> bool {
 
 /// Every Proof-of-Learning record on chain D, in chain order.
 pub fn scan_records(store: &ChainStore, from_height: u64) -> Result<Vec<RecordBlock>> {
-    let tip = store.tip(ChainId::Dataset).height;
     let mut records = Vec::new();
-    let mut height = from_height.max(1);
-    while height <= tip {
-        let mut page = store.blocks(ChainId::Dataset, height, SCAN_PAGE)?;
-        if page.is_empty() {
-            break;
+    for sealed in store.headers_from(ChainId::Dataset, from_height.max(1)) {
+        let sealed = sealed?;
+        if sealed.header.kind != BlockKind::PolProof {
+            continue;
         }
-        // A full page may end part-way through a height that holds several blocks (forks):
-        // leave that height's blocks to the next page, unless the page holds nothing else.
-        if page.len() == SCAN_PAGE as usize {
-            let last = page[page.len() - 1].header.height;
-            if page[0].header.height != last {
-                page.retain(|sealed| sealed.header.height != last);
-            }
-        }
-        for sealed in &page {
-            height = height.max(sealed.header.height + 1);
-            if sealed.header.kind != BlockKind::PolProof {
-                continue;
-            }
-            if let Some(record) = read_record_lenient(store, sealed.hash)? {
-                records.push(record);
-            }
+        if let Some(record) = read_record_lenient(store, sealed.hash)? {
+            records.push(record);
         }
     }
     Ok(records)

@@ -37,9 +37,6 @@ use crate::gate_record::{
 };
 use crate::sample::{DataRecord, Sample, decode_record};
 
-/// Chain D headers read per page while scanning.
-const SCAN_PAGE: u32 = 256;
-
 /// The gates' settings: every node must use the same to derive the same states.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateParams {
@@ -150,39 +147,23 @@ impl DataBlock {
     /// Every dataset document on chain D, in chain order ((height, hash)); `DatasetEntry`
     /// blocks that are not well-formed documents are skipped (they never count).
     pub fn scan(store: &ChainStore) -> blyan_chain::Result<Vec<DataBlock>> {
-        let tip = store.tip(ChainId::Dataset).height;
         let mut blocks = Vec::new();
-        let mut height = 1;
-        while height <= tip {
-            let mut page = store.blocks(ChainId::Dataset, height, SCAN_PAGE)?;
-            if page.is_empty() {
-                break;
+        for sealed in store.headers_from(ChainId::Dataset, 1) {
+            let sealed = sealed?;
+            if sealed.header.kind != BlockKind::DatasetEntry {
+                continue;
             }
-            // A full page may end part-way through a height holding several blocks (forks):
-            // leave that height to the next page unless the page holds nothing else.
-            if page.len() == SCAN_PAGE as usize {
-                let last = page[page.len() - 1].header.height;
-                if page[0].header.height != last {
-                    page.retain(|sealed| sealed.header.height != last);
-                }
-            }
-            for sealed in &page {
-                height = height.max(sealed.header.height + 1);
-                if sealed.header.kind != BlockKind::DatasetEntry {
-                    continue;
-                }
-                let Some(payload) = store.payload_verified(&sealed.hash)? else {
-                    continue;
-                };
-                if let Ok(record) = decode_record(&payload) {
-                    blocks.push(DataBlock {
-                        hash: sealed.hash,
-                        author: sealed.header.author,
-                        height: sealed.header.height,
-                        timestamp_ms: sealed.header.timestamp_ms,
-                        record,
-                    });
-                }
+            let Some(payload) = store.payload_verified(&sealed.hash)? else {
+                continue;
+            };
+            if let Ok(record) = decode_record(&payload) {
+                blocks.push(DataBlock {
+                    hash: sealed.hash,
+                    author: sealed.header.author,
+                    height: sealed.header.height,
+                    timestamp_ms: sealed.header.timestamp_ms,
+                    record,
+                });
             }
         }
         Ok(blocks)

@@ -202,6 +202,26 @@ impl ChainStore {
             .collect()
     }
 
+    /// Every header of `chain` from height `from_height` upwards, in (height, hash) order, read
+    /// one at a time from the height index: what replays a whole chain (Proof-of-Learning
+    /// records, dataset gates) use instead of paging through [`ChainStore::blocks`].
+    pub fn headers_from(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+    ) -> impl Iterator<Item = Result<SealedHeader>> + '_ {
+        let start = height_prefix(chain, from_height);
+        let end = [chain.letter() + 1];
+        self.scan(CF_BY_HEIGHT, &start, &end).map(move |item| {
+            let (key, _) = item?;
+            let (_, _, hash) = parse_height_key(&key)?;
+            let header = self.header(&hash)?.ok_or_else(|| Error::Corruption {
+                what: format!("by_height names {hash}, which has no header"),
+            })?;
+            Ok(SealedHeader { hash, header })
+        })
+    }
+
     /// Up to `limit` headers of `chain` from height `from_height` upwards, in (height, hash)
     /// order: the explorer's page. `limit` above [`BLOCKS_PAGE_COUNT_MAX`] is
     /// [`Error::LimitExceeded`].

@@ -168,6 +168,13 @@ fn blocks_are_listed_by_height_and_found_by_hash() {
     assert_eq!(page[0].hash, hashes[2]);
     assert_eq!(store.blocks(ChainId::Dataset, 10, 100).unwrap().len(), 1);
     assert!(store.blocks(ChainId::Dataset, 11, 100).unwrap().is_empty());
+    // The unpaged walk sees the same blocks in the same order, and stops at its chain's end.
+    let walked: Vec<_> = store
+        .headers_from(ChainId::Dataset, 3)
+        .map(|sealed| sealed.unwrap().hash)
+        .collect();
+    assert_eq!(walked, hashes[2..].to_vec());
+    assert_eq!(store.headers_from(ChainId::Dataset, 11).count(), 0);
     assert_eq!(
         store.blocks(ChainId::Meta, 0, 100).unwrap().len(),
         1,

@@ -9,9 +9,7 @@
 //! gates' usable samples, `blyan-quality`, which this crate must not depend on). An entry that
 //! is not selected (binary, holding a NUL byte, or refused by the selector) is listed as skipped.
 
-use blyan_chain::{
-    BLOCKS_PAGE_COUNT_MAX, BlockHash, BlockKind, ChainId, ChainStore, SealedHeader, hash_payload,
-};
+use blyan_chain::{BlockHash, BlockKind, ChainId, ChainStore, SealedHeader, hash_payload};
 
 use super::data::{CORPUS_BYTES_MAX, TextDocument};
 use crate::error::{MoeError, Result};
@@ -46,30 +44,11 @@ pub fn read_dataset_selected(
 ) -> Result<DatasetRead> {
     let mut read = DatasetRead::default();
     let mut bytes = 0u64;
-    // Heights may repeat where a chain allows forks, so a full page is followed by one from its
-    // last height again, and blocks already read are passed over.
-    let mut seen = std::collections::HashSet::new();
-    let mut from_height = 0u64;
-    loop {
-        let page = store.blocks(ChainId::Dataset, from_height, BLOCKS_PAGE_COUNT_MAX)?;
-        let full = page.len() == BLOCKS_PAGE_COUNT_MAX as usize;
-        let Some(last_height) = page.last().map(|sealed| sealed.header.height) else {
-            break;
-        };
-        let mut new_blocks = false;
-        for sealed in page {
-            if !seen.insert(sealed.hash) {
-                continue;
-            }
-            new_blocks = true;
-            if sealed.header.kind == BlockKind::DatasetEntry {
-                read_entry(store, &sealed, select, &mut read, &mut bytes)?;
-            }
+    for sealed in store.headers_from(ChainId::Dataset, 0) {
+        let sealed = sealed?;
+        if sealed.header.kind == BlockKind::DatasetEntry {
+            read_entry(store, &sealed, select, &mut read, &mut bytes)?;
         }
-        if !full || !new_blocks {
-            break;
-        }
-        from_height = last_height;
     }
     if read
         .documents
