@@ -4,19 +4,22 @@
 //! (`GET /pol/claims/{hash}`: the served model and the network's evaluation), fetches every
 //! block it needs (each checked against its hash), re-runs the base and the candidate on the
 //! batch the claim's beacon draws from its own copy of the evaluation pool (CPU, f32, a fixed
-//! torch thread count), and sends a signed vote to `POST /blocks`.
+//! torch thread count), and sends a signed vote to `POST /blocks`. With `--qa-documents` it
+//! keeps a hidden QA set per epoch as the node's validator does (`docs/pol.md`): commits it,
+//! measures every claim on it too, and reveals it once the epoch closed.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use blyan_api_types::{PolClaimDetail, PolStatus};
-use blyan_chain::AuthorKey;
+use blyan_chain::{AuthorKey, BlockHash};
 use blyan_client::{NodeBlocks, NodeClient};
 use blyan_moe::{ExpertName, read_corpus};
 use blyan_pol::{
-    Beacon, EvalPool, ModelBlocks, PolMode, PolParams, PolRecord, Vote, evaluate_claim,
-    fresh_randomness,
+    Beacon, EvalPool, HiddenSet, ModelBlocks, PolMode, PolParams, PolRecord, QaBook, QaCommit,
+    QaKeeper, QaReveal, RecordBlock, Vote, evaluate_claim, fresh_randomness, now_ms, qa_epoch,
+    qa_pool, reveal_opens,
 };
 use clap::Args;
 
@@ -33,9 +36,16 @@ pub(crate) struct RunArgs {
     /// The public evaluation pool (files or directories); default: the shipped model's pool.
     #[arg(long = "eval-corpus", value_name = "PATH")]
     eval_corpus: Vec<PathBuf>,
-    /// The validators' hidden evaluation set, added to the pool.
-    #[arg(long = "eval-hidden", value_name = "PATH")]
-    eval_hidden: Vec<PathBuf>,
+    /// The validator's hidden QA documents (files or directories), kept off chain: a set per
+    /// epoch is committed, evaluated with and revealed once the epoch closed.
+    #[arg(long = "qa-documents", value_name = "PATH")]
+    qa_documents: Vec<PathBuf>,
+    /// Where each epoch's hidden set is kept until it is revealed.
+    #[arg(long = "qa-dir", value_name = "DIR", default_value = "qa")]
+    qa_dir: PathBuf,
+    /// Bytes of text per epoch's hidden set.
+    #[arg(long = "qa-set-bytes", default_value_t = 32768)]
+    qa_set_bytes: usize,
     /// Torch threads the evaluation runs with (the network's `pol.eval.threads`).
     #[arg(long, default_value_t = 2)]
     threads: u32,
@@ -54,14 +64,23 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     if paths.is_empty() {
         paths.push(blyan_moe::shipped_model_dir().join("eval"));
     }
-    paths.extend(args.eval_hidden.iter().cloned());
     let pool = EvalPool::new(read_corpus(&paths)?.documents)?;
+    let qa = if args.qa_documents.is_empty() {
+        None
+    } else {
+        let documents = read_corpus(&args.qa_documents)?.documents;
+        Some(QaKeeper::new(
+            &documents,
+            args.qa_dir.clone(),
+            args.qa_set_bytes,
+        )?)
+    };
     tch::set_num_threads(i32::try_from(args.threads).context("--threads")?);
     let client = NodeClient::connect(&args.node)?;
     let blocks = NodeBlocks::new(&client);
     tracing::info!(address = %key.address(), node = %args.node, pool = pool.commitment(), "validator running");
     loop {
-        match pass(&client, &blocks, &key, &pool) {
+        match pass(&client, &blocks, &key, &pool, qa.as_ref()) {
             Ok(votes) => {
                 for vote in &votes {
                     tracing::info!(claim = %vote.claim, verdict = vote.verdict.name(), base = vote.losses.base, candidate = vote.losses.candidate, "voted");
@@ -74,6 +93,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                                 "loss_base": vote.losses.base,
                                 "loss_candidate": vote.losses.candidate,
                                 "delta_bps": vote.losses.delta_bps(),
+                                "hidden_commit": vote.hidden.map(|hidden| hidden.commit.to_string()),
+                                "hidden_delta_bps": vote.hidden.map(|hidden| hidden.losses.delta_bps()),
                             })
                         );
                     }
@@ -95,12 +116,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One pass: a vote on every seeded claim this validator has not voted on.
+/// One pass: the hidden-QA records it owes, then a vote on every seeded claim this validator
+/// has not voted on.
 fn pass(
     client: &NodeClient,
     blocks: &NodeBlocks<'_>,
     key: &AuthorKey,
     pool: &EvalPool,
+    qa: Option<&QaKeeper>,
 ) -> anyhow::Result<Vec<Vote>> {
     let me = key.address().to_string();
     let status: PolStatus = client
@@ -136,6 +159,13 @@ fn pass(
             .get_json("/pol/status")?
             .context("the node has no /pol/status")?
     };
+    let to_vote = status.claims.iter().any(|claim| {
+        claim.status == "voting" && !claim.votes.iter().any(|vote| vote.validator == me)
+    });
+    let hidden = match qa {
+        Some(keeper) => qa_pass(client, blocks, key, keeper, &status, to_vote)?,
+        None => None,
+    };
     let mut votes = Vec::new();
     for claim in status.claims.iter().rev() {
         if claim.status != "voting" || claim.votes.iter().any(|vote| vote.validator == me) {
@@ -144,10 +174,112 @@ fn pass(
         let detail: PolClaimDetail = client
             .get_json(&format!("/pol/claims/{}", claim.claim))?
             .with_context(|| format!("claim {} vanished", claim.claim))?;
-        let vote = vote_on(client, blocks, key, pool, &status, &detail)?;
+        let vote = vote_on(client, blocks, key, pool, hidden.as_ref(), &status, &detail)?;
         votes.push(vote);
     }
     Ok(votes)
+}
+
+/// A QA record block read from the node (hash-checked), for the book of what was revealed.
+fn record_from(blocks: &NodeBlocks<'_>, block: BlockHash) -> anyhow::Result<RecordBlock> {
+    let (header, payload) = blyan_pol::verified_raw(blocks, block)?;
+    Ok(RecordBlock {
+        hash: block,
+        author: header.author,
+        height: header.height,
+        timestamp_ms: header.timestamp_ms,
+        record: PolRecord::from_payload(block, &payload)?,
+    })
+}
+
+/// The hidden-QA records this validator owes now (the reveal of each closed epoch, the commit of
+/// the epoch now), appended; returns the set its votes measure on (when `to_vote`).
+fn qa_pass(
+    client: &NodeClient,
+    blocks: &NodeBlocks<'_>,
+    key: &AuthorKey,
+    keeper: &QaKeeper,
+    status: &PolStatus,
+    to_vote: bool,
+) -> anyhow::Result<Option<(BlockHash, EvalPool)>> {
+    let me = key.address().to_string();
+    let epoch_ms = status.qa_epoch_ms;
+    if epoch_ms == 0 {
+        bail!("the node reports no hidden-QA epoch: is it too old for --qa-documents?");
+    }
+    let now = now_ms();
+    let mine: Vec<_> = status
+        .qa
+        .iter()
+        .filter(|info| info.validator == me)
+        .collect();
+    for info in &mine {
+        if info.reveal.is_some() || now < reveal_opens(info.epoch, epoch_ms) {
+            continue;
+        }
+        match keeper.stored(info.epoch)? {
+            Some(set) if set.commitment == info.commitment => {
+                let reveal = PolRecord::QaReveal(QaReveal {
+                    commit: info.commit,
+                    documents: set.documents,
+                });
+                let hash = client.post_record(&reveal, key)?;
+                tracing::info!(epoch = info.epoch, reveal = %hash, "revealed a hidden QA set");
+            }
+            _ => tracing::error!(
+                epoch = info.epoch,
+                commit = %info.commit,
+                "this commit's hidden QA set is not stored here: it cannot be revealed"
+            ),
+        }
+    }
+    let epoch = qa_epoch(now, epoch_ms);
+    let open = |info: &&&blyan_api_types::PolQaInfo| {
+        info.reveal.is_none() && (info.epoch == epoch || info.epoch + 1 == epoch)
+    };
+    if let Some(info) = mine.iter().find(|info| info.epoch == epoch) {
+        if !to_vote || !open(&info) {
+            return Ok(None);
+        }
+    } else {
+        // What anyone revealed is never drawn again.
+        let mut records = Vec::new();
+        for info in status.qa.iter().filter(|info| info.reveal.is_some()) {
+            records.push(record_from(blocks, info.commit)?);
+            records.push(record_from(blocks, info.reveal.expect("filtered"))?);
+        }
+        records.sort_by_key(|record| record.height);
+        let book = QaBook::from_records(&records);
+        match keeper.set_for(epoch, &book)? {
+            Some(set) => {
+                let commit = PolRecord::QaCommit(QaCommit {
+                    epoch,
+                    commitment: set.commitment.clone(),
+                });
+                let hash = client.post_record(&commit, key)?;
+                tracing::info!(epoch, commit = %hash, "committed a hidden QA set");
+                return Ok(if to_vote {
+                    Some((hash, qa_pool(&set.documents)?))
+                } else {
+                    None
+                });
+            }
+            None => {
+                tracing::warn!(epoch, "the hidden QA documents are used up");
+            }
+        }
+    }
+    if !to_vote {
+        return Ok(None);
+    }
+    let Some(info) = mine.iter().find(open) else {
+        return Ok(None);
+    };
+    Ok(keeper
+        .stored(info.epoch)?
+        .filter(|set| set.commitment == info.commitment)
+        .map(|set| qa_pool(&set.documents).map(|pool| (info.commit, pool)))
+        .transpose()?)
 }
 
 fn vote_on(
@@ -155,6 +287,7 @@ fn vote_on(
     blocks: &NodeBlocks<'_>,
     key: &AuthorKey,
     pool: &EvalPool,
+    hidden: Option<&(BlockHash, EvalPool)>,
     status: &PolStatus,
     detail: &PolClaimDetail,
 ) -> anyhow::Result<Vote> {
@@ -164,7 +297,7 @@ fn vote_on(
         .context("the node runs no Proof-of-Learning")?;
     if eval.pool != pool.commitment() {
         bail!(
-            "this validator's evaluation pool ({}) is not the network's ({}): give the same --eval-corpus and --eval-hidden",
+            "this validator's evaluation pool ({}) is not the network's ({}): give the same --eval-corpus",
             pool.commitment(),
             eval.pool
         );
@@ -182,6 +315,7 @@ fn vote_on(
         tolerance_micros: status.loss_tolerance_micros,
         expiry_blocks: status.expiry_blocks,
         eval: pool.spec(eval.windows, eval.positions),
+        qa_epoch_ms: status.qa_epoch_ms,
     };
     let mut experts = std::collections::BTreeMap::new();
     for (name, block) in &detail.served.experts {
@@ -191,7 +325,13 @@ fn vote_on(
         meta: detail.served.meta,
         experts,
     };
-    let vote = evaluate_claim(blocks, &params, pool, claim_hash, &claim, beacon, &base)?;
+    let hidden = hidden.map(|(commit, pool)| HiddenSet {
+        commit: *commit,
+        pool,
+    });
+    let vote = evaluate_claim(
+        blocks, &params, pool, hidden, claim_hash, &claim, beacon, &base,
+    )?;
     client.post_record(&PolRecord::Vote(vote.clone()), key)?;
     Ok(vote)
 }

@@ -128,6 +128,12 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
             .args(["run", "--node", &url, "--key"])
             .arg(path)
             .args(["--threads", "1", "--once"])
+            // Each keeps a hidden QA set of 8 KiB from the shipped held-out text.
+            .arg("--qa-documents")
+            .arg(PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval"))
+            .arg("--qa-dir")
+            .arg(dir.path().join(format!("qa{index}")))
+            .args(["--qa-set-bytes", "8192"])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -139,6 +145,8 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
         let vote: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         assert_eq!(vote["claim"], claim_hash.to_string(), "{stdout}");
         assert_eq!(vote["verdict"], "accept", "{stdout}");
+        assert!(vote["hidden_delta_bps"].as_i64().unwrap() >= 50, "{stdout}");
+        assert!(dir.path().join(format!("qa{index}")).is_dir());
         let _ = key;
     }
 
@@ -164,6 +172,11 @@ fn three_validator_processes_certify_a_fine_tune_that_is_then_served_and_paid() 
         first.windows(2).all(|pair| pair[0] == pair[1]),
         "three processes, one result: {first:?}"
     );
+    // Each vote names its validator's commit of the epoch, listed with the node's QA sets.
+    assert_eq!(status["qa"].as_array().unwrap().len(), 3, "{status}");
+    for vote in claim["votes"].as_array().unwrap() {
+        assert_eq!(vote["hidden"]["status"], "open", "{vote}");
+    }
     let expert = get(&format!("{url}/chain/experts/layer0.expert0"));
     assert_eq!(expert["block"], candidates[0].to_string(), "{expert}");
     let reward: blyan_ledger::Amount = claim["certificate"]["payments"][0]["amount"]

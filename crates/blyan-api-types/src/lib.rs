@@ -62,6 +62,6 @@ pub use node::{
 };
 pub use p2p::{NetworkCounters, NetworkPeers, PeerView};
 pub use pol::{
-    PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolLosses,
-    PolModelBlocks, PolPaymentInfo, PolStatus, PolValidatorInfo, PolVoteInfo,
+    PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolHiddenInfo,
+    PolLosses, PolModelBlocks, PolPaymentInfo, PolQaInfo, PolStatus, PolValidatorInfo, PolVoteInfo,
 };

@@ -35,6 +35,12 @@ pub struct PolStatus {
     pub served: Option<PolModelBlocks>,
     /// Every claim on the chain, newest first.
     pub claims: Vec<PolClaimInfo>,
+    /// Length of a hidden-QA epoch, milliseconds of block time.
+    #[serde(default)]
+    pub qa_epoch_ms: u64,
+    /// Every hidden-QA commitment, newest epoch first.
+    #[serde(default)]
+    pub qa: Vec<PolQaInfo>,
 }
 
 /// The evaluation validators run.
@@ -106,6 +112,48 @@ pub struct PolVoteInfo {
     pub losses: PolLosses,
     /// The validator's words on the verdict.
     pub detail: String,
+    /// The same measurement on the validator's hidden QA set, when it keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<PolHiddenInfo>,
+}
+
+/// A vote's measurement on its validator's hidden QA set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolHiddenInfo {
+    /// The validator's `qa_commit` block for the epoch.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub commit: BlockHash,
+    /// Losses on the batch drawn from the hidden set.
+    pub losses: PolLosses,
+    /// The commit's state: `open`, `revealed`, `mismatch`, `reused` or `overdue` (the last
+    /// three void the vote).
+    pub status: String,
+}
+
+/// A validator's hidden-QA commitment for one epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolQaInfo {
+    /// The commit's block.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub commit: BlockHash,
+    /// The validator.
+    pub validator: String,
+    /// The epoch (block time / `qa_epoch_ms`).
+    pub epoch: u64,
+    /// blake3 of the set.
+    pub commitment: String,
+    /// `open`, `revealed`, `mismatch`, `reused` or `overdue`.
+    pub status: String,
+    /// The reveal's block, once revealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub reveal: Option<BlockHash>,
+    /// Documents and bytes of text revealed.
+    pub documents: usize,
+    /// Bytes of text revealed.
+    pub bytes: u64,
 }
 
 /// One payment of a certificate.

@@ -423,7 +423,15 @@ const VERDICTS = {
   below_threshold: "below threshold",
   not_reproduced: "not reproduced",
   unloadable: "unloadable",
+  overfit: "overfit (hidden QA set)",
 };
+
+/** A vote's hidden-QA result: its improvement, and why it counts for nothing when it does not. */
+function hiddenResult(hidden) {
+  if (!hidden) return "—";
+  const shown = percent(hidden.losses.delta_bps);
+  return ["mismatch", "reused", "overdue"].includes(hidden.status) ? `${shown} (void: ${hidden.status})` : shown;
+}
 
 const PAYMENT_KINDS = {
   learning: "learning reward",
@@ -494,10 +502,11 @@ function showClaim(claim, bondText) {
     : "waiting for a beacon to seed the evaluation"));
 
   if (claim.votes.length) {
-    article.appendChild(table("votes", ["validator", "verdict", "base loss", "candidate loss", "Δ", "detail"],
+    article.appendChild(table("votes", ["validator", "verdict", "base loss", "candidate loss", "Δ", "hidden Δ", "detail"],
       claim.votes.map((vote) => [
         short(vote.validator), VERDICTS[vote.verdict] || vote.verdict,
-        nats(vote.losses.base), nats(vote.losses.candidate), percent(vote.losses.delta_bps), vote.detail,
+        nats(vote.losses.base), nats(vote.losses.candidate), percent(vote.losses.delta_bps),
+        hiddenResult(vote.hidden), vote.detail,
       ])));
   } else {
     article.appendChild(element("p", "muted", "no votes yet"));

@@ -97,6 +97,7 @@ fn main() {
                 key: key.clone(),
                 pow_bits: 0,
                 threads: own.threads,
+                qa: None,
             })
         })
         .collect();
@@ -155,6 +156,7 @@ fn main() {
                 &blocks,
                 &own.params,
                 &own.pool,
+                None,
                 claim_hash,
                 &claim,
                 beacon,

@@ -394,6 +394,24 @@ pub struct PolConfig {
     pub interval_ms: u64,
     /// The evaluation validators run.
     pub eval: PolEvalConfig,
+    /// The validator's hidden QA sets.
+    pub qa: PolQaConfig,
+}
+
+/// Least and most bytes of text one hidden-QA set holds.
+pub const QA_SET_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=(256 << 10);
+
+/// A validator's hidden QA sets (`docs/pol.md`): text kept off chain, a set per epoch committed
+/// on chain D, evaluated with beside the public pool, and revealed once the epoch closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolQaConfig {
+    /// The validator's hidden documents (text files or directories); empty: no hidden set.
+    pub documents: Vec<PathBuf>,
+    /// Length of an epoch, milliseconds of block time (the same on every node of a network).
+    pub epoch_ms: u64,
+    /// Bytes of text per epoch's set.
+    pub set_bytes: u64,
 }
 
 /// Most milliseconds a vote's commit or reveal window lasts (30 days).
@@ -441,8 +459,6 @@ pub struct DatasetsConfig {
 pub struct PolEvalConfig {
     /// The public evaluation pool; empty: the shipped model's pool.
     pub corpus: Vec<PathBuf>,
-    /// The validators' hidden evaluation set, added to the pool.
-    pub hidden: Vec<PathBuf>,
     /// Windows drawn per evaluation.
     pub windows: u32,
     /// Tokens per window.
@@ -957,6 +973,24 @@ impl NodeConfig {
             return Err(invalid(
                 "pol.eval.threads",
                 format!("{} is outside 1..=256", eval.threads),
+            ));
+        }
+        let qa = &pol.qa;
+        if !(1_000..=DATASET_WINDOW_MS_MAX).contains(&qa.epoch_ms) {
+            return Err(invalid(
+                "pol.qa.epoch_ms",
+                format!("{} is outside 1000..={DATASET_WINDOW_MS_MAX}", qa.epoch_ms),
+            ));
+        }
+        if !QA_SET_BYTES_RANGE.contains(&qa.set_bytes) {
+            return Err(invalid(
+                "pol.qa.set_bytes",
+                format!(
+                    "{} is outside {}..={}",
+                    qa.set_bytes,
+                    QA_SET_BYTES_RANGE.start(),
+                    QA_SET_BYTES_RANGE.end()
+                ),
             ));
         }
         Ok(())
@@ -2069,6 +2103,8 @@ mod tests {
         check_rejected("pol:\n  threshold: 0\n", "pol.threshold");
         check_rejected("pol:\n  mode: hybrid\n", "pol.mode");
         check_rejected("pol:\n  eval:\n    windows: 0\n", "pol.eval.windows");
+        check_rejected("pol:\n  qa:\n    epoch_ms: 10\n", "pol.qa.epoch_ms");
+        check_rejected("pol:\n  qa:\n    set_bytes: 1000000\n", "pol.qa.set_bytes");
         check_rejected(
             "pol:\n  validators:\n  - {address: \"0x0000000000000000000000000000000000000001\", stake: 0}\n",
             "pol.validators",

@@ -106,8 +106,8 @@ pub use config::{
     LEARNING_BATCH_SIZE_MAX, LEARNING_EVAL_TOKENS_MAX, LEARNING_EXPERTS_MAX,
     LEARNING_POSITIONS_MAX, LEARNING_SLICE_MS_MAX, LearningConfig, LedgerBackend, LedgerConfig,
     LogConfig, LogFormat, ModelConfig, NODE_CONFIG_DEFAULT_YAML, NodeConfig, P2pConfig, PolConfig,
-    PolEvalConfig, RateLimitConfig, SETTLE_MARGIN_MS_MAX, SETTLE_MARGIN_MS_MIN, SeedChoice,
-    UPLOADS_CONCURRENT_MAX, UploadsConfig,
+    PolEvalConfig, PolQaConfig, QA_SET_BYTES_RANGE, RateLimitConfig, SETTLE_MARGIN_MS_MAX,
+    SETTLE_MARGIN_MS_MIN, SeedChoice, UPLOADS_CONCURRENT_MAX, UploadsConfig,
 };
 pub use datasets::{
     DATASET_PAGE_MAX, DatasetContext, DatasetProgress, DatasetService, Refusal, SampleInput,
@@ -126,8 +126,8 @@ pub use node::{
     open_chain_at, open_ledger, store_config,
 };
 pub use pol::{
-    NODE_KEY_FILE, PolContext, PolService, PolTick, SHIPPED_EVAL_DIR, apply_settlement,
-    claim_candidates, eval_pool, node_key, pol_params, tick as pol_tick,
+    NODE_KEY_FILE, PolContext, PolService, PolTick, QA_DIR, SHIPPED_EVAL_DIR, apply_settlement,
+    claim_candidates, eval_pool, node_key, pol_params, qa_keeper, tick as pol_tick,
 };
 pub use read_cache::ModelOnChain;
 pub use service::{HOLD_EXPIRY_PERIOD, HoldExpiry, Service, Services, Shutdown};

@@ -18,9 +18,10 @@ use blyan_ledger::{
 };
 use blyan_moe::{TextDocument, read_corpus};
 use blyan_pol::{
-    Beacon, Certificate, ClaimState, EvalPool, ModelBlocks, Outcome, Payment, PolParams, PolRecord,
-    Settlement, Slash, StoreBlocks, Tally, ValidatorStake, all_claims, evaluate_claim,
-    fresh_randomness, params_after, record_block, scan_records, settlement, slashed_validators,
+    Beacon, Certificate, ClaimState, EvalPool, HiddenSet, ModelBlocks, Outcome, Payment, PolParams,
+    PolRecord, QaBook, QaCommit, QaKeeper, QaReveal, RecordBlock, Settlement, Slash, StoreBlocks,
+    Tally, ValidatorStake, all_claims, evaluate_claim, fresh_randomness, now_ms, params_after,
+    qa_epoch, qa_pool, record_block, reveal_opens, scan_records, settlement, slashed_validators,
 };
 use blyan_primitives::Address;
 
@@ -57,8 +58,11 @@ pub fn node_key(data_dir: &Path) -> Result<AuthorKey> {
     Ok(key)
 }
 
-/// The evaluation pool `pol.eval` names: its corpus (the shipped pool when empty) and hidden
-/// set, files in name order within directories.
+/// Directory under `data_dir` where a validator keeps each epoch's hidden QA set.
+pub const QA_DIR: &str = "qa";
+
+/// The public evaluation pool `pol.eval` names: its corpus (the shipped pool when empty), files
+/// in name order within directories.
 pub fn eval_pool(config: &NodeConfig) -> Result<EvalPool> {
     let eval = &config.pol.eval;
     let mut paths = eval.corpus.clone();
@@ -70,7 +74,6 @@ pub fn eval_pool(config: &NodeConfig) -> Result<EvalPool> {
             .unwrap_or_else(blyan_moe::shipped_model_dir);
         paths.push(shipped.join(SHIPPED_EVAL_DIR));
     }
-    paths.extend(eval.hidden.iter().cloned());
     let read = read_corpus(&paths).map_err(|source| Error::Learning {
         what: "reading the evaluation pool",
         source,
@@ -101,7 +104,28 @@ pub fn pol_params(config: &NodeConfig, node: Address, pool: &EvalPool) -> PolPar
         tolerance_micros: pol.tolerance_micros(),
         expiry_blocks: pol.expiry_blocks,
         eval: pool.spec(pol.eval.windows, pol.eval.positions),
+        qa_epoch_ms: pol.qa.epoch_ms,
     }
+}
+
+/// The validator's hidden QA documents `pol.qa` names, kept under `data_dir/qa`; `None` when
+/// it names none.
+pub fn qa_keeper(config: &NodeConfig) -> Result<Option<QaKeeper>> {
+    let qa = &config.pol.qa;
+    if qa.documents.is_empty() {
+        return Ok(None);
+    }
+    let read = read_corpus(&qa.documents).map_err(|source| Error::Learning {
+        what: "reading the hidden QA documents",
+        source,
+    })?;
+    let keeper = QaKeeper::new(
+        &read.documents,
+        config.data_dir.join(QA_DIR),
+        usize::try_from(qa.set_bytes).unwrap_or(usize::MAX),
+    )
+    .map_err(pol_error("reading the hidden QA documents"))?;
+    Ok(Some(keeper))
 }
 
 /// What the node needs to take part in Proof-of-Learning.
@@ -117,6 +141,8 @@ pub struct PolContext {
     pub pow_bits: u32,
     /// Torch threads evaluations run with.
     pub threads: u32,
+    /// The validator's hidden QA documents and sets, when it keeps them.
+    pub qa: Option<QaKeeper>,
 }
 
 impl PolContext {
@@ -135,6 +161,7 @@ impl PolContext {
             key,
             pow_bits: config.chain.pow_difficulty_bits,
             threads: config.pol.eval.threads,
+            qa: qa_keeper(config)?,
         }))
     }
 
@@ -157,6 +184,8 @@ pub struct PolTick {
     pub slashes: usize,
     /// Certificates settled in the ledger this pass.
     pub settled: usize,
+    /// Hidden-QA commits and reveals appended.
+    pub qa_records: usize,
 }
 
 /// The node's Proof-of-Learning service: see the module documentation.
@@ -206,6 +235,22 @@ pub async fn tick(
 ) -> Result<PolTick> {
     let mut done = PolTick::default();
     let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
+    if context.qa.is_some() {
+        let qa_records = {
+            let chain = Arc::clone(&chain);
+            let context = Arc::clone(context);
+            blocking("planning hidden QA sets", move || {
+                plan_qa(&chain, &context, now_ms())
+            })
+            .await??
+        };
+        for record in qa_records {
+            let kind = record.type_name();
+            submit_record(node, &chain, context, &record).await?;
+            tracing::info!(kind, "hidden QA set record appended");
+            done.qa_records += 1;
+        }
+    }
     let planned = {
         let chain = Arc::clone(&chain);
         let context = Arc::clone(context);
@@ -227,6 +272,7 @@ pub async fn tick(
         for (claim, state) in plan.to_vote {
             let chain_for_eval = Arc::clone(&chain);
             let context_for_eval = Arc::clone(context);
+            let hidden = plan.hidden.clone();
             let vote = blocking("evaluating a claim", move || {
                 let _threads = EvalThreads::set(context_for_eval.params_threads());
                 let base = ModelBlocks::served(&chain_for_eval)?;
@@ -239,6 +285,10 @@ pub async fn tick(
                     &StoreBlocks(&chain_for_eval),
                     &context_for_eval.params,
                     &context_for_eval.pool,
+                    hidden.as_ref().map(|(commit, pool)| HiddenSet {
+                        commit: *commit,
+                        pool,
+                    }),
                     claim,
                     &state.claim,
                     beacon,
@@ -305,18 +355,106 @@ impl PolContext {
 struct Plan {
     beacons: Vec<PolRecord>,
     to_vote: Vec<(BlockHash, ClaimState)>,
+    /// The validator's hidden QA set for the epoch: its commit and text.
+    hidden: Option<(BlockHash, EvalPool)>,
+}
+
+/// Whether the node's key validates under the set in force after `records` (it may have
+/// changed on the chain since the node started) and is not slashed.
+fn validating(context: &PolContext, records: &[RecordBlock]) -> bool {
+    let me = context.key.address();
+    params_after(&context.params, records).stake_of(me) > 0
+        && !slashed_validators(records).contains(&me)
+}
+
+/// The hidden-QA records a validator owes at block time `now_ms`: the reveal of every epoch of
+/// its that closed (its set read back from `data_dir/qa`), and the commit of the epoch now when
+/// it has none (the set drawn and stored first, so a crash after the commit still reveals).
+fn plan_qa(chain: &ChainStore, context: &PolContext, now_ms: u64) -> Result<Vec<PolRecord>> {
+    let Some(keeper) = &context.qa else {
+        return Ok(Vec::new());
+    };
+    let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
+    let me = context.key.address();
+    let book = QaBook::from_records(&records);
+    let epoch_ms = context.params.qa_epoch_ms;
+    let mut planned = Vec::new();
+    for state in book.commits().filter(|state| state.author == me) {
+        if state.reveal.is_some() || now_ms < reveal_opens(state.commit.epoch, epoch_ms) {
+            continue;
+        }
+        match keeper.stored(state.commit.epoch) {
+            Ok(Some(set)) if set.commitment == state.commit.commitment => {
+                planned.push(PolRecord::QaReveal(QaReveal {
+                    commit: state.block,
+                    documents: set.documents,
+                }));
+            }
+            Ok(_) => tracing::error!(
+                commit = %state.block,
+                epoch = state.commit.epoch,
+                "the hidden QA set of this commit is not stored here: it cannot be revealed, and the epoch's votes will not count"
+            ),
+            Err(error) => tracing::error!(commit = %state.block, %error, "reading a hidden QA set"),
+        }
+    }
+    let epoch = qa_epoch(now_ms, epoch_ms);
+    if validating(context, &records) && book.commit_of(me, epoch).is_none() {
+        match keeper
+            .set_for(epoch, &book)
+            .map_err(pol_error("drawing a hidden QA set"))?
+        {
+            Some(set) => planned.push(PolRecord::QaCommit(QaCommit {
+                epoch,
+                commitment: set.commitment,
+            })),
+            None => tracing::warn!(
+                epoch,
+                "the hidden QA documents are used up: votes measure the public pool only"
+            ),
+        }
+    }
+    Ok(planned)
+}
+
+/// The validator's hidden set for votes appended at `now_ms`: its commit of the epoch (or of
+/// the one before, not revealed yet) and the stored text.
+fn hidden_set(
+    context: &PolContext,
+    book: &QaBook,
+    now_ms: u64,
+) -> Result<Option<(BlockHash, EvalPool)>> {
+    let Some(keeper) = &context.qa else {
+        return Ok(None);
+    };
+    let me = context.key.address();
+    let epoch = qa_epoch(now_ms, context.params.qa_epoch_ms);
+    let commit = [epoch, epoch.saturating_sub(1)]
+        .into_iter()
+        .filter_map(|epoch| book.commit_of(me, epoch))
+        .find(|state| state.reveal.is_none());
+    let Some(commit) = commit else {
+        return Ok(None);
+    };
+    let Some(set) = keeper
+        .stored(commit.commit.epoch)
+        .map_err(pol_error("reading a hidden QA set"))?
+        .filter(|set| set.commitment == commit.commit.commitment)
+    else {
+        return Ok(None);
+    };
+    let pool = qa_pool(&set.documents).map_err(pol_error("reading a hidden QA set"))?;
+    Ok(Some((commit.block, pool)))
 }
 
 fn plan(chain: &ChainStore, context: &PolContext) -> Result<Plan> {
     let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
     let me = context.key.address();
-    // The set in force may have changed on the chain since the node started.
-    let validating = params_after(&context.params, &records).stake_of(me) > 0
-        && !slashed_validators(&records).contains(&me);
-    if !validating {
+    if !validating(context, &records) {
         return Ok(Plan {
             beacons: Vec::new(),
             to_vote: Vec::new(),
+            hidden: None,
         });
     }
     let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
@@ -344,7 +482,16 @@ fn plan(chain: &ChainStore, context: &PolContext) -> Result<Plan> {
             })
         })
         .collect();
-    Ok(Plan { beacons, to_vote })
+    let hidden = if to_vote.is_empty() {
+        None
+    } else {
+        hidden_set(context, &QaBook::from_records(&records), now_ms())?
+    };
+    Ok(Plan {
+        beacons,
+        to_vote,
+        hidden,
+    })
 }
 
 /// Certificates and slashing evidence the chain's records now call for.
@@ -357,6 +504,7 @@ fn decide(chain: &ChainStore, context: &PolContext) -> Result<Decisions> {
     let records = scan_records(chain, 1).map_err(pol_error("reading records"))?;
     let params = &params_after(&context.params, &records);
     let slashed = slashed_validators(&records);
+    let invalid = QaBook::from_records(&records).invalid_commits(now_ms(), params.qa_epoch_ms);
     let claims = all_claims(chain).map_err(pol_error("reading claims"))?;
     let tip = chain.tip(ChainId::Dataset).height;
     let mut accepted = Vec::new();
@@ -366,7 +514,7 @@ fn decide(chain: &ChainStore, context: &PolContext) -> Result<Decisions> {
         if state.certificate.is_some() {
             continue;
         }
-        let tally = Tally::count(params, &state.votes, &slashed);
+        let tally = Tally::count(params, &state.votes, &slashed, &invalid);
         for validator in &tally.equivocators {
             let mut theirs = state
                 .votes
@@ -704,6 +852,7 @@ pub async fn claim_candidates(
         key: key.clone(),
         pow_bits: context.pow_bits,
         threads: context.threads,
+        qa: None,
     });
     let chain = node.chain().cloned().ok_or(Error::ChainUnavailable)?;
     submit_record(node, &chain, &author, &record).await

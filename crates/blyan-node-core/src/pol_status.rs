@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use blyan_api_types::{
-    PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolLosses,
-    PolModelBlocks, PolPaymentInfo, PolStatus, PolValidatorInfo, PolVoteInfo,
+    PolCandidate, PolCertificateInfo, PolClaimDetail, PolClaimInfo, PolEvalInfo, PolHiddenInfo,
+    PolLosses, PolModelBlocks, PolPaymentInfo, PolQaInfo, PolStatus, PolValidatorInfo, PolVoteInfo,
 };
 use blyan_chain::{BlockHash, BlockKind, ChainStore};
 use blyan_ledger::Tokenomics;
 use blyan_pol::{
-    BondAction, ClaimState, Losses, ModelBlocks, Payment, PolParams, Settlement, all_claims,
-    eval_seed, params_after, scan_records, settlement, slashed_validators,
+    BondAction, ClaimState, Losses, ModelBlocks, Payment, PolParams, QaBook, QaStatus, Settlement,
+    all_claims, eval_seed, now_ms, params_after, scan_records, settlement, slashed_validators,
 };
 
 use crate::datasets::{node_gate_view, with_credit};
@@ -58,11 +58,46 @@ fn payment(tokenomics: &Tokenomics, payment: &Payment) -> PolPaymentInfo {
     }
 }
 
+/// How hidden-QA commits stand now: the book and the epoch length.
+struct QaNow<'a> {
+    book: &'a QaBook,
+    epoch_ms: u64,
+    now_ms: u64,
+}
+
+impl QaNow<'_> {
+    fn status(&self, commit: &BlockHash) -> QaStatus {
+        self.book.commit(commit).map_or(QaStatus::Open, |state| {
+            state.status(self.now_ms, self.epoch_ms)
+        })
+    }
+
+    fn infos(&self) -> Vec<PolQaInfo> {
+        let mut infos: Vec<PolQaInfo> = self
+            .book
+            .commits()
+            .map(|state| PolQaInfo {
+                commit: state.block,
+                validator: state.author.to_string(),
+                epoch: state.commit.epoch,
+                commitment: state.commit.commitment.clone(),
+                status: state.status(self.now_ms, self.epoch_ms).name().to_owned(),
+                reveal: state.reveal.as_ref().map(|reveal| reveal.block),
+                documents: state.reveal.as_ref().map_or(0, |reveal| reveal.documents),
+                bytes: state.reveal.as_ref().map_or(0, |reveal| reveal.bytes),
+            })
+            .collect();
+        infos.sort_by(|a, b| b.epoch.cmp(&a.epoch).then(a.validator.cmp(&b.validator)));
+        infos
+    }
+}
+
 fn claim_info(
     chain: &ChainStore,
     tokenomics: &Tokenomics,
     state: &ClaimState,
     settled: Option<&Settlement>,
+    qa: &QaNow<'_>,
 ) -> Result<PolClaimInfo> {
     let mut candidates = Vec::new();
     for block in &state.claim.candidates {
@@ -128,6 +163,11 @@ fn claim_info(
                 verdict: vote.verdict.name().to_owned(),
                 losses: losses(&vote.losses),
                 detail: vote.detail.clone(),
+                hidden: vote.hidden.map(|hidden| PolHiddenInfo {
+                    commit: hidden.commit,
+                    losses: losses(&hidden.losses),
+                    status: qa.status(&hidden.commit).name().to_owned(),
+                }),
             })
             .collect(),
         certificate,
@@ -201,6 +241,12 @@ impl Node {
             };
             let mut claims = Vec::new();
             let mut slashed = Default::default();
+            let book = QaBook::from_records(&records);
+            let qa = QaNow {
+                book: &book,
+                epoch_ms: params.map_or(0, |params| params.qa_epoch_ms),
+                now_ms: now_ms(),
+            };
             if params.is_some() {
                 slashed = slashed_validators(&records);
                 let plans = settlements(
@@ -219,6 +265,7 @@ impl Node {
                         &tokenomics,
                         state,
                         plans.get(&state.hash()),
+                        &qa,
                     )?);
                 }
             }
@@ -255,6 +302,8 @@ impl Node {
                     .unwrap_or_default(),
                 served,
                 claims,
+                qa_epoch_ms: qa.epoch_ms,
+                qa: qa.infos(),
             })
         })
         .await?
@@ -276,9 +325,15 @@ impl Node {
                 Some(ledger) => blyan_ledger::Ledger::tokenomics(ledger.as_ref()).clone(),
                 None => Tokenomics::shipped().map_err(Error::LedgerOpen)?,
             };
+            let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
+            let book = QaBook::from_records(&records);
+            let qa = QaNow {
+                book: &book,
+                epoch_ms: params.map_or(0, |params| params.qa_epoch_ms),
+                now_ms: now_ms(),
+            };
             let plan = match (&state.certificate, params) {
                 (Some((block, _)), Some(params)) => {
-                    let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
                     let view = node_gate_view(&node, &chain)?;
                     Some(
                         with_credit(view.as_ref(), |credit| {
@@ -292,7 +347,7 @@ impl Node {
             let served =
                 ModelBlocks::served(&chain).map_err(pol_error("reading the served model"))?;
             Ok(Some(PolClaimDetail {
-                claim: claim_info(&chain, &tokenomics, &state, plan.as_ref())?,
+                claim: claim_info(&chain, &tokenomics, &state, plan.as_ref(), &qa)?,
                 served: model_blocks(&served),
                 eval: eval_info(params),
             }))

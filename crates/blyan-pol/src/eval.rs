@@ -237,25 +237,52 @@ pub fn evaluate_pair(
     seed: [u8; 32],
     spec: &EvalSpec,
 ) -> Result<Losses, (Option<LossMicros>, PolError)> {
+    let mut losses = evaluate_pair_on(source, base, candidate, &[pool], seed, spec)?;
+    Ok(losses.remove(0))
+}
+
+/// [`evaluate_pair`] on each of `pools` (one batch per pool, each drawn by `seed`), loading
+/// each model once. On failure, the base loss on the first pool when it was measured.
+pub fn evaluate_pair_on(
+    source: &dyn BlockSource,
+    base: &ModelBlocks,
+    candidate: &ModelBlocks,
+    pools: &[&EvalPool],
+    seed: [u8; 32],
+    spec: &EvalSpec,
+) -> Result<Vec<Losses>, (Option<LossMicros>, PolError)> {
     let (mut base_model, tokenizer) = load_model(source, base).map_err(|error| (None, error))?;
     let end_of_text = base_model.config().eos_token_ids().first().copied();
-    let tokens = pool
-        .tokens(&tokenizer, end_of_text)
-        .map_err(|error| (None, error))?;
-    let starts = draw(&tokens, seed, spec).map_err(|error| (None, error))?;
+    let mut batches = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let tokens = pool
+            .tokens(&tokenizer, end_of_text)
+            .map_err(|error| (None, error))?;
+        let starts = draw(&tokens, seed, spec).map_err(|error| (None, error))?;
+        batches.push((tokens, starts));
+    }
     let positions = spec.positions as usize;
-    let loss = |model: &mut Model| -> Result<LossMicros> {
-        Ok(loss_micros(windows_loss(
-            model, &tokens, &starts, positions, EVAL_BATCH,
-        )?))
-    };
-    let base_loss = loss(&mut base_model).map_err(|error| (None, error))?;
+    let loss =
+        |model: &mut Model, (tokens, starts): &(Vec<u32>, Vec<usize>)| -> Result<LossMicros> {
+            Ok(loss_micros(windows_loss(
+                model, tokens, starts, positions, EVAL_BATCH,
+            )?))
+        };
+    let mut base_losses = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        base_losses.push(loss(&mut base_model, batch).map_err(|error| (None, error))?);
+    }
     drop(base_model);
-    let (mut candidate_model, _) =
-        load_model(source, candidate).map_err(|error| (Some(base_loss), error))?;
-    let candidate_loss = loss(&mut candidate_model).map_err(|error| (Some(base_loss), error))?;
-    Ok(Losses {
-        base: base_loss,
-        candidate: candidate_loss,
-    })
+    let first = base_losses.first().copied();
+    let (mut candidate_model, _) = load_model(source, candidate).map_err(|error| (first, error))?;
+    batches
+        .iter()
+        .zip(base_losses)
+        .map(|(batch, base)| {
+            Ok(Losses {
+                base,
+                candidate: loss(&mut candidate_model, batch).map_err(|error| (first, error))?,
+            })
+        })
+        .collect()
 }

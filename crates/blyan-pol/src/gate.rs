@@ -12,7 +12,10 @@
 //!   seeds; a vote by a validator on a seeded claim with the network's evaluation; a certificate
 //!   whose votes reach the quorum (it promotes the candidate) or the refusal quorum, or an
 //!   expiry; slashing evidence of two conflicting votes; a new validator set approved by
-//!   validators holding more than 2/3 of the current set's stake.
+//!   validators holding more than 2/3 of the current set's stake; a validator's hidden-QA
+//!   commit for the epoch now or the next, one per epoch, and its reveal once the epoch closed
+//!   (admitted even when it does not match: it is the evidence that voids the epoch's votes).
+//!   A vote measured on a hidden set names its author's own commit, not yet revealed.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
@@ -25,10 +28,11 @@ use blyan_primitives::Address;
 
 use crate::error::{PolError, Result};
 use crate::params::PolParams;
+use crate::qa::{QA_SET_DOCUMENTS_MAX, QaBook, qa_epoch, reveal_opens};
 use crate::record::{
     BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
-    Certificate, Claim, Outcome, PolRecord, RecordBlock, Slash, ValidatorSet, Vote,
-    data_blocks_commitment, validator_set_message,
+    Certificate, Claim, Outcome, PolRecord, QaCommit, QaReveal, RecordBlock, Slash, ValidatorSet,
+    Vote, data_blocks_commitment, validator_set_message,
 };
 use crate::view::{ClaimState, Tally, same_vote, scan_records};
 
@@ -45,6 +49,8 @@ struct Scanned {
     /// configured set).
     set: Vec<crate::params::ValidatorStake>,
     set_id: BlockHash,
+    /// Hidden-QA commits and reveals.
+    qa: QaBook,
 }
 
 /// The Proof-of-Learning rules as the chain's admission hook.
@@ -66,6 +72,7 @@ impl PolGate {
                 open: BTreeSet::new(),
                 set,
                 set_id: BlockHash::ZERO,
+                qa: QaBook::default(),
             }),
         }
     }
@@ -112,6 +119,8 @@ impl PolGate {
                     }
                     PolRecord::Slash(slash) => self.check_slash(store, slash, &scanned),
                     PolRecord::Validators(set) => self.check_validator_set(set, &scanned),
+                    PolRecord::QaCommit(commit) => self.check_qa_commit(header, commit, &scanned),
+                    PolRecord::QaReveal(reveal) => self.check_qa_reveal(header, reveal, &scanned),
                 }
             }
             _ => Ok(Admission::Serve),
@@ -125,6 +134,7 @@ impl PolGate {
             return Ok(());
         }
         for record in scan_records(store, scanned.next_height)? {
+            scanned.qa.apply(&record);
             match &record.record {
                 PolRecord::Claim(_) => {
                     scanned.open.insert(record.hash);
@@ -399,6 +409,9 @@ impl PolGate {
                 ),
             ));
         }
+        if let Some(hidden) = &vote.hidden {
+            self.check_hidden_commit(header, hidden.commit, scanned)?;
+        }
         if let Some((earlier, _)) = state
             .votes
             .iter()
@@ -436,7 +449,10 @@ impl PolGate {
             );
         }
         let params = self.params_now(scanned);
-        let all = Tally::count(&params, &state.votes, &scanned.slashed);
+        let invalid = scanned
+            .qa
+            .invalid_commits(header.timestamp_ms, self.params.qa_epoch_ms);
+        let all = Tally::count(&params, &state.votes, &scanned.slashed, &invalid);
         if certificate.outcome == Outcome::Expired {
             if !certificate.votes.is_empty() {
                 return refused("bad_certificate", "an expiry carries no votes".into());
@@ -494,7 +510,19 @@ impl PolGate {
                 format!("{} voted twice on this claim", block.author),
             );
         }
-        let tally = Tally::count(&params, &votes, &scanned.slashed);
+        if let Some((block, _)) = votes.iter().find(|(_, vote)| {
+            vote.hidden
+                .is_some_and(|hidden| invalid.contains(&hidden.commit))
+        }) {
+            return refused(
+                "qa_invalid",
+                format!(
+                    "vote {} was measured on a hidden QA set whose reveal does not hold",
+                    block.hash
+                ),
+            );
+        }
+        let tally = Tally::count(&params, &votes, &scanned.slashed, &invalid);
         match (certificate.outcome, tally.outcome(&params)) {
             (Outcome::Accepted, Some(Outcome::Accepted)) => {
                 if tally.accepts.len() != votes.len() {
@@ -504,7 +532,7 @@ impl PolGate {
                             .into(),
                     );
                 }
-                self.check_best_candidate(store, &state, &tally, scanned)?;
+                self.check_best_candidate(store, &state, &tally, scanned, &invalid)?;
                 Ok(Admission::Promote(state.claim.candidates.clone()))
             }
             (Outcome::Rejected, Some(Outcome::Rejected)) => Ok(Admission::Serve),
@@ -533,6 +561,7 @@ impl PolGate {
         state: &ClaimState,
         tally: &Tally,
         scanned: &Scanned,
+        invalid: &BTreeSet<BlockHash>,
     ) -> Result<()> {
         let experts = state.experts(store)?;
         let model = state.has_model(store)?;
@@ -553,7 +582,7 @@ impl PolGate {
                 continue;
             }
             let params = self.params_now(scanned);
-            let rival_tally = Tally::count(&params, &rival.votes, &scanned.slashed);
+            let rival_tally = Tally::count(&params, &rival.votes, &scanned.slashed, invalid);
             if rival_tally.outcome(&params) != Some(Outcome::Accepted) {
                 continue;
             }
@@ -618,6 +647,145 @@ impl PolGate {
 }
 
 impl PolGate {
+    /// A vote's hidden QA set: its author's own commit, for the vote's epoch or one next to it,
+    /// not revealed yet.
+    fn check_hidden_commit(
+        &self,
+        header: &BlockHeader,
+        commit: BlockHash,
+        scanned: &Scanned,
+    ) -> Result<()> {
+        let refused = |code, reason: String| Err(PolError::refused(code, reason));
+        let Some(state) = scanned.qa.commit(&commit) else {
+            return refused(
+                "qa_unknown_commit",
+                format!("block {commit} is not a hidden-QA commit"),
+            );
+        };
+        if state.author != header.author {
+            return refused(
+                "qa_not_the_author",
+                format!(
+                    "commit {commit} is {}'s, the vote {}'s",
+                    state.author, header.author
+                ),
+            );
+        }
+        if let Some(reveal) = &state.reveal {
+            return refused(
+                "qa_revealed",
+                format!(
+                    "the set of commit {commit} is public since block {}: it cannot be evaluated on",
+                    reveal.block
+                ),
+            );
+        }
+        // A commit may be written one epoch ahead, and stays usable until its reveal.
+        let epoch = qa_epoch(header.timestamp_ms, self.params.qa_epoch_ms);
+        if epoch.saturating_add(1) < state.commit.epoch
+            || epoch > state.commit.epoch.saturating_add(1)
+        {
+            return refused(
+                "qa_wrong_epoch",
+                format!(
+                    "the vote is in epoch {epoch}; commit {commit} is for epoch {}",
+                    state.commit.epoch
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_qa_commit(
+        &self,
+        header: &BlockHeader,
+        commit: &QaCommit,
+        scanned: &Scanned,
+    ) -> Result<Admission> {
+        self.require_validator(header, scanned, "hidden-QA commit")?;
+        if !is_hex32(&commit.commitment) {
+            return Err(PolError::refused(
+                "bad_qa",
+                "the commitment is not 32 bytes of hex",
+            ));
+        }
+        let now = qa_epoch(header.timestamp_ms, self.params.qa_epoch_ms);
+        if commit.epoch != now && commit.epoch != now.saturating_add(1) {
+            return Err(PolError::refused(
+                "qa_wrong_epoch",
+                format!(
+                    "a commit for epoch {} written in epoch {now}: only this epoch or the next",
+                    commit.epoch
+                ),
+            ));
+        }
+        if let Some(earlier) = scanned.qa.commit_of(header.author, commit.epoch) {
+            return Err(PolError::refused(
+                "qa_already_committed",
+                format!(
+                    "{} committed epoch {} in block {}",
+                    header.author, commit.epoch, earlier.block
+                ),
+            ));
+        }
+        Ok(Admission::Serve)
+    }
+
+    fn check_qa_reveal(
+        &self,
+        header: &BlockHeader,
+        reveal: &QaReveal,
+        scanned: &Scanned,
+    ) -> Result<Admission> {
+        let refused = |code, reason: String| Err(PolError::refused(code, reason));
+        let Some(state) = scanned.qa.commit(&reveal.commit) else {
+            return refused(
+                "qa_unknown_commit",
+                format!("block {} is not a hidden-QA commit", reveal.commit),
+            );
+        };
+        if state.author != header.author {
+            return refused(
+                "qa_not_the_author",
+                format!(
+                    "commit {} is {}'s; only its author reveals it",
+                    reveal.commit, state.author
+                ),
+            );
+        }
+        if let Some(earlier) = &state.reveal {
+            return refused(
+                "qa_already_revealed",
+                format!(
+                    "commit {} was revealed in block {}",
+                    reveal.commit, earlier.block
+                ),
+            );
+        }
+        let opens = reveal_opens(state.commit.epoch, self.params.qa_epoch_ms);
+        if header.timestamp_ms < opens {
+            return refused(
+                "qa_epoch_open",
+                format!(
+                    "epoch {} closes at {opens} ms; the reveal is stamped {}",
+                    state.commit.epoch, header.timestamp_ms
+                ),
+            );
+        }
+        if reveal.documents.is_empty() || reveal.documents.len() > QA_SET_DOCUMENTS_MAX {
+            return refused(
+                "bad_qa",
+                format!(
+                    "{} documents, not 1..={QA_SET_DOCUMENTS_MAX}",
+                    reveal.documents.len()
+                ),
+            );
+        }
+        // A reveal that does not match its commitment is admitted: it is the evidence that
+        // voids its author's votes of the epoch (`QaBook`).
+        Ok(Admission::Serve)
+    }
+
     fn check_validator_set(&self, set: &ValidatorSet, scanned: &Scanned) -> Result<Admission> {
         let refused = |code, reason: String| Err(PolError::refused(code, reason));
         if set.previous != scanned.set_id {

@@ -14,8 +14,11 @@
 //! refusing rejects the claim; no quorum within the expiry expires it. [`settlement`] derives
 //! from a certificate what the ledger pays (bond refund or burn, learning, validation and data
 //! rewards), keyed by the certificate's hash. Two conflicting votes of one validator are
-//! evidence ([`Slash`]) that takes its stake. The protocol, its tolerances and what differs
-//! across machines: `docs/pol.md`.
+//! evidence ([`Slash`]) that takes its stake. Each validator also measures every claim on a
+//! hidden QA set it committed to for the epoch and reveals once the epoch closed ([`QaCommit`],
+//! [`QaReveal`], [`QaBook`]): a candidate that improves the public pool but not the hidden set
+//! is `overfit`, and a reveal that does not match its commitment voids that epoch's votes. The
+//! protocol, its tolerances and what differs across machines: `docs/pol.md`.
 //!
 //! Must not depend on: HTTP, the ledger (the node pays what [`settlement`] says).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
@@ -29,6 +32,7 @@ mod error;
 mod eval;
 mod gate;
 mod params;
+mod qa;
 mod record;
 mod rewards;
 mod validator;
@@ -36,23 +40,28 @@ mod view;
 
 pub use error::{PolError, Result};
 pub use eval::{
-    BlockSource, EvalPool, ModelBlocks, StoreBlocks, draw, evaluate_pair, load_model, verified_raw,
-    verified_tensors,
+    BlockSource, EvalPool, ModelBlocks, StoreBlocks, draw, evaluate_pair, evaluate_pair_on,
+    load_model, verified_raw, verified_tensors,
 };
 pub use gate::PolGate;
 pub use params::{PolMode, PolParams, ValidatorStake};
+pub use qa::{
+    QA_PIECE_BYTES_MAX, QA_SET_BYTES_MAX, QA_SET_DOCUMENTS_MAX, QaBook, QaCommitState, QaKeeper,
+    QaRevealState, QaStatus, StoredQaSet, qa_commitment, qa_document_hash, qa_epoch, qa_pool,
+    reveal_deadline, reveal_opens,
+};
 pub use record::{
     BEACON_CLAIMS_MAX, Beacon, CERTIFICATE_VOTES_MAX, CLAIM_CANDIDATES_MAX, CLAIM_DATA_BLOCKS_MAX,
-    Certificate, Claim, EvalSpec, LossMicros, Losses, Outcome, POL_RECORD_BYTES_MAX,
-    POL_RECORD_FORMAT, PolRecord, RecordBlock, Slash, ValidatorSet, Verdict, Vote,
-    data_blocks_commitment, delta_bps, eval_seed, loss_micros, validator_set_message,
+    Certificate, Claim, EvalSpec, HiddenEval, LossMicros, Losses, Outcome, POL_RECORD_BYTES_MAX,
+    POL_RECORD_FORMAT, PolRecord, QaCommit, QaReveal, RecordBlock, Slash, ValidatorSet, Verdict,
+    Vote, data_blocks_commitment, delta_bps, eval_seed, loss_micros, validator_set_message,
 };
 pub use rewards::{
     BondAction, DataContributors, Payment, Settlement, bond_key, data_payment_key, settlement,
 };
 pub use validator::{
-    build_claim, candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim,
-    fresh_randomness, now_ms, publish_over_served, record_block, verdict,
+    HiddenSet, build_claim, candidate_headers, claimed_seed, evaluate_claim, evaluate_for_claim,
+    fresh_randomness, hidden_verdict, now_ms, publish_over_served, record_block, verdict,
 };
 pub use view::{
     ClaimState, ClaimStatus, Tally, agree, all_claims, current_validators, params_after, same_vote,

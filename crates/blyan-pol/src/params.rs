@@ -1,5 +1,5 @@
 //! The rules every node and validator of one network must share: mode, validator set and
-//! stakes, threshold, loss tolerance, expiry and the evaluation.
+//! stakes, threshold, loss tolerance, expiry, the evaluation and the hidden-QA epoch.
 
 use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,8 @@ pub struct PolParams {
     pub expiry_blocks: u64,
     /// The evaluation every vote must have run.
     pub eval: EvalSpec,
+    /// Length of a hidden-QA epoch in milliseconds of block time (`qa.rs`).
+    pub qa_epoch_ms: u64,
 }
 
 impl PolParams {

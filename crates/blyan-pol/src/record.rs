@@ -13,6 +13,8 @@
 //!   stake away.
 //! - [`ValidatorSet`]: a new validator set, approved by signatures of validators holding more
 //!   than 2/3 of the current set's stake.
+//! - [`QaCommit`]: a validator's commitment (blake3) to the hidden QA set it evaluates with in
+//!   one epoch; [`QaReveal`]: that set's text, published once the epoch closed (`qa.rs`).
 
 use blyan_chain::{BlockHash, BlockHeader, BlockKind};
 use blyan_primitives::Address;
@@ -120,6 +122,10 @@ pub enum Verdict {
     NotReproduced,
     /// The candidate does not load (missing or malformed blocks, wrong shapes).
     Unloadable,
+    /// The drawn public batch shows the threshold, but the validator's hidden QA set (text
+    /// no author could have trained on) shows less than half of it: the candidate learned the
+    /// public pool rather than the language.
+    Overfit,
 }
 
 impl Verdict {
@@ -135,6 +141,7 @@ impl Verdict {
             Verdict::BelowThreshold => "below_threshold",
             Verdict::NotReproduced => "not_reproduced",
             Verdict::Unloadable => "unloadable",
+            Verdict::Overfit => "overfit",
         }
     }
 }
@@ -168,6 +175,42 @@ pub struct Vote {
     /// A few words on the verdict.
     #[serde(default)]
     pub detail: String,
+    /// The same measurement on the validator's hidden QA set of the epoch, when it keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<HiddenEval>,
+}
+
+/// A vote's measurement on the voter's hidden QA set: the batch drawn from that set by the
+/// claim's seed, with the network's window count and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HiddenEval {
+    /// The voter's [`QaCommit`] block for the epoch (the vote depends on it).
+    pub commit: BlockHash,
+    /// Losses of the base and of the candidate on that set.
+    pub losses: Losses,
+}
+
+/// A validator's commitment to the hidden QA set it evaluates with during `epoch` (epochs are
+/// `timestamp_ms / qa_epoch_ms`). The set stays off chain until the epoch closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaCommit {
+    /// The epoch.
+    pub epoch: u64,
+    /// blake3 (hex) of the set, as [`crate::qa_commitment`] computes it.
+    pub commitment: String,
+}
+
+/// The hidden QA set of a closed epoch, published: anyone can check it against its
+/// commitment, and none of its documents may be used for evaluation again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaReveal {
+    /// The [`QaCommit`] block revealed (the reveal depends on it).
+    pub commit: BlockHash,
+    /// The set's documents, in the committed order.
+    pub documents: Vec<String>,
 }
 
 /// How a claim ended.
@@ -257,6 +300,10 @@ pub enum PolRecord {
     Slash(Slash),
     /// See [`ValidatorSet`].
     Validators(ValidatorSet),
+    /// See [`QaCommit`].
+    QaCommit(QaCommit),
+    /// See [`QaReveal`].
+    QaReveal(QaReveal),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -310,6 +357,8 @@ impl PolRecord {
             PolRecord::Certificate(_) => "certificate",
             PolRecord::Slash(_) => "slash",
             PolRecord::Validators(_) => "validators",
+            PolRecord::QaCommit(_) => "qa_commit",
+            PolRecord::QaReveal(_) => "qa_reveal",
         }
     }
 
@@ -324,7 +373,11 @@ impl PolRecord {
                 .copied()
                 .collect(),
             PolRecord::Beacon(beacon) => beacon.claims.clone(),
-            PolRecord::Vote(vote) => vec![vote.claim, vote.beacon],
+            PolRecord::Vote(vote) => {
+                let mut dependencies = vec![vote.claim, vote.beacon];
+                dependencies.extend(vote.hidden.map(|hidden| hidden.commit));
+                dependencies
+            }
             PolRecord::Certificate(certificate) => {
                 let mut dependencies = vec![certificate.claim];
                 dependencies.extend(&certificate.votes);
@@ -332,7 +385,8 @@ impl PolRecord {
             }
             PolRecord::Slash(slash) => slash.votes.to_vec(),
             PolRecord::Validators(set) if set.previous != BlockHash::ZERO => vec![set.previous],
-            PolRecord::Validators(_) => Vec::new(),
+            PolRecord::Validators(_) | PolRecord::QaCommit(_) => Vec::new(),
+            PolRecord::QaReveal(reveal) => vec![reveal.commit],
         }
     }
 }

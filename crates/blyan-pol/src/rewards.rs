@@ -197,7 +197,8 @@ fn settle(
         .filter(|(vote_block, _)| certificate.votes.contains(&vote_block.hash))
         .cloned()
         .collect();
-    let tally = Tally::count(params, &listed, slashed);
+    // The gate admitted the certificate only with votes whose hidden QA sets held then.
+    let tally = Tally::count(params, &listed, slashed, &BTreeSet::new());
     let author = state.block.author;
     let mut payments = Vec::new();
     let improvement_bps = (certificate.outcome == Outcome::Accepted)

@@ -11,9 +11,11 @@ use blyan_moe::{
 };
 
 use crate::error::Result;
-use crate::eval::{BlockSource, EvalPool, ModelBlocks, evaluate_pair, verified_raw};
+use crate::eval::{
+    BlockSource, EvalPool, ModelBlocks, evaluate_pair, evaluate_pair_on, verified_raw,
+};
 use crate::params::PolParams;
-use crate::record::{Claim, EvalSpec, Losses, PolRecord, Verdict, Vote, eval_seed};
+use crate::record::{Claim, EvalSpec, HiddenEval, Losses, PolRecord, Verdict, Vote, eval_seed};
 
 /// The verdict on `measured` losses of a claim that claimed `claimed`: accept at or above the
 /// threshold; below it, `not_reproduced` when the author claimed the threshold and
@@ -42,6 +44,47 @@ pub fn verdict(params: &PolParams, claimed: &Losses, measured: &Losses) -> (Verd
     }
 }
 
+/// The verdict of [`verdict`], checked against the validator's hidden QA set: an accepting
+/// verdict becomes `overfit` when the hidden set shows less than half the threshold.
+pub fn hidden_verdict(
+    params: &PolParams,
+    claimed: &Losses,
+    measured: &Losses,
+    hidden: Option<&Losses>,
+) -> (Verdict, String) {
+    let (public, detail) = verdict(params, claimed, measured);
+    match hidden {
+        Some(hidden) if public.accepts() => {
+            let hidden_bps = hidden.delta_bps();
+            let least = params.threshold_bps / 2;
+            if hidden_bps < least {
+                (
+                    Verdict::Overfit,
+                    format!(
+                        "the drawn public batch shows {} bps, the hidden QA set {hidden_bps} bps, below half the threshold ({least} bps)",
+                        measured.delta_bps()
+                    ),
+                )
+            } else {
+                (
+                    public,
+                    format!("{detail}; the hidden QA set shows {hidden_bps} bps"),
+                )
+            }
+        }
+        _ => (public, detail),
+    }
+}
+
+/// A validator's hidden QA set for the epoch: its commit block and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct HiddenSet<'a> {
+    /// The validator's `qa_commit` block for the epoch.
+    pub commit: BlockHash,
+    /// The set, as an evaluation pool.
+    pub pool: &'a EvalPool,
+}
+
 /// A claim's candidate blocks with their headers, fetched and verified from `source`.
 pub fn candidate_headers(
     source: &dyn BlockSource,
@@ -54,12 +97,15 @@ pub fn candidate_headers(
         .collect()
 }
 
-/// Re-evaluates claim `claim_hash` as seeded by `beacon` on `pool`, against `base` (the model
-/// served), and writes the vote. A candidate that does not load is voted `unloadable`.
+/// Re-evaluates claim `claim_hash` as seeded by `beacon` on `pool` (and on the validator's
+/// `hidden` QA set when it keeps one), against `base` (the model served), and writes the vote.
+/// A candidate that does not load is voted `unloadable`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_claim(
     source: &dyn BlockSource,
     params: &PolParams,
     pool: &EvalPool,
+    hidden: Option<HiddenSet<'_>>,
     claim_hash: BlockHash,
     claim: &Claim,
     beacon: BlockHash,
@@ -79,9 +125,21 @@ pub fn evaluate_claim(
             ));
         }
     };
-    match evaluate_pair(source, base, &candidate, pool, seed, &spec) {
-        Ok(losses) => {
-            let (verdict, detail) = verdict(params, &claim.claimed, &losses);
+    let mut pools = vec![pool];
+    pools.extend(hidden.map(|hidden| hidden.pool));
+    match evaluate_pair_on(source, base, &candidate, &pools, seed, &spec) {
+        Ok(measured) => {
+            let losses = measured[0];
+            let hidden = hidden.zip(measured.get(1)).map(|(set, losses)| HiddenEval {
+                commit: set.commit,
+                losses: *losses,
+            });
+            let (verdict, detail) = hidden_verdict(
+                params,
+                &claim.claimed,
+                &losses,
+                hidden.as_ref().map(|hidden| &hidden.losses),
+            );
             Ok(Vote {
                 claim: claim_hash,
                 beacon,
@@ -89,6 +147,7 @@ pub fn evaluate_claim(
                 losses,
                 verdict,
                 detail,
+                hidden,
             })
         }
         // The base must load: a validator that cannot run the served model has nothing to say.
@@ -120,6 +179,7 @@ fn unloadable(
         },
         verdict: Verdict::Unloadable,
         detail: format!("the candidate does not load: {reason}"),
+        hidden: None,
     }
 }
 

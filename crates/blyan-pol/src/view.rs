@@ -154,14 +154,23 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts `votes` under `params`, ignoring `slashed` validators.
+    /// Counts `votes` under `params`, ignoring `slashed` validators and votes measured on a
+    /// hidden QA set whose commit is in `invalid_qa` (`qa.rs`).
     pub fn count(
         params: &PolParams,
         votes: &[(RecordBlock, Vote)],
         slashed: &BTreeSet<Address>,
+        invalid_qa: &BTreeSet<BlockHash>,
     ) -> Self {
         let mut by_validator: BTreeMap<Address, Vec<&(RecordBlock, Vote)>> = BTreeMap::new();
         for vote in votes {
+            if vote
+                .1
+                .hidden
+                .is_some_and(|hidden| invalid_qa.contains(&hidden.commit))
+            {
+                continue;
+            }
             by_validator.entry(vote.0.author).or_default().push(vote);
         }
         let mut tally = Tally::default();
@@ -238,6 +247,7 @@ pub fn same_vote(a: &Vote, b: &Vote) -> bool {
         && a.eval == b.eval
         && a.losses == b.losses
         && a.verdict == b.verdict
+        && a.hidden == b.hidden
 }
 
 /// Every Proof-of-Learning record on chain D, in chain order.

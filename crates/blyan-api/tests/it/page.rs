@@ -804,7 +804,7 @@ async fn drive_pol(node: &Node, client: &Client, context: &Arc<PolContext>) -> R
         "claimed": "claimed by the author: loss 5.0000 → 4.0000 (Δ +20.00 %); 0 dataset entries credited",
         "vote": [
             short(&validator), "not reproduced", nats(&vote["base"]), nats(&vote["candidate"]),
-            "0.00 %", decided["votes"][0]["detail"],
+            "0.00 %", "—", decided["votes"][0]["detail"],
         ],
         "outcome": "rejected by certificate ".to_owned()
             + &short(decided["certificate"]["block"].as_str().unwrap())

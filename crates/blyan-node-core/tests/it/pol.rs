@@ -13,8 +13,10 @@ use blyan_moe::{
 };
 use blyan_node_core::{Error, Node, PolContext, SeedChoice, pol_tick};
 use blyan_pol::{
-    Certificate, Claim, EvalPool, Losses, ModelBlocks, Outcome, PolRecord, StoreBlocks,
-    ValidatorSet, ValidatorStake, Verdict, Vote, build_claim, record_block, validator_set_message,
+    Beacon, Certificate, Claim, EvalPool, HiddenEval, Losses, ModelBlocks, Outcome, PolRecord,
+    QaBook, QaCommit, QaKeeper, QaReveal, QaStatus, StoreBlocks, ValidatorSet, ValidatorStake,
+    Verdict, Vote, build_claim, qa_commitment, qa_epoch, record_block, reveal_opens, scan_records,
+    validator_set_message,
 };
 use blyan_primitives::Address;
 
@@ -57,7 +59,45 @@ fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
         key: key.clone(),
         pow_bits: 0,
         threads: 1,
+        qa: None,
     })
+}
+
+/// Validators `keys`, each keeping hidden QA sets of 8 KiB drawn from `documents`, stored in its
+/// own directory under `root`.
+fn qa_validators(
+    node: &Node,
+    keys: &[AuthorKey],
+    documents: &[TextDocument],
+    root: &std::path::Path,
+) -> Vec<Arc<PolContext>> {
+    let context = node.pol().expect("the node certifies");
+    keys.iter()
+        .map(|key| {
+            let dir = root.join(key.address().to_string());
+            Arc::new(PolContext {
+                params: context.params.clone(),
+                pool: context.pool.clone(),
+                key: key.clone(),
+                pow_bits: 0,
+                threads: 1,
+                qa: Some(QaKeeper::new(documents, dir, 8 << 10).unwrap()),
+            })
+        })
+        .collect()
+}
+
+/// One pass of each of `validators`, then of the node itself.
+async fn run_contexts(node: &TestNode, validators: &[Arc<PolContext>]) {
+    for context in validators {
+        pol_tick(&node.node, context, &mut Default::default())
+            .await
+            .expect("a validator's pass");
+    }
+    let own = Arc::clone(node.node.pol().unwrap());
+    pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .expect("the node's pass");
 }
 
 /// One pass of each validator, then of the node itself (which certifies and settles).
@@ -216,6 +256,16 @@ pub(crate) fn state(node: &Node, claim: BlockHash) -> blyan_pol::ClaimState {
 async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() {
     let validators = keys(3);
     let node = pol_node(&addresses(&validators), |_| {}).await;
+    // Every fourth paragraph of the docs is the validators' hidden QA text; the author trains
+    // on the others.
+    let (hidden, training): (Vec<_>, Vec<_>) = docs_paragraphs()
+        .into_iter()
+        .enumerate()
+        .partition(|(index, _)| index % 4 == 0);
+    let hidden: Vec<TextDocument> = hidden.into_iter().map(|(_, document)| document).collect();
+    let training: Vec<TextDocument> = training.into_iter().map(|(_, document)| document).collect();
+    let qa_root = tempfile::tempdir().unwrap();
+    let contexts = qa_validators(&node.node, &validators, &hidden, qa_root.path());
     let author = AuthorKey::generate();
     fund(&node.node, author.address(), "1000").await;
     let (before, _) = balance(&node.node, author.address()).await;
@@ -227,7 +277,7 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         "layer3.expert0",
     ];
     let old = served_expert(&node.node, "layer0.expert0");
-    let candidates = train_candidate(&node.node, &author, &experts, &docs_paragraphs(), 30, 1e-2);
+    let candidates = train_candidate(&node.node, &author, &experts, &training, 30, 1e-2);
     assert_eq!(
         candidates.len(),
         experts.len(),
@@ -256,15 +306,26 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         "the bond is locked"
     );
 
-    run_validators(&node, &validators).await;
+    run_contexts(&node, &contexts).await;
     let decided = state(&node.node, claim_hash);
     assert_eq!(decided.votes.len(), 3);
     assert!(
         decided
             .votes
             .iter()
-            .all(|(_, vote)| vote.verdict == Verdict::Accept)
+            .all(|(_, vote)| vote.verdict == Verdict::Accept),
+        "{:?}",
+        decided.votes
     );
+    // Each validator committed its hidden set for the epoch and measured the candidate on it:
+    // text the author never saw improves too.
+    let book = QaBook::from_records(&scan_records(&chain(&node.node), 1).unwrap());
+    for (block, vote) in &decided.votes {
+        let hidden = vote.hidden.expect("measured on the hidden set");
+        let commit = book.commit(&hidden.commit).unwrap();
+        assert_eq!(commit.author, block.author);
+        assert!(hidden.losses.delta_bps() >= 50, "{hidden:?}");
+    }
     // Same build, same thread count: the three validators measured the same bits.
     let losses: Vec<_> = decided.votes.iter().map(|(_, vote)| vote.losses).collect();
     assert!(
@@ -306,7 +367,7 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         );
     }
     // A second pass (a restart's replay) pays nothing twice.
-    run_validators(&node, &validators).await;
+    run_contexts(&node, &contexts).await;
     assert_eq!(balance(&node.node, author.address()).await.0, after);
 
     let status = node.node.pol_status().await.unwrap();
@@ -321,6 +382,9 @@ async fn an_honest_fine_tune_is_certified_by_three_validators_served_and_paid() 
         3
     );
     assert_eq!(payments[0].amount, reward.to_string());
+    let hidden_shown = shown.votes[0].hidden.as_ref().expect("shown");
+    assert_eq!(hidden_shown.status, "open");
+    assert_eq!(status.qa.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,6 +610,7 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
         },
         verdict,
         detail: String::new(),
+        hidden: None,
     };
     let not_a_beacon = store.block_hashes_at(ChainId::Dataset, 0).unwrap()[0];
     let error = vote(
@@ -648,7 +713,7 @@ async fn votes_by_strangers_replayed_certificates_and_double_votes_are_refused_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_batch() {
+async fn a_candidate_overfit_on_the_public_pool_is_refused_by_the_hidden_qa_sets() {
     let validators = keys(3);
     let dir = tempfile::tempdir().unwrap();
     // The public pool: a few paragraphs anyone can read (and train on).
@@ -659,17 +724,19 @@ async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_
         .map(|paragraph| paragraph.text.as_str())
         .collect();
     std::fs::write(&public, &text).unwrap();
-    let hidden = PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval");
     let node = pol_node(&addresses(&validators), |config| {
         // The trained default model: overfitting it on a few paragraphs hurts elsewhere.
         config.model.seed = SeedChoice::Shipped;
         config.pol.eval.corpus = vec![public.clone()];
-        config.pol.eval.hidden = vec![hidden];
-        // Enough windows that a draw falling mostly on the public paragraphs (where the
-        // overfit candidate does improve) is too unlikely to decide the vote.
-        config.pol.eval.windows = 64;
     })
     .await;
+    // The validators' hidden text: the shipped held-out pool, which no author sees.
+    let held_out =
+        blyan_moe::read_corpus(&[PathBuf::from(blyan_moe::SHIPPED_MODEL_DIR).join("eval")])
+            .unwrap()
+            .documents;
+    let qa_root = tempfile::tempdir().unwrap();
+    let contexts = qa_validators(&node.node, &validators, &held_out, qa_root.path());
     let author = AuthorKey::generate();
     fund(&node.node, author.address(), "1000").await;
     let documents = paragraphs(vec![TextDocument {
@@ -681,8 +748,7 @@ async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_
         .collect();
     let experts: Vec<&str> = experts.iter().map(String::as_str).collect();
     let candidates = train_candidate(&node.node, &author, &experts, &documents, 40, 3e-3);
-    // The author measures on the public pool only: a large improvement.
-    let public_pool = EvalPool::new(documents).unwrap();
+    let public_pool = node.node.pol().unwrap().pool.clone();
     let claim = claim_record(&node.node, candidates.clone(), &public_pool, None);
     assert!(
         claim.claimed.delta_bps() >= 100,
@@ -692,17 +758,244 @@ async fn a_candidate_overfit_on_the_public_pool_does_not_reproduce_on_the_drawn_
     let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
         .await
         .unwrap();
-    run_validators(&node, &validators).await;
+    run_contexts(&node, &contexts).await;
     let decided = state(&node.node, claim_hash);
+    // Two refusals (more than 1/3 of the stake) decide before the third validator's turn.
+    assert!(decided.votes.len() >= 2, "{:?}", decided.votes);
     for (_, vote) in &decided.votes {
-        assert_eq!(vote.verdict, Verdict::NotReproduced, "{vote:?}");
-        assert!(vote.losses.delta_bps() < 100, "{vote:?}");
+        // The public pool's drawn batch reproduces the improvement; the hidden set does not.
+        assert!(vote.losses.delta_bps() >= 100, "{vote:?}");
+        let hidden = vote.hidden.expect("measured on the hidden set");
+        assert!(hidden.losses.delta_bps() < 50, "{hidden:?}");
+        assert_eq!(vote.verdict, Verdict::Overfit, "{vote:?}");
     }
     assert_eq!(
         decided.certificate.as_ref().unwrap().1.outcome,
         Outcome::Rejected
     );
     assert_ne!(served_expert(&node.node, "layer0.expert0"), candidates[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_qa_sets_are_revealed_after_their_epoch_and_a_false_reveal_voids_the_epochs_votes() {
+    const EPOCH_MS: u64 = 1_000;
+    let validators = keys(3);
+    let node = pol_node(&addresses(&validators), |config| {
+        config.pol.qa.epoch_ms = EPOCH_MS;
+    })
+    .await;
+    let author = AuthorKey::generate();
+    fund(&node.node, author.address(), "1000").await;
+    let pool = node.node.pol().unwrap().pool.clone();
+    let params = node.node.pol().unwrap().params.clone();
+    let blocks = noisy_version(&node.node, &author, "layer0.expert5");
+    let claim = claim_record(&node.node, blocks.clone(), &pool, None);
+    let claim_hash = submit(&node.node, &author, &PolRecord::Claim(claim))
+        .await
+        .unwrap();
+    let beacon = submit(
+        &node.node,
+        &validators[0],
+        &PolRecord::Beacon(Beacon {
+            claims: vec![claim_hash],
+            randomness: "ab".repeat(32),
+        }),
+    )
+    .await
+    .unwrap();
+
+    // Validator 0 commits a set for the next epoch (so it cannot be revealed for a while).
+    let set = vec!["the hidden text of validator zero\n".to_owned()];
+    let next = qa_epoch(blyan_pol::now_ms(), EPOCH_MS) + 1;
+    let commit = |epoch: u64| {
+        PolRecord::QaCommit(QaCommit {
+            epoch,
+            commitment: qa_commitment(&set),
+        })
+    };
+    let committed = submit(&node.node, &validators[0], &commit(next))
+        .await
+        .unwrap();
+    let error = submit(&node.node, &validators[0], &commit(next))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_already_committed");
+    let error = submit(&node.node, &validators[0], &commit(next + 5))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_wrong_epoch");
+    let error = submit(&node.node, &AuthorKey::generate(), &commit(next))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "not_a_validator");
+    let reveal = |documents: Vec<String>| {
+        PolRecord::QaReveal(QaReveal {
+            commit: committed,
+            documents,
+        })
+    };
+    let error = submit(&node.node, &validators[0], &reveal(set.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_epoch_open");
+
+    // Three accepting votes; validator 0's names its hidden set, validator 1 cannot name it.
+    let accept = |hidden: Option<BlockHash>| Vote {
+        claim: claim_hash,
+        beacon,
+        eval: params.eval.clone(),
+        losses: Losses {
+            base: 5_000_000,
+            candidate: 4_000_000,
+        },
+        verdict: Verdict::Accept,
+        detail: String::new(),
+        hidden: hidden.map(|commit| HiddenEval {
+            commit,
+            losses: Losses {
+                base: 5_000_000,
+                candidate: 4_500_000,
+            },
+        }),
+    };
+    let error = vote(&node.node, &validators[1], accept(Some(committed)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_not_the_author");
+    let v0 = vote(&node.node, &validators[0], accept(Some(committed)))
+        .await
+        .unwrap();
+    let v1 = vote(&node.node, &validators[1], accept(None))
+        .await
+        .unwrap();
+    let v2 = vote(&node.node, &validators[2], accept(None))
+        .await
+        .unwrap();
+
+    // Once the epoch closed, validator 0 reveals text that is not what it committed: admitted,
+    // as the evidence that voids its vote.
+    let opens = reveal_opens(next, EPOCH_MS);
+    tokio::time::sleep(std::time::Duration::from_millis(
+        opens.saturating_sub(blyan_pol::now_ms()) + 20,
+    ))
+    .await;
+    let error = submit(&node.node, &validators[1], &reveal(set.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_not_the_author");
+    let false_reveal = submit(
+        &node.node,
+        &validators[0],
+        &reveal(vec!["other text\n".to_owned()]),
+    )
+    .await
+    .unwrap();
+    let error = submit(&node.node, &validators[0], &reveal(set.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_already_revealed");
+    let book = QaBook::from_records(&scan_records(&chain(&node.node), 1).unwrap());
+    let state_now = book.commit(&committed).unwrap();
+    assert_eq!(state_now.reveal.as_ref().unwrap().block, false_reveal);
+    assert_eq!(
+        state_now.status(blyan_pol::now_ms(), EPOCH_MS),
+        QaStatus::Mismatch
+    );
+    // A set once revealed cannot be evaluated on.
+    let error = vote(&node.node, &validators[0], accept(Some(committed)))
+        .await
+        .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_revealed");
+    // Validator 0's vote counts for nothing: three accepting votes no longer certify.
+    let error = submit(
+        &node.node,
+        &author,
+        &PolRecord::Certificate(Certificate {
+            claim: claim_hash,
+            outcome: Outcome::Accepted,
+            votes: vec![v0, v1, v2],
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(pol_code(&error), "qa_invalid");
+    let error = submit(
+        &node.node,
+        &author,
+        &PolRecord::Certificate(Certificate {
+            claim: claim_hash,
+            outcome: Outcome::Accepted,
+            votes: vec![v1, v2],
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(pol_code(&error), "no_quorum");
+    // Nor does the node's own pass certify it.
+    let own = Arc::clone(node.node.pol().unwrap());
+    pol_tick(&node.node, &own, &mut Default::default())
+        .await
+        .unwrap();
+    assert!(state(&node.node, claim_hash).certificate.is_none());
+    let status = node.node.pol_status().await.unwrap();
+    let shown = status
+        .claims
+        .iter()
+        .find(|claim| claim.claim == claim_hash)
+        .unwrap();
+    let voided = shown.votes.iter().find(|vote| vote.block == v0).unwrap();
+    assert_eq!(voided.hidden.as_ref().unwrap().status, "mismatch");
+    assert_eq!(status.qa[0].status, "mismatch");
+
+    // An honest validator's own pass: commits a set, and once its epoch closed reveals exactly
+    // the committed text, then commits a fresh set that shares nothing with it.
+    let qa_root = tempfile::tempdir().unwrap();
+    let context = &qa_validators(
+        &node.node,
+        &validators[2..],
+        &docs_paragraphs(),
+        qa_root.path(),
+    )[0];
+    let first = pol_tick(&node.node, context, &mut Default::default())
+        .await
+        .unwrap();
+    assert_eq!(first.qa_records, 1, "the epoch's commit");
+    let me = validators[2].address();
+    let book = QaBook::from_records(&scan_records(&chain(&node.node), 1).unwrap());
+    let mine = book
+        .commits()
+        .find(|state| state.author == me)
+        .unwrap()
+        .clone();
+    tokio::time::sleep(std::time::Duration::from_millis(
+        reveal_opens(mine.commit.epoch, EPOCH_MS).saturating_sub(blyan_pol::now_ms()) + 20,
+    ))
+    .await;
+    let second = pol_tick(&node.node, context, &mut Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        second.qa_records, 2,
+        "the reveal and the next epoch's commit"
+    );
+    let book = QaBook::from_records(&scan_records(&chain(&node.node), 1).unwrap());
+    let revealed = book.commit(&mine.block).unwrap();
+    assert_eq!(
+        revealed.status(blyan_pol::now_ms(), EPOCH_MS),
+        QaStatus::Revealed
+    );
+    let keeper = context.qa.as_ref().unwrap();
+    let old = keeper.stored(mine.commit.epoch).unwrap().unwrap();
+    let newest = book
+        .commits()
+        .filter(|state| state.author == me)
+        .map(|state| state.commit.epoch)
+        .max()
+        .unwrap();
+    assert!(newest > mine.commit.epoch);
+    let fresh = keeper.stored(newest).unwrap().unwrap();
+    assert!(old.documents.iter().all(|piece| book.is_revealed(piece)));
+    assert!(fresh.documents.iter().all(|piece| !book.is_revealed(piece)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
