@@ -35,7 +35,7 @@ mod postgres {
 }
 
 /// The newest schema version, the same in both stores.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Where refinery records the ledger's migrations. Named for the ledger rather than refinery's
 /// default, so a PostgreSQL database the ledger shares with other software keeps the two

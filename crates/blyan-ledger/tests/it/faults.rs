@@ -26,7 +26,7 @@ async fn pg_backend_terminated_mid_transaction_leaves_nothing() {
     fund(&ledger, user(1), "100").await;
     let before = snapshot(&ledger, &[user(1), user(2), TREASURY]).await;
 
-    // Half of a transaction, written by hand, then its backend is terminated.
+    // A transaction written by hand and not committed, then its backend is terminated.
     let victim = pg::connect(&f.location).await;
     let pid: i32 = victim
         .query_one("SELECT pg_backend_pid()", &[])
@@ -37,7 +37,7 @@ async fn pg_backend_terminated_mid_transaction_leaves_nothing() {
         .batch_execute(
             "BEGIN;
              INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900001, 'transfer', 'half', 0);
-             INSERT INTO entries (tx_id, account, amount) VALUES (900001, (SELECT account FROM accounts WHERE account LIKE '0x%' LIMIT 1), -5000000);",
+             INSERT INTO entries (tx_id, account, amount) VALUES (900001, (SELECT account FROM accounts WHERE account LIKE '0x%' LIMIT 1), -5000000), (900001, 'system:treasury', 5000000);",
         )
         .await
         .unwrap();
@@ -147,7 +147,7 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
     fund(&ledger, user(1), "1").await;
     let client = pg::connect(&f.location).await;
     let alice = user(1).key();
-    // Unbalanced: refused at COMMIT by the deferred trigger.
+    // Unbalanced: refused by the statement check on entries.
     let unbalanced = format!(
         "BEGIN;
          INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900001, 'transfer', '', 0);
@@ -179,6 +179,37 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+    // Entries naming an account or a transaction that does not exist.
+    let unknown_account = format!(
+        "BEGIN;
+         INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900003, 'transfer', '', 0);
+         INSERT INTO entries (tx_id, account, amount) VALUES (900003, '{alice}', -1), (900003, '0x{}', 1);
+         COMMIT;",
+        "ab".repeat(20)
+    );
+    let err = client.batch_execute(&unknown_account).await.unwrap_err();
+    assert!(format!("{err:?}").contains("does not exist"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.ok();
+    let unknown_transaction = format!(
+        "INSERT INTO entries (tx_id, account, amount) VALUES (900004, '{alice}', -1), (900004, 'system:treasury', 1);"
+    );
+    let err = client.batch_execute(&unknown_transaction).await.unwrap_err();
+    assert!(format!("{err:?}").contains("900004"), "{err:?}");
+    // A transaction row with no entries: refused at COMMIT.
+    let empty = "BEGIN;
+         INSERT INTO transactions (id, kind, memo, created_at_ms) VALUES (900005, 'transfer', '', 0);
+         COMMIT;";
+    let err = client.batch_execute(empty).await.unwrap_err();
+    assert!(format!("{err:?}").contains("unbalanced"), "{err:?}");
+    client.batch_execute("ROLLBACK").await.ok();
+    // Accounts are never deleted (entries still name them).
+    for statement in [
+        format!("DELETE FROM accounts WHERE account = '{alice}'"),
+        "TRUNCATE accounts CASCADE".to_owned(),
+    ] {
+        let err = client.batch_execute(&statement).await.unwrap_err();
+        assert!(format!("{err:?}").contains("never deleted"), "{err:?}");
+    }
     ledger.verify_integrity().await.unwrap();
     assert_eq!(available(&ledger, user(1)).await, bly("1"));
 }
@@ -221,6 +252,10 @@ async fn embedded_schema_refuses_unbalanced_and_negative_writes() {
         .execute_batch("UPDATE entries SET amount = amount * 2")
         .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
+    let err = connection
+        .execute_batch("DELETE FROM accounts WHERE account = 'system:team'")
+        .unwrap_err();
+    assert!(err.to_string().contains("never deleted"), "{err}");
     drop(connection);
     ledger.verify_integrity().await.unwrap();
     assert_eq!(available(&ledger, user(1)).await, bly("1"));
@@ -393,8 +428,8 @@ fn child_process() {
     let half = |alice: &str| {
         let treasury = TREASURY.key();
         format!(
-            "INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{alice}', -5000000);
-             INSERT INTO entries (tx_id, account, amount) VALUES (900001, '{treasury}', 5000000);"
+            "INSERT INTO entries (tx_id, account, amount)
+                 VALUES (900001, '{alice}', -5000000), (900001, '{treasury}', 5000000);"
         )
     };
     let alice = user(1).key();
