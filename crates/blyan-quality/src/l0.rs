@@ -224,8 +224,20 @@ pub fn screen_signed(
     index: &AcceptedIndex,
     config: &L0Config,
 ) -> Result<Signature, Refusal> {
+    screen_signed_where(sample, index, config, &|_| true)
+}
+
+/// [`screen_signed`] against the samples of `index` for which `counts` is true: an index that
+/// holds every sample ever seen ([`AcceptedIndex::insert_every`]) judged against those that
+/// still count (not refused since, not later in chain order than the sample screened).
+pub fn screen_signed_where(
+    sample: &Sample,
+    index: &AcceptedIndex,
+    config: &L0Config,
+    counts: &dyn Fn(BlockHash) -> bool,
+) -> Result<Signature, Refusal> {
     sample.validate()?;
-    if let Some(of) = index.exact(sample) {
+    if let Some(of) = index.exact_where(sample, counts) {
         return Err(Refusal::ExactDuplicate { of });
     }
     let text = sample.training_text();
@@ -239,7 +251,7 @@ pub fn screen_signed(
         None => {}
     }
     let signature = Signature::of(&sample.normalized_text());
-    if let Some(near) = index.nearest(&signature, config.near_duplicate_jaccard) {
+    if let Some(near) = index.nearest_where(&signature, config.near_duplicate_jaccard, counts) {
         return Err(Refusal::NearDuplicate {
             of: near.of,
             similarity: near.similarity,
@@ -248,13 +260,19 @@ pub fn screen_signed(
     Ok(signature)
 }
 
+/// Decodes a submitted `DatasetEntry` payload: its record, or the schema refusal a submitter can
+/// act on (a licence outside the list is [`SchemaError::Licence`], not a JSON error).
+pub fn decode_submitted(payload: &[u8]) -> Result<DataRecord, Refusal> {
+    decode_record(payload).map_err(|error| Refusal::Schema(refine_schema_error(payload, error)))
+}
+
 /// Decodes a submitted document and screens the sample it holds.
 pub fn screen_document(
     payload: &[u8],
     index: &AcceptedIndex,
     config: &L0Config,
 ) -> Result<Sample, Refusal> {
-    let record = decode_record(payload).map_err(|error| refine_schema_error(payload, error))?;
+    let record = decode_submitted(payload)?;
     #[allow(
         unreachable_patterns,
         reason = "gate records join DataRecord beside samples; only samples are submitted"
@@ -409,6 +427,52 @@ mod tests {
             }
             other => panic!("not a near duplicate: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_index_of_every_sample_judges_against_those_that_still_count() {
+        let mut index = AcceptedIndex::new();
+        let first = sample(PROSE, "en");
+        let signature = Signature::of(&first.normalized_text());
+        assert!(index.insert_every(&first, &signature, block(1)));
+        assert!(
+            index.insert_every(&first, &signature, block(2)),
+            "kept twice"
+        );
+        assert_eq!(index.len(), 2);
+        let config = L0Config::default();
+        let screen = |counts: &dyn Fn(BlockHash) -> bool| {
+            screen_signed_where(&first, &index, &config, counts).map(|_| ())
+        };
+        assert_eq!(
+            screen(&|_| true),
+            Err(Refusal::ExactDuplicate { of: block(1) })
+        );
+        // The oldest copy refused since: the next one counts.
+        assert_eq!(
+            screen(&|id| id != block(1)),
+            Err(Refusal::ExactDuplicate { of: block(2) })
+        );
+        assert_eq!(screen(&|_| false), Ok(()));
+        // A near copy is judged by the same predicate.
+        let near = sample(&PROSE.replace("watery", "salty"), "en");
+        let near_screen = |counts: &dyn Fn(BlockHash) -> bool| {
+            screen_signed_where(&near, &index, &config, counts)
+                .err()
+                .map(|refusal| refusal.code())
+        };
+        assert_eq!(near_screen(&|_| true), Some("near_duplicate"));
+        assert_eq!(near_screen(&|_| false), None);
+    }
+
+    #[test]
+    fn a_submitted_payload_with_an_unlisted_licence_decodes_to_a_licence_refusal() {
+        let document = String::from_utf8(encode_record(&DataRecord::Sample(sample(PROSE, "en"))))
+            .unwrap()
+            .replace("public-domain", "GPL-3.0");
+        let refusal = decode_submitted(document.as_bytes()).unwrap_err();
+        assert_eq!(refusal.code(), "licence");
+        assert_eq!(decode_submitted(b"\xff").unwrap_err().code(), "not_utf8");
     }
 
     #[test]
