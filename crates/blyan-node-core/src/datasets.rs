@@ -2,7 +2,10 @@
 //! sample's submission to its contributor's payment (`docs/datasets.md`).
 //!
 //! - [`Node::submit_sample`]: builds the sample for a signed-in wallet (its `contributor`), runs
-//!   the L0 screen ([`screen_l0`]) and appends a `DatasetEntry` block signed by the node's key.
+//!   the L0 screen against the node's kept index ([`GateState::screen_new`], equal to
+//!   [`screen_l0`] over a fresh replay) and appends a `DatasetEntry` block signed by the node's
+//!   key. A sample sent as a whole block ([`Node::submit_block`], `POST /blocks`) meets the same
+//!   screen before it is appended.
 //! - [`Node::commit_vote`] / [`Node::reveal_vote`]: L2 commit-reveal votes. A commit locks its
 //!   stake in the ledger as a bond (`data-vote:<commit>`) before it is appended; the worker
 //!   settles it once the reveal window closed: back to the voter when revealed, burned when not
@@ -12,9 +15,10 @@
 //! - [`DatasetService`]: scores new samples with the L1 [`Teacher`] in batches, off the request
 //!   path, appending one teacher result per sample, and settles vote stakes; its progress is
 //!   [`Node::dataset_progress`].
-//! - [`gate_view`]: chain D replayed into every sample's state ([`GateView`]); learners read only
-//!   usable samples ([`usable_dataset`]), and certificates pay for usable samples only
-//!   ([`UsableSamples`]).
+//! - [`DatasetContext::with_gates`]: chain D's gate state the node keeps ([`GateState`], module
+//!   `gate_cache`), advanced from the last height read rather than replayed; [`gate_view`] is the
+//!   replay from genesis it equals. Learners read only usable samples ([`usable_dataset`]), and
+//!   certificates pay for usable samples only ([`UsableSamples`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
