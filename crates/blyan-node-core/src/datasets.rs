@@ -579,9 +579,10 @@ impl Node {
     }
 
     /// The L0 screen of a `DatasetEntry` block submitted whole (`POST /blocks`,
-    /// [`Node::submit_block`]): a payload that is no dataset document is refused with its schema
-    /// reason, a sample is screened as [`Node::submit_sample`] screens one; gate records are
-    /// judged when chain D is replayed. Returns the guard that keeps other submissions from
+    /// [`Node::submit_block`]): a `blyan-data/1` document that does not decode is refused with
+    /// its schema reason, a sample is screened as [`Node::submit_sample`] screens one; gate
+    /// records are judged when chain D is replayed, and payloads that are no dataset document at
+    /// all are left to the chain's rules (they never count as samples). Returns the guard that keeps other submissions from
     /// screening until this block is appended (`None` when nothing was screened).
     pub(crate) async fn screen_submitted(
         &self,
@@ -596,7 +597,7 @@ impl Node {
         };
         let record = blyan_quality::decode_submitted(payload)
             .map_err(|refusal| Error::DatasetRefused(Refusal::L0(refusal)))?;
-        let DataRecord::Sample(sample) = record else {
+        let Some(DataRecord::Sample(sample)) = record else {
             return Ok(None);
         };
         let guard = Arc::clone(&context.submissions).lock_owned().await;

@@ -261,9 +261,31 @@ pub fn screen_signed_where(
 }
 
 /// Decodes a submitted `DatasetEntry` payload: its record, or the schema refusal a submitter can
-/// act on (a licence outside the list is [`SchemaError::Licence`], not a JSON error).
-pub fn decode_submitted(payload: &[u8]) -> Result<DataRecord, Refusal> {
-    decode_record(payload).map_err(|error| Refusal::Schema(refine_schema_error(payload, error)))
+/// act on (a licence outside the list is [`SchemaError::Licence`], not a JSON error). `None`
+/// when the payload does not claim to be a dataset document at all (not a JSON object naming
+/// [`DATA_RECORD_FORMAT`](crate::DATA_RECORD_FORMAT)): chain D keeps such blocks under the
+/// chain's own rules, and they never count as samples.
+pub fn decode_submitted(payload: &[u8]) -> Result<Option<DataRecord>, Refusal> {
+    match decode_record(payload) {
+        Ok(record) => Ok(Some(record)),
+        Err(error) if claims_data_format(payload) => {
+            Err(Refusal::Schema(refine_schema_error(payload, error)))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `payload` is a JSON object whose `format` names a dataset document.
+fn claims_data_format(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|document| {
+            document
+                .get("format")
+                .and_then(serde_json::Value::as_str)
+                .map(|format| format == crate::sample::DATA_RECORD_FORMAT)
+        })
+        .unwrap_or(false)
 }
 
 /// Decodes a submitted document and screens the sample it holds.
@@ -272,7 +294,7 @@ pub fn screen_document(
     index: &AcceptedIndex,
     config: &L0Config,
 ) -> Result<Sample, Refusal> {
-    let record = decode_submitted(payload)?;
+    let record = decode_record(payload).map_err(|error| refine_schema_error(payload, error))?;
     #[allow(
         unreachable_patterns,
         reason = "gate records join DataRecord beside samples; only samples are submitted"
@@ -466,13 +488,26 @@ mod tests {
     }
 
     #[test]
-    fn a_submitted_payload_with_an_unlisted_licence_decodes_to_a_licence_refusal() {
+    fn a_submitted_dataset_document_is_decoded_or_refused_for_its_schema() {
         let document = String::from_utf8(encode_record(&DataRecord::Sample(sample(PROSE, "en"))))
             .unwrap()
             .replace("public-domain", "GPL-3.0");
         let refusal = decode_submitted(document.as_bytes()).unwrap_err();
         assert_eq!(refusal.code(), "licence");
-        assert_eq!(decode_submitted(b"\xff").unwrap_err().code(), "not_utf8");
+        let broken = String::from_utf8(encode_record(&DataRecord::Sample(sample(PROSE, "en"))))
+            .unwrap()
+            .replace("\"text\"", "\"txet\"");
+        assert_eq!(
+            decode_submitted(broken.as_bytes()).unwrap_err().code(),
+            "malformed_document"
+        );
+        // Bytes that do not claim to be a dataset document are no sample to screen.
+        assert_eq!(decode_submitted(b"\xff"), Ok(None));
+        assert_eq!(decode_submitted(br#"{"format":"other/1"}"#), Ok(None));
+        assert!(matches!(
+            decode_submitted(&encode_record(&DataRecord::Sample(sample(PROSE, "en")))),
+            Ok(Some(DataRecord::Sample(_)))
+        ));
     }
 
     #[test]
