@@ -422,3 +422,56 @@ async fn the_kept_gate_state_equals_a_fresh_replay_after_mixed_records() {
         "the state was read from genesis once, then advanced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_landing_beside_one_already_read_makes_the_kept_state_replay() {
+    let node = pol_node(&[], |config| {
+        config.chain.fork_rules.dataset = blyan_chain::ForkRule::AllowForks;
+    })
+    .await;
+    let node_ref = &node.node;
+    let context = Arc::clone(node_ref.dataset_context().unwrap());
+    let store = Arc::clone(node_ref.chain().unwrap());
+    let contributor = AuthorKey::generate().address();
+    for line in [
+        "Experts in a mixture each learn a part of the language.",
+        "A router sends every token to the few experts it needs.",
+    ] {
+        node_ref
+            .submit_sample(contributor, text(line))
+            .await
+            .unwrap();
+    }
+    assert_eq!(node_ref.gate_view().await.unwrap().samples().count(), 2);
+    assert_eq!(context.gate_replays(), 1);
+    // A sample forking chain D at height 1, below the height the state was read to.
+    let genesis = blyan_chain::ChainTip {
+        chain: ChainId::Dataset,
+        height: 0,
+        hash: store.block_hashes_at(ChainId::Dataset, 0).unwrap()[0],
+    };
+    let key = AuthorKey::generate();
+    let payload = encode_record(&DataRecord::Sample(
+        Sample::new(
+            SampleContent::Text {
+                text: "Each layer of the model keeps eight experts and picks two.".into(),
+            },
+            Licence::Cc0,
+            "notes",
+            "en",
+            key.address(),
+        )
+        .unwrap(),
+    ));
+    let stamp = store.header(&genesis.hash).unwrap().unwrap().timestamp_ms + 1;
+    let mut header = BlockHeader::new_child(&genesis, BlockKind::DatasetEntry, &payload, stamp);
+    header.sign(&key);
+    store.append(&header, &payload).unwrap();
+    let kept = node_ref.gate_view().await.unwrap();
+    assert_eq!(context.gate_replays(), 2, "the stale state was replayed");
+    assert_eq!(kept.samples().count(), 3);
+    assert_eq!(
+        kept,
+        gate_view(&store, context.params.clone(), &context.validators).unwrap()
+    );
+}
