@@ -6,8 +6,9 @@
 //! optionally with `licence`, `source` and `language` overriding the command's defaults. Any
 //! other file is plain UTF-8 text, one sample per paragraph (blocks of text between blank
 //! lines), so a long document becomes samples a vote can judge one at a time. Every sample is
-//! checked against the schema before anything is sent; the node's L1 worker re-runs the L0
-//! screen on blocks that did not come through `POST /datasets`.
+//! checked against the schema before anything is sent; the node runs the L0 screen on each
+//! block as `POST /datasets` does, and a refused sample is reported with its code while the
+//! others are still sent.
 
 use std::path::PathBuf;
 
@@ -137,19 +138,49 @@ fn paragraphs(text: &str) -> Vec<String> {
     paragraphs
 }
 
-/// Reads every sample, then sends each in its own block; prints each block's hash.
+/// Reads every sample, then sends each in its own block; prints each block's hash. A sample
+/// the node's L0 screen refuses (a duplicate, a secret, …: 422 with the refusal's code) is
+/// reported on stderr as `refused CODE FILE:LINE: message` and the others are still sent; the
+/// command fails at the end when any was refused.
 pub(crate) fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
     let key = crate::keys::read_key(&args.key, &args.password)?;
     // Everything is checked before anything is sent.
     let samples = read_samples(args, key.address())?;
+    let total = samples.len();
     let client = NodeClient::connect(&args.node)
         .with_context(|| format!("connecting to the node at {}", args.node))?;
+    let mut refused = 0usize;
     for (at, sample) in samples {
         let payload = encode_record(&DataRecord::Sample(sample));
-        let hash = post(&client, &key, &payload).with_context(|| format!("sending {at}"))?;
-        println!("{hash} {at}");
+        match post(&client, &key, &payload) {
+            Ok(hash) => println!("{hash} {at}"),
+            Err(PostError::Client(ClientError::Refused {
+                status: 422,
+                code,
+                message,
+                ..
+            })) => {
+                eprintln!("refused {code} {at}: {message}");
+                refused += 1;
+            }
+            Err(error) => return Err(anyhow::Error::new(error).context(format!("sending {at}"))),
+        }
+    }
+    if refused > 0 {
+        anyhow::bail!("the node refused {refused} of {total} samples");
     }
     Ok(())
+}
+
+/// Why a block was not appended.
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    /// The node's answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Chain D's tip moved under every try.
+    #[error("chain D's tip kept moving")]
+    TipMoving,
 }
 
 /// Sends `payload` in a `DatasetEntry` block on chain D's tip, again on a new tip when it moved.
@@ -157,7 +188,7 @@ fn post(
     client: &NodeClient,
     key: &AuthorKey,
     payload: &[u8],
-) -> anyhow::Result<blyan_chain::BlockHash> {
+) -> Result<blyan_chain::BlockHash, PostError> {
     for _ in 0..8 {
         let summary = client.chain(ChainId::Dataset)?;
         let parent = ChainTip {
@@ -184,7 +215,7 @@ fn post(
             other => return Ok(other?),
         }
     }
-    anyhow::bail!("chain D's tip kept moving")
+    Err(PostError::TipMoving)
 }
 
 #[cfg(test)]

@@ -700,3 +700,52 @@ fn dataset_submit_sends_samples_the_node_lists_under_the_miners_address() {
         "{listed}"
     );
 }
+
+/// The node screens each sample `dataset submit` sends (L0): a copy of a sample it holds is
+/// refused with its code, reported on stderr with the line it came from, the other samples are
+/// still sent, and the command fails.
+#[test]
+fn dataset_submit_reports_the_samples_the_node_refuses_and_sends_the_others() {
+    let node = Node::start(|_| {});
+    let temp = tempfile::tempdir().unwrap();
+    let key = AuthorKey::generate();
+    let key_file = temp.path().join("miner.key");
+    key.write_file(&key_file).unwrap();
+    let submit = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_blyan-miner"))
+            .args(["dataset", "submit"])
+            .arg(file)
+            .arg("--key")
+            .arg(&key_file)
+            .args(["--node", &node.url(), "--licence", "CC0-1.0"])
+            .output()
+            .unwrap()
+    };
+    let first = temp.path().join("first.txt");
+    std::fs::write(
+        &first,
+        "Every expert of the model is one block on the chain.\n",
+    )
+    .unwrap();
+    assert!(submit(&first).status.success());
+    let second = temp.path().join("second.jsonl");
+    std::fs::write(
+        &second,
+        "{\"text\": \"Every expert of the model is one block on the chain.\"}\n\
+         {\"text\": \"A node loads only the experts its router picks.\"}\n",
+    )
+    .unwrap();
+    let output = submit(&second);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused exact_duplicate ") && stderr.contains("second.jsonl:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused 1 of 2 samples"), "{stderr}");
+    let sent = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(sent.lines().count(), 1, "{sent}");
+    assert!(sent.contains("second.jsonl:2"), "{sent}");
+    let listed = node.get("/datasets");
+    assert_eq!(listed["total"], 2, "{listed}");
+}

@@ -8,11 +8,16 @@ use axum::response::{IntoResponse, Response};
 use crate::Error;
 
 /// The page's files: name, content type, bytes.
-const ASSETS: [(&str, &str, &str); 2] = [
+const ASSETS: [(&str, &str, &str); 3] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/app.js"),
+    ),
+    (
+        "blake3.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/blake3.js"),
     ),
     (
         "style.css",
@@ -48,7 +53,7 @@ pub(crate) async fn index() -> Response {
     with_headers(INDEX_HTML, "text/html; charset=utf-8")
 }
 
-/// A file of the web page (`app.js`, `style.css`).
+/// A file of the web page (`app.js`, `blake3.js`, `style.css`).
 #[utoipa::path(get, path = "/assets/{file}", tag = "page",
     params(("file" = String, Path, description = "File name")),
     responses((status = 200, description = "The file"), (status = 404, description = "not_found")))]

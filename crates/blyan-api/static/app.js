@@ -1,6 +1,7 @@
 // The Blyan node's page: streaming chat (free tier or signed in), Sign-In with Ethereum through
 // the browser's EIP-1193 provider, balance and ledger history, chain explorer, expert dashboard,
-// the learner's progress and Proof-of-Learning's claims, votes and certificates.
+// the learner's progress and Proof-of-Learning's claims, votes and certificates, dataset samples
+// with commit-reveal votes (commitments computed here with blake3.js).
 // Plain JavaScript, no build step; it talks only to the node that served it.
 "use strict";
 
@@ -595,11 +596,120 @@ async function loadData() {
       row.insertCell().textContent = short(sample.contributor);
       row.insertCell().textContent = sample.licence;
       row.insertCell().textContent = sample.text.length > 80 ? `${sample.text.slice(0, 80)}…` : sample.text;
+      row.dataset.sample = sample.hash;
+      voteCell(row.insertCell(), sample);
     }
   } catch (error) {
     progress.textContent = error.message;
   }
   document.body.dataset.dataLoaded = String(Date.now());
+}
+
+// ---- L2 votes: commit here, reveal later ----
+
+const VOTE_COMMITMENT_CONTEXT = "blyan-data 1 vote commitment";
+
+function hexBytes(hex) {
+  const clean = hex.startsWith("0x") ? hex.slice(2) : hex;
+  return Uint8Array.from(clean.match(/../g) || [], (pair) => parseInt(pair, 16));
+}
+
+// blake3_derive_key(context, sample ‖ verdict ‖ salt ‖ voter), as `blyan_quality::vote_commitment`.
+function voteCommitment(sample, verdict, salt, voter) {
+  const parts = [hexBytes(sample), new TextEncoder().encode(verdict), salt, hexBytes(voter)];
+  const material = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    material.set(part, at);
+    at += part.length;
+  }
+  return blake3.deriveKey(VOTE_COMMITMENT_CONTEXT, material);
+}
+
+// A committed vote's verdict and salt, kept in this browser until its reveal.
+const voteKey = (sample, wallet) => `blyan.vote.${sample}.${wallet.toLowerCase()}`;
+
+function storedVote(sample) {
+  if (!session.wallet) return null;
+  try {
+    return JSON.parse(localStorage.getItem(voteKey(sample, session.wallet)) || "null");
+  } catch {
+    return null;
+  }
+}
+
+function voteButton(label, className, action) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = label;
+  button.addEventListener("click", action);
+  return button;
+}
+
+// The signed-in wallet's vote controls for `sample`: commit while voting, reveal while revealing.
+function voteCell(cell, sample) {
+  if (!session.wallet) return;
+  const stored = storedVote(sample.hash);
+  const mine = sample.votes.find((vote) => vote.voter.toLowerCase() === session.wallet.toLowerCase());
+  if (mine && mine.verdict) {
+    cell.textContent = `revealed: ${mine.verdict}`;
+  } else if (stored && sample.state === "revealing") {
+    cell.appendChild(voteButton(`reveal ${stored.verdict}`, "vote-reveal", () => revealVote(sample.hash, stored)));
+  } else if (mine && !stored) {
+    cell.textContent = `committed ${mine.stake} BLY; its salt is not in this browser`;
+  } else if (stored) {
+    cell.textContent = `committed ${mine ? `${mine.stake} BLY` : ""}; reveal when the commit window closes`;
+  } else if (sample.state === "voting" && sample.contributor.toLowerCase() !== session.wallet.toLowerCase()) {
+    const stake = document.createElement("input");
+    stake.type = "number";
+    stake.min = "1";
+    stake.value = "10";
+    stake.className = "vote-stake";
+    stake.title = "stake, whole BLY";
+    cell.append(stake,
+      voteButton("accept", "vote-accept", () => commitVote(sample.hash, "accept", Number(stake.value))),
+      voteButton("refuse", "vote-refuse", () => commitVote(sample.hash, "refuse", Number(stake.value))));
+  }
+}
+
+async function commitVote(sample, verdict, stake) {
+  const result = $("data-vote-result");
+  const wallet = session.wallet;
+  const salt = crypto.getRandomValues(new Uint8Array(32));
+  const commitment = voteCommitment(sample, verdict, salt, wallet);
+  try {
+    // Kept before sending: a commit whose salt were lost could never be revealed.
+    const pending = { verdict, salt: blake3.toHex(salt), commitment };
+    localStorage.setItem(voteKey(sample, wallet), JSON.stringify(pending));
+    const written = await apiJson(`/datasets/${sample}/commit`, {
+      method: "POST",
+      body: JSON.stringify({ commitment, stake }),
+    }).catch((error) => {
+      localStorage.removeItem(voteKey(sample, wallet));
+      throw error;
+    });
+    localStorage.setItem(voteKey(sample, wallet), JSON.stringify(Object.assign(pending, { commit: written.block })));
+    result.textContent = `vote committed as ${written.block}`;
+  } catch (error) {
+    result.textContent = `vote refused: ${error.message}`;
+  }
+  await loadData();
+}
+
+async function revealVote(sample, stored) {
+  const result = $("data-vote-result");
+  try {
+    const written = await apiJson("/datasets/reveal", {
+      method: "POST",
+      body: JSON.stringify({ commit: stored.commit, verdict: stored.verdict, salt: stored.salt }),
+    });
+    localStorage.removeItem(voteKey(sample, session.wallet));
+    result.textContent = `vote revealed as ${written.block}`;
+  } catch (error) {
+    result.textContent = `reveal refused: ${error.message}`;
+  }
+  await loadData();
 }
 
 async function showSample(hash) {

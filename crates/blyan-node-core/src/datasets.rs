@@ -2,7 +2,10 @@
 //! sample's submission to its contributor's payment (`docs/datasets.md`).
 //!
 //! - [`Node::submit_sample`]: builds the sample for a signed-in wallet (its `contributor`), runs
-//!   the L0 screen ([`screen_l0`]) and appends a `DatasetEntry` block signed by the node's key.
+//!   the L0 screen against the node's kept index ([`GateState::screen_new`], equal to
+//!   [`screen_l0`] over a fresh replay) and appends a `DatasetEntry` block signed by the node's
+//!   key. A sample sent as a whole block ([`Node::submit_block`], `POST /blocks`) meets the same
+//!   screen before it is appended.
 //! - [`Node::commit_vote`] / [`Node::reveal_vote`]: L2 commit-reveal votes. A commit locks its
 //!   stake in the ledger as a bond (`data-vote:<commit>`) before it is appended; the worker
 //!   settles it once the reveal window closed: back to the voter when revealed, burned when not
@@ -12,9 +15,10 @@
 //! - [`DatasetService`]: scores new samples with the L1 [`Teacher`] in batches, off the request
 //!   path, appending one teacher result per sample, and settles vote stakes; its progress is
 //!   [`Node::dataset_progress`].
-//! - [`gate_view`]: chain D replayed into every sample's state ([`GateView`]); learners read only
-//!   usable samples ([`usable_dataset`]), and certificates pay for usable samples only
-//!   ([`UsableSamples`]).
+//! - [`DatasetContext::with_gates`]: chain D's gate state the node keeps ([`GateState`], module
+//!   `gate_cache`), advanced from the last height read rather than replayed; [`gate_view`] is the
+//!   replay from genesis it equals. Learners read only usable samples ([`usable_dataset`]), and
+//!   certificates pay for usable samples only ([`UsableSamples`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +43,7 @@ use blyan_quality::{
 
 use crate::config::{DatasetsConfig, NodeConfig};
 use crate::error::BoxError;
+use crate::gate_cache::{GateCache, GateState};
 use crate::node::{Node, blocking};
 use crate::service::{Service, Shutdown};
 use crate::{Error, Result};
@@ -56,6 +61,7 @@ pub fn gate_params(config: &DatasetsConfig) -> GateParams {
 }
 
 /// The validator sets chain D put in force, by height: `is_validator(address, height)`.
+#[derive(Debug)]
 pub struct ValidatorHistory {
     configured: Vec<ValidatorStake>,
     /// (height of the `validators` record, the set it put in force), in chain order.
@@ -65,21 +71,36 @@ pub struct ValidatorHistory {
 impl ValidatorHistory {
     /// Reads the `validators` records of chain D over the `configured` set.
     pub fn read(chain: &ChainStore, configured: &[ValidatorStake]) -> Result<Self> {
-        let records = scan_records(chain, 1).map_err(|error| Error::Task {
+        let mut history = ValidatorHistory::empty(configured);
+        history.advance(chain, 1, u64::MAX)?;
+        Ok(history)
+    }
+
+    /// The `configured` set, before any `validators` record is read.
+    pub fn empty(configured: &[ValidatorStake]) -> Self {
+        ValidatorHistory {
+            configured: configured.to_vec(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Adds the `validators` records of chain D at heights `from_height..=to_height` (above
+    /// every height read before).
+    pub fn advance(&mut self, chain: &ChainStore, from_height: u64, to_height: u64) -> Result<()> {
+        let records = scan_records(chain, from_height).map_err(|error| Error::Task {
             what: "reading the validator sets",
             reason: error.to_string(),
         })?;
-        let changes = records
-            .into_iter()
-            .filter_map(|record| match record.record {
-                PolRecord::Validators(set) => Some((record.height, set.validators)),
-                _ => None,
-            })
-            .collect();
-        Ok(ValidatorHistory {
-            configured: configured.to_vec(),
-            changes,
-        })
+        self.changes.extend(
+            records
+                .into_iter()
+                .filter(|record| record.height <= to_height)
+                .filter_map(|record| match record.record {
+                    PolRecord::Validators(set) => Some((record.height, set.validators)),
+                    _ => None,
+                }),
+        );
+        Ok(())
     }
 
     /// Whether `address` held stake in the set in force at chain D height `height`.
@@ -127,7 +148,9 @@ pub(crate) fn node_gate_view(node: &Node, chain: &ChainStore) -> Result<Option<G
     let Some(datasets) = node.dataset_context() else {
         return Ok(None);
     };
-    gate_view(chain, datasets.params.clone(), &datasets.validators).map(Some)
+    datasets
+        .with_gates(chain, |gates| gates.view().clone())
+        .map(Some)
 }
 
 /// Settles with the usable samples of `view`, or pays no sample without one.
@@ -184,7 +207,8 @@ impl Teacher for ServedTeacher {
 }
 
 /// The L0 screen ([`blyan_quality::screen_l0`]) of a new `sample` against every sample of
-/// `view` that is not refused.
+/// `view` that is not refused, with an index built for this one screen (the node screens
+/// against the index it keeps, [`GateState::screen_new`]; this is the reference it equals).
 pub fn screen_l0(
     sample: &Sample,
     view: &GateView,
@@ -192,49 +216,12 @@ pub fn screen_l0(
 ) -> std::result::Result<(), Refusal> {
     let mut index = blyan_quality::AcceptedIndex::new();
     for other in view.samples() {
-        if !refused(other.state(view.params(), now_ms)) {
+        if !crate::gate_cache::refused(other.state(view.params(), now_ms)) {
             index.insert(&other.sample, other.hash);
         }
     }
     blyan_quality::screen_l0(sample, &index, &blyan_quality::L0Config::default())
         .map_err(Refusal::L0)
-}
-
-/// The L0 screen of the samples `waiting` already on chain D (appended without a node's
-/// submission), each against the samples before it in chain order that are not refused: one
-/// pass, so two copies of one text refuse the later copy only.
-fn screen_on_chain(
-    view: &GateView,
-    waiting: &BTreeSet<BlockHash>,
-    now_ms: u64,
-) -> BTreeMap<BlockHash, std::result::Result<(), Refusal>> {
-    let config = blyan_quality::L0Config::default();
-    let mut index = blyan_quality::AcceptedIndex::new();
-    let mut screened = BTreeMap::new();
-    for other in view.samples() {
-        if screened.len() == waiting.len() {
-            break;
-        }
-        if waiting.contains(&other.hash) {
-            let outcome =
-                blyan_quality::screen_l0(&other.sample, &index, &config).map_err(Refusal::L0);
-            let passed = outcome.is_ok();
-            screened.insert(other.hash, outcome);
-            if passed {
-                index.insert(&other.sample, other.hash);
-            }
-        } else if !refused(other.state(view.params(), now_ms)) {
-            index.insert(&other.sample, other.hash);
-        }
-    }
-    screened
-}
-
-fn refused(state: SampleState) -> bool {
-    matches!(
-        state,
-        SampleState::L1Refused | SampleState::Refused | SampleState::ReviewRefused
-    )
 }
 
 /// Why a dataset request is refused: the API answers 422 with [`Refusal::code`].
@@ -323,6 +310,11 @@ pub struct DatasetContext {
     pub teacher: std::sync::OnceLock<Arc<dyn Teacher>>,
     /// The worker's progress.
     pub progress: DatasetProgress,
+    /// Chain D's gate state, advanced as chain D grows ([`DatasetContext::with_gates`]).
+    gates: GateCache,
+    /// Held from a sample's L0 screen to its append, so two copies submitted at once cannot both
+    /// pass the duplicate check.
+    submissions: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DatasetContext {
@@ -340,7 +332,26 @@ impl DatasetContext {
             languages: config.datasets.l1_languages.clone(),
             teacher: std::sync::OnceLock::new(),
             progress: DatasetProgress::default(),
+            gates: GateCache::default(),
+            submissions: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Runs `read` on chain D's gate state brought up to date with `chain` (blocking: call it
+    /// off the async threads). The state is advanced from the last height read, not replayed
+    /// (`gate_cache`).
+    pub fn with_gates<T>(
+        &self,
+        chain: &ChainStore,
+        read: impl FnOnce(&GateState) -> T,
+    ) -> Result<T> {
+        self.gates.with(chain, &self.params, &self.validators, read)
+    }
+
+    /// Replays of chain D from genesis since the node started: one at the first read, then one
+    /// per stale state (a fork beside blocks already read).
+    pub fn gate_replays(&self) -> u64 {
+        self.gates.replays()
     }
 
     /// The L1 outcome of `bits_per_byte` for a sample in `language`: judged by the band when
@@ -385,14 +396,21 @@ impl Node {
         self.dataset_context().ok_or(Error::ChainUnavailable)
     }
 
-    /// Chain D replayed now.
+    /// Chain D's gate view now (a copy of the node's, brought up to date).
     pub async fn gate_view(&self) -> Result<GateView> {
+        self.with_gates("reading chain D's gates", |gates| gates.view().clone())
+            .await
+    }
+
+    /// Runs `read` on chain D's gate state brought up to date, off the async threads.
+    pub async fn with_gates<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&GateState) -> T + Send + 'static,
+    ) -> Result<T> {
         let chain = self.chain().cloned().ok_or(Error::ChainUnavailable)?;
         let context = Arc::clone(self.datasets()?);
-        blocking("replaying chain D", move || {
-            gate_view(&chain, context.params.clone(), &context.validators)
-        })
-        .await?
+        blocking(what, move || context.with_gates(&chain, read)).await?
     }
 
     /// Appends `record` in a `DatasetEntry` block signed by the node's key, after checking it
@@ -407,8 +425,6 @@ impl Node {
             let attempt = record.clone();
             let wire = blocking("writing a dataset block", move || {
                 let record = attempt;
-                let view = gate_view(&chain, context.params.clone(), &context.validators)?;
-                let validators = ValidatorHistory::read(&chain, &context.validators)?;
                 let parent = chain.tip(ChainId::Dataset);
                 let parent_ms = chain
                     .header(&parent.hash)
@@ -422,17 +438,20 @@ impl Node {
                     now_ms().max(parent_ms),
                 );
                 header.author = context.key.address();
-                view.check(
-                    &DataBlock {
-                        hash: BlockHash::ZERO,
-                        author: header.author,
-                        height: header.height,
-                        timestamp_ms: header.timestamp_ms,
-                        record: record.clone(),
-                    },
-                    &|address, height| validators.is_validator(address, height),
-                )
-                .map_err(|error| Error::DatasetRefused(Refusal::Gate(error)))?;
+                let block = DataBlock {
+                    hash: BlockHash::ZERO,
+                    author: header.author,
+                    height: header.height,
+                    timestamp_ms: header.timestamp_ms,
+                    record: record.clone(),
+                };
+                context
+                    .with_gates(&chain, |gates| {
+                        gates.view().check(&block, &|address, height| {
+                            gates.is_validator(address, height)
+                        })
+                    })?
+                    .map_err(|error| Error::DatasetRefused(Refusal::Gate(error)))?;
                 if pow_bits > 0 {
                     header.mine(pow_bits);
                 }
@@ -444,7 +463,8 @@ impl Node {
             if let DataRecord::VoteCommit(commit) = &record {
                 self.lock_vote_stake(hash, commit).await?;
             }
-            match self.submit_block(wire).await {
+            // The record was checked just above (a sample by its submission's L0 screen).
+            match self.submit_block_screened(wire).await {
                 Err(Error::BlockRefused(
                     blyan_chain::Error::Fork { .. }
                     | blyan_chain::Error::TimestampBeforeParent { .. },
@@ -546,14 +566,48 @@ impl Node {
             contributor,
         )
         .map_err(|error| Error::DatasetRefused(Refusal::Schema(error)))?;
-        let view = self.gate_view().await?;
+        let context = Arc::clone(self.datasets()?);
+        let _screened = context.submissions.lock().await;
         let now = now_ms();
-        let sample = blocking("screening a sample (L0)", move || {
-            screen_l0(&sample, &view, now).map(|()| sample)
+        let sample = self
+            .with_gates("screening a sample (L0)", move |gates| {
+                gates.screen_new(&sample, now).map(|()| sample)
+            })
+            .await?
+            .map_err(Error::DatasetRefused)?;
+        self.append_data_record(DataRecord::Sample(sample)).await
+    }
+
+    /// The L0 screen of a `DatasetEntry` block submitted whole (`POST /blocks`,
+    /// [`Node::submit_block`]): a `blyan-data/1` document that does not decode is refused with
+    /// its schema reason, a sample is screened as [`Node::submit_sample`] screens one; gate
+    /// records are judged when chain D is replayed, and payloads that are no dataset document at
+    /// all are left to the chain's rules (they never count as samples). Returns the guard that keeps other submissions from
+    /// screening until this block is appended (`None` when nothing was screened).
+    pub(crate) async fn screen_submitted(
+        &self,
+        header: &BlockHeader,
+        payload: &[u8],
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        if header.kind != BlockKind::DatasetEntry || header.chain != ChainId::Dataset {
+            return Ok(None);
+        }
+        let Some(context) = self.dataset_context() else {
+            return Ok(None);
+        };
+        let record = blyan_quality::decode_submitted(payload)
+            .map_err(|refusal| Error::DatasetRefused(Refusal::L0(refusal)))?;
+        let Some(DataRecord::Sample(sample)) = record else {
+            return Ok(None);
+        };
+        let guard = Arc::clone(&context.submissions).lock_owned().await;
+        let now = now_ms();
+        self.with_gates("screening a sample (L0)", move |gates| {
+            gates.screen_new(&sample, now)
         })
         .await?
         .map_err(Error::DatasetRefused)?;
-        self.append_data_record(DataRecord::Sample(sample)).await
+        Ok(Some(guard))
     }
 
     /// `POST /datasets/{sample}/commit`: a hidden vote of `voter`, its stake locked.
@@ -581,13 +635,14 @@ impl Node {
         verdict: VoteVerdict,
         salt: String,
     ) -> Result<BlockHash> {
-        let view = self.gate_view().await?;
-        let owner =
-            view.commit(&commit)
-                .map(|(_, vote)| vote.voter)
-                .ok_or(Error::DatasetRefused(Refusal::Gate(
-                    GateError::UnknownCommit { block: commit },
-                )))?;
+        let owner = self
+            .with_gates("reading a vote", move |gates| {
+                gates.view().commit(&commit).map(|(_, vote)| vote.voter)
+            })
+            .await?
+            .ok_or(Error::DatasetRefused(Refusal::Gate(
+                GateError::UnknownCommit { block: commit },
+            )))?;
         if owner != voter {
             return Err(Error::DatasetRefused(Refusal::Gate(
                 GateError::NotTheVoter {
@@ -689,59 +744,28 @@ pub async fn dataset_tick(node: &Arc<Node>, settled: &mut BTreeSet<BlockHash>) -
     let Some(context) = node.dataset_context().cloned() else {
         return Ok(0);
     };
-    let view = node.gate_view().await?;
     let now = now_ms();
+    let batch = node.config().datasets.l1_batch as usize;
+    let scoring = context.teacher.get().is_some();
+    let already: BTreeSet<BlockHash> = settled.clone();
+    let pass = node
+        .with_gates("reading chain D's gates", move |gates| {
+            tick_plan(gates, &already, scoring, batch, now)
+        })
+        .await?;
     // Stakes: revealed votes get theirs back, the others lose it.
-    for sample in view.samples() {
-        if !matches!(
-            sample.state(view.params(), now),
-            SampleState::Refused
-                | SampleState::Accepted
-                | SampleState::Usable
-                | SampleState::ReviewRefused
-        ) {
-            continue;
-        }
-        for vote in &sample.votes {
-            if settled.insert(vote.commit) {
-                let outcome = if vote.reveal.is_some() {
-                    BondOutcome::Refund
-                } else {
-                    BondOutcome::Burn
-                };
-                node.settle_vote_stake(vote.commit, outcome).await;
-            }
+    for (commit, outcome) in pass.stakes {
+        if settled.insert(commit) {
+            node.settle_vote_stake(commit, outcome).await;
         }
     }
     let Some(teacher) = context.teacher.get().cloned() else {
         return Ok(0);
     };
-    let waiting: Vec<(BlockHash, String, String)> = view
-        .in_state(SampleState::Submitted, now)
-        .into_iter()
-        .filter(|sample| sample.teacher.is_none())
-        .take(node.config().datasets.l1_batch as usize)
-        .map(|sample| {
-            (
-                sample.hash,
-                sample.sample.training_text(),
-                sample.sample.language.clone(),
-            )
-        })
-        .collect();
-    if waiting.is_empty() {
-        return Ok(0);
-    }
-    // A sample appended straight to the chain (not through a node's submission) meets the L0
-    // screen here: refused ones are recorded as screened and never scored.
-    let mut waiting_scored = Vec::with_capacity(waiting.len());
+    let mut screened = pass.screened;
+    let mut waiting_scored = Vec::with_capacity(pass.waiting.len());
     let mut scored = 0;
-    let hashes: BTreeSet<BlockHash> = waiting.iter().map(|(hash, ..)| *hash).collect();
-    let mut screened = blocking("screening samples on chain D (L0)", move || {
-        screen_on_chain(&view, &hashes, now)
-    })
-    .await?;
-    for (sample, text, language) in waiting {
+    for (sample, text, language) in pass.waiting {
         let outcome = screened.remove(&sample).unwrap_or(Ok(()));
         match outcome {
             Ok(()) => waiting_scored.push((sample, text, language)),
@@ -796,6 +820,76 @@ pub async fn dataset_tick(node: &Arc<Node>, settled: &mut BTreeSet<BlockHash>) -
     Ok(scored)
 }
 
+/// What one worker pass does, read from the gate state in one go.
+struct TickPlan {
+    /// Vote stakes to settle: commit, refund or burn.
+    stakes: Vec<(BlockHash, BondOutcome)>,
+    /// Samples waiting for L1 (up to a batch, chain order): block, training text, language.
+    waiting: Vec<(BlockHash, String, String)>,
+    /// The L0 screen of the waiting samples (a sample appended straight to chain D meets it
+    /// here; the refused are recorded as screened and never scored).
+    screened: BTreeMap<BlockHash, std::result::Result<(), Refusal>>,
+}
+
+fn tick_plan(
+    gates: &GateState,
+    settled: &BTreeSet<BlockHash>,
+    scoring: bool,
+    batch: usize,
+    now: u64,
+) -> TickPlan {
+    let view = gates.view();
+    let mut stakes = Vec::new();
+    for sample in view.samples() {
+        if !matches!(
+            sample.state(view.params(), now),
+            SampleState::Refused
+                | SampleState::Accepted
+                | SampleState::Usable
+                | SampleState::ReviewRefused
+        ) {
+            continue;
+        }
+        for vote in &sample.votes {
+            if !settled.contains(&vote.commit) {
+                let outcome = if vote.reveal.is_some() {
+                    BondOutcome::Refund
+                } else {
+                    BondOutcome::Burn
+                };
+                stakes.push((vote.commit, outcome));
+            }
+        }
+    }
+    if !scoring {
+        return TickPlan {
+            stakes,
+            waiting: Vec::new(),
+            screened: BTreeMap::new(),
+        };
+    }
+    let waiting: Vec<(BlockHash, String, String)> = gates
+        .in_state(SampleState::Submitted, now)
+        .into_iter()
+        .filter(|sample| sample.teacher.is_none())
+        .take(batch)
+        .map(|sample| {
+            (
+                sample.hash,
+                sample.sample.training_text(),
+                sample.sample.language.clone(),
+            )
+        })
+        .collect();
+    let hashes: Vec<BlockHash> = waiting.iter().map(|(hash, ..)| *hash).collect();
+    let screened = gates.screen_on_chain(&hashes, now);
+    TickPlan {
+        stakes,
+        waiting,
+        screened,
+    }
+}
+
 /// Most samples one `GET /datasets` page lists.
 pub const DATASET_PAGE_MAX: u32 = 100;
 
@@ -843,14 +937,44 @@ fn sample_info(view: &blyan_quality::SampleView, params: &GateParams, now: u64) 
     }
 }
 
+/// One page of `GET /datasets` from `view`.
+fn dataset_page(
+    view: &GateView,
+    state: Option<SampleState>,
+    offset: u64,
+    limit: u32,
+    now: u64,
+) -> DatasetList {
+    let matching: Vec<_> = view
+        .samples()
+        .filter(|sample| state.is_none_or(|state| sample.state(view.params(), now) == state))
+        .collect();
+    let total = matching.len() as u64;
+    let limit = u64::from(limit.clamp(1, DATASET_PAGE_MAX));
+    let samples: Vec<_> = matching
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .map(|sample| sample_info(sample, view.params(), now))
+        .collect();
+    let next = offset.saturating_add(samples.len() as u64);
+    DatasetList {
+        samples,
+        total,
+        next_offset: (next < total).then_some(next),
+    }
+}
+
 impl Node {
     /// `GET /datasets/{hash}`: one sample and its gate history; `None` when `hash` is no sample.
     pub async fn dataset_sample(&self, hash: BlockHash) -> Result<Option<DatasetSample>> {
-        let view = self.gate_view().await?;
         let now = now_ms();
-        Ok(view
-            .sample(&hash)
-            .map(|sample| sample_info(sample, view.params(), now)))
+        self.with_gates("reading a sample", move |gates| {
+            let view = gates.view();
+            view.sample(&hash)
+                .map(|sample| sample_info(sample, view.params(), now))
+        })
+        .await
     }
 
     /// `GET /datasets`: samples in `state` (all when `None`), `limit` from `offset`, in chain
@@ -861,42 +985,32 @@ impl Node {
         offset: u64,
         limit: u32,
     ) -> Result<DatasetList> {
-        let view = self.gate_view().await?;
         let now = now_ms();
-        let matching: Vec<_> = view
-            .samples()
-            .filter(|sample| state.is_none_or(|state| sample.state(view.params(), now) == state))
-            .collect();
-        let total = matching.len() as u64;
-        let limit = u64::from(limit.clamp(1, DATASET_PAGE_MAX));
-        let samples: Vec<_> = matching
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .take(limit as usize)
-            .map(|sample| sample_info(sample, view.params(), now))
-            .collect();
-        let next = offset.saturating_add(samples.len() as u64);
-        Ok(DatasetList {
-            samples,
-            total,
-            next_offset: (next < total).then_some(next),
+        self.with_gates("listing samples", move |gates| {
+            dataset_page(gates.view(), state, offset, limit, now)
         })
+        .await
     }
 
     /// `GET /datasets/progress`: the L1 worker's progress and samples per state.
     pub async fn dataset_progress_info(&self) -> Result<DatasetProgressInfo> {
-        let view = self.gate_view().await?;
-        let context = self.datasets()?;
         let now = now_ms();
-        let mut states: std::collections::BTreeMap<String, u64> = SampleState::ALL
-            .iter()
-            .map(|state| (state.name().to_owned(), 0))
-            .collect();
-        for sample in view.samples() {
-            *states
-                .entry(sample.state(view.params(), now).name().to_owned())
-                .or_default() += 1;
-        }
+        let states = self
+            .with_gates("counting samples", move |gates| {
+                let view = gates.view();
+                let mut states: BTreeMap<String, u64> = SampleState::ALL
+                    .iter()
+                    .map(|state| (state.name().to_owned(), 0))
+                    .collect();
+                for sample in view.samples() {
+                    *states
+                        .entry(sample.state(view.params(), now).name().to_owned())
+                        .or_default() += 1;
+                }
+                states
+            })
+            .await?;
+        let context = self.datasets()?;
         Ok(DatasetProgressInfo {
             worker: self.config().datasets.worker,
             teacher: context.teacher.get().is_some(),

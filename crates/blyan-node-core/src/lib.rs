@@ -78,6 +78,7 @@ mod cidr;
 mod config;
 mod datasets;
 mod error;
+mod gate_cache;
 mod learner;
 mod logging;
 mod network;
@@ -115,6 +116,7 @@ pub use datasets::{
     screen_l0, usable_dataset, vote_bond_key,
 };
 pub use error::{BoxError, ChatError, Error, Result};
+pub use gate_cache::GateState;
 pub use learner::{
     InferenceGate, InferenceGuard, LEARNING_CANDIDATES_KEPT, LEARNING_DIR_NAME,
     LEARNING_HISTORY_POINTS_MAX, LEARNING_SCHEDULE_STEPS, LEARNING_WARMUP_STEPS, Learner,

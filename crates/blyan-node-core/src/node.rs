@@ -424,9 +424,32 @@ impl Node {
     /// failure is [`Error::ChainFailed`]. A block too large to hold in memory is streamed
     /// instead: [`Node::begin_upload`].
     ///
+    /// A dataset sample (`DatasetEntry` on chain D) meets the L0 screen first, as one submitted
+    /// through `POST /datasets` does: a refused sample is [`Error::DatasetRefused`] with its
+    /// typed refusal, and nothing is appended.
+    ///
     /// `wire` is taken by value (a request body, for instance) so it can move to the blocking
     /// thread that validates and appends it without a copy.
     pub async fn submit_block<B>(&self, wire: B) -> Result<(BlockHash, BlockHeader)>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        let screened = match blyan_chain::decode_block(wire.as_ref()) {
+            Ok(decoded) => {
+                self.screen_submitted(&decoded.header, decoded.payload)
+                    .await?
+            }
+            // The store says what is wrong with it.
+            Err(_) => None,
+        };
+        let appended = self.submit_block_screened(wire).await;
+        drop(screened);
+        appended
+    }
+
+    /// [`Node::submit_block`] without the L0 screen: for the node's own dataset records, which
+    /// were checked before they were written.
+    pub(crate) async fn submit_block_screened<B>(&self, wire: B) -> Result<(BlockHash, BlockHeader)>
     where
         B: AsRef<[u8]> + Send + 'static,
     {

@@ -337,9 +337,15 @@ impl Node {
         match &mut upload.sink {
             Sink::Memory(payload) => {
                 let payload = std::mem::take(payload);
+                // A dataset sample meets the L0 screen, as in `submit_block`.
+                // Nothing is staged for a payload held in memory.
+                let screened = self.screen_submitted(&header, &payload).await?;
                 let claim = self.claim_of(hash, &header, &payload);
-                self.append_then_react(claim, move |chain| chain.append(&header, &payload))
-                    .await
+                let appended = self
+                    .append_then_react(claim, move |chain| chain.append(&header, &payload))
+                    .await;
+                drop(screened);
+                appended
             }
             Sink::Staged {
                 stage,

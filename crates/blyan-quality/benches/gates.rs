@@ -4,6 +4,9 @@
 //!   cost of the same samples (`Sample::validate`: limits, normalization and the blake3 of the
 //!   normalized text), with the near-duplicate search's share (MinHash signature and LSH
 //!   lookup) and of language identification (`whatlang`) measured alone;
+//! - submission: the node's path for one new sample against chain D holding 100,000 samples,
+//!   its gate state kept and advanced (screen against the kept index, apply the block) vs
+//!   replayed and re-indexed for each submission, as the node did before; printed as a ratio;
 //! - L1: `score_bits_per_byte` of a batch of texts under the shipped default model vs the
 //!   model's plain forward passes over the same padded batches (`ScorePlan::padded` and
 //!   `Model::forward_sequences`, no tokenizing, planning or loss), goal ≥ 0.9×.
@@ -27,8 +30,9 @@ use std::time::{Duration, Instant};
 use blyan_chain::{Address, BlockHash, ChainStore, Durability, GenesisSpec, StoreConfig};
 use blyan_moe::{ExpertUsage, Generator, ModelOptions, SHIPPED_MODEL_DIR, import_shipped_model};
 use blyan_quality::{
-    AcceptedIndex, L0Config, Licence, Sample, SampleContent, ScoreOptions, ScorePlan, Signature,
-    score_bits_per_byte, screen_l0,
+    AcceptedIndex, DataBlock, DataRecord, GateParams, GateView, L0Config, Licence, Sample,
+    SampleContent, SampleState, ScoreOptions, ScorePlan, Signature, score_bits_per_byte, screen_l0,
+    screen_signed_where,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -564,6 +568,110 @@ fn bench_l0(c: &mut Criterion) {
     );
 }
 
+/// Submissions timed in the bench of the node's submission path, each way.
+const SUBMITTED: usize = 64;
+/// Submissions timed the old way (a replay and an index rebuild each: seconds apiece).
+const SUBMITTED_REBUILT: usize = 3;
+
+/// Whether a sample in `state` no longer counts for L0.
+fn refused(state: SampleState) -> bool {
+    matches!(
+        state,
+        SampleState::L1Refused | SampleState::Refused | SampleState::ReviewRefused
+    )
+}
+
+/// A sample's `DatasetEntry` document at chain D height `height`.
+fn data_block(height: usize, sample: Sample) -> DataBlock {
+    DataBlock {
+        hash: block(height),
+        author: Address::ZERO,
+        height: height as u64,
+        timestamp_ms: 1_770_000_000_000 + height as u64,
+        record: DataRecord::Sample(sample),
+    }
+}
+
+/// The node's submission path against chain D holding 100,000 samples: the L0 screen of a new
+/// sample and taking it into the gate state, done as the node did before it kept the state
+/// (replay chain D's documents into a `GateView`, rebuild the L0 index from the samples that
+/// count, screen) and as it does now (screen against the kept index, judging only the matches
+/// against the kept view, then apply the new block to both). Chain D's reads from RocksDB are
+/// left out of both, so the old way's figure is a floor.
+fn bench_submission(_c: &mut Criterion) {
+    let config = L0Config::default();
+    let params = GateParams::default();
+    let no_validator = |_: Address, _: u64| false;
+    let mut rng = Rng(0x626c_7961_6e2d_7375);
+    let mut blocks = Vec::with_capacity(ACCEPTED);
+    let mut seen = std::collections::HashSet::new();
+    while blocks.len() < ACCEPTED {
+        let sample = sample(text(&mut rng));
+        if seen.insert(sample.content_hash.clone()) {
+            blocks.push(data_block(blocks.len() + 1, sample));
+        }
+    }
+    let fresh: Vec<Sample> = (0..SUBMITTED).map(|_| sample(text(&mut rng))).collect();
+    let now = 1_770_000_000_000 + 2 * ACCEPTED as u64;
+
+    // Before: every submission replays chain D and rebuilds the index.
+    let mut rebuilt_s = Vec::new();
+    for submitted in fresh.iter().take(SUBMITTED_REBUILT) {
+        let start = Instant::now();
+        let view = GateView::replay(params.clone(), &blocks, &no_validator);
+        let mut index = AcceptedIndex::new();
+        for other in view.samples() {
+            if !refused(other.state(view.params(), now)) {
+                index.insert(&other.sample, other.hash);
+            }
+        }
+        black_box(screen_l0(submitted, &index, &config)).ok();
+        rebuilt_s.push(start.elapsed().as_secs_f64());
+    }
+
+    // Now: the view and an index of every sample are kept and advanced by each new block.
+    let started = Instant::now();
+    let mut view = GateView::replay(params.clone(), &blocks, &no_validator);
+    let mut index = AcceptedIndex::new();
+    for data in &blocks {
+        if let DataRecord::Sample(sample) = &data.record {
+            index.insert_every(sample, &Signature::of(&sample.normalized_text()), data.hash);
+        }
+    }
+    println!(
+        "submission: chain D of {} samples replayed and indexed once in {:.1} s",
+        blocks.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let start = Instant::now();
+    let mut height = blocks.len();
+    for submitted in &fresh {
+        let counts = |id: BlockHash| {
+            view.sample(&id)
+                .is_some_and(|other| !refused(other.state(view.params(), now)))
+        };
+        let signature = screen_signed_where(submitted, &index, &config, &counts).ok();
+        height += 1;
+        let data = data_block(height, submitted.clone());
+        if let Some(signature) = signature {
+            index.insert_every(submitted, &signature, data.hash);
+        }
+        view.apply(&data, &no_validator);
+    }
+    let kept = start.elapsed().as_secs_f64() / SUBMITTED as f64;
+    let rebuilt = median(&mut rebuilt_s);
+    println!(
+        "submission against {ACCEPTED} samples on chain D: replay + index rebuild per \
+         submission {:.3} s ({:.2} submissions/s); kept state {:.3} ms ({:.0} submissions/s); \
+         ratio {:.0}× (kept / rebuilt throughput)",
+        rebuilt,
+        1.0 / rebuilt,
+        kept * 1e3,
+        1.0 / kept,
+        rebuilt / kept,
+    );
+}
+
 /// The near-duplicate part of L0 alone: each sample's MinHash signature and its LSH lookup.
 fn near_search(screened: &[Sample], index: &AcceptedIndex, config: &L0Config) {
     for sample in screened {
@@ -670,5 +778,5 @@ fn bench_l1(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_l0, bench_l1);
+criterion_group!(benches, bench_l0, bench_submission, bench_l1);
 criterion_main!(benches);

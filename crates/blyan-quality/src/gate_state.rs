@@ -147,9 +147,25 @@ impl DataBlock {
     /// Every dataset document on chain D, in chain order ((height, hash)); `DatasetEntry`
     /// blocks that are not well-formed documents are skipped (they never count).
     pub fn scan(store: &ChainStore) -> blyan_chain::Result<Vec<DataBlock>> {
+        DataBlock::scan_heights(store, 1, u64::MAX).map(|(blocks, _)| blocks)
+    }
+
+    /// The dataset documents of chain D at heights `from_height..=to_height`, in chain order,
+    /// and how many blocks of any kind those heights hold: what a view kept up to date reads
+    /// when the chain grew.
+    pub fn scan_heights(
+        store: &ChainStore,
+        from_height: u64,
+        to_height: u64,
+    ) -> blyan_chain::Result<(Vec<DataBlock>, u64)> {
         let mut blocks = Vec::new();
-        for sealed in store.headers_from(ChainId::Dataset, 1) {
+        let mut read = 0u64;
+        for sealed in store.headers_from(ChainId::Dataset, from_height.max(1)) {
             let sealed = sealed?;
+            if sealed.header.height > to_height {
+                break;
+            }
+            read += 1;
             if sealed.header.kind != BlockKind::DatasetEntry {
                 continue;
             }
@@ -166,7 +182,7 @@ impl DataBlock {
                 });
             }
         }
-        Ok(blocks)
+        Ok((blocks, read))
     }
 }
 
@@ -340,8 +356,10 @@ impl SampleView {
     }
 }
 
-/// Every sample on chain D and its gate records, replayed.
-#[derive(Clone, Debug, Default)]
+/// Every sample on chain D and its gate records, replayed. Two views are equal when they were
+/// replayed under the same settings from the same records ([`GateView::apply`] one block at a
+/// time gives the view [`GateView::replay`] gives).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GateView {
     params: GateParams,
     samples: BTreeMap<BlockHash, SampleView>,

@@ -224,8 +224,20 @@ pub fn screen_signed(
     index: &AcceptedIndex,
     config: &L0Config,
 ) -> Result<Signature, Refusal> {
+    screen_signed_where(sample, index, config, &|_| true)
+}
+
+/// [`screen_signed`] against the samples of `index` for which `counts` is true: an index that
+/// holds every sample ever seen ([`AcceptedIndex::insert_every`]) judged against those that
+/// still count (not refused since, not later in chain order than the sample screened).
+pub fn screen_signed_where(
+    sample: &Sample,
+    index: &AcceptedIndex,
+    config: &L0Config,
+    counts: &dyn Fn(BlockHash) -> bool,
+) -> Result<Signature, Refusal> {
     sample.validate()?;
-    if let Some(of) = index.exact(sample) {
+    if let Some(of) = index.exact_where(sample, counts) {
         return Err(Refusal::ExactDuplicate { of });
     }
     let text = sample.training_text();
@@ -239,13 +251,41 @@ pub fn screen_signed(
         None => {}
     }
     let signature = Signature::of(&sample.normalized_text());
-    if let Some(near) = index.nearest(&signature, config.near_duplicate_jaccard) {
+    if let Some(near) = index.nearest_where(&signature, config.near_duplicate_jaccard, counts) {
         return Err(Refusal::NearDuplicate {
             of: near.of,
             similarity: near.similarity,
         });
     }
     Ok(signature)
+}
+
+/// Decodes a submitted `DatasetEntry` payload: its record, or the schema refusal a submitter can
+/// act on (a licence outside the list is [`SchemaError::Licence`], not a JSON error). `None`
+/// when the payload does not claim to be a dataset document at all (not a JSON object naming
+/// [`DATA_RECORD_FORMAT`](crate::DATA_RECORD_FORMAT)): chain D keeps such blocks under the
+/// chain's own rules, and they never count as samples.
+pub fn decode_submitted(payload: &[u8]) -> Result<Option<DataRecord>, Refusal> {
+    match decode_record(payload) {
+        Ok(record) => Ok(Some(record)),
+        Err(error) if claims_data_format(payload) => {
+            Err(Refusal::Schema(refine_schema_error(payload, error)))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `payload` is a JSON object whose `format` names a dataset document.
+fn claims_data_format(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|document| {
+            document
+                .get("format")
+                .and_then(serde_json::Value::as_str)
+                .map(|format| format == crate::sample::DATA_RECORD_FORMAT)
+        })
+        .unwrap_or(false)
 }
 
 /// Decodes a submitted document and screens the sample it holds.
@@ -409,6 +449,65 @@ mod tests {
             }
             other => panic!("not a near duplicate: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_index_of_every_sample_judges_against_those_that_still_count() {
+        let mut index = AcceptedIndex::new();
+        let first = sample(PROSE, "en");
+        let signature = Signature::of(&first.normalized_text());
+        assert!(index.insert_every(&first, &signature, block(1)));
+        assert!(
+            index.insert_every(&first, &signature, block(2)),
+            "kept twice"
+        );
+        assert_eq!(index.len(), 2);
+        let config = L0Config::default();
+        let screen = |counts: &dyn Fn(BlockHash) -> bool| {
+            screen_signed_where(&first, &index, &config, counts).map(|_| ())
+        };
+        assert_eq!(
+            screen(&|_| true),
+            Err(Refusal::ExactDuplicate { of: block(1) })
+        );
+        // The oldest copy refused since: the next one counts.
+        assert_eq!(
+            screen(&|id| id != block(1)),
+            Err(Refusal::ExactDuplicate { of: block(2) })
+        );
+        assert_eq!(screen(&|_| false), Ok(()));
+        // A near copy is judged by the same predicate.
+        let near = sample(&PROSE.replace("watery", "salty"), "en");
+        let near_screen = |counts: &dyn Fn(BlockHash) -> bool| {
+            screen_signed_where(&near, &index, &config, counts)
+                .err()
+                .map(|refusal| refusal.code())
+        };
+        assert_eq!(near_screen(&|_| true), Some("near_duplicate"));
+        assert_eq!(near_screen(&|_| false), None);
+    }
+
+    #[test]
+    fn a_submitted_dataset_document_is_decoded_or_refused_for_its_schema() {
+        let document = String::from_utf8(encode_record(&DataRecord::Sample(sample(PROSE, "en"))))
+            .unwrap()
+            .replace("public-domain", "GPL-3.0");
+        let refusal = decode_submitted(document.as_bytes()).unwrap_err();
+        assert_eq!(refusal.code(), "licence");
+        let broken = String::from_utf8(encode_record(&DataRecord::Sample(sample(PROSE, "en"))))
+            .unwrap()
+            .replace("\"text\"", "\"txet\"");
+        assert_eq!(
+            decode_submitted(broken.as_bytes()).unwrap_err().code(),
+            "malformed_document"
+        );
+        // Bytes that do not claim to be a dataset document are no sample to screen.
+        assert_eq!(decode_submitted(b"\xff"), Ok(None));
+        assert_eq!(decode_submitted(br#"{"format":"other/1"}"#), Ok(None));
+        assert!(matches!(
+            decode_submitted(&encode_record(&DataRecord::Sample(sample(PROSE, "en")))),
+            Ok(Some(DataRecord::Sample(_)))
+        ));
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub use gate_state::{
     DataBlock, GateEvent, GateParams, GateView, SampleState, SampleView, TallyView, VoteView,
 };
 pub use l0::{
-    CharsetProblem, L0Config, L0ConfigError, Refusal, screen_document, screen_l0, screen_signed,
+    CharsetProblem, L0Config, L0ConfigError, Refusal, decode_submitted, screen_document, screen_l0,
+    screen_signed, screen_signed_where,
 };
 pub use l1::{
     L1Verdict, QualityError, SCORE_BATCH_TOKENS_MAX, ScoreOptions, ScorePlan, ScoreProgress,

@@ -154,11 +154,17 @@ fn for_each_shingle(normalized: &str, mut visit: impl FnMut(u64)) {
 /// Everything accepted so far, by exact content hash and by MinHash bands: what L0 judges a new
 /// sample's duplicates against.
 ///
+/// Two ways to fill it: [`AcceptedIndex::insert`] keeps one entry per content hash (an index
+/// rebuilt from the samples that count now), [`AcceptedIndex::insert_every`] keeps every sample
+/// in the order given, and the `_where` queries skip the entries a caller's predicate says no
+/// longer count (an index kept up to date as samples arrive, whose samples may be refused later).
+///
 /// Invariant: entry `i` has `ids[i]`, `sketches[i]` and links `next[i * LSH_BANDS + band]`; each
-/// band's map points at the newest entry with that key, each link at the next older one.
+/// band's map points at the newest entry with that key, each link at the next older one; each
+/// exact list holds entries in insertion order.
 #[derive(Debug, Default)]
 pub struct AcceptedIndex {
-    exact: HashMap<[u8; 32], BlockHash>,
+    exact: HashMap<[u8; 32], Vec<u32>>,
     ids: Vec<BlockHash>,
     sketches: Vec<[u16; MINHASH_PERMUTATIONS]>,
     bands: Vec<HashMap<u32, u32>>,
@@ -207,11 +213,34 @@ impl AcceptedIndex {
         let Some(hash) = content_hash_bytes(sample) else {
             return false;
         };
-        if self.exact.contains_key(&hash) || self.ids.len() >= ACCEPTED_SAMPLES_MAX {
+        if self
+            .exact
+            .get(&hash)
+            .is_some_and(|entries| !entries.is_empty())
+        {
             return false;
         }
-        self.exact.insert(hash, id);
+        self.push(hash, signature, id)
+    }
+
+    /// Adds sample `id` even when a sample of the same content hash is held: an index that
+    /// keeps every sample in chain order and is queried with a predicate
+    /// ([`AcceptedIndex::exact_where`], [`AcceptedIndex::nearest_where`]). Returns `false`
+    /// (and changes nothing) only when the index is full ([`ACCEPTED_SAMPLES_MAX`]) or the
+    /// sample has no valid content hash.
+    pub fn insert_every(&mut self, sample: &Sample, signature: &Signature, id: BlockHash) -> bool {
+        let Some(hash) = content_hash_bytes(sample) else {
+            return false;
+        };
+        self.push(hash, signature, id)
+    }
+
+    fn push(&mut self, hash: [u8; 32], signature: &Signature, id: BlockHash) -> bool {
+        if self.ids.len() >= ACCEPTED_SAMPLES_MAX {
+            return false;
+        }
         let entry = self.ids.len() as u32;
+        self.exact.entry(hash).or_default().push(entry);
         self.ids.push(id);
         self.sketches.push(signature.sketch());
         if self.bands.len() != LSH_BANDS {
@@ -228,12 +257,36 @@ impl AcceptedIndex {
 
     /// The block holding an accepted sample of exactly this content hash.
     pub fn exact(&self, sample: &Sample) -> Option<BlockHash> {
-        content_hash_bytes(sample).and_then(|hash| self.exact.get(&hash).copied())
+        self.exact_where(sample, &|_| true)
+    }
+
+    /// The oldest held sample of exactly this content hash for which `counts` is true.
+    pub fn exact_where(
+        &self,
+        sample: &Sample,
+        counts: &dyn Fn(BlockHash) -> bool,
+    ) -> Option<BlockHash> {
+        let hash = content_hash_bytes(sample)?;
+        self.exact
+            .get(&hash)?
+            .iter()
+            .map(|entry| self.ids[*entry as usize])
+            .find(|id| counts(*id))
     }
 
     /// The most similar accepted sample among the LSH candidates of `signature` whose estimated
     /// similarity is at least `threshold`.
     pub fn nearest(&self, signature: &Signature, threshold: f64) -> Option<NearMatch> {
+        self.nearest_where(signature, threshold, &|_| true)
+    }
+
+    /// [`AcceptedIndex::nearest`] among the held samples for which `counts` is true.
+    pub fn nearest_where(
+        &self,
+        signature: &Signature,
+        threshold: f64,
+        counts: &dyn Fn(BlockHash) -> bool,
+    ) -> Option<NearMatch> {
         let sketch = signature.sketch();
         let mut candidates = Vec::new();
         for (band, map) in self.bands.iter().enumerate() {
@@ -252,7 +305,9 @@ impl AcceptedIndex {
                 let agree = held.iter().zip(&sketch).filter(|(a, b)| a == b).count();
                 (entry, agree as f64 / MINHASH_PERMUTATIONS as f64)
             })
-            .filter(|(_, similarity)| *similarity >= threshold)
+            .filter(|(entry, similarity)| {
+                *similarity >= threshold && counts(self.ids[*entry as usize])
+            })
             // Highest similarity first; among equals the oldest entry, so the answer is stable.
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|(entry, similarity)| NearMatch {

@@ -8,8 +8,11 @@ mod api_doc;
 mod auth;
 mod chain;
 mod chat;
+mod datasets;
 mod errors;
 mod faucet;
+#[path = "../../../blyan-node-core/tests/fixtures/fine_tune.rs"]
+mod fine_tune;
 mod load;
 mod openai;
 mod p2p;

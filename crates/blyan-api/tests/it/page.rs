@@ -5,7 +5,9 @@
 //! learning curve of a node whose learner ran, and checks it against `GET /learning`. A third
 //! shows Proof-of-Learning: the rules and validator, then a claim the node (its only validator)
 //! seeded, voted on and rejected, and the author's locked bond in the wallet history. A fourth
-//! shows the network view of a node joined to a peer.
+//! shows the network view of a node joined to a peer. A fifth commits an L2 vote on a dataset
+//! sample from the Data tab (the page's blake3 checked against the Rust crate first), keeps the
+//! salt in localStorage and reveals the vote in the reveal window.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -889,5 +891,255 @@ async fn drive_network(node: &Node, client: &Client, peer: &str) -> Result<(), S
     if !own.contains(&id) {
         return Err(format!("the page's own line reads {own:?}, without {id}"));
     }
+    Ok(())
+}
+
+/// A teacher that finds every text inside the L1 band: the page test needs samples to vote on,
+/// not the model's judgement of them (the dataset end-to-end test scores with the served model).
+struct InBand;
+
+impl blyan_node_core::Teacher for InBand {
+    fn bits_per_byte(&self, texts: &[String]) -> Result<Vec<f64>, blyan_node_core::BoxError> {
+        Ok(vec![2.0; texts.len()])
+    }
+}
+
+/// The commit window of the voting test: long enough to commit from the page, short enough to
+/// wait out.
+const PAGE_COMMIT_WINDOW_MS: u64 = 4_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_commits_a_vote_keeps_its_salt_and_reveals_it_in_chromium() {
+    let node = Node::start_with(|config| {
+        config.datasets.commit_window_ms = PAGE_COMMIT_WINDOW_MS;
+        config.datasets.reveal_window_ms = 600_000;
+    })
+    .await;
+    let driver = start_driver();
+    let client = browser(&driver).await;
+    let outcome = drive_vote(&node, &client).await;
+    client.close().await.expect("session closes");
+    outcome.expect("voting from the page");
+}
+
+/// Inputs of the BLAKE3 test vectors: bytes `i % 251`, at chunk and block edges.
+const BLAKE3_LENGTHS: [usize; 12] = [0, 1, 63, 64, 65, 1023, 1024, 1025, 2049, 3073, 4097, 8193];
+
+async fn drive_vote(node: &Node, client: &Client) -> Result<(), String> {
+    use blyan_quality::VoteVerdict;
+
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+
+    // The page's blake3 agrees with the Rust crate: plain hashes across chunk and tree edges,
+    // derive_key, and a vote commitment.
+    let hashes = client
+        .execute(
+            "return arguments[0].map((n) => blake3.hash(Uint8Array.from({ length: n }, (_, i) => i % 251)));",
+            vec![json!(BLAKE3_LENGTHS)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected: Vec<String> = BLAKE3_LENGTHS
+        .iter()
+        .map(|n| {
+            let input: Vec<u8> = (0..*n).map(|i| (i % 251) as u8).collect();
+            blake3::hash(&input).to_hex().to_string()
+        })
+        .collect();
+    if hashes != json!(expected) {
+        return Err(format!("blake3.js hashes {hashes}, the crate {expected:?}"));
+    }
+    let material: Vec<u8> = (0..2049).map(|i| (i % 251) as u8).collect();
+    let derived = client
+        .execute(
+            "return blake3.deriveKey('blyan test context', Uint8Array.from(arguments[0]));",
+            vec![json!(material)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let derived_rust = hex::encode(blake3::derive_key("blyan test context", &material));
+    if derived != json!(derived_rust) {
+        return Err(format!(
+            "blake3.js derive_key {derived}, the crate {derived_rust}"
+        ));
+    }
+    let wallet = TestWallet::new(0x61);
+    let probe: blyan_chain::BlockHash = blyan_chain::BlockHash([7; 32]);
+    let commitment = client
+        .execute(
+            "return voteCommitment(arguments[0], 'refuse', new Uint8Array(32).fill(9), arguments[1]);",
+            vec![json!(probe.to_string()), json!(wallet.address)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let commitment_rust = blyan_quality::vote_commitment(
+        probe,
+        VoteVerdict::Refuse,
+        &[9; 32],
+        wallet.address.parse().map_err(|_| "wallet address")?,
+    );
+    if commitment != json!(commitment_rust) {
+        return Err(format!(
+            "page commitment {commitment}, Rust {commitment_rust}"
+        ));
+    }
+
+    // A sample from another contributor, past L1, open for votes.
+    assert!(node.state.set_teacher(Arc::new(InBand)));
+    let sample = node
+        .state
+        .submit_sample(
+            AuthorKey::generate().address(),
+            blyan_node_core::SampleInput {
+                content: blyan_quality::SampleContent::Text {
+                    text: "Experts in a mixture each learn a part of the language.".into(),
+                },
+                licence: "CC0-1.0".into(),
+                source: "own writing".into(),
+                language: "en".into(),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    blyan_node_core::dataset_tick(&node.state, &mut Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    node.fund(&wallet.address, "100").await;
+    sign_in(node, client, &wallet).await?;
+    wait_js(
+        client,
+        "signed in",
+        "return document.getElementById('wallet-balance').textContent;",
+    )
+    .await;
+
+    // Commit from the Data tab: only the commitment leaves the browser; the salt stays.
+    open_tab(client, "data").await?;
+    let row = format!("#data-samples tr[data-sample=\"{sample}\"]");
+    wait_js(
+        client,
+        "the vote buttons",
+        &format!("return document.querySelector('{row} button.vote-accept') !== null;"),
+    )
+    .await;
+    client
+        .find(Locator::Css(&format!("{row} button.vote-accept")))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let committed = wait_js(
+        client,
+        "the commit written",
+        "const text = document.getElementById('data-vote-result').textContent; \
+         return text.startsWith('vote') ? text : null;",
+    )
+    .await;
+    if !committed
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("vote committed as ")
+    {
+        return Err(format!("the commit reads {committed}"));
+    }
+    let kept = client
+        .execute(
+            "return JSON.parse(localStorage.getItem(`blyan.vote.${arguments[0]}.${arguments[1].toLowerCase()}`));",
+            vec![json!(sample.to_string()), json!(wallet.address)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let salt = kept["salt"].as_str().unwrap_or_default().to_owned();
+    let (_, shown) = node.get(&format!("/datasets/{sample}"), None).await;
+    let vote = &shown["votes"][0];
+    if vote["voter"] != json!(wallet.address) || vote["stake"] != 10 || !vote["verdict"].is_null() {
+        return Err(format!("the vote on chain reads {vote}"));
+    }
+    let mut salt_bytes = [0u8; 32];
+    hex::decode_to_slice(&salt, &mut salt_bytes).map_err(|_| format!("salt {kept}"))?;
+    let on_chain = blyan_quality::vote_commitment(
+        sample,
+        VoteVerdict::Accept,
+        &salt_bytes,
+        wallet.address.parse().map_err(|_| "wallet address")?,
+    );
+    if kept["commit"] != vote["commit"] || kept["commitment"] != json!(on_chain) {
+        return Err(format!(
+            "kept {kept}, on chain {vote}, expected commitment {on_chain}"
+        ));
+    }
+    if node.balance(&wallet.address).await.1 != "10".parse().unwrap() {
+        return Err("the stake is not held".to_owned());
+    }
+
+    // In the reveal window the page offers the reveal, sends verdict and salt, forgets the salt.
+    tokio::time::sleep(Duration::from_millis(PAGE_COMMIT_WINDOW_MS)).await;
+    client
+        .find(Locator::Id("data-load"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "the reveal button",
+        &format!("return document.querySelector('{row} button.vote-reveal') !== null;"),
+    )
+    .await;
+    client
+        .find(Locator::Css(&format!("{row} button.vote-reveal")))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let revealed = wait_js(
+        client,
+        "the reveal written",
+        "const text = document.getElementById('data-vote-result').textContent; \
+         return text.startsWith('vote revealed') || text.startsWith('reveal refused') ? text : null;",
+    )
+    .await;
+    if !revealed
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("vote revealed as ")
+    {
+        return Err(format!("the reveal reads {revealed}"));
+    }
+    let (_, shown) = node.get(&format!("/datasets/{sample}"), None).await;
+    if shown["votes"][0]["verdict"] != "accept" {
+        return Err(format!("the revealed vote reads {}", shown["votes"][0]));
+    }
+    let forgotten = client
+        .execute(
+            "return localStorage.getItem(`blyan.vote.${arguments[0]}.${arguments[1].toLowerCase()}`);",
+            vec![json!(sample.to_string()), json!(wallet.address)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !forgotten.is_null() {
+        return Err(format!("the salt is still kept: {forgotten}"));
+    }
+    wait_js(
+        client,
+        "the row shows the revealed vote",
+        &format!(
+            "const row = document.querySelector('{row}'); \
+             return row && row.cells[5].textContent === 'revealed: accept';"
+        ),
+    )
+    .await;
     Ok(())
 }
