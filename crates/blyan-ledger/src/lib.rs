@@ -40,7 +40,9 @@
 //!
 //! The rules are written once (`ops/`, a module per operation family: transfers, payments,
 //! grants, bonds, issuance, queries, pruning) against a small store interface (`store.rs`); each store's schema
-//! enforces the invariants again with `CHECK`s, triggers and foreign keys, and one conformance
+//! enforces the invariants again with `CHECK`s, triggers and foreign keys (on PostgreSQL, the
+//! references and balance of entries are checked by one statement trigger per insert rather
+//! than per row), and one conformance
 //! suite runs against both. Every operation runs in a `tracing` span named `ledger.<operation>`
 //! carrying its idempotency key and the quote, hold or accounts it concerns.
 //!

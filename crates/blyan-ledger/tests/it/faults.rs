@@ -193,7 +193,10 @@ async fn pg_schema_refuses_unbalanced_and_negative_writes() {
     let unknown_transaction = format!(
         "INSERT INTO entries (tx_id, account, amount) VALUES (900004, '{alice}', -1), (900004, 'system:treasury', 1);"
     );
-    let err = client.batch_execute(&unknown_transaction).await.unwrap_err();
+    let err = client
+        .batch_execute(&unknown_transaction)
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("900004"), "{err:?}");
     // A transaction row with no entries: refused at COMMIT.
     let empty = "BEGIN;
