@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use blyan_chain::ChainStore;
 
-use crate::batch::{DecodeStats, Engine};
+use crate::batch::{DecodeStats, Engine, Priority};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
 use crate::chain_source::ChainSource;
 use crate::chat_template::ChatFormat;
@@ -457,6 +457,7 @@ impl Generator {
         Ok(TokenStream {
             engine: Arc::clone(&self.engine),
             decoding: false,
+            priority: Priority::Normal,
             tokenizer: Arc::clone(&self.tokenizer),
             // Room for the prompt plus every generated token but the last, which is never fed.
             max_tokens: params.max_tokens.min(context - prompt_tokens + 1),
@@ -496,6 +497,8 @@ pub struct TokenStream {
     engine: Arc<Engine>,
     /// Registered with the engine as a decoding stream (batches wait for its steps).
     decoding: bool,
+    /// The turn its prefill asks for on the model.
+    priority: Priority,
     tokenizer: Arc<Tokenizer>,
     max_tokens: u32,
     sampler: Sampler,
@@ -523,6 +526,17 @@ impl std::fmt::Debug for TokenStream {
 }
 
 impl TokenStream {
+    /// This stream with its prefill (the first token) run at `priority`: at
+    /// [`Priority::High`] it takes the model as soon as the forward pass in flight ends,
+    /// before other streams' prefills and the next decoding batch that wait at
+    /// [`Priority::Normal`] (the default). Its decoding steps are batched with every other
+    /// stream's as before.
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Why the stream ended; `None` while it runs or after an error.
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish_reason
@@ -568,7 +582,9 @@ impl TokenStream {
     fn next_token(&mut self) -> Result<u32> {
         let logits = match (self.generated.last(), self.kv_cache.take()) {
             (None, _) => {
-                let (logits, cache) = self.engine.prefill(&self.prompt, &mut self.usage)?;
+                let (logits, cache) =
+                    self.engine
+                        .prefill(&self.prompt, &mut self.usage, self.priority)?;
                 self.kv_cache = Some(cache);
                 logits
             }
