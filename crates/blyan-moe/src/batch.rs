@@ -15,8 +15,14 @@
 //! any work waiting at [`Priority::Normal`] (other prefills, the next decoding batch, which
 //! stops gathering and yields). High prefills wait for each other, in no set order; normal
 //! work waits while any high prefill does.
+//!
+//! Decoding steps have the priority of their stream too: when high steps are queued, the next
+//! batch runs them alone (a smaller batch, so a shorter pass) without waiting for normal
+//! streams' steps, but never more than [`HIGH_BATCHES_IN_A_ROW_MAX`] times in a row while
+//! normal steps wait: those then run, with the high steps queued, in the next batch. So normal
+//! streams are slowed by high ones, never stopped.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +42,10 @@ pub enum Priority {
     /// A prefill that goes before every turn waiting at [`Priority::Normal`].
     High,
 }
+
+/// Batches of only [`Priority::High`] steps run in a row while normal steps wait, at most; the
+/// next batch takes every queued step in order.
+pub const HIGH_BATCHES_IN_A_ROW_MAX: u32 = 2;
 
 /// Most decoding steps run in one batch by default.
 pub const DECODE_BATCH_MAX: usize = 16;
@@ -76,6 +86,8 @@ enum Slot {
 /// A step's slot, and the signal its owner waits on: answered, or the model is free.
 #[derive(Debug)]
 struct SlotCell {
+    /// The priority of the step's stream.
+    priority: Priority,
     state: Mutex<Slot>,
     changed: Condvar,
 }
@@ -237,8 +249,11 @@ pub(crate) struct Engine {
     waiting: Mutex<Vec<SlotRef>>,
     /// Signalled when a step joins `waiting`.
     arrived: Condvar,
-    /// Streams past their prefill and not finished: the steps a batch may wait for.
-    decoding: AtomicUsize,
+    /// Streams past their prefill and not finished: the steps a batch may wait for (`[all,
+    /// high]`).
+    decoding: [AtomicUsize; 2],
+    /// High-only batches run in a row while normal steps waited.
+    high_batches_in_a_row: AtomicU32,
     /// Nanoseconds the last batch's forward pass took.
     last_batch_nanos: AtomicU64,
     batch_max: AtomicUsize,
@@ -267,7 +282,8 @@ impl Engine {
             model: Turns::new(model),
             waiting: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
-            decoding: AtomicUsize::new(0),
+            decoding: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            high_batches_in_a_row: AtomicU32::new(0),
             last_batch_nanos: AtomicU64::new(0),
             batch_max: AtomicUsize::new(DECODE_BATCH_MAX),
             steps: AtomicU64::new(0),
@@ -281,14 +297,21 @@ impl Engine {
         self.model.take(Priority::Normal)
     }
 
-    /// A stream starts decoding: batches wait for its steps until [`Engine::stop_decoding`].
-    pub(crate) fn start_decoding(&self) {
-        self.decoding.fetch_add(1, Ordering::AcqRel);
+    /// A stream of `priority` starts decoding: batches wait for its steps until
+    /// [`Engine::stop_decoding`].
+    pub(crate) fn start_decoding(&self, priority: Priority) {
+        self.decoding[0].fetch_add(1, Ordering::AcqRel);
+        if priority == Priority::High {
+            self.decoding[1].fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    /// A stream that called [`Engine::start_decoding`] ends.
-    pub(crate) fn stop_decoding(&self) {
-        self.decoding.fetch_sub(1, Ordering::AcqRel);
+    /// A stream that called [`Engine::start_decoding`] with `priority` ends.
+    pub(crate) fn stop_decoding(&self, priority: Priority) {
+        self.decoding[0].fetch_sub(1, Ordering::AcqRel);
+        if priority == Priority::High {
+            self.decoding[1].fetch_sub(1, Ordering::AcqRel);
+        }
         // A holder of the model may be waiting for this stream's step.
         self.arrived.notify_all();
     }
@@ -327,15 +350,17 @@ impl Engine {
     }
 
     /// Feeds `token` after the positions in `cache`, batched with whatever other streams are
-    /// waiting: the float32 logits of the next position. `cache` and `usage` come back extended
-    /// (unchanged on an error).
+    /// waiting (first among the high steps, at [`Priority::High`]): the float32 logits of the
+    /// next position. `cache` and `usage` come back extended (unchanged on an error).
     pub(crate) fn decode(
         &self,
         token: u32,
         cache: KvCache,
         usage: ExpertUsage,
+        priority: Priority,
     ) -> (Result<Vec<f32>>, KvCache, ExpertUsage) {
         let slot: SlotRef = Arc::new(SlotCell {
+            priority,
             state: Mutex::new(Slot::Waiting {
                 token,
                 cache,
@@ -426,8 +451,9 @@ impl Engine {
     }
 
     /// Takes the next batch off the queue: once every decoding stream's step is there (or the
-    /// batch is full), or after half the last batch's time, whichever comes first; nothing
-    /// when a prefill comes to wait at [`Priority::High`] meanwhile.
+    /// batch is full), or every high stream's step, or after half the last batch's time,
+    /// whichever comes first; nothing when a prefill comes to wait at [`Priority::High`]
+    /// meanwhile. High steps go alone when they can ([`take_batch`]).
     fn gather(&self) -> Result<Vec<SlotRef>> {
         let batch_max = self.batch_max.load(Ordering::Relaxed);
         let wait = Duration::from_nanos(self.last_batch_nanos.load(Ordering::Relaxed) / 2)
@@ -435,9 +461,17 @@ impl Engine {
         let deadline = Instant::now() + wait;
         let mut waiting = lock(&self.waiting)?;
         loop {
-            let expected = self.decoding.load(Ordering::Acquire).min(batch_max);
+            let expected = self.decoding[0].load(Ordering::Acquire).min(batch_max);
+            let high_expected = self.decoding[1].load(Ordering::Acquire).min(batch_max);
+            let high_queued = waiting
+                .iter()
+                .filter(|slot| slot.priority == Priority::High)
+                .count();
             let now = Instant::now();
-            if waiting.len() >= expected || now >= deadline {
+            if waiting.len() >= expected
+                || (high_queued > 0 && high_queued >= high_expected)
+                || now >= deadline
+            {
                 break;
             }
             if self.model.high_waiting()? {
@@ -449,8 +483,11 @@ impl Engine {
                 .map_err(|_| MoeError::ModelPoisoned)?
                 .0;
         }
-        let take = waiting.len().min(batch_max);
-        Ok(waiting.drain(..take).collect())
+        Ok(take_batch(
+            &mut waiting,
+            batch_max,
+            &self.high_batches_in_a_row,
+        ))
     }
 
     /// Runs the waiting steps of `batch` and answers each.
@@ -519,6 +556,36 @@ impl Engine {
     }
 }
 
+/// Takes the next batch off `waiting`, at most `batch_max` steps: only the high steps, in
+/// order, when some wait beside normal ones and fewer than [`HIGH_BATCHES_IN_A_ROW_MAX`]
+/// such batches ran in a row (counted in `in_a_row`); else the oldest steps, whatever their
+/// priority.
+fn take_batch(waiting: &mut Vec<SlotRef>, batch_max: usize, in_a_row: &AtomicU32) -> Vec<SlotRef> {
+    let high = waiting
+        .iter()
+        .filter(|slot| slot.priority == Priority::High)
+        .count();
+    let high_alone = high > 0
+        && high < waiting.len()
+        && in_a_row.load(Ordering::Relaxed) < HIGH_BATCHES_IN_A_ROW_MAX;
+    if !high_alone {
+        in_a_row.store(0, Ordering::Relaxed);
+        let take = waiting.len().min(batch_max);
+        return waiting.drain(..take).collect();
+    }
+    in_a_row.fetch_add(1, Ordering::Relaxed);
+    let mut batch = Vec::with_capacity(high.min(batch_max));
+    waiting.retain(|slot| {
+        if slot.priority == Priority::High && batch.len() < batch_max {
+            batch.push(Arc::clone(slot));
+            false
+        } else {
+            true
+        }
+    });
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +595,7 @@ mod tests {
 
     fn waiting(token: u32, cache: KvCache, usage: ExpertUsage) -> SlotRef {
         Arc::new(SlotCell {
+            priority: Priority::Normal,
             state: Mutex::new(Slot::Waiting {
                 token,
                 cache,
@@ -678,9 +746,9 @@ mod tests {
         let decoder = {
             let engine = Arc::clone(&engine);
             std::thread::spawn(move || {
-                engine.start_decoding();
-                let (logits, cache, _) = engine.decode(7, cache, usage);
-                engine.stop_decoding();
+                engine.start_decoding(Priority::Normal);
+                let (logits, cache, _) = engine.decode(7, cache, usage, Priority::Normal);
+                engine.stop_decoding(Priority::Normal);
                 (logits.map(|logits| logits.len()), cache.positions())
             })
         };
@@ -718,5 +786,62 @@ mod tests {
                 .all(|priority| *priority == Priority::Normal),
             "{granted:?}"
         );
+    }
+
+    /// Steps queued as `priorities` (in order), named by their index.
+    fn queue(priorities: &[Priority]) -> Vec<SlotRef> {
+        priorities
+            .iter()
+            .enumerate()
+            .map(|(index, priority)| {
+                Arc::new(SlotCell {
+                    priority: *priority,
+                    state: Mutex::new(Slot::Waiting {
+                        token: u32::try_from(index).expect("a few"),
+                        cache: KvCache::empty(),
+                        usage: ExpertUsage::default(),
+                    }),
+                    changed: Condvar::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn tokens(batch: &[SlotRef]) -> Vec<u32> {
+        batch
+            .iter()
+            .map(|slot| match *slot.state.lock().expect("not poisoned") {
+                Slot::Waiting { token, .. } => token,
+                _ => panic!("a queued step"),
+            })
+            .collect()
+    }
+
+    /// High steps queued behind normal ones run first, alone, [`HIGH_BATCHES_IN_A_ROW_MAX`]
+    /// times in a row at most: then the normal steps run, with the high ones queued then.
+    #[test]
+    fn high_steps_go_alone_first_but_never_stop_normal_ones() {
+        use Priority::{High, Normal};
+        let in_a_row = AtomicU32::new(0);
+        let mut waiting = queue(&[Normal, High, Normal, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 16, &in_a_row)), [1, 3]);
+        assert_eq!(tokens(&waiting), [0, 2]);
+        // The high streams come back twice more: the second time, the normal steps go too.
+        let mut again = queue(&[High, High, High, High, High, High]);
+        waiting.extend(again.drain(4..5));
+        assert_eq!(tokens(&take_batch(&mut waiting, 16, &in_a_row)), [4]);
+        waiting.extend(again.drain(..1));
+        assert_eq!(
+            tokens(&take_batch(&mut waiting, 16, &in_a_row)),
+            [0, 2, 0],
+            "the oldest steps, whatever their priority"
+        );
+        assert!(waiting.is_empty());
+        // Only high, or only normal, steps: the oldest, up to the batch's bound.
+        let mut waiting = queue(&[High, High, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 2, &in_a_row)), [0, 1]);
+        let mut waiting = queue(&[Normal, Normal, High, High, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 2, &in_a_row)), [2, 3]);
+        assert_eq!(tokens(&waiting), [0, 1, 4]);
     }
 }

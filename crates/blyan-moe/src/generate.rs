@@ -526,11 +526,12 @@ impl std::fmt::Debug for TokenStream {
 }
 
 impl TokenStream {
-    /// This stream with its prefill (the first token) run at `priority`: at
-    /// [`Priority::High`] it takes the model as soon as the forward pass in flight ends,
-    /// before other streams' prefills and the next decoding batch that wait at
-    /// [`Priority::Normal`] (the default). Its decoding steps are batched with every other
-    /// stream's as before.
+    /// This stream's turns on the model at `priority`: at [`Priority::High`] its prefill (the
+    /// first token) takes the model as soon as the forward pass in flight ends, before other
+    /// streams' prefills and the next decoding batch that wait at [`Priority::Normal`] (the
+    /// default), and its decoding steps run in batches of high steps ahead of normal ones
+    /// (which still run at least every [`crate::HIGH_BATCHES_IN_A_ROW_MAX`] + 1 batches). Set
+    /// it before the first `next()`.
     #[must_use]
     pub fn with_priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
@@ -591,10 +592,10 @@ impl TokenStream {
             (Some(last), Some(cache)) => {
                 if !self.decoding {
                     self.decoding = true;
-                    self.engine.start_decoding();
+                    self.engine.start_decoding(self.priority);
                 }
                 let usage = std::mem::take(&mut self.usage);
-                let (logits, cache, usage) = self.engine.decode(*last, cache, usage);
+                let (logits, cache, usage) = self.engine.decode(*last, cache, usage, self.priority);
                 self.kv_cache = Some(cache);
                 self.usage = usage;
                 logits?
@@ -608,7 +609,7 @@ impl TokenStream {
     /// Batches stop waiting for this stream's steps.
     fn stop_decoding(&mut self) {
         if std::mem::take(&mut self.decoding) {
-            self.engine.stop_decoding();
+            self.engine.stop_decoding(self.priority);
         }
     }
 

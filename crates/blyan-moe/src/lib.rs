@@ -106,7 +106,7 @@ mod tokenizer;
 mod train;
 mod weights;
 
-pub use batch::{DECODE_BATCH_MAX, DecodeStats, Priority};
+pub use batch::{DECODE_BATCH_MAX, DecodeStats, HIGH_BATCHES_IN_A_ROW_MAX, Priority};
 pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};
