@@ -17,10 +17,10 @@
 //! - a failed generation (a missing expert, a model error) is never charged: the hold is
 //!   released.
 //!
-//! A paid chat's prefill (its first token) asks for the model at [`Priority::High`], before
-//! free chats' prefills and decoding batches waiting for it, so a free-tier flood delays a paying
-//! user's first token by the forward pass in flight (and paid prefills ahead of it), not by
-//! the queue of free work.
+//! A paid chat's turns on the model (its prefill, then its decoding steps) are at
+//! [`Priority::High`], before free chats' prefills and decoding batches waiting for it, so a
+//! free-tier flood delays a paying user's first token by about the forward pass in flight (and
+//! paid work ahead of it), not by the queue of free work.
 //!
 //! Callers that are not signed in use the free tier: no ledger, a smaller budget.
 //!
@@ -603,7 +603,7 @@ impl ChatPlan {
             Some(place) => place,
             None => billing.node.inference_gate().enter(),
         };
-        // A paid chat's first token goes before free chats' work waiting for the model.
+        // A paid chat's work on the model goes before free chats' work waiting for it.
         let priority = match self.payer {
             Payer::Wallet(_) => Priority::High,
             Payer::Free => Priority::Normal,
