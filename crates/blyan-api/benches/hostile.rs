@@ -23,9 +23,13 @@
 //! source scripts/env.sh && nice -n 15 cargo bench -p blyan-api --profile test --bench hostile
 //! ```
 //!
-//! The node runs on a runtime of its own (2 worker threads) in this process; the clients,
-//! flood included, on another. On one machine the flood's own clients take CPU from the node,
-//! as an attacker's would not: the ratio is an upper bound of what the node itself lets through.
+//! The node runs on a runtime of its own (2 worker threads) in this process, the paid streams
+//! and the slow uploads on another. The free-chat and nonce floods run in a second process (this
+//! bench, started again with `BLYAN_BENCH_FLOOD_ADDR` set), at a lower CPU priority:
+//! `BLYAN_BENCH_FLOOD_NICE` (default 4) added to this process's niceness, since on one machine
+//! an attacker's clients would take the node's CPU as they could not from their own machines (0
+//! gives them an equal share: an upper bound of what the node lets through). It prints the
+//! rates it sent, to compare with the rate offered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -536,11 +540,10 @@ impl FloodParts {
     }
 }
 
-/// Starts the flood's `parts`; they run until `stop`.
-fn start_flood(
+/// Starts the free-chat and nonce floods of `parts`; they run until `stop`.
+fn start_request_flood(
     http: &reqwest::Client,
     addr: SocketAddr,
-    node: &Arc<Node>,
     parts: &FloodParts,
     stop: &Arc<AtomicBool>,
     tally: &Arc<FloodTally>,
@@ -568,6 +571,19 @@ fn start_flood(
             parts.period(NONCE_FLOODERS),
         )));
     }
+    tasks
+}
+
+/// Starts the slow uploads (when `parts` has them); they run until `stop`.
+fn start_slow_uploads(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    node: &Arc<Node>,
+    parts: &FloodParts,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<FloodTally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     for _ in 0..SLOW_UPLOADS * usize::from(parts.uploads) {
         tasks.push(tokio::spawn(slow_uploader(
             http.clone(),
@@ -578,6 +594,89 @@ fn start_flood(
         )));
     }
     tasks
+}
+
+/// The environment variable naming the node a flood process floods; set, the bench is that
+/// process.
+const FLOOD_ADDR_VAR: &str = "BLYAN_BENCH_FLOOD_ADDR";
+
+/// The flood process: floods the node at [`FLOOD_ADDR_VAR`] with the free-chat and nonce parts
+/// of [`FloodParts::from_env`] until its standard input closes, then prints what the flood got
+/// on standard output, one `what<TAB>count` line each.
+fn flood_process(addr: &str) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let parts = FloodParts::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flood")
+        .enable_all()
+        .build()
+        .unwrap();
+    let tally = Arc::new(FloodTally::default());
+    let started = Instant::now();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = start_request_flood(&http, addr, &parts, &stop, &tally);
+        tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).unwrap();
+        })
+        .await
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    println!("{FLOOD_MS}\t{}", started.elapsed().as_millis());
+    for (what, count) in tally.0.lock().unwrap().iter() {
+        println!("{what}\t{count}");
+    }
+}
+
+/// The line of the flood process's report that says how long it flooded.
+const FLOOD_MS: &str = "flood ms";
+
+/// The flood process, started (at `BLYAN_BENCH_FLOOD_NICE`, default 4, added to this
+/// process's niceness: on one machine the attacker's clients would otherwise take the node's
+/// CPU, as they would not from their own machines); closing its input stops it.
+struct FloodProcess(std::process::Child);
+
+impl FloodProcess {
+    fn start(addr: SocketAddr) -> FloodProcess {
+        let nice = env_number("BLYAN_BENCH_FLOOD_NICE", 4);
+        let child = std::process::Command::new("nice")
+            .arg("-n")
+            .arg(nice.to_string())
+            .arg(std::env::current_exe().unwrap())
+            .env(FLOOD_ADDR_VAR, addr.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the flood process starts (`nice` on the PATH)");
+        FloodProcess(child)
+    }
+
+    /// Stops the flood and adds what it got to `tally`: how long it flooded.
+    fn stop(mut self, tally: &FloodTally) -> Duration {
+        drop(self.0.stdin.take());
+        let output = self.0.wait_with_output().unwrap();
+        assert!(output.status.success(), "the flood process failed");
+        let mut flooded = Duration::ZERO;
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            let (what, count) = line.split_once('\t').unwrap();
+            let count = count.parse::<u64>().unwrap();
+            if what == FLOOD_MS {
+                flooded = Duration::from_millis(count);
+            } else {
+                *tally.0.lock().unwrap().entry(what.to_owned()).or_default() += count;
+            }
+        }
+        flooded
+    }
 }
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
@@ -608,6 +707,10 @@ fn summary(name: &str, report: &mut PaidReport) -> (f64, f64) {
 }
 
 fn main() {
+    if let Ok(addr) = std::env::var(FLOOD_ADDR_VAR) {
+        flood_process(&addr);
+        return;
+    }
     let seconds = env_number("BLYAN_BENCH_SECONDS", 60);
     let streams = env_number("BLYAN_BENCH_PAID_STREAMS", 4);
     let interval = Duration::from_millis(env_number("BLYAN_BENCH_PAID_INTERVAL_MS", 1500));
@@ -662,12 +765,16 @@ fn main() {
         let mut baseline = paid_phase(&http, addr, &tokens, seconds, interval).await;
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(FloodTally::default());
-        let flood = start_flood(&http, addr, &node, &parts, &stop, &tally);
+        let flood_process = (parts.free || parts.nonces).then(|| FloodProcess::start(addr));
+        let uploads = start_slow_uploads(&http, addr, &node, &parts, &stop, &tally);
         // Let the flood fill the pools before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut flooded = paid_phase(&http, addr, &tokens, seconds, interval).await;
         stop.store(true, Ordering::Relaxed);
-        for task in flood {
+        let flood_seconds = flood_process
+            .map_or(Duration::ZERO, |process| process.stop(&tally))
+            .as_secs_f64();
+        for task in uploads {
             task.await.unwrap();
         }
         let (_, baseline_p99) = summary("baseline", &mut baseline);
@@ -680,9 +787,24 @@ fn main() {
         println!(
             "  free tier: {FREE_FLOODERS} flooders; slow uploads: {SLOW_UPLOADS}; nonce flooders: {NONCE_FLOODERS}"
         );
+        let (mut free_chats, mut nonces) = (0, 0);
         for (what, count) in tally.0.lock().unwrap().iter() {
             println!("    {what}: {count}");
+            if what.starts_with("free chat:") {
+                free_chats += count;
+            } else if what.starts_with("nonce:") {
+                nonces += count;
+            }
         }
+        println!(
+            "  the flood process sent, over its {flood_seconds:.1} s: {:.0} free chats/s, {:.0} nonce requests/s (offered: {})",
+            free_chats as f64 / flood_seconds,
+            nonces as f64 / flood_seconds,
+            match parts.rps {
+                0 => "as fast as they go".to_owned(),
+                rps => format!("{rps}/s each"),
+            }
+        );
         // Every paid chat ended with its `done` event, so every hold was settled; an open hold
         // would stay in the fee escrow and in its wallet's held balance.
         let escrow = ledger

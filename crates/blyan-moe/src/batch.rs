@@ -9,15 +9,43 @@
 //! before it runs a batch, but never longer than half the last forward pass took: a stream
 //! whose reader stalls slows the others by at most that. Prefill (a whole prompt) is not
 //! batched; steps that queue up while one runs are batched together after it.
+//!
+//! Turns on the model have a [`Priority`]: a prefill asking at [`Priority::High`] (the node
+//! gives it to paid chats) takes the model as soon as the forward pass in flight ends, before
+//! any work waiting at [`Priority::Normal`] (other prefills, the next decoding batch, which
+//! stops gathering and yields). High prefills wait for each other, in no set order; normal
+//! work waits while any high prefill does.
+//!
+//! Decoding steps have the priority of their stream too: when high steps are queued, the next
+//! batch runs them alone (a smaller batch, so a shorter pass) without waiting for normal
+//! streams' steps, but never more than [`HIGH_BATCHES_IN_A_ROW_MAX`] times in a row while
+//! normal steps wait: those then run, with the high steps queued, in the next batch. So normal
+//! streams are slowed by high ones, never stopped.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tch::Device;
 
 use crate::error::{MoeError, Result};
 use crate::model::{DecodeStep, ExpertUsage, KvCache, Logits, Model};
+
+/// Whose turn on the model comes first: see the [module](self) and
+/// [`crate::TokenStream::with_priority`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[non_exhaustive]
+pub enum Priority {
+    /// In turn with other normal work (decoding batches, other prefills).
+    #[default]
+    Normal,
+    /// A prefill that goes before every turn waiting at [`Priority::Normal`].
+    High,
+}
+
+/// Batches of only [`Priority::High`] steps run in a row while normal steps wait, at most; the
+/// next batch takes every queued step in order.
+pub const HIGH_BATCHES_IN_A_ROW_MAX: u32 = 2;
 
 /// Most decoding steps run in one batch by default.
 pub const DECODE_BATCH_MAX: usize = 16;
@@ -58,6 +86,8 @@ enum Slot {
 /// A step's slot, and the signal its owner waits on: answered, or the model is free.
 #[derive(Debug)]
 struct SlotCell {
+    /// The priority of the step's stream.
+    priority: Priority,
     state: Mutex<Slot>,
     changed: Condvar,
 }
@@ -68,15 +98,162 @@ type SlotRef = Arc<SlotCell>;
 /// hand-over costs at most this).
 const MODEL_POLL: Duration = Duration::from_millis(2);
 
+/// Who holds a [`Turns`] and who waits for it.
+#[derive(Debug, Default)]
+struct TurnState {
+    held: bool,
+    /// Threads waiting in [`Turns::take`], by priority (`[normal, high]`).
+    waiting: [usize; 2],
+    /// Priorities of the turns granted, in order (what the tests assert).
+    #[cfg(test)]
+    granted: Vec<Priority>,
+}
+
+impl TurnState {
+    /// Whether a thread asking at `priority` may take the turn now.
+    fn free_for(&self, priority: Priority) -> bool {
+        !self.held && (priority == Priority::High || self.waiting[1] == 0)
+    }
+
+    fn grant(&mut self, _priority: Priority) {
+        self.held = true;
+        #[cfg(test)]
+        self.granted.push(_priority);
+    }
+}
+
+/// A mutex whose turns go by [`Priority`]: a waiting [`Priority::High`] thread takes it before
+/// any [`Priority::Normal`] one, and [`Turns::try_take`] at normal priority is refused while a
+/// high one waits.
+#[derive(Debug)]
+struct Turns<T> {
+    /// Locked only by the holder of the turn, so never contended for long.
+    value: Mutex<T>,
+    state: Mutex<TurnState>,
+    /// Signalled when the turn is given back.
+    freed: Condvar,
+}
+
+/// A turn on a [`Turns`]: the value, until dropped.
+pub(crate) struct Turn<'a, T> {
+    value: MutexGuard<'a, T>,
+    state: &'a Mutex<TurnState>,
+    freed: &'a Condvar,
+}
+
+impl<T> std::ops::Deref for Turn<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Turn<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T> Drop for Turn<'_, T> {
+    fn drop(&mut self) {
+        // The next holder locks `value` after this guard's fields drop, a moment later. A
+        // poisoned state (a panic between two lines of `Turns`) cannot be: it holds no user
+        // code, so its data is taken as it is.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.held = false;
+        drop(state);
+        self.freed.notify_all();
+    }
+}
+
+impl<T> Turns<T> {
+    fn new(value: T) -> Self {
+        Self {
+            value: Mutex::new(value),
+            state: Mutex::new(TurnState::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for the turn at `priority`.
+    fn take(&self, priority: Priority) -> Result<Turn<'_, T>> {
+        let index = usize::from(priority == Priority::High);
+        let mut state = lock(&self.state)?;
+        state.waiting[index] += 1;
+        while !state.free_for(priority) {
+            state = match self.freed.wait(state) {
+                Ok(state) => state,
+                Err(_) => return Err(MoeError::ModelPoisoned),
+            };
+        }
+        state.waiting[index] -= 1;
+        state.grant(priority);
+        drop(state);
+        self.turn()
+    }
+
+    /// The turn at `priority` if it is free now (at normal priority: and no high one waits).
+    fn try_take(&self, priority: Priority) -> Result<Option<Turn<'_, T>>> {
+        let mut state = lock(&self.state)?;
+        if !state.free_for(priority) {
+            return Ok(None);
+        }
+        state.grant(priority);
+        drop(state);
+        self.turn().map(Some)
+    }
+
+    /// After the state says the turn is this thread's: the value.
+    fn turn(&self) -> Result<Turn<'_, T>> {
+        let turn = Turn {
+            value: match self.value.lock() {
+                Ok(value) => value,
+                Err(_) => {
+                    // Give the turn back: the next thread finds the value poisoned too.
+                    let _ = lock(&self.state).map(|mut state| state.held = false);
+                    self.freed.notify_all();
+                    return Err(MoeError::ModelPoisoned);
+                }
+            },
+            state: &self.state,
+            freed: &self.freed,
+        };
+        Ok(turn)
+    }
+
+    /// Whether a thread waits for the turn at [`Priority::High`].
+    fn high_waiting(&self) -> Result<bool> {
+        Ok(lock(&self.state)?.waiting[1] > 0)
+    }
+
+    #[cfg(test)]
+    fn waiting(&self, priority: Priority) -> usize {
+        let index = usize::from(priority == Priority::High);
+        lock(&self.state).expect("not poisoned").waiting[index]
+    }
+
+    #[cfg(test)]
+    fn granted(&self) -> Vec<Priority> {
+        lock(&self.state).expect("not poisoned").granted.clone()
+    }
+}
+
 /// The model, shared by every stream of a generator, and the steps waiting for it.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    model: Mutex<Model>,
+    model: Turns<Model>,
     waiting: Mutex<Vec<SlotRef>>,
     /// Signalled when a step joins `waiting`.
     arrived: Condvar,
-    /// Streams past their prefill and not finished: the steps a batch may wait for.
-    decoding: AtomicUsize,
+    /// Streams past their prefill and not finished: the steps a batch may wait for (`[all,
+    /// high]`).
+    decoding: [AtomicUsize; 2],
+    /// High-only batches run in a row while normal steps waited.
+    high_batches_in_a_row: AtomicU32,
     /// Nanoseconds the last batch's forward pass took.
     last_batch_nanos: AtomicU64,
     batch_max: AtomicUsize,
@@ -102,10 +279,11 @@ fn row_to_vec(logits: &tch::Tensor, row: i64) -> Result<Vec<f32>> {
 impl Engine {
     pub(crate) fn new(model: Model) -> Self {
         Self {
-            model: Mutex::new(model),
+            model: Turns::new(model),
             waiting: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
-            decoding: AtomicUsize::new(0),
+            decoding: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            high_batches_in_a_row: AtomicU32::new(0),
             last_batch_nanos: AtomicU64::new(0),
             batch_max: AtomicUsize::new(DECODE_BATCH_MAX),
             steps: AtomicU64::new(0),
@@ -114,19 +292,26 @@ impl Engine {
         }
     }
 
-    /// The model, locked (between two forward passes).
-    pub(crate) fn model(&self) -> Result<MutexGuard<'_, Model>> {
-        lock(&self.model)
+    /// The model, locked (between two forward passes), at normal priority.
+    pub(crate) fn model(&self) -> Result<Turn<'_, Model>> {
+        self.model.take(Priority::Normal)
     }
 
-    /// A stream starts decoding: batches wait for its steps until [`Engine::stop_decoding`].
-    pub(crate) fn start_decoding(&self) {
-        self.decoding.fetch_add(1, Ordering::AcqRel);
+    /// A stream of `priority` starts decoding: batches wait for its steps until
+    /// [`Engine::stop_decoding`].
+    pub(crate) fn start_decoding(&self, priority: Priority) {
+        self.decoding[0].fetch_add(1, Ordering::AcqRel);
+        if priority == Priority::High {
+            self.decoding[1].fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    /// A stream that called [`Engine::start_decoding`] ends.
-    pub(crate) fn stop_decoding(&self) {
-        self.decoding.fetch_sub(1, Ordering::AcqRel);
+    /// A stream that called [`Engine::start_decoding`] with `priority` ends.
+    pub(crate) fn stop_decoding(&self, priority: Priority) {
+        self.decoding[0].fetch_sub(1, Ordering::AcqRel);
+        if priority == Priority::High {
+            self.decoding[1].fetch_sub(1, Ordering::AcqRel);
+        }
         // A holder of the model may be waiting for this stream's step.
         self.arrived.notify_all();
     }
@@ -143,14 +328,20 @@ impl Engine {
         }
     }
 
-    /// Runs a whole prompt (not batched) into a new KV cache: the float32 logits of its last
-    /// position, and the cache.
+    /// Runs a whole prompt (not batched) into a new KV cache, on a turn at `priority`: the
+    /// float32 logits of its last position, and the cache.
     pub(crate) fn prefill(
         &self,
         prompt: &[u32],
         usage: &mut ExpertUsage,
+        priority: Priority,
     ) -> Result<(Vec<f32>, KvCache)> {
-        let mut model = self.model()?;
+        if priority == Priority::High {
+            // A holder gathering a batch stops waiting for it (it checks at least every
+            // `MODEL_POLL` in any case).
+            self.arrived.notify_all();
+        }
+        let mut model = self.model.take(priority)?;
         let mut cache = model.new_kv_cache();
         let logits = model.forward(prompt, &mut cache, usage, Logits::Last);
         drop(model);
@@ -159,15 +350,17 @@ impl Engine {
     }
 
     /// Feeds `token` after the positions in `cache`, batched with whatever other streams are
-    /// waiting: the float32 logits of the next position. `cache` and `usage` come back extended
-    /// (unchanged on an error).
+    /// waiting (first among the high steps, at [`Priority::High`]): the float32 logits of the
+    /// next position. `cache` and `usage` come back extended (unchanged on an error).
     pub(crate) fn decode(
         &self,
         token: u32,
         cache: KvCache,
         usage: ExpertUsage,
+        priority: Priority,
     ) -> (Result<Vec<f32>>, KvCache, ExpertUsage) {
         let slot: SlotRef = Arc::new(SlotCell {
+            priority,
             state: Mutex::new(Slot::Waiting {
                 token,
                 cache,
@@ -204,15 +397,15 @@ impl Engine {
             if matches!(*lock(&slot.state)?, Slot::Done { .. }) {
                 return Ok(());
             }
-            match self.model.try_lock() {
-                Ok(mut model) => {
+            match self.model.try_take(Priority::Normal)? {
+                Some(mut model) => {
                     let combined = self.combine(&mut model, slot);
                     drop(model);
                     self.hand_over();
-                    return combined;
+                    // Answered, failed, or the model was yielded to a high-priority prefill.
+                    combined?;
                 }
-                Err(TryLockError::Poisoned(_)) => return Err(MoeError::ModelPoisoned),
-                Err(TryLockError::WouldBlock) => {
+                None => {
                     let state = lock(&slot.state)?;
                     if !matches!(*state, Slot::Done { .. }) {
                         let _ = slot
@@ -225,11 +418,19 @@ impl Engine {
         }
     }
 
-    /// With the model held: runs batches until `slot` is answered.
+    /// With the model held: runs batches until `slot` is answered, or until a prefill waits
+    /// at [`Priority::High`] (then `slot` may still wait: the caller waits for the model again).
     fn combine(&self, model: &mut Model, slot: &SlotRef) -> Result<()> {
         while !matches!(*lock(&slot.state)?, Slot::Done { .. }) {
+            if self.model.high_waiting()? {
+                return Ok(());
+            }
             let batch = self.gather()?;
             if batch.is_empty() {
+                if self.model.high_waiting()? {
+                    return Ok(());
+                }
+                // Invariant: `slot` is queued until a batch answers it.
                 return Err(MoeError::ModelPoisoned);
             }
             let started = Instant::now();
@@ -250,7 +451,9 @@ impl Engine {
     }
 
     /// Takes the next batch off the queue: once every decoding stream's step is there (or the
-    /// batch is full), or after half the last batch's time, whichever comes first.
+    /// batch is full), or every high stream's step, or after half the last batch's time,
+    /// whichever comes first; nothing when a prefill comes to wait at [`Priority::High`]
+    /// meanwhile. High steps go alone when they can ([`take_batch`]).
     fn gather(&self) -> Result<Vec<SlotRef>> {
         let batch_max = self.batch_max.load(Ordering::Relaxed);
         let wait = Duration::from_nanos(self.last_batch_nanos.load(Ordering::Relaxed) / 2)
@@ -258,19 +461,33 @@ impl Engine {
         let deadline = Instant::now() + wait;
         let mut waiting = lock(&self.waiting)?;
         loop {
-            let expected = self.decoding.load(Ordering::Acquire).min(batch_max);
+            let expected = self.decoding[0].load(Ordering::Acquire).min(batch_max);
+            let high_expected = self.decoding[1].load(Ordering::Acquire).min(batch_max);
+            let high_queued = waiting
+                .iter()
+                .filter(|slot| slot.priority == Priority::High)
+                .count();
             let now = Instant::now();
-            if waiting.len() >= expected || now >= deadline {
+            if waiting.len() >= expected
+                || (high_queued > 0 && high_queued >= high_expected)
+                || now >= deadline
+            {
                 break;
+            }
+            if self.model.high_waiting()? {
+                return Ok(Vec::new());
             }
             waiting = self
                 .arrived
-                .wait_timeout(waiting, deadline - now)
+                .wait_timeout(waiting, (deadline - now).min(MODEL_POLL))
                 .map_err(|_| MoeError::ModelPoisoned)?
                 .0;
         }
-        let take = waiting.len().min(batch_max);
-        Ok(waiting.drain(..take).collect())
+        Ok(take_batch(
+            &mut waiting,
+            batch_max,
+            &self.high_batches_in_a_row,
+        ))
     }
 
     /// Runs the waiting steps of `batch` and answers each.
@@ -339,6 +556,36 @@ impl Engine {
     }
 }
 
+/// Takes the next batch off `waiting`, at most `batch_max` steps: only the high steps, in
+/// order, when some wait beside normal ones and fewer than [`HIGH_BATCHES_IN_A_ROW_MAX`]
+/// such batches ran in a row (counted in `in_a_row`); else the oldest steps, whatever their
+/// priority.
+fn take_batch(waiting: &mut Vec<SlotRef>, batch_max: usize, in_a_row: &AtomicU32) -> Vec<SlotRef> {
+    let high = waiting
+        .iter()
+        .filter(|slot| slot.priority == Priority::High)
+        .count();
+    let high_alone = high > 0
+        && high < waiting.len()
+        && in_a_row.load(Ordering::Relaxed) < HIGH_BATCHES_IN_A_ROW_MAX;
+    if !high_alone {
+        in_a_row.store(0, Ordering::Relaxed);
+        let take = waiting.len().min(batch_max);
+        return waiting.drain(..take).collect();
+    }
+    in_a_row.fetch_add(1, Ordering::Relaxed);
+    let mut batch = Vec::with_capacity(high.min(batch_max));
+    waiting.retain(|slot| {
+        if slot.priority == Priority::High && batch.len() < batch_max {
+            batch.push(Arc::clone(slot));
+            false
+        } else {
+            true
+        }
+    });
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +595,7 @@ mod tests {
 
     fn waiting(token: u32, cache: KvCache, usage: ExpertUsage) -> SlotRef {
         Arc::new(SlotCell {
+            priority: Priority::Normal,
             state: Mutex::new(Slot::Waiting {
                 token,
                 cache,
@@ -372,7 +620,9 @@ mod tests {
         let engine = Engine::new(model);
         let prefilled = |prompt: &[u32]| {
             let mut usage = ExpertUsage::new(&config);
-            let (_, cache) = engine.prefill(prompt, &mut usage).expect("prefill");
+            let (_, cache) = engine
+                .prefill(prompt, &mut usage, Priority::Normal)
+                .expect("prefill");
             (cache, usage)
         };
         let expected = {
@@ -426,5 +676,172 @@ mod tests {
             }
             other => panic!("the bad step should have its own error, got {other:?}"),
         }
+    }
+
+    /// Waits (polling, no timing asserted) until `ready` holds.
+    fn until(ready: impl Fn() -> bool) {
+        while !ready() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Three normal turns wait for a held value, then a high one comes: the high one is served
+    /// first, then the normal ones.
+    #[test]
+    fn a_high_turn_goes_before_normal_turns_already_waiting() {
+        let turns = Arc::new(Turns::new(Vec::<&'static str>::new()));
+        let held = turns.take(Priority::Normal).expect("free");
+        let spawn = |name: &'static str, priority: Priority| {
+            let turns = Arc::clone(&turns);
+            std::thread::spawn(move || turns.take(priority).expect("not poisoned").push(name))
+        };
+        let normal: Vec<_> = ["free 1", "free 2", "free 3"]
+            .into_iter()
+            .map(|name| spawn(name, Priority::Normal))
+            .collect();
+        until(|| turns.waiting(Priority::Normal) == 3);
+        let high = spawn("paid", Priority::High);
+        until(|| turns.waiting(Priority::High) == 1);
+        assert!(
+            turns
+                .try_take(Priority::Normal)
+                .expect("not poisoned")
+                .is_none(),
+            "a normal turn is refused while a high one waits"
+        );
+        drop(held);
+        for thread in normal.into_iter().chain([high]) {
+            thread.join().expect("the thread ran");
+        }
+        let served = turns.take(Priority::Normal).expect("free").clone();
+        assert_eq!(served.len(), 4);
+        assert_eq!(served[0], "paid", "served in order {served:?}");
+        assert_eq!(
+            turns.granted()[1..5],
+            [
+                Priority::High,
+                Priority::Normal,
+                Priority::Normal,
+                Priority::Normal
+            ]
+        );
+    }
+
+    /// With the model busy, a decoding step and a normal prefill wait for it; a high-priority
+    /// prefill that comes after them takes the model first, and every request still gets its
+    /// answer.
+    #[test]
+    fn a_high_priority_prefill_goes_before_a_waiting_batch_and_prefill() {
+        let config = Config::seed();
+        let source = Arc::new(RandomInit::new(&config, 4).expect("valid config"));
+        let model = Model::load(&config, source, ModelOptions::default()).expect("loads");
+        let engine = Arc::new(Engine::new(model));
+        let mut usage = ExpertUsage::new(&config);
+        let (_, cache) = engine
+            .prefill(&[1, 2, 3], &mut usage, Priority::Normal)
+            .expect("prefill");
+
+        let held = engine.model().expect("not poisoned");
+        let granted_before = engine.model.granted().len();
+        let decoder = {
+            let engine = Arc::clone(&engine);
+            std::thread::spawn(move || {
+                engine.start_decoding(Priority::Normal);
+                let (logits, cache, _) = engine.decode(7, cache, usage, Priority::Normal);
+                engine.stop_decoding(Priority::Normal);
+                (logits.map(|logits| logits.len()), cache.positions())
+            })
+        };
+        until(|| engine.waiting.lock().expect("not poisoned").len() == 1);
+        let prefill = |priority: Priority| {
+            let engine = Arc::clone(&engine);
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut usage = ExpertUsage::new(&config);
+                engine
+                    .prefill(&[4, 5], &mut usage, priority)
+                    .map(|(logits, cache)| (logits.len(), cache.positions()))
+            })
+        };
+        let free = prefill(Priority::Normal);
+        until(|| engine.model.waiting(Priority::Normal) == 1);
+        let paid = prefill(Priority::High);
+        until(|| engine.model.waiting(Priority::High) == 1);
+        drop(held);
+
+        let vocab = config.vocab_size as usize;
+        assert_eq!(paid.join().expect("ran").expect("paid prefill"), (vocab, 2));
+        assert_eq!(free.join().expect("ran").expect("free prefill"), (vocab, 2));
+        let (logits, positions) = decoder.join().expect("ran");
+        assert_eq!((logits.expect("decoding step"), positions), (vocab, 4));
+        let granted = engine.model.granted();
+        assert_eq!(
+            granted[granted_before],
+            Priority::High,
+            "the first turn after the busy one: {granted:?}"
+        );
+        assert!(
+            granted[granted_before + 1..]
+                .iter()
+                .all(|priority| *priority == Priority::Normal),
+            "{granted:?}"
+        );
+    }
+
+    /// Steps queued as `priorities` (in order), named by their index.
+    fn queue(priorities: &[Priority]) -> Vec<SlotRef> {
+        priorities
+            .iter()
+            .enumerate()
+            .map(|(index, priority)| {
+                Arc::new(SlotCell {
+                    priority: *priority,
+                    state: Mutex::new(Slot::Waiting {
+                        token: u32::try_from(index).expect("a few"),
+                        cache: KvCache::empty(),
+                        usage: ExpertUsage::default(),
+                    }),
+                    changed: Condvar::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn tokens(batch: &[SlotRef]) -> Vec<u32> {
+        batch
+            .iter()
+            .map(|slot| match *slot.state.lock().expect("not poisoned") {
+                Slot::Waiting { token, .. } => token,
+                _ => panic!("a queued step"),
+            })
+            .collect()
+    }
+
+    /// High steps queued behind normal ones run first, alone, [`HIGH_BATCHES_IN_A_ROW_MAX`]
+    /// times in a row at most: then the normal steps run, with the high ones queued then.
+    #[test]
+    fn high_steps_go_alone_first_but_never_stop_normal_ones() {
+        use Priority::{High, Normal};
+        let in_a_row = AtomicU32::new(0);
+        let mut waiting = queue(&[Normal, High, Normal, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 16, &in_a_row)), [1, 3]);
+        assert_eq!(tokens(&waiting), [0, 2]);
+        // The high streams come back twice more: the second time, the normal steps go too.
+        let mut again = queue(&[High, High, High, High, High, High]);
+        waiting.extend(again.drain(4..5));
+        assert_eq!(tokens(&take_batch(&mut waiting, 16, &in_a_row)), [4]);
+        waiting.extend(again.drain(..1));
+        assert_eq!(
+            tokens(&take_batch(&mut waiting, 16, &in_a_row)),
+            [0, 2, 0],
+            "the oldest steps, whatever their priority"
+        );
+        assert!(waiting.is_empty());
+        // Only high, or only normal, steps: the oldest, up to the batch's bound.
+        let mut waiting = queue(&[High, High, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 2, &in_a_row)), [0, 1]);
+        let mut waiting = queue(&[Normal, Normal, High, High, High]);
+        assert_eq!(tokens(&take_batch(&mut waiting, 2, &in_a_row)), [2, 3]);
+        assert_eq!(tokens(&waiting), [0, 1, 4]);
     }
 }

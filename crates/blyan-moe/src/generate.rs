@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use blyan_chain::ChainStore;
 
-use crate::batch::{DecodeStats, Engine};
+use crate::batch::{DecodeStats, Engine, Priority};
 use crate::cache::{ExpertCacheMetrics, ExpertCacheStats};
 use crate::chain_source::ChainSource;
 use crate::chat_template::ChatFormat;
@@ -457,6 +457,7 @@ impl Generator {
         Ok(TokenStream {
             engine: Arc::clone(&self.engine),
             decoding: false,
+            priority: Priority::Normal,
             tokenizer: Arc::clone(&self.tokenizer),
             // Room for the prompt plus every generated token but the last, which is never fed.
             max_tokens: params.max_tokens.min(context - prompt_tokens + 1),
@@ -496,6 +497,8 @@ pub struct TokenStream {
     engine: Arc<Engine>,
     /// Registered with the engine as a decoding stream (batches wait for its steps).
     decoding: bool,
+    /// The turn its prefill asks for on the model.
+    priority: Priority,
     tokenizer: Arc<Tokenizer>,
     max_tokens: u32,
     sampler: Sampler,
@@ -523,6 +526,18 @@ impl std::fmt::Debug for TokenStream {
 }
 
 impl TokenStream {
+    /// This stream's turns on the model at `priority`: at [`Priority::High`] its prefill (the
+    /// first token) takes the model as soon as the forward pass in flight ends, before other
+    /// streams' prefills and the next decoding batch that wait at [`Priority::Normal`] (the
+    /// default), and its decoding steps run in batches of high steps ahead of normal ones
+    /// (which still run at least every [`crate::HIGH_BATCHES_IN_A_ROW_MAX`] + 1 batches). Set
+    /// it before the first `next()`.
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Why the stream ended; `None` while it runs or after an error.
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish_reason
@@ -568,17 +583,19 @@ impl TokenStream {
     fn next_token(&mut self) -> Result<u32> {
         let logits = match (self.generated.last(), self.kv_cache.take()) {
             (None, _) => {
-                let (logits, cache) = self.engine.prefill(&self.prompt, &mut self.usage)?;
+                let (logits, cache) =
+                    self.engine
+                        .prefill(&self.prompt, &mut self.usage, self.priority)?;
                 self.kv_cache = Some(cache);
                 logits
             }
             (Some(last), Some(cache)) => {
                 if !self.decoding {
                     self.decoding = true;
-                    self.engine.start_decoding();
+                    self.engine.start_decoding(self.priority);
                 }
                 let usage = std::mem::take(&mut self.usage);
-                let (logits, cache, usage) = self.engine.decode(*last, cache, usage);
+                let (logits, cache, usage) = self.engine.decode(*last, cache, usage, self.priority);
                 self.kv_cache = Some(cache);
                 self.usage = usage;
                 logits?
@@ -592,7 +609,7 @@ impl TokenStream {
     /// Batches stop waiting for this stream's steps.
     fn stop_decoding(&mut self) {
         if std::mem::take(&mut self.decoding) {
-            self.engine.stop_decoding();
+            self.engine.stop_decoding(self.priority);
         }
     }
 

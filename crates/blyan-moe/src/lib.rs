@@ -22,7 +22,9 @@
 //!   no bit of the logits. Without a hook every expert is local.
 //! - Concurrent streams' decoding steps are batched ([`Model::forward_batch`]); a lone step runs
 //!   the unbatched [`Model::forward`], a batched one agrees with it within float rounding, and a
-//!   failed batch changes no request's state.
+//!   failed batch changes no request's state. A stream's prefill may ask for the model at
+//!   [`Priority::High`] ([`TokenStream::with_priority`]): it then goes before every prefill and
+//!   decoding batch waiting at normal priority.
 //! - Import and publishing check a model completely (architecture, tokenizer, every tensor,
 //!   shapes, dtypes) before anything is written; export writes the same tensor bytes back.
 //! - On the chain, one block per expert, shared groups and routers in their own blocks, and a
@@ -104,7 +106,7 @@ mod tokenizer;
 mod train;
 mod weights;
 
-pub use batch::{DECODE_BATCH_MAX, DecodeStats};
+pub use batch::{DECODE_BATCH_MAX, DecodeStats, HIGH_BATCHES_IN_A_ROW_MAX, Priority};
 pub use block_payloads::{PayloadSource, VerifiedBlock};
 pub use blyan_tensorblock::load_cuda_backend;
 pub use cache::{ExpertCache, ExpertCacheMetrics, ExpertCacheStats};

@@ -17,6 +17,11 @@
 //! - a failed generation (a missing expert, a model error) is never charged: the hold is
 //!   released.
 //!
+//! A paid chat's turns on the model (its prefill, then its decoding steps) are at
+//! [`Priority::High`], before free chats' prefills and decoding batches waiting for it, so a
+//! free-tier flood delays a paying user's first token by about the forward pass in flight (and
+//! paid work ahead of it), not by the queue of free work.
+//!
 //! Callers that are not signed in use the free tier: no ledger, a smaller budget.
 //!
 //! The HTTP routes (`/chat`, `/chat/stream`, `/v1/chat/completions`) are thin wrappers over
@@ -33,7 +38,7 @@ use blyan_ledger::{
 };
 use blyan_moe::{
     CancelToken, ChatFormat, ChatRole, ChatTurn, Delta, FinishReason, Generator, MoeError,
-    SamplingParams, TokenStream,
+    Priority, SamplingParams, TokenStream,
 };
 use blyan_primitives::Address;
 use rand::RngCore as _;
@@ -598,11 +603,16 @@ impl ChatPlan {
             Some(place) => place,
             None => billing.node.inference_gate().enter(),
         };
+        // A paid chat's work on the model goes before free chats' work waiting for it.
+        let priority = match self.payer {
+            Payer::Wallet(_) => Priority::High,
+            Payer::Free => Priority::Normal,
+        };
         let stream = match self
             .generator
             .stream_ids(self.prompt_ids, self.params, cancel.clone())
         {
-            Ok(stream) => stream,
+            Ok(stream) => stream.with_priority(priority),
             Err(error) => {
                 billing
                     .release(&self.id, hold.as_ref())
