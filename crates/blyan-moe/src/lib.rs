@@ -162,7 +162,7 @@ pub use train::{
     HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, STATE_FILE, STATE_TENSORS_FILE, StepReport,
     TextDocument, TextSplit, TokenCorpus, TrainOptions, TrainScope, TrainedWeights, Trainer,
     learning_rate, read_corpus, read_dataset, read_dataset_selected, split_texts, state_dir,
-    windows_loss,
+    text_pieces, windows_loss,
 };
 pub use weights::{
     RandomInit, SAFETENSORS_HEADER_BYTES_MAX, SHARD_FILES_MAX, SHARD_INDEX_BYTES_MAX,

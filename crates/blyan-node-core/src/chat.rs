@@ -82,6 +82,15 @@ impl Payer {
             Self::Wallet(_) => "paid",
         }
     }
+
+    /// The priority this payer's turns on the model take: a paid chat's work goes before free
+    /// chats' work waiting for the model.
+    pub fn priority(&self) -> Priority {
+        match self {
+            Self::Free => Priority::Normal,
+            Self::Wallet(_) => Priority::High,
+        }
+    }
 }
 
 /// Outcome of one ledger call, for [`ChatObserver::ledger_operation`].
@@ -603,11 +612,7 @@ impl ChatPlan {
             Some(place) => place,
             None => billing.node.inference_gate().enter(),
         };
-        // A paid chat's work on the model goes before free chats' work waiting for it.
-        let priority = match self.payer {
-            Payer::Wallet(_) => Priority::High,
-            Payer::Free => Priority::Normal,
-        };
+        let priority = self.payer.priority();
         let stream = match self
             .generator
             .stream_ids(self.prompt_ids, self.params, cancel.clone())
@@ -1193,6 +1198,13 @@ mod tests {
             role: role.to_owned(),
             content,
         }
+    }
+
+    #[test]
+    fn paid_chats_take_the_model_first_and_free_ones_do_not() {
+        assert_eq!(Payer::Wallet(Address::ZERO).priority(), Priority::High);
+        assert_eq!(Payer::Free.priority(), Priority::Normal);
+        assert!(Priority::High > Priority::Normal);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use blyan_chain::BlockHash;
-use blyan_moe::TextDocument;
+use blyan_moe::{TextDocument, text_pieces};
 use blyan_primitives::Address;
 use serde::{Deserialize, Serialize};
 
@@ -300,7 +300,7 @@ impl QaKeeper {
         }
         let mut pieces: Vec<String> = documents
             .iter()
-            .flat_map(|document| pieces(&document.text))
+            .flat_map(|document| text_pieces(&document.text, QA_PIECE_BYTES_MAX))
             .filter(|piece| !piece.trim().is_empty())
             .map(str::to_owned)
             .collect();
@@ -436,30 +436,6 @@ fn io_error(path: &Path, error: &std::io::Error) -> PolError {
     PolError::Pool {
         reason: format!("QA set {}: {error}", path.display()),
     }
-}
-
-/// `text` cut into pieces of at most [`QA_PIECE_BYTES_MAX`] bytes, each ending at a line end
-/// where there is one.
-fn pieces(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = rest.len().min(QA_PIECE_BYTES_MAX);
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        if end < rest.len()
-            && let Some(newline) = rest[..end].rfind('\n')
-            && newline > 0
-        {
-            end = newline + 1;
-        }
-        let (piece, tail) = rest.split_at(end);
-        rest = tail;
-        Some(piece)
-    })
 }
 
 #[cfg(test)]

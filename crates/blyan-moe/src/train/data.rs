@@ -142,15 +142,20 @@ fn is_held_out(piece: &str, per_mille: u32) -> bool {
     u64::from_le_bytes(first) % 1000 < u64::from(per_mille)
 }
 
-/// `text` cut into pieces of at most [`PIECE_BYTES_MAX`] bytes, each ending at a line end
-/// where there is one (at a character boundary otherwise).
+/// `text` cut into pieces of at most [`PIECE_BYTES_MAX`] bytes (see [`text_pieces`]).
 fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    text_pieces(text, PIECE_BYTES_MAX)
+}
+
+/// `text` cut into pieces of at most `max_bytes` bytes (at least one character each), each
+/// ending at a line end where there is one (at a character boundary otherwise).
+pub fn text_pieces(text: &str, max_bytes: usize) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let mut end = rest.len().min(PIECE_BYTES_MAX);
+        let mut end = rest.len().min(max_bytes.max(4));
         while !rest.is_char_boundary(end) {
             end -= 1;
         }

@@ -33,7 +33,7 @@ use tch::{Kind, Tensor};
 
 pub use data::{
     CORPUS_BYTES_MAX, CorpusRead, HELD_OUT_PER_MILLE_DEFAULT, PIECE_BYTES_MAX, TextDocument,
-    TextSplit, TokenCorpus, read_corpus, split_texts,
+    TextSplit, TokenCorpus, read_corpus, split_texts, text_pieces,
 };
 pub use dataset::{DatasetRead, read_dataset, read_dataset_selected};
 pub use optim::{AdamWSettings, learning_rate};

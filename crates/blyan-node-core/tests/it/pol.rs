@@ -50,8 +50,9 @@ pub(crate) async fn pol_node(
     .await
 }
 
-/// What validator `key` runs: the node's rules and pool, its own key.
-fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
+/// What validator `key` runs: the node's rules and pool, its own key, and hidden QA sets kept by
+/// `qa` when given.
+fn validator_with(node: &Node, key: &AuthorKey, qa: Option<QaKeeper>) -> Arc<PolContext> {
     let context = node.pol().expect("the node certifies");
     Arc::new(PolContext {
         params: context.params.clone(),
@@ -59,7 +60,7 @@ fn validator(node: &Node, key: &AuthorKey) -> Arc<PolContext> {
         key: key.clone(),
         pow_bits: 0,
         threads: 1,
-        qa: None,
+        qa,
     })
 }
 
@@ -71,23 +72,16 @@ fn qa_validators(
     documents: &[TextDocument],
     root: &std::path::Path,
 ) -> Vec<Arc<PolContext>> {
-    let context = node.pol().expect("the node certifies");
     keys.iter()
         .map(|key| {
             let dir = root.join(key.address().to_string());
-            Arc::new(PolContext {
-                params: context.params.clone(),
-                pool: context.pool.clone(),
-                key: key.clone(),
-                pow_bits: 0,
-                threads: 1,
-                qa: Some(QaKeeper::new(documents, dir, 8 << 10).unwrap()),
-            })
+            let keeper = QaKeeper::new(documents, dir, 8 << 10).unwrap();
+            validator_with(node, key, Some(keeper))
         })
         .collect()
 }
 
-/// One pass of each of `validators`, then of the node itself.
+/// One pass of each of `validators`, then of the node itself (which certifies and settles).
 async fn run_contexts(node: &TestNode, validators: &[Arc<PolContext>]) {
     for context in validators {
         pol_tick(&node.node, context, &mut Default::default())
@@ -100,21 +94,13 @@ async fn run_contexts(node: &TestNode, validators: &[Arc<PolContext>]) {
         .expect("the node's pass");
 }
 
-/// One pass of each validator, then of the node itself (which certifies and settles).
+/// One pass of each validator (no hidden QA sets), then of the node itself.
 pub(crate) async fn run_validators(node: &TestNode, validators: &[AuthorKey]) {
-    for key in validators {
-        pol_tick(
-            &node.node,
-            &validator(&node.node, key),
-            &mut Default::default(),
-        )
-        .await
-        .expect("a validator's pass");
-    }
-    let own = Arc::clone(node.node.pol().unwrap());
-    pol_tick(&node.node, &own, &mut Default::default())
-        .await
-        .expect("the node's pass");
+    let contexts: Vec<_> = validators
+        .iter()
+        .map(|key| validator_with(&node.node, key, None))
+        .collect();
+    run_contexts(node, &contexts).await;
 }
 
 pub(crate) fn chain(node: &Node) -> Arc<ChainStore> {
@@ -907,30 +893,18 @@ async fn hidden_qa_sets_are_revealed_after_their_epoch_and_a_false_reveal_voids_
         .unwrap_err();
     assert_eq!(pol_code(&error), "qa_revealed");
     // Validator 0's vote counts for nothing: three accepting votes no longer certify.
-    let error = submit(
-        &node.node,
-        &author,
-        &PolRecord::Certificate(Certificate {
+    for (votes, code) in [
+        (vec![v0, v1, v2], "qa_invalid"),
+        (vec![v1, v2], "no_quorum"),
+    ] {
+        let certificate = PolRecord::Certificate(Certificate {
             claim: claim_hash,
             outcome: Outcome::Accepted,
-            votes: vec![v0, v1, v2],
-        }),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(pol_code(&error), "qa_invalid");
-    let error = submit(
-        &node.node,
-        &author,
-        &PolRecord::Certificate(Certificate {
-            claim: claim_hash,
-            outcome: Outcome::Accepted,
-            votes: vec![v1, v2],
-        }),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(pol_code(&error), "no_quorum");
+            votes,
+        });
+        let error = submit(&node.node, &author, &certificate).await.unwrap_err();
+        assert_eq!(pol_code(&error), code);
+    }
     // Nor does the node's own pass certify it.
     let own = Arc::clone(node.node.pol().unwrap());
     pol_tick(&node.node, &own, &mut Default::default())
