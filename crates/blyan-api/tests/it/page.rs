@@ -98,6 +98,21 @@ async fn browser(driver: &Driver) -> Client {
 }
 
 /// Runs `script` (a function body returning a value) until it returns something truthy.
+/// Loads the node's page in `client` and waits until its script marked it ready.
+async fn open_page(node: &Node, client: &Client) -> Result<(), String> {
+    client
+        .goto(&node.url("/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_js(
+        client,
+        "page ready",
+        "return document.body.dataset.ready === 'true';",
+    )
+    .await;
+    Ok(())
+}
+
 async fn wait_js(client: &Client, what: &str, script: &str) -> Value {
     let deadline = Instant::now() + PAGE_WAIT;
     loop {
@@ -237,16 +252,7 @@ async fn the_page_chats_streams_signs_in_and_explores_in_chromium() {
 }
 
 async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
-    client
-        .goto(&node.url("/"))
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_js(
-        client,
-        "page ready",
-        "return document.body.dataset.ready === 'true';",
-    )
-    .await;
+    open_page(node, client).await?;
     let status = text_of(client, "node-status").await;
     if !status.contains("untrained seed") {
         return Err(format!("node status shows {status:?}"));
@@ -560,16 +566,7 @@ async fn the_page_draws_the_learning_curve_of_a_learner_that_ran() {
 }
 
 async fn draw_learning(node: &Node, client: &Client, points: &[Value]) -> Result<(), String> {
-    client
-        .goto(&node.url("/"))
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_js(
-        client,
-        "page ready",
-        "return document.body.dataset.ready === 'true';",
-    )
-    .await;
+    open_page(node, client).await?;
     client
         .find(Locator::Css("nav button[data-tab=learning]"))
         .await
@@ -664,16 +661,7 @@ async fn the_page_shows_a_proof_of_learning_claim_its_votes_and_the_authors_bond
 
 async fn drive_pol(node: &Node, client: &Client, context: &Arc<PolContext>) -> Result<(), String> {
     let validator = context.key.address().to_string();
-    client
-        .goto(&node.url("/"))
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_js(
-        client,
-        "page ready",
-        "return document.body.dataset.ready === 'true';",
-    )
-    .await;
+    open_page(node, client).await?;
 
     // No claims yet: the rules, the one validator and the empty state.
     open_tab(client, "pol").await?;
@@ -857,16 +845,7 @@ async fn the_page_shows_the_network_and_its_peers() {
 }
 
 async fn drive_network(node: &Node, client: &Client, peer: &str) -> Result<(), String> {
-    client
-        .goto(&node.url("/"))
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_js(
-        client,
-        "page ready",
-        "return document.body.dataset.ready === 'true';",
-    )
-    .await;
+    open_page(node, client).await?;
     open_tab(client, "network").await?;
     let row = wait_js(
         client,
@@ -928,16 +907,7 @@ const BLAKE3_LENGTHS: [usize; 12] = [0, 1, 63, 64, 65, 1023, 1024, 1025, 2049, 3
 async fn drive_vote(node: &Node, client: &Client) -> Result<(), String> {
     use blyan_quality::VoteVerdict;
 
-    client
-        .goto(&node.url("/"))
-        .await
-        .map_err(|e| e.to_string())?;
-    wait_js(
-        client,
-        "page ready",
-        "return document.body.dataset.ready === 'true';",
-    )
-    .await;
+    open_page(node, client).await?;
 
     // The page's blake3 agrees with the Rust crate: plain hashes across chunk and tree edges,
     // derive_key, and a vote commitment.
