@@ -325,7 +325,14 @@ impl Node {
                 Some(ledger) => blyan_ledger::Ledger::tokenomics(ledger.as_ref()).clone(),
                 None => Tokenomics::shipped().map_err(Error::LedgerOpen)?,
             };
-            let records = scan_records(&chain, 1).map_err(pol_error("reading records"))?;
+            // Chain D's records are read only when a settlement or a hidden set needs them.
+            let needs_records = state.certificate.is_some()
+                || state.votes.iter().any(|(_, vote)| vote.hidden.is_some());
+            let records = if needs_records {
+                scan_records(&chain, 1).map_err(pol_error("reading records"))?
+            } else {
+                Vec::new()
+            };
             let book = QaBook::from_records(&records);
             let qa = QaNow {
                 book: &book,

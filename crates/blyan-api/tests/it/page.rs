@@ -154,13 +154,7 @@ async fn chat(client: &Client, text: &str, max_tokens: u32) {
         .send_keys(text)
         .await
         .unwrap();
-    client
-        .find(Locator::Id("chat-send"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::Id("chat-send")).await.unwrap();
 }
 
 /// An EIP-1193 provider with one account; `personal_sign` requests wait in
@@ -194,13 +188,7 @@ async fn sign_in(node: &Node, client: &Client, wallet: &TestWallet) -> Result<()
         .execute(PROVIDER, vec![json!(wallet.address)])
         .await
         .map_err(|e| e.to_string())?;
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, Locator::Id("sign-in")).await?;
     let request = wait_js(
         client,
         "personal_sign requested",
@@ -225,15 +213,24 @@ async fn sign_in(node: &Node, client: &Client, wallet: &TestWallet) -> Result<()
     Ok(())
 }
 
-/// Clicks the navigation button of tab `name`.
-async fn open_tab(client: &Client, name: &str) -> Result<(), String> {
+/// Clicks the element `locator` finds.
+async fn click(client: &Client, locator: Locator<'_>) -> Result<(), String> {
     client
-        .find(Locator::Css(&format!("nav button[data-tab={name}]")))
+        .find(locator)
         .await
         .map_err(|e| e.to_string())?
         .click()
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Clicks the navigation button of tab `name`.
+async fn open_tab(client: &Client, name: &str) -> Result<(), String> {
+    click(
+        client,
+        Locator::Css(&format!("nav button[data-tab={name}]")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -323,13 +320,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
             "const m = document.querySelectorAll('.message.assistant'); return m[m.length-1].textContent.length > 0;",
         )
         .await;
-        client
-            .find(Locator::Id("chat-stop"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(client, Locator::Id("chat-stop")).await.unwrap();
         let ended = wait_js(
             client,
             "long answer ended",
@@ -387,26 +378,14 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
     .await;
 
     // The explorer lists chain A's genesis; the dashboard lists the experts.
-    client
-        .find(Locator::Css("nav button[data-tab=explorer]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_tab(client, "explorer").await.unwrap();
     wait_js(
         client,
         "explorer rows",
         "const r = document.querySelector('#explorer-blocks tbody tr'); return r && r.cells[2].textContent === 'genesis';",
     )
     .await;
-    client
-        .find(Locator::Css("nav button[data-tab=experts]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_tab(client, "experts").await.unwrap();
     wait_js(
         client,
         "expert rows",
@@ -424,13 +403,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
     .await;
     let input = client.find(Locator::Id("data-text")).await.unwrap();
     input.send_keys("short").await.unwrap();
-    client
-        .find(Locator::Id("data-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::Id("data-submit")).await.unwrap();
     wait_js(
         client,
         "short sample refused",
@@ -442,13 +415,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
         .send_keys("A sample written on the page, long enough to count.")
         .await
         .unwrap();
-    client
-        .find(Locator::Id("data-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::Id("data-submit")).await.unwrap();
     wait_js(
         client,
         "sample listed",
@@ -456,11 +423,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
          return r && r.cells[1].textContent === 'submitted' && r.cells[4].textContent.startsWith('A sample written');",
     )
     .await;
-    client
-        .find(Locator::Css("#data-samples tbody tr a"))
-        .await
-        .unwrap()
-        .click()
+    click(client, Locator::Css("#data-samples tbody tr a"))
         .await
         .unwrap();
     wait_js(
@@ -469,13 +432,7 @@ async fn drive_page(node: &Node, client: &Client) -> Result<(), String> {
         "return document.getElementById('data-history').textContent.includes(': submitted');",
     )
     .await;
-    client
-        .find(Locator::Css("nav button[data-tab=chat]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_tab(client, "chat").await.unwrap();
     Ok(())
 }
 
@@ -567,13 +524,7 @@ async fn the_page_draws_the_learning_curve_of_a_learner_that_ran() {
 
 async fn draw_learning(node: &Node, client: &Client, points: &[Value]) -> Result<(), String> {
     open_page(node, client).await?;
-    client
-        .find(Locator::Css("nav button[data-tab=learning]"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    open_tab(client, "learning").await?;
     let drawn = wait_js(
         client,
         "learning curve drawn",
@@ -734,13 +685,7 @@ async fn drive_pol(node: &Node, client: &Client, context: &Arc<PolContext>) -> R
     let version = decided["candidates"][0]["version"].as_u64().unwrap();
 
     // The page shows the claim with its badge, candidate, vote and outcome.
-    client
-        .find(Locator::Id("pol-load"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, Locator::Id("pol-load")).await?;
     let shown = wait_js(
         client,
         "the claim shown",
@@ -1001,13 +946,7 @@ async fn drive_vote(node: &Node, client: &Client) -> Result<(), String> {
         &format!("return document.querySelector('{row} button.vote-accept') !== null;"),
     )
     .await;
-    client
-        .find(Locator::Css(&format!("{row} button.vote-accept")))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, Locator::Css(&format!("{row} button.vote-accept"))).await?;
     let committed = wait_js(
         client,
         "the commit written",
@@ -1054,26 +993,14 @@ async fn drive_vote(node: &Node, client: &Client) -> Result<(), String> {
 
     // In the reveal window the page offers the reveal, sends verdict and salt, forgets the salt.
     tokio::time::sleep(Duration::from_millis(PAGE_COMMIT_WINDOW_MS)).await;
-    client
-        .find(Locator::Id("data-load"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, Locator::Id("data-load")).await?;
     wait_js(
         client,
         "the reveal button",
         &format!("return document.querySelector('{row} button.vote-reveal') !== null;"),
     )
     .await;
-    client
-        .find(Locator::Css(&format!("{row} button.vote-reveal")))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, Locator::Css(&format!("{row} button.vote-reveal"))).await?;
     let revealed = wait_js(
         client,
         "the reveal written",

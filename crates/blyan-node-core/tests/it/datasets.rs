@@ -23,7 +23,7 @@ use crate::fine_tune::docs_paragraphs;
 use crate::pol::{
     addresses, claim_record, keys, pol_node, run_validators, state, submit, train_candidate,
 };
-use crate::support::{balance, fund};
+use crate::support::{TestNode, balance, fund};
 
 /// A teacher that finds every text at 2 bits per byte (inside the shipped band).
 struct Fixed;
@@ -76,6 +76,18 @@ async fn review(node: &Node, key: &AuthorKey, samples: Vec<BlockHash>) -> BlockH
         .0
 }
 
+/// A node whose validators are `validators`, with commit and reveal windows of `window_ms`,
+/// votes locking 10 BLY and tallies needing `quorum_stake`.
+async fn voting_node(validators: &[AuthorKey], window_ms: u64, quorum_stake: u64) -> TestNode {
+    pol_node(&addresses(validators), |config| {
+        config.datasets.commit_window_ms = window_ms;
+        config.datasets.reveal_window_ms = window_ms;
+        config.datasets.quorum_stake = quorum_stake;
+        config.datasets.vote_stake_min = 10;
+    })
+    .await
+}
+
 async fn state_of(node: &Node, sample: BlockHash) -> String {
     node.dataset_sample(sample).await.unwrap().unwrap().state
 }
@@ -83,13 +95,7 @@ async fn state_of(node: &Node, sample: BlockHash) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_samples_pass_the_gates_and_pay_their_contributor_once_when_used() {
     let validators = keys(3);
-    let node = pol_node(&addresses(&validators), |config| {
-        config.datasets.commit_window_ms = WINDOW_MS;
-        config.datasets.reveal_window_ms = WINDOW_MS;
-        config.datasets.quorum_stake = 20;
-        config.datasets.vote_stake_min = 10;
-    })
-    .await;
+    let node = voting_node(&validators, WINDOW_MS, 20).await;
     let node_ref = &node.node;
     assert!(node_ref.set_teacher(Arc::new(Fixed)));
     let contributor = AuthorKey::generate().address();
@@ -277,13 +283,7 @@ impl Teacher for ZebraGibberish {
 async fn the_kept_gate_state_equals_a_fresh_replay_after_mixed_records() {
     const SHORT_MS: u64 = 400;
     let validators = keys(1);
-    let node = pol_node(&addresses(&validators), |config| {
-        config.datasets.commit_window_ms = SHORT_MS;
-        config.datasets.reveal_window_ms = SHORT_MS;
-        config.datasets.quorum_stake = 10;
-        config.datasets.vote_stake_min = 10;
-    })
-    .await;
+    let node = voting_node(&validators, SHORT_MS, 10).await;
     let node_ref = &node.node;
     assert!(node_ref.set_teacher(Arc::new(ZebraGibberish)));
     let context = Arc::clone(node_ref.dataset_context().unwrap());
