@@ -22,13 +22,17 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The shipped model as the L1 tests load it (`support::teacher`); its scoring helper is the
+// tests' own.
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blyan_chain::{Address, BlockHash, ChainStore, Durability, GenesisSpec, StoreConfig};
-use blyan_moe::{ExpertUsage, Generator, ModelOptions, SHIPPED_MODEL_DIR, import_shipped_model};
+use blyan_chain::{Address, BlockHash};
+use blyan_moe::ExpertUsage;
 use blyan_quality::{
     AcceptedIndex, DataBlock, DataRecord, GateParams, GateView, L0Config, Licence, Sample,
     SampleContent, SampleState, ScoreOptions, ScorePlan, Signature, score_bits_per_byte, screen_l0,
@@ -680,25 +684,9 @@ fn near_search(screened: &[Sample], index: &AcceptedIndex, config: &L0Config) {
     }
 }
 
-/// The shipped model, imported into a temporary chain store (as the integration tests load it).
-fn teacher() -> (Generator, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = StoreConfig {
-        durability: Durability::Unsynced,
-        ..StoreConfig::default()
-    };
-    let store = Arc::new(
-        ChainStore::open_with(dir.path(), config, &GenesisSpec::shipped(), None)
-            .expect("the store opens"),
-    );
-    import_shipped_model(&store, Path::new(SHIPPED_MODEL_DIR)).expect("the shipped model imports");
-    let generator =
-        Generator::from_chain(store, ModelOptions::default()).expect("the shipped model loads");
-    (generator, dir)
-}
-
 fn bench_l1(c: &mut Criterion) {
-    let (generator, _dir) = teacher();
+    let teacher = support::teacher();
+    let generator = &teacher.generator;
     let tokenizer = generator.tokenizer();
     let mut rng = Rng(0x626c_7961_6e2d_6c31);
     let texts: Vec<String> = (0..SCORED).map(|_| text(&mut rng)).collect();
